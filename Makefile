@@ -1,0 +1,86 @@
+# starling: one Makefile for everything.
+#
+#   make            build ./starling
+#   make demo       install what is missing, make the default synthetic data,
+#                   train models/default.model and show a few users' top segments
+#   make test       install what is missing, build, run the whole suite (prove)
+#   make asan       the same suite built with AddressSanitizer + UBSan
+#   make bench      benchmarks (not part of the tests), see bench/README.md
+#   make install    install the binary under $(PREFIX)/bin
+#   make clean      remove every build product
+#
+# Variables: PREFIX (/usr/local), ARCH (-march=native), CFLAGS (-O3 -g),
+# BUILD (build), JOBS (parallel test files, 2).
+
+PREFIX ?= /usr/local
+CC = gcc
+ARCH ?= -march=native
+CFLAGS ?= -O3 -g
+WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
+CPPFLAGS += -D_GNU_SOURCE -Isrc
+LDLIBS = -llapacke -lopenblas -ljansson -lz -lpthread -lm
+BUILD ?= build
+JOBS ?= 2
+BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
+
+LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all demo test check asan bench install clean deps-build deps-test
+.DELETE_ON_ERROR:
+
+all: $(BIN)
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/.deps: scripts/deps.sh
+	@scripts/deps.sh build
+	@mkdir -p $(BUILD) && touch $@
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+
+$(BUILD)/libstarling.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
+	$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+
+# The suite: C unit tests (TAP), then the command-line, numpy and real-data
+# tests, all run by prove. STARLING and TEST_BIN tell the scripts what to run.
+check: $(BIN) $(TEST_BIN)
+	STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
+	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/*.sh tests/*.py)
+
+test: deps-test
+	@$(MAKE) --no-print-directory check
+
+asan: deps-test
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(MAKE) --no-print-directory check BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined \
+	    -fno-sanitize-recover=all -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address,undefined"
+
+demo: deps-build $(BIN)
+	@scripts/demo.sh
+
+bench: deps-test $(BIN)
+	@bench/run.sh
+
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
+
+clean:
+	rm -rf build build-asan starling

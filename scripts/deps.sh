@@ -1,0 +1,36 @@
+#!/bin/sh
+# deps.sh GROUP...: make sure the Debian packages a make target needs are installed.
+# As root it installs what is missing with apt-get; otherwise it prints the exact
+# apt-get line to run and fails. Groups: build, test (see docs/DEPENDENCIES.md for why
+# each package is there).
+set -e
+build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev"
+test="$build perl python3 python3-numpy gzip"
+want=""
+for g in "$@"; do
+    case "$g" in
+        build) want="$want $build" ;;
+        test) want="$want $test" ;;
+        *) echo "deps.sh: unknown group '$g'" >&2; exit 2 ;;
+    esac
+done
+missing=""
+for p in $want; do
+    case " $missing " in *" $p "*) continue ;; esac
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages:$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+    exit 0
+fi
+echo "starling needs these Debian packages:$missing" >&2
+echo "install them with:" >&2
+echo "  sudo apt-get install -y$missing" >&2
+exit 1

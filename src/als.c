@@ -1,0 +1,498 @@
+/* als: the implicit ALS half-steps, exact and conjugate gradient, and the loss.
+ *
+ * What it is: the per-row solvers, a thread fan-out over fixed chunks of rows,
+ * and beside them the naive double-precision reference that tests compare
+ * against. What it is not: a general sparse solver, or a place for I/O.
+ *
+ * The per-row system is A x = b with
+ *   A = G + sum_{i in S} cm1_i f_i f_i^T + lambda I,   b = sum_{i in S} (1 + cm1_i) f_i
+ * where G = F^T F of the fixed factors F, S the row's nonzeros and cm1 = c - 1.
+ * Cholesky forms A (G copied, then one syrk over the gathered sqrt(cm1) f_i in
+ * blocks) and factors it. CG only ever multiplies by A:
+ *   A p = G p + lambda p + sum_i cm1_i (f_i . p) f_i
+ * which costs k^2 + 4k nnz flops, instead of k^2 nnz + k^3 / 3 for forming and
+ * factoring A.
+ */
+#include "als.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "rng.h"
+#include "util.h"
+
+/* Rows per task: small enough to balance skewed rows across threads, large
+ * enough that the task counter is not contended. Fixed, so that results and
+ * loss sums never depend on the thread count. */
+#define ROWS_PER_TASK 64
+#define GATHER_ROWS 64
+
+void st_als_params_default(st_als_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->factors = 64;
+    p->iterations = 15;
+    p->lambda = 0.1;
+    p->alpha = 10.0;
+    p->confidence = ST_CONF_LOG;
+    p->eps = 1.0;
+    p->bm25_k1 = 100.0;
+    p->bm25_b = 0.8;
+    p->regularization = ST_REG_PLAIN;
+    p->reg_alpha0 = 0.0;
+    p->reg_nu = 1.0;
+    p->solver = ST_SOLVER_CG;
+    p->cg_steps = 3;
+    p->seed = 42;
+    p->threads = 0;
+    p->init_scale = 0.01;
+}
+
+const char *st_solver_name(st_solver s) { return s == ST_SOLVER_CHOLESKY ? "cholesky" : "cg"; }
+
+const char *st_conf_name(st_conf_scheme c)
+{
+    switch (c) {
+    case ST_CONF_LINEAR: return "linear";
+    case ST_CONF_LOG: return "log";
+    case ST_CONF_BM25: return "bm25";
+    }
+    return "?";
+}
+
+const char *st_reg_name(st_reg_scheme r) { return r == ST_REG_FREQUENCY ? "frequency" : "plain"; }
+
+const char *st_als_check(const st_als_params *p)
+{
+    if (p->factors < 1 || p->factors > 1024) return "--factors must be between 1 and 1024";
+    if (p->iterations > 100000) return "--iterations must be at most 100000";
+    if (!(p->lambda >= 0) || !isfinite(p->lambda)) return "--lambda must be a finite number >= 0";
+    if (!(p->alpha >= 0) || !isfinite(p->alpha)) return "--alpha must be a finite number >= 0";
+    if (!(p->eps > 0) || !isfinite(p->eps)) return "--eps must be a finite number > 0";
+    if (!(p->bm25_k1 > 0) || !isfinite(p->bm25_k1)) return "--bm25-k1 must be > 0";
+    if (!(p->bm25_b >= 0 && p->bm25_b <= 1)) return "--bm25-b must be between 0 and 1";
+    if (!(p->reg_alpha0 >= 0) || !isfinite(p->reg_alpha0)) return "--reg-alpha0 must be >= 0";
+    if (!isfinite(p->reg_nu) || p->reg_nu < 0 || p->reg_nu > 4) return "--reg-nu must be between 0 and 4";
+    if (p->solver == ST_SOLVER_CG && (p->cg_steps < 1 || p->cg_steps > 1024))
+        return "--cg-steps must be between 1 and 1024";
+    if (p->threads < 0 || p->threads > 256) return "--threads must be between 0 (all CPUs) and 256";
+    if (p->lambda == 0 && p->regularization == ST_REG_PLAIN)
+        return "--lambda 0 leaves rows of users with few events unsolvable; use a small positive value";
+    return NULL;
+}
+
+static int thread_count(const st_als_params *p)
+{
+    int t = p->threads > 0 ? p->threads : st_cpu_count();
+    return t < 1 ? 1 : t;
+}
+
+/* ---- confidence ---------------------------------------------------------- */
+
+float st_als_conf1(const st_als_params *p, double r, double idf, double length_norm)
+{
+    double f;
+    switch (p->confidence) {
+    case ST_CONF_LOG: f = log1p(r / p->eps); break;
+    case ST_CONF_BM25: f = r * (p->bm25_k1 + 1.0) / (p->bm25_k1 * length_norm + r) * idf; break;
+    default: f = r; break;
+    }
+    double c = p->alpha * f;
+    return c > 0 && isfinite(c) ? (float)c : 0.0f;
+}
+
+void st_als_data_free(st_als_data *d)
+{
+    st_free(d->cu);
+    st_free(d->cs);
+    d->cu = d->cs = NULL;
+}
+
+int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_data *d, char *err)
+{
+    const st_csr *a = &x->by_user, *t = &x->by_segment;
+    d->by_user = a;
+    d->by_segment = t;
+    d->cu = st_malloc(a->nnz * sizeof *d->cu);
+    d->cs = st_malloc(t->nnz * sizeof *d->cs);
+    double *idf = NULL, *norm = NULL;
+    if (p->confidence == ST_CONF_BM25) {
+        idf = st_malloc(((size_t)a->cols + 1) * sizeof *idf);
+        norm = st_malloc(((size_t)a->rows + 1) * sizeof *norm);
+    }
+    if (!d->cu || !d->cs || (p->confidence == ST_CONF_BM25 && (!idf || !norm))) {
+        st_free(idf);
+        st_free(norm);
+        st_als_data_free(d);
+        return st_seterr(err, "out of memory for the confidence values");
+    }
+    if (idf) {
+        /* idf of a segment from how many users have it; length norm of a user
+         * from the sum of their values against the mean over users. */
+        double total = 0;
+        for (uint32_t s = 0; s < a->cols; s++)
+            idf[s] = log((double)a->rows) - log1p((double)(t->indptr[s + 1] - t->indptr[s]));
+        for (uint32_t u = 0; u < a->rows; u++) {
+            double sum = 0;
+            for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++) sum += a->data[q];
+            norm[u] = sum;
+            total += sum;
+        }
+        double mean = a->rows ? total / a->rows : 1.0;
+        if (mean <= 0) mean = 1.0;
+        for (uint32_t u = 0; u < a->rows; u++) norm[u] = (1.0 - p->bm25_b) + p->bm25_b * norm[u] / mean;
+    }
+    for (uint32_t u = 0; u < a->rows; u++)
+        for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++)
+            d->cu[q] = st_als_conf1(p, a->data[q], idf ? idf[a->indices[q]] : 0, norm ? norm[u] : 1);
+    for (uint32_t s = 0; s < t->rows; s++)
+        for (uint64_t q = t->indptr[s]; q < t->indptr[s + 1]; q++)
+            d->cs[q] = st_als_conf1(p, t->data[q], idf ? idf[s] : 0, norm ? norm[t->indices[q]] : 1);
+    st_free(idf);
+    st_free(norm);
+    return 0;
+}
+
+/* ---- small dense kernels ------------------------------------------------- */
+
+static inline float dot(const float *restrict a, const float *restrict b, uint32_t k)
+{
+    float s = 0;
+    for (uint32_t i = 0; i < k; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float a, const float *restrict x, float *restrict y, uint32_t k)
+{
+    for (uint32_t i = 0; i < k; i++) y[i] += a * x[i];
+}
+
+/* out = G v for a full symmetric k x k G. */
+static inline void symv(const float *restrict G, const float *restrict v, float *restrict out, uint32_t k)
+{
+    for (uint32_t i = 0; i < k; i++) out[i] = dot(G + (size_t)i * k, v, k);
+}
+
+void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G)
+{
+    memset(G, 0, (size_t)k * k * sizeof *G);
+    if (r > 0) {
+        /* F is r x k row-major, that is k x r column-major: G = F^T F. */
+        cblas_ssyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)k, (blasint)r, 1.0f, F, (blasint)k, 0.0f, G,
+                    (blasint)k);
+    }
+    for (uint32_t i = 0; i < k; i++)
+        for (uint32_t j = 0; j < i; j++) G[(size_t)j * k + i] = G[(size_t)i * k + j];
+}
+
+static double row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols)
+{
+    if (p->regularization == ST_REG_FREQUENCY) return p->lambda * pow((double)nnz + p->reg_alpha0 * cols, p->reg_nu);
+    return p->lambda;
+}
+
+/* ---- per-row solvers ----------------------------------------------------- */
+
+uint64_t st_als_foldin_scratch(uint32_t k) { return (uint64_t)k * k + k + (uint64_t)GATHER_ROWS * k; }
+
+/* Exact solve. scratch: A (k*k), b (k), gather (GATHER_ROWS*k). */
+static int solve_cholesky(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                          const float *cm1, uint64_t nnz, float *x, float *scratch)
+{
+    if (nnz == 0) {
+        memset(x, 0, k * sizeof *x);
+        return 0;
+    }
+    float *A = scratch, *b = A + (size_t)k * k, *M = b + k;
+    memcpy(A, G, (size_t)k * k * sizeof *A);
+    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
+    memset(b, 0, k * sizeof *b);
+    for (uint64_t q0 = 0; q0 < nnz; q0 += GATHER_ROWS) {
+        uint64_t q1 = q0 + GATHER_ROWS < nnz ? q0 + GATHER_ROWS : nnz;
+        for (uint64_t q = q0; q < q1; q++) {
+            const float *f = F + (size_t)idx[q] * k;
+            float c = cm1[q], sc = sqrtf(c);
+            float *m = M + (size_t)(q - q0) * k;
+            for (uint32_t i = 0; i < k; i++) m[i] = sc * f[i];
+            axpy(1.0f + c, f, b, k);
+        }
+        /* A += M^T M over the gathered rows (M is (q1-q0) x k row-major). */
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)(q1 - q0), 1.0f, M, (blasint)k,
+                    1.0f, A, (blasint)k);
+    }
+    if (LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, A, (lapack_int)k) != 0) return -1;
+    if (LAPACKE_spotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, 1, A, (lapack_int)k, b, (lapack_int)k) != 0)
+        return -1;
+    memcpy(x, b, k * sizeof *x);
+    return 0;
+}
+
+/* A few conjugate-gradient steps from the current x. scratch: r, p, Ap (3k). */
+static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                     const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
+{
+    if (nnz == 0) {
+        memset(x, 0, k * sizeof *x);
+        return;
+    }
+    float *r = scratch, *p = r + k, *Ap = p + k;
+    float lam = (float)lambda;
+    /* r = b - A x */
+    symv(G, x, r, k);
+    for (uint32_t i = 0; i < k; i++) r[i] = -r[i] - lam * x[i];
+    for (uint64_t q = 0; q < nnz; q++) {
+        const float *f = F + (size_t)idx[q] * k;
+        float c = cm1[q];
+        axpy((1.0f + c) - c * dot(f, x, k), f, r, k);
+    }
+    memcpy(p, r, k * sizeof *p);
+    float rs = dot(r, r, k);
+    for (uint32_t s = 0; s < steps; s++) {
+        if (rs < 1e-20f) break;
+        symv(G, p, Ap, k);
+        for (uint32_t i = 0; i < k; i++) Ap[i] += lam * p[i];
+        for (uint64_t q = 0; q < nnz; q++) {
+            const float *f = F + (size_t)idx[q] * k;
+            axpy(cm1[q] * dot(f, p, k), f, Ap, k);
+        }
+        float pAp = dot(p, Ap, k);
+        if (!(pAp > 0)) break;
+        float a = rs / pAp;
+        axpy(a, p, x, k);
+        axpy(-a, Ap, r, k);
+        float rsn = dot(r, r, k);
+        float beta = rsn / rs;
+        for (uint32_t i = 0; i < k; i++) p[i] = r[i] + beta * p[i];
+        rs = rsn;
+    }
+}
+
+int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                  const float *cm1, uint32_t nnz, float *x, float *scratch)
+{
+    return solve_cholesky(k, F, G, lambda, idx, cm1, nnz, x, scratch);
+}
+
+/* ---- half-steps ---------------------------------------------------------- */
+
+typedef struct {
+    const st_als_params *p;
+    const st_csr *a;
+    const float *c, *fixed, *G;
+    float *rows;
+    float *scratch; /* per thread */
+    uint64_t scratch_per_thread;
+    atomic_int failed;
+} half_ctx;
+
+static void half_task(void *vctx, uint64_t task, int thread)
+{
+    half_ctx *h = vctx;
+    const st_csr *a = h->a;
+    uint32_t k = h->p->factors;
+    float *scratch = h->scratch + (size_t)thread * h->scratch_per_thread;
+    uint64_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < a->rows ? r0 + ROWS_PER_TASK : a->rows;
+    for (uint64_t r = r0; r < r1; r++) {
+        uint64_t q0 = a->indptr[r], nnz = a->indptr[r + 1] - q0;
+        double lam = row_lambda(h->p, nnz, a->cols);
+        float *x = h->rows + (size_t)r * k;
+        if (h->p->solver == ST_SOLVER_CHOLESKY) {
+            if (solve_cholesky(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, scratch) != 0)
+                atomic_store(&h->failed, 1);
+        } else {
+            solve_cg(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, h->p->cg_steps, scratch);
+        }
+    }
+}
+
+int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
+                     char *err)
+{
+    uint32_t k = p->factors;
+    int threads = thread_count(p);
+    openblas_set_num_threads(1);
+    half_ctx h = {.p = p, .a = a, .c = c, .fixed = fixed, .rows = rows};
+    atomic_init(&h.failed, 0);
+    h.scratch_per_thread = st_align_up(st_als_foldin_scratch(k), 16);
+    float *G = st_aligned_alloc(64, (size_t)k * k * sizeof *G);
+    h.scratch = st_aligned_alloc(64, (size_t)threads * h.scratch_per_thread * sizeof(float));
+    if (!G || !h.scratch) {
+        st_free(G);
+        st_free(h.scratch);
+        return st_seterr(err, "out of memory for solver scratch");
+    }
+    st_als_gram(fixed, a->cols, k, G);
+    h.G = G;
+    uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    st_parallel_run(threads, tasks, half_task, &h);
+    st_free(G);
+    st_free(h.scratch);
+    if (atomic_load(&h.failed))
+        return st_seterr(err, "a row's system was not positive definite (try a larger --lambda)");
+    return 0;
+}
+
+/* ---- loss ---------------------------------------------------------------- */
+
+typedef struct {
+    const st_als_params *p;
+    const st_csr *a;
+    const float *c, *X, *Y;
+    double *partial; /* per task */
+} loss_ctx;
+
+static void loss_task(void *vctx, uint64_t task, int thread)
+{
+    (void)thread;
+    loss_ctx *l = vctx;
+    const st_csr *a = l->a;
+    uint32_t k = l->p->factors;
+    uint64_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < a->rows ? r0 + ROWS_PER_TASK : a->rows;
+    double sum = 0;
+    for (uint64_t r = r0; r < r1; r++) {
+        const float *x = l->X + (size_t)r * k;
+        uint64_t q0 = a->indptr[r], q1 = a->indptr[r + 1];
+        for (uint64_t q = q0; q < q1; q++) {
+            double s = dot(x, l->Y + (size_t)a->indices[q] * k, k);
+            double c = 1.0 + l->c[q];
+            sum += c * (1 - s) * (1 - s) - s * s;
+        }
+        sum += row_lambda(l->p, q1 - q0, a->cols) * dot(x, x, k);
+    }
+    l->partial[task] = sum;
+}
+
+int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, const float *Y, double *loss,
+                double *weight, char *err)
+{
+    const st_csr *a = d->by_user, *t = d->by_segment;
+    uint32_t k = p->factors;
+    uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    double *partial = st_calloc(tasks ? tasks : 1, sizeof *partial);
+    float *GX = st_malloc((size_t)k * k * sizeof *GX), *GY = st_malloc((size_t)k * k * sizeof *GY);
+    if (!partial || !GX || !GY) {
+        st_free(partial);
+        st_free(GX);
+        st_free(GY);
+        return st_seterr(err, "out of memory computing the loss");
+    }
+    openblas_set_num_threads(1);
+    loss_ctx l = {.p = p, .a = a, .c = d->cu, .X = X, .Y = Y, .partial = partial};
+    st_parallel_run(thread_count(p), tasks, loss_task, &l);
+    double total = 0;
+    for (uint64_t i = 0; i < tasks; i++) total += partial[i];
+    /* Every pair's (x . y)^2 with weight 1: sum_ab (X^T X)_ab (Y^T Y)_ab. */
+    st_als_gram(X, a->rows, k, GX);
+    st_als_gram(Y, a->cols, k, GY);
+    for (size_t i = 0; i < (size_t)k * k; i++) total += (double)GX[i] * GY[i];
+    for (uint32_t s = 0; s < t->rows; s++) {
+        const float *y = Y + (size_t)s * k;
+        total += row_lambda(p, t->indptr[s + 1] - t->indptr[s], t->cols) * dot(y, y, k);
+    }
+    double w = (double)a->rows * a->cols;
+    for (uint64_t q = 0; q < a->nnz; q++) w += d->cu[q];
+    st_free(partial);
+    st_free(GX);
+    st_free(GY);
+    *loss = total;
+    if (weight) *weight = w;
+    return 0;
+}
+
+/* ---- iteration ----------------------------------------------------------- */
+
+void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float *Y)
+{
+    uint32_t k = p->factors;
+    float s = (float)p->init_scale;
+    for (uint32_t r = 0; r < m; r++) {
+        st_rng g = st_rng_for(p->seed, 2 * (uint64_t)r);
+        for (uint32_t i = 0; i < k; i++) X[(size_t)r * k + i] = s * (float)(2 * st_rng_uniform(&g) - 1);
+    }
+    for (uint32_t r = 0; r < n; r++) {
+        st_rng g = st_rng_for(p->seed, 2 * (uint64_t)r + 1);
+        for (uint32_t i = 0; i < k; i++) Y[(size_t)r * k + i] = s * (float)(2 * st_rng_uniform(&g) - 1);
+    }
+}
+
+int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err)
+{
+    if (st_als_half_step(p, d->by_user, d->cu, Y, X, err) != 0) return -1;
+    if (st_als_half_step(p, d->by_segment, d->cs, X, Y, err) != 0) return -1;
+    if (loss) return st_als_loss(p, d, X, Y, loss, NULL, err);
+    return 0;
+}
+
+/* ---- the naive reference ------------------------------------------------- */
+
+int st_als_reference_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed,
+                               uint32_t n_fixed, float *rows)
+{
+    uint32_t k = p->factors;
+    double *A = st_malloc((size_t)k * k * sizeof *A), *b = st_malloc(k * sizeof *b);
+    double *cfull = st_malloc(((size_t)n_fixed + 1) * sizeof *cfull);
+    double *pfull = st_malloc(((size_t)n_fixed + 1) * sizeof *pfull);
+    int rc = -1;
+    if (!A || !b || !cfull || !pfull) goto out;
+    for (uint32_t r = 0; r < a->rows; r++) {
+        /* Dense confidence and preference of this row over every fixed row. */
+        for (uint32_t j = 0; j < n_fixed; j++) {
+            cfull[j] = 1.0;
+            pfull[j] = 0.0;
+        }
+        uint64_t nnz = a->indptr[r + 1] - a->indptr[r];
+        for (uint64_t q = a->indptr[r]; q < a->indptr[r + 1]; q++) {
+            cfull[a->indices[q]] = 1.0 + c[q];
+            pfull[a->indices[q]] = 1.0;
+        }
+        double lam = row_lambda(p, nnz, a->cols);
+        for (uint32_t i = 0; i < k; i++) {
+            b[i] = 0;
+            for (uint32_t j = 0; j < k; j++) A[i * k + j] = i == j ? lam : 0.0;
+        }
+        for (uint32_t j = 0; j < n_fixed; j++) {
+            const float *f = fixed + (size_t)j * k;
+            for (uint32_t i = 0; i < k; i++) {
+                b[i] += cfull[j] * pfull[j] * f[i];
+                for (uint32_t l = 0; l < k; l++) A[i * k + l] += cfull[j] * f[i] * f[l];
+            }
+        }
+        if (nnz == 0) {
+            for (uint32_t i = 0; i < k; i++) rows[(size_t)r * k + i] = 0;
+            continue;
+        }
+        /* Plain Cholesky A = L L^T in place (lower), then two triangular solves. */
+        for (uint32_t j = 0; j < k; j++) {
+            double s = A[j * k + j];
+            for (uint32_t l = 0; l < j; l++) s -= A[j * k + l] * A[j * k + l];
+            if (s <= 0) goto out;
+            A[j * k + j] = sqrt(s);
+            for (uint32_t i = j + 1; i < k; i++) {
+                double t = A[i * k + j];
+                for (uint32_t l = 0; l < j; l++) t -= A[i * k + l] * A[j * k + l];
+                A[i * k + j] = t / A[j * k + j];
+            }
+        }
+        for (uint32_t i = 0; i < k; i++) {
+            double t = b[i];
+            for (uint32_t l = 0; l < i; l++) t -= A[i * k + l] * b[l];
+            b[i] = t / A[i * k + i];
+        }
+        for (uint32_t i = k; i-- > 0;) {
+            double t = b[i];
+            for (uint32_t l = i + 1; l < k; l++) t -= A[l * k + i] * b[l];
+            b[i] = t / A[i * k + i];
+        }
+        for (uint32_t i = 0; i < k; i++) rows[(size_t)r * k + i] = (float)b[i];
+    }
+    rc = 0;
+out:
+    st_free(A);
+    st_free(b);
+    st_free(cfull);
+    st_free(pfull);
+    return rc;
+}

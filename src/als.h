@@ -1,0 +1,119 @@
+/* als: implicit-feedback alternating least squares (Hu, Koren, Volinsky 2008).
+ *
+ * Legend: users m, segments n, rank k, nonzeros nnz. X is m x k (user
+ * factors), Y is n x k (segment factors), both row-major float32.
+ *
+ * Objective, over every (user u, segment s) pair:
+ *   sum c_us (p_us - x_u . y_s)^2 + sum_u lambda_u |x_u|^2 + sum_s lambda_s |y_s|^2
+ * with p = 1 and c = 1 + alpha f(r) where the user engaged (r > 0), p = 0 and
+ * c = 1 elsewhere. f is the confidence scheme: linear r, log log(1 + r/eps),
+ * or bm25 (Robertson's weighting of r by segment rarity and user activity).
+ * lambda_row = lambda (nnz_row + alpha0 * cols)^nu under frequency-scaled
+ * regularisation (Rendle et al. 2022), plain lambda otherwise.
+ *
+ * Each half-step solves, for every row independently,
+ *   (YtY + Y_S^T (C_S - I) Y_S + lambda I) x = Y_S^T C_S 1
+ * YtY comes from one BLAS syrk per half-step. The solve is either exact
+ * (Cholesky, LAPACK potrf/potrs) or a few conjugate-gradient steps warm-started
+ * from the previous x (Takacs, Pilaszy, Tikk 2011), which never forms the k x k
+ * matrix. Threads take rows in fixed chunks; BLAS runs single-threaded inside.
+ * A row's result does not depend on the thread count, and the loss is summed
+ * per chunk in chunk order, so runs are bit-identical for a given seed
+ * whatever the number of threads.
+ *
+ * Owns: nothing between calls. Never: allocates per row (scratch is per
+ * thread, per call), prints.
+ */
+#ifndef STARLING_ALS_H
+#define STARLING_ALS_H
+
+#include <stdint.h>
+
+#include "interactions.h"
+
+typedef enum { ST_SOLVER_CG = 0, ST_SOLVER_CHOLESKY = 1 } st_solver;
+typedef enum { ST_CONF_LINEAR = 0, ST_CONF_LOG = 1, ST_CONF_BM25 = 2 } st_conf_scheme;
+typedef enum { ST_REG_PLAIN = 0, ST_REG_FREQUENCY = 1 } st_reg_scheme;
+
+typedef struct {
+    uint32_t factors;     /* k */
+    uint32_t iterations;
+    double lambda;
+    double alpha;
+    st_conf_scheme confidence;
+    double eps;           /* log scheme: r / eps */
+    double bm25_k1, bm25_b;
+    st_reg_scheme regularization;
+    double reg_alpha0, reg_nu;
+    st_solver solver;
+    uint32_t cg_steps;
+    uint64_t seed;
+    int threads;
+    double init_scale;
+} st_als_params;
+
+void st_als_params_default(st_als_params *p);
+
+/* NULL when p is usable, else a sentence a person can act on. */
+const char *st_als_check(const st_als_params *p);
+
+const char *st_solver_name(st_solver s);
+const char *st_conf_name(st_conf_scheme c);
+const char *st_reg_name(st_reg_scheme r);
+
+/* The matrix the trainer consumes: structure of both orientations and c - 1
+ * for every nonzero, aligned with each orientation's indices. */
+typedef struct {
+    const st_csr *by_user;
+    const st_csr *by_segment;
+    float *cu; /* by_user.nnz */
+    float *cs; /* by_segment.nnz */
+} st_als_data;
+
+/* Computes c - 1 = alpha f(r) for every nonzero of both orientations into
+ * newly allocated d->cu and d->cs (free with st_als_data_free). */
+int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_data *d, char *err);
+void st_als_data_free(st_als_data *d);
+
+/* The confidence-minus-one of one raw value r for a user with row statistics
+ * (for fold-in of online events; bm25 needs the model's statistics, so for it
+ * the caller passes idf and length_norm, otherwise they are ignored). */
+float st_als_conf1(const st_als_params *p, double r, double idf, double length_norm);
+
+/* Fills X (m x k) and Y (n x k) with small random values from p->seed; row r
+ * of each draws from its own stream, so the result is thread-independent. */
+void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float *Y);
+
+/* One full iteration (users, then segments). *loss receives the objective
+ * after it (see st_als_loss). Returns -1 with a message on out-of-memory or a
+ * failed factorisation. */
+int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err);
+
+/* One half-step: solves every row of `rows` (m_rows x k) against the fixed
+ * `fixed` (n_fixed x k) with the structure a and confidences c. */
+int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
+                     char *err);
+
+/* The objective above, and the normaliser weight = m n + sum(c - 1) that
+ * turns it into the per-weight figure printed in progress lines. */
+int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, const float *Y, double *loss,
+                double *weight, char *err);
+
+/* Fold-in: solves one row exactly (Cholesky) against fixed factors F (its
+ * Gram matrix G = F^T F, k x k) for the nonzeros (idx[i], cm1[i]).
+ * scratch needs st_als_foldin_scratch(k) floats. Never allocates; -1 when the
+ * system is not positive definite. A row with no nonzeros gets x = 0. */
+int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                  const float *cm1, uint32_t nnz, float *x, float *scratch);
+uint64_t st_als_foldin_scratch(uint32_t k);
+
+/* Gram matrix G = F^T F (k x k, full, symmetric) of an r x k matrix. */
+void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G);
+
+/* The naive reference: one half-step in double precision that forms the full
+ * confidence-weighted system of every row explicitly (O(rows * cols * k^2))
+ * and solves it by plain Cholesky. For tests on small problems only. */
+int st_als_reference_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed,
+                               uint32_t n_fixed, float *rows);
+
+#endif

@@ -1,0 +1,60 @@
+/* cli: the command-line layer: option tables, help, and the sub-commands.
+ *
+ * Every sub-command declares its options in one st_opt table; the same table
+ * drives parsing and `--help`, and the default shown in help is read from the
+ * option's variable before parsing, so help never disagrees with behaviour.
+ * Exit codes: 0 success, 1 runtime error, 2 usage error.
+ */
+#ifndef STARLING_CLI_H
+#define STARLING_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum { ST_EXIT_OK = 0, ST_EXIT_ERROR = 1, ST_EXIT_USAGE = 2, ST_CLI_GO = -1 };
+
+typedef enum { ST_OPT_FLAG, ST_OPT_INT, ST_OPT_U64, ST_OPT_DOUBLE, ST_OPT_STRING, ST_OPT_CHOICE } st_opt_type;
+
+typedef struct {
+    const char *name; /* long name without the dashes */
+    char shortname;   /* 0 for none */
+    st_opt_type type;
+    void *dest;       /* int*, int*, uint64_t*, double*, const char**, int* (choice index) */
+    const char *metavar;
+    const char *help;
+    const char *choices; /* "a|b|c" for ST_OPT_CHOICE */
+} st_opt;
+
+typedef struct {
+    const char *name;    /* "train" */
+    const char *usage;   /* "EVENTS... -o MODEL [options]" */
+    const char *summary; /* one line */
+    const char *details; /* printed after the options; may be NULL */
+} st_cmd_doc;
+
+/* Parses argv (argv[0] is the sub-command name). Positionals are collected
+ * into pos (room for argc entries) in order. Returns ST_CLI_GO to go on, or
+ * an exit code to stop with: ST_EXIT_OK after printing help, ST_EXIT_USAGE
+ * after printing what is wrong. */
+int st_cli_parse(const st_cmd_doc *doc, const st_opt *opts, int argc, char **argv, char **pos, int *npos);
+
+void st_cli_help(const st_cmd_doc *doc, const st_opt *opts, FILE *f);
+
+/* Prints "starling CMD: message" and a pointer to --help; returns ST_EXIT_USAGE. */
+int st_cli_usage(const st_cmd_doc *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints "starling CMD: message"; returns ST_EXIT_ERROR. */
+int st_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses a duration: a number with an optional unit s, m, h, d, w (seconds
+ * when none). 0 on success. */
+int st_parse_duration(const char *s, double *seconds);
+
+/* The sub-commands (cli_*.c). */
+int cli_synth(int argc, char **argv);
+int cli_train(int argc, char **argv);
+int cli_info(int argc, char **argv);
+int cli_segments(int argc, char **argv);
+int cli_score(int argc, char **argv);
+
+#endif

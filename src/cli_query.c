@@ -1,0 +1,227 @@
+/* cli_query: `starling info`, `segments` and `score`: questions to one model
+ * file from the command line, answered the same way the server answers them.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "model.h"
+#include "score.h"
+#include "util.h"
+
+static void print_time(FILE *f, int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char buf[64];
+    if (gmtime_r(&tt, &tm) && strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        fprintf(f, "%s", buf);
+    else
+        fprintf(f, "%lld", (long long)t);
+}
+
+int cli_info(int argc, char **argv)
+{
+    int json = 0;
+    const st_opt opts[] = {
+        {"json", 0, ST_OPT_FLAG, &json, NULL, "print the header as JSON", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {"info", "MODEL [--json]",
+                            "Print a model's header: dimensions, hyper-parameters, seed, data fingerprint,\n"
+                            "training loss, and the sections of the file (verifying every checksum).",
+                            NULL};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos != 1) return st_cli_usage(&doc, "expected one MODEL, got %d arguments", npos);
+    st_model m;
+    char err[ST_ERRLEN];
+    if (st_model_load(pos[0], &m, err) != 0) return st_cli_fail("info", "%s", err);
+    const st_model_header *h = &m.h;
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "path", json_string(pos[0]));
+        json_object_set_new(o, "format_version", json_integer(h->version));
+        json_object_set_new(o, "users", json_integer(h->users));
+        json_object_set_new(o, "segments", json_integer(h->segments));
+        json_object_set_new(o, "factors", json_integer(h->factors));
+        json_object_set_new(o, "nnz", json_integer((json_int_t)h->nnz));
+        json_object_set_new(o, "events", json_integer((json_int_t)h->events));
+        json_object_set_new(o, "iterations", json_integer(h->iterations));
+        json_object_set_new(o, "solver", json_string(st_solver_name((st_solver)h->solver)));
+        json_object_set_new(o, "cg_steps", json_integer(h->cg_steps));
+        json_object_set_new(o, "confidence", json_string(st_conf_name((st_conf_scheme)h->confidence)));
+        json_object_set_new(o, "alpha", json_real(h->alpha));
+        json_object_set_new(o, "eps", json_real(h->eps));
+        json_object_set_new(o, "lambda", json_real(h->lambda));
+        json_object_set_new(o, "regularization", json_string(st_reg_name((st_reg_scheme)h->regularization)));
+        json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
+        char fp[32];
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
+        json_object_set_new(o, "fingerprint", json_string(fp));
+        json_object_set_new(o, "created", json_integer(h->created));
+        json_object_set_new(o, "final_loss", json_real(h->final_loss));
+        json_object_set_new(o, "file_bytes", json_integer((json_int_t)h->file_bytes));
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+        st_model_free(&m);
+        return ST_EXIT_OK;
+    }
+    printf("model          %s\n", pos[0]);
+    printf("format         starling model, version %u, %llu bytes, %u sections (checksums verified)\n", h->version,
+           (unsigned long long)h->file_bytes, h->nsections);
+    printf("users          %u\n", h->users);
+    printf("segments       %u\n", h->segments);
+    printf("factors        %u\n", h->factors);
+    printf("interactions   %llu distinct pairs from %llu events\n", (unsigned long long)h->nnz,
+           (unsigned long long)h->events);
+    printf("fingerprint    %016llx\n", (unsigned long long)h->fingerprint);
+    printf("created        ");
+    print_time(stdout, h->created);
+    printf("\n");
+    printf("iterations     %u of %u\n", h->iterations, h->iterations_asked);
+    printf("solver         %s", st_solver_name((st_solver)h->solver));
+    if (h->solver == ST_SOLVER_CG) printf(" (%u steps)", h->cg_steps);
+    printf("\n");
+    printf("confidence     %s, c = 1 + %g ", st_conf_name((st_conf_scheme)h->confidence), h->alpha);
+    if (h->confidence == ST_CONF_LOG) printf("log(1 + r / %g)\n", h->eps);
+    else if (h->confidence == ST_CONF_BM25) printf("bm25(r; k1 %g, b %g)\n", h->bm25_k1, h->bm25_b);
+    else printf("r\n");
+    printf("regularization %s, lambda %g", st_reg_name((st_reg_scheme)h->regularization), h->lambda);
+    if (h->regularization == ST_REG_FREQUENCY) printf(" (n + %g N)^%g", h->reg_alpha0, h->reg_nu);
+    printf("\n");
+    if (h->half_life > 0) {
+        printf("time decay     half-life %g s, relative to ", h->half_life);
+        if (isnan(h->decay_now)) printf("the newest event\n");
+        else {
+            print_time(stdout, (int64_t)h->decay_now);
+            printf("\n");
+        }
+    }
+    printf("seed           %llu\n", (unsigned long long)h->seed);
+    printf("threads        %u (0 = every CPU)\n", h->threads);
+    printf("final loss     %.6f\n", h->final_loss);
+    if (h->flags & ST_MODEL_CALIBRATED) printf("calibration    p = 1 / (1 + exp(-(%g score + %g)))\n", h->calib_a, h->calib_b);
+    if (m.meta_len) {
+        printf("metadata\n");
+        const char *p = m.meta, *end = m.meta + m.meta_len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *le = nl ? nl : end;
+            printf("  %.*s\n", (int)(le - p), p);
+            p = le + 1;
+        }
+    }
+    st_model_free(&m);
+    return ST_EXIT_OK;
+}
+
+static int load_user(const char *cmd, const char *path, const char *user, st_model *m, uint32_t *u)
+{
+    char err[ST_ERRLEN];
+    if (st_model_load(path, m, err) != 0) return st_cli_fail(cmd, "%s", err);
+    *u = st_idmap_find(&m->user_ids, user, strlen(user));
+    if (*u == ST_NOT_FOUND) {
+        st_cli_fail(cmd, "unknown user '%s' (not in %s, which has %u users)", user, path, m->users);
+        st_model_free(m);
+        return ST_EXIT_ERROR;
+    }
+    return ST_EXIT_OK;
+}
+
+int cli_segments(int argc, char **argv)
+{
+    uint64_t count = 10;
+    int exclude_seen = 0, json = 0;
+    const st_opt opts[] = {
+        {"count", 'k', ST_OPT_U64, &count, "N", "how many segments", 0},
+        {"exclude-seen", 0, ST_OPT_FLAG, &exclude_seen, NULL, "leave out segments the user engaged with in training", 0},
+        {"json", 0, ST_OPT_FLAG, &json, NULL, "print JSON instead of SEGMENT<TAB>SCORE lines", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {"segments", "MODEL USER [-k N] [--exclude-seen] [--json]",
+                            "Print a user's best segments, best first, one SEGMENT<TAB>SCORE line each.", NULL};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos != 2) return st_cli_usage(&doc, "expected MODEL and USER, got %d arguments", npos);
+    if (count == 0 || count > 1000000) return st_cli_usage(&doc, "-k must be between 1 and 1000000");
+    st_model m;
+    uint32_t u = 0;
+    if ((rc = load_user("segments", pos[0], pos[1], &m, &u)) != ST_EXIT_OK) return rc;
+    uint32_t want = count < m.segments ? (uint32_t)count : m.segments;
+    float *scores = st_malloc((size_t)m.segments * sizeof *scores);
+    uint32_t *idx = st_malloc(want * sizeof *idx);
+    float *top = st_malloc(want * sizeof *top);
+    if (!scores || !idx || !top) {
+        st_free(scores);
+        st_free(idx);
+        st_free(top);
+        st_model_free(&m);
+        return st_cli_fail("segments", "out of memory");
+    }
+    st_score_all_segments(&m, m.U + (size_t)u * m.k, scores);
+    uint64_t h0 = m.hist_ptr[u], hn = m.hist_ptr[u + 1] - h0;
+    uint32_t n = st_topk(scores, m.segments, want, exclude_seen ? m.hist_idx + h0 : NULL, exclude_seen ? hn : 0, idx,
+                         top);
+    if (json) {
+        json_t *o = json_object(), *arr = json_array();
+        json_object_set_new(o, "user", json_string(pos[1]));
+        for (uint32_t i = 0; i < n; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "segment", json_string(st_idmap_name(&m.segment_ids, idx[i], NULL)));
+            json_object_set_new(e, "score", json_real(top[i]));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(o, "segments", arr);
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+    } else {
+        for (uint32_t i = 0; i < n; i++) printf("%s\t%.6f\n", st_idmap_name(&m.segment_ids, idx[i], NULL), top[i]);
+    }
+    st_free(scores);
+    st_free(idx);
+    st_free(top);
+    st_model_free(&m);
+    return ST_EXIT_OK;
+}
+
+int cli_score(int argc, char **argv)
+{
+    const st_opt opts[] = {{0}};
+    const st_cmd_doc doc = {"score", "MODEL USER SEGMENT...",
+                            "Print the user's score for each segment, in the order asked, one\n"
+                            "SEGMENT<TAB>SCORE line each.",
+                            NULL};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos < 3) return st_cli_usage(&doc, "expected MODEL, USER and at least one SEGMENT");
+    st_model m;
+    uint32_t u = 0;
+    if ((rc = load_user("score", pos[0], pos[1], &m, &u)) != ST_EXIT_OK) return rc;
+    /* Check every segment before printing anything. */
+    for (int i = 2; i < npos; i++) {
+        if (st_idmap_find(&m.segment_ids, pos[i], strlen(pos[i])) == ST_NOT_FOUND) {
+            st_cli_fail("score", "unknown segment '%s' (not in %s, which has %u segments)", pos[i], pos[0],
+                        m.segments);
+            st_model_free(&m);
+            return ST_EXIT_ERROR;
+        }
+    }
+    const float *x = m.U + (size_t)u * m.k;
+    for (int i = 2; i < npos; i++) {
+        uint32_t s = st_idmap_find(&m.segment_ids, pos[i], strlen(pos[i]));
+        printf("%s\t%.6f\n", pos[i], st_dot(x, m.V + (size_t)s * m.k, m.k));
+    }
+    st_model_free(&m);
+    return ST_EXIT_OK;
+}

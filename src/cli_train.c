@@ -1,0 +1,345 @@
+/* cli_train: `starling synth` and `starling train`.
+ *
+ * main_* style: parse options, read data, check, train, save, free. Progress
+ * goes to stderr (a line per iteration, with an ETA on a terminal; nothing
+ * with --quiet); the closing summary goes to stdout.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "als.h"
+#include "cli.h"
+#include "events.h"
+#include "interactions.h"
+#include "model.h"
+#include "synth.h"
+#include "train.h"
+#include "util.h"
+
+/* ---- synth ---------------------------------------------------------------- */
+
+int cli_synth(int argc, char **argv)
+{
+    st_synth_params p;
+    st_synth_params_default(&p);
+    const char *out = NULL, *end = NULL;
+    const st_opt opts[] = {
+        {"output", 'o', ST_OPT_STRING, &out, "EVENTS", "where to write the log (.gz compresses, - for stdout)", 0},
+        {"users", 0, ST_OPT_U64, &p.users, "N", "number of users", 0},
+        {"segments", 0, ST_OPT_U64, &p.segments, "N", "number of segments", 0},
+        {"events", 0, ST_OPT_U64, &p.events, "N", "number of events (exact)", 0},
+        {"seed", 0, ST_OPT_U64, &p.seed, "S", "random seed: the same seed writes the same bytes", 0},
+        {"truth", 0, ST_OPT_STRING, &p.truth_path, "FILE", "also write the planted user-segment affinities here", 0},
+        {"window-days", 0, ST_OPT_DOUBLE, &p.window_days, "D", "days the timestamps span", 0},
+        {"end", 0, ST_OPT_STRING, &end, "TIME", "end of the window (unix seconds or ISO 8601; default 2026-01-01)", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {
+        "synth", "-o EVENTS [options]",
+        "Write a deterministic synthetic ad-engagement log: a taxonomy of segments,\n"
+        "users with sparse planted interests, power-law activity, event kinds at\n"
+        "ad-funnel ratios (impression, click, follow, conversion), timestamps.",
+        "Output columns: user,segment,weight,kind,timestamp. With --truth, a CSV of\n"
+        "user,segment,affinity (each user's affinities sum to 1)."};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos) return st_cli_usage(&doc, "unexpected argument '%s'", pos[0]);
+    if (!out) return st_cli_usage(&doc, "-o EVENTS is required");
+    if (end) {
+        double t;
+        if (st_parse_timestamp(end, strlen(end), &t) != 0)
+            return st_cli_usage(&doc, "--end: '%s' is not a time (unix seconds or ISO 8601)", end);
+        p.end = (int64_t)t;
+    }
+    const char *bad = st_synth_check(&p);
+    if (bad) return st_cli_usage(&doc, "%s", bad);
+    char err[ST_ERRLEN];
+    double t0 = st_now();
+    if (st_synth_write(&p, out, err) != 0) return st_cli_fail("synth", "%s", err);
+    if (strcmp(out, "-") != 0)
+        fprintf(stderr, "wrote %llu events of %llu users over %llu segments to %s in %.1f s\n",
+                (unsigned long long)p.events, (unsigned long long)(p.users < p.events ? p.users : p.events),
+                (unsigned long long)p.segments, out, st_now() - t0);
+    return ST_EXIT_OK;
+}
+
+/* ---- train ---------------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C stops at once */
+}
+
+typedef struct {
+    const char *out;
+    const st_interactions *x;
+    const char *meta;
+    float *popularity;
+    const st_weighting *w;
+    int quiet, tty;
+} train_ctx;
+
+static int save_trained(train_ctx *c, const st_trained *t, char *err)
+{
+    st_model m;
+    st_train_model(c->x, t, c->meta, c->popularity, &m);
+    m.h.half_life = c->w->half_life;
+    m.h.decay_now = c->w->has_now ? c->w->now : NAN;
+    return st_model_save(c->out, &m, err);
+}
+
+static int on_checkpoint(void *vctx, const st_trained *t, char *err)
+{
+    train_ctx *c = vctx;
+    if (save_trained(c, t, err) != 0) return -1;
+    if (!c->quiet) fprintf(stderr, "checkpoint: %s after iteration %u\n", c->out, t->iterations);
+    return 0;
+}
+
+static int on_progress(void *vctx, const st_trained *t, double dt)
+{
+    train_ctx *c = vctx;
+    if (!c->quiet) {
+        uint32_t i = t->iterations, total = t->params.iterations;
+        if (c->tty) {
+            double eta = t->seconds / i * (total - i);
+            fprintf(stderr, "iteration %3u/%u  loss %.6f  %6.2f s  eta %.1f s\n", i, total, t->loss[i - 1], dt, eta);
+        } else {
+            fprintf(stderr, "iteration %u/%u loss %.6f seconds %.3f\n", i, total, t->loss[i - 1], dt);
+        }
+    }
+    return interrupted ? 1 : 0;
+}
+
+static int append_meta(char **meta, size_t *len, size_t *cap, const char *key, const char *val)
+{
+    size_t need = strlen(key) + strlen(val) + 2;
+    if (*len + need + 1 > *cap) {
+        size_t nc = (*cap ? *cap * 2 : 256) + need;
+        char *p = st_realloc(*meta, nc);
+        if (!p) return -1;
+        *meta = p;
+        *cap = nc;
+    }
+    /* Newlines would break the key=value lines: replace them. */
+    size_t start = *len;
+    *len += (size_t)sprintf(*meta + *len, "%s=%s\n", key, val);
+    for (size_t i = start; i < *len - 1; i++)
+        if ((*meta)[i] == '\n') (*meta)[i] = ' ';
+    return 0;
+}
+
+int cli_train(int argc, char **argv)
+{
+    st_als_params p;
+    st_als_params_default(&p);
+    const char *out = NULL, *kinds = NULL, *half_life = NULL, *now = NULL, *resume = NULL;
+    int conf = (int)p.confidence, solver = (int)p.solver, reg = (int)p.regularization, on_error = 0, header = 0;
+    int quiet = 0;
+    uint64_t factors = p.factors, iterations = p.iterations, cg_steps = p.cg_steps, max_line = 1u << 20;
+    uint64_t checkpoint_every = 0;
+    int threads = 0;
+    const st_opt opts[] = {
+        {"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0},
+        {"factors", 0, ST_OPT_U64, &factors, "K", "rank of the factor vectors", 0},
+        {"iterations", 0, ST_OPT_U64, &iterations, "N", "ALS iterations (each: users, then segments)", 0},
+        {"lambda", 0, ST_OPT_DOUBLE, &p.lambda, "L", "L2 regularisation", 0},
+        {"alpha", 0, ST_OPT_DOUBLE, &p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
+        {"confidence", 0, ST_OPT_CHOICE, &conf, NULL,
+         "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
+        {"eps", 0, ST_OPT_DOUBLE, &p.eps, "E", "scale of r in the log scheme", 0},
+        {"bm25-k1", 0, ST_OPT_DOUBLE, &p.bm25_k1, "K1", "bm25 saturation", 0},
+        {"bm25-b", 0, ST_OPT_DOUBLE, &p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
+        {"regularization", 0, ST_OPT_CHOICE, &reg, NULL,
+         "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
+        {"reg-alpha0", 0, ST_OPT_DOUBLE, &p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
+        {"reg-nu", 0, ST_OPT_DOUBLE, &p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
+        {"solver", 0, ST_OPT_CHOICE, &solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
+         "cg|cholesky"},
+        {"cg-steps", 0, ST_OPT_U64, &cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
+        {"threads", 0, ST_OPT_INT, &threads, "T", "worker threads (0 = every CPU)", 0},
+        {"seed", 0, ST_OPT_U64, &p.seed, "S", "random seed of the initial factors", 0},
+        {"kind-weight", 0, ST_OPT_STRING, &kinds, "K=W,...",
+         "weight per event kind, e.g. impression=0.1,click=1,conversion=20 (* = other kinds; default 1 each)", 0},
+        {"half-life", 0, ST_OPT_STRING, &half_life, "DURATION",
+         "exponential time decay of events (e.g. 7d, 12h; default none)", 0},
+        {"now", 0, ST_OPT_STRING, &now, "TIME", "decay reference time (default: the newest event)", 0},
+        {"on-error", 0, ST_OPT_CHOICE, &on_error, NULL, "a malformed input line stops the run, or is skipped",
+         "stop|skip"},
+        {"header", 0, ST_OPT_CHOICE, &header, NULL, "whether input files start with a header line", "auto|yes|no"},
+        {"max-line", 0, ST_OPT_U64, &max_line, "BYTES", "longest input line accepted", 0},
+        {"checkpoint-every", 0, ST_OPT_U64, &checkpoint_every, "N", "save the model every N iterations (0 = never)", 0},
+        {"resume", 0, ST_OPT_STRING, &resume, "MODEL",
+         "continue training from a saved model (same data; its hyper-parameters are kept)", 0},
+        {"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {
+        "train", "EVENTS... -o MODEL [options]",
+        "Train an implicit-feedback ALS model from event logs (CSV or TSV, gzip or\n"
+        "not, - for stdin) of user, segment[, weight[, kind[, timestamp]]].",
+        "Each (user, segment) pair's value r is the sum of its events' weight x kind\n"
+        "weight x decay; its confidence is c = 1 + alpha f(r). Ctrl-C stops after the\n"
+        "iteration in progress and saves a usable model."};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos == 0) return st_cli_usage(&doc, "no event files given");
+    if (!out) return st_cli_usage(&doc, "-o MODEL is required");
+    p.factors = factors > 100000 ? 0 : (uint32_t)factors;
+    p.iterations = iterations > 1000000 ? 1000001 : (uint32_t)iterations;
+    p.cg_steps = cg_steps > 100000 ? 0 : (uint32_t)cg_steps;
+    p.confidence = (st_conf_scheme)conf;
+    p.solver = (st_solver)solver;
+    p.regularization = (st_reg_scheme)reg;
+    p.threads = threads;
+    const char *bad = st_als_check(&p);
+    if (bad) return st_cli_usage(&doc, "%s", bad);
+
+    char err[ST_ERRLEN];
+    st_weighting w;
+    st_weighting_default(&w);
+    if (kinds && st_weighting_parse_kinds(&w, kinds, err) != 0) return st_cli_usage(&doc, "--kind-weight: %s", err);
+    if (half_life && (st_parse_duration(half_life, &w.half_life) != 0 || w.half_life <= 0)) {
+        st_weighting_free(&w);
+        return st_cli_usage(&doc, "--half-life: '%s' is not a positive duration (e.g. 3600, 12h, 7d)", half_life);
+    }
+    if (now) {
+        if (st_parse_timestamp(now, strlen(now), &w.now) != 0) {
+            st_weighting_free(&w);
+            return st_cli_usage(&doc, "--now: '%s' is not a time (unix seconds or ISO 8601)", now);
+        }
+        w.has_now = 1;
+    }
+    st_read_opts ro;
+    st_read_opts_default(&ro);
+    ro.skip_errors = on_error == 1;
+    ro.header = header == 0 ? -1 : header == 1 ? 1 : 0;
+    ro.max_line = (size_t)max_line;
+
+    st_interactions x;
+    st_read_stats stats;
+    memset(&stats, 0, sizeof stats);
+    double t0 = st_now();
+    if (st_interactions_read(pos, npos, &ro, &w, &x, &stats, err) != 0) {
+        st_weighting_free(&w);
+        return st_cli_fail("train", "%s", err);
+    }
+    if (!quiet) {
+        fprintf(stderr, "read %llu events in %.1f s: %u users, %u segments, %llu distinct pairs\n",
+                (unsigned long long)stats.events, st_now() - t0, x.users.count, x.segments.count,
+                (unsigned long long)x.by_user.nnz);
+        if (stats.skipped) {
+            fprintf(stderr, "skipped %llu malformed lines; the first:\n", (unsigned long long)stats.skipped);
+            for (uint64_t i = 0; i < stats.skipped && i < ST_READ_KEEP_REASONS; i++)
+                fprintf(stderr, "  %s\n", stats.reasons[i]);
+        }
+    }
+
+    st_trained t;
+    memset(&t, 0, sizeof t);
+    t.params = p;
+    st_model rm;
+    memset(&rm, 0, sizeof rm);
+    int code = ST_EXIT_ERROR;
+    char *meta = NULL;
+    float *popularity = NULL;
+    if (resume) {
+        if (st_model_load(resume, &rm, err) != 0) {
+            st_cli_fail("train", "--resume: %s", err);
+            goto done;
+        }
+        uint64_t fp = st_interactions_fingerprint(&x);
+        if (rm.h.fingerprint != fp || rm.users != x.users.count || rm.segments != x.segments.count) {
+            st_cli_fail("train", "--resume: %s was trained on different data (fingerprint %016llx, these events "
+                                 "%016llx); resume with the same event files",
+                        resume, (unsigned long long)rm.h.fingerprint, (unsigned long long)fp);
+            goto done;
+        }
+        st_model_params(&rm.h, &t.params);
+        t.params.iterations = p.iterations;
+        t.params.threads = threads;
+        size_t xs = (size_t)rm.users * rm.k * sizeof(float), ys = (size_t)rm.segments * rm.k * sizeof(float);
+        t.X = st_aligned_alloc(64, xs);
+        t.Y = st_aligned_alloc(64, ys);
+        t.loss = st_malloc(((size_t)rm.h.iterations + 1) * sizeof(double));
+        if (!t.X || !t.Y || !t.loss) {
+            st_cli_fail("train", "out of memory");
+            goto done;
+        }
+        memcpy(t.X, rm.U, xs);
+        memcpy(t.Y, rm.V, ys);
+        memcpy(t.loss, rm.loss, (size_t)rm.h.iterations * sizeof(double));
+        t.iterations = rm.h.iterations;
+        if (!quiet)
+            fprintf(stderr, "resuming %s at iteration %u of %u\n", resume, t.iterations, t.params.iterations);
+        st_model_free(&rm);
+    }
+
+    /* Metadata recorded in the model. */
+    size_t mlen = 0, mcap = 0;
+    char buf[4096];
+    size_t bl = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < npos && bl < sizeof buf - 2; i++)
+        bl += (size_t)snprintf(buf + bl, sizeof buf - bl, "%s%s", i ? "," : "", pos[i]);
+    char num[64];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)stats.skipped);
+    if (append_meta(&meta, &mlen, &mcap, "inputs", buf) || append_meta(&meta, &mlen, &mcap, "skipped_lines", num) ||
+        append_meta(&meta, &mlen, &mcap, "kind_weights", kinds ? kinds : "") ||
+        append_meta(&meta, &mlen, &mcap, "half_life", half_life ? half_life : "") ||
+        append_meta(&meta, &mlen, &mcap, "threads_used", (snprintf(num, sizeof num, "%d", threads > 0 ? threads : st_cpu_count()), num))) {
+        st_cli_fail("train", "out of memory");
+        goto done;
+    }
+    popularity = st_malloc(((size_t)x.segments.count + 1) * sizeof *popularity);
+    if (!popularity) {
+        st_cli_fail("train", "out of memory");
+        goto done;
+    }
+    train_ctx c = {.out = out, .x = &x, .meta = meta, .popularity = popularity, .w = &w, .quiet = quiet,
+                   .tty = isatty(STDERR_FILENO)};
+    st_train_hooks hooks = {.progress = on_progress, .checkpoint = on_checkpoint,
+                            .checkpoint_every = (uint32_t)checkpoint_every, .ctx = &c};
+    interrupted = 0;
+    signal(SIGINT, on_sigint);
+    int trc = st_train_run(&x, &t, &hooks, err);
+    signal(SIGINT, SIG_DFL);
+    if (trc != 0) {
+        st_cli_fail("train", "%s", err);
+        goto done;
+    }
+    if (save_trained(&c, &t, err) != 0) {
+        st_cli_fail("train", "%s", err);
+        goto done;
+    }
+    if (!quiet) {
+        double bytes = (double)(x.by_user.nnz * 8 + x.by_segment.nnz * 8 + ((uint64_t)x.users.count + 1) * 8 +
+                                ((uint64_t)x.segments.count + 1) * 8) +
+                       (double)((uint64_t)x.users.count + x.segments.count) * t.k * 4;
+        if (t.stopped) fprintf(stderr, "interrupted: saved the model after iteration %u\n", t.iterations);
+        printf("trained %u users x %u segments, rank %u, %u iterations (%s) in %.2f s (%.3f s/iteration); "
+               "loss %.6f\n",
+               t.m, t.n, t.k, t.iterations, st_solver_name(t.params.solver), t.seconds,
+               t.iterations ? t.seconds / t.iterations : 0.0, t.iterations ? t.loss[t.iterations - 1] : 0.0);
+        printf("wrote %s; peak RSS %.1f MiB (%.2fx the %.1f MiB of CSR + CSC + factors)\n", out,
+               (double)st_peak_rss() / 1048576.0, (double)st_peak_rss() / bytes, bytes / 1048576.0);
+    }
+    code = t.stopped ? 130 : ST_EXIT_OK;
+done:
+    st_model_free(&rm);
+    st_trained_free(&t);
+    st_free(meta);
+    st_free(popularity);
+    st_interactions_free(&x);
+    st_weighting_free(&w);
+    return code;
+}

@@ -1,0 +1,242 @@
+/* util: error buffers, allocation wrappers, clocks, atomic files.
+ *
+ * The allocation wrappers exist for one reason beyond readability: the
+ * fault-injection hook. Tests call st_alloc_fail_at(n) and walk n = 1, 2, ...
+ * over a code path, checking each time for a clean error and no leak.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <math.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+int st_seterr(char *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, ST_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static atomic_long alloc_count;
+static atomic_long alloc_fail_at; /* absolute allocation number to fail, 0 = never */
+
+void st_alloc_fail_at(long n)
+{
+    atomic_store(&alloc_fail_at, n > 0 ? atomic_load(&alloc_count) + n : 0);
+}
+
+long st_alloc_count(void) { return atomic_load(&alloc_count); }
+
+/* Returns 1 when this allocation must fail. */
+static int alloc_should_fail(void)
+{
+    long n = atomic_fetch_add(&alloc_count, 1) + 1;
+    long at = atomic_load(&alloc_fail_at);
+    return at != 0 && n == at;
+}
+
+void *st_malloc(size_t n)
+{
+    if (alloc_should_fail()) return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *st_calloc(size_t count, size_t size)
+{
+    if (alloc_should_fail()) return NULL;
+    if (count == 0 || size == 0) return calloc(1, 1);
+    return calloc(count, size);
+}
+
+void *st_realloc(void *p, size_t n)
+{
+    if (alloc_should_fail()) return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void *st_aligned_alloc(size_t align, size_t n)
+{
+    if (alloc_should_fail()) return NULL;
+    void *p = NULL;
+    if (posix_memalign(&p, align, n ? n : align) != 0) return NULL;
+    return p;
+}
+
+char *st_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = st_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+void st_free(void *p) { free(p); }
+
+int st_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+double st_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+size_t st_peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+int st_write_atomic(const char *path, st_write_fn fn, void *ctx, char *err)
+{
+    size_t plen = strlen(path);
+    char *tmp = st_malloc(plen + 32);
+    char *dircopy = st_strdup(path);
+    if (!tmp || !dircopy) {
+        st_free(tmp);
+        st_free(dircopy);
+        return st_seterr(err, "%s: out of memory", path);
+    }
+    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        st_seterr(err, "%s: cannot create: %s", tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+        goto out;
+    }
+    if (fn(f, ctx, err) != 0) {
+        fclose(f);
+        unlink(tmp);
+        goto out;
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        st_seterr(err, "%s: write failed: %s", tmp, strerror(errno));
+        fclose(f);
+        unlink(tmp);
+        goto out;
+    }
+    if (fclose(f) != 0) {
+        st_seterr(err, "%s: close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        st_seterr(err, "%s: cannot rename into place: %s", path, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    /* Make the rename itself durable. */
+    int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    rc = 0;
+out:
+    st_free(tmp);
+    st_free(dircopy);
+    return rc;
+}
+
+int st_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int st_parse_double(const char *s, double *out)
+{
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno == ERANGE && fabs(v) > 1.0) return -1;
+    if (*end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+int st_cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+typedef struct {
+    st_task_fn fn;
+    void *ctx;
+    uint64_t ntasks;
+    atomic_uint_fast64_t next;
+} par_state;
+
+typedef struct {
+    par_state *st;
+    int thread;
+} par_arg;
+
+static void *par_worker(void *arg)
+{
+    par_arg *a = arg;
+    par_state *st = a->st;
+    for (;;) {
+        uint64_t t = atomic_fetch_add(&st->next, 1);
+        if (t >= st->ntasks) break;
+        st->fn(st->ctx, t, a->thread);
+    }
+    return NULL;
+}
+
+void st_parallel_run(int threads, uint64_t ntasks, st_task_fn fn, void *ctx)
+{
+    if (threads < 1) threads = 1;
+    if ((uint64_t)threads > ntasks) threads = ntasks > 0 ? (int)ntasks : 1;
+    par_state st = {.fn = fn, .ctx = ctx, .ntasks = ntasks};
+    atomic_init(&st.next, 0);
+    enum { MAX_THREADS = 256 };
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    pthread_t tids[MAX_THREADS];
+    par_arg args[MAX_THREADS];
+    int started = 0;
+    for (int i = 1; i < threads; i++) {
+        args[i].st = &st;
+        args[i].thread = i;
+        if (pthread_create(&tids[i], NULL, par_worker, &args[i]) != 0) break;
+        started = i;
+    }
+    args[0].st = &st;
+    args[0].thread = 0;
+    par_worker(&args[0]);
+    for (int i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+}

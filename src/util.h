@@ -1,0 +1,66 @@
+/* util: the small pieces every module shares.
+ *
+ * Owns: error-message buffers, the allocation wrappers (with a fault-injection
+ * hook for tests), monotonic time, peak RSS, and the atomic-file helpers.
+ * Never: prints, exits or aborts. Library code reports failures through an
+ * `char *err` buffer of ST_ERRLEN bytes and a non-zero return; only the
+ * command-line layer (main.c, cli_*.c) turns them into messages and exit codes.
+ */
+#ifndef STARLING_UTIL_H
+#define STARLING_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define ST_ERRLEN 512
+
+/* Formats a message into err (which may be NULL). Returns -1 so callers can
+ * write `return st_seterr(err, "...")`. */
+int st_seterr(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Allocation wrappers. They return NULL on failure, like malloc; they never
+ * abort. st_alloc_fail_at(n) makes the n-th allocation from now fail (n = 0
+ * disables), so tests can walk every allocation of a code path. */
+void *st_malloc(size_t n);
+void *st_calloc(size_t count, size_t size);
+void *st_realloc(void *p, size_t n);
+void *st_aligned_alloc(size_t align, size_t n); /* free with st_free */
+char *st_strdup(const char *s);
+void st_free(void *p);
+void st_alloc_fail_at(long n);
+long st_alloc_count(void); /* allocations attempted since start */
+
+/* Overflow-checked size arithmetic: returns 0 and sets *out, or -1 on overflow. */
+int st_mul_size(size_t a, size_t b, size_t *out);
+
+/* Seconds from a monotonic clock. */
+double st_now(void);
+
+/* Peak resident set size of this process in bytes (0 when unknown). */
+size_t st_peak_rss(void);
+
+/* Writes a file atomically: fn writes the content to the temporary FILE*, then
+ * this flushes, fsyncs, renames over path and fsyncs the directory. On any
+ * failure the temporary file is removed and path is untouched. */
+typedef int (*st_write_fn)(FILE *f, void *ctx, char *err);
+int st_write_atomic(const char *path, st_write_fn fn, void *ctx, char *err);
+
+/* Parses a non-negative integer / a finite double, the whole string. 0 on success. */
+int st_parse_u64(const char *s, uint64_t *out);
+int st_parse_double(const char *s, double *out);
+
+/* Number of CPUs available to this process (at least 1). */
+int st_cpu_count(void);
+
+/* Runs fn(ctx, task, thread) for task = 0..ntasks-1 on `threads` threads
+ * (the caller's thread is thread 0). Tasks are handed out in order from a
+ * shared counter. If threads cannot be started the caller's thread does all
+ * the work. Blocks until every task is done. */
+typedef void (*st_task_fn)(void *ctx, uint64_t task, int thread);
+void st_parallel_run(int threads, uint64_t ntasks, st_task_fn fn, void *ctx);
+
+/* Round n up to a multiple of a (a a power of two). */
+static inline uint64_t st_align_up(uint64_t n, uint64_t a) { return (n + a - 1) & ~(a - 1); }
+
+#endif
