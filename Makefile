@@ -62,7 +62,7 @@ $(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a
 # tests, all run by prove. STARLING and TEST_BIN tell the scripts what to run.
 check: $(BIN) $(TEST_BIN)
 	STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
-	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/*.sh tests/*.py)
+	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test
 	@$(MAKE) --no-print-directory check

@@ -271,6 +271,35 @@ int st_model_load(const char *path, st_model *m, char *err)
             goto fail;
         }
     }
+    /* Sections must not overlap, and every byte outside them is zero padding:
+     * so any change to any byte of the file is detected. */
+    {
+        uint32_t order[MAX_SECTIONS];
+        for (uint32_t i = 0; i < h.nsections; i++) {
+            uint32_t j = i;
+            while (j > 0 && table[order[j - 1]].offset > table[i].offset) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = i;
+        }
+        uint64_t pos = sizeof h + (uint64_t)h.nsections * sizeof(st_section);
+        for (uint32_t i = 0; i <= h.nsections; i++) {
+            uint64_t next = i < h.nsections ? table[order[i]].offset : size;
+            if (next < pos) {
+                st_seterr(err, "%s: sections overlap: the file is damaged; " RETRAIN_HINT, path);
+                goto fail;
+            }
+            for (uint64_t b = pos; b < next; b++) {
+                if (base[b] != 0) {
+                    st_seterr(err, "%s: non-zero padding at byte %llu: the file is damaged; " RETRAIN_HINT, path,
+                              (unsigned long long)b);
+                    goto fail;
+                }
+            }
+            if (i < h.nsections) pos = next + table[order[i]].bytes;
+        }
+    }
     uint64_t mu = h.users, n = h.segments, k = h.factors;
     if (k == 0 || k > 1024 || mu == 0 || n == 0 || mu > ST_IDMAP_MAX || n > ST_IDMAP_MAX) {
         st_seterr(err, "%s: header has impossible dimensions (%llu users, %llu segments, rank %llu); " RETRAIN_HINT,

@@ -82,6 +82,9 @@ void st_train_model(const st_interactions *x, const st_trained *t, const char *m
     m->h.fingerprint = st_interactions_fingerprint(x);
     m->h.created = (int64_t)time(NULL);
     m->h.final_loss = t->iterations ? t->loss[t->iterations - 1] : 0;
+    double sum = 0;
+    for (uint64_t q = 0; q < x->by_user.nnz; q++) sum += x->by_user.data[q];
+    m->h.bm25_mean_rowsum = t->m ? sum / t->m : 0;
     m->users = t->m;
     m->segments = t->n;
     m->k = t->k;

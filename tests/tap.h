@@ -54,14 +54,14 @@ __attribute__((format(printf, 4, 5))) static int tap_ok(int pass, const char *fi
             printf("#   got '%s', expected '%s'\n", tap_a_ ? tap_a_ : "(null)", tap_b_ ? tap_b_ : "(null)"); \
     } while (0)
 
-static int tap_done(void)
+__attribute__((unused)) static int tap_done(void)
 {
     printf("1..%d\n", tap_count);
     return tap_failures ? 1 : 0;
 }
 
 /* A scratch directory for the test's files, removed by the caller. */
-static const char *tap_tmpdir(void)
+__attribute__((unused)) static const char *tap_tmpdir(void)
 {
     static char dir[256];
     if (!dir[0]) {

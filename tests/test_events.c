@@ -1,0 +1,223 @@
+/* Tests of the event-log reader: every accepted form and every rejection. */
+#include <zlib.h>
+
+#include "events.h"
+#include "interactions.h"
+#include "tap.h"
+#include "util.h"
+
+typedef struct {
+    int n;
+    char users[16][64], segs[16][64], kinds[16][64];
+    double w[16], ts[16];
+    int has_ts[16];
+} collect_t;
+
+static int collect(const st_event *ev, void *ctx, char *err)
+{
+    (void)err;
+    collect_t *c = ctx;
+    if (c->n < 16) {
+        snprintf(c->users[c->n], 64, "%s", ev->user);
+        snprintf(c->segs[c->n], 64, "%s", ev->segment);
+        snprintf(c->kinds[c->n], 64, "%s", ev->kind ? ev->kind : "");
+        c->w[c->n] = ev->weight;
+        c->ts[c->n] = ev->ts;
+        c->has_ts[c->n] = ev->has_ts;
+    }
+    c->n++;
+    return 0;
+}
+
+static const char *write_file(const char *name, const char *content)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tap_tmpdir(), name);
+    FILE *f = fopen(path, "wb");
+    fputs(content, f);
+    fclose(f);
+    return path;
+}
+
+/* Reads content as a file; returns the read's status, err holds the message. */
+static int read_str(const char *content, collect_t *c, int skip, st_read_stats *st, char *err)
+{
+    const char *path = write_file("in.txt", content);
+    st_read_opts o;
+    st_read_opts_default(&o);
+    o.skip_errors = skip;
+    memset(c, 0, sizeof *c);
+    memset(st, 0, sizeof *st);
+    err[0] = '\0';
+    return st_events_read(path, &o, collect, c, st, err);
+}
+
+static void expect_error(const char *content, const char *fragment, const char *what)
+{
+    collect_t c;
+    st_read_stats st;
+    char err[ST_ERRLEN];
+    int rc = read_str(content, &c, 0, &st, err);
+    ok(rc != 0 && strstr(err, fragment) != NULL, "%s: error mentions '%s' (got: %s)", what, fragment, err);
+}
+
+int main(void)
+{
+    collect_t c;
+    st_read_stats st;
+    char err[ST_ERRLEN];
+
+    /* CSV with a header and all five columns. */
+    ok(read_str("user,segment,weight,kind,timestamp\nu1,s1,2.5,click,1700000000\nu2,s2,1,,\n", &c, 0, &st, err) == 0,
+       "csv with header reads");
+    is_int(c.n, 2, "two events");
+    is_str(c.users[0], "u1", "first user");
+    is_str(c.segs[0], "s1", "first segment");
+    is_near(c.w[0], 2.5, 0, "weight parsed");
+    is_str(c.kinds[0], "click", "kind parsed");
+    ok(c.has_ts[0] && c.ts[0] == 1700000000.0, "unix timestamp parsed");
+    is_str(c.kinds[1], "", "empty kind is absent");
+    ok(!c.has_ts[1], "empty timestamp is absent");
+    is_int(st.lines, 3, "three lines counted");
+
+    /* TSV without header, two columns, weight defaults to 1. */
+    ok(read_str("a\tb\nc\td\n", &c, 0, &st, err) == 0, "tsv without header");
+    is_int(c.n, 2, "both lines are events");
+    is_near(c.w[1], 1.0, 0, "missing weight is 1");
+
+    /* Space-separated (SNAP edge lists), runs of spaces. */
+    ok(read_str("10  20 3\n30 40   1\n", &c, 0, &st, err) == 0, "space separated");
+    is_int(c.n, 2, "two edges");
+    is_str(c.segs[0], "20", "segment of the first edge");
+    is_near(c.w[0], 3, 0, "weight of the first edge");
+
+    /* Last.fm's header with a non-numeric weight column name. */
+    ok(read_str("userID\tartistID\tweight\n2\t51\t13883\n", &c, 0, &st, err) == 0, "lastfm header skipped");
+    is_int(c.n, 1, "one event after the header");
+    is_near(c.w[0], 13883, 0, "lastfm weight");
+
+    /* CRLF, blank lines, quoted CSV ids with commas and quotes, spaces around fields. */
+    ok(read_str("\"user, one\",\"seg \"\"x\"\"\",2\r\n\r\n u2 , s2 , 3 \r\n", &c, 0, &st, err) == 0,
+       "quoted csv and CRLF");
+    is_int(c.n, 2, "blank line ignored");
+    is_str(c.users[0], "user, one", "quoted id keeps its comma");
+    is_str(c.segs[0], "seg \"x\"", "doubled quotes unescaped");
+    is_str(c.users[1], "u2", "spaces around csv fields trimmed");
+    is_near(c.w[1], 3, 0, "weight with spaces");
+
+    /* Ids of any length and arbitrary bytes. */
+    char big[5000];
+    memset(big, 'x', 4000);
+    strcpy(big + 4000, ",seg\n");
+    ok(read_str(big, &c, 0, &st, err) == 0, "a 4000-byte id is accepted");
+    ok(read_str("\xc3\x28\xff,s\n", &c, 0, &st, err) == 0, "invalid UTF-8 passes through as bytes");
+
+    /* ISO 8601 timestamps. */
+    double t;
+    ok(st_parse_timestamp("2026-01-01", 10, &t) == 0 && t == 1767225600.0, "date");
+    ok(st_parse_timestamp("2026-01-01T01:02:03Z", 20, &t) == 0 && t == 1767225600.0 + 3723, "date time Z");
+    ok(st_parse_timestamp("2026-01-01T01:00:00+01:00", 25, &t) == 0 && t == 1767225600.0, "offset +01:00");
+    ok(st_parse_timestamp("2026-01-01 00:00:00.5", 21, &t) == 0 && t == 1767225600.5, "fraction, space");
+    ok(st_parse_timestamp("1700000000.25", 13, &t) == 0 && t == 1700000000.25, "decimal seconds");
+    ok(st_parse_timestamp("2026-02-30", 10, &t) != 0, "Feb 30 rejected");
+    ok(st_parse_timestamp("2026-13-01", 10, &t) != 0, "month 13 rejected");
+    ok(st_parse_timestamp("yesterday", 9, &t) != 0, "words rejected");
+
+    /* Every malformed line, with FILE:LINE. */
+    expect_error("u1,s1\nu2\n", ":2: missing segment field", "missing field");
+    expect_error("u1,s1,1\nu1,s1,abc\n", "bad weight 'abc'", "bad number");
+    expect_error("u1,s1,1\nu1,s1,nan\n", "weight is NaN", "NaN weight");
+    expect_error("u1,s1,1\nu1,s1,inf\n", "infinite", "infinite weight");
+    expect_error("u1,s1,1\nu1,s1,-2\n", "negative weight", "negative weight");
+    expect_error("u1,s1,1\nu1,s1,1e999\n", "infinite", "overflowing weight");
+    expect_error("u1,s1,1\n,s1,1\n", "empty user id", "empty user");
+    expect_error("u1,s1,1\nu1,,1\n", "empty segment id", "empty segment");
+    expect_error("u1,s1,1,k,1,extra\n", "too many fields", "extra field");
+    expect_error("u1,s1,1,k,notatime\n", "bad timestamp", "bad timestamp");
+    expect_error("\"u1,s1,1\n", "unterminated quote", "unterminated quote");
+    {
+        /* The message names the file and the line. */
+        collect_t cc;
+        read_str("u1,s1,1\nu2,s2,1\nu3,s3,x\n", &cc, 0, &st, err);
+        char want[600];
+        snprintf(want, sizeof want, "%s/in.txt:3: bad weight 'x'", tap_tmpdir());
+        ok(strncmp(err, want, strlen(want)) == 0, "message is FILE:LINE: reason (%s)", err);
+    }
+
+    /* Over-long line, in stop and skip mode. */
+    {
+        size_t n = (2u << 20) + 10;
+        char *s = malloc(n + 32);
+        strcpy(s, "u0,s0,1\n");
+        memset(s + 8, 'a', n);
+        strcpy(s + 8 + n, ",s,1\nu1,s1,1\n");
+        ok(read_str(s, &c, 0, &st, err) != 0 && strstr(err, ":2: line longer than"), "over-long line stops (%s)", err);
+        ok(read_str(s, &c, 1, &st, err) == 0, "skip mode goes on past an over-long line");
+        is_int(c.n, 2, "the lines around it are kept");
+        is_int(st.skipped, 1, "one line skipped");
+        ok(strstr(st.reasons[0], ":2: line longer than") != NULL, "reason kept: %s", st.reasons[0]);
+        free(s);
+    }
+
+    /* Skip mode counts and keeps going. */
+    ok(read_str("u1,s1,1\nu2,s2,-1\nu3\nu4,s4,2\n", &c, 1, &st, err) == 0, "skip mode");
+    is_int(c.n, 2, "good lines read");
+    is_int(st.skipped, 2, "bad lines counted");
+    ok(strstr(st.reasons[1], ":3: missing segment") != NULL, "second reason kept: %s", st.reasons[1]);
+
+    /* gzip input detected from the bytes, whatever the name. */
+    {
+        char path[512];
+        snprintf(path, sizeof path, "%s/log.dat", tap_tmpdir());
+        gzFile gz = gzopen(path, "wb");
+        gzputs(gz, "u1,s1,1\nu2,s2,4\n");
+        gzclose(gz);
+        st_read_opts o;
+        st_read_opts_default(&o);
+        memset(&c, 0, sizeof c);
+        memset(&st, 0, sizeof st);
+        ok(st_events_read(path, &o, collect, &c, &st, err) == 0 && c.n == 2 && c.w[1] == 4, "gzip read");
+        /* A truncated gzip file is an error, not silently short. */
+        FILE *f = fopen(path, "rb");
+        char buf[256];
+        size_t len = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        f = fopen(path, "wb");
+        fwrite(buf, 1, len - 6, f);
+        fclose(f);
+        memset(&st, 0, sizeof st);
+        ok(st_events_read(path, &o, collect, &c, &st, err) != 0, "truncated gzip is an error (%s)", err);
+    }
+
+    /* Missing file. */
+    {
+        st_read_opts o;
+        st_read_opts_default(&o);
+        ok(st_events_read("/nonexistent/file.csv", &o, collect, &c, &st, err) != 0 &&
+               strstr(err, "/nonexistent/file.csv: cannot open"),
+           "missing file named (%s)", err);
+    }
+
+    /* Empty input is an error at build time, not a crash. */
+    {
+        const char *path = write_file("empty.csv", "");
+        char *paths[] = {(char *)path};
+        st_read_opts o;
+        st_read_opts_default(&o);
+        st_weighting w;
+        st_weighting_default(&w);
+        st_interactions x;
+        memset(&st, 0, sizeof st);
+        ok(st_interactions_read(paths, 1, &o, &w, &x, &st, err) != 0 && strstr(err, "no events"),
+           "empty file: %s", err);
+        path = write_file("header.csv", "user,segment,weight\n");
+        paths[0] = (char *)path;
+        ok(st_interactions_read(paths, 1, &o, &w, &x, &st, err) != 0 && strstr(err, "no events"),
+           "header only: %s", err);
+    }
+
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tap_tmpdir());
+    if (system(cmd) != 0) return 1;
+    return tap_done();
+}

@@ -1,0 +1,210 @@
+/* Tests of the model file: a save/load round trip, every kind of damage, and
+ * crash-safety of saves (a process killed mid-save leaves the old model). */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "interactions.h"
+#include "model.h"
+#include "rng.h"
+#include "tap.h"
+#include "train.h"
+#include "util.h"
+
+static void make_data(st_interactions *x, uint32_t users, uint64_t seed)
+{
+    char err[ST_ERRLEN];
+    st_weighting w;
+    st_weighting_default(&w);
+    st_builder *b = st_builder_new(&w, err);
+    st_rng r;
+    st_rng_seed(&r, seed);
+    char us[32], ss[32];
+    for (uint32_t i = 0; i < users * 8; i++) {
+        snprintf(us, sizeof us, "user-%u", i % users);
+        snprintf(ss, sizeof ss, "seg-%u", (uint32_t)st_rng_below(&r, 50));
+        st_event e = {.user = us, .user_len = strlen(us), .segment = ss, .segment_len = strlen(ss), .weight = 1};
+        st_builder_add(b, &e, err);
+    }
+    st_builder_finish(b, x, err);
+}
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static void copy_damaged(const char *src, const char *dst, long offset, int xor_byte, long truncate_to)
+{
+    FILE *f = fopen(src, "rb");
+    long n = file_size(src);
+    char *buf = malloc((size_t)n);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) exit(2);
+    fclose(f);
+    if (offset >= 0) buf[offset] ^= (char)xor_byte;
+    f = fopen(dst, "wb");
+    fwrite(buf, 1, (size_t)(truncate_to >= 0 ? truncate_to : n), f);
+    fclose(f);
+    free(buf);
+}
+
+static void expect_load_error(const char *path, const char *fragment, const char *what)
+{
+    st_model m;
+    char err[ST_ERRLEN] = "";
+    int rc = st_model_load(path, &m, err);
+    ok(rc != 0 && strstr(err, fragment) != NULL, "%s: '%s' (got: %s)", what, fragment, err);
+    if (rc == 0) st_model_free(&m);
+}
+
+int main(void)
+{
+    char err[ST_ERRLEN], path[512], bad[512];
+    snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.model", tap_tmpdir());
+    st_interactions x;
+    make_data(&x, 200, 1);
+    st_trained t;
+    memset(&t, 0, sizeof t);
+    st_als_params_default(&t.params);
+    t.params.factors = 8;
+    t.params.iterations = 3;
+    t.params.seed = 99;
+    ok(st_train_run(&x, &t, NULL, err) == 0, "trained");
+    float *pop = malloc(x.segments.count * sizeof *pop);
+    st_model mm;
+    st_train_model(&x, &t, "inputs=test\nnote=hello\n", pop, &mm);
+    ok(st_model_save(path, &mm, err) == 0, "saved (%s)", err);
+
+    st_model m;
+    ok(st_model_load(path, &m, err) == 0, "loaded (%s)", err);
+    ok(m.users == x.users.count && m.segments == x.segments.count && m.k == 8, "dimensions");
+    ok(memcmp(m.U, t.X, (size_t)m.users * 8 * 4) == 0, "user factors bit-exact");
+    ok(memcmp(m.V, t.Y, (size_t)m.segments * 8 * 4) == 0, "segment factors bit-exact");
+    ok(((uintptr_t)m.U % 64) == 0 && ((uintptr_t)m.V % 64) == 0, "factor blocks 64-byte aligned in the mapping");
+    ok(m.h.seed == 99 && m.h.iterations == 3 && m.h.factors == 8, "seed and hyper-parameters recorded");
+    ok(m.h.fingerprint == st_interactions_fingerprint(&x), "fingerprint recorded");
+    ok(m.h.nnz == x.by_user.nnz && memcmp(m.hist_idx, x.by_user.indices, x.by_user.nnz * 4) == 0 &&
+           memcmp(m.hist_val, x.by_user.data, x.by_user.nnz * 4) == 0,
+       "history equals the training matrix");
+    ok(m.loss[2] == t.loss[2], "loss history kept");
+    ok(st_idmap_find(&m.user_ids, "user-17", 7) == st_idmap_find(&x.users, "user-17", 7), "user ids map alike");
+    ok(st_idmap_find(&m.segment_ids, "seg-3", 5) == st_idmap_find(&x.segments, "seg-3", 5), "segment ids map alike");
+    char val[64];
+    ok(st_model_meta(&m, "note", val, sizeof val) == 0 && strcmp(val, "hello") == 0, "metadata readable");
+    ok(st_model_meta(&m, "missing", val, sizeof val) != 0, "absent metadata key");
+    long size = file_size(path);
+    ok(size % 64 == 0 && (uint64_t)size == m.h.file_bytes, "file size recorded and aligned");
+
+    /* Damage of every kind. */
+    expect_load_error("/nonexistent/x.model", "cannot open", "missing file");
+    expect_load_error(tap_tmpdir(), "not a regular file", "a directory");
+    long cuts[] = {0, 100, 255, 256, 300, size / 2, size - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        copy_damaged(path, bad, -1, 0, cuts[i]);
+        st_model mb;
+        int rc = st_model_load(bad, &mb, err);
+        ok(rc != 0 && (strstr(err, "truncated") || strstr(err, "damaged")) && strstr(err, "re-train"),
+           "truncated to %ld bytes: %s", cuts[i], err);
+    }
+    copy_damaged(path, bad, 0, 'x', -1);
+    expect_load_error(bad, "not a starling model", "bad magic");
+    {
+        /* A valid header of another version: says which, and what to do. */
+        st_model_header h;
+        FILE *f = fopen(path, "rb");
+        if (fread(&h, sizeof h, 1, f) != 1) return 2;
+        fclose(f);
+        copy_damaged(path, bad, -1, 0, -1);
+        h.version = 99;
+        f = fopen(bad, "r+b");
+        fwrite(&h, sizeof h, 1, f);
+        fclose(f);
+        expect_load_error(bad, "format version 99", "wrong version");
+        expect_load_error(bad, "re-train", "wrong version hint");
+    }
+    copy_damaged(path, bad, 30, 1, -1);
+    expect_load_error(bad, "header checksum mismatch", "flipped header byte");
+    /* One flipped byte in each section. */
+    for (uint32_t i = 0; i < m.h.nsections; i++) {
+        st_section s;
+        FILE *f = fopen(path, "rb");
+        fseek(f, (long)(sizeof(st_model_header) + i * sizeof s), SEEK_SET);
+        if (fread(&s, sizeof s, 1, f) != 1) return 2;
+        fclose(f);
+        if (s.bytes == 0) continue;
+        copy_damaged(path, bad, (long)(s.offset + s.bytes / 2), 0x10, -1);
+        char want[64];
+        snprintf(want, sizeof want, "section %.4s checksum mismatch", s.tag);
+        expect_load_error(bad, want, "flipped byte in a section");
+    }
+    /* Random garbage of model size never crashes the loader. */
+    {
+        st_rng r;
+        st_rng_seed(&r, 5);
+        int fine = 1;
+        for (int trial = 0; trial < 200; trial++) {
+            copy_damaged(path, bad, (long)st_rng_below(&r, (uint64_t)size), 1 + (int)st_rng_below(&r, 255), -1);
+            st_model mb;
+            if (st_model_load(bad, &mb, err) == 0) {
+                fine = 0; /* every single-byte change must be detected */
+                st_model_free(&mb);
+            }
+        }
+        ok(fine, "200 random single-byte changes are all detected");
+    }
+
+    /* A crash mid-save leaves the old model or the new one, never a mix. */
+    {
+        st_trained t2;
+        memset(&t2, 0, sizeof t2);
+        st_interactions big;
+        make_data(&big, 20000, 2);
+        t2.params = t.params;
+        t2.params.factors = 64;
+        t2.params.iterations = 1;
+        st_train_run(&big, &t2, NULL, err);
+        float *pop2 = malloc(big.segments.count * sizeof *pop2);
+        st_model m2;
+        st_train_model(&big, &t2, NULL, pop2, &m2);
+        int always_whole = 1, saw_old = 0;
+        for (int round = 0; round < 12; round++) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                for (;;) st_model_save(path, &m2, err);
+            }
+            usleep(2000 + 3000 * (useconds_t)round);
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            st_model lm;
+            if (st_model_load(path, &lm, err) != 0) {
+                always_whole = 0;
+                printf("# after kill %d: %s\n", round, err);
+                continue;
+            }
+            if (lm.users == x.users.count) saw_old++;
+            else if (lm.users != big.users.count) always_whole = 0;
+            st_model_free(&lm);
+        }
+        ok(always_whole, "12 saves killed mid-write: the file always loads whole (%d still the old one)", saw_old);
+        free(pop2);
+        st_trained_free(&t2);
+        st_interactions_free(&big);
+    }
+    /* Saving into a missing directory fails cleanly and names the path. */
+    ok(st_model_save("/nonexistent/dir/m.model", &mm, err) != 0 && strstr(err, "/nonexistent/dir/m.model"),
+       "unwritable path: %s", err);
+
+    st_model_free(&m);
+    free(pop);
+    st_trained_free(&t);
+    st_interactions_free(&x);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tap_tmpdir());
+    if (system(cmd) != 0) return 1;
+    return tap_done();
+}
