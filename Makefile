@@ -16,7 +16,7 @@ PREFIX ?= /usr/local
 CC = gcc
 ARCH ?= -march=native
 CFLAGS ?= -O3 -g
-WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
+WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lpthread -lm
 BUILD ?= build

@@ -84,9 +84,10 @@ float st_als_conf1(const st_als_params *p, double r, double idf, double length_n
  * of each draws from its own stream, so the result is thread-independent. */
 void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float *Y);
 
-/* One full iteration (users, then segments). *loss receives the objective
- * after it (see st_als_loss). Returns -1 with a message on out-of-memory or a
- * failed factorisation. */
+/* One full iteration (users, then segments). When loss is not NULL it
+ * receives the objective after the iteration, computed along the way (the
+ * same value as st_als_loss up to summation order). Returns -1 with a message
+ * on out-of-memory or a failed factorisation. */
 int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err);
 
 /* One half-step: solves every row of `rows` (m_rows x k) against the fixed
@@ -98,6 +99,10 @@ int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, co
  * turns it into the per-weight figure printed in progress lines. */
 int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, const float *Y, double *loss,
                 double *weight, char *err);
+
+/* m n + sum(c - 1): divides the objective into the per-weight loss that
+ * progress lines and models report. */
+double st_als_weight(const st_als_data *d);
 
 /* Fold-in: solves one row exactly (Cholesky) against fixed factors F (its
  * Gram matrix G = F^T F, k x k) for the nonzeros (idx[i], cm1[i]).

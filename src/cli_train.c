@@ -35,6 +35,8 @@ int cli_synth(int argc, char **argv)
         {"truth", 0, ST_OPT_STRING, &p.truth_path, "FILE", "also write the planted user-segment affinities here", 0},
         {"window-days", 0, ST_OPT_DOUBLE, &p.window_days, "D", "days the timestamps span", 0},
         {"end", 0, ST_OPT_STRING, &end, "TIME", "end of the window (unix seconds or ISO 8601; default 2026-01-01)", 0},
+        {"pairs", 0, ST_OPT_FLAG, &p.pairs, NULL,
+         "write distinct user,segment,count pairs (counts 1-50) instead of events; --events counts pairs", 0},
         {0},
     };
     const st_cmd_doc doc = {
