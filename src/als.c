@@ -315,13 +315,46 @@ static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, 
 /* Rows of the fixed factors are read in index order, which the hardware
  * cannot predict: ask for a row a few nonzeros before it is needed. */
 #define PREFETCH_AHEAD 6
+#define CG_BLOCK 256
 static inline __attribute__((always_inline)) void prefetch_row(const float *f, uint32_t k)
 {
     for (uint32_t i = 0; i < k; i += 16) __builtin_prefetch(f + i, 0, 3);
 }
 
-/* The CG of solve_cg with vector kernels; k % 8 == 0. Inlined into one
- * function per common rank so the compiler sees k as a constant. */
+/* out += sum_q (base_q + scale_q (f_q . v)) f_q over a row's nonzeros, where
+ * f_q is row idx[q] of F; k % 8 == 0, k <= 128. base = NULL means 0. With k a
+ * constant the loops unroll and v and out stay in registers for the whole
+ * row: per nonzero one pass over f_q for the dot and one for the update. */
+static inline __attribute__((always_inline)) void nnz_pass(uint32_t k, const float *F, const uint32_t *idx,
+                                                            const float *base, const float *scale, uint64_t nnz,
+                                                            const float *v, float *out)
+{
+    enum { MAXV = 16 };
+    v8f vv[MAXV], acc[MAXV];
+    uint32_t nv = k / 8;
+    for (uint32_t j = 0; j < nv; j++) {
+        vv[j] = VLOAD(v + 8 * j);
+        acc[j] = VLOAD(out + 8 * j);
+    }
+    for (uint64_t q = 0; q < nnz; q++) {
+        const float *f = F + (size_t)idx[q] * k;
+        if (q + PREFETCH_AHEAD < nnz) prefetch_row(F + (size_t)idx[q + PREFETCH_AHEAD] * k, k);
+        v8f d0 = {0}, d1 = {0};
+        for (uint32_t j = 0; j + 1 < nv; j += 2) {
+            d0 += VLOAD(f + 8 * j) * vv[j];
+            d1 += VLOAD(f + 8 * j + 8) * vv[j + 1];
+        }
+        if (nv & 1) d0 += VLOAD(f + 8 * (nv - 1)) * vv[nv - 1];
+        float coef = scale[q] * hsum8(d0 + d1) + (base ? base[q] : 0.0f);
+        v8f cv = coef - (v8f){0};
+        for (uint32_t j = 0; j < nv; j++) acc[j] += cv * VLOAD(f + 8 * j);
+    }
+    for (uint32_t j = 0; j < nv; j++) VSTORE(out + 8 * j, acc[j]);
+}
+
+/* The CG of solve_cg with vector kernels; k % 8 == 0, k <= 128. Inlined into
+ * one function per common rank so the compiler sees k as a constant.
+ * scratch: r, p, Ap (3k). */
 static inline __attribute__((always_inline)) void cg_body(uint32_t k, const float *F, const float *G, float lam,
                                                            const uint32_t *idx, const float *cm1, uint64_t nnz,
                                                            float *x, uint32_t steps, float *scratch)
@@ -332,25 +365,27 @@ static inline __attribute__((always_inline)) void cg_body(uint32_t k, const floa
     }
     float *r = scratch, *p = r + k, *Ap = p + k;
     v8f lv = lam - (v8f){0};
+    /* r = b - A x = sum_q ((1 + c_q) - c_q (f_q . x)) f_q - G x - lambda x */
     vsymv(G, x, r, k);
     for (uint32_t i = 0; i < k; i += 8) VSTORE(r + i, -VLOAD(r + i) - lv * VLOAD(x + i));
-    for (uint64_t q = 0; q < nnz; q++) {
-        const float *f = F + (size_t)idx[q] * k;
-        if (q + PREFETCH_AHEAD < nnz) prefetch_row(F + (size_t)idx[q + PREFETCH_AHEAD] * k, k);
-        float c = cm1[q];
-        vaxpy((1.0f + c) - c * vdot(f, x, k), f, r, k);
+    for (uint64_t q0 = 0; q0 < nnz; q0 += CG_BLOCK) {
+        /* 1 + c and -c for a block of nonzeros, so one kernel serves both passes. */
+        float one_plus[CG_BLOCK], minus[CG_BLOCK];
+        uint64_t nb = nnz - q0 < CG_BLOCK ? nnz - q0 : CG_BLOCK;
+        for (uint64_t q = 0; q < nb; q++) {
+            one_plus[q] = 1.0f + cm1[q0 + q];
+            minus[q] = -cm1[q0 + q];
+        }
+        nnz_pass(k, F, idx + q0, one_plus, minus, nb, x, r);
     }
     memcpy(p, r, k * sizeof *p);
     float rs = vdot(r, r, k);
     for (uint32_t s = 0; s < steps; s++) {
         if (rs < 1e-20f) break;
+        /* Ap = G p + lambda p + sum_q c_q (f_q . p) f_q */
         vsymv(G, p, Ap, k);
         for (uint32_t i = 0; i < k; i += 8) VSTORE(Ap + i, VLOAD(Ap + i) + lv * VLOAD(p + i));
-        for (uint64_t q = 0; q < nnz; q++) {
-            const float *f = F + (size_t)idx[q] * k;
-            if (q + PREFETCH_AHEAD < nnz) prefetch_row(F + (size_t)idx[q + PREFETCH_AHEAD] * k, k);
-            vaxpy(cm1[q] * vdot(f, p, k), f, Ap, k);
-        }
+        nnz_pass(k, F, idx, NULL, cm1, nnz, p, Ap);
         float pAp = vdot(p, Ap, k);
         if (!(pAp > 0)) break;
         float a = rs / pAp;
@@ -391,7 +426,7 @@ static void solve_cg_any(uint32_t k, const float *F, const float *G, double lamb
     case 64: solve_cg_64(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
     case 128: solve_cg_128(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
     default:
-        if (k % 8 == 0) solve_cg_v(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
+        if (k % 8 == 0 && k <= 128) solve_cg_v(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
         else solve_cg(k, F, G, lambda, idx, cm1, nnz, x, steps, scratch);
     }
 }
