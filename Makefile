@@ -75,7 +75,11 @@ asan: deps-test
 demo: deps-build $(BIN)
 	@scripts/demo.sh
 
-bench: deps-test $(BIN)
+$(BUILD)/bench/floors: bench/floors.c $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(ARCH) -O2 $(CPPFLAGS) -o $@ $< -lopenblas -lpthread
+
+bench: deps-test $(BIN) $(BUILD)/bench/floors
 	@bench/run.sh
 
 install: $(BIN)
