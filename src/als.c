@@ -145,12 +145,26 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
         if (mean <= 0) mean = 1.0;
         for (uint32_t u = 0; u < a->rows; u++) norm[u] = (1.0 - p->bm25_b) + p->bm25_b * norm[u] / mean;
     }
-    for (uint32_t u = 0; u < a->rows; u++)
-        for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++)
-            d->cu[q] = st_als_conf1(p, a->data[q], idf ? idf[a->indices[q]] : 0, norm ? norm[u] : 1);
-    for (uint32_t s = 0; s < t->rows; s++)
-        for (uint64_t q = t->indptr[s]; q < t->indptr[s + 1]; q++)
-            d->cs[q] = st_als_conf1(p, t->data[q], idf ? idf[s] : 0, norm ? norm[t->indices[q]] : 1);
+    /* cu in CSR order; cs in CSC order, placed through a cursor per segment
+     * while walking the CSR by user (CSC entries of a segment are sorted by
+     * user, so the walk fills them in order) */
+    uint64_t *cursor = st_malloc(((size_t)t->rows + 1) * sizeof *cursor);
+    if (!cursor) {
+        st_free(idf);
+        st_free(norm);
+        st_als_data_free(d);
+        return st_seterr(err, "out of memory for the confidence values");
+    }
+    memcpy(cursor, t->indptr, (size_t)t->rows * sizeof *cursor);
+    for (uint32_t u = 0; u < a->rows; u++) {
+        for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++) {
+            uint32_t s = a->indices[q];
+            float c = st_als_conf1(p, a->data[q], idf ? idf[s] : 0, norm ? norm[u] : 1);
+            d->cu[q] = c;
+            d->cs[cursor[s]++] = c;
+        }
+    }
+    st_free(cursor);
     st_free(idf);
     st_free(norm);
     return 0;

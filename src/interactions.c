@@ -311,7 +311,7 @@ void st_interactions_free(st_interactions *x)
     st_csr_free(&x->by_segment);
 }
 
-int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
+int st_csr_transpose(const st_csr *a, st_csr *out, int with_data, char *err)
 {
     memset(out, 0, sizeof *out);
     out->rows = a->cols;
@@ -319,8 +319,8 @@ int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
     out->nnz = a->nnz;
     out->indptr = st_calloc((size_t)a->cols + 1, sizeof *out->indptr);
     out->indices = st_malloc(a->nnz * sizeof *out->indices);
-    out->data = st_malloc(a->nnz * sizeof *out->data);
-    if (!out->indptr || !out->indices || !out->data) {
+    out->data = with_data ? st_malloc(a->nnz * sizeof *out->data) : NULL;
+    if (!out->indptr || !out->indices || (with_data && !out->data)) {
         st_csr_free(out);
         return st_seterr(err, "out of memory transposing %llu nonzeros", (unsigned long long)a->nnz);
     }
@@ -332,7 +332,7 @@ int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
             uint32_t c = a->indices[p];
             uint64_t dst = out->indptr[c]++;
             out->indices[dst] = r;
-            out->data[dst] = a->data[p];
+            if (with_data) out->data[dst] = a->data[p];
         }
     }
     for (uint32_t c = a->cols; c > 0; c--) out->indptr[c] = out->indptr[c - 1];
@@ -389,7 +389,7 @@ int st_builder_finish(st_builder *b, st_interactions *out, char *err)
     x->by_user.data = b->vals;
     b->keys = NULL;
     b->vals = NULL;
-    if (st_csr_transpose(&x->by_user, &x->by_segment, err) != 0) {
+    if (st_csr_transpose(&x->by_user, &x->by_segment, 0, err) != 0) {
         st_builder_free(b);
         return -1;
     }

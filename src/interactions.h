@@ -3,9 +3,11 @@
  * Legend: users m (rows), segments n (columns), nonzeros nnz.
  * Owns: the two id maps and the matrix stored once by row (CSR, users x
  * segments) and once by column (CSC, kept as the CSR of the transpose), with
- * u32 indices and u64 offsets. Values are the aggregated engagement r of each
- * (user, segment) pair: the sum over its events of weight x kind weight x
- * time decay. Pairs whose r is 0 are dropped: they are not interactions.
+ * u32 indices and u64 offsets. The values, the aggregated engagement r of each
+ * (user, segment) pair (the sum over its events of weight x kind weight x time
+ * decay), are kept once, in the CSR: the CSC holds the structure only
+ * (by_segment.data is NULL), which is all the trainer needs of it. Pairs whose
+ * r is 0 are dropped: they are not interactions.
  * Never: applies confidence (that is the trainer's, see als.h).
  *
  * Building: st_builder_add for every event, then st_builder_finish. The
@@ -32,7 +34,7 @@ typedef struct {
 typedef struct {
     st_idmap users, segments;
     st_csr by_user;    /* m x n */
-    st_csr by_segment; /* n x m */
+    st_csr by_segment; /* n x m, structure only: data is NULL */
     uint64_t events;   /* events accepted */
 } st_interactions;
 
@@ -83,8 +85,9 @@ int st_interactions_read(char **paths, int npaths, const st_read_opts *o, const 
                          st_interactions *x, st_read_stats *stats, char *err);
 
 /* Transposes a CSR (rows x cols) into a new CSR (cols x rows); indices within
- * each output row come out sorted. Allocates; -1 on out-of-memory. */
-int st_csr_transpose(const st_csr *a, st_csr *out, char *err);
+ * each output row come out sorted. With with_data = 0 only the structure is
+ * built (out->data = NULL). Allocates; -1 on out-of-memory. */
+int st_csr_transpose(const st_csr *a, st_csr *out, int with_data, char *err);
 void st_csr_free(st_csr *a);
 
 /* XXH3-64 over the matrix and the ids: the fingerprint recorded in a model. */

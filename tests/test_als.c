@@ -244,7 +244,7 @@ int main(void)
     double r0 = x.by_user.data[0];
     double want = r0 * 2.2 / (1.2 * norm + r0) * idf;
     is_near(d.cu[0], want > 0 ? want : 0, 1e-5, "bm25 weight of one entry by hand");
-    /* The CSC copy carries the same value for that entry. */
+    /* The CSC confidences line up with the CSC entries. */
     uint64_t qs;
     for (qs = x.by_segment.indptr[s0]; x.by_segment.indices[qs] != 0; qs++) {}
     is_near(d.cs[qs], d.cu[0], 1e-7, "bm25 CSC value equals the CSR value");
