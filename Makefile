@@ -43,25 +43,31 @@ $(BUILD)/.deps: scripts/deps.sh
 	@scripts/deps.sh build
 	@mkdir -p $(BUILD) && touch $@
 
+# V=1 shows the whole commands.
+Q = $(if $(V),,@)
+
 $(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
 
 $(BUILD)/libstarling.a: $(LIB_OBJ)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
 
 $(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
-	$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LINK  $@")
+	$(Q)$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
 # tests, all run by prove. STARLING and TEST_BIN tell the scripts what to run.
 check: $(BIN) $(TEST_BIN)
-	STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
+	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
 	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test
@@ -77,7 +83,7 @@ demo: deps-build $(BIN)
 
 $(BUILD)/bench/floors: bench/floors.c $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(ARCH) -O2 $(CPPFLAGS) -o $@ $< -lopenblas -lpthread
+	$(Q)$(CC) $(WARN) $(ARCH) -O2 $(CPPFLAGS) -o $@ $< -lopenblas -lpthread
 
 bench: deps-test $(BIN) $(BUILD)/bench/floors
 	@bench/run.sh

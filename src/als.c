@@ -631,6 +631,29 @@ void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float
     }
 }
 
+void st_als_init_row(const st_als_params *p, const char *id, size_t len, int segment, float *row)
+{
+    /* The stream is a function of the id alone, so a row starts the same
+     * whatever index it gets: in any input order, and on any MPI rank. */
+    st_rng g = st_rng_for(p->seed, st_idmap_hash(id, len) ^ (segment ? 0x5851f42d4c957f2dULL : 0));
+    float s = (float)p->init_scale;
+    for (uint32_t i = 0; i < p->factors; i++) row[i] = s * (float)(2 * st_rng_uniform(&g) - 1);
+}
+
+void st_als_init_ids(const st_als_params *p, const st_idmap *users, const st_idmap *segments, float *X, float *Y)
+{
+    uint32_t k = p->factors;
+    size_t len;
+    for (uint32_t r = 0; r < users->count; r++) {
+        const char *id = st_idmap_name(users, r, &len);
+        st_als_init_row(p, id, len, 0, X + (size_t)r * k);
+    }
+    for (uint32_t r = 0; r < segments->count; r++) {
+        const char *id = st_idmap_name(segments, r, &len);
+        st_als_init_row(p, id, len, 1, Y + (size_t)r * k);
+    }
+}
+
 double st_als_weight(const st_als_data *d)
 {
     double w = (double)d->by_user->rows * d->by_user->cols;

@@ -84,6 +84,13 @@ float st_als_conf1(const st_als_params *p, double r, double idf, double length_n
  * of each draws from its own stream, so the result is thread-independent. */
 void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float *Y);
 
+/* The same from the ids: each row's stream is derived from the seed and the
+ * row's id (XXH3), so a user or segment starts from the same values whatever
+ * its index: in any input order and on any MPI rank. This is what training
+ * uses. st_als_init_row fills one row (segment = 1 for segment rows). */
+void st_als_init_ids(const st_als_params *p, const st_idmap *users, const st_idmap *segments, float *X, float *Y);
+void st_als_init_row(const st_als_params *p, const char *id, size_t len, int segment, float *row);
+
 /* One full iteration (users, then segments). When loss is not NULL it
  * receives the objective after the iteration, computed along the way (the
  * same value as st_als_loss up to summation order). Returns -1 with a message

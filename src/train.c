@@ -31,7 +31,7 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
         t->X = st_aligned_alloc(64, xs);
         t->Y = st_aligned_alloc(64, ys);
         if (!t->X || !t->Y) return st_seterr(err, "out of memory for the factors (%zu MiB)", (xs + ys) >> 20);
-        st_als_init(p, m, n, t->X, t->Y);
+        st_als_init_ids(p, &x->users, &x->segments, t->X, t->Y);
         t->iterations = 0;
     }
     t->m = m;
