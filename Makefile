@@ -19,6 +19,13 @@ CFLAGS ?= -O3 -g
 WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lpthread -lm
+# MPI training is built in when Open MPI's development files are installed
+# (mpicc is on the PATH); MPI=0 leaves it out. The plain build needs no MPI.
+MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+CPPFLAGS += -DSTARLING_MPI $(shell mpicc --showme:compile)
+LDLIBS += $(shell mpicc --showme:link)
+endif
 BUILD ?= build
 JOBS ?= 2
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
@@ -28,7 +35,7 @@ LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all demo test check asan bench install clean deps-build deps-test
+.PHONY: all demo test check asan bench install clean deps-build deps-test FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -46,7 +53,13 @@ $(BUILD)/.deps: scripts/deps.sh
 # V=1 shows the whole commands.
 Q = $(if $(V),,@)
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps
+# Everything is rebuilt when the flags change (MPI appearing, say).
+FLAGS_NOW = $(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) $(LDFLAGS) $(LDLIBS)
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
@@ -59,7 +72,7 @@ $(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
 	@$(if $(V),,echo "  LINK  $@")
 	$(Q)$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a
+$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)

@@ -248,6 +248,8 @@ static double row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols)
     return p->lambda;
 }
 
+double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols) { return row_lambda(p, nnz, cols); }
+
 /* ---- per-row solvers ----------------------------------------------------- */
 
 uint64_t st_als_foldin_scratch(uint32_t k) { return (uint64_t)k * k + k + (uint64_t)GATHER_ROWS * k; }
@@ -504,41 +506,49 @@ static void half_task(void *vctx, uint64_t task, int thread)
     if (h->loss) h->loss[task] = loss;
 }
 
-/* One half-step; with loss_out, also the rows' share of the objective, and
- * with G_out, the Gram matrix of the fixed factors. */
-static int half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
-                     double *loss_out, float *G_out, char *err)
+int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      float *rows, double *loss_out, char *err)
 {
     uint32_t k = p->factors;
     int threads = thread_count(p);
     openblas_set_num_threads(1);
-    half_ctx h = {.p = p, .a = a, .c = c, .fixed = fixed, .rows = rows};
+    half_ctx h = {.p = p, .a = a, .c = c, .fixed = F, .G = G, .rows = rows};
     atomic_init(&h.failed, 0);
     h.scratch_per_thread = st_align_up(st_als_foldin_scratch(k), 16);
     uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-    float *G = G_out ? G_out : st_aligned_alloc(64, (size_t)k * k * sizeof *G);
     h.scratch = st_aligned_alloc(64, (size_t)threads * h.scratch_per_thread * sizeof(float));
     h.loss = loss_out ? st_calloc(tasks ? tasks : 1, sizeof *h.loss) : NULL;
-    if (!G || !h.scratch || (loss_out && !h.loss)) {
-        if (G != G_out) st_free(G);
+    if (!h.scratch || (loss_out && !h.loss)) {
         st_free(h.scratch);
         st_free(h.loss);
         return st_seterr(err, "out of memory for solver scratch");
     }
-    st_als_gram(fixed, a->cols, k, G);
-    h.G = G;
     st_parallel_run(threads, tasks, half_task, &h);
     if (loss_out) {
         double sum = 0;
         for (uint64_t i = 0; i < tasks; i++) sum += h.loss[i]; /* in task order: thread-independent */
         *loss_out = sum;
     }
-    if (G != G_out) st_free(G);
     st_free(h.scratch);
     st_free(h.loss);
     if (atomic_load(&h.failed))
         return st_seterr(err, "a row's system was not positive definite (try a larger --lambda)");
     return 0;
+}
+
+/* One half-step; with loss_out, also the rows' share of the objective, and
+ * with G_out, the Gram matrix of the fixed factors. */
+static int half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
+                     double *loss_out, float *G_out, char *err)
+{
+    uint32_t k = p->factors;
+    float *G = G_out ? G_out : st_aligned_alloc(64, (size_t)k * k * sizeof *G);
+    if (!G) return st_seterr(err, "out of memory for solver scratch");
+    openblas_set_num_threads(1);
+    st_als_gram(fixed, a->cols, k, G);
+    int rc = st_als_solve_rows(p, a, c, fixed, G, rows, loss_out, err);
+    if (G != G_out) st_free(G);
+    return rc;
 }
 
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,

@@ -102,6 +102,15 @@ int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
                      char *err);
 
+/* The solve of a half-step with the Gram matrix G = F^T F given: rows of a
+ * index rows of F (which need not be all of the fixed factors: a process that
+ * holds a part of them remaps the indices), a->cols is the number of fixed
+ * rows in the whole problem (for frequency-scaled regularisation). With
+ * loss_out, also adds up the rows' share of the objective (their nonzeros'
+ * c (1 - s)^2 - s^2 and regularisation). */
+int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      float *rows, double *loss_out, char *err);
+
 /* The objective above, and the normaliser weight = m n + sum(c - 1) that
  * turns it into the per-weight figure printed in progress lines. */
 int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, const float *Y, double *loss,
@@ -118,6 +127,10 @@ double st_als_weight(const st_als_data *d);
 int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                   const float *cm1, uint32_t nnz, float *x, float *scratch);
 uint64_t st_als_foldin_scratch(uint32_t k);
+
+/* lambda of a row with nnz nonzeros in a problem of `cols` columns (plain or
+ * frequency-scaled, see above). */
+double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols);
 
 /* Gram matrix G = F^T F (k x k, full, symmetric) of an r x k matrix. */
 void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G);

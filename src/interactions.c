@@ -219,24 +219,38 @@ static void intro_sort(uint64_t *k, float *v, size_t n, int depth)
     }
 }
 
-/* Sorts and merges duplicates (summing in double), keeping zero sums for now
- * (a later event may make them non-zero). */
-static void compact(st_builder *b)
+size_t st_pairs_sort_merge(uint64_t *keys, float *vals, size_t n)
 {
-    if (b->n == 0) return;
+    if (n == 0) return 0;
     int depth = 2;
-    for (size_t s = b->n; s > 1; s >>= 1) depth += 2;
-    intro_sort(b->keys, b->vals, b->n, depth);
+    for (size_t s = n; s > 1; s >>= 1) depth += 2;
+    intro_sort(keys, vals, n, depth);
     size_t w = 0;
-    for (size_t i = 0; i < b->n;) {
-        uint64_t key = b->keys[i];
+    for (size_t i = 0; i < n;) {
+        uint64_t key = keys[i];
         double sum = 0;
-        while (i < b->n && b->keys[i] == key) sum += b->vals[i++];
-        b->keys[w] = key;
-        b->vals[w] = (float)sum;
+        while (i < n && keys[i] == key) sum += vals[i++];
+        keys[w] = key;
+        vals[w] = (float)sum;
         w++;
     }
-    b->n = w;
+    return w;
+}
+
+/* Sorts and merges duplicates, keeping zero sums for now (a later event may
+ * make them non-zero). */
+static void compact(st_builder *b) { b->n = st_pairs_sort_merge(b->keys, b->vals, b->n); }
+
+int st_builder_newest(const st_builder *b, double *t)
+{
+    if (!b->have_t) return 0;
+    *t = b->tmax;
+    return 1;
+}
+
+void st_builder_set_newest(st_builder *b, double t)
+{
+    if (b->have_t && t > b->tmax) b->tmax = t;
 }
 
 static int grow(st_builder *b, char *err)
@@ -340,10 +354,16 @@ int st_csr_transpose(const st_csr *a, st_csr *out, int with_data, char *err)
     return 0;
 }
 
-int st_builder_finish(st_builder *b, st_interactions *out, char *err)
+static int finish(st_builder *b, st_interactions *out, int allow_empty, char *err);
+
+int st_builder_finish(st_builder *b, st_interactions *out, char *err) { return finish(b, out, 0, err); }
+
+int st_builder_finish_any(st_builder *b, st_interactions *out, char *err) { return finish(b, out, 1, err); }
+
+static int finish(st_builder *b, st_interactions *out, int allow_empty, char *err)
 {
     memset(out, 0, sizeof *out);
-    if (b->x.events == 0) {
+    if (b->x.events == 0 && !allow_empty) {
         st_builder_free(b);
         return st_seterr(err, "no events");
     }
@@ -371,7 +391,7 @@ int st_builder_finish(st_builder *b, st_interactions *out, char *err)
         b->vals[w] = b->vals[i];
         w++;
     }
-    if (w == 0) {
+    if (w == 0 && !allow_empty) {
         st_free(indptr);
         st_builder_free(b);
         return st_seterr(err, "every event has zero weight");

@@ -76,6 +76,20 @@ int st_builder_add_cb(const st_event *ev, void *ctx, char *err);
  * nothing was added, or when every value was zero. */
 int st_builder_finish(st_builder *b, st_interactions *out, char *err);
 
+/* The same, but an empty result (no events, or only zero values) is not an
+ * error: for one part of an input shared by several readers. */
+int st_builder_finish_any(st_builder *b, st_interactions *out, char *err);
+
+/* Time decay relative to the newest event, when the newest event is known
+ * only across several builders: st_builder_newest gives this builder's (0
+ * when it saw no timestamp), st_builder_set_newest raises it before finish. */
+int st_builder_newest(const st_builder *b, double *t);
+void st_builder_set_newest(st_builder *b, double t);
+
+/* Sorts parallel (key, value) arrays by key in place and merges equal keys
+ * (summing values in double). Returns the number of distinct keys. */
+size_t st_pairs_sort_merge(uint64_t *keys, float *vals, size_t n);
+
 void st_interactions_free(st_interactions *x);
 
 /* Reads every file (or "-") with o, weights events by w and builds x.
