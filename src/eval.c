@@ -932,6 +932,7 @@ typedef struct {
     uint32_t nsel;
     st_eval_run *out;      /* NULL: score only */
     st_eval_samples *samples; /* sampling pass: not NULL */
+    float *scores_out;     /* scores pass: not NULL, one row per selected user */
     const uint64_t *sample_off;
     uint32_t negatives;
     uint64_t seed;
@@ -1042,6 +1043,10 @@ static void pass_task(void *vctx, uint64_t task, int thread)
     uint8_t *mark = (uint8_t *)(topi + kmax);
     const uint32_t *sel = c->sel + i0;
     score_block(c, sel, b, Xb, S);
+    if (c->scores_out) {
+        memcpy(c->scores_out + (size_t)i0 * n, S, (size_t)b * n * sizeof *S);
+        return;
+    }
     for (uint32_t i = 0; i < b; i++) {
         uint32_t e = sel[i];
         const float *row = S + (size_t)i * n;
@@ -1143,6 +1148,14 @@ int st_eval_rank(const st_eval_set *s, const st_ranker *r, uint32_t n, const uin
     out->seconds = st_now() - t0;
     out->ranked = c.nsel;
     return 0;
+}
+
+int st_eval_scores(const st_eval_set *s, const st_ranker *r, uint32_t n, const uint8_t *mask, int threads,
+                   float *out, char *err)
+{
+    uint32_t one = 1;
+    pass_ctx c = {.s = s, .r = r, .n = n, .nk = 1, .kmax = 1, .ks = &one, .scores_out = out};
+    return run_pass(&c, mask, threads, err);
 }
 
 int st_eval_score_only(const st_eval_set *s, const st_ranker *r, uint32_t n, uint32_t kmax, int threads,

@@ -210,6 +210,12 @@ int st_eval_rank(const st_eval_set *s, const st_ranker *r, uint32_t n, const uin
                  const uint8_t *mask, int threads, st_eval_run *out, char *err);
 void st_eval_run_free(st_eval_run *run);
 
+/* The scores themselves, exactly as st_eval_rank computes them (the same
+ * blocks and calls): out receives one row of n per selected user, in the
+ * set's order. For checks and dumps; allocates nothing large. */
+int st_eval_scores(const st_eval_set *s, const st_ranker *r, uint32_t n, const uint8_t *mask, int threads,
+                   float *out, char *err);
+
 /* Only the scoring step (sgemm + top-Kmax, no metrics): for the benchmark. */
 int st_eval_score_only(const st_eval_set *s, const st_ranker *r, uint32_t n, uint32_t kmax, int threads,
                        double *seconds, char *err);
