@@ -36,7 +36,7 @@
 
 typedef struct {
     const char *ks_spec, *split_spec, *prior_spec, *metric_spec, *report, *dump, *out;
-    uint64_t split_seed, min_events, max_events, negatives, segments;
+    uint64_t split_seed, min_events, max_events, fold_max, negatives, segments;
     double fold_in, validation;
     int json, csv, quiet;
     /* parsed */
@@ -73,6 +73,8 @@ static void eval_opts_add(eval_opts *o, st_opt *opts, int *n, int tune)
         {"max-events", 0, ST_OPT_U64, &o->max_events, "N", "... and at most N (0 = no limit)", 0},
         {"fold-in", 0, ST_OPT_DOUBLE, &o->fold_in, "F",
          "share of an unknown (held-out) user's segments folded in; the rest is tested", 0},
+        {"fold-in-max", 0, ST_OPT_U64, &o->fold_max, "N",
+         "fold in at most N segments of an unknown user (0 = no limit): makes sparse users of dense ones", 0},
         {"validation", 0, ST_OPT_DOUBLE, &o->validation, "F",
          "share of evaluated users that fit the prior weight and calibration (default 0.2; 0 for a calibrated "
          "model evaluated as it is)",
@@ -168,6 +170,8 @@ static int eval_opts_finish(eval_opts *o, const st_cmd_doc *doc, int split_form)
     o->split.min_events = (uint32_t)o->min_events;
     o->split.max_events = (uint32_t)o->max_events;
     o->split.fold_in = o->fold_in;
+    if (o->fold_max > 100000) return st_cli_usage(doc, "--fold-in-max must be at most 100000");
+    o->split.fold_max = (uint32_t)o->fold_max;
     if (split_form) {
         char err[ST_ERRLEN];
         if (st_split_parse(o->split_spec, &o->split, err) != 0) return st_cli_usage(doc, "--split: %s", err);
@@ -673,8 +677,9 @@ static void describe(facts *fa, char **inputs, int ninputs, const eval_opts *o, 
             if (gmtime_r(&tt, &tm)) strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
             fact(fa, "split", "%s (cut at %s), seed %llu", sp, ts, (unsigned long long)o->split_seed);
         } else if (o->split.kind == ST_SPLIT_USERS) {
-            fact(fa, "split", "%s, seed %llu; held-out users fold in %g of their segments", sp,
-                 (unsigned long long)o->split_seed, o->fold_in);
+            fact(fa, "split", "%s, seed %llu; held-out users fold in %g of their segments (at most %s)", sp,
+                 (unsigned long long)o->split_seed, o->fold_in,
+                 o->fold_max ? (snprintf(buf, sizeof buf, "%llu", (unsigned long long)o->fold_max), buf) : "all");
         } else {
             fact(fa, "split", "%s, seed %llu", sp, (unsigned long long)o->split_seed);
         }
@@ -887,7 +892,7 @@ int cli_eval(int argc, char **argv)
         memset(&stats, 0, sizeof stats);
         if (st_eval_events_read(pos + 1, 1, &ro, &table, &stats, err) != 0 ||
             !(role = st_malloc(table.count + 1)) ||
-            st_split_cold(&table, &m, o.fold_in, o.split_seed, role, err) != 0 ||
+            st_split_cold(&table, &m, o.fold_in, o.split.fold_max, o.split_seed, role, err) != 0 ||
             weighting_from_model(&m, &mw, err) != 0) {
             st_cli_fail("eval", "%s", role ? err : "out of memory");
             goto done;

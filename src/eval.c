@@ -263,22 +263,24 @@ static void shuffle(uint64_t *idx, uint64_t n, st_rng *g)
     }
 }
 
-/* A held-out user's n segments: how many are folded in (at least one, and
- * at least one left to test). 0 when the user cannot be split. */
-static uint64_t foldin_count(uint64_t n, double fold_in)
+/* A held-out user's n segments: how many are folded in (at least one, at
+ * most fold_max when not 0, and at least one left to test). 0 when the user
+ * cannot be split. */
+static uint64_t foldin_count(uint64_t n, double fold_in, uint32_t fold_max)
 {
     if (n < 2) return 0;
     uint64_t f = (uint64_t)floor(fold_in * (double)n);
+    if (fold_max && f > fold_max) f = fold_max;
     if (f < 1) f = 1;
     if (f > n - 1) f = n - 1;
     return f;
 }
 
 /* Splits one user's pairs [p0, p1) into fold-in and test at random. */
-static void split_user_pairs(const pair_index *p, uint64_t p0, uint64_t p1, double fold_in, st_rng *g,
-                             uint64_t *scratch, uint8_t *role)
+static void split_user_pairs(const pair_index *p, uint64_t p0, uint64_t p1, double fold_in, uint32_t fold_max,
+                             st_rng *g, uint64_t *scratch, uint8_t *role)
 {
-    uint64_t n = p1 - p0, f = foldin_count(n, fold_in);
+    uint64_t n = p1 - p0, f = foldin_count(n, fold_in, fold_max);
     for (uint64_t i = 0; i < n; i++) scratch[i] = p0 + i;
     shuffle(scratch, n, g);
     for (uint64_t i = 0; i < n; i++) set_pair_role(p, scratch[i], role, i < f ? ST_ROLE_FOLDIN : ST_ROLE_TEST);
@@ -381,8 +383,8 @@ int st_split_assign(const st_event_table *t, const st_split *s, uint8_t *role, d
         }
         case ST_SPLIT_USERS: {
             if (!eligible || n < 2 || user_fraction(&t->users, u, s->seed) >= s->fraction) break;
-            split_user_pairs(&p, p0, p1, s->fold_in, &g, scratch, role);
-            held += n - foldin_count(n, s->fold_in);
+            split_user_pairs(&p, p0, p1, s->fold_in, s->fold_max, &g, scratch, role);
+            held += n - foldin_count(n, s->fold_in, s->fold_max);
             break;
         }
         }
@@ -396,8 +398,8 @@ int st_split_assign(const st_event_table *t, const st_split *s, uint8_t *role, d
     return 0;
 }
 
-int st_split_cold(const st_event_table *t, const st_model *m, double fold_in, uint64_t seed, uint8_t *role,
-                  char *err)
+int st_split_cold(const st_event_table *t, const st_model *m, double fold_in, uint32_t fold_max, uint64_t seed,
+                  uint8_t *role, char *err)
 {
     pair_index p;
     if (pair_index_build(t, &p, err) != 0) return -1;
@@ -420,7 +422,7 @@ int st_split_cold(const st_event_table *t, const st_model *m, double fold_in, ui
             continue;
         }
         st_rng g = st_rng_for(seed, user_hash(&t->users, u, seed));
-        split_user_pairs(&p, p0, p1, fold_in, &g, scratch, role);
+        split_user_pairs(&p, p0, p1, fold_in, fold_max, &g, scratch, role);
     }
     st_free(scratch);
     pair_index_free(&p);

@@ -68,6 +68,7 @@ typedef struct {
     uint32_t min_events;   /* eligible users have between min and max distinct segments */
     uint32_t max_events;   /* 0 = no limit */
     double fold_in;        /* users: the fraction of a held-out user's segments folded in */
+    uint32_t fold_max;     /* ... and at most this many (0 = no limit): a sparse user */
 } st_split;
 
 /* Parses "holdout:0.2", "leave:1", "time:2026-01-01", "time:0.8", "users:0.1"
@@ -95,9 +96,10 @@ int st_eval_build(const st_event_table *t, const uint8_t *role, uint8_t which, c
 
 /* Roles for `eval MODEL TEST_EVENTS`: every event of a user the model knows
  * is TEST; a user it does not know is cold, and its segments are split as a
- * held-out user's are in the users split (fraction fold_in folded in). */
-int st_split_cold(const st_event_table *t, const st_model *m, double fold_in, uint64_t seed, uint8_t *role,
-                  char *err);
+ * held-out user's are in the users split (fraction fold_in folded in, at
+ * most fold_max segments when that is not 0). */
+int st_split_cold(const st_event_table *t, const st_model *m, double fold_in, uint32_t fold_max, uint64_t seed,
+                  uint8_t *role, char *err);
 
 /* ---- the evaluation set ---------------------------------------------------- */
 
