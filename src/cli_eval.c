@@ -207,7 +207,7 @@ static void eval_result_free(eval_result *r)
     memset(r, 0, sizeof *r);
 }
 
-__attribute__((unused)) static double metric_of(const st_eval_summary *s, const eval_opts *o)
+static double metric_of(const st_eval_summary *s, const eval_opts *o)
 {
     return o->metric == ST_NMETRICS ? s->auc.mean : s->m[o->metric_ki][o->metric].mean;
 }
@@ -936,4 +936,415 @@ done:
     st_weighting_free(&mw);
     return code;
 }
-int cli_tune(int argc, char **argv) { (void)argc; (void)argv; return 1; }
+
+/* ---- tune -------------------------------------------------------------------------------- */
+
+#define MAX_LIST 16
+#define MAX_CONFIGS 1000
+
+typedef struct {
+    uint32_t factors, iterations;
+    double lambda, alpha;
+    st_conf_scheme confidence;
+    /* results */
+    uint32_t best_iteration, ran;
+    double value, seconds;
+} tune_config;
+
+typedef struct {
+    const eval_opts *o;
+    const split_data *d;
+    const st_weighting *w;
+    uint64_t eval_every, patience;
+    int threads;
+    st_eval_set set;
+    int built;
+    float *popularity;
+    double best;
+    uint32_t best_iteration, since_best;
+    float *bestX, *bestY;
+    size_t xs, ys;
+    char err[ST_ERRLEN];
+    int failed;
+} tune_ctx;
+
+/* The validation metric of the factors in t. */
+static int tune_measure(tune_ctx *c, const st_trained *t, double *value)
+{
+    st_model m;
+    st_train_model(&c->d->x, t, "", c->popularity, &m);
+    if (!c->built) {
+        st_eval_set_free(&c->set);
+        st_eval_set_init(&c->set, m.k);
+        if (st_eval_set_from_roles(&c->set, &c->d->table, c->d->role, &m, c->w, c->err) != 0) return -1;
+        st_eval_set_partition(&c->set, c->o->validation < 0 ? 0.2 : c->o->validation, c->o->split_seed);
+        c->built = 1;
+    } else {
+        st_foldin_ctx f;
+        if (st_foldin_ctx_init(&f, &m, c->err) != 0) return -1;
+        int rc = st_eval_set_refresh(&c->set, &m, &f, c->err);
+        st_foldin_ctx_free(&f);
+        if (rc != 0) return -1;
+    }
+    st_ranker r = {.kind = ST_RANK_MODEL, .V = m.V};
+    st_eval_run run;
+    uint8_t val = 1;
+    if (st_eval_rank(&c->set, &r, m.segments, c->o->ks, c->o->nk, &val, c->threads, &run, c->err) != 0) return -1;
+    st_eval_summary sum;
+    st_eval_summarize(&c->set, &run, &val, &sum);
+    st_eval_run_free(&run);
+    if (sum.users == 0) return st_seterr(c->err, "no validation users: raise --validation");
+    *value = metric_of(&sum, c->o);
+    return 0;
+}
+
+static int tune_progress(void *vctx, const st_trained *t, double dt)
+{
+    (void)dt;
+    tune_ctx *c = vctx;
+    if (t->iterations % c->eval_every != 0 && t->iterations < t->params.iterations) return 0;
+    double v;
+    if (tune_measure(c, t, &v) != 0) {
+        c->failed = 1;
+        return 1;
+    }
+    if (!c->o->quiet)
+        fprintf(stderr, "  iteration %u/%u loss %.6f validation %s %.4f\n", t->iterations, t->params.iterations,
+                t->loss[t->iterations - 1], c->o->metric_spec, v);
+    if (v > c->best) {
+        c->best = v;
+        c->best_iteration = t->iterations;
+        c->since_best = 0;
+        memcpy(c->bestX, t->X, c->xs);
+        memcpy(c->bestY, t->Y, c->ys);
+        return 0;
+    }
+    return ++c->since_best >= c->patience;
+}
+
+static int parse_list_u64(const char *s, uint64_t *out, int *n)
+{
+    *n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n >= MAX_LIST || st_parse_u64(tok, &out[*n]) != 0) return -1;
+        (*n)++;
+    }
+    return *n ? 0 : -1;
+}
+
+static int parse_list_double(const char *s, double *out, int *n)
+{
+    *n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n >= MAX_LIST || st_parse_double(tok, &out[*n]) != 0) return -1;
+        (*n)++;
+    }
+    return *n ? 0 : -1;
+}
+
+static int parse_list_conf(const char *s, int *out, int *n)
+{
+    *n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int c = strcmp(tok, "linear") == 0 ? ST_CONF_LINEAR
+                : strcmp(tok, "log") == 0  ? ST_CONF_LOG
+                : strcmp(tok, "bm25") == 0 ? ST_CONF_BM25
+                                           : -1;
+        if (*n >= MAX_LIST || c < 0) return -1;
+        out[(*n)++] = c;
+    }
+    return *n ? 0 : -1;
+}
+
+static int cmp_config(const void *a, const void *b)
+{
+    const tune_config *x = a, *y = b;
+    if (x->value != y->value) return x->value > y->value ? -1 : 1;
+    return 0;
+}
+
+int cli_tune(int argc, char **argv)
+{
+    eval_opts o;
+    eval_opts_init(&o);
+    st_train_cli tc;
+    st_train_cli_init(&tc);
+    const char *lf = NULL, *ll = NULL, *la = NULL, *li = NULL, *lc = NULL;
+    int search = 0;
+    uint64_t trials = 20, eval_every = 1, patience = 3;
+    st_opt opts[ST_TRAIN_CLI_NOPTS + 48];
+    int nopts = 0;
+    opts[nopts++] = (st_opt){"split", 0, ST_OPT_STRING, &o.split_spec, "SPEC",
+                             "how to hold data out: holdout:F, leave:K, time:WHEN|F, users:F (required)", 0};
+    opts[nopts++] = (st_opt){"search", 0, ST_OPT_CHOICE, &search, NULL,
+                             "every combination of the lists, or --trials random draws from them", "grid|random"};
+    opts[nopts++] = (st_opt){"trials", 0, ST_OPT_U64, &trials, "N", "random draws; the most grid points allowed", 0};
+    opts[nopts++] = (st_opt){"eval-every", 0, ST_OPT_U64, &eval_every, "N", "iterations between validation checks", 0};
+    opts[nopts++] = (st_opt){"patience", 0, ST_OPT_U64, &patience, "N",
+                             "stop a run after N checks without a better validation metric", 0};
+    eval_opts_add(&o, opts, &nopts, 1);
+    int first_train = nopts;
+    st_train_cli_opts(&tc, opts, &nopts);
+    /* The searched hyper-parameters take comma-separated lists instead. */
+    for (int i = first_train; i < nopts; i++) {
+        const char **dst = strcmp(opts[i].name, "factors") == 0      ? &lf
+                           : strcmp(opts[i].name, "lambda") == 0     ? &ll
+                           : strcmp(opts[i].name, "alpha") == 0      ? &la
+                           : strcmp(opts[i].name, "iterations") == 0 ? &li
+                           : strcmp(opts[i].name, "confidence") == 0 ? &lc
+                                                                     : NULL;
+        if (!dst) continue;
+        opts[i].type = ST_OPT_STRING;
+        opts[i].dest = (void *)dst;
+        opts[i].metavar = "V,...";
+        opts[i].choices = NULL;
+        opts[i].help = strcmp(opts[i].name, "iterations") == 0 ? "most iterations per run (early stopping may use fewer)"
+                                                               : "values to try";
+    }
+    opts[nopts] = (st_opt){0};
+    const st_cmd_doc doc = {
+        "tune", "EVENTS... --split SPEC [--factors 32,64 --lambda 0.05,0.1 ...] [-o MODEL]",
+        "Search hyper-parameters: train on the split's training part for every\n"
+        "configuration (grid or random draws from the lists), stop each run early on the\n"
+        "validation users' metric, print the configurations sorted by it, evaluate the\n"
+        "best on the test users (as `starling eval`) and write it with -o.",
+        "Lists default to the single `starling train` default. The validation users\n"
+        "(--validation) choose; the test users only report, so the final figures are not\n"
+        "selected on."};
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) return rc;
+    if (npos < 1) return st_cli_usage(&doc, "no event files given");
+    if (!o.split_spec) return st_cli_usage(&doc, "--split SPEC is required");
+    if ((rc = eval_opts_finish(&o, &doc, 1)) != ST_CLI_GO) return rc;
+    if (o.validation == 0) return st_cli_usage(&doc, "--validation must be above 0: the validation users choose");
+    if (trials < 1 || trials > MAX_CONFIGS) return st_cli_usage(&doc, "--trials must be between 1 and %d", MAX_CONFIGS);
+    if (eval_every < 1 || patience < 1) return st_cli_usage(&doc, "--eval-every and --patience must be at least 1");
+    uint64_t fv[MAX_LIST] = {tc.factors}, iv[MAX_LIST] = {tc.iterations};
+    double lv[MAX_LIST] = {tc.p.lambda}, av[MAX_LIST] = {tc.p.alpha};
+    int cv[MAX_LIST] = {tc.conf}, nf = 1, nl = 1, na = 1, ni = 1, nc = 1;
+    if ((lf && parse_list_u64(lf, fv, &nf) != 0) || (li && parse_list_u64(li, iv, &ni) != 0))
+        return st_cli_usage(&doc, "--factors and --iterations take whole numbers: 32,64 (at most %d)", MAX_LIST);
+    if ((ll && parse_list_double(ll, lv, &nl) != 0) || (la && parse_list_double(la, av, &na) != 0))
+        return st_cli_usage(&doc, "--lambda and --alpha take numbers: 0.05,0.1 (at most %d)", MAX_LIST);
+    if (lc && parse_list_conf(lc, cv, &nc) != 0)
+        return st_cli_usage(&doc, "--confidence takes linear, log, bm25: log,bm25");
+    st_als_params base;
+    st_weighting w;
+    st_read_opts ro;
+    if ((rc = st_train_cli_finish(&tc, &doc, &base, &w, &ro)) != ST_CLI_GO) return rc;
+    /* The configurations. */
+    uint64_t grid = (uint64_t)nf * nl * na * ni * nc;
+    if (search == 0 && grid > trials) {
+        st_weighting_free(&w);
+        return st_cli_usage(&doc, "the grid has %llu configurations, more than --trials %llu; shrink the lists or "
+                                  "raise --trials",
+                            (unsigned long long)grid, (unsigned long long)trials);
+    }
+    uint32_t ncfg = search == 0 ? (uint32_t)grid : (uint32_t)trials;
+    tune_config *cfg = st_calloc(ncfg, sizeof *cfg);
+    if (!cfg) {
+        st_weighting_free(&w);
+        return st_cli_fail("tune", "out of memory");
+    }
+    st_rng g = st_rng_for(base.seed, 0x70e);
+    for (uint32_t i = 0; i < ncfg; i++) {
+        uint64_t q = i;
+        int a = search == 0 ? (int)(q % nf) : (int)st_rng_below(&g, nf);
+        q /= nf;
+        int b = search == 0 ? (int)(q % nl) : (int)st_rng_below(&g, nl);
+        q /= nl;
+        int c = search == 0 ? (int)(q % na) : (int)st_rng_below(&g, na);
+        q /= na;
+        int d = search == 0 ? (int)(q % ni) : (int)st_rng_below(&g, ni);
+        q /= ni;
+        int e = search == 0 ? (int)(q % nc) : (int)st_rng_below(&g, nc);
+        cfg[i] = (tune_config){.factors = fv[a] > 100000 ? 0 : (uint32_t)fv[a], .lambda = lv[b], .alpha = av[c],
+                               .iterations = iv[d] > 1000000 ? 1000001 : (uint32_t)iv[d],
+                               .confidence = (st_conf_scheme)cv[e], .value = -INFINITY};
+        st_als_params p = base;
+        p.factors = cfg[i].factors;
+        p.lambda = cfg[i].lambda;
+        p.alpha = cfg[i].alpha;
+        p.iterations = cfg[i].iterations;
+        p.confidence = cfg[i].confidence;
+        const char *bad = st_als_check(&p);
+        if (bad) {
+            st_free(cfg);
+            st_weighting_free(&w);
+            return st_cli_usage(&doc, "%s", bad);
+        }
+    }
+    int threads = base.threads > 0 ? base.threads : st_cpu_count();
+    int code = ST_EXIT_ERROR;
+    char err[ST_ERRLEN];
+    split_data d;
+    tune_ctx c;
+    memset(&c, 0, sizeof c);
+    st_eval_set_init(&c.set, 1);
+    st_trained best;
+    memset(&best, 0, sizeof best);
+    uint32_t best_cfg = ST_NOT_FOUND;
+    double best_value = -INFINITY;
+    eval_result r;
+    memset(&r, 0, sizeof r);
+    st_eval_set set;
+    st_eval_set_init(&set, 1);
+    if ((code = split_read("tune", pos, npos, &ro, &w, &o, &d)) != ST_EXIT_OK) goto done;
+    code = ST_EXIT_ERROR;
+    c.popularity = st_malloc(((size_t)d.x.segments.count + 1) * sizeof *c.popularity);
+    if (!c.popularity) {
+        st_cli_fail("tune", "out of memory");
+        goto done;
+    }
+    c.o = &o;
+    c.d = &d;
+    c.w = &w;
+    c.eval_every = eval_every;
+    c.patience = patience;
+    c.threads = threads;
+    for (uint32_t i = 0; i < ncfg; i++) {
+        st_trained t;
+        memset(&t, 0, sizeof t);
+        t.params = base;
+        t.params.factors = cfg[i].factors;
+        t.params.lambda = cfg[i].lambda;
+        t.params.alpha = cfg[i].alpha;
+        t.params.iterations = cfg[i].iterations;
+        t.params.confidence = cfg[i].confidence;
+        c.xs = (size_t)d.x.users.count * t.params.factors * sizeof(float);
+        c.ys = (size_t)d.x.segments.count * t.params.factors * sizeof(float);
+        st_free(c.bestX);
+        st_free(c.bestY);
+        c.bestX = st_malloc(c.xs);
+        c.bestY = st_malloc(c.ys);
+        c.built = 0; /* the rank may change: the set is rebuilt */
+        c.best = -INFINITY;
+        c.best_iteration = 0;
+        c.since_best = 0;
+        if (!c.bestX || !c.bestY) {
+            st_cli_fail("tune", "out of memory");
+            goto done;
+        }
+        if (!o.quiet)
+            fprintf(stderr, "configuration %u/%u: factors %u, lambda %g, alpha %g, %s confidence, at most %u "
+                            "iterations\n",
+                    i + 1, ncfg, cfg[i].factors, cfg[i].lambda, cfg[i].alpha, st_conf_name(cfg[i].confidence),
+                    cfg[i].iterations);
+        st_train_hooks hooks = {.progress = tune_progress, .ctx = &c};
+        double t0 = st_now();
+        int trc = st_train_run(&d.x, &t, &hooks, err);
+        cfg[i].seconds = st_now() - t0;
+        if (trc != 0 || c.failed) {
+            st_cli_fail("tune", "%s", trc != 0 ? err : c.err);
+            st_trained_free(&t);
+            goto done;
+        }
+        cfg[i].ran = t.iterations;
+        cfg[i].best_iteration = c.best_iteration;
+        cfg[i].value = c.best;
+        if (c.best > best_value) {
+            /* Keep this run's best factors as the overall best. */
+            best_value = c.best;
+            best_cfg = i;
+            st_trained_free(&best);
+            best = t;
+            memcpy(best.X, c.bestX, c.xs);
+            memcpy(best.Y, c.bestY, c.ys);
+            best.iterations = c.best_iteration;
+        } else {
+            st_trained_free(&t);
+        }
+    }
+    if (best_cfg == ST_NOT_FOUND) {
+        st_cli_fail("tune", "no configuration produced a validation metric");
+        goto done;
+    }
+    /* The best, evaluated as `eval` does, on the test users. */
+    st_model m;
+    st_train_model(&d.x, &best, "", c.popularity, &m);
+    m.h.half_life = w.half_life;
+    m.h.decay_now = w.has_now ? w.now : NAN;
+    st_eval_set_init(&set, m.k);
+    if (st_eval_set_from_roles(&set, &d.table, d.role, &m, &w, err) != 0) {
+        st_cli_fail("tune", "%s", err);
+        goto done;
+    }
+    st_eval_set_partition(&set, o.validation < 0 ? 0.2 : o.validation, o.split_seed);
+    if (evaluate(&m, &set, &o, threads, &r, err) != 0) {
+        st_cli_fail("tune", "%s", err);
+        goto done;
+    }
+    tune_config chosen = cfg[best_cfg];
+    qsort(cfg, ncfg, sizeof *cfg, cmp_config);
+    facts fa;
+    memset(&fa, 0, sizeof fa);
+    describe(&fa, pos, npos, &o, &m, &set, &r, d.cut, chosen.seconds, 1);
+    fact(&fa, "search", "%s, %u configurations, chosen on validation %s (early stopping: %llu checks, every %llu "
+                        "iterations)",
+         search == 0 ? "grid" : "random", ncfg, o.metric_spec, (unsigned long long)patience,
+         (unsigned long long)eval_every);
+    if (o.out) {
+        apply_fit(&m, &r);
+        if (st_model_save(o.out, &m, err) != 0) {
+            st_cli_fail("tune", "%s", err);
+            goto done;
+        }
+        fact(&fa, "model written", "%s", o.out);
+    }
+    if (o.json) {
+        json_t *root = json_object(), *arr = json_array();
+        for (uint32_t i = 0; i < ncfg; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "factors", json_integer(cfg[i].factors));
+            json_object_set_new(e, "lambda", json_real(cfg[i].lambda));
+            json_object_set_new(e, "alpha", json_real(cfg[i].alpha));
+            json_object_set_new(e, "confidence", json_string(st_conf_name(cfg[i].confidence)));
+            json_object_set_new(e, "iterations", json_integer(cfg[i].iterations));
+            json_object_set_new(e, "iterations_run", json_integer(cfg[i].ran));
+            json_object_set_new(e, "best_iteration", json_integer(cfg[i].best_iteration));
+            json_object_set_new(e, "validation_metric", json_real(cfg[i].value));
+            json_object_set_new(e, "seconds", json_real(cfg[i].seconds));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(root, "metric", json_string(o.metric_spec));
+        json_object_set_new(root, "configurations", arr);
+        json_object_set_new(root, "evaluation", result_json(&fa, &r, &o, &m, m.loss, m.h.iterations));
+        char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(root);
+    } else {
+        printf("configurations, best first by validation %s:\n", o.metric_spec);
+        printf("  %4s %8s %9s %8s %-10s %12s %12s %9s\n", "rank", "factors", "lambda", "alpha", "confidence",
+               "best iter.", o.metric_spec, "seconds");
+        for (uint32_t i = 0; i < ncfg; i++)
+            printf("  %4u %8u %9g %8g %-10s %5u of %-4u %12.4f %9.2f\n", i + 1, cfg[i].factors, cfg[i].lambda,
+                   cfg[i].alpha, st_conf_name(cfg[i].confidence), cfg[i].best_iteration, cfg[i].ran, cfg[i].value,
+                   cfg[i].seconds);
+        printf("\nthe best configuration, on the test users:\n\n");
+        print_table(stdout, &fa, &r, &o, &m);
+    }
+    code = ST_EXIT_OK;
+done:
+    eval_result_free(&r);
+    st_eval_set_free(&set);
+    st_eval_set_free(&c.set);
+    st_free(c.bestX);
+    st_free(c.bestY);
+    st_free(c.popularity);
+    st_trained_free(&best);
+    split_data_free(&d);
+    st_free(cfg);
+    st_weighting_free(&w);
+    return code;
+}
