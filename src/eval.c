@@ -1451,17 +1451,23 @@ int st_calib_reliability(const st_eval_samples *x, double a, double b, st_reliab
         out->lo[q] = NAN;
         out->hi[q] = NAN;
     }
-    for (uint64_t i = 0; i < np; i++) {
-        /* the bin of the sample's weight midpoint: equal-weight bins */
-        uint32_t q = (uint32_t)((cum + 0.5 * p[i].w) / total * ST_CALIB_BINS);
+    /* Equal-weight bins by predicted probability: a run of equal
+     * predictions goes, whole, to the bin of its weight midpoint. */
+    for (uint64_t i = 0; i < np;) {
+        uint64_t j = i;
+        double gw = 0;
+        for (; j < np && p[j].p == p[i].p; j++) gw += p[j].w;
+        uint32_t q = (uint32_t)((cum + 0.5 * gw) / total * ST_CALIB_BINS);
         if (q >= ST_CALIB_BINS) q = ST_CALIB_BINS - 1;
-        cum += p[i].w;
-        if (isnan(out->lo[q])) out->lo[q] = p[i].p;
-        out->hi[q] = p[i].p;
-        out->weight[q] += p[i].w;
-        sp[q] += p[i].w * p[i].p;
-        sy[q] += p[i].y ? p[i].w : 0;
-        out->positives[q] += p[i].y;
+        cum += gw;
+        for (; i < j; i++) {
+            if (isnan(out->lo[q])) out->lo[q] = p[i].p;
+            out->hi[q] = p[i].p;
+            out->weight[q] += p[i].w;
+            sp[q] += p[i].w * p[i].p;
+            sy[q] += p[i].y ? p[i].w : 0;
+            out->positives[q] += p[i].y;
+        }
     }
     double ece = 0;
     for (uint32_t q = 0; q < ST_CALIB_BINS; q++) {
