@@ -62,7 +62,7 @@ static void auc_hand(void)
     float s[5] = {0.9f, 0.5f, 0.1f, 0.7f, 0.5f};
     uint32_t seen[1] = {0}, test[2] = {1, 2};
     uint8_t mark[5] = {0};
-    float scratch[2];
+    float scratch[5]; /* room for every held-out score */
     is_near(st_eval_auc_ref(s, 5, seen, 1, test, 2), 0.125, 1e-12, "AUC reference, hand-computed with a tie");
     is_near(st_eval_auc(s, 5, seen, 1, test, 2, mark, scratch), 0.125, 1e-12, "AUC fast, hand-computed with a tie");
     int clean = 1;
