@@ -5,7 +5,7 @@
 # each package is there).
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev"
-test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev"
+test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev chromium"
 want=""
 for g in "$@"; do
     case "$g" in

@@ -359,51 +359,107 @@ static int train_mpi(const train_job *j)
     return code;
 }
 
+/* The training options, shared with `eval` and `tune` (cli.h). */
+void st_train_cli_init(st_train_cli *c)
+{
+    memset(c, 0, sizeof *c);
+    st_als_params_default(&c->p);
+    c->conf = (int)c->p.confidence;
+    c->solver = (int)c->p.solver;
+    c->reg = (int)c->p.regularization;
+    c->factors = c->p.factors;
+    c->iterations = c->p.iterations;
+    c->cg_steps = c->p.cg_steps;
+    c->max_line = 1u << 20;
+}
+
+void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n)
+{
+    const st_opt train_opts[] = {
+        {"factors", 0, ST_OPT_U64, &c->factors, "K", "rank of the factor vectors", 0},
+        {"iterations", 0, ST_OPT_U64, &c->iterations, "N", "ALS iterations (each: users, then segments)", 0},
+        {"lambda", 0, ST_OPT_DOUBLE, &c->p.lambda, "L", "L2 regularisation", 0},
+        {"alpha", 0, ST_OPT_DOUBLE, &c->p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
+        {"confidence", 0, ST_OPT_CHOICE, &c->conf, NULL,
+         "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
+        {"eps", 0, ST_OPT_DOUBLE, &c->p.eps, "E", "scale of r in the log scheme", 0},
+        {"bm25-k1", 0, ST_OPT_DOUBLE, &c->p.bm25_k1, "K1", "bm25 saturation", 0},
+        {"bm25-b", 0, ST_OPT_DOUBLE, &c->p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
+        {"regularization", 0, ST_OPT_CHOICE, &c->reg, NULL,
+         "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
+        {"reg-alpha0", 0, ST_OPT_DOUBLE, &c->p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
+        {"reg-nu", 0, ST_OPT_DOUBLE, &c->p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
+        {"solver", 0, ST_OPT_CHOICE, &c->solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
+         "cg|cholesky"},
+        {"cg-steps", 0, ST_OPT_U64, &c->cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
+        {"threads", 0, ST_OPT_INT, &c->threads, "T", "worker threads (0 = every CPU)", 0},
+        {"seed", 0, ST_OPT_U64, &c->p.seed, "S", "random seed of the initial factors", 0},
+        {"kind-weight", 0, ST_OPT_STRING, &c->kinds, "K=W,...",
+         "weight per event kind, e.g. impression=0.1,click=1,conversion=20 (* = other kinds; default 1 each)", 0},
+        {"half-life", 0, ST_OPT_STRING, &c->half_life, "DURATION",
+         "exponential time decay of events (e.g. 7d, 12h; default none)", 0},
+        {"now", 0, ST_OPT_STRING, &c->now, "TIME", "decay reference time (default: the newest event)", 0},
+        {"on-error", 0, ST_OPT_CHOICE, &c->on_error, NULL, "a malformed input line stops the run, or is skipped",
+         "stop|skip"},
+        {"header", 0, ST_OPT_CHOICE, &c->header, NULL, "whether input files start with a header line", "auto|yes|no"},
+        {"max-line", 0, ST_OPT_U64, &c->max_line, "BYTES", "longest input line accepted", 0},
+    };
+    _Static_assert(sizeof train_opts / sizeof train_opts[0] <= ST_TRAIN_CLI_NOPTS, "raise ST_TRAIN_CLI_NOPTS");
+    for (size_t i = 0; i < sizeof train_opts / sizeof train_opts[0]; i++) opts[(*n)++] = train_opts[i];
+}
+
+int st_train_cli_finish(st_train_cli *c, const st_cmd_doc *doc, st_als_params *p, st_weighting *w,
+                        st_read_opts *ro)
+{
+    *p = c->p;
+    p->factors = c->factors > 100000 ? 0 : (uint32_t)c->factors;
+    p->iterations = c->iterations > 1000000 ? 1000001 : (uint32_t)c->iterations;
+    p->cg_steps = c->cg_steps > 100000 ? 0 : (uint32_t)c->cg_steps;
+    p->confidence = (st_conf_scheme)c->conf;
+    p->solver = (st_solver)c->solver;
+    p->regularization = (st_reg_scheme)c->reg;
+    p->threads = c->threads;
+    const char *bad = st_als_check(p);
+    if (bad) return st_cli_usage(doc, "%s", bad);
+    char err[ST_ERRLEN];
+    st_weighting_default(w);
+    if (c->kinds && st_weighting_parse_kinds(w, c->kinds, err) != 0)
+        return st_cli_usage(doc, "--kind-weight: %s", err);
+    if (c->half_life && (st_parse_duration(c->half_life, &w->half_life) != 0 || w->half_life <= 0)) {
+        st_weighting_free(w);
+        return st_cli_usage(doc, "--half-life: '%s' is not a positive duration (e.g. 3600, 12h, 7d)", c->half_life);
+    }
+    if (c->now) {
+        if (st_parse_timestamp(c->now, strlen(c->now), &w->now) != 0) {
+            st_weighting_free(w);
+            return st_cli_usage(doc, "--now: '%s' is not a time (unix seconds or ISO 8601)", c->now);
+        }
+        w->has_now = 1;
+    }
+    st_read_opts_default(ro);
+    ro->skip_errors = c->on_error == 1;
+    ro->header = c->header == 0 ? -1 : c->header == 1 ? 1 : 0;
+    ro->max_line = (size_t)c->max_line;
+    return ST_CLI_GO;
+}
+
 int cli_train(int argc, char **argv)
 {
-    st_als_params p;
-    st_als_params_default(&p);
-    const char *out = NULL, *kinds = NULL, *half_life = NULL, *now = NULL, *resume = NULL;
-    int conf = (int)p.confidence, solver = (int)p.solver, reg = (int)p.regularization, on_error = 0, header = 0;
+    st_train_cli tc;
+    st_train_cli_init(&tc);
+    const char *out = NULL, *resume = NULL;
     int quiet = 0;
-    uint64_t factors = p.factors, iterations = p.iterations, cg_steps = p.cg_steps, max_line = 1u << 20;
     uint64_t checkpoint_every = 0;
-    int threads = 0;
-    const st_opt opts[] = {
-        {"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0},
-        {"factors", 0, ST_OPT_U64, &factors, "K", "rank of the factor vectors", 0},
-        {"iterations", 0, ST_OPT_U64, &iterations, "N", "ALS iterations (each: users, then segments)", 0},
-        {"lambda", 0, ST_OPT_DOUBLE, &p.lambda, "L", "L2 regularisation", 0},
-        {"alpha", 0, ST_OPT_DOUBLE, &p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
-        {"confidence", 0, ST_OPT_CHOICE, &conf, NULL,
-         "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
-        {"eps", 0, ST_OPT_DOUBLE, &p.eps, "E", "scale of r in the log scheme", 0},
-        {"bm25-k1", 0, ST_OPT_DOUBLE, &p.bm25_k1, "K1", "bm25 saturation", 0},
-        {"bm25-b", 0, ST_OPT_DOUBLE, &p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
-        {"regularization", 0, ST_OPT_CHOICE, &reg, NULL,
-         "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
-        {"reg-alpha0", 0, ST_OPT_DOUBLE, &p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
-        {"reg-nu", 0, ST_OPT_DOUBLE, &p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
-        {"solver", 0, ST_OPT_CHOICE, &solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
-         "cg|cholesky"},
-        {"cg-steps", 0, ST_OPT_U64, &cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
-        {"threads", 0, ST_OPT_INT, &threads, "T", "worker threads (0 = every CPU)", 0},
-        {"seed", 0, ST_OPT_U64, &p.seed, "S", "random seed of the initial factors", 0},
-        {"kind-weight", 0, ST_OPT_STRING, &kinds, "K=W,...",
-         "weight per event kind, e.g. impression=0.1,click=1,conversion=20 (* = other kinds; default 1 each)", 0},
-        {"half-life", 0, ST_OPT_STRING, &half_life, "DURATION",
-         "exponential time decay of events (e.g. 7d, 12h; default none)", 0},
-        {"now", 0, ST_OPT_STRING, &now, "TIME", "decay reference time (default: the newest event)", 0},
-        {"on-error", 0, ST_OPT_CHOICE, &on_error, NULL, "a malformed input line stops the run, or is skipped",
-         "stop|skip"},
-        {"header", 0, ST_OPT_CHOICE, &header, NULL, "whether input files start with a header line", "auto|yes|no"},
-        {"max-line", 0, ST_OPT_U64, &max_line, "BYTES", "longest input line accepted", 0},
-        {"checkpoint-every", 0, ST_OPT_U64, &checkpoint_every, "N", "save the model every N iterations (0 = never)", 0},
-        {"resume", 0, ST_OPT_STRING, &resume, "MODEL",
-         "continue training from a saved model (same data; its hyper-parameters are kept)", 0},
-        {"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0},
-        {0},
-    };
+    st_opt opts[ST_TRAIN_CLI_NOPTS + 8];
+    int nopts = 0;
+    opts[nopts++] = (st_opt){"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0};
+    st_train_cli_opts(&tc, opts, &nopts);
+    opts[nopts++] = (st_opt){"checkpoint-every", 0, ST_OPT_U64, &checkpoint_every, "N",
+                             "save the model every N iterations (0 = never)", 0};
+    opts[nopts++] = (st_opt){"resume", 0, ST_OPT_STRING, &resume, "MODEL",
+                             "continue training from a saved model (same data; its hyper-parameters are kept)", 0};
+    opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
+    opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
         "train", "EVENTS... -o MODEL [options]",
         "Train an implicit-feedback ALS model from event logs (CSV or TSV, gzip or\n"
@@ -416,40 +472,13 @@ int cli_train(int argc, char **argv)
     if (rc != ST_CLI_GO) return rc;
     if (npos == 0) return st_cli_usage(&doc, "no event files given");
     if (!out) return st_cli_usage(&doc, "-o MODEL is required");
-    p.factors = factors > 100000 ? 0 : (uint32_t)factors;
-    p.iterations = iterations > 1000000 ? 1000001 : (uint32_t)iterations;
-    p.cg_steps = cg_steps > 100000 ? 0 : (uint32_t)cg_steps;
-    p.confidence = (st_conf_scheme)conf;
-    p.solver = (st_solver)solver;
-    p.regularization = (st_reg_scheme)reg;
-    p.threads = threads;
-    const char *bad = st_als_check(&p);
-    if (bad) return st_cli_usage(&doc, "%s", bad);
-
-    char err[ST_ERRLEN];
+    st_als_params p;
     st_weighting w;
-    st_weighting_default(&w);
-    if (kinds && st_weighting_parse_kinds(&w, kinds, err) != 0) return st_cli_usage(&doc, "--kind-weight: %s", err);
-    if (half_life && (st_parse_duration(half_life, &w.half_life) != 0 || w.half_life <= 0)) {
-        st_weighting_free(&w);
-        return st_cli_usage(&doc, "--half-life: '%s' is not a positive duration (e.g. 3600, 12h, 7d)", half_life);
-    }
-    if (now) {
-        if (st_parse_timestamp(now, strlen(now), &w.now) != 0) {
-            st_weighting_free(&w);
-            return st_cli_usage(&doc, "--now: '%s' is not a time (unix seconds or ISO 8601)", now);
-        }
-        w.has_now = 1;
-    }
     st_read_opts ro;
-    st_read_opts_default(&ro);
-    ro.skip_errors = on_error == 1;
-    ro.header = header == 0 ? -1 : header == 1 ? 1 : 0;
-    ro.max_line = (size_t)max_line;
-
-    train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = kinds,
-                     .half_life = half_life, .resume = resume, .quiet = quiet,
-                     .checkpoint_every = (uint32_t)checkpoint_every, .threads = threads};
+    if ((rc = st_train_cli_finish(&tc, &doc, &p, &w, &ro)) != ST_CLI_GO) return rc;
+    train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
+                     .half_life = tc.half_life, .resume = resume, .quiet = quiet,
+                     .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads};
     int ranks = st_dist_launched(), code;
     if (ranks > 1) {
         if (resume || checkpoint_every) {

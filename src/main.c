@@ -24,6 +24,8 @@ static const struct command {
     {"info", cli_info, "print a model's header and verify its checksums"},
     {"segments", cli_segments, "a user's best segments"},
     {"score", cli_score, "a user's scores for the given segments"},
+    {"eval", cli_eval, "evaluate a model on held-out events, against popularity and random"},
+    {"tune", cli_tune, "search hyper-parameters on a split; write the best model"},
     {"help", cli_help, "list the commands, or show one command's help"},
     {"version", cli_version, "print the version"},
 };

@@ -22,6 +22,35 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores)
                 0.0f, scores, 1);
 }
 
+void st_score_prior(const st_model *m, float *q)
+{
+    float top = 0;
+    for (uint32_t s = 0; s < m->segments; s++)
+        if (m->popularity[s] > top) top = m->popularity[s];
+    double d = log1p((double)top);
+    for (uint32_t s = 0; s < m->segments; s++) q[s] = d > 0 ? (float)(log1p((double)m->popularity[s]) / d) : 0.0f;
+}
+
+void st_score_blend(const st_model *m, const float *q, const float *x, float *scores)
+{
+    st_score_all_segments(m, x, scores);
+    float w = (float)m->h.prior_weight;
+    if (w != 0)
+        for (uint32_t s = 0; s < m->segments; s++) scores[s] += w * q[s];
+}
+
+float st_score_one(const st_model *m, const float *q, const float *x, uint32_t s)
+{
+    return st_dot(x, m->V + (size_t)s * m->k, m->k) + (float)m->h.prior_weight * q[s];
+}
+
+double st_score_calibrated(const st_model *m, float score)
+{
+    if (!(m->h.flags & ST_MODEL_CALIBRATED)) return NAN;
+    double z = m->h.calib_a * score + m->h.calib_b;
+    return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
+}
+
 /* a ranks worse than b: lower score, or equal score and higher index. */
 static inline int worse(float sa, uint32_t ia, float sb, uint32_t ib) { return sa < sb || (sa == sb && ia > ib); }
 
