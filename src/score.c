@@ -92,7 +92,22 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
     if (want == 0) return 0;
     uint32_t size = 0;
     uint64_t e = 0;
+    typedef float v8f __attribute__((vector_size(32)));
+    typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+    typedef int v8i __attribute__((vector_size(32)));
     for (uint32_t i = 0; i < n; i++) {
+        /* Once the heap is full almost every score is below its worst: skip
+         * eight at a time while none beats it (a later index never wins a tie,
+         * and NaN compares false, so skipped scores could not enter). */
+        if (size == want && (i & 7) == 0) {
+            v8f thr = out_score[0] - (v8f){0};
+            while (i + 8 <= n) {
+                v8i gt = *(const v8f_u *)(const void *)(scores + i) > thr;
+                if (gt[0] | gt[1] | gt[2] | gt[3] | gt[4] | gt[5] | gt[6] | gt[7]) break;
+                i += 8;
+            }
+            if (i >= n) break;
+        }
         while (e < nexclude && exclude[e] < i) e++;
         if (e < nexclude && exclude[e] == i) continue;
         float s = scores[i];
