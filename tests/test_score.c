@@ -7,6 +7,8 @@ static float *g_scores;
 static int by_rank(const void *a, const void *b)
 {
     uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    int ni = isnan(g_scores[i]), nj = isnan(g_scores[j]);
+    if (ni || nj) return ni && nj ? (i < j ? -1 : 1) : ni ? 1 : -1;
     if (g_scores[i] != g_scores[j]) return g_scores[i] > g_scores[j] ? -1 : 1;
     return i < j ? -1 : 1;
 }
@@ -16,21 +18,26 @@ int main(void)
     st_rng r;
     st_rng_seed(&r, 7);
     int all = 1;
-    for (int trial = 0; trial < 200; trial++) {
-        uint32_t n = 1 + (uint32_t)st_rng_below(&r, 300), want = 1 + (uint32_t)st_rng_below(&r, 40);
+    for (int trial = 0; trial < 400; trial++) {
+        /* Small and large: the buffered selection (want <= 256) with several
+         * compactions, and the heap (want > 256). */
+        int big = trial >= 200;
+        uint32_t n = 1 + (uint32_t)st_rng_below(&r, big ? 6000 : 300);
+        uint32_t want = 1 + (uint32_t)st_rng_below(&r, big ? 400 : 40);
         float *s = malloc(n * sizeof *s);
         uint32_t *order = malloc(n * sizeof *order), *ex = malloc(n * sizeof *ex);
         uint32_t nex = 0;
         for (uint32_t i = 0; i < n; i++) {
             /* Few distinct values, so ties are common. */
-            s[i] = (float)st_rng_below(&r, 20);
+            s[i] = big ? (float)st_rng_below(&r, 2000) : (float)st_rng_below(&r, 20);
+            if (big && st_rng_uniform(&r) < 0.01) s[i] = NAN;
             order[i] = i;
             if (st_rng_uniform(&r) < 0.2) ex[nex++] = i;
         }
         g_scores = s;
         qsort(order, n, sizeof *order, by_rank);
-        uint32_t idx[64];
-        float top[64];
+        uint32_t idx[512];
+        float top[512];
         uint32_t got = st_topk(s, n, want, ex, nex, idx, top);
         /* Expected: the sorted order without excluded indices, first `want`. */
         uint32_t k = 0, e = 0;
@@ -38,7 +45,7 @@ int main(void)
             uint32_t i = order[q];
             int excluded = 0;
             for (e = 0; e < nex; e++) excluded |= ex[e] == i;
-            if (excluded) continue;
+            if (excluded || isnan(s[i])) continue;
             if (k >= got || idx[k] != i || top[k] != s[i]) all = 0;
             k++;
         }
@@ -47,7 +54,7 @@ int main(void)
         free(order);
         free(ex);
     }
-    ok(all, "top-k equals a full sort (ties by lower index, exclusions skipped) over 200 random cases");
+    ok(all, "top-k equals a full sort (ties by lower index, exclusions and NaN skipped) over 400 random cases");
     float s[5] = {1, NAN, 3, 2, 3};
     uint32_t idx[5];
     float top[5];
