@@ -34,8 +34,10 @@ LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan bench install clean deps-build deps-test FORCE
+.PHONY: all demo test check asan bench fuzz install clean deps-build deps-test deps-fuzz FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -77,10 +79,17 @@ $(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a $(BUILD)/.flags
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
+# Every fuzz target, linked with a plain main that replays files: `make test`
+# replays the committed corpus and past crash inputs with them.
+$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libstarling.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
-# tests, all run by prove. STARLING and TEST_BIN tell the scripts what to run.
-check: $(BIN) $(TEST_BIN)
-	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
+# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run.
+check: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
+	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests FUZZ_BIN=$(abspath $(BUILD))/fuzz \
 	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test
@@ -101,9 +110,29 @@ $(BUILD)/bench/floors: bench/floors.c $(BUILD)/.deps
 bench: deps-test $(BIN) $(BUILD)/bench/floors
 	@bench/run.sh
 
+# libFuzzer (clang) with ASan and UBSan: each target for FUZZ_SECONDS, from
+# the committed seeds (fuzz/corpus/NAME) plus what earlier runs found
+# (fuzz/out/NAME, not committed). A crash input lands in fuzz/out/; once the
+# bug is fixed it goes into fuzz/crashes/NAME, which `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang ARCH=-march=native \
+	    CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" build-fuzz/libstarling.a
+	@set -e; for t in $(FUZZ_NAMES); do \
+	    clang $(ARCH) -O1 -g -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -Ifuzz -o build-fuzz/fuzz_$$t \
+	        fuzz/fuzz_$$t.c build-fuzz/libstarling.a $(LDLIBS); \
+	    mkdir -p fuzz/out/$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	    build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+	        -artifact_prefix=fuzz/out/crash-$$t- fuzz/out/$$t fuzz/corpus/$$t 2>&1 | tail -3; \
+	done
+
+deps-fuzz:
+	@scripts/deps.sh test fuzz
+
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
 
 clean:
-	rm -rf build build-asan starling
+	rm -rf build build-asan build-fuzz starling

@@ -6,11 +6,13 @@
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev"
 test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev chromium"
+fuzz="clang libclang-rt-14-dev"
 want=""
 for g in "$@"; do
     case "$g" in
         build) want="$want $build" ;;
         test) want="$want $test" ;;
+        fuzz) want="$want $fuzz" ;;
         *) echo "deps.sh: unknown group '$g'" >&2; exit 2 ;;
     esac
 done

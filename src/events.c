@@ -401,7 +401,8 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
     }
     if (!gz) return st_seterr(err, "%s: cannot open: %s", name, errno ? strerror(errno) : "out of memory");
     gzbuffer(gz, 1u << 17);
-    size_t cap = max_line < (4u << 20) ? (4u << 20) : max_line + 1;
+    /* Room for two of the longest lines, and at least 64 KiB. */
+    size_t cap = max_line < (32u << 10) ? (64u << 10) : 2 * max_line;
     char *buf = st_malloc(cap + 1);
     if (!buf) {
         gzclose(gz);

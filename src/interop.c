@@ -111,6 +111,10 @@ int st_npy_read(const char *path, float **data, uint64_t *rows, uint32_t *cols, 
         goto out;
     }
     int f8;
+    if (descr[0] != '\'' && descr[0] != '"') {
+        st_seterr(err, "%s: .npy header has a malformed descr", path);
+        goto out;
+    }
     if (strncmp(descr + 1, "<f4", 3) == 0) f8 = 0;
     else if (strncmp(descr + 1, "<f8", 3) == 0) f8 = 1;
     else {
@@ -406,6 +410,18 @@ static int read_text_factors(const char *path, factors_t *f, char *err)
     free(line);
     fclose(in);
     if (rc == 0 && f->rows == 0) rc = st_seterr(err, "%s: no factors", path);
+    return rc;
+}
+
+int st_factors_check_text(const char *path, uint64_t *rows, uint32_t *k, char *err)
+{
+    factors_t f;
+    memset(&f, 0, sizeof f);
+    st_idmap_init(&f.ids);
+    int rc = read_text_factors(path, &f, err);
+    *rows = f.rows;
+    *k = f.k;
+    factors_free(&f);
     return rc;
 }
 

@@ -41,6 +41,10 @@ typedef struct {
     st_read_opts read;
 } st_import_spec;
 
+/* Parses a text factors file (the forms above) and reports its shape; for
+ * tests and the fuzzer. */
+int st_factors_check_text(const char *path, uint64_t *rows, uint32_t *k, char *err);
+
 /* Builds a model from spec and writes it to out. */
 int st_import(const st_import_spec *spec, const char *out, char *err);
 
