@@ -400,7 +400,7 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
         gz = gzopen(path, "rb");
     }
     if (!gz) return st_seterr(err, "%s: cannot open: %s", name, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1u << 17);
+    gzbuffer(gz, 1u << 15);
     /* Room for two of the longest lines, and at least 64 KiB. */
     size_t cap = max_line < (32u << 10) ? (64u << 10) : 2 * max_line;
     char *buf = st_malloc(cap + 1);

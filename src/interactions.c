@@ -105,7 +105,7 @@ struct st_builder {
     int have_t;
 };
 
-#define INITIAL_CAP (1u << 16)
+#define INITIAL_CAP (1u << 12)
 
 st_builder *st_builder_new(const st_weighting *w, char *err)
 {
