@@ -18,7 +18,7 @@ ARCH ?= -march=native
 CFLAGS ?= -O3 -g
 WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
 CPPFLAGS += -D_GNU_SOURCE -Isrc
-LDLIBS = -llapacke -lopenblas -ljansson -lz -lpthread -lm
+LDLIBS = -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
 # MPI training is built in when Open MPI's development files are installed
 # (mpicc is on the PATH); MPI=0 leaves it out. The plain build needs no MPI.
 MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)

@@ -4,8 +4,8 @@
 # apt-get line to run and fails. Groups: build, test (see docs/DEPENDENCIES.md for why
 # each package is there).
 set -e
-build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev"
-test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev chromium"
+build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev"
+test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev chromium redis-server redis-tools python3-redis nutcracker"
 fuzz="clang libclang-rt-14-dev"
 want=""
 for g in "$@"; do

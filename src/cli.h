@@ -81,6 +81,7 @@ int cli_segments(int argc, char **argv);
 int cli_score(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_import(int argc, char **argv);
+int cli_shard(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_tune(int argc, char **argv);
 

@@ -135,12 +135,20 @@ static uint64_t header_checksum(const st_model_header *h, const st_section *tabl
 int st_model_save(const char *path, const st_model *m, char *err)
 {
     uint64_t m_users = m->users, n = m->segments, k = m->k, nnz = m->hist_ptr[m->users];
+    /* A model without users (a shard that got none) has an empty id map,
+     * which owns no arrays: write an empty table and a minimal index. */
+    static const uint64_t no_offsets[1] = {0};
+    static const uint32_t no_slots[16] = {0};
+    int no_users = m_users == 0 || !m->user_ids.offsets;
+    const uint64_t *uoff = no_users ? no_offsets : m->user_ids.offsets;
+    const uint32_t *uslots = no_users ? no_slots : m->user_ids.slots;
+    uint64_t unslots = no_users ? 16 : m->user_ids.nslots;
     section_src src[] = {
         {"UFAC", m->U, m_users * k * sizeof(float)},
         {"SFAC", m->V, n * k * sizeof(float)},
-        {"UIDO", m->user_ids.offsets, (m_users + 1) * sizeof(uint64_t)},
-        {"UIDB", m->user_ids.bytes, m->user_ids.offsets[m_users]},
-        {"UIDX", m->user_ids.slots, m->user_ids.nslots * sizeof(uint32_t)},
+        {"UIDO", uoff, (m_users + 1) * sizeof(uint64_t)},
+        {"UIDB", no_users ? "" : m->user_ids.bytes, uoff[m_users]},
+        {"UIDX", uslots, unslots * sizeof(uint32_t)},
         {"SIDO", m->segment_ids.offsets, (n + 1) * sizeof(uint64_t)},
         {"SIDB", m->segment_ids.bytes, m->segment_ids.offsets[n]},
         {"SIDX", m->segment_ids.slots, m->segment_ids.nslots * sizeof(uint32_t)},
@@ -301,7 +309,7 @@ int st_model_load(const char *path, st_model *m, char *err)
         }
     }
     uint64_t mu = h.users, n = h.segments, k = h.factors;
-    if (k == 0 || k > 1024 || mu == 0 || n == 0 || mu > ST_IDMAP_MAX || n > ST_IDMAP_MAX) {
+    if (k == 0 || k > 1024 || n == 0 || mu > ST_IDMAP_MAX || n > ST_IDMAP_MAX) {
         st_seterr(err, "%s: header has impossible dimensions (%llu users, %llu segments, rank %llu); " RETRAIN_HINT,
                   path, (unsigned long long)mu, (unsigned long long)n, (unsigned long long)k);
         goto fail;
