@@ -1022,47 +1022,35 @@ static int tune_progress(void *vctx, const st_trained *t, double dt)
     return ++c->since_best >= c->patience;
 }
 
-static int parse_list_u64(const char *s, uint64_t *out, int *n)
+/* A comma-separated list of at most MAX_LIST items, each parsed by fn into
+ * out[i]; 0 when every item parses and there is at least one. */
+typedef int (*item_fn)(const char *tok, void *out, int i);
+
+static int parse_list(const char *s, item_fn fn, void *out, int *n)
 {
     *n = 0;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", s);
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (*n >= MAX_LIST || st_parse_u64(tok, &out[*n]) != 0) return -1;
+        if (*n >= MAX_LIST || fn(tok, out, *n) != 0) return -1;
         (*n)++;
     }
     return *n ? 0 : -1;
 }
 
-static int parse_list_double(const char *s, double *out, int *n)
-{
-    *n = 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", s);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (*n >= MAX_LIST || st_parse_double(tok, &out[*n]) != 0) return -1;
-        (*n)++;
-    }
-    return *n ? 0 : -1;
-}
+static int item_u64(const char *tok, void *out, int i) { return st_parse_u64(tok, (uint64_t *)out + i); }
 
-static int parse_list_conf(const char *s, int *out, int *n)
+static int item_double(const char *tok, void *out, int i) { return st_parse_double(tok, (double *)out + i); }
+
+static int item_conf(const char *tok, void *out, int i)
 {
-    *n = 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", s);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int c = strcmp(tok, "linear") == 0 ? ST_CONF_LINEAR
-                : strcmp(tok, "log") == 0  ? ST_CONF_LOG
-                : strcmp(tok, "bm25") == 0 ? ST_CONF_BM25
-                                           : -1;
-        if (*n >= MAX_LIST || c < 0) return -1;
-        out[(*n)++] = c;
-    }
-    return *n ? 0 : -1;
+    int c = strcmp(tok, "linear") == 0 ? ST_CONF_LINEAR
+            : strcmp(tok, "log") == 0  ? ST_CONF_LOG
+            : strcmp(tok, "bm25") == 0 ? ST_CONF_BM25
+                                       : -1;
+    ((int *)out)[i] = c;
+    return c < 0 ? -1 : 0;
 }
 
 static int cmp_config(const void *a, const void *b)
@@ -1132,11 +1120,11 @@ int cli_tune(int argc, char **argv)
     uint64_t fv[MAX_LIST] = {tc.factors}, iv[MAX_LIST] = {tc.iterations};
     double lv[MAX_LIST] = {tc.p.lambda}, av[MAX_LIST] = {tc.p.alpha};
     int cv[MAX_LIST] = {tc.conf}, nf = 1, nl = 1, na = 1, ni = 1, nc = 1;
-    if ((lf && parse_list_u64(lf, fv, &nf) != 0) || (li && parse_list_u64(li, iv, &ni) != 0))
+    if ((lf && parse_list(lf, item_u64, fv, &nf) != 0) || (li && parse_list(li, item_u64, iv, &ni) != 0))
         return st_cli_usage(&doc, "--factors and --iterations take whole numbers: 32,64 (at most %d)", MAX_LIST);
-    if ((ll && parse_list_double(ll, lv, &nl) != 0) || (la && parse_list_double(la, av, &na) != 0))
+    if ((ll && parse_list(ll, item_double, lv, &nl) != 0) || (la && parse_list(la, item_double, av, &na) != 0))
         return st_cli_usage(&doc, "--lambda and --alpha take numbers: 0.05,0.1 (at most %d)", MAX_LIST);
-    if (lc && parse_list_conf(lc, cv, &nc) != 0)
+    if (lc && parse_list(lc, item_conf, cv, &nc) != 0)
         return st_cli_usage(&doc, "--confidence takes linear, log, bm25: log,bm25");
     st_als_params base;
     st_weighting w;
