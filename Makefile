@@ -5,6 +5,8 @@
 #                   train models/default.model and show a few users' top segments
 #   make test       install what is missing, build, run the whole suite (prove)
 #   make asan       the same suite built with AddressSanitizer + UBSan
+#   make valgrind   the C unit tests under valgrind memcheck (no error, no leak)
+#   make fuzz       every fuzz target for FUZZ_SECONDS (libFuzzer, clang)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
 #   make install    install the binary under $(PREFIX)/bin
 #   make clean      remove every build product
@@ -37,7 +39,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan bench fuzz install clean deps-build deps-test deps-fuzz FORCE
+.PHONY: all demo test check asan valgrind bench fuzz install clean deps-build deps-test deps-fuzz FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -100,6 +102,17 @@ asan: deps-test
 	    $(MAKE) --no-print-directory check BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address,undefined"
 
+# valgrind memcheck over the C unit tests, built for AVX2 (valgrind 3.19 does
+# not know AVX-512): any error or leak fails the run.
+VG_TESTS = $(TEST_SRC:tests/%.c=build-vg/tests/%)
+valgrind: deps-test
+	@$(MAKE) --no-print-directory BUILD=build-vg ARCH=-march=x86-64-v3 CFLAGS="-O1 -g" $(VG_TESTS)
+	@fail=0; for t in $(VG_TESTS); do \
+	    if valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	        --show-leak-kinds=definite,indirect -q $$t > $$t.valgrind 2>&1; then \
+	        echo "valgrind ok     $$t"; else echo "valgrind FAILED $$t (see $$t.valgrind)"; fail=1; fi; \
+	done; exit $$fail
+
 demo: deps-build $(BIN)
 	@scripts/demo.sh
 
@@ -135,4 +148,4 @@ install: $(BIN)
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
 
 clean:
-	rm -rf build build-asan build-fuzz starling
+	rm -rf build build-asan build-fuzz build-vg starling

@@ -5,7 +5,7 @@
 # each package is there).
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev"
-test="$build perl python3 python3-numpy gzip openmpi-bin libopenmpi-dev chromium redis-server redis-tools python3-redis nutcracker"
+test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools python3-redis nutcracker"
 fuzz="clang libclang-rt-14-dev"
 want=""
 for g in "$@"; do

@@ -63,7 +63,7 @@ static void expect_load_error(const char *path, const char *fragment, const char
 
 int main(void)
 {
-    char err[ST_ERRLEN], path[512], bad[512];
+    char err[ST_ERRLEN] = "", path[512], bad[512];
     snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
     snprintf(bad, sizeof bad, "%s/bad.model", tap_tmpdir());
     st_interactions x;
