@@ -56,5 +56,6 @@ int cli_train(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_segments(int argc, char **argv);
 int cli_score(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 #endif

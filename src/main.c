@@ -24,6 +24,7 @@ static const struct command {
     {"info", cli_info, "print a model's header and verify its checksums"},
     {"segments", cli_segments, "a user's best segments"},
     {"score", cli_score, "a user's scores for the given segments"},
+    {"serve", cli_serve, "serve a model over the Redis protocol"},
     {"help", cli_help, "list the commands, or show one command's help"},
     {"version", cli_version, "print the version"},
 };

@@ -1,4 +1,5 @@
-/* score: dot products, one sgemv per user, and a bounded-heap top-k.
+/* score: dot products, one sgemv per user, and a bounded-heap top-k; the
+ * prior, fold-in, explanations, audiences, look-alikes, reach, similarity.
  *
  * The top-k keeps a min-heap of the best `want` candidates seen so far (the
  * worst at the root), so selecting from n scores costs O(n log want) with no
@@ -7,7 +8,9 @@
 #include "score.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
+#include <string.h>
 
 float st_dot(const float *a, const float *b, uint32_t k)
 {
@@ -90,4 +93,150 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
         sift_down(out_idx, out_score, end - 1, 0);
     }
     return size;
+}
+
+/* ---- the prior, calibration, fold-in and explanations -------------------- */
+
+void st_score_prior(const st_model *m, float *out)
+{
+    float users = m->users > 0 ? (float)m->users : 1.0f;
+    for (uint32_t s = 0; s < m->segments; s++) out[s] = m->popularity[s] / users;
+}
+
+float st_score_calibrate(const st_model *m, float score)
+{
+    return (float)(1.0 / (1.0 + exp(-(m->h.calib_a * score + m->h.calib_b))));
+}
+
+uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz) { return nnz + st_als_foldin_scratch(m->k); }
+
+uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz)
+{
+    /* confidences, the gathered rows, the system and one right-hand side */
+    uint64_t k = m->k;
+    return nnz + (uint64_t)nnz * k + k * k + k;
+}
+
+/* The model's confidence-minus-one of each history entry, and the row's
+ * regularisation: exactly what training used for a row with this history. */
+static double confidences(const st_model *m, const uint32_t *seg, const float *r, uint32_t nnz, float *cm1)
+{
+    st_als_params p;
+    st_model_params(&m->h, &p);
+    double norm = 1.0;
+    if (p.confidence == ST_CONF_BM25) {
+        double sum = 0;
+        for (uint32_t i = 0; i < nnz; i++) sum += r[i];
+        double mean = m->h.bm25_mean_rowsum > 0 ? m->h.bm25_mean_rowsum : 1.0;
+        norm = (1.0 - p.bm25_b) + p.bm25_b * sum / mean;
+    }
+    for (uint32_t i = 0; i < nnz; i++) {
+        double idf = p.confidence == ST_CONF_BM25 ? log((double)m->users) - log1p((double)m->popularity[seg[i]]) : 0;
+        cm1[i] = st_als_conf1(&p, r[i], idf, norm);
+    }
+    if (p.regularization == ST_REG_FREQUENCY)
+        return p.lambda * pow((double)nnz + p.reg_alpha0 * m->segments, p.reg_nu);
+    return p.lambda;
+}
+
+int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
+                    float *scratch)
+{
+    float *cm1 = scratch;
+    double lambda = confidences(m, seg, r, nnz, cm1);
+    return st_als_foldin(m->k, m->V, G, lambda, seg, cm1, nnz, x, scratch + nnz);
+}
+
+int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
+                     uint32_t s, float *contrib, float *scratch)
+{
+    uint32_t k = m->k;
+    float *cm1 = scratch, *M = cm1 + nnz, *A = M + (size_t)nnz * k, *z = A + (size_t)k * k;
+    double lambda = confidences(m, seg, r, nnz, cm1);
+    /* W = G + lambda I + sum_i cm1_i v_i v_i^T, the last term as one syrk over
+     * the rows sqrt(cm1_i) v_i gathered into M. */
+    memcpy(A, G, (size_t)k * k * sizeof *A);
+    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
+    for (uint32_t i = 0; i < nnz; i++) {
+        const float *v = m->V + (size_t)seg[i] * k;
+        float sc = sqrtf(cm1[i]);
+        for (uint32_t j = 0; j < k; j++) M[(size_t)i * k + j] = sc * v[j];
+    }
+    if (nnz > 0)
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)nnz, 1.0f, M, (blasint)k, 1.0f, A,
+                    (blasint)k);
+    memcpy(z, m->V + (size_t)s * k, k * sizeof *z);
+    if (LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, A, (lapack_int)k) != 0) return -1;
+    if (LAPACKE_spotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, 1, A, (lapack_int)k, z, (lapack_int)k) != 0)
+        return -1;
+    /* z = W^-1 v_s; past segment i contributes c_i (z . v_i), with c = 1 + cm1. */
+    for (uint32_t i = 0; i < nnz; i++) contrib[i] = (1.0f + cm1[i]) * st_dot(z, m->V + (size_t)seg[i] * k, k);
+    return 0;
+}
+
+/* ---- questions over all users -------------------------------------------- */
+
+void st_score_all_users(const st_model *m, const float *y, float *out)
+{
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)m->users, (blasint)m->k, 1.0f, m->U, (blasint)m->k, y, 1, 0.0f,
+                out, 1);
+}
+
+uint64_t st_score_reach(const st_model *m, uint32_t s, float min, float *scratch)
+{
+    st_score_all_users(m, m->V + (size_t)s * m->k, scratch);
+    uint64_t n = 0;
+    for (uint32_t u = 0; u < m->users; u++) n += scratch[u] >= min;
+    return n;
+}
+
+/* Marks scores under min as NaN, which st_topk skips. */
+static void drop_below(float *scores, uint32_t n, float min)
+{
+    if (isinf(min) && min < 0) return;
+    for (uint32_t i = 0; i < n; i++)
+        if (!(scores[i] >= min)) scores[i] = NAN;
+}
+
+uint32_t st_score_audience(const st_model *m, uint32_t s, uint32_t want, float min, float *scratch,
+                           uint32_t *out_idx, float *out_score)
+{
+    st_score_all_users(m, m->V + (size_t)s * m->k, scratch);
+    drop_below(scratch, m->users, min);
+    return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
+}
+
+uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
+                            float *scratch, uint32_t *out_idx, float *out_score)
+{
+    uint32_t k = m->k;
+    float *c = scratch + m->users;
+    memset(c, 0, k * sizeof *c);
+    for (uint32_t i = 0; i < nseeds; i++) {
+        const float *x = m->U + (size_t)seeds[i] * k;
+        for (uint32_t j = 0; j < k; j++) c[j] += x[j];
+    }
+    for (uint32_t j = 0; j < k; j++) c[j] /= nseeds > 0 ? (float)nseeds : 1.0f;
+    st_score_all_users(m, c, scratch);
+    return st_topk(scratch, m->users, want, seeds, nseeds, out_idx, out_score);
+}
+
+void st_score_segment_norms(const st_model *m, float *norms)
+{
+    for (uint32_t s = 0; s < m->segments; s++) {
+        const float *v = m->V + (size_t)s * m->k;
+        norms[s] = sqrtf(st_dot(v, v, m->k));
+    }
+}
+
+uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
+                          uint32_t *out_idx, float *out_score)
+{
+    st_score_all_segments(m, m->V + (size_t)s * m->k, scratch);
+    for (uint32_t t = 0; t < m->segments; t++) {
+        float d = norms[s] * norms[t];
+        scratch[t] = d > 0 ? scratch[t] / d : 0.0f;
+    }
+    uint32_t self = s;
+    return st_topk(scratch, m->segments, want, &self, 1, out_idx, out_score);
 }

@@ -1,9 +1,14 @@
-/* score: scores and top-k selections over a model.
+/* score: scores and top-k selections over a model, and the questions built
+ * on them: a user's segments, fold-in of an unseen user, audiences,
+ * look-alikes, reach, similar segments, explanations, the cold-start prior.
  *
  * Legend: users m, segments n, rank k. A score is U[u] . V[s].
  * Owns: nothing. Never: allocates (every buffer is the caller's, so the
- * server's hot path can reuse per-connection scratch), blocks, or prints.
+ * server's hot path can reuse per-thread scratch), blocks, or prints.
  * Ties are broken by the lower index, so every ranking is deterministic.
+ * Functions that take a user's vector or history take them as arguments
+ * rather than a user index, so a caller may pass a user that is not in the
+ * model file (folded in, or updated online).
  */
 #ifndef STARLING_SCORE_H
 #define STARLING_SCORE_H
@@ -24,5 +29,59 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
 
 /* The dot product of two k-vectors (the one scoring kernel). */
 float st_dot(const float *a, const float *b, uint32_t k);
+
+/* The cold-start prior: out[s] = share of training users who engaged with
+ * s (SPOP / users), in [0, 1]. */
+void st_score_prior(const st_model *m, float *out);
+
+/* The calibrated probability 1 / (1 + exp(-(a score + b))); only meaningful
+ * when m->h.flags has ST_MODEL_CALIBRATED. */
+float st_score_calibrate(const st_model *m, float score);
+
+/* Floats of scratch that st_score_foldin / st_score_explain need for a
+ * history of nnz entries. */
+uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz);
+uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz);
+
+/* Fold-in: the vector x (k) the model would give a user whose history is
+ * (seg[i], r[i]), i < nnz: distinct segment indices and raw engagement values
+ * r >= 0, weighted with the model's own confidence scheme and regularisation,
+ * solved exactly against the segment factors (G = V^T V, k x k). Returns -1
+ * when the system cannot be solved (not positive definite). */
+int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
+                    float *scratch);
+
+/* Why a user with history (seg[i], r[i]) scores as they do on segment s
+ * (Hu, Koren, Volinsky 2008, section 5): with W = V^T C V + lambda I, the
+ * fold-in score is sum_i c_i (v_s^T W^-1 v_seg[i]), so contrib[i] is the part
+ * past segment seg[i] contributes; the contributions sum to the score that
+ * fold-in of this history gives. Returns -1 as st_score_foldin. */
+int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
+                     uint32_t s, float *contrib, float *scratch);
+
+/* out[u] = U[u] . y for every user (one sgemv over m x k). */
+void st_score_all_users(const st_model *m, const float *y, float *out);
+
+/* Users scoring at least min on segment s. scratch: m floats. */
+uint64_t st_score_reach(const st_model *m, uint32_t s, float min, float *scratch);
+
+/* The best `want` users for segment s among those scoring at least min, best
+ * first; returns how many. scratch: m floats; out_*: want entries. */
+uint32_t st_score_audience(const st_model *m, uint32_t s, uint32_t want, float min, float *scratch,
+                           uint32_t *out_idx, float *out_score);
+
+/* Look-alikes of a seed list (user indices, sorted ascending, distinct): the
+ * users closest to the seeds' centroid c = mean of their vectors, by U[u] . c,
+ * seeds excluded. scratch: m + k floats; out_*: want entries. */
+uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
+                            float *scratch, uint32_t *out_idx, float *out_score);
+
+/* norms[s] = |V[s]| for every segment. */
+void st_score_segment_norms(const st_model *m, float *norms);
+
+/* Segments most similar to s by cosine of their factor vectors, s excluded.
+ * norms from st_score_segment_norms; scratch: n floats. */
+uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
+                          uint32_t *out_idx, float *out_score);
 
 #endif
