@@ -1034,18 +1034,22 @@ static int parse_bound(const resp_arg *a, double *v, int *ex)
         *ex = 1;
         p++;
     }
+    /* strtod's grammar, as Redis uses it: "(" alone is an exclusive 0. */
     char *end;
-    errno = 0;
     double d = strtod(p, &end);
-    if (*p == '\0' || end != a->ptr + a->len || isnan(d) || isspace((unsigned char)*p)) return -1;
+    if (end != a->ptr + a->len || isnan(d)) return -1;
     *v = d;
     return 0;
 }
 
-static int in_range(const score_range *r, double v)
+/* Compares in float: a bound copied from a reply (the shortest text that
+ * reads back as the score's float) then selects exactly that score, as the
+ * same text does in Redis, which stores the text's double. */
+static int in_range(const score_range *r, float v)
 {
-    if (r->minex ? !(v > r->min) : !(v >= r->min)) return 0;
-    if (r->maxex ? !(v < r->max) : !(v <= r->max)) return 0;
+    float lo = (float)r->min, hi = (float)r->max;
+    if (r->minex ? !(v > lo) : !(v >= lo)) return 0;
+    if (r->maxex ? !(v < hi) : !(v <= hi)) return 0;
     return 1;
 }
 
@@ -1084,7 +1088,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
         const resp_arg *a = &c->argv[i];
         int left = c->argc - i - 1;
         if (is_word(a, "WITHSCORES")) withscores = 1;
-        else if (is_word(a, "LIMIT") && left >= 2 && (zrange_syntax || by == BY_SCORE)) {
+        else if (is_word(a, "LIMIT") && left >= 2) {
             if (arg_i64(c, &c->argv[i + 1], &offset) != 0 || arg_i64(c, &c->argv[i + 2], &limit) != 0) return;
             have_limit = 1;
             i += 2;
@@ -1147,7 +1151,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
     }
     uint32_t matching = 0;
     for (uint32_t i = 0; i < card; i++) {
-        if (in_range(&r, (double)scores[i])) matching++;
+        if (in_range(&r, scores[i])) matching++;
         else scores[i] = NAN;
     }
     /* A negative offset gives nothing and a negative count everything, as
@@ -1202,7 +1206,7 @@ static void cmd_zcount(st_ctx *c)
     uint32_t card = view_card(c->model, &k);
     view_scores(c->model, &k, c->scratch->scores);
     int64_t n = 0;
-    for (uint32_t i = 0; i < card; i++) n += in_range(&r, (double)c->scratch->scores[i]);
+    for (uint32_t i = 0; i < card; i++) n += in_range(&r, c->scratch->scores[i]);
     resp_int(c->out, n);
 }
 
@@ -1484,7 +1488,9 @@ static void cmd_config_get(st_ctx *c)
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
         heavy[16], shut[32];
-    snprintf(port, sizeof port, "%d", f->port);
+    st_server_info si;
+    st_server_get_info(c->srv, &si);
+    snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
     snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
     snprintf(timeout, sizeof timeout, "%g", f->timeout);
     snprintf(maxreq, sizeof maxreq, "%llu", (unsigned long long)f->max_request);

@@ -17,7 +17,7 @@
 
 #include "model.h"
 
-/* scores[s] = V[s] . x for every segment (one sgemv). */
+/* scores[s] = V[s] . x for every segment (st_dot on each row). */
 void st_score_all_segments(const st_model *m, const float *x, float *scores);
 
 /* The best `want` of n scores, best first, skipping the indices listed in
@@ -27,7 +27,8 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores);
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score);
 
-/* The dot product of two k-vectors (the one scoring kernel). */
+/* The dot product of two k-vectors: the one scoring kernel, with a fixed
+ * summation order, so a pair scores the same in every command. */
 float st_dot(const float *a, const float *b, uint32_t k);
 
 /* The cold-start prior: out[s] = share of training users who engaged with
@@ -59,7 +60,7 @@ int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, cons
 int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
                      uint32_t s, float *contrib, float *scratch);
 
-/* out[u] = U[u] . y for every user (one sgemv over m x k). */
+/* out[u] = U[u] . y for every user (st_dot on each row). */
 void st_score_all_users(const st_model *m, const float *y, float *out);
 
 /* Users scoring at least min on segment s. scratch: m floats. */
