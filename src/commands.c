@@ -577,18 +577,35 @@ static void cmd_segments(st_ctx *c)
         got = st_topk(scores, ns, count, NULL, 0, sc->idx, sc->top);
         for (uint32_t i = 0; i < got; i++) sc->idx[i] = segs[sc->idx[i]];
     } else {
-        if (u.known) st_score_all_segments(m, u.x, scores);
-        else memcpy(scores, sv->prior, (size_t)n * sizeof *scores);
+        /* EXCLUDE and UNSEEN mark the skip mask, which is cleared again below. */
+        int any_skip = 0;
         for (int i = ex_from; i && i < ex_to; i++) {
             uint32_t s = find_segment(sv, &c->argv[i]);
-            if (s != ST_NOT_FOUND) scores[s] = NAN;
+            if (s != ST_NOT_FOUND) sc->skip[s] = any_skip = 1;
         }
         if (unseen)
-            for (uint32_t h = 0; h < u.hist_n; h++) scores[u.hist_seg[h]] = NAN;
-        if (!post_calibrate && !isinf(min))
-            for (uint32_t s = 0; s < n; s++)
-                if (!(scores[s] >= min)) scores[s] = NAN;
-        got = st_topk(scores, n, count, NULL, 0, sc->idx, sc->top);
+            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = any_skip = 1;
+        float fmin = post_calibrate ? -INFINITY : (float)min;
+        if (u.known) {
+            got = st_score_topk_segments(&sv->seg_index, u.x, count, fmin, any_skip ? sc->skip : NULL, sc->idx,
+                                         sc->top, NULL);
+        } else {
+            /* The prior's ranking is fixed: walk it. */
+            got = 0;
+            for (uint32_t p = 0; p < n && got < count; p++) {
+                uint32_t s = sv->prior_rank[p];
+                if (sv->prior[s] < fmin) break;
+                if (sc->skip[s]) continue;
+                sc->idx[got] = s;
+                sc->top[got++] = sv->prior[s];
+            }
+        }
+        for (int i = ex_from; i && i < ex_to; i++) {
+            uint32_t s = find_segment(sv, &c->argv[i]);
+            if (s != ST_NOT_FOUND) sc->skip[s] = 0;
+        }
+        if (unseen)
+            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = 0;
     }
     if (post_calibrate) {
         uint32_t w = 0;
@@ -680,9 +697,10 @@ static void cmd_foldin(st_ctx *c)
             resp_error(c->out, "ERR fold-in failed: the system is not positive definite");
             return;
         }
-        st_score_all_segments(m, x, scores);
     }
-    uint32_t got = st_topk(scores, m->segments, count, NULL, 0, sc->idx, sc->top);
+    uint32_t got = ns == 0 ? st_topk(scores, m->segments, count, NULL, 0, sc->idx, sc->top)
+                           : st_score_topk_segments(&sv->seg_index, scores + m->segments, count, -INFINITY, NULL,
+                                                    sc->idx, sc->top, NULL);
     resp_array(c->out, 2);
     resp_simple(c->out, source);
     reply_segment_pairs(c, sc->idx, sc->top, got);

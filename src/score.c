@@ -12,6 +12,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "util.h"
+
 /* The one summation order every score is computed in: eight partial sums
  * (lane j takes elements j, j+8, j+16, ...), combined pairwise, written with
  * GCC's vector extension so that it is one AVX register whatever the
@@ -116,6 +118,20 @@ static void sift_up(uint32_t *idx, float *sc, uint32_t i)
     }
 }
 
+/* Pops the worst to the end repeatedly: the heap ends up sorted best first. */
+static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
+{
+    for (uint32_t end = size; end > 1; end--) {
+        float ts = sc[0];
+        sc[0] = sc[end - 1];
+        sc[end - 1] = ts;
+        uint32_t ti = idx[0];
+        idx[0] = idx[end - 1];
+        idx[end - 1] = ti;
+        sift_down(idx, sc, end - 1, 0);
+    }
+}
+
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score)
 {
@@ -138,16 +154,80 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
             sift_down(out_idx, out_score, size, 0);
         }
     }
-    /* Pop the worst to the end repeatedly: the array ends up best first. */
-    for (uint32_t end = size; end > 1; end--) {
-        float ts = out_score[0];
-        out_score[0] = out_score[end - 1];
-        out_score[end - 1] = ts;
-        uint32_t ti = out_idx[0];
-        out_idx[0] = out_idx[end - 1];
-        out_idx[end - 1] = ti;
-        sift_down(out_idx, out_score, end - 1, 0);
+    heap_to_sorted(out_idx, out_score, size);
+    return size;
+}
+
+/* ---- pruned top-k over segments ------------------------------------------ */
+
+int st_segment_index_build(const st_model *m, st_segment_index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    uint32_t n = m->segments, k = m->k;
+    ix->order = st_malloc((size_t)n * sizeof *ix->order);
+    ix->norms = st_malloc((size_t)n * sizeof *ix->norms);
+    ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows);
+    float *norms = st_malloc((size_t)n * sizeof *norms);
+    if (!ix->order || !ix->norms || !ix->rows || !norms) {
+        st_free(norms);
+        st_segment_index_free(ix);
+        return -1;
     }
+    st_score_segment_norms(m, norms);
+    st_topk(norms, n, n, NULL, 0, ix->order, ix->norms); /* by decreasing norm */
+    for (uint32_t p = 0; p < n; p++)
+        memcpy(ix->rows + (size_t)p * k, m->V + (size_t)ix->order[p] * k, k * sizeof *ix->rows);
+    st_free(norms);
+    ix->n = n;
+    ix->k = k;
+    return 0;
+}
+
+void st_segment_index_free(st_segment_index *ix)
+{
+    st_free(ix->order);
+    st_free(ix->norms);
+    st_free(ix->rows);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* How far a computed score may exceed |x| |v| through float rounding: the
+ * dot of k products, each rounded, is within k * 2^-24 * |x| |v| of exact;
+ * the margin is a hundred times that and then some. */
+static float bound_with_margin(float b, uint32_t k) { return b * (1.0f + (float)k * 1e-5f) + 1e-6f; }
+
+uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
+                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
+{
+    enum { BLOCK = 32 };
+    uint32_t n = ix->n, k = ix->k, size = 0, p = 0;
+    float xnorm = sqrtf(dot8(x, x, k));
+    while (p < n && want > 0) {
+        /* Nothing from here on can beat the want-th best or reach min. */
+        float reach = bound_with_margin(xnorm * ix->norms[p], k);
+        if (reach < min || (size == want && reach < out_score[0])) break;
+        uint32_t end = p + BLOCK < n ? p + BLOCK : n;
+        float sc[BLOCK];
+        scan_rows(ix->rows + (size_t)p * k, end - p, k, x, sc);
+        for (uint32_t q = p; q < end; q++) {
+            uint32_t i = ix->order[q];
+            float v = sc[q - p];
+            if ((skip && skip[i]) || isnan(v) || !(v >= min)) continue;
+            if (size < want) {
+                out_idx[size] = i;
+                out_score[size] = v;
+                sift_up(out_idx, out_score, size);
+                size++;
+            } else if (worse(out_score[0], out_idx[0], v, i)) {
+                out_idx[0] = i;
+                out_score[0] = v;
+                sift_down(out_idx, out_score, size, 0);
+            }
+        }
+        p = end;
+    }
+    if (visited) *visited = p;
+    heap_to_sorted(out_idx, out_score, size);
     return size;
 }
 

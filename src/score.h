@@ -4,7 +4,8 @@
  *
  * Legend: users m, segments n, rank k. A score is U[u] . V[s].
  * Owns: nothing. Never: allocates (every buffer is the caller's, so the
- * server's hot path can reuse per-thread scratch), blocks, or prints.
+ * server's hot path can reuse per-thread scratch; the one exception is
+ * st_segment_index_build, run once per model load), blocks, or prints.
  * Ties are broken by the lower index, so every ranking is deterministic.
  * Functions that take a user's vector or history take them as arguments
  * rather than a user index, so a caller may pass a user that is not in the
@@ -26,6 +27,29 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores);
  * (want entries each) double as the heap while selecting. */
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score);
+
+/* Segments by decreasing norm |V[s]|, their rows copied in that order, for
+ * st_score_topk_segments. Built once per loaded model (allocates n k + 2n
+ * values); -1 on out-of-memory. */
+typedef struct {
+    uint32_t n, k;
+    uint32_t *order; /* position -> segment */
+    float *norms;    /* by position, decreasing */
+    float *rows;     /* n x k, by position */
+} st_segment_index;
+
+int st_segment_index_build(const st_model *m, st_segment_index *ix);
+void st_segment_index_free(st_segment_index *ix);
+
+/* The best `want` segments for the user vector x among those scoring at
+ * least min and not marked in skip (indexed by segment; NULL = none): the
+ * same answer, scores and order as scoring every segment and st_topk, but
+ * visiting segments by decreasing norm and stopping once |x| |V[s]| (the
+ * most the rest could score, with a margin for rounding) falls below the
+ * want-th best so far or below min. *visited (may be NULL) receives how many
+ * segments were scored. Never allocates. */
+uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
+                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited);
 
 /* The dot product of two k-vectors: the one scoring kernel, with a fixed
  * summation order, so a pair scores the same in every command. */

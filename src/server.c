@@ -219,6 +219,13 @@ static int scratch_fit(st_scratch *s, const st_model *m, int all_users, const st
             return -1;
         s->cap_args = args;
     }
+    if (m->segments > s->cap_skip) {
+        uint8_t *p = st_realloc(s->skip, m->segments);
+        if (!p) return -1;
+        memset(p + s->cap_skip, 0, m->segments - s->cap_skip);
+        s->skip = p;
+        s->cap_skip = m->segments;
+    }
     /* Fold-in of a request's worth of segments, without allocating. */
     return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
 }
@@ -239,6 +246,7 @@ void st_scratch_free(st_scratch *s)
     st_free(s->work);
     st_free(s->segs);
     st_free(s->vals);
+    st_free(s->skip);
     memset(s, 0, sizeof *s);
 }
 
@@ -250,6 +258,7 @@ static void served_free(st_served *s)
     st_free(s->prior);
     st_free(s->prior_rank);
     st_free(s->seg_norms);
+    st_segment_index_free(&s->seg_index);
     st_model_free(&s->m);
     st_free(s);
 }
@@ -299,6 +308,11 @@ static st_served *served_load(const char *path, char *err)
     st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
     st_free(tmp);
     st_score_segment_norms(m, s->seg_norms);
+    if (st_segment_index_build(m, &s->seg_index) != 0) {
+        served_free(s);
+        st_seterr(err, "%s: out of memory for the segment index", path);
+        return NULL;
+    }
     snprintf(s->path, sizeof s->path, "%s", path);
     s->loaded_at = (double)time(NULL);
     atomic_init(&s->refs, 1);

@@ -30,6 +30,7 @@
 
 #include "model.h"
 #include "resp.h"
+#include "score.h"
 
 enum { ST_LOG_DEBUG = 0, ST_LOG_VERBOSE = 1, ST_LOG_NOTICE = 2, ST_LOG_WARNING = 3 };
 
@@ -73,6 +74,7 @@ typedef struct st_served {
     float *prior;     /* n: st_score_prior */
     uint32_t *prior_rank; /* n: segment indices by prior, best first */
     float *seg_norms; /* n: |V[s]| */
+    st_segment_index seg_index; /* segments by norm, for pruned SEGMENTS */
     char path[4096];
     uint64_t generation; /* 1 for the first model, +1 per reload */
     double loaded_at;    /* unix seconds */
@@ -91,6 +93,8 @@ typedef struct {
     uint32_t *segs; /* per-argument lists (ONLY, FOLDIN, seeds) */
     float *vals;
     uint64_t cap_args;
+    uint8_t *skip;  /* n: segments to leave out (EXCLUDE, UNSEEN); all 0 between requests */
+    uint64_t cap_skip;
 } st_scratch;
 
 /* Sizes s for model m and requests of up to max_args arguments; allocates
