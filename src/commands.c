@@ -967,77 +967,6 @@ static int view_score(const st_served *sv, const view_key *k, const resp_arg *me
     return 0;
 }
 
-/* Redis orders equal scores by member bytes (memcmp, then the shorter). */
-static int name_cmp(const st_idmap *names, uint32_t a, uint32_t b)
-{
-    size_t la, lb;
-    const char *sa = st_idmap_name(names, a, &la), *sb = st_idmap_name(names, b, &lb);
-    int r = memcmp(sa, sb, la < lb ? la : lb);
-    if (r) return r;
-    return la < lb ? -1 : la > lb;
-}
-
-/* a comes after b in the view's order (ascending, or descending when rev). */
-static int after(const st_idmap *names, int rev, float sa, uint32_t ia, float sb, uint32_t ib)
-{
-    if (sa != sb) return rev ? sa < sb : sa > sb;
-    int r = name_cmp(names, ia, ib);
-    return rev ? r < 0 : r > 0;
-}
-
-static void heap_down(const st_idmap *names, int rev, uint32_t *idx, float *sc, uint32_t n, uint32_t i)
-{
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && after(names, rev, sc[l], idx[l], sc[w], idx[w])) w = l;
-        if (r < n && after(names, rev, sc[r], idx[r], sc[w], idx[w])) w = r;
-        if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
-        i = w;
-    }
-}
-
-/* The first `want` members in the view's order among the non-NaN scores:
- * a heap of the best so far with the one that comes last at its root. */
-static uint32_t view_select(const st_idmap *names, int rev, const float *scores, uint32_t n, uint32_t want,
-                            uint32_t *idx, float *top)
-{
-    if (want == 0) return 0;
-    uint32_t size = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        float s = scores[i];
-        if (isnan(s)) continue;
-        if (size < want) {
-            idx[size] = i;
-            top[size] = s;
-            size++;
-            if (size == want)
-                for (uint32_t j = size / 2; j-- > 0;) heap_down(names, rev, idx, top, size, j);
-        } else if (after(names, rev, top[0], idx[0], s, i)) {
-            idx[0] = i;
-            top[0] = s;
-            heap_down(names, rev, idx, top, size, 0);
-        }
-    }
-    if (size < want)
-        for (uint32_t j = size / 2; j-- > 0;) heap_down(names, rev, idx, top, size, j);
-    for (uint32_t end = size; end > 1; end--) {
-        float ts = top[0];
-        top[0] = top[end - 1];
-        top[end - 1] = ts;
-        uint32_t ti = idx[0];
-        idx[0] = idx[end - 1];
-        idx[end - 1] = ti;
-        heap_down(names, rev, idx, top, end - 1, 0);
-    }
-    return size;
-}
-
 /* A score bound as Redis parses it: "(x" is exclusive, inf and -inf work. */
 typedef struct {
     double min, max;
@@ -1063,6 +992,14 @@ static int parse_bound(const resp_arg *a, double *v, int *ex)
 /* Compares in float: a bound copied from a reply (the shortest text that
  * reads back as the score's float) then selects exactly that score, as the
  * same text does in Redis, which stores the text's double. */
+/* Parses a [min, max] pair; replies Redis's error and returns -1. */
+static int parse_range(st_ctx *c, const resp_arg *lo, const resp_arg *hi, score_range *r)
+{
+    if (parse_bound(lo, &r->min, &r->minex) == 0 && parse_bound(hi, &r->max, &r->maxex) == 0) return 0;
+    resp_error(c->out, "ERR min or max is not a float");
+    return -1;
+}
+
 static int in_range(const score_range *r, float v)
 {
     float lo = (float)r->min, hi = (float)r->max;
@@ -1136,11 +1073,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
         if (arg_i64(c, &c->argv[2], &start) != 0 || arg_i64(c, &c->argv[3], &stop) != 0) return;
     } else {
         /* Reversed score ranges are written max first. */
-        const resp_arg *lo = rev ? &c->argv[3] : &c->argv[2], *hi = rev ? &c->argv[2] : &c->argv[3];
-        if (parse_bound(lo, &r.min, &r.minex) != 0 || parse_bound(hi, &r.max, &r.maxex) != 0) {
-            resp_error(c->out, "ERR min or max is not a float");
-            return;
-        }
+        if (parse_range(c, rev ? &c->argv[3] : &c->argv[2], rev ? &c->argv[2] : &c->argv[3], &r) != 0) return;
     }
     view_key k = parse_key(c->model, &c->argv[1]);
     if (!k.kind) {
@@ -1163,7 +1096,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
         }
         if (stop >= (int64_t)card) stop = card - 1;
         if (too_many(c, (uint64_t)(stop - start + 1))) return;
-        uint32_t got = view_select(names, rev, scores, card, (uint32_t)stop + 1, sc->idx, sc->top);
+        uint32_t got = st_topk_members(scores, card, (uint32_t)stop + 1, rev, names, sc->idx, sc->top);
         reply_members(c, &k, sc->idx, sc->top, (uint32_t)start, got, withscores);
         return;
     }
@@ -1181,7 +1114,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
     uint64_t want = matching;
     if (limit > 0 && (uint64_t)offset + (uint64_t)limit < want) want = (uint64_t)offset + (uint64_t)limit;
     if (too_many(c, want - (uint64_t)offset)) return;
-    uint32_t got = view_select(names, rev, scores, card, (uint32_t)want, sc->idx, sc->top);
+    uint32_t got = st_topk_members(scores, card, (uint32_t)want, rev, names, sc->idx, sc->top);
     reply_members(c, &k, sc->idx, sc->top, (uint32_t)offset, got, withscores);
 }
 
@@ -1212,10 +1145,7 @@ static void cmd_zmscore(st_ctx *c)
 static void cmd_zcount(st_ctx *c)
 {
     score_range r;
-    if (parse_bound(&c->argv[2], &r.min, &r.minex) != 0 || parse_bound(&c->argv[3], &r.max, &r.maxex) != 0) {
-        resp_error(c->out, "ERR min or max is not a float");
-        return;
-    }
+    if (parse_range(c, &c->argv[2], &c->argv[3], &r) != 0) return;
     view_key k = parse_key(c->model, &c->argv[1]);
     if (!k.kind) {
         resp_int(c->out, 0);

@@ -1,7 +1,7 @@
-/* score: dot products, one sgemv per user, and a bounded-heap top-k; the
+/* score: dot products, one kernel for every score, and a bounded-heap top-k; the
  * prior, fold-in, explanations, audiences, look-alikes, reach, similarity.
  *
- * The top-k keeps a min-heap of the best `want` candidates seen so far (the
+ * The top-k keeps a heap of the best `want` candidates seen so far (the
  * worst at the root), so selecting from n scores costs O(n log want) with no
  * allocation; the survivors are then heap-sorted best first.
  */
@@ -83,79 +83,127 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores)
     scan_rows(m->V, m->segments, m->k, x, scores);
 }
 
-/* a ranks worse than b: lower score, or equal score and higher index. */
-static inline int worse(float sa, uint32_t ia, float sb, uint32_t ib) { return sa < sb || (sa == sb && ia > ib); }
+/* ---- bounded-heap selection ----------------------------------------------- */
 
-static void sift_down(uint32_t *idx, float *sc, uint32_t n, uint32_t i)
+/* A selection keeps the best `want` candidates seen so far in a heap whose
+ * root is the one that ranks last, so each new candidate costs one compare
+ * unless it gets in. The order is a function, so the same heap serves
+ * st_topk (score, then lower index) and the sorted-set order (score, then
+ * member bytes, either direction). */
+typedef int (*rank_after_fn)(const void *ctx, float sa, uint32_t ia, float sb, uint32_t ib);
+
+typedef struct {
+    rank_after_fn after; /* a ranks after (worse than) b */
+    const void *ctx;
+    uint32_t *idx;
+    float *sc;
+    uint32_t size, want;
+} selection;
+
+static inline void swap_at(selection *h, uint32_t i, uint32_t j)
+{
+    float ts = h->sc[i];
+    h->sc[i] = h->sc[j];
+    h->sc[j] = ts;
+    uint32_t ti = h->idx[i];
+    h->idx[i] = h->idx[j];
+    h->idx[j] = ti;
+}
+
+static inline int after_at(const selection *h, uint32_t i, uint32_t j)
+{
+    return h->after(h->ctx, h->sc[i], h->idx[i], h->sc[j], h->idx[j]);
+}
+
+static void sift_down(selection *h, uint32_t n, uint32_t i)
 {
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && worse(sc[l], idx[l], sc[w], idx[w])) w = l;
-        if (r < n && worse(sc[r], idx[r], sc[w], idx[w])) w = r;
+        if (l < n && after_at(h, l, w)) w = l;
+        if (r < n && after_at(h, r, w)) w = r;
         if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
+        swap_at(h, i, w);
         i = w;
     }
 }
 
-static void sift_up(uint32_t *idx, float *sc, uint32_t i)
+/* Offers candidate i with score s. */
+static inline void offer(selection *h, uint32_t i, float s)
 {
-    while (i > 0) {
-        uint32_t p = (i - 1) / 2;
-        if (!worse(sc[i], idx[i], sc[p], idx[p])) return;
-        float ts = sc[i];
-        sc[i] = sc[p];
-        sc[p] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[p];
-        idx[p] = ti;
-        i = p;
+    if (h->size < h->want) {
+        uint32_t c = h->size++;
+        h->idx[c] = i;
+        h->sc[c] = s;
+        while (c > 0 && after_at(h, c, (c - 1) / 2)) {
+            swap_at(h, c, (c - 1) / 2);
+            c = (c - 1) / 2;
+        }
+    } else if (h->after(h->ctx, h->sc[0], h->idx[0], s, i)) {
+        h->idx[0] = i;
+        h->sc[0] = s;
+        sift_down(h, h->size, 0);
     }
 }
 
-/* Pops the worst to the end repeatedly: the heap ends up sorted best first. */
-static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
+/* Pops the last-ranked to the end repeatedly: the heap ends up in order,
+ * best first. Returns how many were kept. */
+static uint32_t finish(selection *h)
 {
-    for (uint32_t end = size; end > 1; end--) {
-        float ts = sc[0];
-        sc[0] = sc[end - 1];
-        sc[end - 1] = ts;
-        uint32_t ti = idx[0];
-        idx[0] = idx[end - 1];
-        idx[end - 1] = ti;
-        sift_down(idx, sc, end - 1, 0);
+    for (uint32_t end = h->size; end > 1; end--) {
+        swap_at(h, 0, end - 1);
+        sift_down(h, end - 1, 0);
     }
+    return h->size;
+}
+
+/* Lower score, or equal score and higher index. */
+static int after_by_index(const void *ctx, float sa, uint32_t ia, float sb, uint32_t ib)
+{
+    (void)ctx;
+    return sa < sb || (sa == sb && ia > ib);
 }
 
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score)
 {
+    selection h = {after_by_index, NULL, out_idx, out_score, 0, want};
     if (want == 0) return 0;
-    uint32_t size = 0;
     uint64_t e = 0;
     for (uint32_t i = 0; i < n; i++) {
         while (e < nexclude && exclude[e] < i) e++;
         if (e < nexclude && exclude[e] == i) continue;
-        float s = scores[i];
-        if (isnan(s)) continue;
-        if (size < want) {
-            out_idx[size] = i;
-            out_score[size] = s;
-            sift_up(out_idx, out_score, size);
-            size++;
-        } else if (worse(out_score[0], out_idx[0], s, i)) {
-            out_idx[0] = i;
-            out_score[0] = s;
-            sift_down(out_idx, out_score, size, 0);
-        }
+        if (!isnan(scores[i])) offer(&h, i, scores[i]);
     }
-    heap_to_sorted(out_idx, out_score, size);
-    return size;
+    return finish(&h);
+}
+
+typedef struct {
+    const st_idmap *names;
+    int descending;
+} member_order;
+
+/* Redis's sorted-set order: by score, equal scores by member bytes (memcmp,
+ * then the shorter first); descending reverses both. */
+static int after_by_member(const void *vctx, float sa, uint32_t ia, float sb, uint32_t ib)
+{
+    const member_order *o = vctx;
+    if (sa != sb) return o->descending ? sa < sb : sa > sb;
+    size_t la, lb;
+    const char *na = st_idmap_name(o->names, ia, &la), *nb = st_idmap_name(o->names, ib, &lb);
+    int r = memcmp(na, nb, la < lb ? la : lb);
+    if (r == 0) r = la < lb ? -1 : la > lb;
+    return o->descending ? r < 0 : r > 0;
+}
+
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
+                         uint32_t *out_idx, float *out_score)
+{
+    member_order o = {names, descending};
+    selection h = {after_by_member, &o, out_idx, out_score, 0, want};
+    if (want == 0) return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!isnan(scores[i])) offer(&h, i, scores[i]);
+    return finish(&h);
 }
 
 /* ---- pruned top-k over segments ------------------------------------------ */
@@ -200,12 +248,13 @@ uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint
                                 const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
 {
     enum { BLOCK = 32 };
-    uint32_t n = ix->n, k = ix->k, size = 0, p = 0;
+    uint32_t n = ix->n, k = ix->k, p = 0;
+    selection h = {after_by_index, NULL, out_idx, out_score, 0, want};
     float xnorm = sqrtf(dot8(x, x, k));
     while (p < n && want > 0) {
         /* Nothing from here on can beat the want-th best or reach min. */
         float reach = bound_with_margin(xnorm * ix->norms[p], k);
-        if (reach < min || (size == want && reach < out_score[0])) break;
+        if (reach < min || (h.size == want && reach < out_score[0])) break;
         uint32_t end = p + BLOCK < n ? p + BLOCK : n;
         float sc[BLOCK];
         scan_rows(ix->rows + (size_t)p * k, end - p, k, x, sc);
@@ -213,22 +262,12 @@ uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint
             uint32_t i = ix->order[q];
             float v = sc[q - p];
             if ((skip && skip[i]) || isnan(v) || !(v >= min)) continue;
-            if (size < want) {
-                out_idx[size] = i;
-                out_score[size] = v;
-                sift_up(out_idx, out_score, size);
-                size++;
-            } else if (worse(out_score[0], out_idx[0], v, i)) {
-                out_idx[0] = i;
-                out_score[0] = v;
-                sift_down(out_idx, out_score, size, 0);
-            }
+            offer(&h, i, v);
         }
         p = end;
     }
     if (visited) *visited = p;
-    heap_to_sorted(out_idx, out_score, size);
-    return size;
+    return finish(&h);
 }
 
 /* ---- the prior, calibration, fold-in and explanations -------------------- */

@@ -28,6 +28,13 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores);
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score);
 
+/* The first `want` of n scores in the order of a Redis sorted set: by
+ * ascending score, equal scores by member name bytes (names[i] names index
+ * i); descending reverses both, as ZREVRANGE does. NaN scores are skipped.
+ * out_idx, out_score: want entries. */
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
+                         uint32_t *out_idx, float *out_score);
+
 /* Segments by decreasing norm |V[s]|, their rows copied in that order, for
  * st_score_topk_segments. Built once per loaded model (allocates n k + 2n
  * values); -1 on out-of-memory. */

@@ -183,9 +183,8 @@ void st_server_config_default(st_server_config *c)
 
 /* ---- scratch ------------------------------------------------------------ */
 
-static int grow(void **p, uint64_t *cap, uint64_t want, size_t elem)
+static int grow(void **p, uint64_t want, size_t elem)
 {
-    (void)cap;
     void *q = st_realloc(*p, want * elem);
     if (!q) return -1;
     *p = q;
@@ -195,27 +194,29 @@ static int grow(void **p, uint64_t *cap, uint64_t want, size_t elem)
 int st_scratch_work(st_scratch *s, uint64_t n)
 {
     if (n <= s->cap_work) return 0;
-    if (grow((void **)&s->work, &s->cap_work, n, sizeof(float)) != 0) return -1;
+    if (grow((void **)&s->work, n, sizeof(float)) != 0) return -1;
     s->cap_work = n;
     return 0;
 }
 
+/* Sizes s for model m (every user too when all_users: the heavy pool) and
+ * requests within cfg's limits; allocates only what must grow. */
 static int scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
 {
     uint64_t rows = m->segments;
     if (all_users && m->users > rows) rows = m->users;
     rows += m->k; /* look-alike keeps its centroid after the user scores */
     if (rows > s->cap_rows) {
-        if (grow((void **)&s->scores, NULL, rows, sizeof(float)) != 0 ||
-            grow((void **)&s->idx, NULL, rows, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->top, NULL, rows, sizeof(float)) != 0)
+        if (grow((void **)&s->scores, rows, sizeof(float)) != 0 ||
+            grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
+            grow((void **)&s->top, rows, sizeof(float)) != 0)
             return -1;
         s->cap_rows = rows;
     }
     uint64_t args = cfg->max_args + 1;
     if (args > s->cap_args) {
-        if (grow((void **)&s->segs, NULL, args, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->vals, NULL, args, sizeof(float)) != 0)
+        if (grow((void **)&s->segs, args, sizeof(uint32_t)) != 0 ||
+            grow((void **)&s->vals, args, sizeof(float)) != 0)
             return -1;
         s->cap_args = args;
     }
@@ -228,14 +229,6 @@ static int scratch_fit(st_scratch *s, const st_model *m, int all_users, const st
     }
     /* Fold-in of a request's worth of segments, without allocating. */
     return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
-}
-
-int st_scratch_fit(st_scratch *s, const st_model *m, uint64_t max_args)
-{
-    st_server_config c;
-    st_server_config_default(&c);
-    c.max_args = max_args;
-    return scratch_fit(s, m, 1, &c);
 }
 
 void st_scratch_free(st_scratch *s)
@@ -330,6 +323,15 @@ static st_served *model_acquire(st_server *srv)
     return s;
 }
 
+static void wake_all(st_server *srv)
+{
+    for (int i = 0; i < srv->nloops; i++) {
+        uint64_t one = 1;
+        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* already signalled */
+        }
+    }
+}
+
 int st_server_reload(st_server *srv, const char *path, char *err)
 {
     pthread_mutex_lock(&srv->reload_lock);
@@ -358,11 +360,7 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     srv->last_reload_error[0] = '\0';
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     pthread_mutex_unlock(&srv->reload_lock);
-    for (int i = 0; i < srv->nloops; i++) {
-        uint64_t one = 1;
-        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* a full counter already wakes it */
-        }
-    }
+    wake_all(srv); /* idle loops take the new model up now, not at their next event */
     return 0;
 }
 
@@ -768,9 +766,18 @@ static void loop_start_drain(st_loop *l)
     l->drain_deadline = st_now() + srv->cfg.shutdown_timeout;
     if (srv->tcp.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->tcp.fd, NULL);
     if (srv->unx.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->unx.fd, NULL);
-    /* Requests already read are answered; nothing more is read. */
+    /* Requests already received are answered: what sits in each socket's
+     * buffer is read once more, then nothing else is read. */
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
+        if (!c->blocked && c->in_cap > c->in_len) {
+            ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+            if (n == 0) {
+                client_close(c, "connection closed by the client");
+                continue;
+            }
+            if (n > 0) c->in_len += (size_t)n;
+        }
         client_service(c);
     }
 }
@@ -955,15 +962,6 @@ static int listen_unix(st_server *srv, char *err)
 }
 
 /* ---- start and stop ------------------------------------------------------- */
-
-static void wake_all(st_server *srv)
-{
-    for (int i = 0; i < srv->nloops; i++) {
-        uint64_t one = 1;
-        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* already signalled */
-        }
-    }
-}
 
 static int loop_init(st_server *srv, st_loop *l, int id, char *err)
 {

@@ -82,7 +82,7 @@ typedef struct st_served {
 } st_served;
 
 /* Per-thread buffers that handlers reuse, so the SEGMENTS and SCORE paths
- * never allocate once a thread has seen its model (st_scratch_fit). */
+ * never allocate: server.c sizes them when a thread takes up a model. */
 typedef struct {
     float *scores;  /* max(m, n) */
     uint32_t *idx;  /* max(m, n) */
@@ -97,10 +97,8 @@ typedef struct {
     uint64_t cap_skip;
 } st_scratch;
 
-/* Sizes s for model m and requests of up to max_args arguments; allocates
- * only when something must grow. 0, or -1 on out-of-memory. */
-int st_scratch_fit(st_scratch *s, const st_model *m, uint64_t max_args);
-/* Makes s->work hold at least n floats. */
+/* Makes s->work hold at least n floats (allocates only to grow); 0, or -1
+ * on out-of-memory. server.c sizes the rest for each model it serves. */
 int st_scratch_work(st_scratch *s, uint64_t n);
 void st_scratch_free(st_scratch *s);
 
