@@ -563,6 +563,8 @@ static int flush_out(st_client *c)
         if (n > 0) {
             c->out_pos += (size_t)n;
             bump(&l->stats.net_out, (uint64_t)n);
+            /* A client still reading a long reply is not idle. */
+            if (pending(c) == 0 || (size_t)n >= READ_CHUNK) c->last_active = st_now();
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
