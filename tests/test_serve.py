@@ -56,8 +56,8 @@ with tempfile.TemporaryDirectory() as d:
     assert M.header["confidence"] == 1, "the numpy checks assume the log confidence scheme"
     srv = Server(path, "--unixsocket", os.path.join(d, "s.sock"), d=d)
     # rc parses replies the usual redis-py way; r shows them as they come.
-    rc = redis.Redis(port=srv.port, decode_responses=True, socket_timeout=10)
-    r = redis.Redis(port=srv.port, decode_responses=True, socket_timeout=10)
+    rc = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
     r.response_callbacks.clear()
     seg_id = {s: i for i, s in enumerate(M.segments)}
     u = 7

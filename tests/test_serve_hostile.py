@@ -91,7 +91,7 @@ with tempfile.TemporaryDirectory() as d:
         s.sendall(chunk)
         s.close()
     ok(ping(srv), "clients that vanish mid-request leave the server answering")
-    r = redis.Redis(port=srv.port, decode_responses=True)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     args = ["SCORE", "u000001"] + ["seg"] * 997
     ok(len(r.execute_command(*args)[1]) == 997, "999 arguments (under --max-args 1000) are fine")
     ok(r.info("stats")["protocol_errors"] >= 12, "INFO counts protocol errors")
@@ -103,7 +103,7 @@ with tempfile.TemporaryDirectory() as d:
     with open(conf, "w") as f:
         f.write(f"# test config\nmodel {path}\nrequirepass \"s3cret pass\"\nmaxclients 5\ntimeout 1\n")
     srv = Server(None, "--config", conf, d=d)
-    r = redis.Redis(port=srv.port, decode_responses=True)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     try:
         r.execute_command("SEGMENTS", "u000001")
         got = None
@@ -120,9 +120,9 @@ with tempfile.TemporaryDirectory() as d:
     ok(got is not None and "invalid username-password pair" in got, "wrong password: WRONGPASS")
     ok(r.execute_command("AUTH", "s3cret pass") is True, "AUTH with the password")
     ok(r.execute_command("SEGMENTS", "u000001", "COUNT", 1)[0] == "model", "commands work after AUTH")
-    r2 = redis.Redis(port=srv.port, password="s3cret pass", decode_responses=True)
+    r2 = redis.Redis(host="127.0.0.1", port=srv.port, password="s3cret pass", decode_responses=True)
     ok(r2.ping(), "a client configured with the password (AUTH on connect)")
-    r3 = redis.Redis(port=srv.port, decode_responses=True)
+    r3 = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     hello = r3.execute_command("HELLO", "2", "AUTH", "default", "s3cret pass", "SETNAME", "x")
     ok(hello[hello.index("proto") + 1] == 2 and r3.client_getname() == "x", "HELLO 2 AUTH default ... SETNAME")
     # Max clients (5): r, r2, r3 plus two more; the sixth is refused.
@@ -152,14 +152,14 @@ with tempfile.TemporaryDirectory() as d:
 
     # Output limit: a reply bigger than it drops the client, others go on.
     srv = Server(path, "--output-limit", 4096, d=d)
-    r = redis.Redis(port=srv.port, decode_responses=True)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     try:
         r.execute_command("SEGMENTS", "u000001", "COUNT", 300)
         got = "answered"
     except redis.ConnectionError:
         got = "dropped"
     ok(got == "dropped", "a reply over --output-limit drops the client")
-    r2 = redis.Redis(port=srv.port, decode_responses=True)
+    r2 = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     ok(len(r2.execute_command("SEGMENTS", "u000001", "COUNT", 5)[1]) == 10, "other clients are unaffected")
     # A client that pipelines without reading: the server stops reading it
     # instead of buffering without bound, and stays responsive.

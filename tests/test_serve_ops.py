@@ -33,7 +33,7 @@ with tempfile.TemporaryDirectory() as d:
     served = os.path.join(d, "served.model")
     shutil.copy(path, served)
     srv = Server(served, "--allow-reload-path", d=d)
-    r = redis.Redis(port=srv.port, decode_responses=True, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
 
     # Load: four clients send SEGMENTS and SCORE as fast as they can for a
     # bounded time while the model is reloaded ten times underneath them.
@@ -41,7 +41,7 @@ with tempfile.TemporaryDirectory() as d:
     counts, failures = [0] * 4, []
 
     def hammer(i):
-        c = redis.Redis(port=srv.port, decode_responses=True, socket_timeout=10)
+        c = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
         n = 0
         try:
             while not stop.is_set() and n < 200000:
@@ -108,7 +108,7 @@ with tempfile.TemporaryDirectory() as d:
 
     # Heavy commands run off the event loops: a slow AUDIENCE does not hold up
     # SCORE on another connection.
-    c2 = redis.Redis(port=srv.port, decode_responses=True, socket_timeout=10)
+    c2 = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
     res = {}
 
     def heavy():

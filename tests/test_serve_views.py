@@ -54,9 +54,9 @@ with tempfile.TemporaryDirectory() as d:
     rp = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                            "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        s = redis.Redis(port=srv.port, decode_responses=True)
+        s = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
         s.response_callbacks.clear()
-        r = redis.Redis(port=port, decode_responses=True)
+        r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
         r.response_callbacks.clear()
         for _ in range(200):
             try:
