@@ -16,9 +16,16 @@ PREFIX ?= /usr/local
 CC = gcc
 ARCH ?= -march=native
 CFLAGS ?= -O3 -g
-WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
+WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lpthread -lm
+# MPI training is built in when Open MPI's development files are installed
+# (mpicc is on the PATH); MPI=0 leaves it out. The plain build needs no MPI.
+MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+CPPFLAGS += -DSTARLING_MPI $(shell mpicc --showme:compile)
+LDLIBS += $(shell mpicc --showme:link)
+endif
 BUILD ?= build
 JOBS ?= 2
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
@@ -27,8 +34,10 @@ LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan bench install clean deps-build deps-test
+.PHONY: all demo test check asan bench fuzz install clean deps-build deps-test deps-fuzz FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -43,25 +52,44 @@ $(BUILD)/.deps: scripts/deps.sh
 	@scripts/deps.sh build
 	@mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps
+# V=1 shows the whole commands.
+Q = $(if $(V),,@)
+
+# Everything is rebuilt when the flags change (MPI appearing, say).
+FLAGS_NOW = $(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) $(LDFLAGS) $(LDLIBS)
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
 
 $(BUILD)/libstarling.a: $(LIB_OBJ)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
 
 $(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
-	$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LINK  $@")
+	$(Q)$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a
+$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+
+# Every fuzz target, linked with a plain main that replays files: `make test`
+# replays the committed corpus and past crash inputs with them.
+$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libstarling.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
-# tests, all run by prove. STARLING and TEST_BIN tell the scripts what to run.
-check: $(BIN) $(TEST_BIN)
-	STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests \
+# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run.
+check: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
+	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests FUZZ_BIN=$(abspath $(BUILD))/fuzz \
 	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test
@@ -75,12 +103,36 @@ asan: deps-test
 demo: deps-build $(BIN)
 	@scripts/demo.sh
 
-bench: deps-test $(BIN)
+$(BUILD)/bench/floors: bench/floors.c $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(WARN) $(ARCH) -O2 $(CPPFLAGS) -o $@ $< -lopenblas -lpthread
+
+bench: deps-test $(BIN) $(BUILD)/bench/floors
 	@bench/run.sh
+
+# libFuzzer (clang) with ASan and UBSan: each target for FUZZ_SECONDS, from
+# the committed seeds (fuzz/corpus/NAME) plus what earlier runs found
+# (fuzz/out/NAME, not committed). A crash input lands in fuzz/out/; once the
+# bug is fixed it goes into fuzz/crashes/NAME, which `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang ARCH=-march=native \
+	    CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" build-fuzz/libstarling.a
+	@set -e; for t in $(FUZZ_NAMES); do \
+	    clang $(ARCH) -O1 -g -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -Ifuzz -o build-fuzz/fuzz_$$t \
+	        fuzz/fuzz_$$t.c build-fuzz/libstarling.a $(LDLIBS); \
+	    mkdir -p fuzz/out/$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	    build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+	        -artifact_prefix=fuzz/out/crash-$$t- fuzz/out/$$t fuzz/corpus/$$t 2>&1 | tail -3; \
+	done
+
+deps-fuzz:
+	@scripts/deps.sh test fuzz
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
 
 clean:
-	rm -rf build build-asan starling
+	rm -rf build build-asan build-fuzz starling

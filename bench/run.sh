@@ -1,8 +1,15 @@
-#!/bin/bash
-# run.sh: every benchmark, one script each; `make bench` runs this.
-# Each script prints its table and writes it under bench/out/ as well;
-# bench/README.md explains each one and keeps the last figures.
-set -euo pipefail
-cd "$(dirname "$0")"
-echo "== serving: starling serve vs redis-server (bench/serve.sh) =="
-./serve.sh
+#!/bin/sh
+# make bench: runs every benchmark script in bench/ (each prints its figures
+# beside the machine's floors measured in the same run). Results are also
+# written under bench/out/. BENCH_ONLY=train runs just bench/train.sh.
+set -e
+cd "$(dirname "$0")/.."
+mkdir -p bench/out
+for b in bench/*.sh; do
+    [ "$b" = bench/run.sh ] && continue
+    name=$(basename "$b" .sh)
+    if [ -n "${BENCH_ONLY:-}" ] && [ "$BENCH_ONLY" != "$name" ]; then continue; fi
+    echo "== $name"
+    "$b"
+    echo
+done

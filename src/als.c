@@ -145,12 +145,26 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
         if (mean <= 0) mean = 1.0;
         for (uint32_t u = 0; u < a->rows; u++) norm[u] = (1.0 - p->bm25_b) + p->bm25_b * norm[u] / mean;
     }
-    for (uint32_t u = 0; u < a->rows; u++)
-        for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++)
-            d->cu[q] = st_als_conf1(p, a->data[q], idf ? idf[a->indices[q]] : 0, norm ? norm[u] : 1);
-    for (uint32_t s = 0; s < t->rows; s++)
-        for (uint64_t q = t->indptr[s]; q < t->indptr[s + 1]; q++)
-            d->cs[q] = st_als_conf1(p, t->data[q], idf ? idf[s] : 0, norm ? norm[t->indices[q]] : 1);
+    /* cu in CSR order; cs in CSC order, placed through a cursor per segment
+     * while walking the CSR by user (CSC entries of a segment are sorted by
+     * user, so the walk fills them in order) */
+    uint64_t *cursor = st_malloc(((size_t)t->rows + 1) * sizeof *cursor);
+    if (!cursor) {
+        st_free(idf);
+        st_free(norm);
+        st_als_data_free(d);
+        return st_seterr(err, "out of memory for the confidence values");
+    }
+    memcpy(cursor, t->indptr, (size_t)t->rows * sizeof *cursor);
+    for (uint32_t u = 0; u < a->rows; u++) {
+        for (uint64_t q = a->indptr[u]; q < a->indptr[u + 1]; q++) {
+            uint32_t s = a->indices[q];
+            float c = st_als_conf1(p, a->data[q], idf ? idf[s] : 0, norm ? norm[u] : 1);
+            d->cu[q] = c;
+            d->cs[cursor[s]++] = c;
+        }
+    }
+    st_free(cursor);
     st_free(idf);
     st_free(norm);
     return 0;
@@ -158,6 +172,7 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
 
 /* ---- small dense kernels ------------------------------------------------- */
 
+/* Scalar kernels for any k. */
 static inline float dot(const float *restrict a, const float *restrict b, uint32_t k)
 {
     float s = 0;
@@ -174,6 +189,45 @@ static inline void axpy(float a, const float *restrict x, float *restrict y, uin
 static inline void symv(const float *restrict G, const float *restrict v, float *restrict out, uint32_t k)
 {
     for (uint32_t i = 0; i < k; i++) out[i] = dot(G + (size_t)i * k, v, k);
+}
+
+/* Vector kernels for k a multiple of 8, written with GCC vector extensions
+ * (AVX with -march on x86-64, SSE pairs otherwise). Sums are taken in a fixed
+ * order, so results are the same on every run. Why not BLAS: at k = 64 an
+ * sdot or saxpy call costs more in overhead than the arithmetic it does. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+#define VLOAD(p) (*(const v8f_u *)(const void *)(p))
+#define VSTORE(p, v) (*(v8f_u *)(void *)(p) = (v))
+
+static inline float hsum8(v8f v)
+{
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+static inline __attribute__((always_inline)) float vdot(const float *a, const float *b, uint32_t k)
+{
+    v8f s0 = {0}, s1 = {0};
+    uint32_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        s0 += VLOAD(a + i) * VLOAD(b + i);
+        s1 += VLOAD(a + i + 8) * VLOAD(b + i + 8);
+    }
+    if (i < k) s0 += VLOAD(a + i) * VLOAD(b + i);
+    return hsum8(s0 + s1);
+}
+
+static inline __attribute__((always_inline)) void vaxpy(float a, const float *x, float *y, uint32_t k)
+{
+    v8f av = a - (v8f){0};
+    for (uint32_t i = 0; i < k; i += 8) VSTORE(y + i, VLOAD(y + i) + av * VLOAD(x + i));
+}
+
+/* out = G v as a sum of G's rows (G is symmetric): no horizontal sums. */
+static inline __attribute__((always_inline)) void vsymv(const float *G, const float *v, float *out, uint32_t k)
+{
+    for (uint32_t i = 0; i < k; i += 8) VSTORE(out + i, (v8f){0});
+    for (uint32_t j = 0; j < k; j++) vaxpy(v[j], G + (size_t)j * k, out, k);
 }
 
 void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G)
@@ -193,6 +247,8 @@ static double row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols)
     if (p->regularization == ST_REG_FREQUENCY) return p->lambda * pow((double)nnz + p->reg_alpha0 * cols, p->reg_nu);
     return p->lambda;
 }
+
+double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols) { return row_lambda(p, nnz, cols); }
 
 /* ---- per-row solvers ----------------------------------------------------- */
 
@@ -230,7 +286,9 @@ static int solve_cholesky(uint32_t k, const float *F, const float *G, double lam
     return 0;
 }
 
-/* A few conjugate-gradient steps from the current x. scratch: r, p, Ap (3k). */
+/* A few conjugate-gradient steps from the current x. scratch: r, p, Ap (3k).
+ * This scalar version serves any k; cg_body below is the same algorithm with
+ * vector kernels. */
 static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                      const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
 {
@@ -270,6 +328,125 @@ static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, 
     }
 }
 
+/* Rows of the fixed factors are read in index order, which the hardware
+ * cannot predict: ask for a row a few nonzeros before it is needed. */
+#define PREFETCH_AHEAD 6
+#define CG_BLOCK 256
+static inline __attribute__((always_inline)) void prefetch_row(const float *f, uint32_t k)
+{
+    for (uint32_t i = 0; i < k; i += 16) __builtin_prefetch(f + i, 0, 3);
+}
+
+/* out += sum_q (base_q + scale_q (f_q . v)) f_q over a row's nonzeros, where
+ * f_q is row idx[q] of F; k % 8 == 0, k <= 128. base = NULL means 0. With k a
+ * constant the loops unroll and v and out stay in registers for the whole
+ * row: per nonzero one pass over f_q for the dot and one for the update. */
+static inline __attribute__((always_inline)) void nnz_pass(uint32_t k, const float *F, const uint32_t *idx,
+                                                            const float *base, const float *scale, uint64_t nnz,
+                                                            const float *v, float *out)
+{
+    enum { MAXV = 16 };
+    v8f vv[MAXV], acc[MAXV];
+    uint32_t nv = k / 8;
+    for (uint32_t j = 0; j < nv; j++) {
+        vv[j] = VLOAD(v + 8 * j);
+        acc[j] = VLOAD(out + 8 * j);
+    }
+    for (uint64_t q = 0; q < nnz; q++) {
+        const float *f = F + (size_t)idx[q] * k;
+        if (q + PREFETCH_AHEAD < nnz) prefetch_row(F + (size_t)idx[q + PREFETCH_AHEAD] * k, k);
+        v8f d0 = {0}, d1 = {0};
+        for (uint32_t j = 0; j + 1 < nv; j += 2) {
+            d0 += VLOAD(f + 8 * j) * vv[j];
+            d1 += VLOAD(f + 8 * j + 8) * vv[j + 1];
+        }
+        if (nv & 1) d0 += VLOAD(f + 8 * (nv - 1)) * vv[nv - 1];
+        float coef = scale[q] * hsum8(d0 + d1) + (base ? base[q] : 0.0f);
+        v8f cv = coef - (v8f){0};
+        for (uint32_t j = 0; j < nv; j++) acc[j] += cv * VLOAD(f + 8 * j);
+    }
+    for (uint32_t j = 0; j < nv; j++) VSTORE(out + 8 * j, acc[j]);
+}
+
+/* The CG of solve_cg with vector kernels; k % 8 == 0, k <= 128. Inlined into
+ * one function per common rank so the compiler sees k as a constant.
+ * scratch: r, p, Ap (3k). */
+static inline __attribute__((always_inline)) void cg_body(uint32_t k, const float *F, const float *G, float lam,
+                                                           const uint32_t *idx, const float *cm1, uint64_t nnz,
+                                                           float *x, uint32_t steps, float *scratch)
+{
+    if (nnz == 0) {
+        memset(x, 0, k * sizeof *x);
+        return;
+    }
+    float *r = scratch, *p = r + k, *Ap = p + k;
+    v8f lv = lam - (v8f){0};
+    /* r = b - A x = sum_q ((1 + c_q) - c_q (f_q . x)) f_q - G x - lambda x */
+    vsymv(G, x, r, k);
+    for (uint32_t i = 0; i < k; i += 8) VSTORE(r + i, -VLOAD(r + i) - lv * VLOAD(x + i));
+    for (uint64_t q0 = 0; q0 < nnz; q0 += CG_BLOCK) {
+        /* 1 + c and -c for a block of nonzeros, so one kernel serves both passes. */
+        float one_plus[CG_BLOCK], minus[CG_BLOCK];
+        uint64_t nb = nnz - q0 < CG_BLOCK ? nnz - q0 : CG_BLOCK;
+        for (uint64_t q = 0; q < nb; q++) {
+            one_plus[q] = 1.0f + cm1[q0 + q];
+            minus[q] = -cm1[q0 + q];
+        }
+        nnz_pass(k, F, idx + q0, one_plus, minus, nb, x, r);
+    }
+    memcpy(p, r, k * sizeof *p);
+    float rs = vdot(r, r, k);
+    for (uint32_t s = 0; s < steps; s++) {
+        if (rs < 1e-20f) break;
+        /* Ap = G p + lambda p + sum_q c_q (f_q . p) f_q */
+        vsymv(G, p, Ap, k);
+        for (uint32_t i = 0; i < k; i += 8) VSTORE(Ap + i, VLOAD(Ap + i) + lv * VLOAD(p + i));
+        nnz_pass(k, F, idx, NULL, cm1, nnz, p, Ap);
+        float pAp = vdot(p, Ap, k);
+        if (!(pAp > 0)) break;
+        float a = rs / pAp;
+        vaxpy(a, p, x, k);
+        vaxpy(-a, Ap, r, k);
+        float rsn = vdot(r, r, k);
+        v8f bv = rsn / rs - (v8f){0};
+        for (uint32_t i = 0; i < k; i += 8) VSTORE(p + i, VLOAD(r + i) + bv * VLOAD(p + i));
+        rs = rsn;
+    }
+}
+
+#define CG_FOR(K)                                                                                           \
+    static void solve_cg_##K(const float *F, const float *G, float lam, const uint32_t *idx, const float *cm1, \
+                             uint64_t nnz, float *x, uint32_t steps, float *scratch)                           \
+    {                                                                                                       \
+        cg_body(K, F, G, lam, idx, cm1, nnz, x, steps, scratch);                                            \
+    }
+CG_FOR(16)
+CG_FOR(32)
+CG_FOR(64)
+CG_FOR(128)
+
+static void solve_cg_v(uint32_t k, const float *F, const float *G, float lam, const uint32_t *idx,
+                       const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
+{
+    cg_body(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
+}
+
+/* Picks the fastest CG for k. */
+static void solve_cg_any(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                         const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
+{
+    float lam = (float)lambda;
+    switch (k) {
+    case 16: solve_cg_16(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 32: solve_cg_32(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 64: solve_cg_64(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 128: solve_cg_128(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
+    default:
+        if (k % 8 == 0 && k <= 128) solve_cg_v(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
+        else solve_cg(k, F, G, lambda, idx, cm1, nnz, x, steps, scratch);
+    }
+}
+
 int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                   const float *cm1, uint32_t nnz, float *x, float *scratch)
 {
@@ -285,8 +462,26 @@ typedef struct {
     float *rows;
     float *scratch; /* per thread */
     uint64_t scratch_per_thread;
+    double *loss; /* per task, or NULL: the rows' share of the objective */
     atomic_int failed;
 } half_ctx;
+
+/* The part of the objective that belongs to row x: its nonzeros'
+ * c (1 - s)^2 - s^2 (the all-pairs s^2 term is added once, from the Gram
+ * matrices) and its regularisation. The fixed rows it reads were just used
+ * by the solve, so they are still in cache. */
+static double row_loss(const float *F, const uint32_t *idx, const float *cm1, uint64_t nnz, const float *x,
+                       uint32_t k, double lam)
+{
+    double sum = 0;
+    for (uint64_t q = 0; q < nnz; q++) {
+        const float *f = F + (size_t)idx[q] * k;
+        double sc = k % 8 == 0 ? vdot(f, x, k) : dot(f, x, k);
+        double c = 1.0 + cm1[q];
+        sum += c * (1 - sc) * (1 - sc) - sc * sc;
+    }
+    return sum + lam * (k % 8 == 0 ? vdot(x, x, k) : dot(x, x, k));
+}
 
 static void half_task(void *vctx, uint64_t task, int thread)
 {
@@ -295,6 +490,7 @@ static void half_task(void *vctx, uint64_t task, int thread)
     uint32_t k = h->p->factors;
     float *scratch = h->scratch + (size_t)thread * h->scratch_per_thread;
     uint64_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < a->rows ? r0 + ROWS_PER_TASK : a->rows;
+    double loss = 0;
     for (uint64_t r = r0; r < r1; r++) {
         uint64_t q0 = a->indptr[r], nnz = a->indptr[r + 1] - q0;
         double lam = row_lambda(h->p, nnz, a->cols);
@@ -303,36 +499,62 @@ static void half_task(void *vctx, uint64_t task, int thread)
             if (solve_cholesky(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, scratch) != 0)
                 atomic_store(&h->failed, 1);
         } else {
-            solve_cg(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, h->p->cg_steps, scratch);
+            solve_cg_any(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, h->p->cg_steps, scratch);
         }
+        if (h->loss) loss += row_loss(h->fixed, a->indices + q0, h->c + q0, nnz, x, k, lam);
     }
+    if (h->loss) h->loss[task] = loss;
+}
+
+int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      float *rows, double *loss_out, char *err)
+{
+    uint32_t k = p->factors;
+    int threads = thread_count(p);
+    openblas_set_num_threads(1);
+    half_ctx h = {.p = p, .a = a, .c = c, .fixed = F, .G = G, .rows = rows};
+    atomic_init(&h.failed, 0);
+    h.scratch_per_thread = st_align_up(st_als_foldin_scratch(k), 16);
+    uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    h.scratch = st_aligned_alloc(64, (size_t)threads * h.scratch_per_thread * sizeof(float));
+    h.loss = loss_out ? st_calloc(tasks ? tasks : 1, sizeof *h.loss) : NULL;
+    if (!h.scratch || (loss_out && !h.loss)) {
+        st_free(h.scratch);
+        st_free(h.loss);
+        return st_seterr(err, "out of memory for solver scratch");
+    }
+    st_parallel_run(threads, tasks, half_task, &h);
+    if (loss_out) {
+        double sum = 0;
+        for (uint64_t i = 0; i < tasks; i++) sum += h.loss[i]; /* in task order: thread-independent */
+        *loss_out = sum;
+    }
+    st_free(h.scratch);
+    st_free(h.loss);
+    if (atomic_load(&h.failed))
+        return st_seterr(err, "a row's system was not positive definite (try a larger --lambda)");
+    return 0;
+}
+
+/* One half-step; with loss_out, also the rows' share of the objective, and
+ * with G_out, the Gram matrix of the fixed factors. */
+static int half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
+                     double *loss_out, float *G_out, char *err)
+{
+    uint32_t k = p->factors;
+    float *G = G_out ? G_out : st_aligned_alloc(64, (size_t)k * k * sizeof *G);
+    if (!G) return st_seterr(err, "out of memory for solver scratch");
+    openblas_set_num_threads(1);
+    st_als_gram(fixed, a->cols, k, G);
+    int rc = st_als_solve_rows(p, a, c, fixed, G, rows, loss_out, err);
+    if (G != G_out) st_free(G);
+    return rc;
 }
 
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
                      char *err)
 {
-    uint32_t k = p->factors;
-    int threads = thread_count(p);
-    openblas_set_num_threads(1);
-    half_ctx h = {.p = p, .a = a, .c = c, .fixed = fixed, .rows = rows};
-    atomic_init(&h.failed, 0);
-    h.scratch_per_thread = st_align_up(st_als_foldin_scratch(k), 16);
-    float *G = st_aligned_alloc(64, (size_t)k * k * sizeof *G);
-    h.scratch = st_aligned_alloc(64, (size_t)threads * h.scratch_per_thread * sizeof(float));
-    if (!G || !h.scratch) {
-        st_free(G);
-        st_free(h.scratch);
-        return st_seterr(err, "out of memory for solver scratch");
-    }
-    st_als_gram(fixed, a->cols, k, G);
-    h.G = G;
-    uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-    st_parallel_run(threads, tasks, half_task, &h);
-    st_free(G);
-    st_free(h.scratch);
-    if (atomic_load(&h.failed))
-        return st_seterr(err, "a row's system was not positive definite (try a larger --lambda)");
-    return 0;
+    return half_step(p, a, c, fixed, rows, NULL, NULL, err);
 }
 
 /* ---- loss ---------------------------------------------------------------- */
@@ -356,7 +578,8 @@ static void loss_task(void *vctx, uint64_t task, int thread)
         const float *x = l->X + (size_t)r * k;
         uint64_t q0 = a->indptr[r], q1 = a->indptr[r + 1];
         for (uint64_t q = q0; q < q1; q++) {
-            double s = dot(x, l->Y + (size_t)a->indices[q] * k, k);
+            const float *y = l->Y + (size_t)a->indices[q] * k;
+            double s = k % 8 == 0 ? vdot(x, y, k) : dot(x, y, k);
             double c = 1.0 + l->c[q];
             sum += c * (1 - s) * (1 - s) - s * s;
         }
@@ -418,12 +641,70 @@ void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float
     }
 }
 
+void st_als_init_row(const st_als_params *p, const char *id, size_t len, int segment, float *row)
+{
+    /* The stream is a function of the id alone, so a row starts the same
+     * whatever index it gets: in any input order, and on any MPI rank. */
+    st_rng g = st_rng_for(p->seed, st_idmap_hash(id, len) ^ (segment ? 0x5851f42d4c957f2dULL : 0));
+    float s = (float)p->init_scale;
+    for (uint32_t i = 0; i < p->factors; i++) row[i] = s * (float)(2 * st_rng_uniform(&g) - 1);
+}
+
+void st_als_init_ids(const st_als_params *p, const st_idmap *users, const st_idmap *segments, float *X, float *Y)
+{
+    uint32_t k = p->factors;
+    size_t len;
+    for (uint32_t r = 0; r < users->count; r++) {
+        const char *id = st_idmap_name(users, r, &len);
+        st_als_init_row(p, id, len, 0, X + (size_t)r * k);
+    }
+    for (uint32_t r = 0; r < segments->count; r++) {
+        const char *id = st_idmap_name(segments, r, &len);
+        st_als_init_row(p, id, len, 1, Y + (size_t)r * k);
+    }
+}
+
+double st_als_weight(const st_als_data *d)
+{
+    double w = (double)d->by_user->rows * d->by_user->cols;
+    for (uint64_t q = 0; q < d->by_user->nnz; q++) w += d->cu[q];
+    return w;
+}
+
 int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err)
 {
-    if (st_als_half_step(p, d->by_user, d->cu, Y, X, err) != 0) return -1;
-    if (st_als_half_step(p, d->by_segment, d->cs, X, Y, err) != 0) return -1;
-    if (loss) return st_als_loss(p, d, X, Y, loss, NULL, err);
-    return 0;
+    if (!loss) {
+        if (half_step(p, d->by_user, d->cu, Y, X, NULL, NULL, err) != 0) return -1;
+        return half_step(p, d->by_segment, d->cs, X, Y, NULL, NULL, err);
+    }
+    /* The objective after the iteration, without a separate pass: the segment
+     * half-step adds up its rows' share while their users' rows are in cache
+     * and leaves X^T X behind; then the users' regularisation and the
+     * all-pairs term sum_ab (X^T X)_ab (Y^T Y)_ab. */
+    uint32_t k = p->factors;
+    const st_csr *a = d->by_user;
+    float *GX = st_aligned_alloc(64, (size_t)k * k * sizeof *GX), *GY = st_aligned_alloc(64, (size_t)k * k * sizeof *GY);
+    if (!GX || !GY) {
+        st_free(GX);
+        st_free(GY);
+        return st_seterr(err, "out of memory");
+    }
+    double seg_part = 0;
+    int rc = half_step(p, d->by_user, d->cu, Y, X, NULL, NULL, err);
+    if (rc == 0) rc = half_step(p, d->by_segment, d->cs, X, Y, &seg_part, GX, err);
+    if (rc == 0) {
+        st_als_gram(Y, a->cols, k, GY);
+        double total = seg_part;
+        for (size_t i = 0; i < (size_t)k * k; i++) total += (double)GX[i] * GY[i];
+        for (uint32_t u = 0; u < a->rows; u++) {
+            const float *x = X + (size_t)u * k;
+            total += row_lambda(p, a->indptr[u + 1] - a->indptr[u], a->cols) * dot(x, x, k);
+        }
+        *loss = total;
+    }
+    st_free(GX);
+    st_free(GY);
+    return rc;
 }
 
 /* ---- the naive reference ------------------------------------------------- */

@@ -84,9 +84,17 @@ float st_als_conf1(const st_als_params *p, double r, double idf, double length_n
  * of each draws from its own stream, so the result is thread-independent. */
 void st_als_init(const st_als_params *p, uint32_t m, uint32_t n, float *X, float *Y);
 
-/* One full iteration (users, then segments). *loss receives the objective
- * after it (see st_als_loss). Returns -1 with a message on out-of-memory or a
- * failed factorisation. */
+/* The same from the ids: each row's stream is derived from the seed and the
+ * row's id (XXH3), so a user or segment starts from the same values whatever
+ * its index: in any input order and on any MPI rank. This is what training
+ * uses. st_als_init_row fills one row (segment = 1 for segment rows). */
+void st_als_init_ids(const st_als_params *p, const st_idmap *users, const st_idmap *segments, float *X, float *Y);
+void st_als_init_row(const st_als_params *p, const char *id, size_t len, int segment, float *row);
+
+/* One full iteration (users, then segments). When loss is not NULL it
+ * receives the objective after the iteration, computed along the way (the
+ * same value as st_als_loss up to summation order). Returns -1 with a message
+ * on out-of-memory or a failed factorisation. */
 int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err);
 
 /* One half-step: solves every row of `rows` (m_rows x k) against the fixed
@@ -94,10 +102,23 @@ int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
                      char *err);
 
+/* The solve of a half-step with the Gram matrix G = F^T F given: rows of a
+ * index rows of F (which need not be all of the fixed factors: a process that
+ * holds a part of them remaps the indices), a->cols is the number of fixed
+ * rows in the whole problem (for frequency-scaled regularisation). With
+ * loss_out, also adds up the rows' share of the objective (their nonzeros'
+ * c (1 - s)^2 - s^2 and regularisation). */
+int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      float *rows, double *loss_out, char *err);
+
 /* The objective above, and the normaliser weight = m n + sum(c - 1) that
  * turns it into the per-weight figure printed in progress lines. */
 int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, const float *Y, double *loss,
                 double *weight, char *err);
+
+/* m n + sum(c - 1): divides the objective into the per-weight loss that
+ * progress lines and models report. */
+double st_als_weight(const st_als_data *d);
 
 /* Fold-in: solves one row exactly (Cholesky) against fixed factors F (its
  * Gram matrix G = F^T F, k x k) for the nonzeros (idx[i], cm1[i]).
@@ -106,6 +127,10 @@ int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, co
 int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                   const float *cm1, uint32_t nnz, float *x, float *scratch);
 uint64_t st_als_foldin_scratch(uint32_t k);
+
+/* lambda of a row with nnz nonzeros in a problem of `cols` columns (plain or
+ * frequency-scaled, see above). */
+double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols);
 
 /* Gram matrix G = F^T F (k x k, full, symmetric) of an r x k matrix. */
 void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G);

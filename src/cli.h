@@ -50,6 +50,29 @@ int st_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pri
  * when none). 0 on success. */
 int st_parse_duration(const char *s, double *seconds);
 
+/* The training options shared by `train`, `eval` and `tune` (cli_train.c):
+ * one table, appended to each command's own. */
+#include "als.h"
+#include "events.h"
+#include "interactions.h"
+
+typedef struct {
+    st_als_params p;
+    const char *kinds, *half_life, *now;
+    int conf, solver, reg, on_error, header, threads;
+    uint64_t factors, iterations, cg_steps, max_line;
+} st_train_cli;
+
+#define ST_TRAIN_CLI_NOPTS 32 /* room a command leaves for them */
+
+void st_train_cli_init(st_train_cli *c);
+/* Appends the training options to opts at *n (advancing *n). */
+void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n);
+/* Checks the parsed options and fills p, w (free with st_weighting_free)
+ * and ro. Returns ST_CLI_GO, or a usage exit code after saying what is wrong. */
+int st_train_cli_finish(st_train_cli *c, const st_cmd_doc *doc, st_als_params *p, st_weighting *w,
+                        st_read_opts *ro);
+
 /* The sub-commands (cli_*.c). */
 int cli_synth(int argc, char **argv);
 int cli_train(int argc, char **argv);
@@ -57,5 +80,9 @@ int cli_info(int argc, char **argv);
 int cli_segments(int argc, char **argv);
 int cli_score(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_export(int argc, char **argv);
+int cli_import(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+int cli_tune(int argc, char **argv);
 
 #endif

@@ -108,6 +108,7 @@ int cli_info(int argc, char **argv)
     printf("threads        %u (0 = every CPU)\n", h->threads);
     printf("final loss     %.6f\n", h->final_loss);
     if (h->flags & ST_MODEL_CALIBRATED) printf("calibration    p = 1 / (1 + exp(-(%g score + %g)))\n", h->calib_a, h->calib_b);
+    if (h->prior_weight != 0) printf("prior weight   %g (score = U.V + w log(1 + pop) / log(1 + max pop))\n", h->prior_weight);
     if (m.meta_len) {
         printf("metadata\n");
         const char *p = m.meta, *end = m.meta + m.meta_len;
@@ -135,13 +136,25 @@ static int load_user(const char *cmd, const char *path, const char *user, st_mod
     return ST_EXIT_OK;
 }
 
+static int need_calibration(const char *cmd, const char *path, st_model *m)
+{
+    if (m->h.flags & ST_MODEL_CALIBRATED) return ST_EXIT_OK;
+    st_cli_fail(cmd, "--calibrated: %s has no calibration; fit one with `starling eval EVENTS --split SPEC -o MODEL` "
+                     "or `starling tune ... -o MODEL`",
+                path);
+    st_model_free(m);
+    return ST_EXIT_ERROR;
+}
+
 int cli_segments(int argc, char **argv)
 {
     uint64_t count = 10;
-    int exclude_seen = 0, json = 0;
+    int exclude_seen = 0, json = 0, calibrated = 0;
     const st_opt opts[] = {
         {"count", 'k', ST_OPT_U64, &count, "N", "how many segments", 0},
         {"exclude-seen", 0, ST_OPT_FLAG, &exclude_seen, NULL, "leave out segments the user engaged with in training", 0},
+        {"calibrated", 0, ST_OPT_FLAG, &calibrated, NULL,
+         "print the probability of engagement (the model's calibration) instead of the score", 0},
         {"json", 0, ST_OPT_FLAG, &json, NULL, "print JSON instead of SEGMENT<TAB>SCORE lines", 0},
         {0},
     };
@@ -155,18 +168,22 @@ int cli_segments(int argc, char **argv)
     st_model m;
     uint32_t u = 0;
     if ((rc = load_user("segments", pos[0], pos[1], &m, &u)) != ST_EXIT_OK) return rc;
+    if (calibrated && (rc = need_calibration("segments", pos[0], &m)) != ST_EXIT_OK) return rc;
     uint32_t want = count < m.segments ? (uint32_t)count : m.segments;
     float *scores = st_malloc((size_t)m.segments * sizeof *scores);
+    float *prior = st_malloc((size_t)m.segments * sizeof *prior);
     uint32_t *idx = st_malloc(want * sizeof *idx);
     float *top = st_malloc(want * sizeof *top);
-    if (!scores || !idx || !top) {
+    if (!scores || !prior || !idx || !top) {
+        st_free(prior);
         st_free(scores);
         st_free(idx);
         st_free(top);
         st_model_free(&m);
         return st_cli_fail("segments", "out of memory");
     }
-    st_score_all_segments(&m, m.U + (size_t)u * m.k, scores);
+    st_score_prior(&m, prior);
+    st_score_blend(&m, prior, m.U + (size_t)u * m.k, scores);
     uint64_t h0 = m.hist_ptr[u], hn = m.hist_ptr[u + 1] - h0;
     uint32_t n = st_topk(scores, m.segments, want, exclude_seen ? m.hist_idx + h0 : NULL, exclude_seen ? hn : 0, idx,
                          top);
@@ -176,7 +193,8 @@ int cli_segments(int argc, char **argv)
         for (uint32_t i = 0; i < n; i++) {
             json_t *e = json_object();
             json_object_set_new(e, "segment", json_string(st_idmap_name(&m.segment_ids, idx[i], NULL)));
-            json_object_set_new(e, "score", json_real(top[i]));
+            json_object_set_new(e, calibrated ? "probability" : "score",
+                                json_real(calibrated ? st_score_calibrated(&m, top[i]) : top[i]));
             json_array_append_new(arr, e);
         }
         json_object_set_new(o, "segments", arr);
@@ -185,8 +203,11 @@ int cli_segments(int argc, char **argv)
         free(s);
         json_decref(o);
     } else {
-        for (uint32_t i = 0; i < n; i++) printf("%s\t%.6f\n", st_idmap_name(&m.segment_ids, idx[i], NULL), top[i]);
+        for (uint32_t i = 0; i < n; i++)
+            printf(calibrated ? "%s\t%.6g\n" : "%s\t%.6f\n", st_idmap_name(&m.segment_ids, idx[i], NULL),
+                   calibrated ? st_score_calibrated(&m, top[i]) : top[i]);
     }
+    st_free(prior);
     st_free(scores);
     st_free(idx);
     st_free(top);
@@ -196,11 +217,19 @@ int cli_segments(int argc, char **argv)
 
 int cli_score(int argc, char **argv)
 {
-    const st_opt opts[] = {{0}};
-    const st_cmd_doc doc = {"score", "MODEL USER SEGMENT...",
+    int calibrated = 0;
+    const st_opt opts[] = {
+        {"calibrated", 0, ST_OPT_FLAG, &calibrated, NULL,
+         "print the probability of engagement (the model's calibration) instead of the score", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {"score", "MODEL USER SEGMENT... [--calibrated]",
                             "Print the user's score for each segment, in the order asked, one\n"
                             "SEGMENT<TAB>SCORE line each.",
-                            NULL};
+                            "A score is U[user] . V[segment] + w q[segment], w the model's prior weight\n"
+                            "(0 unless `starling eval`/`tune` fitted it) and q the popularity prior. With\n"
+                            "--calibrated, 1 / (1 + exp(-(a score + b))): a probability an ad server can\n"
+                            "multiply by a bid (docs/EVALUATION.md)."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
@@ -208,6 +237,7 @@ int cli_score(int argc, char **argv)
     st_model m;
     uint32_t u = 0;
     if ((rc = load_user("score", pos[0], pos[1], &m, &u)) != ST_EXIT_OK) return rc;
+    if (calibrated && (rc = need_calibration("score", pos[0], &m)) != ST_EXIT_OK) return rc;
     /* Check every segment before printing anything. */
     for (int i = 2; i < npos; i++) {
         if (st_idmap_find(&m.segment_ids, pos[i], strlen(pos[i])) == ST_NOT_FOUND) {
@@ -218,10 +248,19 @@ int cli_score(int argc, char **argv)
         }
     }
     const float *x = m.U + (size_t)u * m.k;
+    float *prior = st_malloc((size_t)m.segments * sizeof *prior);
+    if (!prior) {
+        st_model_free(&m);
+        return st_cli_fail("score", "out of memory");
+    }
+    st_score_prior(&m, prior);
     for (int i = 2; i < npos; i++) {
         uint32_t s = st_idmap_find(&m.segment_ids, pos[i], strlen(pos[i]));
-        printf("%s\t%.6f\n", pos[i], st_dot(x, m.V + (size_t)s * m.k, m.k));
+        float sc = st_score_one(&m, prior, x, s);
+        if (calibrated) printf("%s\t%.6g\n", pos[i], st_score_calibrated(&m, sc));
+        else printf("%s\t%.6f\n", pos[i], sc);
     }
+    st_free(prior);
     st_model_free(&m);
     return ST_EXIT_OK;
 }

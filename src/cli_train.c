@@ -12,6 +12,7 @@
 
 #include "als.h"
 #include "cli.h"
+#include "dist.h"
 #include "events.h"
 #include "interactions.h"
 #include "model.h"
@@ -35,6 +36,8 @@ int cli_synth(int argc, char **argv)
         {"truth", 0, ST_OPT_STRING, &p.truth_path, "FILE", "also write the planted user-segment affinities here", 0},
         {"window-days", 0, ST_OPT_DOUBLE, &p.window_days, "D", "days the timestamps span", 0},
         {"end", 0, ST_OPT_STRING, &end, "TIME", "end of the window (unix seconds or ISO 8601; default 2026-01-01)", 0},
+        {"pairs", 0, ST_OPT_FLAG, &p.pairs, NULL,
+         "write distinct user,segment,count pairs (counts 1-50) instead of events; --events counts pairs", 0},
         {0},
     };
     const st_cmd_doc doc = {
@@ -137,51 +140,326 @@ static int append_meta(char **meta, size_t *len, size_t *cap, const char *key, c
     return 0;
 }
 
+typedef struct {
+    st_als_params p;
+    const st_weighting *w;
+    const st_read_opts *ro;
+    const char *out, *kinds, *half_life, *resume;
+    char **files;
+    int nfiles, quiet, threads;
+    uint32_t checkpoint_every;
+} train_job;
+
+static void print_read(const train_job *j, const st_interactions *x, const st_read_stats *stats, double secs,
+                       int ranks)
+{
+    if (j->quiet) return;
+    fprintf(stderr, "read %llu events in %.1f s", (unsigned long long)stats->events, secs);
+    if (ranks > 1) fprintf(stderr, " on %d ranks", ranks);
+    fprintf(stderr, ": %u users, %u segments, %llu distinct pairs\n", x->users.count, x->segments.count,
+            (unsigned long long)x->by_user.nnz);
+    if (stats->skipped) {
+        fprintf(stderr, "skipped %llu malformed lines; the first:\n", (unsigned long long)stats->skipped);
+        for (uint64_t i = 0; i < stats->skipped && i < ST_READ_KEEP_REASONS; i++)
+            fprintf(stderr, "  %s\n", stats->reasons[i]);
+    }
+}
+
+/* The key=value lines recorded in the model; NULL on out-of-memory. */
+static char *build_meta(const train_job *j, const st_read_stats *stats, int ranks)
+{
+    char *meta = NULL;
+    size_t mlen = 0, mcap = 0;
+    char buf[4096], num[64], thr[32];
+    size_t bl = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < j->nfiles && bl < sizeof buf - 2; i++)
+        bl += (size_t)snprintf(buf + bl, sizeof buf - bl, "%s%s", i ? "," : "", j->files[i]);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)stats->skipped);
+    snprintf(thr, sizeof thr, "%d", j->threads > 0 ? j->threads : st_cpu_count());
+    if (append_meta(&meta, &mlen, &mcap, "inputs", buf) || append_meta(&meta, &mlen, &mcap, "skipped_lines", num) ||
+        append_meta(&meta, &mlen, &mcap, "kind_weights", j->kinds ? j->kinds : "") ||
+        append_meta(&meta, &mlen, &mcap, "half_life", j->half_life ? j->half_life : "") ||
+        append_meta(&meta, &mlen, &mcap, "threads_used", thr)) {
+        st_free(meta);
+        return NULL;
+    }
+    if (ranks > 1) {
+        snprintf(num, sizeof num, "%d", ranks);
+        if (append_meta(&meta, &mlen, &mcap, "mpi_ranks", num)) {
+            st_free(meta);
+            return NULL;
+        }
+    }
+    return meta;
+}
+
+static void print_trained(const train_job *j, const st_interactions *x, const st_trained *t)
+{
+    if (j->quiet) return;
+    double bytes = (double)(x->by_user.nnz * 8 + x->by_segment.nnz * 8 + ((uint64_t)x->users.count + 1) * 8 +
+                            ((uint64_t)x->segments.count + 1) * 8) +
+                   (double)((uint64_t)x->users.count + x->segments.count) * t->k * 4;
+    if (t->stopped) fprintf(stderr, "interrupted: saved the model after iteration %u\n", t->iterations);
+    printf("trained %u users x %u segments, rank %u, %u iterations (%s) in %.2f s (%.3f s/iteration); "
+           "loss %.6f\n",
+           t->m, t->n, t->k, t->iterations, st_solver_name(t->params.solver), t->seconds,
+           t->iterations ? t->seconds / t->iterations : 0.0, t->iterations ? t->loss[t->iterations - 1] : 0.0);
+    printf("wrote %s; peak RSS %.1f MiB (%.2fx the %.1f MiB of CSR + CSC + factors)\n", j->out,
+           (double)st_peak_rss() / 1048576.0, (double)st_peak_rss() / bytes, bytes / 1048576.0);
+}
+
+/* Loads a model to resume from into t (factors and loss history). */
+static int load_resume(const train_job *j, const st_interactions *x, st_trained *t)
+{
+    char err[ST_ERRLEN];
+    st_model rm;
+    if (st_model_load(j->resume, &rm, err) != 0) return st_cli_fail("train", "--resume: %s", err);
+    uint64_t fp = st_interactions_fingerprint(x);
+    if (rm.h.fingerprint != fp || rm.users != x->users.count || rm.segments != x->segments.count) {
+        st_cli_fail("train", "--resume: %s was trained on different data (fingerprint %016llx, these events "
+                             "%016llx); resume with the same event files",
+                    j->resume, (unsigned long long)rm.h.fingerprint, (unsigned long long)fp);
+        st_model_free(&rm);
+        return ST_EXIT_ERROR;
+    }
+    st_model_params(&rm.h, &t->params);
+    t->params.iterations = j->p.iterations;
+    t->params.threads = j->threads;
+    size_t xs = (size_t)rm.users * rm.k * sizeof(float), ys = (size_t)rm.segments * rm.k * sizeof(float);
+    t->X = st_aligned_alloc(64, xs);
+    t->Y = st_aligned_alloc(64, ys);
+    t->loss = st_malloc(((size_t)rm.h.iterations + 1) * sizeof(double));
+    if (!t->X || !t->Y || !t->loss) {
+        st_model_free(&rm);
+        return st_cli_fail("train", "out of memory");
+    }
+    memcpy(t->X, rm.U, xs);
+    memcpy(t->Y, rm.V, ys);
+    memcpy(t->loss, rm.loss, (size_t)rm.h.iterations * sizeof(double));
+    t->iterations = rm.h.iterations;
+    if (!j->quiet)
+        fprintf(stderr, "resuming %s at iteration %u of %u\n", j->resume, t->iterations, t->params.iterations);
+    st_model_free(&rm);
+    return ST_EXIT_OK;
+}
+
+/* Saves and reports a finished run: the part both ways of training share. */
+static int save_and_report(const train_job *j, const st_interactions *x, st_trained *t, const char *meta,
+                           float *popularity)
+{
+    char err[ST_ERRLEN];
+    train_ctx c = {.out = j->out, .x = x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet};
+    if (save_trained(&c, t, err) != 0) return st_cli_fail("train", "%s", err);
+    print_trained(j, x, t);
+    return t->stopped ? 130 : ST_EXIT_OK;
+}
+
+static int train_local(const train_job *j)
+{
+    char err[ST_ERRLEN];
+    st_interactions x;
+    st_read_stats stats;
+    memset(&stats, 0, sizeof stats);
+    double t0 = st_now();
+    if (st_interactions_read(j->files, j->nfiles, j->ro, j->w, &x, &stats, err) != 0)
+        return st_cli_fail("train", "%s", err);
+    print_read(j, &x, &stats, st_now() - t0, 1);
+    st_trained t;
+    memset(&t, 0, sizeof t);
+    t.params = j->p;
+    int code = ST_EXIT_ERROR;
+    char *meta = NULL;
+    float *popularity = NULL;
+    if (j->resume && (code = load_resume(j, &x, &t)) != ST_EXIT_OK) goto done;
+    code = ST_EXIT_ERROR;
+    meta = build_meta(j, &stats, 1);
+    popularity = st_malloc(((size_t)x.segments.count + 1) * sizeof *popularity);
+    if (!meta || !popularity) {
+        st_cli_fail("train", "out of memory");
+        goto done;
+    }
+    train_ctx c = {.out = j->out, .x = &x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
+                   .tty = isatty(STDERR_FILENO)};
+    st_train_hooks hooks = {.progress = on_progress, .checkpoint = on_checkpoint,
+                            .checkpoint_every = j->checkpoint_every, .ctx = &c};
+    interrupted = 0;
+    signal(SIGINT, on_sigint);
+    int trc = st_train_run(&x, &t, &hooks, err);
+    signal(SIGINT, SIG_DFL);
+    if (trc != 0) {
+        st_cli_fail("train", "%s", err);
+        goto done;
+    }
+    code = save_and_report(j, &x, &t, meta, popularity);
+done:
+    st_trained_free(&t);
+    st_free(meta);
+    st_free(popularity);
+    st_interactions_free(&x);
+    return code;
+}
+
+/* Under mpirun: every rank trains its part; rank 0 saves and reports. */
+static int train_mpi(const train_job *j)
+{
+    char err[ST_ERRLEN] = "";
+    if (!st_dist_compiled())
+        return st_cli_fail("train", "started by mpirun, but this starling was built without MPI: install "
+                                    "libopenmpi-dev, then `make clean && make`");
+    st_interactions x;
+    st_read_stats stats;
+    memset(&stats, 0, sizeof stats);
+    st_trained t;
+    memset(&t, 0, sizeof t);
+    t.params = j->p;
+    if (t.params.threads == 0) {
+        /* Ranks on one host share its CPUs. */
+        const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        int per_host = local ? atoi(local) : 1;
+        t.params.threads = st_cpu_count() / (per_host > 0 ? per_host : 1);
+        if (t.params.threads < 1) t.params.threads = 1;
+    }
+    int is_root = 0;
+    st_dist_info info;
+    train_ctx c = {.quiet = 1, .tty = isatty(STDERR_FILENO)};
+    st_train_hooks hooks = {.progress = on_progress, .ctx = &c};
+    interrupted = 0;
+    signal(SIGINT, on_sigint);
+    double t0 = st_now();
+    /* Progress lines come from rank 0 only. */
+    const char *rank_env = getenv("OMPI_COMM_WORLD_RANK");
+    c.quiet = j->quiet || (rank_env && atoi(rank_env) != 0);
+    int rc = st_dist_train(j->files, j->nfiles, j->ro, j->w, &t, &x, &stats, &hooks, &is_root, &info, err);
+    signal(SIGINT, SIG_DFL);
+    int code = ST_EXIT_OK;
+    if (rc != 0) {
+        if (err[0]) st_cli_fail("train", "rank %d: %s", info.rank, err);
+        code = ST_EXIT_ERROR;
+    } else if (is_root) {
+        print_read(j, &x, &stats, info.read_seconds, info.ranks);
+        if (!j->quiet)
+            fprintf(stderr, "MPI: %d ranks, set-up %.2f s; per iteration %.2f MiB of factor rows (formula %.2f MiB) "
+                            "and %.1f KiB all-reduced\n",
+                    info.ranks, info.setup_seconds, info.halo_bytes / 1048576.0, info.formula_bytes / 1048576.0,
+                    info.allreduce_bytes / 1024.0);
+        char *meta = build_meta(j, &stats, info.ranks);
+        float *popularity = st_malloc(((size_t)x.segments.count + 1) * sizeof *popularity);
+        if (!meta || !popularity) code = st_cli_fail("train", "out of memory");
+        else code = save_and_report(j, &x, &t, meta, popularity);
+        st_free(meta);
+        st_free(popularity);
+    } else if (t.stopped) {
+        code = 130;
+    }
+    (void)t0;
+    st_trained_free(&t);
+    st_interactions_free(&x);
+    st_dist_finalize();
+    return code;
+}
+
+/* The training options, shared with `eval` and `tune` (cli.h). */
+void st_train_cli_init(st_train_cli *c)
+{
+    memset(c, 0, sizeof *c);
+    st_als_params_default(&c->p);
+    c->conf = (int)c->p.confidence;
+    c->solver = (int)c->p.solver;
+    c->reg = (int)c->p.regularization;
+    c->factors = c->p.factors;
+    c->iterations = c->p.iterations;
+    c->cg_steps = c->p.cg_steps;
+    c->max_line = 1u << 20;
+}
+
+void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n)
+{
+    const st_opt train_opts[] = {
+        {"factors", 0, ST_OPT_U64, &c->factors, "K", "rank of the factor vectors", 0},
+        {"iterations", 0, ST_OPT_U64, &c->iterations, "N", "ALS iterations (each: users, then segments)", 0},
+        {"lambda", 0, ST_OPT_DOUBLE, &c->p.lambda, "L", "L2 regularisation", 0},
+        {"alpha", 0, ST_OPT_DOUBLE, &c->p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
+        {"confidence", 0, ST_OPT_CHOICE, &c->conf, NULL,
+         "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
+        {"eps", 0, ST_OPT_DOUBLE, &c->p.eps, "E", "scale of r in the log scheme", 0},
+        {"bm25-k1", 0, ST_OPT_DOUBLE, &c->p.bm25_k1, "K1", "bm25 saturation", 0},
+        {"bm25-b", 0, ST_OPT_DOUBLE, &c->p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
+        {"regularization", 0, ST_OPT_CHOICE, &c->reg, NULL,
+         "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
+        {"reg-alpha0", 0, ST_OPT_DOUBLE, &c->p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
+        {"reg-nu", 0, ST_OPT_DOUBLE, &c->p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
+        {"solver", 0, ST_OPT_CHOICE, &c->solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
+         "cg|cholesky"},
+        {"cg-steps", 0, ST_OPT_U64, &c->cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
+        {"threads", 0, ST_OPT_INT, &c->threads, "T", "worker threads (0 = every CPU)", 0},
+        {"seed", 0, ST_OPT_U64, &c->p.seed, "S", "random seed of the initial factors", 0},
+        {"kind-weight", 0, ST_OPT_STRING, &c->kinds, "K=W,...",
+         "weight per event kind, e.g. impression=0.1,click=1,conversion=20 (* = other kinds; default 1 each)", 0},
+        {"half-life", 0, ST_OPT_STRING, &c->half_life, "DURATION",
+         "exponential time decay of events (e.g. 7d, 12h; default none)", 0},
+        {"now", 0, ST_OPT_STRING, &c->now, "TIME", "decay reference time (default: the newest event)", 0},
+        {"on-error", 0, ST_OPT_CHOICE, &c->on_error, NULL, "a malformed input line stops the run, or is skipped",
+         "stop|skip"},
+        {"header", 0, ST_OPT_CHOICE, &c->header, NULL, "whether input files start with a header line", "auto|yes|no"},
+        {"max-line", 0, ST_OPT_U64, &c->max_line, "BYTES", "longest input line accepted", 0},
+    };
+    _Static_assert(sizeof train_opts / sizeof train_opts[0] <= ST_TRAIN_CLI_NOPTS, "raise ST_TRAIN_CLI_NOPTS");
+    for (size_t i = 0; i < sizeof train_opts / sizeof train_opts[0]; i++) opts[(*n)++] = train_opts[i];
+}
+
+int st_train_cli_finish(st_train_cli *c, const st_cmd_doc *doc, st_als_params *p, st_weighting *w,
+                        st_read_opts *ro)
+{
+    *p = c->p;
+    p->factors = c->factors > 100000 ? 0 : (uint32_t)c->factors;
+    p->iterations = c->iterations > 1000000 ? 1000001 : (uint32_t)c->iterations;
+    p->cg_steps = c->cg_steps > 100000 ? 0 : (uint32_t)c->cg_steps;
+    p->confidence = (st_conf_scheme)c->conf;
+    p->solver = (st_solver)c->solver;
+    p->regularization = (st_reg_scheme)c->reg;
+    p->threads = c->threads;
+    const char *bad = st_als_check(p);
+    if (bad) return st_cli_usage(doc, "%s", bad);
+    char err[ST_ERRLEN];
+    st_weighting_default(w);
+    if (c->kinds && st_weighting_parse_kinds(w, c->kinds, err) != 0)
+        return st_cli_usage(doc, "--kind-weight: %s", err);
+    if (c->half_life && (st_parse_duration(c->half_life, &w->half_life) != 0 || w->half_life <= 0)) {
+        st_weighting_free(w);
+        return st_cli_usage(doc, "--half-life: '%s' is not a positive duration (e.g. 3600, 12h, 7d)", c->half_life);
+    }
+    if (c->now) {
+        if (st_parse_timestamp(c->now, strlen(c->now), &w->now) != 0) {
+            st_weighting_free(w);
+            return st_cli_usage(doc, "--now: '%s' is not a time (unix seconds or ISO 8601)", c->now);
+        }
+        w->has_now = 1;
+    }
+    st_read_opts_default(ro);
+    ro->skip_errors = c->on_error == 1;
+    ro->header = c->header == 0 ? -1 : c->header == 1 ? 1 : 0;
+    ro->max_line = (size_t)c->max_line;
+    return ST_CLI_GO;
+}
+
 int cli_train(int argc, char **argv)
 {
-    st_als_params p;
-    st_als_params_default(&p);
-    const char *out = NULL, *kinds = NULL, *half_life = NULL, *now = NULL, *resume = NULL;
-    int conf = (int)p.confidence, solver = (int)p.solver, reg = (int)p.regularization, on_error = 0, header = 0;
+    st_train_cli tc;
+    st_train_cli_init(&tc);
+    const char *out = NULL, *resume = NULL;
     int quiet = 0;
-    uint64_t factors = p.factors, iterations = p.iterations, cg_steps = p.cg_steps, max_line = 1u << 20;
     uint64_t checkpoint_every = 0;
-    int threads = 0;
-    const st_opt opts[] = {
-        {"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0},
-        {"factors", 0, ST_OPT_U64, &factors, "K", "rank of the factor vectors", 0},
-        {"iterations", 0, ST_OPT_U64, &iterations, "N", "ALS iterations (each: users, then segments)", 0},
-        {"lambda", 0, ST_OPT_DOUBLE, &p.lambda, "L", "L2 regularisation", 0},
-        {"alpha", 0, ST_OPT_DOUBLE, &p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
-        {"confidence", 0, ST_OPT_CHOICE, &conf, NULL,
-         "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
-        {"eps", 0, ST_OPT_DOUBLE, &p.eps, "E", "scale of r in the log scheme", 0},
-        {"bm25-k1", 0, ST_OPT_DOUBLE, &p.bm25_k1, "K1", "bm25 saturation", 0},
-        {"bm25-b", 0, ST_OPT_DOUBLE, &p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
-        {"regularization", 0, ST_OPT_CHOICE, &reg, NULL,
-         "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
-        {"reg-alpha0", 0, ST_OPT_DOUBLE, &p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
-        {"reg-nu", 0, ST_OPT_DOUBLE, &p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
-        {"solver", 0, ST_OPT_CHOICE, &solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
-         "cg|cholesky"},
-        {"cg-steps", 0, ST_OPT_U64, &cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
-        {"threads", 0, ST_OPT_INT, &threads, "T", "worker threads (0 = every CPU)", 0},
-        {"seed", 0, ST_OPT_U64, &p.seed, "S", "random seed of the initial factors", 0},
-        {"kind-weight", 0, ST_OPT_STRING, &kinds, "K=W,...",
-         "weight per event kind, e.g. impression=0.1,click=1,conversion=20 (* = other kinds; default 1 each)", 0},
-        {"half-life", 0, ST_OPT_STRING, &half_life, "DURATION",
-         "exponential time decay of events (e.g. 7d, 12h; default none)", 0},
-        {"now", 0, ST_OPT_STRING, &now, "TIME", "decay reference time (default: the newest event)", 0},
-        {"on-error", 0, ST_OPT_CHOICE, &on_error, NULL, "a malformed input line stops the run, or is skipped",
-         "stop|skip"},
-        {"header", 0, ST_OPT_CHOICE, &header, NULL, "whether input files start with a header line", "auto|yes|no"},
-        {"max-line", 0, ST_OPT_U64, &max_line, "BYTES", "longest input line accepted", 0},
-        {"checkpoint-every", 0, ST_OPT_U64, &checkpoint_every, "N", "save the model every N iterations (0 = never)", 0},
-        {"resume", 0, ST_OPT_STRING, &resume, "MODEL",
-         "continue training from a saved model (same data; its hyper-parameters are kept)", 0},
-        {"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0},
-        {0},
-    };
+    st_opt opts[ST_TRAIN_CLI_NOPTS + 8];
+    int nopts = 0;
+    opts[nopts++] = (st_opt){"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0};
+    st_train_cli_opts(&tc, opts, &nopts);
+    opts[nopts++] = (st_opt){"checkpoint-every", 0, ST_OPT_U64, &checkpoint_every, "N",
+                             "save the model every N iterations (0 = never)", 0};
+    opts[nopts++] = (st_opt){"resume", 0, ST_OPT_STRING, &resume, "MODEL",
+                             "continue training from a saved model (same data; its hyper-parameters are kept)", 0};
+    opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
+    opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
         "train", "EVENTS... -o MODEL [options]",
         "Train an implicit-feedback ALS model from event logs (CSV or TSV, gzip or\n"
@@ -194,152 +472,23 @@ int cli_train(int argc, char **argv)
     if (rc != ST_CLI_GO) return rc;
     if (npos == 0) return st_cli_usage(&doc, "no event files given");
     if (!out) return st_cli_usage(&doc, "-o MODEL is required");
-    p.factors = factors > 100000 ? 0 : (uint32_t)factors;
-    p.iterations = iterations > 1000000 ? 1000001 : (uint32_t)iterations;
-    p.cg_steps = cg_steps > 100000 ? 0 : (uint32_t)cg_steps;
-    p.confidence = (st_conf_scheme)conf;
-    p.solver = (st_solver)solver;
-    p.regularization = (st_reg_scheme)reg;
-    p.threads = threads;
-    const char *bad = st_als_check(&p);
-    if (bad) return st_cli_usage(&doc, "%s", bad);
-
-    char err[ST_ERRLEN];
+    st_als_params p;
     st_weighting w;
-    st_weighting_default(&w);
-    if (kinds && st_weighting_parse_kinds(&w, kinds, err) != 0) return st_cli_usage(&doc, "--kind-weight: %s", err);
-    if (half_life && (st_parse_duration(half_life, &w.half_life) != 0 || w.half_life <= 0)) {
-        st_weighting_free(&w);
-        return st_cli_usage(&doc, "--half-life: '%s' is not a positive duration (e.g. 3600, 12h, 7d)", half_life);
-    }
-    if (now) {
-        if (st_parse_timestamp(now, strlen(now), &w.now) != 0) {
-            st_weighting_free(&w);
-            return st_cli_usage(&doc, "--now: '%s' is not a time (unix seconds or ISO 8601)", now);
-        }
-        w.has_now = 1;
-    }
     st_read_opts ro;
-    st_read_opts_default(&ro);
-    ro.skip_errors = on_error == 1;
-    ro.header = header == 0 ? -1 : header == 1 ? 1 : 0;
-    ro.max_line = (size_t)max_line;
-
-    st_interactions x;
-    st_read_stats stats;
-    memset(&stats, 0, sizeof stats);
-    double t0 = st_now();
-    if (st_interactions_read(pos, npos, &ro, &w, &x, &stats, err) != 0) {
-        st_weighting_free(&w);
-        return st_cli_fail("train", "%s", err);
-    }
-    if (!quiet) {
-        fprintf(stderr, "read %llu events in %.1f s: %u users, %u segments, %llu distinct pairs\n",
-                (unsigned long long)stats.events, st_now() - t0, x.users.count, x.segments.count,
-                (unsigned long long)x.by_user.nnz);
-        if (stats.skipped) {
-            fprintf(stderr, "skipped %llu malformed lines; the first:\n", (unsigned long long)stats.skipped);
-            for (uint64_t i = 0; i < stats.skipped && i < ST_READ_KEEP_REASONS; i++)
-                fprintf(stderr, "  %s\n", stats.reasons[i]);
+    if ((rc = st_train_cli_finish(&tc, &doc, &p, &w, &ro)) != ST_CLI_GO) return rc;
+    train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
+                     .half_life = tc.half_life, .resume = resume, .quiet = quiet,
+                     .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads};
+    int ranks = st_dist_launched(), code;
+    if (ranks > 1) {
+        if (resume || checkpoint_every) {
+            st_weighting_free(&w);
+            return st_cli_usage(&doc, "--resume and --checkpoint-every are not supported under MPI");
         }
+        code = train_mpi(&job);
+    } else {
+        code = train_local(&job);
     }
-
-    st_trained t;
-    memset(&t, 0, sizeof t);
-    t.params = p;
-    st_model rm;
-    memset(&rm, 0, sizeof rm);
-    int code = ST_EXIT_ERROR;
-    char *meta = NULL;
-    float *popularity = NULL;
-    if (resume) {
-        if (st_model_load(resume, &rm, err) != 0) {
-            st_cli_fail("train", "--resume: %s", err);
-            goto done;
-        }
-        uint64_t fp = st_interactions_fingerprint(&x);
-        if (rm.h.fingerprint != fp || rm.users != x.users.count || rm.segments != x.segments.count) {
-            st_cli_fail("train", "--resume: %s was trained on different data (fingerprint %016llx, these events "
-                                 "%016llx); resume with the same event files",
-                        resume, (unsigned long long)rm.h.fingerprint, (unsigned long long)fp);
-            goto done;
-        }
-        st_model_params(&rm.h, &t.params);
-        t.params.iterations = p.iterations;
-        t.params.threads = threads;
-        size_t xs = (size_t)rm.users * rm.k * sizeof(float), ys = (size_t)rm.segments * rm.k * sizeof(float);
-        t.X = st_aligned_alloc(64, xs);
-        t.Y = st_aligned_alloc(64, ys);
-        t.loss = st_malloc(((size_t)rm.h.iterations + 1) * sizeof(double));
-        if (!t.X || !t.Y || !t.loss) {
-            st_cli_fail("train", "out of memory");
-            goto done;
-        }
-        memcpy(t.X, rm.U, xs);
-        memcpy(t.Y, rm.V, ys);
-        memcpy(t.loss, rm.loss, (size_t)rm.h.iterations * sizeof(double));
-        t.iterations = rm.h.iterations;
-        if (!quiet)
-            fprintf(stderr, "resuming %s at iteration %u of %u\n", resume, t.iterations, t.params.iterations);
-        st_model_free(&rm);
-    }
-
-    /* Metadata recorded in the model. */
-    size_t mlen = 0, mcap = 0;
-    char buf[4096];
-    size_t bl = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < npos && bl < sizeof buf - 2; i++)
-        bl += (size_t)snprintf(buf + bl, sizeof buf - bl, "%s%s", i ? "," : "", pos[i]);
-    char num[64];
-    snprintf(num, sizeof num, "%llu", (unsigned long long)stats.skipped);
-    if (append_meta(&meta, &mlen, &mcap, "inputs", buf) || append_meta(&meta, &mlen, &mcap, "skipped_lines", num) ||
-        append_meta(&meta, &mlen, &mcap, "kind_weights", kinds ? kinds : "") ||
-        append_meta(&meta, &mlen, &mcap, "half_life", half_life ? half_life : "") ||
-        append_meta(&meta, &mlen, &mcap, "threads_used", (snprintf(num, sizeof num, "%d", threads > 0 ? threads : st_cpu_count()), num))) {
-        st_cli_fail("train", "out of memory");
-        goto done;
-    }
-    popularity = st_malloc(((size_t)x.segments.count + 1) * sizeof *popularity);
-    if (!popularity) {
-        st_cli_fail("train", "out of memory");
-        goto done;
-    }
-    train_ctx c = {.out = out, .x = &x, .meta = meta, .popularity = popularity, .w = &w, .quiet = quiet,
-                   .tty = isatty(STDERR_FILENO)};
-    st_train_hooks hooks = {.progress = on_progress, .checkpoint = on_checkpoint,
-                            .checkpoint_every = (uint32_t)checkpoint_every, .ctx = &c};
-    interrupted = 0;
-    signal(SIGINT, on_sigint);
-    int trc = st_train_run(&x, &t, &hooks, err);
-    signal(SIGINT, SIG_DFL);
-    if (trc != 0) {
-        st_cli_fail("train", "%s", err);
-        goto done;
-    }
-    if (save_trained(&c, &t, err) != 0) {
-        st_cli_fail("train", "%s", err);
-        goto done;
-    }
-    if (!quiet) {
-        double bytes = (double)(x.by_user.nnz * 8 + x.by_segment.nnz * 8 + ((uint64_t)x.users.count + 1) * 8 +
-                                ((uint64_t)x.segments.count + 1) * 8) +
-                       (double)((uint64_t)x.users.count + x.segments.count) * t.k * 4;
-        if (t.stopped) fprintf(stderr, "interrupted: saved the model after iteration %u\n", t.iterations);
-        printf("trained %u users x %u segments, rank %u, %u iterations (%s) in %.2f s (%.3f s/iteration); "
-               "loss %.6f\n",
-               t.m, t.n, t.k, t.iterations, st_solver_name(t.params.solver), t.seconds,
-               t.iterations ? t.seconds / t.iterations : 0.0, t.iterations ? t.loss[t.iterations - 1] : 0.0);
-        printf("wrote %s; peak RSS %.1f MiB (%.2fx the %.1f MiB of CSR + CSC + factors)\n", out,
-               (double)st_peak_rss() / 1048576.0, (double)st_peak_rss() / bytes, bytes / 1048576.0);
-    }
-    code = t.stopped ? 130 : ST_EXIT_OK;
-done:
-    st_model_free(&rm);
-    st_trained_free(&t);
-    st_free(meta);
-    st_free(popularity);
-    st_interactions_free(&x);
     st_weighting_free(&w);
     return code;
 }

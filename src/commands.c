@@ -542,8 +542,10 @@ static void cmd_segments(st_ctx *c)
     }
     user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
     /* Calibration is monotone when a > 0: rank on raw scores, then map the
-     * survivors; MIN then applies to the calibrated value. */
-    int post_calibrate = calibrated && u.known;
+     * survivors; MIN then applies to the calibrated value. A user answered
+     * from the prior gets the model's probability for a user with no
+     * history: the calibration of the blend alone, w q[s]. */
+    int post_calibrate = calibrated;
     float *scores = sc->scores;
     uint32_t n = m->segments, got;
     if (only_from) {
@@ -560,7 +562,7 @@ static void cmd_segments(st_ctx *c)
         ns = w;
         for (uint32_t i = 0; i < ns; i++) {
             uint32_t s = segs[i];
-            scores[i] = u.known ? st_dot(u.x, m->V + (size_t)s * m->k, m->k) : sv->prior[s];
+            scores[i] = u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s];
         }
         for (int i = ex_from; i && i < ex_to; i++) {
             uint32_t s = find_segment(sv, &c->argv[i]);
@@ -610,7 +612,8 @@ static void cmd_segments(st_ctx *c)
     if (post_calibrate) {
         uint32_t w = 0;
         for (uint32_t i = 0; i < got; i++) {
-            float p = st_score_calibrate(m, sc->top[i]);
+            float base = u.known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
+            float p = (float)st_score_calibrated(m, base);
             if (p >= min) {
                 sc->idx[w] = sc->idx[i];
                 sc->top[w++] = p;
@@ -634,7 +637,7 @@ static void cmd_score(st_ctx *c)
     for (int i = 2; i < c->argc; i++) {
         uint32_t s = find_segment(sv, &c->argv[i]);
         if (s == ST_NOT_FOUND) resp_null(c->out);
-        else resp_score(c->out, u.known ? st_dot(u.x, m->V + (size_t)s * m->k, m->k) : sv->prior[s]);
+        else resp_score(c->out, u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s]);
     }
 }
 
@@ -749,7 +752,8 @@ static void cmd_audience(st_ctx *c)
         resp_error(c->out, "ERR AUDIENCE needs COUNT n");
         return;
     }
-    uint32_t got = st_score_audience(m, s, count, (float)min, c->scratch->scores, c->scratch->idx, c->scratch->top);
+    uint32_t got = st_score_audience(m, c->model->prior, s, count, (float)min, c->scratch->scores, c->scratch->idx,
+                                     c->scratch->top);
     reply_user_pairs(c, c->scratch->idx, c->scratch->top, got);
 }
 
@@ -790,7 +794,7 @@ static void cmd_reach(st_ctx *c)
         return;
     }
     if (arg_float(c, &c->argv[3], "MIN", &min) != 0) return;
-    resp_int(c->out, (int64_t)st_score_reach(&c->model->m, s, (float)min, c->scratch->scores));
+    resp_int(c->out, (int64_t)st_score_reach(&c->model->m, c->model->prior, s, (float)min, c->scratch->scores));
 }
 
 static void cmd_similar(st_ctx *c)
@@ -944,8 +948,8 @@ static const st_idmap *view_members(const st_served *sv, const view_key *k)
 static void view_scores(const st_served *sv, const view_key *k, float *out)
 {
     const st_model *m = &sv->m;
-    if (k->kind == 'u') st_score_all_segments(m, k->u.x, out);
-    else st_score_all_users(m, m->V + (size_t)k->idx * m->k, out);
+    if (k->kind == 'u') st_score_blend(m, sv->prior, k->u.x, out);
+    else st_score_segment_users(m, sv->prior, k->idx, out);
 }
 
 /* The score of one member, or 0 when the member is not in the view. */
@@ -955,13 +959,13 @@ static int view_score(const st_served *sv, const view_key *k, const resp_arg *me
     if (k->kind == 'u') {
         uint32_t s = st_idmap_find(&m->segment_ids, member->ptr, member->len);
         if (s == ST_NOT_FOUND) return 0;
-        *score = st_dot(k->u.x, m->V + (size_t)s * m->k, m->k);
+        *score = st_score_one(m, sv->prior, k->u.x, s);
         return 1;
     }
     if (k->kind == 's') {
         user_view u = find_user(sv, member->ptr, member->len);
         if (!u.known) return 0;
-        *score = st_dot(u.x, m->V + (size_t)k->idx * m->k, m->k);
+        *score = st_score_one(m, sv->prior, u.x, k->idx);
         return 1;
     }
     return 0;

@@ -23,7 +23,7 @@
 
 void st_read_opts_default(st_read_opts *o)
 {
-    o->skip_errors = 0;
+    memset(o, 0, sizeof *o);
     o->max_line = DEFAULT_MAX_LINE;
     o->header = -1;
 }
@@ -345,11 +345,51 @@ static int looks_like_header(char *line, size_t len, char sep)
     return 0;
 }
 
+/* 1 + the number of newlines before byte offset `at` of path: the line number
+ * of the line starting there, for messages from a read that began mid-file.
+ * Only called on error paths. 0 when it cannot be counted. */
+static uint64_t line_number_at(const char *path, uint64_t at)
+{
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return 0;
+    char buf[65536];
+    uint64_t seen = 0, lines = 1;
+    while (seen < at) {
+        unsigned want = at - seen < sizeof buf ? (unsigned)(at - seen) : (unsigned)sizeof buf;
+        int n = gzread(gz, buf, want);
+        if (n <= 0) break;
+        for (int i = 0; i < n; i++) lines += buf[i] == '\n';
+        seen += (uint64_t)n;
+    }
+    gzclose(gz);
+    return lines;
+}
+
+typedef struct {
+    const char *path, *name;
+    const st_read_opts *o;
+    st_read_stats *stats;
+    char *err;
+} reader_t;
+
+/* Records a malformed line: an error (stop mode, returns -1) or a skip. */
+static int bad_line(reader_t *r, uint64_t lineno, uint64_t offset, const char *why)
+{
+    uint64_t shown = r->o->begin > 0 ? line_number_at(r->path, offset) : lineno;
+    if (!r->o->skip_errors) return st_seterr(r->err, "%s:%llu: %s", r->name, (unsigned long long)shown, why);
+    if (r->stats->skipped < ST_READ_KEEP_REASONS)
+        snprintf(r->stats->reasons[r->stats->skipped], sizeof r->stats->reasons[0], "%s:%llu: %s", r->name,
+                 (unsigned long long)shown, why);
+    r->stats->skipped++;
+    return 0;
+}
+
 int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void *ctx,
                    st_read_stats *stats, char *err)
 {
     size_t max_line = o->max_line ? o->max_line : DEFAULT_MAX_LINE;
     const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    reader_t rd = {path, name, o, stats, err};
     gzFile gz;
     if (strcmp(path, "-") == 0) {
         int fd = dup(STDIN_FILENO);
@@ -360,18 +400,32 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
         gz = gzopen(path, "rb");
     }
     if (!gz) return st_seterr(err, "%s: cannot open: %s", name, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1u << 17);
-    size_t cap = max_line < (4u << 20) ? (4u << 20) : max_line + 1;
+    gzbuffer(gz, 1u << 15);
+    /* Room for two of the longest lines, and at least 64 KiB. */
+    size_t cap = max_line < (32u << 10) ? (64u << 10) : 2 * max_line;
     char *buf = st_malloc(cap + 1);
     if (!buf) {
         gzclose(gz);
         return st_seterr(err, "%s: out of memory", name);
     }
-    int rc = 0, eof = 0, first = 1, discarding = 0;
+    int rc = 0, eof = 0, first = o->begin == 0, discarding = 0;
     char sep = ',';
     size_t len = 0, pos = 0;
-    uint64_t lineno = 0;
+    uint64_t base = 0;  /* offset in the (uncompressed) input of buf[0] */
+    uint64_t lineno = 0, dataline = 0;
     char why[200];
+    if (o->begin > 0) {
+        /* A range starting mid-file: its first line is the one after the
+         * newline before `begin` (a line belongs to the range of its first byte). */
+        char c;
+        if (gzseek(gz, (z_off_t)(o->begin - 1), SEEK_SET) < 0 || gzread(gz, &c, 1) != 1) {
+            eof = 1;
+        } else {
+            discarding = c != '\n';
+            first = 1;
+        }
+        base = o->begin;
+    }
     for (;;) {
         char *nl = pos < len ? memchr(buf + pos, '\n', len - pos) : NULL;
         if (!nl && !eof) {
@@ -379,24 +433,23 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
             if (pos > 0) {
                 memmove(buf, buf + pos, len - pos);
                 len -= pos;
+                base += pos;
                 pos = 0;
             }
+            if (o->end && base >= o->end && !discarding) break;
             if (len >= max_line) {
                 /* The line is already too long whatever follows. */
                 if (!discarding) {
                     lineno++;
                     stats->lines++;
                     snprintf(why, sizeof why, "line longer than %zu bytes", max_line);
-                    if (!o->skip_errors) {
-                        rc = st_seterr(err, "%s:%llu: %s", name, (unsigned long long)lineno, why);
+                    if (bad_line(&rd, lineno, base, why) != 0) {
+                        rc = -1;
                         break;
                     }
-                    if (stats->skipped < ST_READ_KEEP_REASONS)
-                        snprintf(stats->reasons[stats->skipped], sizeof stats->reasons[0], "%s:%llu: %s", name,
-                                 (unsigned long long)lineno, why);
-                    stats->skipped++;
-                    discarding = 1;
+                    discarding = 2; /* an over-long line, counted */
                 }
+                base += len;
                 len = 0;
             }
             int n = gzread(gz, buf + len, (unsigned)(cap - len));
@@ -421,19 +474,26 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
         size_t end = nl ? (size_t)(nl - buf) : len;
         if (!nl && pos >= len) break; /* eof and nothing left */
         char *line = buf + pos;
+        uint64_t line_at = base + pos;
         size_t llen = end - pos;
         pos = nl ? end + 1 : len;
         if (discarding) {
-            /* The tail of an over-long line already counted. */
+            /* The tail of an over-long line, or the part of a line that
+             * belongs to the previous range. */
             discarding = 0;
             continue;
         }
+        if (o->end && line_at >= o->end) break;
         lineno++;
         stats->lines++;
         line[llen] = '\0';
         if (llen + 1 > max_line) {
             snprintf(why, sizeof why, "line longer than %zu bytes", max_line);
-            goto bad_line;
+            if (bad_line(&rd, lineno, line_at, why) != 0) {
+                rc = -1;
+                break;
+            }
+            continue;
         }
         if (first) {
             size_t k = 0;
@@ -441,37 +501,39 @@ int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void
             if (k == llen) continue;
             first = 0;
             sep = detect_sep(line, llen);
-            if (o->header == 1 || (o->header < 0 && looks_like_header(line, llen, sep))) continue;
+            if (o->begin == 0 && (o->header == 1 || (o->header < 0 && looks_like_header(line, llen, sep)))) continue;
+        }
+        if (o->stride > 1) {
+            size_t k = 0;
+            while (k < llen && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+            if (k == llen) continue;
+            if (dataline++ % o->stride != o->phase) continue;
         }
         st_event ev;
         int r = st_events_parse_line(line, llen, sep, &ev, why, sizeof why);
         if (r == 1) continue;
-        if (r < 0) goto bad_line;
+        if (r < 0) {
+            if (bad_line(&rd, lineno, line_at, why) != 0) {
+                rc = -1;
+                break;
+            }
+            continue;
+        }
         /* Terminate the ids in place (the separator after them is no longer needed). */
         ((char *)ev.user)[ev.user_len] = '\0';
         ((char *)ev.segment)[ev.segment_len] = '\0';
         if (ev.kind) ((char *)ev.kind)[ev.kind_len] = '\0';
         ev.file = name;
-        ev.line = lineno;
+        ev.line = o->begin > 0 ? 0 : lineno;
         if (fn(&ev, ctx, err) != 0) {
             rc = -1;
             break;
         }
         stats->events++;
-        continue;
-    bad_line:
-        if (!o->skip_errors) {
-            rc = st_seterr(err, "%s:%llu: %s", name, (unsigned long long)lineno, why);
-            break;
-        }
-        if (stats->skipped < ST_READ_KEEP_REASONS)
-            snprintf(stats->reasons[stats->skipped], sizeof stats->reasons[0], "%s:%llu: %s", name,
-                     (unsigned long long)lineno, why);
-        stats->skipped++;
     }
     st_free(buf);
     int zc = gzclose(gz);
-    if (rc == 0 && zc != Z_OK)
+    if (rc == 0 && zc != Z_OK && !(o->end && zc == Z_BUF_ERROR))
         rc = st_seterr(err, "%s: error closing the input (truncated gzip?)", name);
     return rc;
 }

@@ -33,13 +33,20 @@ typedef struct {
     double ts;        /* unix seconds; valid when has_ts */
     int has_ts;
     const char *file; /* for messages */
-    uint64_t line;
+    uint64_t line;    /* 0 when unknown (a read that began mid-file) */
 } st_event;
 
 typedef struct {
     int skip_errors;  /* 0: the first malformed line stops the read */
     size_t max_line;  /* bytes, including the newline; 0 = default 1 MiB */
     int header;       /* -1 auto, 0 never, 1 always */
+    /* Parts of a file, for readers that share one input (MPI ranks):
+     * - a byte range [begin, end) of the uncompressed input (end 0 = to the
+     *   end): the lines whose first byte lies in it; a header is looked for
+     *   only when begin is 0;
+     * - every stride-th data line from the phase-th (stride 0 or 1 = all). */
+    uint64_t begin, end;
+    uint32_t stride, phase;
 } st_read_opts;
 
 #define ST_READ_KEEP_REASONS 5

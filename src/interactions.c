@@ -105,7 +105,7 @@ struct st_builder {
     int have_t;
 };
 
-#define INITIAL_CAP (1u << 16)
+#define INITIAL_CAP (1u << 12)
 
 st_builder *st_builder_new(const st_weighting *w, char *err)
 {
@@ -219,24 +219,38 @@ static void intro_sort(uint64_t *k, float *v, size_t n, int depth)
     }
 }
 
-/* Sorts and merges duplicates (summing in double), keeping zero sums for now
- * (a later event may make them non-zero). */
-static void compact(st_builder *b)
+size_t st_pairs_sort_merge(uint64_t *keys, float *vals, size_t n)
 {
-    if (b->n == 0) return;
+    if (n == 0) return 0;
     int depth = 2;
-    for (size_t s = b->n; s > 1; s >>= 1) depth += 2;
-    intro_sort(b->keys, b->vals, b->n, depth);
+    for (size_t s = n; s > 1; s >>= 1) depth += 2;
+    intro_sort(keys, vals, n, depth);
     size_t w = 0;
-    for (size_t i = 0; i < b->n;) {
-        uint64_t key = b->keys[i];
+    for (size_t i = 0; i < n;) {
+        uint64_t key = keys[i];
         double sum = 0;
-        while (i < b->n && b->keys[i] == key) sum += b->vals[i++];
-        b->keys[w] = key;
-        b->vals[w] = (float)sum;
+        while (i < n && keys[i] == key) sum += vals[i++];
+        keys[w] = key;
+        vals[w] = (float)sum;
         w++;
     }
-    b->n = w;
+    return w;
+}
+
+/* Sorts and merges duplicates, keeping zero sums for now (a later event may
+ * make them non-zero). */
+static void compact(st_builder *b) { b->n = st_pairs_sort_merge(b->keys, b->vals, b->n); }
+
+int st_builder_newest(const st_builder *b, double *t)
+{
+    if (!b->have_t) return 0;
+    *t = b->tmax;
+    return 1;
+}
+
+void st_builder_set_newest(st_builder *b, double t)
+{
+    if (b->have_t && t > b->tmax) b->tmax = t;
 }
 
 static int grow(st_builder *b, char *err)
@@ -311,7 +325,7 @@ void st_interactions_free(st_interactions *x)
     st_csr_free(&x->by_segment);
 }
 
-int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
+int st_csr_transpose(const st_csr *a, st_csr *out, int with_data, char *err)
 {
     memset(out, 0, sizeof *out);
     out->rows = a->cols;
@@ -319,8 +333,8 @@ int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
     out->nnz = a->nnz;
     out->indptr = st_calloc((size_t)a->cols + 1, sizeof *out->indptr);
     out->indices = st_malloc(a->nnz * sizeof *out->indices);
-    out->data = st_malloc(a->nnz * sizeof *out->data);
-    if (!out->indptr || !out->indices || !out->data) {
+    out->data = with_data ? st_malloc(a->nnz * sizeof *out->data) : NULL;
+    if (!out->indptr || !out->indices || (with_data && !out->data)) {
         st_csr_free(out);
         return st_seterr(err, "out of memory transposing %llu nonzeros", (unsigned long long)a->nnz);
     }
@@ -332,7 +346,7 @@ int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
             uint32_t c = a->indices[p];
             uint64_t dst = out->indptr[c]++;
             out->indices[dst] = r;
-            out->data[dst] = a->data[p];
+            if (with_data) out->data[dst] = a->data[p];
         }
     }
     for (uint32_t c = a->cols; c > 0; c--) out->indptr[c] = out->indptr[c - 1];
@@ -340,10 +354,16 @@ int st_csr_transpose(const st_csr *a, st_csr *out, char *err)
     return 0;
 }
 
-int st_builder_finish(st_builder *b, st_interactions *out, char *err)
+static int finish(st_builder *b, st_interactions *out, int allow_empty, char *err);
+
+int st_builder_finish(st_builder *b, st_interactions *out, char *err) { return finish(b, out, 0, err); }
+
+int st_builder_finish_any(st_builder *b, st_interactions *out, char *err) { return finish(b, out, 1, err); }
+
+static int finish(st_builder *b, st_interactions *out, int allow_empty, char *err)
 {
     memset(out, 0, sizeof *out);
-    if (b->x.events == 0) {
+    if (b->x.events == 0 && !allow_empty) {
         st_builder_free(b);
         return st_seterr(err, "no events");
     }
@@ -371,7 +391,7 @@ int st_builder_finish(st_builder *b, st_interactions *out, char *err)
         b->vals[w] = b->vals[i];
         w++;
     }
-    if (w == 0) {
+    if (w == 0 && !allow_empty) {
         st_free(indptr);
         st_builder_free(b);
         return st_seterr(err, "every event has zero weight");
@@ -389,7 +409,7 @@ int st_builder_finish(st_builder *b, st_interactions *out, char *err)
     x->by_user.data = b->vals;
     b->keys = NULL;
     b->vals = NULL;
-    if (st_csr_transpose(&x->by_user, &x->by_segment, err) != 0) {
+    if (st_csr_transpose(&x->by_user, &x->by_segment, 0, err) != 0) {
         st_builder_free(b);
         return -1;
     }

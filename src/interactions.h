@@ -3,9 +3,11 @@
  * Legend: users m (rows), segments n (columns), nonzeros nnz.
  * Owns: the two id maps and the matrix stored once by row (CSR, users x
  * segments) and once by column (CSC, kept as the CSR of the transpose), with
- * u32 indices and u64 offsets. Values are the aggregated engagement r of each
- * (user, segment) pair: the sum over its events of weight x kind weight x
- * time decay. Pairs whose r is 0 are dropped: they are not interactions.
+ * u32 indices and u64 offsets. The values, the aggregated engagement r of each
+ * (user, segment) pair (the sum over its events of weight x kind weight x time
+ * decay), are kept once, in the CSR: the CSC holds the structure only
+ * (by_segment.data is NULL), which is all the trainer needs of it. Pairs whose
+ * r is 0 are dropped: they are not interactions.
  * Never: applies confidence (that is the trainer's, see als.h).
  *
  * Building: st_builder_add for every event, then st_builder_finish. The
@@ -32,7 +34,7 @@ typedef struct {
 typedef struct {
     st_idmap users, segments;
     st_csr by_user;    /* m x n */
-    st_csr by_segment; /* n x m */
+    st_csr by_segment; /* n x m, structure only: data is NULL */
     uint64_t events;   /* events accepted */
 } st_interactions;
 
@@ -74,6 +76,20 @@ int st_builder_add_cb(const st_event *ev, void *ctx, char *err);
  * nothing was added, or when every value was zero. */
 int st_builder_finish(st_builder *b, st_interactions *out, char *err);
 
+/* The same, but an empty result (no events, or only zero values) is not an
+ * error: for one part of an input shared by several readers. */
+int st_builder_finish_any(st_builder *b, st_interactions *out, char *err);
+
+/* Time decay relative to the newest event, when the newest event is known
+ * only across several builders: st_builder_newest gives this builder's (0
+ * when it saw no timestamp), st_builder_set_newest raises it before finish. */
+int st_builder_newest(const st_builder *b, double *t);
+void st_builder_set_newest(st_builder *b, double t);
+
+/* Sorts parallel (key, value) arrays by key in place and merges equal keys
+ * (summing values in double). Returns the number of distinct keys. */
+size_t st_pairs_sort_merge(uint64_t *keys, float *vals, size_t n);
+
 void st_interactions_free(st_interactions *x);
 
 /* Reads every file (or "-") with o, weights events by w and builds x.
@@ -83,8 +99,9 @@ int st_interactions_read(char **paths, int npaths, const st_read_opts *o, const 
                          st_interactions *x, st_read_stats *stats, char *err);
 
 /* Transposes a CSR (rows x cols) into a new CSR (cols x rows); indices within
- * each output row come out sorted. Allocates; -1 on out-of-memory. */
-int st_csr_transpose(const st_csr *a, st_csr *out, char *err);
+ * each output row come out sorted. With with_data = 0 only the structure is
+ * built (out->data = NULL). Allocates; -1 on out-of-memory. */
+int st_csr_transpose(const st_csr *a, st_csr *out, int with_data, char *err);
 void st_csr_free(st_csr *a);
 
 /* XXH3-64 over the matrix and the ids: the fingerprint recorded in a model. */

@@ -1,9 +1,14 @@
-/* score: dot products, one kernel for every score, and a bounded-heap top-k; the
- * prior, fold-in, explanations, audiences, look-alikes, reach, similarity.
+/* score: every score, the top-k selections, and the questions built on them.
  *
- * The top-k keeps a heap of the best `want` candidates seen so far (the
- * worst at the root), so selecting from n scores costs O(n log want) with no
- * allocation; the survivors are then heap-sorted best first.
+ * What it is: the one dot-product kernel (a fixed summation order, so a
+ * (user, segment) pair scores the same float in every command), the
+ * popularity prior and its blend, calibration, top-k selection (a buffered
+ * quickselect for small k, a bounded heap otherwise), an exact top-k over
+ * segments that stops early (segments visited by decreasing norm), the
+ * Redis sorted-set order for the server's views, fold-in of an unseen user,
+ * explanations, audiences, look-alikes, reach and similar segments.
+ * What it is not: a place that allocates per request; every buffer is the
+ * caller's.
  */
 #include "score.h"
 
@@ -11,8 +16,17 @@
 #include <lapacke.h>
 #include <math.h>
 #include <string.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include "util.h"
+
+/* Every score must come out bit-identical whichever function computes it
+ * (SCORE, SEGMENTS, the sorted-set views, the CLI): no fused multiply-adds
+ * in this file, which the compiler (the build has -ffp-contract=fast) would
+ * otherwise use in some of those paths and not in others. */
+#pragma GCC optimize("fp-contract=off")
 
 /* The one summation order every score is computed in: eight partial sums
  * (lane j takes elements j, j+8, j+16, ...), combined pairwise, written with
@@ -83,110 +97,344 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores)
     scan_rows(m->V, m->segments, m->k, x, scores);
 }
 
-/* ---- bounded-heap selection ----------------------------------------------- */
-
-/* A selection keeps the best `want` candidates seen so far in a heap whose
- * root is the one that ranks last, so each new candidate costs one compare
- * unless it gets in. The order is a function, so the same heap serves
- * st_topk (score, then lower index) and the sorted-set order (score, then
- * member bytes, either direction). */
-typedef int (*rank_after_fn)(const void *ctx, float sa, uint32_t ia, float sb, uint32_t ib);
-
-typedef struct {
-    rank_after_fn after; /* a ranks after (worse than) b */
-    const void *ctx;
-    uint32_t *idx;
-    float *sc;
-    uint32_t size, want;
-} selection;
-
-static inline void swap_at(selection *h, uint32_t i, uint32_t j)
+void st_score_prior(const st_model *m, float *q)
 {
-    float ts = h->sc[i];
-    h->sc[i] = h->sc[j];
-    h->sc[j] = ts;
-    uint32_t ti = h->idx[i];
-    h->idx[i] = h->idx[j];
-    h->idx[j] = ti;
+    float top = 0;
+    for (uint32_t s = 0; s < m->segments; s++)
+        if (m->popularity[s] > top) top = m->popularity[s];
+    double d = log1p((double)top);
+    for (uint32_t s = 0; s < m->segments; s++) q[s] = d > 0 ? (float)(log1p((double)m->popularity[s]) / d) : 0.0f;
 }
 
-static inline int after_at(const selection *h, uint32_t i, uint32_t j)
+void st_score_blend(const st_model *m, const float *q, const float *x, float *scores)
 {
-    return h->after(h->ctx, h->sc[i], h->idx[i], h->sc[j], h->idx[j]);
+    st_score_all_segments(m, x, scores);
+    float w = (float)m->h.prior_weight;
+    if (w != 0) /* (float)w * q[s], added as st_score_one adds it: the same float */
+        for (uint32_t s = 0; s < m->segments; s++) scores[s] += w * q[s];
 }
 
-static void sift_down(selection *h, uint32_t n, uint32_t i)
+float st_score_one(const st_model *m, const float *q, const float *x, uint32_t s)
+{
+    return st_dot(x, m->V + (size_t)s * m->k, m->k) + (float)m->h.prior_weight * q[s];
+}
+
+double st_score_calibrated(const st_model *m, float score)
+{
+    if (!(m->h.flags & ST_MODEL_CALIBRATED)) return NAN;
+    double z = m->h.calib_a * score + m->h.calib_b;
+    return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
+}
+
+/* a ranks worse than b: lower score, or equal score and higher index. */
+static inline int worse(float sa, uint32_t ia, float sb, uint32_t ib) { return sa < sb || (sa == sb && ia > ib); }
+
+static void sift_down(uint32_t *idx, float *sc, uint32_t n, uint32_t i)
 {
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && after_at(h, l, w)) w = l;
-        if (r < n && after_at(h, r, w)) w = r;
+        if (l < n && worse(sc[l], idx[l], sc[w], idx[w])) w = l;
+        if (r < n && worse(sc[r], idx[r], sc[w], idx[w])) w = r;
         if (w == i) return;
-        swap_at(h, i, w);
+        float ts = sc[i];
+        sc[i] = sc[w];
+        sc[w] = ts;
+        uint32_t ti = idx[i];
+        idx[i] = idx[w];
+        idx[w] = ti;
         i = w;
     }
 }
 
-/* Offers candidate i with score s. */
-static inline void offer(selection *h, uint32_t i, float s)
+static void sift_up(uint32_t *idx, float *sc, uint32_t i)
 {
-    if (h->size < h->want) {
-        uint32_t c = h->size++;
-        h->idx[c] = i;
-        h->sc[c] = s;
-        while (c > 0 && after_at(h, c, (c - 1) / 2)) {
-            swap_at(h, c, (c - 1) / 2);
-            c = (c - 1) / 2;
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!worse(sc[i], idx[i], sc[p], idx[p])) return;
+        float ts = sc[i];
+        sc[i] = sc[p];
+        sc[p] = ts;
+        uint32_t ti = idx[i];
+        idx[i] = idx[p];
+        idx[p] = ti;
+        i = p;
+    }
+}
+
+/* A bit for each of the 32 scores at s that is greater than thr (NaN is not). */
+static inline uint32_t above_mask(const float *s, float thr)
+{
+#ifdef __AVX__
+    __m256 t = _mm256_set1_ps(thr);
+    uint32_t a = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s), t, _CMP_GT_OQ));
+    uint32_t b = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GT_OQ));
+    uint32_t c = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 16), t, _CMP_GT_OQ));
+    uint32_t d = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 24), t, _CMP_GT_OQ));
+    return a | b << 8 | c << 16 | d << 24;
+#else
+    uint32_t m = 0;
+    for (uint32_t j = 0; j < 32; j++) m |= (uint32_t)(s[j] > thr) << j;
+    return m;
+#endif
+}
+
+/* Offers score s of index i to the heap of `size` (full at `want`). */
+static inline void offer(uint32_t *idx, float *sc, uint32_t *size, uint32_t want, uint32_t i, float s)
+{
+    if (*size < want) {
+        idx[*size] = i;
+        sc[*size] = s;
+        sift_up(idx, sc, *size);
+        (*size)++;
+    } else if (worse(sc[0], idx[0], s, i)) {
+        idx[0] = i;
+        sc[0] = s;
+        sift_down(idx, sc, *size, 0);
+    }
+}
+
+/* Quickselect on parallel arrays: afterwards the `want` best of sc[0..n)
+ * (higher score, then lower index) are in [0, want), in no order. */
+static void select_best(uint32_t *idx, float *sc, uint32_t n, uint32_t want)
+{
+    uint32_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        /* Median of three as the pivot, moved to hi - 1. */
+        uint32_t a = lo, b = mid, c = hi - 1, p;
+        if (worse(sc[a], idx[a], sc[b], idx[b])) { uint32_t t = a; a = b; b = t; }
+        if (worse(sc[b], idx[b], sc[c], idx[c])) { b = c; }
+        if (worse(sc[a], idx[a], sc[b], idx[b])) { b = a; }
+        p = b;
+        float ps = sc[p];
+        uint32_t pi = idx[p];
+        sc[p] = sc[hi - 1];
+        idx[p] = idx[hi - 1];
+        sc[hi - 1] = ps;
+        idx[hi - 1] = pi;
+        uint32_t store = lo;
+        for (uint32_t j = lo; j < hi - 1; j++) {
+            if (worse(ps, pi, sc[j], idx[j])) { /* j better than the pivot */
+                float ts = sc[j];
+                uint32_t ti = idx[j];
+                sc[j] = sc[store];
+                idx[j] = idx[store];
+                sc[store] = ts;
+                idx[store] = ti;
+                store++;
+            }
         }
-    } else if (h->after(h->ctx, h->sc[0], h->idx[0], s, i)) {
-        h->idx[0] = i;
-        h->sc[0] = s;
-        sift_down(h, h->size, 0);
+        sc[hi - 1] = sc[store];
+        idx[hi - 1] = idx[store];
+        sc[store] = ps;
+        idx[store] = pi;
+        if (store == want || store + 1 == want) return;
+        if (store > want) hi = store;
+        else lo = store + 1;
     }
 }
 
-/* Pops the last-ranked to the end repeatedly: the heap ends up in order,
- * best first. Returns how many were kept. */
-static uint32_t finish(selection *h)
+#define TOPK_BUFFERED_MAX 256
+
+/* Ascending sort of a few hundred keys: quicksort with insertion sort below 16. */
+static void sort_u64(uint64_t *a, uint32_t n)
 {
-    for (uint32_t end = h->size; end > 1; end--) {
-        swap_at(h, 0, end - 1);
-        sift_down(h, end - 1, 0);
+    while (n > 16) {
+        uint64_t p = a[n / 2], t;
+        uint32_t i = 0, j = n - 1;
+        for (;;) {
+            while (a[i] < p) i++;
+            while (a[j] > p) j--;
+            if (i >= j) break;
+            t = a[i];
+            a[i] = a[j];
+            a[j] = t;
+            i++;
+            j--;
+        }
+        sort_u64(a, j + 1);
+        a += j + 1;
+        n -= j + 1;
     }
-    return h->size;
+    for (uint32_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        uint32_t j = i;
+        while (j > 0 && a[j - 1] > v) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = v;
+    }
 }
 
-/* Lower score, or equal score and higher index. */
-static int after_by_index(const void *ctx, float sa, uint32_t ia, float sb, uint32_t ib)
+/* A score that about 2 want of the n lie above, from a sample of 1024 (32
+ * runs of 32, spread over the scores: few cache lines, and not biased to the
+ * front, where the popular segments first seen tend to be), or -inf when n is
+ * too small for sampling to pay. When at least
+ * `want` scores turn out to be above it, the best `want` are all among them,
+ * so one pass that keeps only those gives the exact answer. */
+static float estimate_threshold(const float *s, uint32_t n, uint32_t want)
 {
-    (void)ctx;
-    return sa < sb || (sa == sb && ia > ib);
+    enum { SAMPLE = 1024, MAXR = 64 };
+    if (n < 8192 || (uint64_t)want * 64 > n) return -INFINITY;
+    uint32_t r = (uint32_t)((2ull * want * SAMPLE + n - 1) / n) + 2, stride = n / 32;
+    if (r > MAXR) return -INFINITY;
+    float best[MAXR]; /* the r largest sampled, ascending */
+    uint32_t have = 0;
+    for (uint32_t q = 0; q < SAMPLE; q++) {
+        float v = s[(size_t)(q / 32) * stride + q % 32];
+        if (!(v == v)) continue;
+        if (have < r) {
+            uint32_t j = have++;
+            while (j > 0 && best[j - 1] > v) {
+                best[j] = best[j - 1];
+                j--;
+            }
+            best[j] = v;
+        } else if (v > best[0]) {
+            uint32_t j = 0;
+            while (j + 1 < r && best[j + 1] < v) {
+                best[j] = best[j + 1];
+                j++;
+            }
+            best[j] = v;
+        }
+    }
+    return have == r ? best[0] : -INFINITY;
+}
+
+/* For want <= TOPK_BUFFERED_MAX: candidates above a threshold are appended to
+ * a buffer of 4 want; when it fills, a quickselect keeps the best want and
+ * raises the threshold to the worst of them. Appending costs a few cycles
+ * where a heap replacement costs a mispredicted branch per level. */
+static uint32_t topk_buffered(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude,
+                              uint64_t nexclude, uint32_t *out_idx, float *out_score)
+{
+    uint32_t bidx[4 * TOPK_BUFFERED_MAX];
+    float bsc[4 * TOPK_BUFFERED_MAX];
+    uint32_t cap = 4 * want, cnt = 0, i = 0;
+    uint64_t e = 0;
+    float thr = estimate_threshold(scores, n, want);
+again:
+    for (;;) {
+        uint32_t m, base = i;
+        if (i + 32 <= n) {
+            m = above_mask(scores + i, thr);
+            i += 32;
+        } else if (i < n) {
+            m = 0;
+            for (uint32_t j = 0; i + j < n; j++) m |= (uint32_t)(scores[i + j] > thr) << j;
+            i = n;
+        } else {
+            break;
+        }
+        while (m) {
+            uint32_t j = base + (uint32_t)__builtin_ctz(m);
+            m &= m - 1;
+            while (e < nexclude && exclude[e] < j) e++;
+            if (e < nexclude && exclude[e] == j) continue;
+            bidx[cnt] = j;
+            bsc[cnt++] = scores[j];
+            if (cnt == cap) {
+                select_best(bidx, bsc, cnt, want);
+                cnt = want;
+                float w = bsc[0];
+                for (uint32_t q = 1; q < want; q++) w = bsc[q] < w ? bsc[q] : w;
+                thr = w;
+            }
+        }
+    }
+    if (cnt < want && thr != -INFINITY) {
+        /* The estimate was too high (exclusions, ties): every score counts. */
+        thr = -INFINITY;
+        cnt = i = 0;
+        e = 0;
+        goto again;
+    }
+    if (cnt > want) {
+        select_best(bidx, bsc, cnt, want);
+        cnt = want;
+    }
+    /* Best first: each survivor becomes one u64 whose ascending order is
+     * (higher score, then lower index), sorted with single compares. */
+    uint64_t keys[TOPK_BUFFERED_MAX];
+    for (uint32_t q = 0; q < cnt; q++) {
+        uint32_t bits;
+        memcpy(&bits, &bsc[q], 4);
+        /* IEEE order as unsigned (negatives flipped), then reversed: best first. */
+        bits = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+        keys[q] = (uint64_t)~bits << 32 | bidx[q];
+    }
+    sort_u64(keys, cnt);
+    for (uint32_t q = 0; q < cnt; q++) {
+        out_idx[q] = (uint32_t)keys[q];
+        out_score[q] = scores[out_idx[q]];
+    }
+    return cnt;
+}
+
+/* Pops the worst to the end repeatedly: the heap ends up sorted best first. */
+static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
+{
+    for (uint32_t end = size; end > 1; end--) {
+        float ts = sc[0];
+        sc[0] = sc[end - 1];
+        sc[end - 1] = ts;
+        uint32_t ti = idx[0];
+        idx[0] = idx[end - 1];
+        idx[end - 1] = ti;
+        sift_down(idx, sc, end - 1, 0);
+    }
 }
 
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score)
 {
-    selection h = {after_by_index, NULL, out_idx, out_score, 0, want};
     if (want == 0) return 0;
+    if (want <= TOPK_BUFFERED_MAX) return topk_buffered(scores, n, want, exclude, nexclude, out_idx, out_score);
+    uint32_t size = 0, i = 0;
     uint64_t e = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    /* Until the heap is full, and up to a multiple of 32: every score. */
+    for (; i < n && (size < want || (i & 31)); i++) {
         while (e < nexclude && exclude[e] < i) e++;
         if (e < nexclude && exclude[e] == i) continue;
-        if (!isnan(scores[i])) offer(&h, i, scores[i]);
+        if (isnan(scores[i])) continue;
+        offer(out_idx, out_score, &size, want, i, scores[i]);
     }
-    return finish(&h);
+    /* Then 32 at a time, looking only at the scores above the heap's worst
+     * (a later index never wins a tie, and NaN is never above): with K much
+     * smaller than n, most blocks have none and the rest very few. */
+    for (; i + 32 <= n; i += 32) {
+        uint32_t m = above_mask(scores + i, out_score[0]);
+        while (m) {
+            uint32_t j = i + (uint32_t)__builtin_ctz(m);
+            m &= m - 1;
+            while (e < nexclude && exclude[e] < j) e++;
+            if (e < nexclude && exclude[e] == j) continue;
+            offer(out_idx, out_score, &size, want, j, scores[j]);
+        }
+    }
+    for (; i < n; i++) {
+        while (e < nexclude && exclude[e] < i) e++;
+        if (e < nexclude && exclude[e] == i) continue;
+        if (isnan(scores[i])) continue;
+        offer(out_idx, out_score, &size, want, i, scores[i]);
+    }
+    heap_to_sorted(out_idx, out_score, size);
+    return size;
 }
+
+/* ---- the Redis sorted-set order ------------------------------------------- */
 
 typedef struct {
     const st_idmap *names;
     int descending;
 } member_order;
 
-/* Redis's sorted-set order: by score, equal scores by member bytes (memcmp,
- * then the shorter first); descending reverses both. */
-static int after_by_member(const void *vctx, float sa, uint32_t ia, float sb, uint32_t ib)
+/* a comes after b in a sorted set: by score, equal scores by member bytes
+ * (memcmp, then the shorter first); descending reverses both. */
+static int member_after(const member_order *o, float sa, uint32_t ia, float sb, uint32_t ib)
 {
-    const member_order *o = vctx;
     if (sa != sb) return o->descending ? sa < sb : sa > sb;
     size_t la, lb;
     const char *na = st_idmap_name(o->names, ia, &la), *nb = st_idmap_name(o->names, ib, &lb);
@@ -195,36 +443,86 @@ static int after_by_member(const void *vctx, float sa, uint32_t ia, float sb, ui
     return o->descending ? r < 0 : r > 0;
 }
 
+/* The heap of st_topk with this order instead of (score, index): the root is
+ * the kept member that comes last. Not on a hot path, so no vector tricks. */
+static void member_sift_down(const member_order *o, uint32_t *idx, float *sc, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && member_after(o, sc[l], idx[l], sc[w], idx[w])) w = l;
+        if (r < n && member_after(o, sc[r], idx[r], sc[w], idx[w])) w = r;
+        if (w == i) return;
+        float ts = sc[i];
+        sc[i] = sc[w];
+        sc[w] = ts;
+        uint32_t ti = idx[i];
+        idx[i] = idx[w];
+        idx[w] = ti;
+        i = w;
+    }
+}
+
 uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
                          uint32_t *out_idx, float *out_score)
 {
     member_order o = {names, descending};
-    selection h = {after_by_member, &o, out_idx, out_score, 0, want};
+    uint32_t size = 0;
     if (want == 0) return 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (!isnan(scores[i])) offer(&h, i, scores[i]);
-    return finish(&h);
+    for (uint32_t i = 0; i < n; i++) {
+        float s = scores[i];
+        if (isnan(s)) continue;
+        if (size < want) {
+            out_idx[size] = i;
+            out_score[size++] = s;
+            if (size == want) /* heapify once full */
+                for (uint32_t j = size / 2; j-- > 0;) member_sift_down(&o, out_idx, out_score, size, j);
+        } else if (member_after(&o, out_score[0], out_idx[0], s, i)) {
+            out_idx[0] = i;
+            out_score[0] = s;
+            member_sift_down(&o, out_idx, out_score, size, 0);
+        }
+    }
+    if (size < want)
+        for (uint32_t j = size / 2; j-- > 0;) member_sift_down(&o, out_idx, out_score, size, j);
+    for (uint32_t end = size; end > 1; end--) {
+        float ts = out_score[0];
+        out_score[0] = out_score[end - 1];
+        out_score[end - 1] = ts;
+        uint32_t ti = out_idx[0];
+        out_idx[0] = out_idx[end - 1];
+        out_idx[end - 1] = ti;
+        member_sift_down(&o, out_idx, out_score, end - 1, 0);
+    }
+    return size;
 }
 
 /* ---- pruned top-k over segments ------------------------------------------ */
 
-int st_segment_index_build(const st_model *m, st_segment_index *ix)
+int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     uint32_t n = m->segments, k = m->k;
     ix->order = st_malloc((size_t)n * sizeof *ix->order);
     ix->norms = st_malloc((size_t)n * sizeof *ix->norms);
+    ix->add = st_malloc((size_t)n * sizeof *ix->add);
+    ix->add_max = st_malloc(((size_t)n + 1) * sizeof *ix->add_max);
     ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows);
     float *norms = st_malloc((size_t)n * sizeof *norms);
-    if (!ix->order || !ix->norms || !ix->rows || !norms) {
+    if (!ix->order || !ix->norms || !ix->add || !ix->add_max || !ix->rows || !norms) {
         st_free(norms);
         st_segment_index_free(ix);
         return -1;
     }
     st_score_segment_norms(m, norms);
     st_topk(norms, n, n, NULL, 0, ix->order, ix->norms); /* by decreasing norm */
-    for (uint32_t p = 0; p < n; p++)
+    float w = (float)m->h.prior_weight;
+    for (uint32_t p = 0; p < n; p++) {
         memcpy(ix->rows + (size_t)p * k, m->V + (size_t)ix->order[p] * k, k * sizeof *ix->rows);
+        ix->add[p] = w * q[ix->order[p]]; /* the blend, exactly as st_score_one adds it */
+    }
+    /* add_max[p]: the most the blend adds from position p on. */
+    ix->add_max[n] = -INFINITY;
+    for (uint32_t p = n; p-- > 0;) ix->add_max[p] = ix->add[p] > ix->add_max[p + 1] ? ix->add[p] : ix->add_max[p + 1];
     st_free(norms);
     ix->n = n;
     ix->k = k;
@@ -235,53 +533,50 @@ void st_segment_index_free(st_segment_index *ix)
 {
     st_free(ix->order);
     st_free(ix->norms);
+    st_free(ix->add);
+    st_free(ix->add_max);
     st_free(ix->rows);
     memset(ix, 0, sizeof *ix);
 }
 
-/* How far a computed score may exceed |x| |v| through float rounding: the
- * dot of k products, each rounded, is within k * 2^-24 * |x| |v| of exact;
- * the margin is a hundred times that and then some. */
-static float bound_with_margin(float b, uint32_t k) { return b * (1.0f + (float)k * 1e-5f) + 1e-6f; }
+/* The most any segment from position p on can score: Cauchy-Schwarz on the
+ * dot product plus the largest blend still ahead. A computed dot of k
+ * rounded products is within k 2^-24 |x| |v| of the exact one, and adding
+ * the blend rounds once more; the margins are a hundred times that. */
+static float reach_from(const st_segment_index *ix, float xnorm, uint32_t p)
+{
+    float b = xnorm * ix->norms[p];
+    float add = ix->add_max[p];
+    return b * (1.0f + (float)ix->k * 1e-5f) + add + (fabsf(add) + b) * 1e-6f + 1e-6f;
+}
 
 uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
                                 const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
 {
     enum { BLOCK = 32 };
-    uint32_t n = ix->n, k = ix->k, p = 0;
-    selection h = {after_by_index, NULL, out_idx, out_score, 0, want};
+    uint32_t n = ix->n, k = ix->k, size = 0, p = 0;
     float xnorm = sqrtf(dot8(x, x, k));
     while (p < n && want > 0) {
         /* Nothing from here on can beat the want-th best or reach min. */
-        float reach = bound_with_margin(xnorm * ix->norms[p], k);
-        if (reach < min || (h.size == want && reach < out_score[0])) break;
+        float reach = reach_from(ix, xnorm, p);
+        if (reach < min || (size == want && reach < out_score[0])) break;
         uint32_t end = p + BLOCK < n ? p + BLOCK : n;
         float sc[BLOCK];
         scan_rows(ix->rows + (size_t)p * k, end - p, k, x, sc);
         for (uint32_t q = p; q < end; q++) {
             uint32_t i = ix->order[q];
-            float v = sc[q - p];
+            float v = sc[q - p] + ix->add[q];
             if ((skip && skip[i]) || isnan(v) || !(v >= min)) continue;
-            offer(&h, i, v);
+            offer(out_idx, out_score, &size, want, i, v);
         }
         p = end;
     }
     if (visited) *visited = p;
-    return finish(&h);
+    heap_to_sorted(out_idx, out_score, size);
+    return size;
 }
 
-/* ---- the prior, calibration, fold-in and explanations -------------------- */
-
-void st_score_prior(const st_model *m, float *out)
-{
-    float users = m->users > 0 ? (float)m->users : 1.0f;
-    for (uint32_t s = 0; s < m->segments; s++) out[s] = m->popularity[s] / users;
-}
-
-float st_score_calibrate(const st_model *m, float score)
-{
-    return (float)(1.0 / (1.0 + exp(-(m->h.calib_a * score + m->h.calib_b))));
-}
+/* ---- fold-in and explanations -------------------------------------------- */
 
 uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz) { return nnz + st_als_foldin_scratch(m->k); }
 
@@ -292,26 +587,29 @@ uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz)
     return nnz + (uint64_t)nnz * k + k * k + k;
 }
 
-/* The model's confidence-minus-one of each history entry, and the row's
- * regularisation: exactly what training used for a row with this history. */
+double st_score_confidences(const st_model *m, const st_als_params *p, const uint32_t *seg, const float *r,
+                            uint32_t nnz, float *cm1)
+{
+    double norm = 1.0;
+    if (p->confidence == ST_CONF_BM25) {
+        double sum = 0;
+        for (uint32_t i = 0; i < nnz; i++) sum += r[i];
+        double mean = m->h.bm25_mean_rowsum > 0 ? m->h.bm25_mean_rowsum : 1.0;
+        norm = (1.0 - p->bm25_b) + p->bm25_b * sum / mean;
+    }
+    for (uint32_t i = 0; i < nnz; i++) {
+        /* idf as st_als_confidence computes it in training */
+        double idf = p->confidence == ST_CONF_BM25 ? log((double)m->users) - log1p((double)m->popularity[seg[i]]) : 0;
+        cm1[i] = st_als_conf1(p, r[i], idf, norm);
+    }
+    return st_als_row_lambda(p, nnz, m->segments);
+}
+
 static double confidences(const st_model *m, const uint32_t *seg, const float *r, uint32_t nnz, float *cm1)
 {
     st_als_params p;
     st_model_params(&m->h, &p);
-    double norm = 1.0;
-    if (p.confidence == ST_CONF_BM25) {
-        double sum = 0;
-        for (uint32_t i = 0; i < nnz; i++) sum += r[i];
-        double mean = m->h.bm25_mean_rowsum > 0 ? m->h.bm25_mean_rowsum : 1.0;
-        norm = (1.0 - p.bm25_b) + p.bm25_b * sum / mean;
-    }
-    for (uint32_t i = 0; i < nnz; i++) {
-        double idf = p.confidence == ST_CONF_BM25 ? log((double)m->users) - log1p((double)m->popularity[seg[i]]) : 0;
-        cm1[i] = st_als_conf1(&p, r[i], idf, norm);
-    }
-    if (p.regularization == ST_REG_FREQUENCY)
-        return p.lambda * pow((double)nnz + p.reg_alpha0 * m->segments, p.reg_nu);
-    return p.lambda;
+    return st_score_confidences(m, &p, seg, r, nnz, cm1);
 }
 
 int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
@@ -353,27 +651,28 @@ int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, con
 
 void st_score_all_users(const st_model *m, const float *y, float *out) { scan_rows(m->U, m->users, m->k, y, out); }
 
-uint64_t st_score_reach(const st_model *m, uint32_t s, float min, float *scratch)
+void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out)
 {
-    st_score_all_users(m, m->V + (size_t)s * m->k, scratch);
+    st_score_all_users(m, m->V + (size_t)s * m->k, out);
+    float add = (float)m->h.prior_weight * q[s];
+    for (uint32_t u = 0; u < m->users; u++) out[u] += add;
+}
+
+uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch)
+{
+    st_score_segment_users(m, q, s, scratch);
     uint64_t n = 0;
     for (uint32_t u = 0; u < m->users; u++) n += scratch[u] >= min;
     return n;
 }
 
-/* Marks scores under min as NaN, which st_topk skips. */
-static void drop_below(float *scores, uint32_t n, float min)
-{
-    if (isinf(min) && min < 0) return;
-    for (uint32_t i = 0; i < n; i++)
-        if (!(scores[i] >= min)) scores[i] = NAN;
-}
-
-uint32_t st_score_audience(const st_model *m, uint32_t s, uint32_t want, float min, float *scratch,
+uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
                            uint32_t *out_idx, float *out_score)
 {
-    st_score_all_users(m, m->V + (size_t)s * m->k, scratch);
-    drop_below(scratch, m->users, min);
+    st_score_segment_users(m, q, s, scratch);
+    if (!(isinf(min) && min < 0)) /* NaN, which st_topk skips, for the scores under min */
+        for (uint32_t u = 0; u < m->users; u++)
+            if (!(scratch[u] >= min)) scratch[u] = NAN;
     return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
 }
 

@@ -1,8 +1,10 @@
 /* score: scores and top-k selections over a model, and the questions built
  * on them: a user's segments, fold-in of an unseen user, audiences,
- * look-alikes, reach, similar segments, explanations, the cold-start prior.
+ * look-alikes, reach, similar segments, explanations, the popularity prior.
  *
- * Legend: users m, segments n, rank k. A score is U[u] . V[s].
+ * Legend: users m, segments n, rank k. A score is U[u] . V[s] + w q[s]: the
+ * dot product plus the model's prior blend (w = prior_weight, 0 unless
+ * `starling eval`/`tune` fitted it; q from st_score_prior).
  * Owns: nothing. Never: allocates (every buffer is the caller's, so the
  * server's hot path can reuse per-thread scratch; the one exception is
  * st_segment_index_build, run once per model load), blocks, or prints.
@@ -16,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "als.h"
 #include "model.h"
 
 /* scores[s] = V[s] . x for every segment (st_dot on each row). */
@@ -27,6 +30,30 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores);
  * (want entries each) double as the heap while selecting. */
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score);
+
+/* The popularity prior of every segment (n floats into q):
+ *   q[s] = log(1 + popularity[s]) / log(1 + max popularity), in [0, 1].
+ * Computed once per model (at load); a caller keeps it beside the model. */
+void st_score_prior(const st_model *m, float *q);
+
+/* Every segment's score for the user vector x, with the model's prior blend:
+ *   scores[s] = V[s] . x + prior_weight q[s]
+ * (prior_weight from the header; 0 in a model nobody fitted it for, and then
+ * this is st_score_all_segments). q from st_score_prior. */
+void st_score_blend(const st_model *m, const float *q, const float *x, float *scores);
+
+/* One segment's blended score. */
+float st_score_one(const st_model *m, const float *q, const float *x, uint32_t s);
+
+/* The probability of engagement of a (blended) score from the model's
+ * logistic calibration: 1 / (1 + exp(-(calib_a score + calib_b))). NaN when
+ * the model is not calibrated (flags lack ST_MODEL_CALIBRATED). */
+double st_score_calibrated(const st_model *m, float score);
+
+/* The dot product of two k-vectors: the one scoring kernel, with a fixed
+ * summation order, so a pair scores the same in every command. */
+float st_dot(const float *a, const float *b, uint32_t k);
+
 
 /* The first `want` of n scores in the order of a Redis sorted set: by
  * ascending score, equal scores by member name bytes (names[i] names index
@@ -42,38 +69,37 @@ typedef struct {
     uint32_t n, k;
     uint32_t *order; /* position -> segment */
     float *norms;    /* by position, decreasing */
+    float *add;      /* by position: the prior blend w q[s] */
+    float *add_max;  /* n + 1: the largest add from each position on */
     float *rows;     /* n x k, by position */
 } st_segment_index;
 
-int st_segment_index_build(const st_model *m, st_segment_index *ix);
+/* q from st_score_prior: the index scores with the model's blend. */
+int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix);
 void st_segment_index_free(st_segment_index *ix);
 
-/* The best `want` segments for the user vector x among those scoring at
- * least min and not marked in skip (indexed by segment; NULL = none): the
- * same answer, scores and order as scoring every segment and st_topk, but
- * visiting segments by decreasing norm and stopping once |x| |V[s]| (the
- * most the rest could score, with a margin for rounding) falls below the
+/* The best `want` segments for the user vector x (blended scores, as
+ * st_score_blend gives them) among those scoring at least min and not marked in skip (indexed by segment; NULL = none): the
+ * same answer, scores and order as st_score_blend and st_topk, but visiting
+ * segments by decreasing norm and stopping once |x| |V[s]| plus the largest
+ * blend ahead (the most the rest could score, with a margin for rounding)
+ * falls below the
  * want-th best so far or below min. *visited (may be NULL) receives how many
  * segments were scored. Never allocates. */
 uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
                                 const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited);
 
-/* The dot product of two k-vectors: the one scoring kernel, with a fixed
- * summation order, so a pair scores the same in every command. */
-float st_dot(const float *a, const float *b, uint32_t k);
-
-/* The cold-start prior: out[s] = share of training users who engaged with
- * s (SPOP / users), in [0, 1]. */
-void st_score_prior(const st_model *m, float *out);
-
-/* The calibrated probability 1 / (1 + exp(-(a score + b))); only meaningful
- * when m->h.flags has ST_MODEL_CALIBRATED. */
-float st_score_calibrate(const st_model *m, float score);
-
 /* Floats of scratch that st_score_foldin / st_score_explain need for a
  * history of nnz entries. */
 uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz);
 uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz);
+
+/* The confidence-minus-one of each history entry (seg[i], r[i]) into cm1,
+ * with model m's scheme as the parameters p say (st_model_params), and the
+ * row's lambda, returned: exactly what training uses for a row with this
+ * history. */
+double st_score_confidences(const st_model *m, const st_als_params *p, const uint32_t *seg, const float *r,
+                            uint32_t nnz, float *cm1);
 
 /* Fold-in: the vector x (k) the model would give a user whose history is
  * (seg[i], r[i]), i < nnz: distinct segment indices and raw engagement values
@@ -94,12 +120,17 @@ int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, con
 /* out[u] = U[u] . y for every user (st_dot on each row). */
 void st_score_all_users(const st_model *m, const float *y, float *out);
 
-/* Users scoring at least min on segment s. scratch: m floats. */
-uint64_t st_score_reach(const st_model *m, uint32_t s, float min, float *scratch);
+/* out[u] = every user's blended score for segment s, the same float
+ * st_score_one gives each (q from st_score_prior; out: m floats). */
+void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out);
 
-/* The best `want` users for segment s among those scoring at least min, best
- * first; returns how many. scratch: m floats; out_*: want entries. */
-uint32_t st_score_audience(const st_model *m, uint32_t s, uint32_t want, float min, float *scratch,
+/* Users scoring at least min on segment s (blended scores; q from
+ * st_score_prior). scratch: m floats. */
+uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch);
+
+/* The best `want` users for segment s (blended scores) among those scoring
+ * at least min, best first; returns how many. scratch: m floats; out_*: want entries. */
+uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
                            uint32_t *out_idx, float *out_score);
 
 /* Look-alikes of a seed list (user indices, sorted ascending, distinct): the

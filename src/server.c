@@ -301,7 +301,7 @@ static st_served *served_load(const char *path, char *err)
     st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
     st_free(tmp);
     st_score_segment_norms(m, s->seg_norms);
-    if (st_segment_index_build(m, &s->seg_index) != 0) {
+    if (st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
         served_free(s);
         st_seterr(err, "%s: out of memory for the segment index", path);
         return NULL;

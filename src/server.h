@@ -71,8 +71,8 @@ void st_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 typedef struct st_served {
     st_model m;
     float *G;         /* V^T V, k x k, for fold-in and explanations */
-    float *prior;     /* n: st_score_prior */
-    uint32_t *prior_rank; /* n: segment indices by prior, best first */
+    float *prior;     /* n: the popularity prior q (st_score_prior), for the blend and unknown users */
+    uint32_t *prior_rank; /* n: segment indices by q, best first */
     float *seg_norms; /* n: |V[s]| */
     st_segment_index seg_index; /* segments by norm, for pruned SEGMENTS */
     char path[4096];

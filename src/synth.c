@@ -51,6 +51,7 @@ void st_synth_params_default(st_synth_params *p)
     p->window_days = 30;
     p->end = 1767225600; /* 2026-01-01T00:00:00Z */
     p->truth_path = NULL;
+    p->pairs = 0;
 }
 
 const char *st_synth_check(const st_synth_params *p)
@@ -281,6 +282,44 @@ static void user_name(out_t *o, uint64_t u)
     out_str(o, tmp, (size_t)n);
 }
 
+/* Pairs mode: n distinct segments for user u, 70% from the user's interests
+ * and 30% by popularity (after 8 repeats, uniformly), each with a count from
+ * a Pareto tail capped at 50. set has set_slots (a power of two, >= 2n). */
+static void write_pairs(out_t *o, const world_t *w, const user_t *usr, st_rng *g, uint64_t u, uint64_t n,
+                        uint64_t *set, uint64_t set_slots)
+{
+    memset(set, 0xff, set_slots * sizeof *set);
+    uint64_t mask = set_slots - 1;
+    for (uint64_t e = 0; e < n; e++) {
+        uint64_t s = 0;
+        for (int attempt = 0;; attempt++) {
+            if (attempt >= 8) {
+                s = st_rng_below(g, w->n);
+            } else if (st_rng_uniform(g) < 0.7) {
+                double x = st_rng_uniform(g);
+                uint32_t q = 0;
+                while (q + 1 < usr->n && usr->cdf[q] <= x) q++;
+                s = usr->seg[q];
+            } else {
+                s = draw_cdf(w->global_cdf, w->n, st_rng_uniform(g));
+            }
+            uint64_t h = (s * 0x9e3779b97f4a7c15ULL) & mask;
+            while (set[h] != UINT64_MAX && set[h] != s) h = (h + 1) & mask;
+            if (set[h] == s) continue;
+            set[h] = s;
+            break;
+        }
+        double c = floor(1.0 / pow(1.0 - st_rng_uniform(g), 1.0 / 1.2));
+        if (c > 50) c = 50;
+        user_name(o, u);
+        out_str(o, ",", 1);
+        out_str(o, w->names[s], strlen(w->names[s]));
+        out_str(o, ",", 1);
+        out_u64(o, (uint64_t)c);
+        out_str(o, "\n", 1);
+    }
+}
+
 int st_synth_write(const st_synth_params *p, const char *path, char *err)
 {
     world_t w;
@@ -304,7 +343,19 @@ int st_synth_write(const st_synth_params *p, const char *path, char *err)
         return -1;
     }
     static const char header[] = "user,segment,weight,kind,timestamp\n";
-    out_str(&o, header, sizeof header - 1);
+    static const char pair_header[] = "user,segment,weight\n";
+    if (p->pairs) out_str(&o, pair_header, sizeof pair_header - 1);
+    else out_str(&o, header, sizeof header - 1);
+    /* Pairs mode: a per-user set of the segments drawn so far. */
+    uint64_t cap = p->segments / 2 > 0 ? p->segments / 2 : 1, set_slots = 16;
+    while (set_slots < 2 * cap) set_slots <<= 1;
+    uint64_t *set = p->pairs ? st_malloc(set_slots * sizeof *set) : NULL;
+    if (p->pairs && !set) {
+        out_close(&o, path, NULL);
+        if (have_truth) out_close(&t, p->truth_path, NULL);
+        world_free(&w);
+        return st_seterr(err, "out of memory");
+    }
     if (have_truth) {
         static const char th[] = "user,segment,affinity\n";
         out_str(&t, th, sizeof th - 1);
@@ -322,6 +373,14 @@ int st_synth_write(const st_synth_params *p, const char *path, char *err)
         uint64_t upto = u + 1 == users ? extra : (uint64_t)floor((double)extra * (cum / total));
         if (upto > extra) upto = extra;
         uint64_t n = 1 + (upto > written ? upto - written : 0);
+        if (p->pairs) {
+            /* Distinct segments: at most half the catalogue per user; what a
+             * capped user cannot take passes to the next one. */
+            if (n > cap) n = cap;
+            written += n - 1;
+            write_pairs(&o, &w, &usr, &g, u, n, set, set_slots);
+            goto truth;
+        }
         written += n - 1;
         for (uint64_t e = 0; e < n; e++) {
             double kx = st_rng_uniform(&g);
@@ -346,6 +405,7 @@ int st_synth_write(const st_synth_params *p, const char *path, char *err)
             out_u64(&o, (uint64_t)ts);
             out_str(&o, "\n", 1);
         }
+    truth:
         if (have_truth) {
             for (uint32_t q = 0; q < usr.n; q++) {
                 char a[32];
@@ -359,6 +419,7 @@ int st_synth_write(const st_synth_params *p, const char *path, char *err)
     }
     int rc = out_close(&o, path, err);
     if (have_truth && out_close(&t, p->truth_path, rc == 0 ? err : NULL) != 0) rc = -1;
+    st_free(set);
     world_free(&w);
     return rc;
 }

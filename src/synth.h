@@ -20,6 +20,11 @@
  * seconds, weight 1), gzip-compressed when the path ends in .gz, stdout for
  * "-". Users are written one after another; memory is O(segments), whatever
  * the number of events. The same seed gives the same bytes.
+ *
+ * Pairs mode (pairs = 1) writes aggregated data instead, shaped like the
+ * common benchmark sets: every line a distinct (user, segment) pair, 70% from
+ * the user's interests and 30% by popularity, with a count from 1 to 50
+ * (Pareto tail), as user,segment,weight; --events then counts pairs.
  */
 #ifndef STARLING_SYNTH_H
 #define STARLING_SYNTH_H
@@ -37,6 +42,7 @@ typedef struct {
     double window_days;
     int64_t end; /* unix seconds */
     const char *truth_path; /* NULL: none */
+    int pairs; /* write distinct (user, segment, count) pairs instead of events */
 } st_synth_params;
 
 void st_synth_params_default(st_synth_params *p);

@@ -31,7 +31,7 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
         t->X = st_aligned_alloc(64, xs);
         t->Y = st_aligned_alloc(64, ys);
         if (!t->X || !t->Y) return st_seterr(err, "out of memory for the factors (%zu MiB)", (xs + ys) >> 20);
-        st_als_init(p, m, n, t->X, t->Y);
+        st_als_init_ids(p, &x->users, &x->segments, t->X, t->Y);
         t->iterations = 0;
     }
     t->m = m;
@@ -43,19 +43,17 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
     st_als_data d;
     if (st_als_confidence(p, x, &d, err) != 0) return -1;
     int rc = 0;
-    double w = 0;
+    t->weight = st_als_weight(&d);
     while (t->iterations < p->iterations) {
         double t0 = st_now();
         double obj;
-        if (st_als_half_step(p, d.by_user, d.cu, t->Y, t->X, err) != 0 ||
-            st_als_half_step(p, d.by_segment, d.cs, t->X, t->Y, err) != 0 ||
-            st_als_loss(p, &d, t->X, t->Y, &obj, &w, err) != 0) {
+        if (st_als_iterate(p, &d, t->X, t->Y, &obj, err) != 0) {
             rc = -1;
             break;
         }
         double dt = st_now() - t0;
         t->seconds += dt;
-        t->weight = w;
+        double w = t->weight;
         t->loss[t->iterations++] = obj / w;
         if (hooks && hooks->checkpoint && hooks->checkpoint_every &&
             t->iterations % hooks->checkpoint_every == 0 && t->iterations < p->iterations &&

@@ -107,6 +107,52 @@ size_t st_peak_rss(void)
     return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
 }
 
+/* Write-failure injection: a stream that accepts `budget` bytes, then fails
+ * every write with ENOSPC, as a full disk does. */
+static atomic_llong io_budget = -1;
+
+void st_io_fail_after(long long bytes) { atomic_store(&io_budget, bytes); }
+
+typedef struct {
+    int fd;
+    long long left;
+} budget_cookie;
+
+static ssize_t budget_write(void *c, const char *buf, size_t n)
+{
+    budget_cookie *b = c;
+    if ((long long)n > b->left) {
+        errno = ENOSPC;
+        return -1;
+    }
+    ssize_t w = write(b->fd, buf, n);
+    if (w > 0) b->left -= w;
+    return w;
+}
+
+static int budget_close(void *c)
+{
+    budget_cookie *b = c;
+    int rc = close(b->fd);
+    free(b);
+    return rc;
+}
+
+/* The stream st_write_atomic writes through. */
+static FILE *open_stream(int fd)
+{
+    long long budget = atomic_load(&io_budget);
+    if (budget < 0) return fdopen(fd, "wb");
+    budget_cookie *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    b->fd = fd;
+    b->left = budget;
+    cookie_io_functions_t io = {.read = NULL, .write = budget_write, .seek = NULL, .close = budget_close};
+    FILE *f = fopencookie(b, "wb", io);
+    if (!f) free(b);
+    return f;
+}
+
 int st_write_atomic(const char *path, st_write_fn fn, void *ctx, char *err)
 {
     size_t plen = strlen(path);
@@ -120,7 +166,7 @@ int st_write_atomic(const char *path, st_write_fn fn, void *ctx, char *err)
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     int rc = -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    FILE *f = fd >= 0 ? open_stream(fd) : NULL;
     if (!f) {
         st_seterr(err, "%s: cannot create: %s", tmp, strerror(errno));
         if (fd >= 0) close(fd);
@@ -131,7 +177,13 @@ int st_write_atomic(const char *path, st_write_fn fn, void *ctx, char *err)
         unlink(tmp);
         goto out;
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+    if (ferror(f)) {
+        st_seterr(err, "%s: write failed: %s", tmp, strerror(errno ? errno : EIO));
+        fclose(f);
+        unlink(tmp);
+        goto out;
+    }
+    if (fflush(f) != 0 || fsync(fd) != 0) {
         st_seterr(err, "%s: write failed: %s", tmp, strerror(errno));
         fclose(f);
         unlink(tmp);

@@ -40,6 +40,10 @@ double st_now(void);
 /* Peak resident set size of this process in bytes (0 when unknown). */
 size_t st_peak_rss(void);
 
+/* Write-failure injection for tests: after `bytes` more bytes, every write
+ * of st_write_atomic fails with ENOSPC (a full disk); -1 turns it off. */
+void st_io_fail_after(long long bytes);
+
 /* Writes a file atomically: fn writes the content to the temporary FILE*, then
  * this flushes, fsyncs, renames over path and fsyncs the directory. On any
  * failure the temporary file is removed and path is untouched. */

@@ -131,6 +131,10 @@ int main(void)
         prev = loss;
     }
     ok(monotone, "Cholesky ALS never increases the loss over 10 iterations");
+    double separate;
+    st_als_loss(&p, &d, X, Y, &separate, NULL, err);
+    ok(fabs(separate - loss) <= 1e-9 * separate, "the loss computed along the iteration equals st_als_loss");
+    is_near(st_als_weight(&d), weight, 1e-9 * weight, "weight m n + sum(c - 1)");
 
     /* CG reaches Cholesky's loss within 1% after the same iterations, from
      * the same start, with the default (log) confidence. */
@@ -151,6 +155,30 @@ int main(void)
     ok(fabs(cg_loss - chol_loss) <= 0.01 * chol_loss, "CG loss %.6f within 1%% of Cholesky's %.6f", cg_loss,
        chol_loss);
     st_als_data_free(&dl);
+
+    /* The vector CG kernels (k a multiple of 8: specialised 16, 32, 64, 128
+     * and the generic one) run to convergence equal the exact solve. */
+    static const uint32_t ranks[] = {8, 16, 24, 32, 40, 64, 128};
+    for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
+        uint32_t kk = ranks[ri];
+        st_als_params pe = p, pv = p;
+        pe.factors = pv.factors = kk;
+        pv.solver = ST_SOLVER_CG;
+        pv.cg_steps = 3 * kk;
+        size_t xk = (size_t)m * kk, yk = (size_t)n * kk;
+        float *Xe = malloc(xk * 4), *Ye = malloc(yk * 4), *Xv = malloc(xk * 4), *Yv = malloc(yk * 4);
+        st_als_init(&pe, m, n, Xe, Ye);
+        memcpy(Yv, Ye, yk * 4);
+        memcpy(Xv, Xe, xk * 4);
+        st_als_half_step(&pe, d.by_user, d.cu, Ye, Xe, err);
+        st_als_half_step(&pv, d.by_user, d.cu, Yv, Xv, err);
+        double diff = max_abs_diff(Xe, Xv, xk);
+        ok(diff < 2e-3, "k = %u: CG to convergence equals Cholesky (max diff %.2g)", kk, diff);
+        free(Xe);
+        free(Ye);
+        free(Xv);
+        free(Yv);
+    }
 
     /* Fold-in of one user equals that user's row of a half-step. */
     float *G = malloc((size_t)p.factors * p.factors * 4), *scratch = malloc(st_als_foldin_scratch(p.factors) * 4);
@@ -216,7 +244,7 @@ int main(void)
     double r0 = x.by_user.data[0];
     double want = r0 * 2.2 / (1.2 * norm + r0) * idf;
     is_near(d.cu[0], want > 0 ? want : 0, 1e-5, "bm25 weight of one entry by hand");
-    /* The CSC copy carries the same value for that entry. */
+    /* The CSC confidences line up with the CSC entries. */
     uint64_t qs;
     for (qs = x.by_segment.indptr[s0]; x.by_segment.indices[qs] != 0; qs++) {}
     is_near(d.cs[qs], d.cu[0], 1e-7, "bm25 CSC value equals the CSR value");

@@ -126,10 +126,10 @@ with tempfile.TemporaryDirectory() as d:
 
     # Unknown users get the popularity prior, marked as such.
     src, fp = r.execute_command("SEGMENTS", "never-seen-user", "COUNT", 5)
-    prior = M.popularity / M.header["users"]
+    prior = np.log1p(M.popularity.astype(np.float64)) / np.log1p(M.popularity.max())
     ok(src == "prior" and [p[0] for p in pairs(fp)] == [M.segments[i] for i in top(prior, 5)],
        "unknown user: 'prior', segments ranked by users per segment")
-    ok(abs(pairs(fp)[0][1] - prior[top(prior, 1)[0]]) < 1e-6, "prior score = share of users with the segment")
+    ok(abs(pairs(fp)[0][1] - prior[top(prior, 1)[0]]) < 1e-6, "prior score = log(1 + users) / log(1 + most users)")
     src, sp = r.execute_command("SCORE", "never-seen-user", M.segments[3])
     ok(src == "prior" and abs(float(sp[0]) - prior[3]) < 1e-6, "SCORE for an unknown user: the prior")
 

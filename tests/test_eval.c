@@ -1,0 +1,315 @@
+/* Tests of the evaluation metrics: hand-made rankings against values
+ * computed by hand, the fast kernels against their naive references on
+ * random rankings, AUC with ties, confidence intervals, the calibration fit,
+ * and the splits on a small hand-made event table. */
+#include <math.h>
+#include <string.h>
+
+#include "eval.h"
+#include "rng.h"
+#include "tap.h"
+#include "util.h"
+
+static const double L3 = 0.6309297535714575; /* 1 / log2(3) */
+static const double L6 = 0.3868528072345416; /* 1 / log2(6) */
+
+static void check_row(const double *got, double p, double r, double ndcg, double ap, double hit, const char *what)
+{
+    is_near(got[ST_M_PRECISION], p, 1e-12, "%s: precision", what);
+    is_near(got[ST_M_RECALL], r, 1e-12, "%s: recall", what);
+    is_near(got[ST_M_NDCG], ndcg, 1e-12, "%s: NDCG", what);
+    is_near(got[ST_M_MAP], ap, 1e-12, "%s: AP", what);
+    is_near(got[ST_M_HIT], hit, 0, "%s: hit", what);
+}
+
+static void hand_made(void)
+{
+    /* Candidates ranked 3, 1, 4, 0, 2; held out {1, 2}: hits at ranks 2 and 5. */
+    uint32_t ranked[5] = {3, 1, 4, 0, 2}, test[2] = {1, 2}, ks[3] = {1, 3, 5};
+    double ref[3 * ST_NMETRICS], fast[3 * ST_NMETRICS];
+    uint8_t is_test[5] = {0, 1, 1, 0, 0};
+    st_eval_metrics_ref(ranked, 5, test, 2, ks, 3, ref);
+    st_eval_metrics(ranked, 5, is_test, 2, ks, 3, fast);
+    for (int v = 0; v < 2; v++) {
+        const double *o = v ? fast : ref;
+        const char *name = v ? "fast" : "reference";
+        char what[64];
+        snprintf(what, sizeof what, "%s K=1", name);
+        check_row(o, 0, 0, 0, 0, 0, what);
+        /* K=3: one hit at rank 2; recall over min(3, 2) = 2; IDCG = 1 + 1/log2(3). */
+        snprintf(what, sizeof what, "%s K=3", name);
+        check_row(o + ST_NMETRICS, 1.0 / 3, 0.5, L3 / (1 + L3), 0.5 / 2, 1, what);
+        /* K=5: hits at 2 and 5: AP = (1/2 + 2/5) / 2. */
+        snprintf(what, sizeof what, "%s K=5", name);
+        check_row(o + 2 * ST_NMETRICS, 0.4, 1.0, (L3 + L6) / (1 + L3), 0.45, 1, what);
+    }
+    /* K larger than the candidates: precision still divides by K. */
+    uint32_t k10[1] = {10};
+    st_eval_metrics(ranked, 5, is_test, 2, k10, 1, fast);
+    is_near(fast[ST_M_PRECISION], 0.2, 1e-12, "K=10 over 5 candidates: precision 2/10");
+    is_near(fast[ST_M_RECALL], 1.0, 1e-12, "K=10: recall 2/min(10,2)");
+    /* Perfect ranking: every metric 1 (precision |T|/K). */
+    uint32_t perfect[4] = {1, 2, 0, 3};
+    uint32_t k2[1] = {2};
+    st_eval_metrics(perfect, 4, is_test, 2, k2, 1, fast);
+    check_row(fast, 1, 1, 1, 1, 1, "perfect ranking K=2");
+}
+
+static void auc_hand(void)
+{
+    /* Segment 0 seen; held out 1 (0.5) and 2 (0.1); others 3 (0.7), 4 (0.5).
+     * Pairs: 1>3 no, 1=4 half, 2>3 no, 2>4 no: AUC = 0.5 / 4. */
+    float s[5] = {0.9f, 0.5f, 0.1f, 0.7f, 0.5f};
+    uint32_t seen[1] = {0}, test[2] = {1, 2};
+    uint8_t mark[5] = {0};
+    float scratch[5]; /* room for every held-out score */
+    is_near(st_eval_auc_ref(s, 5, seen, 1, test, 2), 0.125, 1e-12, "AUC reference, hand-computed with a tie");
+    is_near(st_eval_auc(s, 5, seen, 1, test, 2, mark, scratch), 0.125, 1e-12, "AUC fast, hand-computed with a tie");
+    int clean = 1;
+    for (int i = 0; i < 5; i++) clean &= mark[i] == 0;
+    ok(clean, "AUC leaves its scratch marks at zero");
+    ok(isnan(st_eval_auc(s, 5, seen, 1, test, 0, mark, scratch)), "AUC without held-out segments is NaN");
+    uint32_t all[4] = {1, 2, 3, 4};
+    ok(isnan(st_eval_auc(s, 5, seen, 1, all, 4, mark, scratch)), "AUC without other candidates is NaN");
+}
+
+static void random_cases(void)
+{
+    st_rng r;
+    st_rng_seed(&r, 11);
+    int metrics_ok = 1, auc_ok = 1;
+    for (int trial = 0; trial < 300; trial++) {
+        uint32_t n = 2 + (uint32_t)st_rng_below(&r, 60);
+        float s[64];
+        uint32_t order[64], test[64], seen[64], ntest = 0, nseen = 0;
+        uint8_t is_test[64] = {0}, mark[64] = {0};
+        for (uint32_t i = 0; i < n; i++) {
+            s[i] = (float)st_rng_below(&r, 8); /* ties are common */
+            double u = st_rng_uniform(&r);
+            if (u < 0.2) seen[nseen++] = i;
+            else if (u < 0.4) {
+                test[ntest++] = i;
+                is_test[i] = 1;
+            }
+        }
+        /* The candidates' ranking: score descending, ties by index. */
+        uint32_t nc = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            int excluded = 0;
+            for (uint32_t q = 0; q < nseen; q++) excluded |= seen[q] == i;
+            if (!excluded) order[nc++] = i;
+        }
+        for (uint32_t i = 1; i < nc; i++)
+            for (uint32_t j = i; j > 0 && (s[order[j]] > s[order[j - 1]] ||
+                                          (s[order[j]] == s[order[j - 1]] && order[j] < order[j - 1]));
+                 j--) {
+                uint32_t t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        uint32_t ks[4] = {1, 3, 10, 40};
+        double a[4 * ST_NMETRICS], b[4 * ST_NMETRICS];
+        if (ntest == 0) continue;
+        st_eval_metrics_ref(order, nc, test, ntest, ks, 4, a);
+        st_eval_metrics(order, nc, is_test, ntest, ks, 4, b);
+        for (int q = 0; q < 4 * ST_NMETRICS; q++) metrics_ok &= fabs(a[q] - b[q]) < 1e-12;
+        float scratch[64];
+        double x = st_eval_auc_ref(s, n, seen, nseen, test, ntest), y = st_eval_auc(s, n, seen, nseen, test, ntest, mark,
+                                                                                    scratch);
+        auc_ok &= (isnan(x) && isnan(y)) || fabs(x - y) < 1e-12;
+    }
+    ok(metrics_ok, "fast metrics equal the naive reference on 300 random rankings with ties");
+    ok(auc_ok, "fast AUC equals the all-pairs reference on 300 random score vectors with ties");
+}
+
+static void stats(void)
+{
+    double x[4] = {0, 1, 1, 0};
+    st_stat s = st_stat_of(x, 4, 1, NULL, 0);
+    is_near(s.mean, 0.5, 1e-12, "mean");
+    /* 1.96 * sqrt(1/3) / sqrt(4), computed by hand */
+    is_near(s.half, 0.5657928670380858, 1e-9, "95%% interval half-width");
+    uint8_t sel[4] = {1, 0, 1, 1};
+    s = st_stat_of(x, 4, 1, sel, 1);
+    is_int(s.count, 3, "selection counts only the selected");
+    is_near(s.mean, 1.0 / 3, 1e-12, "selected mean");
+    double y[3] = {NAN, 2, NAN};
+    s = st_stat_of(y, 3, 1, NULL, 0);
+    ok(s.count == 1 && s.mean == 2 && s.half == 0, "NaN skipped; one value has no interval");
+}
+
+static void calibration(void)
+{
+    /* Scores uniform in [-2, 2], labels from p = sigmoid(2 s - 1): the fit
+     * must find a = 2, b = -1. */
+    st_eval_samples x;
+    uint64_t n = 200000;
+    x.count = x.cap = n;
+    x.score = malloc(n * sizeof *x.score);
+    x.label = malloc(n);
+    x.weight = malloc(n * sizeof *x.weight);
+    st_rng r;
+    st_rng_seed(&r, 5);
+    for (uint64_t i = 0; i < n; i++) {
+        double s = 4 * st_rng_uniform(&r) - 2;
+        x.score[i] = (float)s;
+        x.label[i] = st_rng_uniform(&r) < 1 / (1 + exp(-(2 * s - 1)));
+        x.weight[i] = 1;
+    }
+    double a, b;
+    char err[ST_ERRLEN];
+    ok(st_calib_fit(&x, &a, &b, err) == 0, "calibration fit runs");
+    is_near(a, 2, 0.05, "fitted slope");
+    is_near(b, -1, 0.05, "fitted intercept");
+    st_reliability rel;
+    ok(st_calib_reliability(&x, a, b, &rel, err) == 0, "reliability table");
+    ok(rel.ece < 0.01, "a well-specified fit is calibrated (ECE %.4f)", rel.ece);
+    double w = 0;
+    for (uint32_t q = 0; q < rel.bins; q++) w += rel.weight[q];
+    is_near(w, (double)n, 1e-6, "bins hold every sample");
+    ok(fabs(rel.weight[0] - n / 10.0) < n / 100.0, "bins have equal weight");
+    /* Hand-made: one bin's worth, predicted 0.5 for all, observed 1/4. */
+    for (uint64_t i = 0; i < 4; i++) {
+        x.score[i] = 0;
+        x.label[i] = i == 0;
+        x.weight[i] = 1;
+    }
+    x.count = 4;
+    st_calib_reliability(&x, 1, 0, &rel, err);
+    is_near(rel.ece, 0.25, 1e-12, "ECE of predicting 1/2 where 1/4 happens");
+    x.count = 2;
+    x.label[0] = x.label[1] = 0;
+    ok(st_calib_fit(&x, &a, &b, err) != 0, "no positives: the fit refuses");
+    free(x.score);
+    free(x.label);
+    free(x.weight);
+}
+
+static void add(st_event_table *t, const char *u, const char *s, double ts)
+{
+    st_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.user = u;
+    ev.user_len = strlen(u);
+    ev.segment = s;
+    ev.segment_len = strlen(s);
+    ev.weight = 1;
+    ev.ts = ts;
+    ev.has_ts = 1;
+    if (t->count == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        t->user = realloc(t->user, t->cap * 4);
+        t->segment = realloc(t->segment, t->cap * 4);
+        t->kind = realloc(t->kind, t->cap * 4);
+        t->weight = realloc(t->weight, t->cap * 8);
+        t->ts = realloc(t->ts, t->cap * 8);
+    }
+    st_idmap_intern(&t->users, u, strlen(u), &t->user[t->count], NULL, NULL);
+    st_idmap_intern(&t->segments, s, strlen(s), &t->segment[t->count], NULL, NULL);
+    t->kind[t->count] = ST_NOT_FOUND;
+    t->weight[t->count] = 1;
+    t->ts[t->count] = ts;
+    t->count++;
+}
+
+static void splits(void)
+{
+    st_event_table t;
+    memset(&t, 0, sizeof t);
+    st_idmap_init(&t.users);
+    st_idmap_init(&t.segments);
+    st_idmap_init(&t.kinds);
+    char u[16], s[16];
+    /* 20 users with 10 segments each at times 0..9, and a repeat of each first pair. */
+    for (int i = 0; i < 20; i++)
+        for (int j = 0; j < 10; j++) {
+            snprintf(u, sizeof u, "u%d", i);
+            snprintf(s, sizeof s, "s%d", (i + j) % 15);
+            add(&t, u, s, j);
+            if (j == 0) add(&t, u, s, 20);
+        }
+    add(&t, "u0", "late", 15); /* the one pair first seen after the middle of the range */
+    uint8_t role[512];
+    double cut;
+    char err[ST_ERRLEN];
+    st_split sp;
+    memset(&sp, 0, sizeof sp);
+    sp.seed = 3;
+    sp.min_events = 1;
+    sp.fold_in = 0.8;
+    ok(st_split_parse("holdout:0.2", &sp, err) == 0 && st_split_assign(&t, &sp, role, &cut, err) == 0, "holdout");
+    int pairs_ok = 1, count_ok = 1;
+    for (int i = 0; i < 20; i++) {
+        int held = 0;
+        for (uint64_t e = 0; e < t.count; e++) {
+            if (t.user[e] != (uint32_t)i) continue;
+            held += role[e] == ST_ROLE_TEST;
+            /* both events of a pair share its role */
+            for (uint64_t f = 0; f < t.count; f++)
+                if (t.user[f] == t.user[e] && t.segment[f] == t.segment[e] && role[f] != role[e]) pairs_ok = 0;
+        }
+        /* 2 of 10 segments held out: 2 events, or 3 if the repeated pair is one */
+        count_ok &= held == 2 || held == 3;
+    }
+    ok(pairs_ok, "holdout: all events of a pair share a role");
+    ok(count_ok, "holdout: 20%% of each user's segments");
+    ok(st_split_parse("leave:1", &sp, err) == 0 && st_split_assign(&t, &sp, role, &cut, err) == 0, "leave:1");
+    int latest_ok = 1;
+    for (uint64_t e = 0; e < t.count; e++)
+        if (role[e] == ST_ROLE_TEST) latest_ok &= t.ts[e] == 20 || t.ts[e] == 0; /* the repeated pair is newest */
+    ok(latest_ok, "leave:1 holds out each user's most recent segment");
+    ok(st_split_parse("time:0.5", &sp, err) == 0 && st_split_assign(&t, &sp, role, &cut, err) == 0, "time:0.5");
+    is_near(cut, 10, 1e-12, "time cut at half the range");
+    int time_ok = 1;
+    for (uint64_t e = 0; e < t.count; e++) {
+        if (t.ts[e] < 10) time_ok &= role[e] == ST_ROLE_TRAIN;
+        else if (t.ts[e] == 15) time_ok &= role[e] == ST_ROLE_TEST;
+        else time_ok &= role[e] == ST_ROLE_DROP; /* a late repeat of an early pair */
+    }
+    ok(time_ok, "time: early events train, a new late pair is tested, a late repeat of a known pair dropped");
+    ok(st_split_parse("users:0.5", &sp, err) == 0 && st_split_assign(&t, &sp, role, &cut, err) == 0, "users:0.5");
+    int users_ok = 1, held_users = 0;
+    for (int i = 0; i < 20; i++) {
+        int tr = 0, fo = 0, te = 0;
+        for (uint64_t e = 0; e < t.count; e++) {
+            if (t.user[e] != (uint32_t)i) continue;
+            tr += role[e] == ST_ROLE_TRAIN;
+            fo += role[e] == ST_ROLE_FOLDIN;
+            te += role[e] == ST_ROLE_TEST;
+        }
+        if (fo || te) held_users++;
+        users_ok &= (tr && !fo && !te) || (!tr && fo && te);
+    }
+    ok(users_ok, "users: a user is either all training or folded in and tested");
+    ok(held_users >= 5 && held_users <= 15, "users:0.5 holds out about half the users (%d of 20)", held_users);
+    sp.fold_max = 3;
+    st_split_assign(&t, &sp, role, &cut, err);
+    int max_ok = 1;
+    for (int i = 0; i < 20; i++) {
+        uint32_t segs[16];
+        int nf = 0;
+        for (uint64_t e = 0; e < t.count; e++)
+            if (t.user[e] == (uint32_t)i && role[e] == ST_ROLE_FOLDIN) {
+                int dup = 0;
+                for (int q = 0; q < nf; q++) dup |= segs[q] == t.segment[e];
+                if (!dup) segs[nf++] = t.segment[e];
+            }
+        max_ok &= nf <= 3;
+    }
+    ok(max_ok, "--fold-in-max 3 folds in at most 3 segments per user");
+    ok(st_split_parse("holdout:2", &sp, err) != 0 && strstr(err, "between 0 and 1"), "bad fraction refused");
+    ok(st_split_parse("bogus:1", &sp, err) != 0 && strstr(err, "unknown split"), "unknown split refused");
+    ok(st_split_parse("leave:x", &sp, err) != 0, "bad leave refused");
+    st_event_table_free(&t);
+}
+
+int main(void)
+{
+    hand_made();
+    auc_hand();
+    random_cases();
+    stats();
+    calibration();
+    splits();
+    return tap_done();
+}
