@@ -126,6 +126,17 @@ double st_score_calibrated(const st_model *m, float score)
     return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 }
 
+/* Swaps entries i and j of the parallel index and score arrays. */
+static inline void swap_pair(uint32_t *idx, float *sc, uint32_t i, uint32_t j)
+{
+    float ts = sc[i];
+    sc[i] = sc[j];
+    sc[j] = ts;
+    uint32_t ti = idx[i];
+    idx[i] = idx[j];
+    idx[j] = ti;
+}
+
 /* a ranks worse than b: lower score, or equal score and higher index. */
 static inline int worse(float sa, uint32_t ia, float sb, uint32_t ib) { return sa < sb || (sa == sb && ia > ib); }
 
@@ -136,12 +147,7 @@ static void sift_down(uint32_t *idx, float *sc, uint32_t n, uint32_t i)
         if (l < n && worse(sc[l], idx[l], sc[w], idx[w])) w = l;
         if (r < n && worse(sc[r], idx[r], sc[w], idx[w])) w = r;
         if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
+        swap_pair(idx, sc, i, w);
         i = w;
     }
 }
@@ -151,12 +157,7 @@ static void sift_up(uint32_t *idx, float *sc, uint32_t i)
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
         if (!worse(sc[i], idx[i], sc[p], idx[p])) return;
-        float ts = sc[i];
-        sc[i] = sc[p];
-        sc[p] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[p];
-        idx[p] = ti;
+        swap_pair(idx, sc, i, p);
         i = p;
     }
 }
@@ -377,12 +378,7 @@ again:
 static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
 {
     for (uint32_t end = size; end > 1; end--) {
-        float ts = sc[0];
-        sc[0] = sc[end - 1];
-        sc[end - 1] = ts;
-        uint32_t ti = idx[0];
-        idx[0] = idx[end - 1];
-        idx[end - 1] = ti;
+        swap_pair(idx, sc, 0, end - 1);
         sift_down(idx, sc, end - 1, 0);
     }
 }
@@ -452,12 +448,7 @@ static void member_sift_down(const member_order *o, uint32_t *idx, float *sc, ui
         if (l < n && member_after(o, sc[l], idx[l], sc[w], idx[w])) w = l;
         if (r < n && member_after(o, sc[r], idx[r], sc[w], idx[w])) w = r;
         if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
+        swap_pair(idx, sc, i, w);
         i = w;
     }
 }
@@ -485,12 +476,7 @@ uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int des
     if (size < want)
         for (uint32_t j = size / 2; j-- > 0;) member_sift_down(&o, out_idx, out_score, size, j);
     for (uint32_t end = size; end > 1; end--) {
-        float ts = out_score[0];
-        out_score[0] = out_score[end - 1];
-        out_score[end - 1] = ts;
-        uint32_t ti = out_idx[0];
-        out_idx[0] = out_idx[end - 1];
-        out_idx[end - 1] = ti;
+        swap_pair(out_idx, out_score, 0, end - 1);
         member_sift_down(&o, out_idx, out_score, end - 1, 0);
     }
     return size;
