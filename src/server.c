@@ -18,7 +18,7 @@
  * pipelining needs), replies appended to its output buffer and written at
  * once. A heavy command pauses the connection (no reading, no parsing) until
  * its reply comes back from the pool through the loop's eventfd. While more
- * than OUT_SOFT bytes of replies wait for the socket, parsing pauses too, so
+ * than out_soft() bytes of replies wait for the socket, parsing pauses too, so
  * a client that pipelines without reading cannot make the server buffer
  * without bound; past --output-limit (one huge reply) it is dropped.
  */
@@ -453,11 +453,20 @@ static void client_close(st_client *c, const char *why)
 
 static size_t pending(const st_client *c) { return c->out.len - c->out_pos; }
 
+/* Replies waiting past which a connection's requests stop being parsed:
+ * OUT_SOFT, or half the output limit when that is smaller, so that a client
+ * pipelining without reading is paused long before it could be dropped. */
+static size_t out_soft(const st_client *c)
+{
+    size_t half = (size_t)(c->loop->srv->cfg.output_limit / 2);
+    return half < OUT_SOFT ? half : OUT_SOFT;
+}
+
 static void set_events(st_client *c)
 {
     st_loop *l = c->loop;
     uint32_t want = 0;
-    if (!c->blocked && !c->sess.close_after_reply && !l->draining && pending(c) < OUT_SOFT) want |= EPOLLIN;
+    if (!c->blocked && !c->sess.close_after_reply && !l->draining && pending(c) < out_soft(c)) want |= EPOLLIN;
     if (pending(c) > 0) want |= EPOLLOUT;
     if (want == c->events) return;
     struct epoll_event ev = {.events = want, .data.ptr = c};
@@ -512,7 +521,7 @@ static int process_input(st_client *c)
     st_loop *l = c->loop;
     st_server *srv = l->srv;
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
-        if (pending(c) >= OUT_SOFT) return 1;
+        if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
         resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == RESP_NEED_MORE) break;
@@ -587,7 +596,7 @@ static void client_service(st_client *c)
     for (;;) {
         int piled = process_input(c);
         if (flush_out(c) != 0) return;
-        if (piled && pending(c) < OUT_SOFT) continue;
+        if (piled && pending(c) < out_soft(c)) continue;
         break;
     }
     if (!c->blocked && pending(c) == 0 && (c->sess.close_after_reply || c->loop->draining)) {
