@@ -26,7 +26,11 @@
  * (SCORE, SEGMENTS, the sorted-set views, the CLI): no fused multiply-adds
  * in this file, which the compiler (the build has -ffp-contract=fast) would
  * otherwise use in some of those paths and not in others. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
 
 /* The one summation order every score is computed in: eight partial sums
  * (lane j takes elements j, j+8, j+16, ...), combined pairwise, written with
