@@ -110,6 +110,7 @@ struct st_loop {
     st_stats stats;
     int draining;
     double drain_deadline;
+    double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
 };
 
 struct st_server {
@@ -427,6 +428,16 @@ static void bump(atomic_uint_fast64_t *a, uint64_t v)
 
 /* ---- connections ---------------------------------------------------------- */
 
+/* The loop's clock for idle accounting: CLOCK_MONOTONIC_COARSE (a few
+ * milliseconds of resolution, a few nanoseconds to read), once per wake-up
+ * rather than a full clock read for every read and write. */
+static double loop_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void client_free(st_client *c)
 {
     st_free(c->in);
@@ -573,7 +584,7 @@ static int flush_out(st_client *c)
             c->out_pos += (size_t)n;
             bump(&l->stats.net_out, (uint64_t)n);
             /* A client still reading a long reply is not idle. */
-            if (pending(c) == 0 || (size_t)n >= READ_CHUNK) c->last_active = st_now();
+            c->last_active = l->now;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -642,7 +653,7 @@ static void client_read(st_client *c)
     }
     c->in_len += (size_t)n;
     bump(&c->loop->stats.net_in, (uint64_t)n);
-    c->last_active = st_now();
+    c->last_active = c->loop->now;
     client_service(c);
 }
 
@@ -710,7 +721,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
         c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
         c->sess.authed = srv->cfg.requirepass == NULL;
         c->sess.created = st_now();
-        c->last_active = c->sess.created;
+        c->last_active = l->now;
         c->events = EPOLLIN;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -811,12 +822,14 @@ static void *loop_main(void *arg)
     st_loop *l = arg;
     st_server *srv = l->srv;
     struct epoll_event ev[MAX_EVENTS];
-    double last_sweep = st_now();
+    l->now = loop_time();
+    double last_sweep = l->now;
     for (;;) {
         if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
         if (atomic_load(&srv->stopping) && !l->draining) loop_start_drain(l);
         if (l->draining && (l->nclients == 0 || st_now() > l->drain_deadline)) break;
         int n = epoll_wait(l->epfd, ev, MAX_EVENTS, l->draining ? 50 : 1000);
+        l->now = loop_time();
         for (int i = 0; i < n; i++) {
             int kind = *(int *)ev[i].data.ptr;
             if (kind == H_LISTENER) {
@@ -836,10 +849,9 @@ static void *loop_main(void *arg)
                 }
             }
         }
-        double now = st_now();
-        if (now - last_sweep >= 1.0) {
-            sweep_idle(l, now);
-            last_sweep = now;
+        if (l->now - last_sweep >= 1.0) {
+            sweep_idle(l, l->now);
+            last_sweep = l->now;
         }
     }
     int left = 0;
