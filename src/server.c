@@ -123,8 +123,8 @@ struct st_server {
     pthread_mutex_t model_lock;
     st_served *model;
     atomic_uint_fast64_t model_gen;
-    pthread_mutex_t reload_lock;
-    uint64_t reloads, reload_failures;
+    pthread_mutex_t reload_lock; /* one reload at a time; held while a file loads */
+    uint64_t reloads, reload_failures; /* these three under model_lock, which is never held long */
     char last_reload_error[256];
     pthread_mutex_t q_lock;
     pthread_cond_t q_cond;
@@ -342,8 +342,10 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     pthread_mutex_unlock(&srv->model_lock);
     st_served *s = served_load(cur, err);
     if (!s) {
+        pthread_mutex_lock(&srv->model_lock);
         srv->reload_failures++;
         snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
+        pthread_mutex_unlock(&srv->model_lock);
         st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
         pthread_mutex_unlock(&srv->reload_lock);
         return -1;
@@ -353,12 +355,12 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     s->generation = old->generation + 1;
     srv->model = s;
     atomic_store(&srv->model_gen, s->generation);
+    srv->reloads++;
+    srv->last_reload_error[0] = '\0';
     pthread_mutex_unlock(&srv->model_lock);
     /* Loops pick the new model up between events; the old one is unmapped
      * when the last loop or job holding it lets go. */
     served_release(old);
-    srv->reloads++;
-    srv->last_reload_error[0] = '\0';
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     pthread_mutex_unlock(&srv->reload_lock);
     wake_all(srv); /* idle loops take the new model up now, not at their next event */
@@ -379,11 +381,12 @@ void st_server_get_info(st_server *srv, st_server_info *info)
     pthread_mutex_lock(&srv->q_lock);
     info->heavy_queued = srv->q_len;
     pthread_mutex_unlock(&srv->q_lock);
-    pthread_mutex_lock(&srv->reload_lock);
+    /* Not reload_lock: INFO on an event loop must not wait for a file to load. */
+    pthread_mutex_lock(&srv->model_lock);
     info->reloads = srv->reloads;
     info->reload_failures = srv->reload_failures;
     snprintf(info->last_reload_error, sizeof info->last_reload_error, "%s", srv->last_reload_error);
-    pthread_mutex_unlock(&srv->reload_lock);
+    pthread_mutex_unlock(&srv->model_lock);
     info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
     info->tcp_port = srv->tcp_port;
     info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
