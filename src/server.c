@@ -200,9 +200,7 @@ int st_scratch_work(st_scratch *s, uint64_t n)
     return 0;
 }
 
-/* Sizes s for model m (every user too when all_users: the heavy pool) and
- * requests within cfg's limits; allocates only what must grow. */
-static int scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
+int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
 {
     uint64_t rows = m->segments;
     if (all_users && m->users > rows) rows = m->users;
@@ -257,7 +255,7 @@ static void served_free(st_served *s)
     st_free(s);
 }
 
-static void served_release(st_served *s)
+void st_served_release(st_served *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
         st_log(ST_LOG_VERBOSE, "unmapped model %s (generation %llu)", s->path, (unsigned long long)s->generation);
@@ -265,9 +263,7 @@ static void served_release(st_served *s)
     }
 }
 
-/* Loads and verifies path and derives what serving needs. The result has one
- * reference, the caller's. */
-static st_served *served_load(const char *path, char *err)
+st_served *st_served_load(const char *path, char *err)
 {
     double t0 = st_now();
     st_served *s = st_calloc(1, sizeof *s);
@@ -340,7 +336,7 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     pthread_mutex_lock(&srv->model_lock);
     snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
     pthread_mutex_unlock(&srv->model_lock);
-    st_served *s = served_load(cur, err);
+    st_served *s = st_served_load(cur, err);
     if (!s) {
         pthread_mutex_lock(&srv->model_lock);
         srv->reload_failures++;
@@ -360,7 +356,7 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     pthread_mutex_unlock(&srv->model_lock);
     /* Loops pick the new model up between events; the old one is unmapped
      * when the last loop or job holding it lets go. */
-    served_release(old);
+    st_served_release(old);
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     pthread_mutex_unlock(&srv->reload_lock);
     wake_all(srv); /* idle loops take the new model up now, not at their next event */
@@ -747,13 +743,13 @@ static void accept_clients(st_loop *l, st_listener *ls)
 static void loop_refresh_model(st_loop *l)
 {
     st_served *s = model_acquire(l->srv);
-    if (scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
+    if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
         st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
-        served_release(s);
+        st_served_release(s);
         return;
     }
-    served_release(l->model);
+    st_served_release(l->model);
     l->model = s;
     l->model_gen = s->generation;
 }
@@ -778,7 +774,7 @@ static void finish_jobs(st_loop *l)
             client_service(c);
         }
         resp_out_free(&j->out);
-        served_release(j->model);
+        st_served_release(j->model);
         st_free(j);
         j = next;
     }
@@ -891,7 +887,7 @@ static void *heavy_main(void *arg)
         srv->q_len--;
         pthread_mutex_unlock(&srv->q_lock);
         j->next = NULL;
-        if (scratch_fit(&h->scratch, &j->model->m, 1, &srv->cfg) != 0) {
+        if (st_scratch_fit(&h->scratch, &j->model->m, 1, &srv->cfg) != 0) {
             resp_error(&j->out, "ERR out of memory for this command");
         } else {
             st_ctx ctx = {.srv = srv,
@@ -1011,7 +1007,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     }
     l->model = model_acquire(srv);
     l->model_gen = l->model->generation;
-    if (scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0) return st_seterr(err, "out of memory");
+    if (st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0) return st_seterr(err, "out of memory");
     return 0;
 }
 
@@ -1020,7 +1016,7 @@ static void loop_destroy(st_loop *l)
     finish_jobs(l);
     if (l->epfd >= 0) close(l->epfd);
     if (l->evfd >= 0) close(l->evfd);
-    served_release(l->model);
+    st_served_release(l->model);
     st_scratch_free(&l->scratch);
     pthread_mutex_destroy(&l->done_lock);
 }
@@ -1050,7 +1046,7 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
     int rc = -1;
-    srv->model = served_load(cfg->model_path, err);
+    srv->model = st_served_load(cfg->model_path, err);
     if (!srv->model) goto out;
     srv->model->generation = 1;
     atomic_store(&srv->model_gen, 1);
@@ -1137,7 +1133,7 @@ out:
         close(srv->unx.fd);
         unlink(cfg->unixsocket);
     }
-    served_release(srv->model);
+    st_served_release(srv->model);
     st_free(srv->loops);
     st_free(srv->heavy);
     pthread_mutex_destroy(&srv->model_lock);

@@ -81,6 +81,13 @@ typedef struct st_served {
     atomic_long refs;
 } st_served;
 
+/* Loads and verifies path and derives what serving needs (the Gram matrix,
+ * the prior and its ranking, segment norms and the segment index). The
+ * result has one reference, the caller's; NULL with err set on failure. */
+st_served *st_served_load(const char *path, char *err);
+/* Drops one reference; the last one unmaps the model and frees the rest. */
+void st_served_release(st_served *s);
+
 /* Per-thread buffers that handlers reuse, so the SEGMENTS and SCORE paths
  * never allocate: server.c sizes them when a thread takes up a model. */
 typedef struct {
@@ -97,6 +104,10 @@ typedef struct {
     uint64_t cap_skip;
 } st_scratch;
 
+/* Sizes s for model m (every user too when all_users, as the heavy pool
+ * needs) and requests within cfg's limits; allocates only what must grow.
+ * 0, or -1 on out-of-memory. */
+int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg);
 /* Makes s->work hold at least n floats (allocates only to grow); 0, or -1
  * on out-of-memory. server.c sizes the rest for each model it serves. */
 int st_scratch_work(st_scratch *s, uint64_t n);
