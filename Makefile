@@ -39,7 +39,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind bench fuzz install clean deps-build deps-test deps-fuzz FORCE
+.PHONY: all demo test check asan valgrind bench fuzz install clean deps-build deps-test deps-fuzz deps-bench FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -120,8 +120,11 @@ $(BUILD)/bench/floors: bench/floors.c $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(WARN) $(ARCH) -O2 $(CPPFLAGS) -o $@ $< -lopenblas -lpthread
 
-bench: deps-test $(BIN) $(BUILD)/bench/floors
+bench: deps-bench $(BIN) $(BUILD)/bench/floors
 	@bench/run.sh
+
+deps-bench:
+	@scripts/deps.sh bench
 
 # libFuzzer (clang) with ASan and UBSan: each target for FUZZ_SECONDS, from
 # the committed seeds (fuzz/corpus/NAME) plus what earlier runs found

@@ -1,17 +1,20 @@
 #!/bin/sh
 # deps.sh GROUP...: make sure the Debian packages a make target needs are installed.
 # As root it installs what is missing with apt-get; otherwise it prints the exact
-# apt-get line to run and fails. Groups: build, test (see docs/DEPENDENCIES.md for why
-# each package is there).
+# apt-get line to run and fails. Groups: build, test, bench, fuzz (see docs/DEPENDENCIES.md
+# for why each package is there).
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev"
-test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools python3-redis nutcracker"
+test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
+      python3-redis nutcracker tmux"
+bench="$test libuv1-dev"
 fuzz="clang libclang-rt-14-dev"
 want=""
 for g in "$@"; do
     case "$g" in
         build) want="$want $build" ;;
         test) want="$want $test" ;;
+        bench) want="$want $bench" ;;
         fuzz) want="$want $fuzz" ;;
         *) echo "deps.sh: unknown group '$g'" >&2; exit 2 ;;
     esac

@@ -79,6 +79,7 @@ int cli_train(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_segments(int argc, char **argv);
 int cli_score(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_import(int argc, char **argv);
 int cli_shard(int argc, char **argv);

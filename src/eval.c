@@ -465,15 +465,12 @@ int st_foldin_ctx_init(st_foldin_ctx *f, const st_model *m, char *err)
     f->G = st_aligned_alloc(64, (size_t)k * k * sizeof *f->G);
     f->scratch = st_aligned_alloc(64, st_als_foldin_scratch(k) * sizeof *f->scratch);
     f->cm1 = st_malloc(((size_t)m->segments + 1) * sizeof *f->cm1);
-    if (f->p.confidence == ST_CONF_BM25) f->idf = st_malloc((size_t)m->segments * sizeof *f->idf);
-    if (!f->G || !f->scratch || !f->cm1 || (f->p.confidence == ST_CONF_BM25 && !f->idf)) {
+    if (!f->G || !f->scratch || !f->cm1) {
         st_foldin_ctx_free(f);
         return st_seterr(err, "out of memory for fold-in");
     }
     openblas_set_num_threads(1);
     st_als_gram(m->V, m->segments, k, f->G);
-    if (f->idf) /* as st_als_confidence computes it in training */
-        for (uint32_t s = 0; s < m->segments; s++) f->idf[s] = log((double)m->users) - log1p(m->popularity[s]);
     return 0;
 }
 
@@ -481,7 +478,6 @@ void st_foldin_ctx_free(st_foldin_ctx *f)
 {
     st_free(f->G);
     st_free(f->scratch);
-    st_free(f->idf);
     st_free(f->cm1);
     memset(f, 0, sizeof *f);
 }
@@ -489,18 +485,11 @@ void st_foldin_ctx_free(st_foldin_ctx *f)
 int st_foldin_user(st_foldin_ctx *f, const uint32_t *idx, const float *r, uint32_t nnz, float *x)
 {
     const st_model *m = f->m;
-    double sum = 0;
-    for (uint32_t i = 0; i < nnz; i++) sum += r[i];
-    double mean = m->h.bm25_mean_rowsum > 0 ? m->h.bm25_mean_rowsum : 1.0;
-    double norm = (1.0 - f->p.bm25_b) + f->p.bm25_b * sum / mean;
     if (nnz > m->segments) return -1;
-    float *c = f->cm1;
-    for (uint32_t i = 0; i < nnz; i++) c[i] = st_als_conf1(&f->p, r[i], f->idf ? f->idf[idx[i]] : 0, norm);
-    /* The row's lambda, as the trainer computes it (als.h). */
-    double lam = f->p.regularization == ST_REG_FREQUENCY
-                     ? f->p.lambda * pow((double)nnz + f->p.reg_alpha0 * m->segments, f->p.reg_nu)
-                     : f->p.lambda;
-    return st_als_foldin(m->k, m->V, f->G, lam, idx, c, nnz, x, f->scratch);
+    /* The confidences and the row's lambda as the trainer computes them,
+     * the same code the server's FOLDIN uses (score.h). */
+    double lam = st_score_confidences(m, &f->p, idx, r, nnz, f->cm1);
+    return st_als_foldin(m->k, m->V, f->G, lam, idx, f->cm1, nnz, x, f->scratch);
 }
 
 /* ---- the evaluation set ---------------------------------------------------- */

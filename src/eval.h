@@ -123,12 +123,11 @@ typedef struct {
 } st_eval_set;
 
 /* What a cold user's fold-in needs from the model: V, its Gram matrix, the
- * confidence parameters and, for bm25, the segment idf. Built once per set. */
+ * confidence parameters. Built once per set. */
 typedef struct {
     const st_model *m;
     st_als_params p;
     float *G;      /* k x k */
-    double *idf;   /* n, bm25 only */
     float *cm1;    /* n: c - 1 of the row being folded in */
     float *scratch;
 } st_foldin_ctx;

@@ -29,6 +29,7 @@ static const struct command {
     {"export", cli_export, "write a model's factors (.npy), ids and history for other tools"},
     {"shard", cli_shard, "split a model by user for serving behind twemproxy, with its nutcracker.yml"},
     {"import", cli_import, "build a model from factors trained elsewhere (.npy, text, JSON lines)"},
+    {"serve", cli_serve, "serve a model over the Redis protocol"},
     {"help", cli_help, "list the commands, or show one command's help"},
     {"version", cli_version, "print the version"},
 };

@@ -1,29 +1,104 @@
-/* score: dot products, one sgemv per user, and a bounded-heap top-k.
+/* score: every score, the top-k selections, and the questions built on them.
  *
- * The top-k keeps a min-heap of the best `want` candidates seen so far (the
- * worst at the root), so selecting from n scores costs O(n log want) with no
- * allocation; the survivors are then heap-sorted best first.
+ * What it is: the one dot-product kernel (a fixed summation order, so a
+ * (user, segment) pair scores the same float in every command), the
+ * popularity prior and its blend, calibration, top-k selection (a buffered
+ * quickselect for small k, a bounded heap otherwise), an exact top-k over
+ * segments that stops early (segments visited by decreasing norm), the
+ * Redis sorted-set order for the server's views, fold-in of an unseen user,
+ * explanations, audiences, look-alikes, reach and similar segments.
+ * What it is not: a place that allocates per request; every buffer is the
+ * caller's.
  */
 #include "score.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
 #include <string.h>
 #ifdef __AVX__
 #include <immintrin.h>
 #endif
 
-float st_dot(const float *a, const float *b, uint32_t k)
+#include "util.h"
+
+/* Every score must come out bit-identical whichever function computes it
+ * (SCORE, SEGMENTS, the sorted-set views, the CLI): no fused multiply-adds
+ * in this file, which the compiler (the build has -ffp-contract=fast) would
+ * otherwise use in some of those paths and not in others. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+/* The one summation order every score is computed in: eight partial sums
+ * (lane j takes elements j, j+8, j+16, ...), combined pairwise, written with
+ * GCC's vector extension so that it is one AVX register whatever the
+ * optimisation level. A single
+ * SCORE, a SEGMENTS scan and a ZRANGE over users all call this, so one
+ * (user, segment) pair gets the same float from every command; a BLAS sgemv
+ * would sum in its own, kernel-dependent order. A scan runs about as fast
+ * as sgemv (bench/README.md). */
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *p)
 {
-    float s = 0;
-    for (uint32_t i = 0; i < k; i++) s += a[i] * b[i];
-    return s;
+    v8f v;
+    memcpy(&v, p, sizeof v); /* unaligned load; compiles to one vmovups */
+    return v;
+}
+
+static inline float hsum8(v8f acc)
+{
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* The tail (k not a multiple of 8) goes lane by lane into the same lanes. */
+static inline v8f tail8(v8f acc, const float *a, const float *b, uint32_t i, uint32_t k)
+{
+    for (int j = 0; i < k; i++, j++) acc[j] += a[i] * b[i];
+    return acc;
+}
+
+static inline float dot8(const float *restrict a, const float *restrict b, uint32_t k)
+{
+    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint32_t i = 0;
+    for (; i + 8 <= k; i += 8) acc += load8(a + i) * load8(b + i);
+    return hsum8(tail8(acc, a, b, i, k));
+}
+
+float st_dot(const float *a, const float *b, uint32_t k) { return dot8(a, b, k); }
+
+/* scores[r] = rows[r] . x for every row of an r x k matrix. */
+static void scan_rows(const float *rows, uint32_t nrows, uint32_t k, const float *x, float *scores)
+{
+    uint32_t r = 0;
+    /* Four rows at a time share each load of x; every row is still summed
+     * exactly as dot8 sums it. */
+    for (; r + 4 <= nrows; r += 4) {
+        const float *a0 = rows + (size_t)r * k, *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
+        v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+        uint32_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            v8f xv = load8(x + i);
+            c0 += load8(a0 + i) * xv;
+            c1 += load8(a1 + i) * xv;
+            c2 += load8(a2 + i) * xv;
+            c3 += load8(a3 + i) * xv;
+        }
+        scores[r] = hsum8(tail8(c0, a0, x, i, k));
+        scores[r + 1] = hsum8(tail8(c1, a1, x, i, k));
+        scores[r + 2] = hsum8(tail8(c2, a2, x, i, k));
+        scores[r + 3] = hsum8(tail8(c3, a3, x, i, k));
+    }
+    for (; r < nrows; r++) scores[r] = dot8(rows + (size_t)r * k, x, k);
 }
 
 void st_score_all_segments(const st_model *m, const float *x, float *scores)
 {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)m->segments, (blasint)m->k, 1.0f, m->V, (blasint)m->k, x, 1,
-                0.0f, scores, 1);
+    scan_rows(m->V, m->segments, m->k, x, scores);
 }
 
 void st_score_prior(const st_model *m, float *q)
@@ -39,7 +114,7 @@ void st_score_blend(const st_model *m, const float *q, const float *x, float *sc
 {
     st_score_all_segments(m, x, scores);
     float w = (float)m->h.prior_weight;
-    if (w != 0)
+    if (w != 0) /* (float)w * q[s], added as st_score_one adds it: the same float */
         for (uint32_t s = 0; s < m->segments; s++) scores[s] += w * q[s];
 }
 
@@ -55,6 +130,17 @@ double st_score_calibrated(const st_model *m, float score)
     return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 }
 
+/* Swaps entries i and j of the parallel index and score arrays. */
+static inline void swap_pair(uint32_t *idx, float *sc, uint32_t i, uint32_t j)
+{
+    float ts = sc[i];
+    sc[i] = sc[j];
+    sc[j] = ts;
+    uint32_t ti = idx[i];
+    idx[i] = idx[j];
+    idx[j] = ti;
+}
+
 /* a ranks worse than b: lower score, or equal score and higher index. */
 static inline int worse(float sa, uint32_t ia, float sb, uint32_t ib) { return sa < sb || (sa == sb && ia > ib); }
 
@@ -65,12 +151,7 @@ static void sift_down(uint32_t *idx, float *sc, uint32_t n, uint32_t i)
         if (l < n && worse(sc[l], idx[l], sc[w], idx[w])) w = l;
         if (r < n && worse(sc[r], idx[r], sc[w], idx[w])) w = r;
         if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
+        swap_pair(idx, sc, i, w);
         i = w;
     }
 }
@@ -80,12 +161,7 @@ static void sift_up(uint32_t *idx, float *sc, uint32_t i)
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
         if (!worse(sc[i], idx[i], sc[p], idx[p])) return;
-        float ts = sc[i];
-        sc[i] = sc[p];
-        sc[p] = ts;
-        uint32_t ti = idx[i];
-        idx[i] = idx[p];
-        idx[p] = ti;
+        swap_pair(idx, sc, i, p);
         i = p;
     }
 }
@@ -302,6 +378,15 @@ again:
     return cnt;
 }
 
+/* Pops the worst to the end repeatedly: the heap ends up sorted best first. */
+static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
+{
+    for (uint32_t end = size; end > 1; end--) {
+        swap_pair(idx, sc, 0, end - 1);
+        sift_down(idx, sc, end - 1, 0);
+    }
+}
+
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score)
 {
@@ -335,15 +420,283 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
         if (isnan(scores[i])) continue;
         offer(out_idx, out_score, &size, want, i, scores[i]);
     }
-    /* Pop the worst to the end repeatedly: the array ends up best first. */
+    heap_to_sorted(out_idx, out_score, size);
+    return size;
+}
+
+/* ---- the Redis sorted-set order ------------------------------------------- */
+
+typedef struct {
+    const st_idmap *names;
+    int descending;
+} member_order;
+
+/* a comes after b in a sorted set: by score, equal scores by member bytes
+ * (memcmp, then the shorter first); descending reverses both. */
+static int member_after(const member_order *o, float sa, uint32_t ia, float sb, uint32_t ib)
+{
+    if (sa != sb) return o->descending ? sa < sb : sa > sb;
+    size_t la, lb;
+    const char *na = st_idmap_name(o->names, ia, &la), *nb = st_idmap_name(o->names, ib, &lb);
+    int r = memcmp(na, nb, la < lb ? la : lb);
+    if (r == 0) r = la < lb ? -1 : la > lb;
+    return o->descending ? r < 0 : r > 0;
+}
+
+/* The heap of st_topk with this order instead of (score, index): the root is
+ * the kept member that comes last. Not on a hot path, so no vector tricks. */
+static void member_sift_down(const member_order *o, uint32_t *idx, float *sc, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && member_after(o, sc[l], idx[l], sc[w], idx[w])) w = l;
+        if (r < n && member_after(o, sc[r], idx[r], sc[w], idx[w])) w = r;
+        if (w == i) return;
+        swap_pair(idx, sc, i, w);
+        i = w;
+    }
+}
+
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
+                         uint32_t *out_idx, float *out_score)
+{
+    member_order o = {names, descending};
+    uint32_t size = 0;
+    if (want == 0) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        float s = scores[i];
+        if (isnan(s)) continue;
+        if (size < want) {
+            out_idx[size] = i;
+            out_score[size++] = s;
+            if (size == want) /* heapify once full */
+                for (uint32_t j = size / 2; j-- > 0;) member_sift_down(&o, out_idx, out_score, size, j);
+        } else if (member_after(&o, out_score[0], out_idx[0], s, i)) {
+            out_idx[0] = i;
+            out_score[0] = s;
+            member_sift_down(&o, out_idx, out_score, size, 0);
+        }
+    }
+    if (size < want)
+        for (uint32_t j = size / 2; j-- > 0;) member_sift_down(&o, out_idx, out_score, size, j);
     for (uint32_t end = size; end > 1; end--) {
-        float ts = out_score[0];
-        out_score[0] = out_score[end - 1];
-        out_score[end - 1] = ts;
-        uint32_t ti = out_idx[0];
-        out_idx[0] = out_idx[end - 1];
-        out_idx[end - 1] = ti;
-        sift_down(out_idx, out_score, end - 1, 0);
+        swap_pair(out_idx, out_score, 0, end - 1);
+        member_sift_down(&o, out_idx, out_score, end - 1, 0);
     }
     return size;
+}
+
+/* ---- pruned top-k over segments ------------------------------------------ */
+
+int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    uint32_t n = m->segments, k = m->k;
+    ix->order = st_malloc((size_t)n * sizeof *ix->order);
+    ix->norms = st_malloc((size_t)n * sizeof *ix->norms);
+    ix->add = st_malloc((size_t)n * sizeof *ix->add);
+    ix->add_max = st_malloc(((size_t)n + 1) * sizeof *ix->add_max);
+    ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows);
+    float *norms = st_malloc((size_t)n * sizeof *norms);
+    if (!ix->order || !ix->norms || !ix->add || !ix->add_max || !ix->rows || !norms) {
+        st_free(norms);
+        st_segment_index_free(ix);
+        return -1;
+    }
+    st_score_segment_norms(m, norms);
+    st_topk(norms, n, n, NULL, 0, ix->order, ix->norms); /* by decreasing norm */
+    float w = (float)m->h.prior_weight;
+    for (uint32_t p = 0; p < n; p++) {
+        memcpy(ix->rows + (size_t)p * k, m->V + (size_t)ix->order[p] * k, k * sizeof *ix->rows);
+        ix->add[p] = w * q[ix->order[p]]; /* the blend, exactly as st_score_one adds it */
+    }
+    /* add_max[p]: the most the blend adds from position p on. */
+    ix->add_max[n] = -INFINITY;
+    for (uint32_t p = n; p-- > 0;) ix->add_max[p] = ix->add[p] > ix->add_max[p + 1] ? ix->add[p] : ix->add_max[p + 1];
+    st_free(norms);
+    ix->n = n;
+    ix->k = k;
+    return 0;
+}
+
+void st_segment_index_free(st_segment_index *ix)
+{
+    st_free(ix->order);
+    st_free(ix->norms);
+    st_free(ix->add);
+    st_free(ix->add_max);
+    st_free(ix->rows);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* The most any segment from position p on can score: Cauchy-Schwarz on the
+ * dot product plus the largest blend still ahead. A computed dot of k
+ * rounded products is within k 2^-24 |x| |v| of the exact one, and adding
+ * the blend rounds once more; the margins are a hundred times that. */
+static float reach_from(const st_segment_index *ix, float xnorm, uint32_t p)
+{
+    float b = xnorm * ix->norms[p];
+    float add = ix->add_max[p];
+    return b * (1.0f + (float)ix->k * 1e-5f) + add + (fabsf(add) + b) * 1e-6f + 1e-6f;
+}
+
+uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
+                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
+{
+    enum { BLOCK = 32 };
+    uint32_t n = ix->n, k = ix->k, size = 0, p = 0;
+    float xnorm = sqrtf(dot8(x, x, k));
+    while (p < n && want > 0) {
+        /* Nothing from here on can beat the want-th best or reach min. */
+        float reach = reach_from(ix, xnorm, p);
+        if (reach < min || (size == want && reach < out_score[0])) break;
+        uint32_t end = p + BLOCK < n ? p + BLOCK : n;
+        float sc[BLOCK];
+        scan_rows(ix->rows + (size_t)p * k, end - p, k, x, sc);
+        for (uint32_t q = p; q < end; q++) {
+            uint32_t i = ix->order[q];
+            float v = sc[q - p] + ix->add[q];
+            if ((skip && skip[i]) || isnan(v) || !(v >= min)) continue;
+            offer(out_idx, out_score, &size, want, i, v);
+        }
+        p = end;
+    }
+    if (visited) *visited = p;
+    heap_to_sorted(out_idx, out_score, size);
+    return size;
+}
+
+/* ---- fold-in and explanations -------------------------------------------- */
+
+uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz) { return nnz + st_als_foldin_scratch(m->k); }
+
+uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz)
+{
+    /* confidences, the gathered rows, the system and one right-hand side */
+    uint64_t k = m->k;
+    return nnz + (uint64_t)nnz * k + k * k + k;
+}
+
+double st_score_confidences(const st_model *m, const st_als_params *p, const uint32_t *seg, const float *r,
+                            uint32_t nnz, float *cm1)
+{
+    double norm = 1.0;
+    if (p->confidence == ST_CONF_BM25) {
+        double sum = 0;
+        for (uint32_t i = 0; i < nnz; i++) sum += r[i];
+        double mean = m->h.bm25_mean_rowsum > 0 ? m->h.bm25_mean_rowsum : 1.0;
+        norm = (1.0 - p->bm25_b) + p->bm25_b * sum / mean;
+    }
+    for (uint32_t i = 0; i < nnz; i++) {
+        /* idf as st_als_confidence computes it in training */
+        double idf = p->confidence == ST_CONF_BM25 ? log((double)m->users) - log1p((double)m->popularity[seg[i]]) : 0;
+        cm1[i] = st_als_conf1(p, r[i], idf, norm);
+    }
+    return st_als_row_lambda(p, nnz, m->segments);
+}
+
+static double confidences(const st_model *m, const uint32_t *seg, const float *r, uint32_t nnz, float *cm1)
+{
+    st_als_params p;
+    st_model_params(&m->h, &p);
+    return st_score_confidences(m, &p, seg, r, nnz, cm1);
+}
+
+int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
+                    float *scratch)
+{
+    float *cm1 = scratch;
+    double lambda = confidences(m, seg, r, nnz, cm1);
+    return st_als_foldin(m->k, m->V, G, lambda, seg, cm1, nnz, x, scratch + nnz);
+}
+
+int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
+                     uint32_t s, float *contrib, float *scratch)
+{
+    uint32_t k = m->k;
+    float *cm1 = scratch, *M = cm1 + nnz, *A = M + (size_t)nnz * k, *z = A + (size_t)k * k;
+    double lambda = confidences(m, seg, r, nnz, cm1);
+    /* W = G + lambda I + sum_i cm1_i v_i v_i^T, the last term as one syrk over
+     * the rows sqrt(cm1_i) v_i gathered into M. */
+    memcpy(A, G, (size_t)k * k * sizeof *A);
+    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
+    for (uint32_t i = 0; i < nnz; i++) {
+        const float *v = m->V + (size_t)seg[i] * k;
+        float sc = sqrtf(cm1[i]);
+        for (uint32_t j = 0; j < k; j++) M[(size_t)i * k + j] = sc * v[j];
+    }
+    if (nnz > 0)
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)nnz, 1.0f, M, (blasint)k, 1.0f, A,
+                    (blasint)k);
+    memcpy(z, m->V + (size_t)s * k, k * sizeof *z);
+    if (LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, A, (lapack_int)k) != 0) return -1;
+    if (LAPACKE_spotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, 1, A, (lapack_int)k, z, (lapack_int)k) != 0)
+        return -1;
+    /* z = W^-1 v_s; past segment i contributes c_i (z . v_i), with c = 1 + cm1. */
+    for (uint32_t i = 0; i < nnz; i++) contrib[i] = (1.0f + cm1[i]) * st_dot(z, m->V + (size_t)seg[i] * k, k);
+    return 0;
+}
+
+/* ---- questions over all users -------------------------------------------- */
+
+void st_score_all_users(const st_model *m, const float *y, float *out) { scan_rows(m->U, m->users, m->k, y, out); }
+
+void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out)
+{
+    st_score_all_users(m, m->V + (size_t)s * m->k, out);
+    float add = (float)m->h.prior_weight * q[s];
+    for (uint32_t u = 0; u < m->users; u++) out[u] += add;
+}
+
+uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch)
+{
+    st_score_segment_users(m, q, s, scratch);
+    uint64_t n = 0;
+    for (uint32_t u = 0; u < m->users; u++) n += scratch[u] >= min;
+    return n;
+}
+
+uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
+                           uint32_t *out_idx, float *out_score)
+{
+    st_score_segment_users(m, q, s, scratch);
+    if (!(isinf(min) && min < 0)) /* NaN, which st_topk skips, for the scores under min */
+        for (uint32_t u = 0; u < m->users; u++)
+            if (!(scratch[u] >= min)) scratch[u] = NAN;
+    return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
+}
+
+uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
+                            float *scratch, uint32_t *out_idx, float *out_score)
+{
+    uint32_t k = m->k;
+    float *c = scratch + m->users;
+    memset(c, 0, k * sizeof *c);
+    for (uint32_t i = 0; i < nseeds; i++) {
+        const float *x = m->U + (size_t)seeds[i] * k;
+        for (uint32_t j = 0; j < k; j++) c[j] += x[j];
+    }
+    for (uint32_t j = 0; j < k; j++) c[j] /= nseeds > 0 ? (float)nseeds : 1.0f;
+    st_score_all_users(m, c, scratch);
+    return st_topk(scratch, m->users, want, seeds, nseeds, out_idx, out_score);
+}
+
+void st_score_segment_norms(const st_model *m, float *norms)
+{
+    for (uint32_t s = 0; s < m->segments; s++) {
+        const float *v = m->V + (size_t)s * m->k;
+        norms[s] = sqrtf(st_dot(v, v, m->k));
+    }
+}
+
+uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
+                          uint32_t *out_idx, float *out_score)
+{
+    st_score_all_segments(m, m->V + (size_t)s * m->k, scratch);
+    for (uint32_t t = 0; t < m->segments; t++) {
+        float d = norms[s] * norms[t];
+        scratch[t] = d > 0 ? scratch[t] / d : 0.0f;
+    }
+    uint32_t self = s;
+    return st_topk(scratch, m->segments, want, &self, 1, out_idx, out_score);
 }

@@ -1,18 +1,27 @@
-/* score: scores and top-k selections over a model.
+/* score: scores and top-k selections over a model, and the questions built
+ * on them: a user's segments, fold-in of an unseen user, audiences,
+ * look-alikes, reach, similar segments, explanations, the popularity prior.
  *
- * Legend: users m, segments n, rank k. A score is U[u] . V[s].
+ * Legend: users m, segments n, rank k. A score is U[u] . V[s] + w q[s]: the
+ * dot product plus the model's prior blend (w = prior_weight, 0 unless
+ * `starling eval`/`tune` fitted it; q from st_score_prior).
  * Owns: nothing. Never: allocates (every buffer is the caller's, so the
- * server's hot path can reuse per-connection scratch), blocks, or prints.
+ * server's hot path can reuse per-thread scratch; the one exception is
+ * st_segment_index_build, run once per model load), blocks, or prints.
  * Ties are broken by the lower index, so every ranking is deterministic.
+ * Functions that take a user's vector or history take them as arguments
+ * rather than a user index, so a caller may pass a user that is not in the
+ * model file (folded in, or updated online).
  */
 #ifndef STARLING_SCORE_H
 #define STARLING_SCORE_H
 
 #include <stdint.h>
 
+#include "als.h"
 #include "model.h"
 
-/* scores[s] = V[s] . x for every segment (one sgemv). */
+/* scores[s] = V[s] . x for every segment (st_dot on each row). */
 void st_score_all_segments(const st_model *m, const float *x, float *scores);
 
 /* The best `want` of n scores, best first, skipping the indices listed in
@@ -41,7 +50,101 @@ float st_score_one(const st_model *m, const float *q, const float *x, uint32_t s
  * the model is not calibrated (flags lack ST_MODEL_CALIBRATED). */
 double st_score_calibrated(const st_model *m, float score);
 
-/* The dot product of two k-vectors (the one scoring kernel). */
+/* The dot product of two k-vectors: the one scoring kernel, with a fixed
+ * summation order, so a pair scores the same in every command. */
 float st_dot(const float *a, const float *b, uint32_t k);
+
+
+/* The first `want` of n scores in the order of a Redis sorted set: by
+ * ascending score, equal scores by member name bytes (names[i] names index
+ * i); descending reverses both, as ZREVRANGE does. NaN scores are skipped.
+ * out_idx, out_score: want entries. */
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
+                         uint32_t *out_idx, float *out_score);
+
+/* Segments by decreasing norm |V[s]|, their rows copied in that order, for
+ * st_score_topk_segments. Built once per loaded model (allocates n k + 2n
+ * values); -1 on out-of-memory. */
+typedef struct {
+    uint32_t n, k;
+    uint32_t *order; /* position -> segment */
+    float *norms;    /* by position, decreasing */
+    float *add;      /* by position: the prior blend w q[s] */
+    float *add_max;  /* n + 1: the largest add from each position on */
+    float *rows;     /* n x k, by position */
+} st_segment_index;
+
+/* q from st_score_prior: the index scores with the model's blend. */
+int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix);
+void st_segment_index_free(st_segment_index *ix);
+
+/* The best `want` segments for the user vector x (blended scores, as
+ * st_score_blend gives them) among those scoring at least min and not marked in skip (indexed by segment; NULL = none): the
+ * same answer, scores and order as st_score_blend and st_topk, but visiting
+ * segments by decreasing norm and stopping once |x| |V[s]| plus the largest
+ * blend ahead (the most the rest could score, with a margin for rounding)
+ * falls below the
+ * want-th best so far or below min. *visited (may be NULL) receives how many
+ * segments were scored. Never allocates. */
+uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
+                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited);
+
+/* Floats of scratch that st_score_foldin / st_score_explain need for a
+ * history of nnz entries. */
+uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz);
+uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz);
+
+/* The confidence-minus-one of each history entry (seg[i], r[i]) into cm1,
+ * with model m's scheme as the parameters p say (st_model_params), and the
+ * row's lambda, returned: exactly what training uses for a row with this
+ * history. */
+double st_score_confidences(const st_model *m, const st_als_params *p, const uint32_t *seg, const float *r,
+                            uint32_t nnz, float *cm1);
+
+/* Fold-in: the vector x (k) the model would give a user whose history is
+ * (seg[i], r[i]), i < nnz: distinct segment indices and raw engagement values
+ * r >= 0, weighted with the model's own confidence scheme and regularisation,
+ * solved exactly against the segment factors (G = V^T V, k x k). Returns -1
+ * when the system cannot be solved (not positive definite). */
+int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
+                    float *scratch);
+
+/* Why a user with history (seg[i], r[i]) scores as they do on segment s
+ * (Hu, Koren, Volinsky 2008, section 5): with W = V^T C V + lambda I, the
+ * fold-in score is sum_i c_i (v_s^T W^-1 v_seg[i]), so contrib[i] is the part
+ * past segment seg[i] contributes; the contributions sum to the score that
+ * fold-in of this history gives. Returns -1 as st_score_foldin. */
+int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
+                     uint32_t s, float *contrib, float *scratch);
+
+/* out[u] = U[u] . y for every user (st_dot on each row). */
+void st_score_all_users(const st_model *m, const float *y, float *out);
+
+/* out[u] = every user's blended score for segment s, the same float
+ * st_score_one gives each (q from st_score_prior; out: m floats). */
+void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out);
+
+/* Users scoring at least min on segment s (blended scores; q from
+ * st_score_prior). scratch: m floats. */
+uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch);
+
+/* The best `want` users for segment s (blended scores) among those scoring
+ * at least min, best first; returns how many. scratch: m floats; out_*: want entries. */
+uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
+                           uint32_t *out_idx, float *out_score);
+
+/* Look-alikes of a seed list (user indices, sorted ascending, distinct): the
+ * users closest to the seeds' centroid c = mean of their vectors, by U[u] . c,
+ * seeds excluded. scratch: m + k floats; out_*: want entries. */
+uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
+                            float *scratch, uint32_t *out_idx, float *out_score);
+
+/* norms[s] = |V[s]| for every segment. */
+void st_score_segment_norms(const st_model *m, float *norms);
+
+/* Segments most similar to s by cosine of their factor vectors, s excluded.
+ * norms from st_score_segment_norms; scratch: n floats. */
+uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
+                          uint32_t *out_idx, float *out_score);
 
 #endif

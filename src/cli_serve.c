@@ -1,0 +1,229 @@
+/* cli_serve: `starling serve`, options from the command line and a config
+ * file, both read through the one option table below.
+ *
+ * The config file has one `name value` per line, with the same names as the
+ * long options (`port 6400`, `requirepass "s3cret"`); `#` starts a comment;
+ * a flag takes yes or no; `model PATH` names the model. Options on the
+ * command line override the file. Every problem is reported as FILE:LINE.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server.h"
+#include "util.h"
+
+/* Reads path into argv-style tokens "--name" "value" appended to out (room
+ * for max). Returns the count, or -1 after printing the problem. The tokens
+ * point into *text, which the caller frees. */
+static int read_config(const char *path, const st_opt *opts, char **text, char **out, int max, const char **model)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "starling serve: --config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0, len = 0;
+    char *buf = NULL, tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *b = st_realloc(buf, cap);
+            if (!b) {
+                st_free(buf);
+                fclose(f);
+                fprintf(stderr, "starling serve: out of memory\n");
+                return -1;
+            }
+            buf = b;
+        }
+        memcpy(buf + len, tmp, n);
+        len += n;
+        if (len > (1u << 20)) break;
+    }
+    fclose(f);
+    if (!buf) buf = st_strdup("");
+    if (!buf) return -1;
+    buf[len] = '\0';
+    *text = buf;
+    /* Values point into the text; each name becomes "--name" in a table of
+     * its own (a config file has at most one line per option). */
+    static char names[64][64];
+    int count = 0, line = 0, nnames = 0;
+    for (char *p = buf; *p;) {
+        line++;
+        char *eol = strchr(p, '\n');
+        char *next = eol ? eol + 1 : p + strlen(p);
+        if (eol) *eol = '\0';
+        char *hash = strchr(p, '#');
+        char *s = p;
+        while (isspace((unsigned char)*s)) s++;
+        if (hash && (hash == s || !strchr(s, '"'))) *hash = '\0';
+        char *name = s;
+        while (*s && !isspace((unsigned char)*s)) s++;
+        if (*s) *s++ = '\0';
+        while (isspace((unsigned char)*s)) s++;
+        char *value = s;
+        if (*value == '"') {
+            value++;
+            char *q = strrchr(value, '"');
+            if (!q) {
+                fprintf(stderr, "%s:%d: unbalanced quote\n", path, line);
+                return -1;
+            }
+            *q = '\0';
+        } else {
+            char *e = value + strlen(value);
+            while (e > value && isspace((unsigned char)e[-1])) *--e = '\0';
+        }
+        if (*name) {
+            if (strcmp(name, "model") == 0) {
+                *model = value;
+                p = next;
+                continue;
+            }
+            const st_opt *o = NULL;
+            for (const st_opt *q = opts; q->name; q++)
+                if (strcmp(q->name, name) == 0) o = q;
+            if (!o || strcmp(name, "config") == 0) {
+                fprintf(stderr, "%s:%d: unknown setting '%s'\n", path, line, name);
+                return -1;
+            }
+            if (!*value) {
+                fprintf(stderr, "%s:%d: '%s' needs a value\n", path, line, name);
+                return -1;
+            }
+            if (count + 2 > max || nnames >= 64) {
+                fprintf(stderr, "%s:%d: too many settings\n", path, line);
+                return -1;
+            }
+            snprintf(names[nnames], sizeof names[nnames], "--%s", name);
+            if (o->type == ST_OPT_FLAG) {
+                if (strcmp(value, "yes") == 0) out[count++] = names[nnames++];
+                else if (strcmp(value, "no") != 0) {
+                    fprintf(stderr, "%s:%d: '%s' takes yes or no\n", path, line, name);
+                    return -1;
+                }
+            } else {
+                out[count++] = names[nnames++];
+                out[count++] = value;
+            }
+        }
+        p = next;
+    }
+    return count;
+}
+
+int cli_serve(int argc, char **argv)
+{
+    st_server_config cfg;
+    st_server_config_default(&cfg);
+    const char *config = NULL, *unixperm = "700";
+    int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, port = cfg.port, allow_path = 0;
+    const char *bind = cfg.bind;
+    const st_opt opts[] = {
+        {"config", 'c', ST_OPT_STRING, &config, "FILE", "read settings from FILE (`name value` lines; flags override)", 0},
+        {"port", 'p', ST_OPT_INT, &port, "PORT", "TCP port (0 = any free port, shown in the log; -1 = no TCP)", 0},
+        {"bind", 0, ST_OPT_STRING, &bind, "ADDR", "address to listen on; anything but loopback exposes the server", 0},
+        {"unixsocket", 0, ST_OPT_STRING, &cfg.unixsocket, "PATH", "also listen on a Unix socket", 0},
+        {"unixsocketperm", 0, ST_OPT_STRING, &unixperm, "MODE", "octal mode of the Unix socket file", 0},
+        {"threads", 't', ST_OPT_INT, &threads, "N", "event loops (0 = one per CPU)", 0},
+        {"heavy-threads", 0, ST_OPT_INT, &heavy, "N", "workers for AUDIENCE, LOOKALIKE, REACH, s: ranges, reloads", 0},
+        {"requirepass", 0, ST_OPT_STRING, &cfg.requirepass, "SECRET",
+         "clients must AUTH with SECRET first (prefer the config file: flags show in ps)", 0},
+        {"maxclients", 0, ST_OPT_U64, &cfg.maxclients, "N", "connections at once; more are refused", 0},
+        {"timeout", 0, ST_OPT_DOUBLE, &cfg.timeout, "SECONDS", "close a client idle this long (0 = never)", 0},
+        {"max-request", 0, ST_OPT_U64, &cfg.max_request, "BYTES", "largest request; a larger one is a protocol error", 0},
+        {"max-args", 0, ST_OPT_U64, &cfg.max_args, "N", "most arguments in one request", 0},
+        {"output-limit", 0, ST_OPT_U64, &cfg.output_limit, "BYTES",
+         "replies pending for one client past which it is dropped", 0},
+        {"max-count", 0, ST_OPT_U64, &cfg.max_count, "N", "largest COUNT and range a reply may hold", 0},
+        {"shutdown-timeout", 0, ST_OPT_DOUBLE, &cfg.shutdown_timeout, "SECONDS",
+         "how long SIGTERM waits for in-flight requests", 0},
+        {"allow-reload-path", 0, ST_OPT_FLAG, &allow_path, NULL,
+         "let MODEL RELOAD name a file (otherwise it reloads the served path)", 0},
+        {"loglevel", 0, ST_OPT_CHOICE, &loglevel, NULL, "log verbosity", "debug|verbose|notice|warning"},
+        {"logfile", 0, ST_OPT_STRING, &cfg.logfile, "FILE", "append the log to FILE instead of stderr", 0},
+        {0},
+    };
+    const st_cmd_doc doc = {
+        "serve", "MODEL [options]",
+        "Serve a model over the Redis protocol (RESP2) on TCP and/or a Unix socket:\n"
+        "SEGMENTS, SCORE, FOLDIN, AUDIENCE, LOOKALIKE, REACH, SIMILAR, EXPLAIN, MODEL,\n"
+        "sorted-set views (ZRANGE u:<user> ...), and the housekeeping commands Redis\n"
+        "tools expect. Any Redis client works: redis-cli -p 6400 SEGMENTS u000123",
+        "Signals: SIGHUP reloads the model file (verified before it replaces the served one);\n"
+        "SIGTERM and SIGINT answer the requests already received, then exit.\n"
+        "docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers running it."};
+    /* The config file first, so that the command line overrides it. */
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) config = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) config = argv[i] + 9;
+    }
+    char *text = NULL;
+    const char *model = NULL;
+    if (config) {
+        enum { MAXF = 128 };
+        char *fargv[MAXF + 1];
+        fargv[0] = argv[0];
+        int n = read_config(config, opts, &text, fargv + 1, MAXF, &model);
+        if (n < 0) {
+            st_free(text);
+            return ST_EXIT_USAGE;
+        }
+        char *fpos[MAXF + 1];
+        int nfpos;
+        int rc = st_cli_parse(&doc, opts, n + 1, fargv, fpos, &nfpos);
+        if (rc != ST_CLI_GO) {
+            st_free(text);
+            return rc;
+        }
+    }
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
+    if (rc != ST_CLI_GO) {
+        st_free(text);
+        return rc;
+    }
+    if (npos == 1) model = pos[0];
+    if (npos > 1 || !model) {
+        st_free(text);
+        return st_cli_usage(&doc, npos > 1 ? "expected one MODEL, got %d" : "a MODEL is required (or `model PATH` in --config)", npos);
+    }
+    char *end;
+    long perm = strtol(unixperm, &end, 8);
+    const char *bad = NULL;
+    if (*end || perm < 0 || perm > 0777) bad = "--unixsocketperm must be an octal mode such as 700";
+    else if (port < -1 || port > 65535) bad = "--port must be between 0 and 65535 (-1 for no TCP)";
+    else if (threads < 0 || threads > 256) bad = "--threads must be between 0 and 256";
+    else if (heavy < 1 || heavy > 256) bad = "--heavy-threads must be between 1 and 256";
+    else if (cfg.maxclients < 1) bad = "--maxclients must be at least 1";
+    else if (cfg.max_request < 64 || cfg.max_request > (1ull << 30)) bad = "--max-request must be between 64 and 1073741824";
+    else if (cfg.max_args < 2 || cfg.max_args > 1000000) bad = "--max-args must be between 2 and 1000000";
+    else if (cfg.output_limit < 1024) bad = "--output-limit must be at least 1024";
+    else if (cfg.max_count < 1 || cfg.max_count > 100000000) bad = "--max-count must be between 1 and 100000000";
+    else if (cfg.timeout < 0) bad = "--timeout must be >= 0";
+    else if (cfg.shutdown_timeout < 0) bad = "--shutdown-timeout must be >= 0";
+    else if (cfg.requirepass && !*cfg.requirepass) bad = "--requirepass must not be empty";
+    if (bad) {
+        st_free(text);
+        return st_cli_usage(&doc, "%s", bad);
+    }
+    cfg.model_path = model;
+    cfg.bind = bind;
+    cfg.port = port;
+    cfg.unixsocket_perm = (int)perm;
+    cfg.threads = threads;
+    cfg.heavy_threads = heavy;
+    cfg.allow_reload_path = allow_path;
+    cfg.loglevel = loglevel;
+    char err[ST_ERRLEN];
+    rc = st_serve(&cfg, err);
+    st_free(text);
+    if (rc != 0) return st_cli_fail("serve", "%s", err);
+    return ST_EXIT_OK;
+}

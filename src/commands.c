@@ -1,0 +1,1624 @@
+/* commands: every protocol command, in one table, and the one call() path.
+ *
+ * What it is: the meaning of each request (docs/PROTOCOL.md is the reference
+ * a client author reads; this file is what it describes). What it is not: a
+ * connection or a thread; handlers get an st_ctx and append one reply to
+ * ctx->out, and never block except MODEL RELOAD, which runs on the heavy pool.
+ *
+ * Users are looked up through find_user() alone, which returns a user's
+ * vector and history wherever they live; today that is the model file, and
+ * an overlay of users updated online plugs in there without touching a
+ * handler. Handlers that run on an event loop (everything not flagged HEAVY)
+ * use the thread's scratch and never allocate; SEGMENTS and SCORE are the
+ * hot path the ad server calls for every ad request.
+ *
+ * The sorted-set views follow Redis's t_zset.c behaviour for a sorted set
+ * whose members are the segments of u:<user> (scored by affinity) or the
+ * users of s:<segment>: the same reply shapes, the same errors in the same
+ * order of checks, ties ordered by member name like Redis.
+ */
+#include "commands.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "score.h"
+#include "util.h"
+
+#ifndef STARLING_VERSION
+#define STARLING_VERSION "0.1.0"
+#endif
+
+typedef void (*st_cmd_fn)(st_ctx *c);
+
+/* The command table. One row per command or subcommand.
+ *
+ *   name     lower case; a subcommand is "container|sub" (e.g. "model|reload")
+ *            and is found through its container's row, which has CONTAINER.
+ *   fn       the handler. It may assume everything the table promises:
+ *            the arity holds, the client is authenticated (unless NOAUTH).
+ *   arity    as in Redis: n > 0 means exactly n arguments (the name
+ *            included, and for a subcommand the container's name too);
+ *            n < 0 means at least -n.
+ *   flags    NOAUTH     allowed before AUTH when --requirepass is set
+ *            HEAVY      runs on the heavy pool, never on an event loop
+ *            HEAVY_SKEY runs on the heavy pool when its key is s:<segment>
+ *                       (the range scores every user), on the loop otherwise
+ *            CONTAINER  argv[1] names a subcommand ("container|sub" rows)
+ *            WRITE      changes server state (COMMAND INFO reports it)
+ *            FAST       O(1) or O(k): COMMAND INFO reports "fast"
+ *   key      position of the key argument for proxies (COMMAND INFO's first
+ *            key); 0 = none. Keyed commands take one key, except EXISTS.
+ *   group, summary, complexity   for COMMAND DOCS and docs/PROTOCOL.md.
+ *
+ * Checklist: a new row needs its handler, a section in docs/PROTOCOL.md and,
+ * for a new hot-path command, a case in tests/test_serve.py.
+ */
+enum {
+    NOAUTH = 1u << 0,
+    HEAVY = 1u << 1,
+    HEAVY_SKEY = 1u << 2,
+    CONTAINER = 1u << 3,
+    WRITE = 1u << 4,
+    FAST = 1u << 5,
+};
+
+struct st_command {
+    const char *name;
+    st_cmd_fn fn;
+    int arity;
+    unsigned flags;
+    int key;
+    const char *group;
+    const char *summary;
+    const char *complexity;
+};
+
+static void cmd_ping(st_ctx *c);
+static void cmd_echo(st_ctx *c);
+static void cmd_quit(st_ctx *c);
+static void cmd_auth(st_ctx *c);
+static void cmd_hello(st_ctx *c);
+static void cmd_select(st_ctx *c);
+static void cmd_client_setname(st_ctx *c);
+static void cmd_client_getname(st_ctx *c);
+static void cmd_client_id(st_ctx *c);
+static void cmd_command(st_ctx *c);
+static void cmd_command_docs(st_ctx *c);
+static void cmd_command_count(st_ctx *c);
+static void cmd_command_info(st_ctx *c);
+static void cmd_config_get(st_ctx *c);
+static void cmd_info(st_ctx *c);
+static void cmd_help(st_ctx *c);
+static void cmd_segments(st_ctx *c);
+static void cmd_score(st_ctx *c);
+static void cmd_foldin(st_ctx *c);
+static void cmd_audience(st_ctx *c);
+static void cmd_lookalike(st_ctx *c);
+static void cmd_reach(st_ctx *c);
+static void cmd_similar(st_ctx *c);
+static void cmd_explain(st_ctx *c);
+static void cmd_model_info(st_ctx *c);
+static void cmd_model_reload(st_ctx *c);
+static void cmd_zrange(st_ctx *c);
+static void cmd_zrevrange(st_ctx *c);
+static void cmd_zrangebyscore(st_ctx *c);
+static void cmd_zrevrangebyscore(st_ctx *c);
+static void cmd_zscore(st_ctx *c);
+static void cmd_zmscore(st_ctx *c);
+static void cmd_zcount(st_ctx *c);
+static void cmd_zcard(st_ctx *c);
+static void cmd_exists(st_ctx *c);
+static void cmd_type(st_ctx *c);
+
+static const st_command commands[] = {
+    /* targeting */
+    {"segments", cmd_segments, -2, 0, 0, "targeting", "A user's best segments with their scores", "O(n k + n log COUNT)"},
+    {"score", cmd_score, -3, FAST, 0, "targeting", "A user's score for each segment given", "O(k) per segment"},
+    {"foldin", cmd_foldin, -3, 0, 0, "targeting", "Best segments for a user the model has never seen, from their engagement",
+     "O(e k^2 + k^3 + n k)"},
+    {"audience", cmd_audience, -4, HEAVY, 0, "targeting", "The best users for a segment", "O(m k + m log COUNT)"},
+    {"lookalike", cmd_lookalike, -4, HEAVY, 0, "targeting", "Users closest to a seed list of users", "O(m k + m log COUNT)"},
+    {"reach", cmd_reach, 4, HEAVY, 0, "targeting", "How many users score at least MIN on a segment", "O(m k)"},
+    {"similar", cmd_similar, 4, 0, 0, "targeting", "Segments closest to a segment (cosine of factors)", "O(n k)"},
+    {"explain", cmd_explain, -3, 0, 0, "targeting", "Which past segments of a user drive a score", "O(h k^2 + k^3)"},
+    {"model", NULL, -2, CONTAINER, 0, "server", "MODEL INFO | MODEL RELOAD [path]", "O(1)"},
+    {"model|info", cmd_model_info, 2, 0, 0, "server", "The served model's dimensions and provenance", "O(1)"},
+    {"model|reload", cmd_model_reload, -2, HEAVY | WRITE, 0, "server", "Load and verify a model file, then swap it in",
+     "O(size of the model file)"},
+    {"model|help", cmd_help, 2, 0, 0, "server", "The MODEL subcommands", "O(1)"},
+    /* sorted-set views */
+    {"zrange", cmd_zrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members of u:<user> or s:<segment> in a range",
+     "O(N + N log M) for N members scored, M returned"},
+    {"zrevrange", cmd_zrevrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members in a rank range, highest score first",
+     "O(N + N log M)"},
+    {"zrangebyscore", cmd_zrangebyscore, -4, HEAVY_SKEY, 1, "sorted-set", "Members in a score range, lowest first",
+     "O(N + N log M)"},
+    {"zrevrangebyscore", cmd_zrevrangebyscore, -4, HEAVY_SKEY, 1, "sorted-set",
+     "Members in a score range, highest first", "O(N + N log M)"},
+    {"zscore", cmd_zscore, 3, FAST, 1, "sorted-set", "The score of one member", "O(k)"},
+    {"zmscore", cmd_zmscore, -3, FAST, 1, "sorted-set", "The scores of several members", "O(k) per member"},
+    {"zcount", cmd_zcount, 4, HEAVY_SKEY, 1, "sorted-set", "How many members score within a range", "O(N k)"},
+    {"zcard", cmd_zcard, 2, FAST, 1, "sorted-set", "How many members the view has", "O(1)"},
+    {"exists", cmd_exists, -2, FAST, 1, "generic", "How many of the keys exist", "O(1) per key"},
+    {"type", cmd_type, 2, FAST, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
+    /* connection and server */
+    {"ping", cmd_ping, -1, FAST, 0, "connection", "PONG, or the message given", "O(1)"},
+    {"echo", cmd_echo, 2, FAST, 0, "connection", "The message given", "O(1)"},
+    {"quit", cmd_quit, -1, NOAUTH | FAST, 0, "connection", "Close the connection after replying", "O(1)"},
+    {"auth", cmd_auth, -2, NOAUTH | FAST, 0, "connection", "Authenticate with --requirepass", "O(1)"},
+    {"hello", cmd_hello, -1, NOAUTH | FAST, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
+    {"select", cmd_select, 2, FAST, 0, "connection", "Database 0 is the only one", "O(1)"},
+    {"client", NULL, -2, CONTAINER, 0, "connection", "CLIENT SETNAME | GETNAME | ID", "O(1)"},
+    {"client|setname", cmd_client_setname, 3, FAST, 0, "connection", "Name this connection", "O(1)"},
+    {"client|getname", cmd_client_getname, 2, FAST, 0, "connection", "This connection's name", "O(1)"},
+    {"client|id", cmd_client_id, 2, FAST, 0, "connection", "This connection's id", "O(1)"},
+    {"client|help", cmd_help, 2, 0, 0, "connection", "The CLIENT subcommands", "O(1)"},
+    {"command", cmd_command, -1, CONTAINER, 0, "server", "Every command's name, arity, flags and key position",
+     "O(commands)"},
+    {"command|docs", cmd_command_docs, -2, 0, 0, "server", "Every command's summary, for clients' help", "O(commands)"},
+    {"command|count", cmd_command_count, 2, 0, 0, "server", "How many commands there are", "O(1)"},
+    {"command|info", cmd_command_info, -2, 0, 0, "server", "Name, arity, flags and keys of the commands given",
+     "O(commands)"},
+    {"command|help", cmd_help, 2, 0, 0, "server", "The COMMAND subcommands", "O(1)"},
+    {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
+    {"config|get", cmd_config_get, -3, 0, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
+    {"config|help", cmd_help, 2, 0, 0, "server", "The CONFIG subcommands", "O(1)"},
+    {"info", cmd_info, -1, 0, 0, "server", "Server, clients, model, stats, commandstats, latencystats", "O(commands)"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+_Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in server.h");
+
+/* ---- lookup ---------------------------------------------------------------- */
+
+#define INDEX_SLOTS 256 /* a power of two, well over twice the rows */
+static int16_t name_index[INDEX_SLOTS]; /* row + 1, 0 = empty */
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)tolower((unsigned char)s[i])) * 16777619u;
+    return h;
+}
+
+void st_commands_init(void)
+{
+    memset(name_index, 0, sizeof name_index);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        uint32_t h = name_hash(commands[i].name, strlen(commands[i].name)) & (INDEX_SLOTS - 1);
+        while (name_index[h]) h = (h + 1) & (INDEX_SLOTS - 1);
+        name_index[h] = (int16_t)(i + 1);
+    }
+}
+
+static const st_command *find_name(const char *s, size_t n)
+{
+    uint32_t h = name_hash(s, n) & (INDEX_SLOTS - 1);
+    while (name_index[h]) {
+        const st_command *c = &commands[name_index[h] - 1];
+        if (strlen(c->name) == n && strncasecmp(c->name, s, n) == 0) return c;
+        h = (h + 1) & (INDEX_SLOTS - 1);
+    }
+    return NULL;
+}
+
+static const st_command *find_sub(const st_command *container, const resp_arg *sub)
+{
+    char key[64];
+    size_t cl = strlen(container->name);
+    if (cl + 1 + sub->len >= sizeof key) return NULL;
+    memcpy(key, container->name, cl);
+    key[cl] = '|';
+    memcpy(key + cl + 1, sub->ptr, sub->len);
+    return find_name(key, cl + 1 + sub->len);
+}
+
+uint64_t st_nanos(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- statistics -------------------------------------------------------------- */
+
+static void bump(atomic_uint_fast64_t *a, uint64_t v)
+{
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
+}
+
+static int lat_bucket(uint64_t ns)
+{
+    if (ns < 32) return (int)ns;
+    int msb = 63 - __builtin_clzll(ns);
+    int b = 32 + (msb - 5) * 16 + (int)((ns >> (msb - 4)) & 15);
+    return b < ST_LAT_BUCKETS ? b : ST_LAT_BUCKETS - 1;
+}
+
+/* The middle of a bucket, in nanoseconds. */
+static double lat_value(int b)
+{
+    if (b < 32) return b;
+    int msb = (b - 32) / 16 + 5, sub = (b - 32) % 16;
+    double lo = (double)((uint64_t)(16 + sub) << (msb - 4)), width = (double)(1ull << (msb - 4));
+    return lo + width / 2;
+}
+
+static void record(st_stats *stats, const st_command *cmd, uint64_t ns, int failed)
+{
+    st_cmdstat *s = &stats->cmd[cmd - commands];
+    bump(&s->calls, 1);
+    bump(&s->nanos, ns);
+    if (failed) bump(&s->failed, 1);
+    bump(&s->hist[lat_bucket(ns)], 1);
+}
+
+static void reject(st_stats *stats, const st_command *cmd)
+{
+    if (cmd) bump(&stats->cmd[cmd - commands].rejected, 1);
+}
+
+/* ---- call ------------------------------------------------------------------ */
+
+static int is_skey(const resp_arg *a) { return a->len >= 2 && a->ptr[0] == 's' && a->ptr[1] == ':'; }
+
+static void unknown_command(st_ctx *c)
+{
+    /* Redis's wording, with the first arguments quoted (at most 128 bytes). */
+    char args[160];
+    size_t w = 0;
+    args[0] = '\0';
+    for (int i = 1; i < c->argc && w < 128; i++) {
+        int n = snprintf(args + w, sizeof args - w, "'%.*s' ", (int)(c->argv[i].len > 64 ? 64 : c->argv[i].len),
+                         c->argv[i].ptr);
+        if (n < 0) break;
+        w += (size_t)n;
+        if (w >= sizeof args) w = sizeof args - 1;
+    }
+    resp_error(c->out, "ERR unknown command '%.*s', with args beginning with: %s",
+               (int)(c->argv[0].len > 64 ? 64 : c->argv[0].len), c->argv[0].ptr, args);
+}
+
+st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0)
+{
+    const st_command *cmd = find_name(c->argv[0].ptr, c->argv[0].len);
+    if (!cmd || strchr(cmd->name, '|')) {
+        unknown_command(c);
+        return ST_CALL_DONE;
+    }
+    if ((cmd->flags & CONTAINER) && (c->argc >= 2 || !cmd->fn)) {
+        if (c->argc < 2) {
+            reject(stats, cmd);
+            resp_error(c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
+            return ST_CALL_DONE;
+        }
+        const st_command *sub = find_sub(cmd, &c->argv[1]);
+        if (!sub) {
+            reject(stats, cmd);
+            char up[32];
+            size_t n = strlen(cmd->name);
+            for (size_t i = 0; i <= n && i < sizeof up; i++) up[i] = (char)toupper((unsigned char)cmd->name[i]);
+            resp_error(c->out, "ERR unknown subcommand '%.*s'. Try %s HELP.",
+                       (int)(c->argv[1].len > 64 ? 64 : c->argv[1].len), c->argv[1].ptr, up);
+            return ST_CALL_DONE;
+        }
+        cmd = sub;
+    }
+    if ((cmd->arity > 0 && c->argc != cmd->arity) || (cmd->arity < 0 && c->argc < -cmd->arity)) {
+        reject(stats, cmd);
+        resp_error(c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return ST_CALL_DONE;
+    }
+    if (c->session && !c->session->authed && !(cmd->flags & NOAUTH)) {
+        reject(stats, cmd);
+        resp_error(c->out, "NOAUTH Authentication required.");
+        return ST_CALL_DONE;
+    }
+    uint64_t start = st_nanos();
+    if ((cmd->flags & HEAVY) || ((cmd->flags & HEAVY_SKEY) && is_skey(&c->argv[1]))) {
+        *out_cmd = cmd;
+        *t0 = start;
+        return ST_CALL_DEFER;
+    }
+    size_t before = c->out->len;
+    cmd->fn(c);
+    record(stats, cmd, st_nanos() - start, c->out->len > before && c->out->buf[before] == '-');
+    return ST_CALL_DONE;
+}
+
+void st_call_heavy(st_ctx *c, const st_command *cmd) { cmd->fn(c); }
+
+void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
+{
+    record(stats, cmd, st_nanos() - t0, first_byte == '-');
+}
+
+/* ---- argument helpers ------------------------------------------------------- */
+
+static int is_word(const resp_arg *a, const char *w)
+{
+    size_t n = strlen(w);
+    return a->len == n && strncasecmp(a->ptr, w, n) == 0;
+}
+
+/* Parses a whole integer argument; replies Redis's error and returns -1. */
+static int arg_i64(st_ctx *c, const resp_arg *a, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(a->ptr, &end, 10);
+    if (a->len == 0 || errno || end != a->ptr + a->len || isspace((unsigned char)a->ptr[0])) {
+        resp_error(c->out, "ERR value is not an integer or out of range");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A COUNT value: 0..limit. */
+static int arg_count(st_ctx *c, const resp_arg *a, uint64_t limit, uint32_t *out)
+{
+    uint64_t v;
+    if (st_parse_u64(a->ptr, &v) != 0 || strlen(a->ptr) != a->len) {
+        resp_error(c->out, "ERR COUNT must be a whole number >= 0");
+        return -1;
+    }
+    if (v > limit) {
+        resp_error(c->out, "ERR COUNT %llu is over the limit of %llu (--max-count)", (unsigned long long)v,
+                   (unsigned long long)limit);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int arg_float(st_ctx *c, const resp_arg *a, const char *what, double *out)
+{
+    if (strlen(a->ptr) != a->len || st_parse_double(a->ptr, out) != 0) {
+        resp_error(c->out, "ERR %s is not a valid number", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* The user behind an id: the vector and history answers use. `known` is 0
+ * for a user the model has no vector for; answers then use the prior. This
+ * is the one place users are looked up. */
+typedef struct {
+    int known;
+    const float *x;
+    const uint32_t *hist_seg;
+    const float *hist_r;
+    uint32_t hist_n;
+} user_view;
+
+static user_view find_user(const st_served *sv, const char *id, size_t len)
+{
+    user_view v = {0};
+    const st_model *m = &sv->m;
+    uint32_t u = st_idmap_find(&m->user_ids, id, len);
+    if (u == ST_NOT_FOUND) return v;
+    v.known = 1;
+    v.x = m->U + (size_t)u * m->k;
+    uint64_t h0 = m->hist_ptr[u];
+    v.hist_seg = m->hist_idx + h0;
+    v.hist_r = m->hist_val + h0;
+    v.hist_n = (uint32_t)(m->hist_ptr[u + 1] - h0);
+    return v;
+}
+
+static uint32_t find_segment(const st_served *sv, const resp_arg *a)
+{
+    return st_idmap_find(&sv->m.segment_ids, a->ptr, a->len);
+}
+
+static void bulk_segment(st_ctx *c, uint32_t s)
+{
+    size_t n;
+    const char *name = st_idmap_name(&c->model->m.segment_ids, s, &n);
+    resp_bulk(c->out, name, n);
+}
+
+static void bulk_user(st_ctx *c, uint32_t u)
+{
+    size_t n;
+    const char *name = st_idmap_name(&c->model->m.user_ids, u, &n);
+    resp_bulk(c->out, name, n);
+}
+
+/* In-place heap sort of indices, with their values moved alongside when vals
+ * is not NULL (qsort may allocate; the hot path must not). */
+static void sort_idx(uint32_t *a, float *vals, uint32_t n)
+{
+    for (uint32_t start = n / 2; n > 1;) {
+        uint32_t root;
+        if (start > 0) {
+            root = --start;
+        } else {
+            n--;
+            uint32_t t = a[0];
+            a[0] = a[n];
+            a[n] = t;
+            if (vals) {
+                float tv = vals[0];
+                vals[0] = vals[n];
+                vals[n] = tv;
+            }
+            root = 0;
+        }
+        for (;;) {
+            uint32_t child = 2 * root + 1;
+            if (child >= n) break;
+            if (child + 1 < n && a[child + 1] > a[child]) child++;
+            if (a[root] >= a[child]) break;
+            uint32_t t = a[root];
+            a[root] = a[child];
+            a[child] = t;
+            if (vals) {
+                float tv = vals[root];
+                vals[root] = vals[child];
+                vals[child] = tv;
+            }
+            root = child;
+        }
+    }
+}
+
+/* Replies [seg, score, ...] for the selection idx/top. */
+static void reply_segment_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
+{
+    resp_array(c->out, 2 * (int64_t)n);
+    for (uint32_t i = 0; i < n; i++) {
+        bulk_segment(c, idx[i]);
+        resp_score(c->out, top[i]);
+    }
+}
+
+/* ---- targeting ------------------------------------------------------------------ */
+
+static int is_segments_keyword(const resp_arg *a)
+{
+    return is_word(a, "COUNT") || is_word(a, "MIN") || is_word(a, "ONLY") || is_word(a, "EXCLUDE") ||
+           is_word(a, "CALIBRATED") || is_word(a, "UNSEEN");
+}
+
+static void cmd_segments(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    st_scratch *sc = c->scratch;
+    uint32_t count = 10;
+    double min = -INFINITY;
+    int calibrated = 0, unseen = 0, only_from = 0, only_to = 0, ex_from = 0, ex_to = 0;
+    for (int i = 2; i < c->argc;) {
+        const resp_arg *a = &c->argv[i];
+        if (is_word(a, "COUNT") && i + 1 < c->argc) {
+            if (arg_count(c, &c->argv[i + 1], m->segments, &count) != 0) return;
+            i += 2;
+        } else if (is_word(a, "MIN") && i + 1 < c->argc) {
+            if (arg_float(c, &c->argv[i + 1], "MIN", &min) != 0) return;
+            i += 2;
+        } else if (is_word(a, "CALIBRATED")) {
+            calibrated = 1;
+            i++;
+        } else if (is_word(a, "UNSEEN")) {
+            unseen = 1;
+            i++;
+        } else if (is_word(a, "ONLY") || is_word(a, "EXCLUDE")) {
+            int only = is_word(a, "ONLY");
+            if (only ? only_from : ex_from) {
+                resp_error(c->out, "ERR syntax error: %s given twice", only ? "ONLY" : "EXCLUDE");
+                return;
+            }
+            int j = i + 1;
+            while (j < c->argc && !is_segments_keyword(&c->argv[j])) j++;
+            if (only) {
+                only_from = i + 1;
+                only_to = j;
+            } else {
+                ex_from = i + 1;
+                ex_to = j;
+            }
+            i = j;
+        } else {
+            resp_error(c->out, "ERR syntax error at '%.*s': SEGMENTS user [COUNT k] [MIN score] [ONLY seg ...] "
+                               "[EXCLUDE seg ...] [UNSEEN] [CALIBRATED]",
+                       (int)(a->len > 64 ? 64 : a->len), a->ptr);
+            return;
+        }
+    }
+    if (calibrated && !(m->h.flags & ST_MODEL_CALIBRATED)) {
+        resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
+        return;
+    }
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    /* Calibration is monotone when a > 0: rank on raw scores, then map the
+     * survivors; MIN then applies to the calibrated value. A user answered
+     * from the prior gets the model's probability for a user with no
+     * history: the calibration of the blend alone, w q[s]. */
+    int post_calibrate = calibrated;
+    float *scores = sc->scores;
+    uint32_t n = m->segments, got;
+    if (only_from) {
+        /* Only the segments listed: score them one by one. */
+        uint32_t *segs = sc->segs, ns = 0;
+        for (int i = only_from; i < only_to; i++) {
+            uint32_t s = find_segment(sv, &c->argv[i]);
+            if (s != ST_NOT_FOUND) segs[ns++] = s;
+        }
+        sort_idx(segs, NULL, ns);
+        uint32_t w = 0;
+        for (uint32_t i = 0; i < ns; i++)
+            if (w == 0 || segs[w - 1] != segs[i]) segs[w++] = segs[i];
+        ns = w;
+        for (uint32_t i = 0; i < ns; i++) {
+            uint32_t s = segs[i];
+            scores[i] = u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s];
+        }
+        for (int i = ex_from; i && i < ex_to; i++) {
+            uint32_t s = find_segment(sv, &c->argv[i]);
+            for (uint32_t j = 0; j < ns && s != ST_NOT_FOUND; j++)
+                if (segs[j] == s) scores[j] = NAN;
+        }
+        if (unseen)
+            for (uint32_t h = 0; h < u.hist_n; h++)
+                for (uint32_t j = 0; j < ns; j++)
+                    if (segs[j] == u.hist_seg[h]) scores[j] = NAN;
+        if (!post_calibrate && !isinf(min))
+            for (uint32_t j = 0; j < ns; j++)
+                if (!(scores[j] >= min)) scores[j] = NAN;
+        got = st_topk(scores, ns, count, NULL, 0, sc->idx, sc->top);
+        for (uint32_t i = 0; i < got; i++) sc->idx[i] = segs[sc->idx[i]];
+    } else {
+        /* EXCLUDE and UNSEEN mark the skip mask, which is cleared again below. */
+        int any_skip = 0;
+        for (int i = ex_from; i && i < ex_to; i++) {
+            uint32_t s = find_segment(sv, &c->argv[i]);
+            if (s != ST_NOT_FOUND) sc->skip[s] = any_skip = 1;
+        }
+        if (unseen)
+            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = any_skip = 1;
+        float fmin = post_calibrate ? -INFINITY : (float)min;
+        if (u.known) {
+            got = st_score_topk_segments(&sv->seg_index, u.x, count, fmin, any_skip ? sc->skip : NULL, sc->idx,
+                                         sc->top, NULL);
+        } else {
+            /* The prior's ranking is fixed: walk it. */
+            got = 0;
+            for (uint32_t p = 0; p < n && got < count; p++) {
+                uint32_t s = sv->prior_rank[p];
+                if (sv->prior[s] < fmin) break;
+                if (sc->skip[s]) continue;
+                sc->idx[got] = s;
+                sc->top[got++] = sv->prior[s];
+            }
+        }
+        for (int i = ex_from; i && i < ex_to; i++) {
+            uint32_t s = find_segment(sv, &c->argv[i]);
+            if (s != ST_NOT_FOUND) sc->skip[s] = 0;
+        }
+        if (unseen)
+            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = 0;
+    }
+    if (post_calibrate) {
+        uint32_t w = 0;
+        for (uint32_t i = 0; i < got; i++) {
+            float base = u.known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
+            float p = (float)st_score_calibrated(m, base);
+            if (p >= min) {
+                sc->idx[w] = sc->idx[i];
+                sc->top[w++] = p;
+            }
+        }
+        got = w;
+    }
+    resp_array(c->out, 2);
+    resp_simple(c->out, u.known ? "model" : "prior");
+    reply_segment_pairs(c, sc->idx, sc->top, got);
+}
+
+static void cmd_score(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    resp_array(c->out, 2);
+    resp_simple(c->out, u.known ? "model" : "prior");
+    resp_array(c->out, c->argc - 2);
+    for (int i = 2; i < c->argc; i++) {
+        uint32_t s = find_segment(sv, &c->argv[i]);
+        if (s == ST_NOT_FOUND) resp_null(c->out);
+        else resp_score(c->out, u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s]);
+    }
+}
+
+static void cmd_foldin(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    st_scratch *sc = c->scratch;
+    uint32_t count = 10;
+    int first = 1;
+    if (is_word(&c->argv[1], "COUNT") && (c->argc - 1) % 2 == 0) {
+        if (arg_count(c, &c->argv[2], m->segments, &count) != 0) return;
+        first = 3;
+    }
+    if (c->argc - first < 2 || (c->argc - first) % 2 != 0) {
+        resp_error(c->out, "ERR FOLDIN needs segment weight pairs: FOLDIN [COUNT k] seg weight [seg weight ...]");
+        return;
+    }
+    uint32_t *segs = sc->segs, ns = 0;
+    float *r = sc->vals;
+    for (int i = first; i < c->argc; i += 2) {
+        double w;
+        if (strlen(c->argv[i + 1].ptr) != c->argv[i + 1].len || st_parse_double(c->argv[i + 1].ptr, &w) != 0 ||
+            w < 0) {
+            resp_error(c->out, "ERR weight '%.*s' of segment '%.*s' is not a number >= 0",
+                       (int)(c->argv[i + 1].len > 32 ? 32 : c->argv[i + 1].len), c->argv[i + 1].ptr,
+                       (int)(c->argv[i].len > 64 ? 64 : c->argv[i].len), c->argv[i].ptr);
+            return;
+        }
+        uint32_t s = find_segment(sv, &c->argv[i]);
+        if (s == ST_NOT_FOUND) continue; /* the model cannot use what it has not seen */
+        segs[ns] = s;
+        r[ns++] = (float)w;
+    }
+    /* Repeated segments add up, as repeated events do in training; zero
+     * engagement is no interaction. */
+    sort_idx(segs, r, ns);
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < ns; i++) {
+        if (w > 0 && segs[w - 1] == segs[i]) r[w - 1] += r[i];
+        else {
+            segs[w] = segs[i];
+            r[w++] = r[i];
+        }
+    }
+    ns = 0;
+    for (uint32_t i = 0; i < w; i++)
+        if (r[i] > 0) {
+            segs[ns] = segs[i];
+            r[ns++] = r[i];
+        }
+    float *scores = sc->scores;
+    const char *source = "foldin";
+    if (ns == 0) {
+        memcpy(scores, sv->prior, (size_t)m->segments * sizeof *scores);
+        source = "prior";
+    } else {
+        float *x = scores + m->segments; /* scratch rows hold n + k floats */
+        if (st_score_foldin(m, sv->G, segs, r, ns, x, sc->work) != 0) {
+            resp_error(c->out, "ERR fold-in failed: the system is not positive definite");
+            return;
+        }
+    }
+    uint32_t got = ns == 0 ? st_topk(scores, m->segments, count, NULL, 0, sc->idx, sc->top)
+                           : st_score_topk_segments(&sv->seg_index, scores + m->segments, count, -INFINITY, NULL,
+                                                    sc->idx, sc->top, NULL);
+    resp_array(c->out, 2);
+    resp_simple(c->out, source);
+    reply_segment_pairs(c, sc->idx, sc->top, got);
+}
+
+static int need_segment(st_ctx *c, const resp_arg *a, uint32_t *s)
+{
+    *s = find_segment(c->model, a);
+    if (*s != ST_NOT_FOUND) return 0;
+    resp_error(c->out, "ERR unknown segment '%.*s'", (int)(a->len > 128 ? 128 : a->len), a->ptr);
+    return -1;
+}
+
+static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
+{
+    resp_array(c->out, 2 * (int64_t)n);
+    for (uint32_t i = 0; i < n; i++) {
+        bulk_user(c, idx[i]);
+        resp_score(c->out, top[i]);
+    }
+}
+
+static void cmd_audience(st_ctx *c)
+{
+    const st_model *m = &c->model->m;
+    uint32_t s, count = 0;
+    int have_count = 0;
+    double min = -INFINITY;
+    if (need_segment(c, &c->argv[1], &s) != 0) return;
+    for (int i = 2; i < c->argc; i += 2) {
+        if (i + 1 >= c->argc) {
+            resp_error(c->out, "ERR syntax error: AUDIENCE seg COUNT n [MIN score]");
+            return;
+        }
+        if (is_word(&c->argv[i], "COUNT")) {
+            if (arg_count(c, &c->argv[i + 1], c->cfg->max_count, &count) != 0) return;
+            have_count = 1;
+        } else if (is_word(&c->argv[i], "MIN")) {
+            if (arg_float(c, &c->argv[i + 1], "MIN", &min) != 0) return;
+        } else {
+            resp_error(c->out, "ERR syntax error: AUDIENCE seg COUNT n [MIN score]");
+            return;
+        }
+    }
+    if (!have_count) {
+        resp_error(c->out, "ERR AUDIENCE needs COUNT n");
+        return;
+    }
+    uint32_t got = st_score_audience(m, c->model->prior, s, count, (float)min, c->scratch->scores, c->scratch->idx,
+                                     c->scratch->top);
+    reply_user_pairs(c, c->scratch->idx, c->scratch->top, got);
+}
+
+static void cmd_lookalike(st_ctx *c)
+{
+    const st_model *m = &c->model->m;
+    st_scratch *sc = c->scratch;
+    uint32_t count;
+    if (!is_word(&c->argv[1], "COUNT")) {
+        resp_error(c->out, "ERR syntax error: LOOKALIKE COUNT n user [user ...]");
+        return;
+    }
+    if (arg_count(c, &c->argv[2], c->cfg->max_count, &count) != 0) return;
+    uint32_t *seeds = sc->segs, ns = 0;
+    for (int i = 3; i < c->argc; i++) {
+        uint32_t u = st_idmap_find(&m->user_ids, c->argv[i].ptr, c->argv[i].len);
+        if (u != ST_NOT_FOUND) seeds[ns++] = u;
+    }
+    sort_idx(seeds, NULL, ns);
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < ns; i++)
+        if (w == 0 || seeds[w - 1] != seeds[i]) seeds[w++] = seeds[i];
+    if (w == 0) {
+        resp_error(c->out, "ERR none of the %d seed users is in the model", c->argc - 3);
+        return;
+    }
+    uint32_t got = st_score_lookalike(m, seeds, w, count, sc->scores, sc->idx, sc->top);
+    reply_user_pairs(c, sc->idx, sc->top, got);
+}
+
+static void cmd_reach(st_ctx *c)
+{
+    uint32_t s;
+    double min;
+    if (need_segment(c, &c->argv[1], &s) != 0) return;
+    if (!is_word(&c->argv[2], "MIN")) {
+        resp_error(c->out, "ERR syntax error: REACH seg MIN score");
+        return;
+    }
+    if (arg_float(c, &c->argv[3], "MIN", &min) != 0) return;
+    resp_int(c->out, (int64_t)st_score_reach(&c->model->m, c->model->prior, s, (float)min, c->scratch->scores));
+}
+
+static void cmd_similar(st_ctx *c)
+{
+    uint32_t s, count;
+    if (need_segment(c, &c->argv[1], &s) != 0) return;
+    if (!is_word(&c->argv[2], "COUNT")) {
+        resp_error(c->out, "ERR syntax error: SIMILAR seg COUNT n");
+        return;
+    }
+    if (arg_count(c, &c->argv[3], c->model->m.segments, &count) != 0) return;
+    st_scratch *sc = c->scratch;
+    uint32_t got = st_score_similar(&c->model->m, c->model->seg_norms, s, count, sc->scores, sc->idx, sc->top);
+    reply_segment_pairs(c, sc->idx, sc->top, got);
+}
+
+static void cmd_explain(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    st_scratch *sc = c->scratch;
+    uint32_t s, count = 10;
+    if (c->argc != 3 && !(c->argc == 5 && is_word(&c->argv[3], "COUNT"))) {
+        resp_error(c->out, "ERR syntax error: EXPLAIN user seg [COUNT n]");
+        return;
+    }
+    if (c->argc == 5 && arg_count(c, &c->argv[4], m->segments, &count) != 0) return;
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    if (!u.known) {
+        resp_error(c->out, "ERR unknown user '%.*s': no history to explain (its scores come from the prior)",
+                   (int)(c->argv[1].len > 128 ? 128 : c->argv[1].len), c->argv[1].ptr);
+        return;
+    }
+    if (need_segment(c, &c->argv[2], &s) != 0) return;
+    if (st_scratch_work(sc, st_score_explain_scratch(m, u.hist_n)) != 0) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    float *contrib = sc->scores; /* history length <= segments <= scratch rows */
+    if (st_score_explain(m, sv->G, u.hist_seg, u.hist_r, u.hist_n, s, contrib, sc->work) != 0) {
+        resp_error(c->out, "ERR explanation failed: the system is not positive definite");
+        return;
+    }
+    double total = 0;
+    for (uint32_t i = 0; i < u.hist_n; i++) total += contrib[i];
+    uint32_t got = st_topk(contrib, u.hist_n, count, NULL, 0, sc->idx, sc->top);
+    for (uint32_t i = 0; i < got; i++) sc->idx[i] = u.hist_seg[sc->idx[i]];
+    resp_array(c->out, 2);
+    resp_score(c->out, (float)total);
+    reply_segment_pairs(c, sc->idx, sc->top, got);
+}
+
+static void kv_str(resp_out *o, const char *k, const char *v)
+{
+    resp_bulk_str(o, k);
+    resp_bulk_str(o, v);
+}
+
+static void kv_int(resp_out *o, const char *k, int64_t v)
+{
+    resp_bulk_str(o, k);
+    resp_int(o, v);
+}
+
+static void kv_num(resp_out *o, const char *k, double v)
+{
+    char b[64];
+    snprintf(b, sizeof b, "%.17g", v);
+    kv_str(o, k, b);
+}
+
+static void cmd_model_info(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m->h.fingerprint);
+    resp_array(c->out, 2 * 14);
+    kv_str(c->out, "path", sv->path);
+    kv_int(c->out, "generation", (int64_t)sv->generation);
+    kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
+    kv_int(c->out, "users", m->users);
+    kv_int(c->out, "segments", m->segments);
+    kv_int(c->out, "factors", m->k);
+    kv_int(c->out, "nnz", (int64_t)m->h.nnz);
+    kv_int(c->out, "events", (int64_t)m->h.events);
+    kv_int(c->out, "iterations", m->h.iterations);
+    kv_num(c->out, "final_loss", m->h.final_loss);
+    kv_str(c->out, "fingerprint", fp);
+    kv_int(c->out, "created", m->h.created);
+    kv_int(c->out, "calibrated", (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0);
+    kv_int(c->out, "file_bytes", (int64_t)m->h.file_bytes);
+}
+
+static void cmd_model_reload(st_ctx *c)
+{
+    const char *path = NULL;
+    if (c->argc > 3) {
+        resp_error(c->out, "ERR wrong number of arguments for 'model|reload' command");
+        return;
+    }
+    if (c->argc == 3) {
+        if (!c->cfg->allow_reload_path) {
+            resp_error(c->out, "ERR MODEL RELOAD with a path is disabled; the server reloads its own model file "
+                               "unless started with --allow-reload-path");
+            return;
+        }
+        path = c->argv[2].ptr;
+        if (strlen(path) != c->argv[2].len) {
+            resp_error(c->out, "ERR the path contains a NUL byte");
+            return;
+        }
+    }
+    char err[ST_ERRLEN];
+    if (st_server_reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
+    else resp_simple(c->out, "OK");
+}
+
+/* ---- sorted-set views -------------------------------------------------------------- */
+
+typedef struct {
+    char kind; /* 'u', 's', or 0 for a key that does not exist */
+    uint32_t idx;
+    user_view u;
+} view_key;
+
+static view_key parse_key(const st_served *sv, const resp_arg *k)
+{
+    view_key v = {0};
+    if (k->len < 2 || k->ptr[1] != ':') return v;
+    if (k->ptr[0] == 'u') {
+        v.u = find_user(sv, k->ptr + 2, k->len - 2);
+        if (v.u.known) v.kind = 'u';
+    } else if (k->ptr[0] == 's') {
+        v.idx = st_idmap_find(&sv->m.segment_ids, k->ptr + 2, k->len - 2);
+        if (v.idx != ST_NOT_FOUND) v.kind = 's';
+    }
+    return v;
+}
+
+static uint32_t view_card(const st_served *sv, const view_key *k)
+{
+    return k->kind == 'u' ? sv->m.segments : k->kind == 's' ? sv->m.users : 0;
+}
+
+static const st_idmap *view_members(const st_served *sv, const view_key *k)
+{
+    return k->kind == 'u' ? &sv->m.segment_ids : &sv->m.user_ids;
+}
+
+static void view_scores(const st_served *sv, const view_key *k, float *out)
+{
+    const st_model *m = &sv->m;
+    if (k->kind == 'u') st_score_blend(m, sv->prior, k->u.x, out);
+    else st_score_segment_users(m, sv->prior, k->idx, out);
+}
+
+/* The score of one member, or 0 when the member is not in the view. */
+static int view_score(const st_served *sv, const view_key *k, const resp_arg *member, float *score)
+{
+    const st_model *m = &sv->m;
+    if (k->kind == 'u') {
+        uint32_t s = st_idmap_find(&m->segment_ids, member->ptr, member->len);
+        if (s == ST_NOT_FOUND) return 0;
+        *score = st_score_one(m, sv->prior, k->u.x, s);
+        return 1;
+    }
+    if (k->kind == 's') {
+        user_view u = find_user(sv, member->ptr, member->len);
+        if (!u.known) return 0;
+        *score = st_score_one(m, sv->prior, u.x, k->idx);
+        return 1;
+    }
+    return 0;
+}
+
+/* A score bound as Redis parses it: "(x" is exclusive, inf and -inf work. */
+typedef struct {
+    double min, max;
+    int minex, maxex;
+} score_range;
+
+static int parse_bound(const resp_arg *a, double *v, int *ex)
+{
+    const char *p = a->ptr;
+    *ex = 0;
+    if (*p == '(') {
+        *ex = 1;
+        p++;
+    }
+    /* strtod's grammar, as Redis uses it: "(" alone is an exclusive 0. */
+    char *end;
+    double d = strtod(p, &end);
+    if (end != a->ptr + a->len || isnan(d)) return -1;
+    *v = d;
+    return 0;
+}
+
+/* Compares in float: a bound copied from a reply (the shortest text that
+ * reads back as the score's float) then selects exactly that score, as the
+ * same text does in Redis, which stores the text's double. */
+/* Parses a [min, max] pair; replies Redis's error and returns -1. */
+static int parse_range(st_ctx *c, const resp_arg *lo, const resp_arg *hi, score_range *r)
+{
+    if (parse_bound(lo, &r->min, &r->minex) == 0 && parse_bound(hi, &r->max, &r->maxex) == 0) return 0;
+    resp_error(c->out, "ERR min or max is not a float");
+    return -1;
+}
+
+static int in_range(const score_range *r, float v)
+{
+    float lo = (float)r->min, hi = (float)r->max;
+    if (r->minex ? !(v > lo) : !(v >= lo)) return 0;
+    if (r->maxex ? !(v < hi) : !(v <= hi)) return 0;
+    return 1;
+}
+
+/* Replies members idx[from..to) with their scores when withscores. */
+static void reply_members(st_ctx *c, const view_key *k, const uint32_t *idx, const float *top, uint32_t from,
+                          uint32_t to, int withscores)
+{
+    const st_idmap *names = view_members(c->model, k);
+    resp_array(c->out, (int64_t)(to - from) * (withscores ? 2 : 1));
+    for (uint32_t i = from; i < to; i++) {
+        size_t n;
+        const char *name = st_idmap_name(names, idx[i], &n);
+        resp_bulk(c->out, name, n);
+        if (withscores) resp_score(c->out, top[i]);
+    }
+}
+
+static int too_many(st_ctx *c, uint64_t want)
+{
+    if (want <= c->cfg->max_count) return 0;
+    resp_error(c->out, "ERR the range holds %llu members, more than one reply may (%llu, --max-count)",
+               (unsigned long long)want, (unsigned long long)c->cfg->max_count);
+    return 1;
+}
+
+enum { BY_RANK, BY_SCORE, BY_LEX };
+
+/* The shared body of ZRANGE, ZREVRANGE, ZRANGEBYSCORE and ZREVRANGEBYSCORE:
+ * key at argv[1], the two range arguments at argv[2..3], options from
+ * argv[4]. `by` and `rev` come from the command, or from ZRANGE's options. */
+static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
+{
+    int withscores = 0, have_limit = 0;
+    int64_t offset = 0, limit = -1;
+    for (int i = 4; i < c->argc; i++) {
+        const resp_arg *a = &c->argv[i];
+        int left = c->argc - i - 1;
+        if (is_word(a, "WITHSCORES")) withscores = 1;
+        else if (is_word(a, "LIMIT") && left >= 2) {
+            if (arg_i64(c, &c->argv[i + 1], &offset) != 0 || arg_i64(c, &c->argv[i + 2], &limit) != 0) return;
+            have_limit = 1;
+            i += 2;
+        } else if (zrange_syntax && is_word(a, "BYSCORE")) by = BY_SCORE;
+        else if (zrange_syntax && is_word(a, "BYLEX")) by = BY_LEX;
+        else if (zrange_syntax && is_word(a, "REV")) rev = 1;
+        else {
+            resp_error(c->out, "ERR syntax error");
+            return;
+        }
+    }
+    if (have_limit && by == BY_RANK) {
+        resp_error(c->out, "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX");
+        return;
+    }
+    if (withscores && by == BY_LEX) {
+        resp_error(c->out, "ERR syntax error, WITHSCORES not supported in combination with BYLEX");
+        return;
+    }
+    if (by == BY_LEX) {
+        resp_error(c->out, "ERR BYLEX is not supported: these sorted sets are ordered by score");
+        return;
+    }
+    int64_t start = 0, stop = 0;
+    score_range r = {0};
+    if (by == BY_RANK) {
+        if (arg_i64(c, &c->argv[2], &start) != 0 || arg_i64(c, &c->argv[3], &stop) != 0) return;
+    } else {
+        /* Reversed score ranges are written max first. */
+        if (parse_range(c, rev ? &c->argv[3] : &c->argv[2], rev ? &c->argv[2] : &c->argv[3], &r) != 0) return;
+    }
+    view_key k = parse_key(c->model, &c->argv[1]);
+    if (!k.kind) {
+        resp_array(c->out, 0);
+        return;
+    }
+    st_scratch *sc = c->scratch;
+    uint32_t card = view_card(c->model, &k);
+    const st_idmap *names = view_members(c->model, &k);
+    float *scores = sc->scores;
+    view_scores(c->model, &k, scores);
+    if (by == BY_RANK) {
+        /* Redis's index arithmetic, exactly. */
+        if (start < 0) start += card;
+        if (stop < 0) stop += card;
+        if (start < 0) start = 0;
+        if (start > stop || start >= (int64_t)card) {
+            resp_array(c->out, 0);
+            return;
+        }
+        if (stop >= (int64_t)card) stop = card - 1;
+        if (too_many(c, (uint64_t)(stop - start + 1))) return;
+        uint32_t got = st_topk_members(scores, card, (uint32_t)stop + 1, rev, names, sc->idx, sc->top);
+        reply_members(c, &k, sc->idx, sc->top, (uint32_t)start, got, withscores);
+        return;
+    }
+    uint32_t matching = 0;
+    for (uint32_t i = 0; i < card; i++) {
+        if (in_range(&r, scores[i])) matching++;
+        else scores[i] = NAN;
+    }
+    /* A negative offset gives nothing and a negative count everything, as
+     * in Redis. */
+    if (offset < 0 || limit == 0 || (uint64_t)offset >= matching) {
+        resp_array(c->out, 0);
+        return;
+    }
+    uint64_t want = matching;
+    if (limit > 0 && (uint64_t)offset + (uint64_t)limit < want) want = (uint64_t)offset + (uint64_t)limit;
+    if (too_many(c, want - (uint64_t)offset)) return;
+    uint32_t got = st_topk_members(scores, card, (uint32_t)want, rev, names, sc->idx, sc->top);
+    reply_members(c, &k, sc->idx, sc->top, (uint32_t)offset, got, withscores);
+}
+
+static void cmd_zrange(st_ctx *c) { zrange_generic(c, BY_RANK, 0, 1); }
+static void cmd_zrevrange(st_ctx *c) { zrange_generic(c, BY_RANK, 1, 0); }
+static void cmd_zrangebyscore(st_ctx *c) { zrange_generic(c, BY_SCORE, 0, 0); }
+static void cmd_zrevrangebyscore(st_ctx *c) { zrange_generic(c, BY_SCORE, 1, 0); }
+
+static void cmd_zscore(st_ctx *c)
+{
+    view_key k = parse_key(c->model, &c->argv[1]);
+    float s;
+    if (k.kind && view_score(c->model, &k, &c->argv[2], &s)) resp_score(c->out, s);
+    else resp_null(c->out);
+}
+
+static void cmd_zmscore(st_ctx *c)
+{
+    view_key k = parse_key(c->model, &c->argv[1]);
+    resp_array(c->out, c->argc - 2);
+    for (int i = 2; i < c->argc; i++) {
+        float s;
+        if (k.kind && view_score(c->model, &k, &c->argv[i], &s)) resp_score(c->out, s);
+        else resp_null(c->out);
+    }
+}
+
+static void cmd_zcount(st_ctx *c)
+{
+    score_range r;
+    if (parse_range(c, &c->argv[2], &c->argv[3], &r) != 0) return;
+    view_key k = parse_key(c->model, &c->argv[1]);
+    if (!k.kind) {
+        resp_int(c->out, 0);
+        return;
+    }
+    uint32_t card = view_card(c->model, &k);
+    view_scores(c->model, &k, c->scratch->scores);
+    int64_t n = 0;
+    for (uint32_t i = 0; i < card; i++) n += in_range(&r, c->scratch->scores[i]);
+    resp_int(c->out, n);
+}
+
+static void cmd_zcard(st_ctx *c)
+{
+    view_key k = parse_key(c->model, &c->argv[1]);
+    resp_int(c->out, view_card(c->model, &k));
+}
+
+static void cmd_exists(st_ctx *c)
+{
+    int64_t n = 0;
+    for (int i = 1; i < c->argc; i++) n += parse_key(c->model, &c->argv[i]).kind != 0;
+    resp_int(c->out, n);
+}
+
+static void cmd_type(st_ctx *c)
+{
+    resp_simple(c->out, parse_key(c->model, &c->argv[1]).kind ? "zset" : "none");
+}
+
+/* ---- connection -------------------------------------------------------------------- */
+
+static void cmd_ping(st_ctx *c)
+{
+    if (c->argc > 2) resp_error(c->out, "ERR wrong number of arguments for 'ping' command");
+    else if (c->argc == 2) resp_bulk(c->out, c->argv[1].ptr, c->argv[1].len);
+    else resp_raw(c->out, "+PONG\r\n", 7);
+}
+
+static void cmd_echo(st_ctx *c) { resp_bulk(c->out, c->argv[1].ptr, c->argv[1].len); }
+
+static void cmd_quit(st_ctx *c)
+{
+    resp_simple(c->out, "OK");
+    if (c->session) c->session->close_after_reply = 1;
+}
+
+/* Compares in time that depends only on the lengths, not on where the
+ * first difference is. */
+static int secret_equal(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+/* Checks AUTH's [user] password; replies the error and returns -1 on failure. */
+static int check_auth(st_ctx *c, const resp_arg *user, const resp_arg *pass)
+{
+    const char *want = c->cfg->requirepass;
+    if (!want) {
+        resp_error(c->out, "ERR AUTH <password> called without any password configured for the default user. Are you "
+                           "sure your configuration is correct?");
+        return -1;
+    }
+    if ((user && !is_word(user, "default")) || !secret_equal(pass->ptr, pass->len, want, strlen(want))) {
+        resp_error(c->out, "WRONGPASS invalid username-password pair or user is disabled.");
+        return -1;
+    }
+    c->session->authed = 1;
+    return 0;
+}
+
+static void cmd_auth(st_ctx *c)
+{
+    if (c->argc > 3) {
+        resp_error(c->out, "ERR syntax error");
+        return;
+    }
+    if (check_auth(c, c->argc == 3 ? &c->argv[1] : NULL, &c->argv[c->argc - 1]) == 0) resp_simple(c->out, "OK");
+}
+
+static int valid_client_name(const resp_arg *a)
+{
+    for (size_t i = 0; i < a->len; i++)
+        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
+    return 1;
+}
+
+static int set_name(st_ctx *c, const resp_arg *a)
+{
+    if (!valid_client_name(a)) {
+        resp_error(c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+        return -1;
+    }
+    if (a->len >= sizeof c->session->name) {
+        resp_error(c->out, "ERR client name too long (at most %zu bytes)", sizeof c->session->name - 1);
+        return -1;
+    }
+    memcpy(c->session->name, a->ptr, a->len);
+    c->session->name[a->len] = '\0';
+    return 0;
+}
+
+static void cmd_hello(st_ctx *c)
+{
+    if (c->argc >= 2) {
+        int64_t ver;
+        char *end;
+        ver = strtoll(c->argv[1].ptr, &end, 10);
+        if (c->argv[1].len == 0 || end != c->argv[1].ptr + c->argv[1].len) {
+            resp_error(c->out, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (ver != 2) {
+            /* RESP3 replies would break proxies that only parse RESP2. */
+            resp_error(c->out, "NOPROTO unsupported protocol version");
+            return;
+        }
+    }
+    const resp_arg *name = NULL;
+    for (int i = 2; i < c->argc; i++) {
+        if (is_word(&c->argv[i], "AUTH") && i + 2 < c->argc) {
+            if (check_auth(c, &c->argv[i + 1], &c->argv[i + 2]) != 0) return;
+            i += 2;
+        } else if (is_word(&c->argv[i], "SETNAME") && i + 1 < c->argc) {
+            name = &c->argv[++i];
+        } else {
+            resp_error(c->out, "ERR Syntax error in HELLO option '%.*s'", (int)(c->argv[i].len > 64 ? 64 : c->argv[i].len),
+                       c->argv[i].ptr);
+            return;
+        }
+    }
+    if (!c->session->authed) {
+        resp_error(c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+                           "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
+                           "RESP protocol version at the same time");
+        return;
+    }
+    if (name && set_name(c, name) != 0) return;
+    resp_array(c->out, 14);
+    kv_str(c->out, "server", "starling");
+    kv_str(c->out, "version", STARLING_VERSION);
+    kv_int(c->out, "proto", 2);
+    kv_int(c->out, "id", (int64_t)c->session->id);
+    kv_str(c->out, "mode", "standalone");
+    kv_str(c->out, "role", "master");
+    resp_bulk_str(c->out, "modules");
+    resp_array(c->out, 0);
+}
+
+static void cmd_select(st_ctx *c)
+{
+    int64_t db;
+    if (arg_i64(c, &c->argv[1], &db) != 0) return;
+    if (db != 0) resp_error(c->out, "ERR DB index is out of range");
+    else resp_simple(c->out, "OK");
+}
+
+static void cmd_client_setname(st_ctx *c)
+{
+    if (set_name(c, &c->argv[2]) == 0) resp_simple(c->out, "OK");
+}
+
+static void cmd_client_getname(st_ctx *c)
+{
+    if (c->session->name[0]) resp_bulk_str(c->out, c->session->name);
+    else resp_null(c->out);
+}
+
+static void cmd_client_id(st_ctx *c) { resp_int(c->out, (int64_t)c->session->id); }
+
+/* HELP of a container: its subcommands, one line each. */
+static void cmd_help(st_ctx *c)
+{
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "%.*s|", (int)(c->argv[0].len > 20 ? 20 : c->argv[0].len), c->argv[0].ptr);
+    for (int i = 0; i < n; i++) prefix[i] = (char)tolower((unsigned char)prefix[i]);
+    int64_t count = 0;
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strncmp(commands[i].name, prefix, (size_t)n) == 0) count++;
+    resp_array(c->out, count);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strncmp(commands[i].name, prefix, (size_t)n) != 0) continue;
+        char line[256];
+        char up[32];
+        const char *sub = commands[i].name + n;
+        size_t j = 0;
+        for (; sub[j] && j < sizeof up - 1; j++) up[j] = (char)toupper((unsigned char)sub[j]);
+        up[j] = '\0';
+        snprintf(line, sizeof line, "%s: %s", up, commands[i].summary);
+        resp_simple(c->out, line);
+    }
+}
+
+/* ---- COMMAND, CONFIG, INFO ------------------------------------------------------------ */
+
+static void command_entry(resp_out *o, const st_command *cmd)
+{
+    resp_array(o, 10);
+    resp_bulk_str(o, cmd->name);
+    resp_int(o, cmd->arity);
+    int nflags = 1 + !!(cmd->flags & FAST) + !!(cmd->flags & NOAUTH);
+    resp_array(o, nflags);
+    resp_simple(o, (cmd->flags & WRITE) ? "write" : "readonly");
+    if (cmd->flags & FAST) resp_simple(o, "fast");
+    if (cmd->flags & NOAUTH) resp_simple(o, "no_auth");
+    int last = cmd->key ? (strcmp(cmd->name, "exists") == 0 ? -1 : cmd->key) : 0;
+    resp_int(o, cmd->key);
+    resp_int(o, last);
+    resp_int(o, cmd->key ? 1 : 0);
+    resp_array(o, 0); /* ACL categories */
+    resp_array(o, 0); /* tips */
+    resp_array(o, 0); /* key specifications */
+    int64_t subs = 0;
+    size_t nl = strlen(cmd->name);
+    if (cmd->flags & CONTAINER)
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            if (strncmp(commands[i].name, cmd->name, nl) == 0 && commands[i].name[nl] == '|') subs++;
+    resp_array(o, subs);
+    for (size_t i = 0; subs && i < NCOMMANDS; i++)
+        if (strncmp(commands[i].name, cmd->name, nl) == 0 && commands[i].name[nl] == '|') command_entry(o, &commands[i]);
+}
+
+static int is_top(const st_command *cmd) { return strchr(cmd->name, '|') == NULL; }
+
+static void cmd_command(st_ctx *c)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < NCOMMANDS; i++) n += is_top(&commands[i]);
+    resp_array(c->out, n);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (is_top(&commands[i])) command_entry(c->out, &commands[i]);
+}
+
+static void cmd_command_count(st_ctx *c)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < NCOMMANDS; i++) n += is_top(&commands[i]);
+    resp_int(c->out, n);
+}
+
+static void cmd_command_info(st_ctx *c)
+{
+    resp_array(c->out, c->argc - 2);
+    for (int i = 2; i < c->argc; i++) {
+        const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
+        if (cmd && is_top(cmd)) command_entry(c->out, cmd);
+        else resp_null_array(c->out);
+    }
+}
+
+static void doc_entry(resp_out *o, const st_command *cmd)
+{
+    resp_bulk_str(o, cmd->name);
+    resp_array(o, 8);
+    kv_str(o, "summary", cmd->summary);
+    kv_str(o, "since", "0.1.0");
+    kv_str(o, "group", cmd->group);
+    kv_str(o, "complexity", cmd->complexity);
+}
+
+/* A flat map name -> [summary, since, group, complexity], as redis-cli reads it. */
+static void cmd_command_docs(st_ctx *c)
+{
+    if (c->argc == 2) {
+        int64_t n = 0;
+        for (size_t i = 0; i < NCOMMANDS; i++) n += is_top(&commands[i]);
+        resp_array(c->out, 2 * n);
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            if (is_top(&commands[i])) doc_entry(c->out, &commands[i]);
+        return;
+    }
+    int64_t n = 0;
+    for (int i = 2; i < c->argc; i++) {
+        const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
+        n += cmd && is_top(cmd);
+    }
+    resp_array(c->out, 2 * n);
+    for (int i = 2; i < c->argc; i++) {
+        const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
+        if (cmd && is_top(cmd)) doc_entry(c->out, cmd);
+    }
+}
+
+static void cmd_config_get(st_ctx *c)
+{
+    const st_server_config *f = c->cfg;
+    char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
+        heavy[16], shut[32];
+    st_server_info si;
+    st_server_get_info(c->srv, &si);
+    snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
+    snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
+    snprintf(timeout, sizeof timeout, "%g", f->timeout);
+    snprintf(maxreq, sizeof maxreq, "%llu", (unsigned long long)f->max_request);
+    snprintf(maxargs, sizeof maxargs, "%llu", (unsigned long long)f->max_args);
+    snprintf(outlim, sizeof outlim, "%llu", (unsigned long long)f->output_limit);
+    snprintf(maxcount, sizeof maxcount, "%llu", (unsigned long long)f->max_count);
+    snprintf(threads, sizeof threads, "%d", f->threads);
+    snprintf(heavy, sizeof heavy, "%d", f->heavy_threads);
+    snprintf(shut, sizeof shut, "%g", f->shutdown_timeout);
+    static const char *levels[] = {"debug", "verbose", "notice", "warning"};
+    /* requirepass is never shown. save and appendonly answer the tools
+     * (redis-benchmark) that ask about persistence. */
+    const char *params[][2] = {
+        {"bind", f->bind},
+        {"port", port},
+        {"unixsocket", f->unixsocket ? f->unixsocket : ""},
+        {"maxclients", maxclients},
+        {"timeout", timeout},
+        {"max-request", maxreq},
+        {"max-args", maxargs},
+        {"output-limit", outlim},
+        {"max-count", maxcount},
+        {"threads", threads},
+        {"heavy-threads", heavy},
+        {"shutdown-timeout", shut},
+        {"allow-reload-path", f->allow_reload_path ? "yes" : "no"},
+        {"loglevel", levels[f->loglevel & 3]},
+        {"model", f->model_path},
+        {"databases", "1"},
+        {"save", ""},
+        {"appendonly", "no"},
+    };
+    size_t np = sizeof params / sizeof params[0];
+    int64_t n = 0;
+    for (size_t p = 0; p < np; p++)
+        for (int i = 2; i < c->argc; i++)
+            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
+                n++;
+                break;
+            }
+    resp_array(c->out, 2 * n);
+    for (size_t p = 0; p < np; p++)
+        for (int i = 2; i < c->argc; i++)
+            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
+                kv_str(c->out, params[p][0], params[p][1]);
+                break;
+            }
+}
+
+/* INFO text: "key:value" lines under "# Section" headings, CRLF-terminated. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} text;
+
+static void tprintf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tprintf(text *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (t->buf && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 8192;
+        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        char *b = st_realloc(t->buf, cap);
+        if (!b) return;
+        t->buf = b;
+        t->cap = cap;
+    }
+}
+
+static double percentile(const st_cmdstat *s, double q)
+{
+    uint64_t total = 0;
+    for (int b = 0; b < ST_LAT_BUCKETS; b++) total += atomic_load_explicit(&s->hist[b], memory_order_relaxed);
+    if (total == 0) return 0;
+    uint64_t want = (uint64_t)ceil(q * (double)total), seen = 0;
+    if (want == 0) want = 1;
+    for (int b = 0; b < ST_LAT_BUCKETS; b++) {
+        seen += atomic_load_explicit(&s->hist[b], memory_order_relaxed);
+        if (seen >= want) return lat_value(b);
+    }
+    return lat_value(ST_LAT_BUCKETS - 1);
+}
+
+static int want_section(st_ctx *c, const char *name, int in_default)
+{
+    if (c->argc == 1) return in_default;
+    for (int i = 1; i < c->argc; i++) {
+        if (is_word(&c->argv[i], name) || is_word(&c->argv[i], "all") || is_word(&c->argv[i], "everything")) return 1;
+        if (is_word(&c->argv[i], "default") && in_default) return 1;
+    }
+    return 0;
+}
+
+static void cmd_info(st_ctx *c)
+{
+    st_server_info si;
+    st_server_get_info(c->srv, &si);
+    st_stats *stats = st_malloc(sizeof *stats);
+    if (!stats) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    st_server_sum_stats(c->srv, stats);
+    text t = {0};
+    const st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    double uptime = st_now() - si.started;
+    if (want_section(c, "server", 1)) {
+        tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+                    "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
+                    "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
+                STARLING_VERSION, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
+                (long long)uptime, (unsigned long long)si.loops, (unsigned long long)si.heavy_threads);
+    }
+    if (want_section(c, "clients", 1)) {
+        tprintf(&t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
+                (unsigned long long)si.clients, (unsigned long long)si.blocked_clients,
+                (unsigned long long)c->cfg->maxclients);
+    }
+    if (want_section(c, "model", 1)) {
+        tprintf(&t,
+                "# Model\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
+                "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
+                "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
+                "model_last_reload_error:%s\r\n\r\n",
+                sv->path, (unsigned long long)sv->generation, (long long)sv->loaded_at, m->users, m->segments, m->k,
+                (unsigned long long)m->h.nnz, (unsigned long long)m->h.fingerprint, (long long)m->h.created,
+                (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0, (unsigned long long)si.reloads,
+                (unsigned long long)si.reload_failures, si.last_reload_error);
+    }
+    if (want_section(c, "stats", 1)) {
+#define S(f) (unsigned long long)atomic_load_explicit(&stats->f, memory_order_relaxed)
+        tprintf(&t,
+                "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
+                "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
+                "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
+                "heavy_queue_length:%llu\r\n\r\n",
+                S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
+                S(dropped_output), S(idle_closed), (unsigned long long)si.heavy_queued);
+#undef S
+    }
+    if (want_section(c, "commandstats", 0)) {
+        tprintf(&t, "# Commandstats\r\n");
+        for (size_t i = 0; i < NCOMMANDS; i++) {
+            const st_cmdstat *s = &stats->cmd[i];
+            uint64_t calls = atomic_load_explicit(&s->calls, memory_order_relaxed),
+                     rej = atomic_load_explicit(&s->rejected, memory_order_relaxed);
+            if (calls == 0 && rej == 0) continue;
+            double usec = (double)atomic_load_explicit(&s->nanos, memory_order_relaxed) / 1000.0;
+            tprintf(&t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
+                    commands[i].name, (unsigned long long)calls, usec, calls ? usec / (double)calls : 0.0,
+                    (unsigned long long)rej,
+                    (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed));
+        }
+        tprintf(&t, "\r\n");
+    }
+    if (want_section(c, "latencystats", 0)) {
+        tprintf(&t, "# Latencystats\r\n");
+        for (size_t i = 0; i < NCOMMANDS; i++) {
+            const st_cmdstat *s = &stats->cmd[i];
+            if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
+            tprintf(&t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
+                    percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
+        }
+        tprintf(&t, "\r\n");
+    }
+    if (t.buf) resp_bulk(c->out, t.buf, t.len >= 2 ? t.len - 2 : t.len);
+    else resp_bulk(c->out, "", 0);
+    st_free(t.buf);
+    st_free(stats);
+}

@@ -1,0 +1,491 @@
+/* resp: an incremental, bounded RESP2 request parser and the reply writers.
+ *
+ * What it is: the bytes-to-arguments and values-to-bytes halves of the Redis
+ * protocol, so that every Redis client, proxy and tool can talk to starling.
+ * What it is not: a connection. It never sees a socket; server.c feeds it the
+ * bytes it read and writes out what the writers appended.
+ *
+ * The parser keeps its place between calls as offsets from the start of the
+ * request (the caller's buffer may be reallocated or compacted in between),
+ * so feeding a request one byte at a time costs no rescanning beyond the
+ * current header line. Every number read from the wire is checked against a
+ * limit before it sizes anything: the argument count against max_args, a bulk
+ * length against what is left of max_request, header lines against a fixed
+ * 32 bytes, inline lines against max_inline. Each malformed input gets its
+ * own message, worded like Redis's where Redis has one.
+ */
+#include "resp.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+/* The longest "*<count>\r\n" or "$<len>\r\n" line accepted: a sign and 19
+ * digits fit comfortably. */
+#define HEADER_MAX 32
+
+void resp_limits_default(resp_limits *l)
+{
+    l->max_args = 65536;
+    l->max_request = 1u << 20;
+    l->max_inline = 64u << 10;
+}
+
+void resp_parser_init(resp_parser *p, const resp_limits *lim)
+{
+    memset(p, 0, sizeof *p);
+    p->lim = *lim;
+    resp_parser_reset(p);
+}
+
+void resp_parser_free(resp_parser *p)
+{
+    st_free(p->arg_off);
+    st_free(p->arg_len);
+    st_free(p->argv);
+    p->arg_off = p->arg_len = NULL;
+    p->argv = NULL;
+    p->argcap = 0;
+}
+
+void resp_parser_reset(resp_parser *p)
+{
+    p->pos = 0;
+    p->nargs = -1;
+    p->bulk_len = -1;
+    p->argc = 0;
+    p->error = NULL;
+}
+
+static resp_status fail(resp_parser *p, const char *msg)
+{
+    p->error = msg;
+    return RESP_ERROR;
+}
+
+/* Room for one more argument; the table grows geometrically up to max_args
+ * and is then reused by every later request on the connection. */
+static int grow_args(resp_parser *p)
+{
+    if (p->argc < p->argcap) return 0;
+    /* Never sized from the announced count alone: a 10-byte header must not
+     * make the server allocate for a million arguments that never come. */
+    uint64_t cap = p->argcap ? (uint64_t)p->argcap * 2 : 16;
+    if (cap > p->lim.max_args) cap = p->lim.max_args;
+    if (cap <= p->argc) return -1;
+    size_t *off = st_realloc(p->arg_off, cap * sizeof *off);
+    if (!off) return -1;
+    p->arg_off = off;
+    size_t *len = st_realloc(p->arg_len, cap * sizeof *len);
+    if (!len) return -1;
+    p->arg_len = len;
+    resp_arg *argv = st_realloc(p->argv, cap * sizeof *argv);
+    if (!argv) return -1;
+    p->argv = argv;
+    p->argcap = (uint32_t)cap;
+    return 0;
+}
+
+static void push_arg(resp_parser *p, size_t off, size_t len)
+{
+    p->arg_off[p->argc] = off;
+    p->arg_len[p->argc] = len;
+    p->argc++;
+}
+
+static void finish(resp_parser *p, char *buf)
+{
+    for (uint32_t i = 0; i < p->argc; i++) {
+        p->argv[i].ptr = buf + p->arg_off[i];
+        p->argv[i].len = p->arg_len[i];
+    }
+}
+
+/* Parses the digits of a header line ("-?[0-9]+"), strictly: no sign but
+ * '-', no spaces, no more than 18 digits. 0 on success. */
+static int parse_len(const char *s, size_t n, int64_t *out)
+{
+    int neg = 0;
+    if (n > 0 && s[0] == '-') {
+        neg = 1;
+        s++;
+        n--;
+    }
+    if (n == 0 || n > 18) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return 0;
+}
+
+/* Finds the CRLF-terminated header line starting at buf[from] (the type byte).
+ * Returns the offset of its '\n', 0 when the line is incomplete, or -1 when
+ * it is too long or the '\n' has no '\r' before it. */
+static int64_t header_line(const char *buf, size_t len, size_t from)
+{
+    size_t avail = len - from, scan = avail < HEADER_MAX ? avail : HEADER_MAX;
+    const char *nl = memchr(buf + from, '\n', scan);
+    if (!nl) return avail >= HEADER_MAX ? -1 : 0;
+    size_t at = (size_t)(nl - buf);
+    if (at < from + 2 || buf[at - 1] != '\r') return -1;
+    return (int64_t)at;
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Splits an inline line buf[0..end) into arguments in place, with Redis's
+ * quoting: "..." with \n \r \t \b \a \\ \" \xHH escapes, '...' with \' only.
+ * A closing quote must be followed by a space or the end of the line. The
+ * unquoted text never grows, so writing it over the input is safe; each
+ * argument is followed by a NUL written over its separator. */
+static resp_status split_inline(resp_parser *p, char *buf, size_t end)
+{
+    size_t r = 0;
+    while (r < end) {
+        while (r < end && is_space(buf[r])) r++;
+        if (r >= end) break;
+        if (p->argc >= p->lim.max_args) return fail(p, "Protocol error: too many arguments in the inline request");
+        if (grow_args(p) != 0) return fail(p, "Protocol error: out of memory for the request");
+        size_t start = r, w = r;
+        char q = buf[r];
+        if (q == '"' || q == '\'') {
+            r++;
+            for (;;) {
+                if (r >= end) return fail(p, "Protocol error: unbalanced quotes in request");
+                char c = buf[r];
+                if (c == q) {
+                    r++;
+                    if (r < end && !is_space(buf[r]))
+                        return fail(p, "Protocol error: a closing quote must be followed by a space");
+                    break;
+                }
+                if (c == '\\' && r + 1 < end) {
+                    char e = buf[r + 1];
+                    if (q == '\'') {
+                        if (e == '\'') {
+                            buf[w++] = '\'';
+                            r += 2;
+                            continue;
+                        }
+                    } else if (e == 'x' && r + 3 < end && hex_digit(buf[r + 2]) >= 0 && hex_digit(buf[r + 3]) >= 0) {
+                        buf[w++] = (char)(hex_digit(buf[r + 2]) * 16 + hex_digit(buf[r + 3]));
+                        r += 4;
+                        continue;
+                    } else {
+                        switch (e) {
+                        case 'n': c = '\n'; break;
+                        case 'r': c = '\r'; break;
+                        case 't': c = '\t'; break;
+                        case 'b': c = '\b'; break;
+                        case 'a': c = '\a'; break;
+                        default: c = e; break;
+                        }
+                        buf[w++] = c;
+                        r += 2;
+                        continue;
+                    }
+                }
+                buf[w++] = c;
+                r++;
+            }
+        } else {
+            while (r < end && !is_space(buf[r])) buf[w++] = buf[r++];
+        }
+        /* w <= r here, and buf[r] (if any) is the separator already passed. */
+        buf[w] = '\0';
+        push_arg(p, start, w - start);
+        if (r < end) r++;
+    }
+    return RESP_OK;
+}
+
+static resp_status parse_inline(resp_parser *p, char *buf, size_t len, size_t *consumed)
+{
+    /* p->pos remembers how far the line was already searched for its end. */
+    const char *nl = memchr(buf + p->pos, '\n', len - p->pos);
+    if (!nl) {
+        if (len > p->lim.max_inline) return fail(p, "Protocol error: too big inline request");
+        p->pos = len;
+        return RESP_NEED_MORE;
+    }
+    size_t at = (size_t)(nl - buf);
+    if (at > p->lim.max_inline) return fail(p, "Protocol error: too big inline request");
+    size_t end = at > 0 && buf[at - 1] == '\r' ? at - 1 : at;
+    resp_status st = split_inline(p, buf, end);
+    if (st != RESP_OK) return st;
+    finish(p, buf);
+    *consumed = at + 1;
+    return RESP_OK;
+}
+
+resp_status resp_parse(resp_parser *p, char *buf, size_t len, size_t *consumed)
+{
+    if (p->error) return RESP_ERROR;
+    if (len == 0) return RESP_NEED_MORE;
+    if (buf[0] != '*') return parse_inline(p, buf, len, consumed);
+    if (p->nargs < 0) {
+        int64_t nl = header_line(buf, len, 0);
+        if (nl == 0) return RESP_NEED_MORE;
+        if (nl < 0) return fail(p, "Protocol error: too big mbulk count string");
+        int64_t n;
+        if (parse_len(buf + 1, (size_t)nl - 2, &n) != 0 || n < 0)
+            return fail(p, "Protocol error: invalid multibulk length");
+        if (n > p->lim.max_args) return fail(p, "Protocol error: too many arguments in the request");
+        p->pos = (size_t)nl + 1;
+        if (n == 0) {
+            *consumed = p->pos;
+            return RESP_OK;
+        }
+        p->nargs = n;
+    }
+    while (p->argc < p->nargs) {
+        if (p->bulk_len < 0) {
+            if (p->pos >= len) return RESP_NEED_MORE;
+            if (buf[p->pos] != '$') {
+                p->error = buf[p->pos] == '\r' || buf[p->pos] == '\n'
+                               ? "Protocol error: expected '$', got a line break"
+                               : "Protocol error: expected '$' before a bulk string";
+                return RESP_ERROR;
+            }
+            int64_t nl = header_line(buf, len, p->pos);
+            if (nl == 0) return RESP_NEED_MORE;
+            if (nl < 0) return fail(p, "Protocol error: too big bulk count string");
+            int64_t n;
+            if (parse_len(buf + p->pos + 1, (size_t)nl - p->pos - 2, &n) != 0 || n < 0)
+                return fail(p, "Protocol error: invalid bulk length");
+            p->pos = (size_t)nl + 1;
+            /* The whole request, this bulk and its CRLF included, must fit. */
+            if ((uint64_t)n > p->lim.max_request || p->pos + (uint64_t)n + 2 > p->lim.max_request)
+                return fail(p, "Protocol error: request larger than the server's limit (max-request)");
+            p->bulk_len = n;
+        }
+        size_t need = p->pos + (size_t)p->bulk_len + 2;
+        if (len < need) return RESP_NEED_MORE;
+        if (buf[need - 2] != '\r' || buf[need - 1] != '\n')
+            return fail(p, "Protocol error: bulk string not followed by CRLF");
+        if (grow_args(p) != 0) return fail(p, "Protocol error: out of memory for the request");
+        buf[need - 2] = '\0';
+        push_arg(p, p->pos, (size_t)p->bulk_len);
+        p->pos = need;
+        p->bulk_len = -1;
+    }
+    finish(p, buf);
+    *consumed = p->pos;
+    return RESP_OK;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+void resp_out_init(resp_out *o, size_t limit)
+{
+    memset(o, 0, sizeof *o);
+    o->limit = limit;
+}
+
+void resp_out_free(resp_out *o)
+{
+    st_free(o->buf);
+    o->buf = NULL;
+    o->len = o->cap = 0;
+}
+
+int resp_out_reserve(resp_out *o, size_t n)
+{
+    if (o->overflow) return -1;
+    if (o->len + n <= o->cap) return 0;
+    if (o->limit && o->len + n > o->limit) {
+        o->overflow = 1;
+        return -1;
+    }
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap < o->len + n) cap *= 2;
+    char *b = st_realloc(o->buf, cap);
+    if (!b) {
+        o->overflow = 1;
+        return -1;
+    }
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+void resp_out_consume(resp_out *o, size_t n)
+{
+    if (n >= o->len) {
+        o->len = 0;
+        return;
+    }
+    memmove(o->buf, o->buf + n, o->len - n);
+    o->len -= n;
+}
+
+void resp_raw(resp_out *o, const void *p, size_t n)
+{
+    if (resp_out_reserve(o, n) != 0) return;
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+}
+
+/* Writes the decimal digits of v at p; returns how many. */
+static int fmt_i64(char *p, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    int w = 0;
+    if (v < 0) p[w++] = '-';
+    while (n) p[w++] = tmp[--n];
+    return w;
+}
+
+static void header(resp_out *o, char type, int64_t n)
+{
+    if (resp_out_reserve(o, 24) != 0) return;
+    char *p = o->buf + o->len;
+    p[0] = type;
+    int w = 1 + fmt_i64(p + 1, n);
+    p[w++] = '\r';
+    p[w++] = '\n';
+    o->len += (size_t)w;
+}
+
+void resp_simple(resp_out *o, const char *s)
+{
+    size_t n = strlen(s);
+    if (resp_out_reserve(o, n + 3) != 0) return;
+    char *p = o->buf + o->len;
+    p[0] = '+';
+    memcpy(p + 1, s, n);
+    p[n + 1] = '\r';
+    p[n + 2] = '\n';
+    o->len += n + 3;
+}
+
+void resp_error(resp_out *o, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
+    /* An error is one line: a CR or LF from a client's argument would end it early. */
+    for (int i = 0; i < n; i++)
+        if (msg[i] == '\r' || msg[i] == '\n') msg[i] = ' ';
+    if (resp_out_reserve(o, (size_t)n + 3) != 0) return;
+    char *p = o->buf + o->len;
+    p[0] = '-';
+    memcpy(p + 1, msg, (size_t)n);
+    p[n + 1] = '\r';
+    p[n + 2] = '\n';
+    o->len += (size_t)n + 3;
+}
+
+void resp_int(resp_out *o, int64_t v) { header(o, ':', v); }
+void resp_array(resp_out *o, int64_t n) { header(o, '*', n); }
+void resp_null(resp_out *o) { resp_raw(o, "$-1\r\n", 5); }
+void resp_null_array(resp_out *o) { resp_raw(o, "*-1\r\n", 5); }
+
+void resp_bulk(resp_out *o, const void *s, size_t n)
+{
+    if (resp_out_reserve(o, n + 26) != 0) return;
+    char *p = o->buf + o->len;
+    p[0] = '$';
+    int w = 1 + fmt_i64(p + 1, (int64_t)n);
+    p[w++] = '\r';
+    p[w++] = '\n';
+    memcpy(p + w, s, n);
+    w += (int)n;
+    p[w++] = '\r';
+    p[w++] = '\n';
+    o->len += (size_t)w;
+}
+
+void resp_bulk_str(resp_out *o, const char *s) { resp_bulk(o, s, strlen(s)); }
+
+static const double pow10_table[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* m x 10^e as a double, correctly rounded when |e| <= 22 and m is exact. */
+static double scale10(double m, int e)
+{
+    if (e >= 0) return e <= 22 ? m * pow10_table[e] : m * pow(10, e);
+    return -e <= 22 ? m / pow10_table[-e] : m / pow(10, -e);
+}
+
+int resp_format_score(char *buf, float v)
+{
+    if (isnan(v)) return snprintf(buf, 32, "nan");
+    if (isinf(v)) return snprintf(buf, 32, v > 0 ? "inf" : "-inf");
+    if (v == 0) return snprintf(buf, 32, signbit(v) ? "-0" : "0");
+    /* The shortest of 1..9 significant digits that reads back as the same
+     * float: 9 always does for float32. Digits come from integer arithmetic,
+     * so this costs a few multiplications instead of several snprintf calls. */
+    double d = fabs((double)v);
+    int e0 = (int)floor(log10(d)), e = e0;
+    int64_t m = 0;
+    for (int digits = 1; digits <= 9; digits++) {
+        e = e0;
+        m = (int64_t)llround(scale10(d, digits - 1 - e));
+        if (m >= (int64_t)pow10_table[digits]) { /* rounding carried into a new digit */
+            m /= 10;
+            e++;
+        }
+        if ((float)scale10((double)m, e - digits + 1) == fabsf(v)) break;
+    }
+    char dig[16];
+    int nd = fmt_i64(dig, m);
+    /* Trailing zeros carry no information. */
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    int w = 0;
+    if (v < 0) buf[w++] = '-';
+    if (e >= -5 && e < 17) {
+        if (e < 0) {
+            buf[w++] = '0';
+            buf[w++] = '.';
+            for (int i = 0; i < -e - 1; i++) buf[w++] = '0';
+            for (int i = 0; i < nd; i++) buf[w++] = dig[i];
+        } else {
+            for (int i = 0; i <= e; i++) buf[w++] = i < nd ? dig[i] : '0';
+            if (nd > e + 1) {
+                buf[w++] = '.';
+                for (int i = e + 1; i < nd; i++) buf[w++] = dig[i];
+            }
+        }
+    } else {
+        buf[w++] = dig[0];
+        if (nd > 1) {
+            buf[w++] = '.';
+            for (int i = 1; i < nd; i++) buf[w++] = dig[i];
+        }
+        w += snprintf(buf + w, 12, "e%s%02d", e < 0 ? "-" : "+", e < 0 ? -e : e);
+    }
+    buf[w] = '\0';
+    return w;
+}
+
+void resp_score(resp_out *o, float v)
+{
+    char b[40];
+    int n = resp_format_score(b, v);
+    resp_bulk(o, b, (size_t)n);
+}

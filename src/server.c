@@ -1,0 +1,1150 @@
+/* server: the event loops, connections, limits, the heavy pool and reloads.
+ *
+ * Why a small epoll loop and not libuv: each loop here needs four things,
+ * level-triggered readiness on a few hundred sockets, one eventfd for
+ * wake-ups, a periodic sweep, and precise control of when a connection stops
+ * being read (a heavy command in flight, replies piling up, draining). epoll
+ * gives each of those in one system call with no callbacks or request
+ * objects between the socket and the protocol; with libuv the same needs a
+ * uv_write_t per write with the buffer pinned until its callback, an
+ * alloc_cb per read, and a uv_async_t per loop. bench/serve.sh measures this
+ * loop against a libuv server built from the same parser (bench/uv_ping.c);
+ * bench/README.md has the figures.
+ *
+ * A connection's life: accepted by whichever loop epoll wakes
+ * (EPOLLEXCLUSIVE on the shared listening sockets), read into its input
+ * buffer, parsed request by request, each request run to completion by
+ * st_call before the next is parsed (so replies are in request order, which
+ * pipelining needs), replies appended to its output buffer and written at
+ * once. A heavy command pauses the connection (no reading, no parsing) until
+ * its reply comes back from the pool through the loop's eventfd. While more
+ * than out_soft() bytes of replies wait for the socket, parsing pauses too, so
+ * a client that pipelines without reading cannot make the server buffer
+ * without bound; past --output-limit (one huge reply) it is dropped.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <cblas.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "als.h"
+#include "commands.h"
+#include "score.h"
+#include "util.h"
+
+#define READ_CHUNK (16u << 10)
+#define OUT_SOFT (256u << 10)
+#define MAX_EVENTS 256
+
+typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
+
+typedef struct {
+    int kind;
+    int fd;
+    int is_unix;
+} st_listener;
+
+typedef struct st_loop st_loop;
+typedef struct st_job st_job;
+
+typedef struct st_client {
+    int kind; /* H_CLIENT: first, so an epoll pointer says what it points to */
+    int fd;
+    st_loop *loop;
+    st_session sess;
+    char *in;
+    size_t in_len, in_cap, in_start;
+    resp_parser parser;
+    resp_out out;
+    size_t out_pos;
+    int blocked;   /* a heavy command is in flight */
+    int dead;      /* closed while blocked: freed when the job returns */
+    uint32_t events; /* registered epoll events */
+    double last_active;
+    struct st_client *prev, *next;
+} st_client;
+
+struct st_job {
+    st_job *next;
+    st_client *c;
+    st_loop *loop;
+    st_served *model;
+    const st_command *cmd;
+    uint64_t t0;
+    int argc;
+    resp_arg *argv;
+    resp_out out;
+};
+
+struct st_loop {
+    int kind; /* H_WAKE: the loop's eventfd handle */
+    int id;
+    int epfd, evfd;
+    pthread_t tid;
+    st_server *srv;
+    st_served *model;
+    uint64_t model_gen;
+    st_client *clients;
+    uint64_t nclients;
+    pthread_mutex_t done_lock;
+    st_job *done;
+    st_scratch scratch;
+    st_stats stats;
+    int draining;
+    double drain_deadline;
+    double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
+};
+
+struct st_server {
+    st_server_config cfg;
+    st_listener tcp, unx;
+    char tcp_addr[64];
+    int tcp_port;
+    st_loop *loops;
+    int nloops;
+    pthread_mutex_t model_lock;
+    st_served *model;
+    atomic_uint_fast64_t model_gen;
+    pthread_mutex_t reload_lock; /* one reload at a time; held while a file loads */
+    uint64_t reloads, reload_failures; /* these three under model_lock, which is never held long */
+    char last_reload_error[256];
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    st_job *q_head, *q_tail;
+    uint64_t q_len;
+    int q_stop;
+    pthread_t *heavy;
+    int nheavy;
+    atomic_uint_fast64_t nclients, next_client_id, blocked;
+    atomic_int stopping;
+    double started, started_unix;
+};
+
+/* ---- logging ------------------------------------------------------------ */
+
+static int log_level = ST_LOG_NOTICE;
+static FILE *log_file;
+
+void st_log(int level, const char *fmt, ...)
+{
+    if (level < log_level) return;
+    FILE *f = log_file ? log_file : stderr;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char when[64];
+    strftime(when, sizeof when, "%d %b %Y %H:%M:%S", &tm);
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    static const char marks[] = ".-*#";
+    /* One fprintf per line: stdio locks the stream, so lines never interleave. */
+    fprintf(f, "%d:M %s.%03d %c %s\n", (int)getpid(), when, (int)(ts.tv_nsec / 1000000), marks[level & 3], msg);
+    fflush(f);
+}
+
+void st_server_config_default(st_server_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->bind = "127.0.0.1";
+    c->port = 6400;
+    c->unixsocket_perm = 0700;
+    c->threads = 0;
+    c->heavy_threads = 1;
+    c->maxclients = 10000;
+    c->max_request = 1u << 20;
+    c->max_args = 65536;
+    c->output_limit = 64u << 20;
+    c->max_count = 100000;
+    c->timeout = 0;
+    c->shutdown_timeout = 10;
+    c->loglevel = ST_LOG_NOTICE;
+}
+
+/* ---- scratch ------------------------------------------------------------ */
+
+static int grow(void **p, uint64_t want, size_t elem)
+{
+    void *q = st_realloc(*p, want * elem);
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
+int st_scratch_work(st_scratch *s, uint64_t n)
+{
+    if (n <= s->cap_work) return 0;
+    if (grow((void **)&s->work, n, sizeof(float)) != 0) return -1;
+    s->cap_work = n;
+    return 0;
+}
+
+int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
+{
+    uint64_t rows = m->segments;
+    if (all_users && m->users > rows) rows = m->users;
+    rows += m->k; /* look-alike keeps its centroid after the user scores */
+    if (rows > s->cap_rows) {
+        if (grow((void **)&s->scores, rows, sizeof(float)) != 0 ||
+            grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
+            grow((void **)&s->top, rows, sizeof(float)) != 0)
+            return -1;
+        s->cap_rows = rows;
+    }
+    uint64_t args = cfg->max_args + 1;
+    if (args > s->cap_args) {
+        if (grow((void **)&s->segs, args, sizeof(uint32_t)) != 0 ||
+            grow((void **)&s->vals, args, sizeof(float)) != 0)
+            return -1;
+        s->cap_args = args;
+    }
+    if (m->segments > s->cap_skip) {
+        uint8_t *p = st_realloc(s->skip, m->segments);
+        if (!p) return -1;
+        memset(p + s->cap_skip, 0, m->segments - s->cap_skip);
+        s->skip = p;
+        s->cap_skip = m->segments;
+    }
+    /* Fold-in of a request's worth of segments, without allocating. */
+    return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
+}
+
+void st_scratch_free(st_scratch *s)
+{
+    st_free(s->scores);
+    st_free(s->idx);
+    st_free(s->top);
+    st_free(s->work);
+    st_free(s->segs);
+    st_free(s->vals);
+    st_free(s->skip);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- the served model ---------------------------------------------------- */
+
+static void served_free(st_served *s)
+{
+    st_free(s->G);
+    st_free(s->prior);
+    st_free(s->prior_rank);
+    st_free(s->seg_norms);
+    st_segment_index_free(&s->seg_index);
+    st_model_free(&s->m);
+    st_free(s);
+}
+
+void st_served_release(st_served *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+        st_log(ST_LOG_VERBOSE, "unmapped model %s (generation %llu)", s->path, (unsigned long long)s->generation);
+        served_free(s);
+    }
+}
+
+st_served *st_served_load(const char *path, char *err)
+{
+    double t0 = st_now();
+    st_served *s = st_calloc(1, sizeof *s);
+    if (!s) {
+        st_seterr(err, "out of memory");
+        return NULL;
+    }
+    if (st_model_load(path, &s->m, err) != 0) {
+        st_free(s);
+        return NULL;
+    }
+    const st_model *m = &s->m;
+    if (m->users == 0 || m->segments == 0) {
+        st_seterr(err, "%s: the model has no users or no segments", path);
+        served_free(s);
+        return NULL;
+    }
+    uint32_t n = m->segments, k = m->k;
+    s->G = st_aligned_alloc(64, (size_t)k * k * sizeof *s->G);
+    s->prior = st_malloc((size_t)n * sizeof *s->prior);
+    s->prior_rank = st_malloc((size_t)n * sizeof *s->prior_rank);
+    s->seg_norms = st_malloc((size_t)n * sizeof *s->seg_norms);
+    float *tmp = st_malloc((size_t)n * sizeof *tmp);
+    if (!s->G || !s->prior || !s->prior_rank || !s->seg_norms || !tmp) {
+        st_free(tmp);
+        served_free(s);
+        st_seterr(err, "%s: out of memory for the model's derived tables", path);
+        return NULL;
+    }
+    st_als_gram(m->V, n, k, s->G);
+    st_score_prior(m, s->prior);
+    st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
+    st_free(tmp);
+    st_score_segment_norms(m, s->seg_norms);
+    if (st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
+        served_free(s);
+        st_seterr(err, "%s: out of memory for the segment index", path);
+        return NULL;
+    }
+    snprintf(s->path, sizeof s->path, "%s", path);
+    s->loaded_at = (double)time(NULL);
+    atomic_init(&s->refs, 1);
+    st_log(ST_LOG_NOTICE, "model %s: %u users, %u segments, rank %u, loaded and verified in %.3f s", path, m->users,
+           n, k, st_now() - t0);
+    return s;
+}
+
+static st_served *model_acquire(st_server *srv)
+{
+    pthread_mutex_lock(&srv->model_lock);
+    st_served *s = srv->model;
+    atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&srv->model_lock);
+    return s;
+}
+
+static void wake_all(st_server *srv)
+{
+    for (int i = 0; i < srv->nloops; i++) {
+        uint64_t one = 1;
+        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* already signalled */
+        }
+    }
+}
+
+int st_server_reload(st_server *srv, const char *path, char *err)
+{
+    pthread_mutex_lock(&srv->reload_lock);
+    char cur[4096];
+    pthread_mutex_lock(&srv->model_lock);
+    snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
+    pthread_mutex_unlock(&srv->model_lock);
+    st_served *s = st_served_load(cur, err);
+    if (!s) {
+        pthread_mutex_lock(&srv->model_lock);
+        srv->reload_failures++;
+        snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
+        pthread_mutex_unlock(&srv->model_lock);
+        st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
+        pthread_mutex_unlock(&srv->reload_lock);
+        return -1;
+    }
+    pthread_mutex_lock(&srv->model_lock);
+    st_served *old = srv->model;
+    s->generation = old->generation + 1;
+    srv->model = s;
+    atomic_store(&srv->model_gen, s->generation);
+    srv->reloads++;
+    srv->last_reload_error[0] = '\0';
+    pthread_mutex_unlock(&srv->model_lock);
+    /* Loops pick the new model up between events; the old one is unmapped
+     * when the last loop or job holding it lets go. */
+    st_served_release(old);
+    st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
+    pthread_mutex_unlock(&srv->reload_lock);
+    wake_all(srv); /* idle loops take the new model up now, not at their next event */
+    return 0;
+}
+
+/* ---- info ---------------------------------------------------------------- */
+
+void st_server_get_info(st_server *srv, st_server_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->started = srv->started;
+    info->started_unix = srv->started_unix;
+    info->clients = atomic_load(&srv->nclients);
+    info->blocked_clients = atomic_load(&srv->blocked);
+    info->loops = (uint64_t)srv->nloops;
+    info->heavy_threads = (uint64_t)srv->nheavy;
+    pthread_mutex_lock(&srv->q_lock);
+    info->heavy_queued = srv->q_len;
+    pthread_mutex_unlock(&srv->q_lock);
+    /* Not reload_lock: INFO on an event loop must not wait for a file to load. */
+    pthread_mutex_lock(&srv->model_lock);
+    info->reloads = srv->reloads;
+    info->reload_failures = srv->reload_failures;
+    snprintf(info->last_reload_error, sizeof info->last_reload_error, "%s", srv->last_reload_error);
+    pthread_mutex_unlock(&srv->model_lock);
+    info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
+    info->tcp_port = srv->tcp_port;
+    info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
+}
+
+static void add_stat(atomic_uint_fast64_t *to, const atomic_uint_fast64_t *from)
+{
+    atomic_store_explicit(to,
+                          atomic_load_explicit(to, memory_order_relaxed) +
+                              atomic_load_explicit(from, memory_order_relaxed),
+                          memory_order_relaxed);
+}
+
+void st_server_sum_stats(st_server *srv, st_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < srv->nloops; i++) {
+        const st_stats *s = &srv->loops[i].stats;
+        for (int c = 0; c < ST_MAX_COMMANDS; c++) {
+            add_stat(&out->cmd[c].calls, &s->cmd[c].calls);
+            add_stat(&out->cmd[c].nanos, &s->cmd[c].nanos);
+            add_stat(&out->cmd[c].failed, &s->cmd[c].failed);
+            add_stat(&out->cmd[c].rejected, &s->cmd[c].rejected);
+            if (atomic_load_explicit(&s->cmd[c].calls, memory_order_relaxed) == 0) continue;
+            for (int b = 0; b < ST_LAT_BUCKETS; b++) add_stat(&out->cmd[c].hist[b], &s->cmd[c].hist[b]);
+        }
+        add_stat(&out->connections, &s->connections);
+        add_stat(&out->rejected_connections, &s->rejected_connections);
+        add_stat(&out->commands, &s->commands);
+        add_stat(&out->protocol_errors, &s->protocol_errors);
+        add_stat(&out->net_in, &s->net_in);
+        add_stat(&out->net_out, &s->net_out);
+        add_stat(&out->dropped_output, &s->dropped_output);
+        add_stat(&out->idle_closed, &s->idle_closed);
+    }
+}
+
+static void bump(atomic_uint_fast64_t *a, uint64_t v)
+{
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+/* The loop's clock for idle accounting: CLOCK_MONOTONIC_COARSE (a few
+ * milliseconds of resolution, a few nanoseconds to read), once per wake-up
+ * rather than a full clock read for every read and write. */
+static double loop_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void client_free(st_client *c)
+{
+    st_free(c->in);
+    resp_parser_free(&c->parser);
+    resp_out_free(&c->out);
+    st_free(c);
+}
+
+static void client_close(st_client *c, const char *why)
+{
+    st_loop *l = c->loop;
+    st_log(ST_LOG_VERBOSE, "client %llu (%s) closed: %s", (unsigned long long)c->sess.id, c->sess.addr, why);
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev) c->prev->next = c->next;
+    else l->clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    l->nclients--;
+    atomic_fetch_sub(&l->srv->nclients, 1);
+    if (c->blocked) c->dead = 1; /* the job still points here */
+    else client_free(c);
+}
+
+static size_t pending(const st_client *c) { return c->out.len - c->out_pos; }
+
+/* Replies waiting past which a connection's requests stop being parsed:
+ * OUT_SOFT, or half the output limit when that is smaller, so that a client
+ * pipelining without reading is paused long before it could be dropped. */
+static size_t out_soft(const st_client *c)
+{
+    size_t half = (size_t)(c->loop->srv->cfg.output_limit / 2);
+    return half < OUT_SOFT ? half : OUT_SOFT;
+}
+
+static void set_events(st_client *c)
+{
+    st_loop *l = c->loop;
+    uint32_t want = 0;
+    if (!c->blocked && !c->sess.close_after_reply && !l->draining && pending(c) < out_soft(c)) want |= EPOLLIN;
+    if (pending(c) > 0) want |= EPOLLOUT;
+    if (want == c->events) return;
+    struct epoll_event ev = {.events = want, .data.ptr = c};
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = want;
+}
+
+/* Hands a heavy command to the pool: copies its arguments (the input buffer
+ * moves on) and a reference to the model. */
+static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
+{
+    st_loop *l = c->loop;
+    st_server *srv = l->srv;
+    size_t bytes = 0;
+    for (int i = 0; i < ctx->argc; i++) bytes += ctx->argv[i].len + 1;
+    st_job *j = st_calloc(1, sizeof *j + (size_t)ctx->argc * sizeof(resp_arg) + bytes);
+    if (!j) return -1;
+    j->argv = (resp_arg *)(j + 1);
+    char *p = (char *)(j->argv + ctx->argc);
+    for (int i = 0; i < ctx->argc; i++) {
+        memcpy(p, ctx->argv[i].ptr, ctx->argv[i].len);
+        p[ctx->argv[i].len] = '\0';
+        j->argv[i].ptr = p;
+        j->argv[i].len = ctx->argv[i].len;
+        p += ctx->argv[i].len + 1;
+    }
+    j->argc = ctx->argc;
+    j->c = c;
+    j->loop = l;
+    j->cmd = cmd;
+    j->t0 = t0;
+    atomic_fetch_add(&l->model->refs, 1);
+    j->model = l->model;
+    resp_out_init(&j->out, srv->cfg.output_limit);
+    c->blocked = 1;
+    atomic_fetch_add(&srv->blocked, 1);
+    pthread_mutex_lock(&srv->q_lock);
+    if (srv->q_tail) srv->q_tail->next = j;
+    else srv->q_head = j;
+    srv->q_tail = j;
+    srv->q_len++;
+    pthread_cond_signal(&srv->q_cond);
+    pthread_mutex_unlock(&srv->q_lock);
+    return 0;
+}
+
+/* Parses and runs complete requests until the input runs out, a heavy
+ * command is in flight, the connection is to close, or replies pile up.
+ * Returns 1 when it stopped only because of piled-up replies. */
+static int process_input(st_client *c)
+{
+    st_loop *l = c->loop;
+    st_server *srv = l->srv;
+    while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
+        if (pending(c) >= out_soft(c)) return 1;
+        size_t consumed = 0;
+        resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
+        if (st == RESP_NEED_MORE) break;
+        if (st == RESP_ERROR) {
+            bump(&l->stats.protocol_errors, 1);
+            st_log(ST_LOG_VERBOSE, "client %llu (%s): %s", (unsigned long long)c->sess.id, c->sess.addr,
+                   c->parser.error);
+            resp_error(&c->out, "ERR %s", c->parser.error);
+            c->sess.close_after_reply = 1;
+            c->in_start = c->in_len;
+            break;
+        }
+        if (c->parser.argc > 0) {
+            st_ctx ctx = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .session = &c->sess,
+                          .model = l->model,
+                          .scratch = &l->scratch,
+                          .out = &c->out,
+                          .argc = (int)c->parser.argc,
+                          .argv = c->parser.argv};
+            const st_command *cmd = NULL;
+            uint64_t t0 = 0;
+            bump(&l->stats.commands, 1);
+            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER && defer(c, &ctx, cmd, t0) != 0)
+                resp_error(&c->out, "ERR out of memory");
+        }
+        c->in_start += consumed;
+        resp_parser_reset(&c->parser);
+    }
+    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    return 0;
+}
+
+/* Writes what it can. Returns -1 when the client was closed. */
+static int flush_out(st_client *c)
+{
+    st_loop *l = c->loop;
+    if (c->out.overflow) {
+        bump(&l->stats.dropped_output, 1);
+        st_log(ST_LOG_WARNING, "client %llu (%s) dropped: replies over the output limit of %llu bytes",
+               (unsigned long long)c->sess.id, c->sess.addr, (unsigned long long)l->srv->cfg.output_limit);
+        client_close(c, "output limit");
+        return -1;
+    }
+    while (pending(c) > 0) {
+        ssize_t n = write(c->fd, c->out.buf + c->out_pos, pending(c));
+        if (n > 0) {
+            c->out_pos += (size_t)n;
+            bump(&l->stats.net_out, (uint64_t)n);
+            /* A client still reading a long reply is not idle. */
+            c->last_active = l->now;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        client_close(c, "write error");
+        return -1;
+    }
+    if (c->out_pos == c->out.len) {
+        c->out.len = c->out_pos = 0;
+    } else if (c->out_pos > c->out.len / 2) {
+        resp_out_consume(&c->out, c->out_pos);
+        c->out_pos = 0;
+    }
+    return 0;
+}
+
+/* Everything a connection needs after new input or a finished job. */
+static void client_service(st_client *c)
+{
+    for (;;) {
+        int piled = process_input(c);
+        if (flush_out(c) != 0) return;
+        if (piled && pending(c) < out_soft(c)) continue;
+        break;
+    }
+    if (!c->blocked && pending(c) == 0 && (c->sess.close_after_reply || c->loop->draining)) {
+        client_close(c, c->sess.close_after_reply ? "closed after reply" : "server shutting down");
+        return;
+    }
+    set_events(c);
+}
+
+static void client_read(st_client *c)
+{
+    st_server *srv = c->loop->srv;
+    if (c->in_cap - c->in_len < READ_CHUNK) {
+        if (c->in_start > 0) {
+            memmove(c->in, c->in + c->in_start, c->in_len - c->in_start);
+            c->in_len -= c->in_start;
+            c->in_start = 0;
+        }
+        /* The parser refuses any request longer than max-request long before
+         * the buffer grows past this bound. */
+        size_t limit = srv->cfg.max_request + 2 * READ_CHUNK + 64;
+        if (c->in_cap - c->in_len < READ_CHUNK && c->in_cap < limit) {
+            size_t cap = c->in_cap * 2;
+            if (cap > limit) cap = limit;
+            char *p = st_realloc(c->in, cap);
+            if (!p) {
+                client_close(c, "out of memory for input");
+                return;
+            }
+            c->in = p;
+            c->in_cap = cap;
+        }
+    }
+    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n == 0) {
+        client_close(c, "connection closed by the client");
+        return;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        client_close(c, strerror(errno));
+        return;
+    }
+    c->in_len += (size_t)n;
+    bump(&c->loop->stats.net_in, (uint64_t)n);
+    c->last_active = c->loop->now;
+    client_service(c);
+}
+
+static void accept_clients(st_loop *l, st_listener *ls)
+{
+    st_server *srv = l->srv;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(ls->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE)
+                st_log(ST_LOG_WARNING, "accept: %s (raise the file limit or lower --maxclients)", strerror(errno));
+            return;
+        }
+        if (atomic_fetch_add(&srv->nclients, 1) >= srv->cfg.maxclients) {
+            atomic_fetch_sub(&srv->nclients, 1);
+            static const char full[] = "-ERR max number of clients reached\r\n";
+            if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
+            }
+            close(fd);
+            bump(&l->stats.rejected_connections, 1);
+            continue;
+        }
+        st_client *c = st_calloc(1, sizeof *c);
+        char *in = st_malloc(READ_CHUNK * 2);
+        if (!c || !in) {
+            st_free(c);
+            st_free(in);
+            close(fd);
+            atomic_fetch_sub(&srv->nclients, 1);
+            continue;
+        }
+        if (!ls->is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            char host[INET6_ADDRSTRLEN] = "?";
+            int port = 0;
+            if (sa.ss_family == AF_INET) {
+                struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+                inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+                port = ntohs(s4->sin_port);
+            } else if (sa.ss_family == AF_INET6) {
+                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+                inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+                port = ntohs(s6->sin6_port);
+            }
+            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:%d", host, port);
+        } else {
+            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:0", srv->cfg.unixsocket);
+        }
+        c->kind = H_CLIENT;
+        c->fd = fd;
+        c->loop = l;
+        c->in = in;
+        c->in_cap = READ_CHUNK * 2;
+        resp_limits lim;
+        resp_limits_default(&lim);
+        lim.max_args = (uint32_t)srv->cfg.max_args;
+        lim.max_request = srv->cfg.max_request;
+        if (lim.max_inline > srv->cfg.max_request) lim.max_inline = (uint32_t)srv->cfg.max_request;
+        resp_parser_init(&c->parser, &lim);
+        resp_out_init(&c->out, srv->cfg.output_limit);
+        c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+        c->sess.authed = srv->cfg.requirepass == NULL;
+        c->sess.created = st_now();
+        c->last_active = l->now;
+        c->events = EPOLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(fd);
+            client_free(c);
+            atomic_fetch_sub(&srv->nclients, 1);
+            continue;
+        }
+        c->next = l->clients;
+        if (l->clients) l->clients->prev = c;
+        l->clients = c;
+        l->nclients++;
+        bump(&l->stats.connections, 1);
+        st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
+    }
+}
+
+/* ---- the loops ------------------------------------------------------------ */
+
+static void loop_refresh_model(st_loop *l)
+{
+    st_served *s = model_acquire(l->srv);
+    if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
+        /* Keep serving the model this loop has; try again next time round. */
+        st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
+        st_served_release(s);
+        return;
+    }
+    st_served_release(l->model);
+    l->model = s;
+    l->model_gen = s->generation;
+}
+
+static void finish_jobs(st_loop *l)
+{
+    pthread_mutex_lock(&l->done_lock);
+    st_job *j = l->done;
+    l->done = NULL;
+    pthread_mutex_unlock(&l->done_lock);
+    while (j) {
+        st_job *next = j->next;
+        st_client *c = j->c;
+        st_call_finish(&l->stats, j->cmd, j->t0, j->out.len ? j->out.buf[0] : '-');
+        atomic_fetch_sub(&l->srv->blocked, 1);
+        c->blocked = 0;
+        if (c->dead) {
+            client_free(c);
+        } else {
+            if (j->out.overflow) c->out.overflow = 1;
+            else resp_raw(&c->out, j->out.buf, j->out.len);
+            client_service(c);
+        }
+        resp_out_free(&j->out);
+        st_served_release(j->model);
+        st_free(j);
+        j = next;
+    }
+}
+
+static void loop_start_drain(st_loop *l)
+{
+    st_server *srv = l->srv;
+    l->draining = 1;
+    l->drain_deadline = st_now() + srv->cfg.shutdown_timeout;
+    if (srv->tcp.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->tcp.fd, NULL);
+    if (srv->unx.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->unx.fd, NULL);
+    /* Requests already received are answered: what sits in each socket's
+     * buffer is read once more, then nothing else is read. */
+    for (st_client *c = l->clients, *next; c; c = next) {
+        next = c->next;
+        if (!c->blocked && c->in_cap > c->in_len) {
+            ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+            if (n == 0) {
+                client_close(c, "connection closed by the client");
+                continue;
+            }
+            if (n > 0) c->in_len += (size_t)n;
+        }
+        client_service(c);
+    }
+}
+
+static void sweep_idle(st_loop *l, double now)
+{
+    double t = l->srv->cfg.timeout;
+    if (t <= 0) return;
+    for (st_client *c = l->clients, *next; c; c = next) {
+        next = c->next;
+        if (!c->blocked && now - c->last_active > t) {
+            bump(&l->stats.idle_closed, 1);
+            client_close(c, "idle timeout");
+        }
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    st_loop *l = arg;
+    st_server *srv = l->srv;
+    struct epoll_event ev[MAX_EVENTS];
+    l->now = loop_time();
+    double last_sweep = l->now;
+    for (;;) {
+        if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
+        if (atomic_load(&srv->stopping) && !l->draining) loop_start_drain(l);
+        if (l->draining && (l->nclients == 0 || st_now() > l->drain_deadline)) break;
+        int n = epoll_wait(l->epfd, ev, MAX_EVENTS, l->draining ? 50 : 1000);
+        l->now = loop_time();
+        for (int i = 0; i < n; i++) {
+            int kind = *(int *)ev[i].data.ptr;
+            if (kind == H_LISTENER) {
+                if (!l->draining) accept_clients(l, ev[i].data.ptr);
+            } else if (kind == H_WAKE) {
+                uint64_t v;
+                if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
+                }
+                finish_jobs(l);
+            } else {
+                st_client *c = ev[i].data.ptr;
+                if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                    if (c->events & EPOLLIN) client_read(c);
+                    else if (ev[i].events & (EPOLLHUP | EPOLLERR)) client_close(c, "connection reset");
+                } else if (ev[i].events & EPOLLOUT) {
+                    client_service(c);
+                }
+            }
+        }
+        if (l->now - last_sweep >= 1.0) {
+            sweep_idle(l, l->now);
+            last_sweep = l->now;
+        }
+    }
+    int left = 0;
+    for (st_client *c = l->clients, *next; c; c = next) {
+        next = c->next;
+        left++;
+        client_close(c, "shutdown timeout");
+    }
+    if (left) st_log(ST_LOG_WARNING, "loop %d: closed %d connections still busy at the shutdown timeout", l->id, left);
+    return NULL;
+}
+
+/* ---- the heavy pool ------------------------------------------------------- */
+
+typedef struct {
+    st_server *srv;
+    st_scratch scratch;
+} heavy_arg;
+
+static void *heavy_main(void *arg)
+{
+    heavy_arg *h = arg;
+    st_server *srv = h->srv;
+    for (;;) {
+        pthread_mutex_lock(&srv->q_lock);
+        while (!srv->q_head && !srv->q_stop) pthread_cond_wait(&srv->q_cond, &srv->q_lock);
+        st_job *j = srv->q_head;
+        if (!j) {
+            pthread_mutex_unlock(&srv->q_lock);
+            break;
+        }
+        srv->q_head = j->next;
+        if (!srv->q_head) srv->q_tail = NULL;
+        srv->q_len--;
+        pthread_mutex_unlock(&srv->q_lock);
+        j->next = NULL;
+        if (st_scratch_fit(&h->scratch, &j->model->m, 1, &srv->cfg) != 0) {
+            resp_error(&j->out, "ERR out of memory for this command");
+        } else {
+            st_ctx ctx = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .session = NULL,
+                          .model = j->model,
+                          .scratch = &h->scratch,
+                          .out = &j->out,
+                          .argc = j->argc,
+                          .argv = j->argv};
+            st_call_heavy(&ctx, j->cmd);
+        }
+        st_loop *l = j->loop;
+        pthread_mutex_lock(&l->done_lock);
+        j->next = l->done;
+        l->done = j;
+        pthread_mutex_unlock(&l->done_lock);
+        uint64_t one = 1;
+        if (write(l->evfd, &one, sizeof one) < 0) { /* a saturated counter still wakes the loop */
+        }
+    }
+    st_scratch_free(&h->scratch);
+    return NULL;
+}
+
+/* ---- sockets ---------------------------------------------------------------- */
+
+static int listen_tcp(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
+    srv->tcp.fd = -1;
+    if (cfg->port < 0) return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
+    if (rc != 0) return st_seterr(err, "--bind %s: %s", cfg->bind, gai_strerror(rc));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return st_seterr(err, "socket: %s", strerror(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        close(fd);
+        return st_seterr(err, "cannot listen on %s port %d: %s", cfg->bind, cfg->port, strerror(e));
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    if (sa.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, srv->tcp_addr, sizeof srv->tcp_addr);
+        srv->tcp_port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+    } else {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, srv->tcp_addr, sizeof srv->tcp_addr);
+        srv->tcp_port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+    }
+    srv->tcp.fd = fd;
+    return 0;
+}
+
+static int listen_unix(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
+    srv->unx.fd = -1;
+    srv->unx.is_unix = 1;
+    if (!cfg->unixsocket) return 0;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(cfg->unixsocket) >= sizeof sa.sun_path)
+        return st_seterr(err, "--unixsocket %s: path too long (at most %zu bytes)", cfg->unixsocket,
+                         sizeof sa.sun_path - 1);
+    strcpy(sa.sun_path, cfg->unixsocket);
+    struct stat sb;
+    /* A socket file left by a previous run is replaced; anything else is not. */
+    if (lstat(cfg->unixsocket, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode)) return st_seterr(err, "--unixsocket %s: exists and is not a socket", cfg->unixsocket);
+        unlink(cfg->unixsocket);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return st_seterr(err, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || chmod(cfg->unixsocket, (mode_t)cfg->unixsocket_perm) != 0 ||
+        listen(fd, 511) != 0) {
+        int e = errno;
+        close(fd);
+        return st_seterr(err, "cannot listen on %s: %s", cfg->unixsocket, strerror(e));
+    }
+    srv->unx.fd = fd;
+    return 0;
+}
+
+/* ---- start and stop ------------------------------------------------------- */
+
+static int loop_init(st_server *srv, st_loop *l, int id, char *err)
+{
+    l->kind = H_WAKE;
+    l->id = id;
+    l->srv = srv;
+    pthread_mutex_init(&l->done_lock, NULL);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->epfd < 0 || l->evfd < 0) return st_seterr(err, "epoll/eventfd: %s", strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return st_seterr(err, "epoll_ctl: %s", strerror(errno));
+    /* Every loop waits on the shared listeners; EPOLLEXCLUSIVE wakes one
+     * loop per connection instead of all of them. */
+    st_listener *ls[2] = {&srv->tcp, &srv->unx};
+    for (int i = 0; i < 2; i++) {
+        if (ls[i]->fd < 0) continue;
+        struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ls[i]};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
+            return st_seterr(err, "epoll_ctl: %s", strerror(errno));
+    }
+    l->model = model_acquire(srv);
+    l->model_gen = l->model->generation;
+    if (st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0) return st_seterr(err, "out of memory");
+    return 0;
+}
+
+static void loop_destroy(st_loop *l)
+{
+    finish_jobs(l);
+    if (l->epfd >= 0) close(l->epfd);
+    if (l->evfd >= 0) close(l->evfd);
+    st_served_release(l->model);
+    st_scratch_free(&l->scratch);
+    pthread_mutex_destroy(&l->done_lock);
+}
+
+int st_serve(const st_server_config *cfg, char *err)
+{
+    log_level = cfg->loglevel;
+    if (cfg->logfile) {
+        log_file = fopen(cfg->logfile, "a");
+        if (!log_file) return st_seterr(err, "--logfile %s: %s", cfg->logfile, strerror(errno));
+    }
+    /* BLAS inside a request must not start threads of its own: the loops
+     * and workers are the parallelism. */
+    openblas_set_num_threads(1);
+    st_commands_init();
+    st_server *srv = st_calloc(1, sizeof *srv);
+    if (!srv) return st_seterr(err, "out of memory");
+    srv->cfg = *cfg;
+    if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
+    if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
+    srv->tcp.kind = srv->unx.kind = H_LISTENER;
+    srv->tcp.fd = srv->unx.fd = -1;
+    pthread_mutex_init(&srv->model_lock, NULL);
+    pthread_mutex_init(&srv->reload_lock, NULL);
+    pthread_mutex_init(&srv->q_lock, NULL);
+    pthread_cond_init(&srv->q_cond, NULL);
+    srv->started = st_now();
+    srv->started_unix = (double)time(NULL);
+    int rc = -1;
+    srv->model = st_served_load(cfg->model_path, err);
+    if (!srv->model) goto out;
+    srv->model->generation = 1;
+    atomic_store(&srv->model_gen, 1);
+    if (listen_tcp(srv, err) != 0 || listen_unix(srv, err) != 0) goto out;
+    if (srv->tcp.fd < 0 && srv->unx.fd < 0) {
+        st_seterr(err, "nothing to listen on: give a --port or a --unixsocket");
+        goto out;
+    }
+
+    /* Signals go to the main thread only: block them before any thread
+     * starts (threads inherit the mask), then wait for them below. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv->nloops = srv->cfg.threads;
+    srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
+    srv->nheavy = srv->cfg.heavy_threads;
+    srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
+    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
+    if (!srv->loops || !srv->heavy || !hargs) {
+        st_free(hargs);
+        st_seterr(err, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
+    for (int i = 0; i < srv->nloops; i++)
+        if (loop_init(srv, &srv->loops[i], i, err) != 0) {
+            st_free(hargs);
+            goto out_loops;
+        }
+    int heavy_started = 0, loops_started = 0;
+    for (int i = 0; i < srv->nheavy; i++) {
+        hargs[i].srv = srv;
+        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
+        heavy_started++;
+    }
+    for (int i = 0; i < srv->nloops && heavy_started == srv->nheavy; i++) {
+        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
+        loops_started++;
+    }
+    if (loops_started < srv->nloops) {
+        st_seterr(err, "cannot start threads");
+        atomic_store(&srv->stopping, 1);
+    } else {
+        if (srv->tcp.fd >= 0)
+            st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
+        if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
+        st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
+        rc = 0;
+        for (;;) {
+            siginfo_t si;
+            int sig = sigwaitinfo(&sigs, &si);
+            if (sig == SIGHUP) {
+                char why[ST_ERRLEN];
+                st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
+                st_server_reload(srv, NULL, why);
+            } else if (sig == SIGTERM || sig == SIGINT) {
+                st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
+                       sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_timeout);
+                break;
+            }
+        }
+        atomic_store(&srv->stopping, 1);
+        wake_all(srv);
+    }
+    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
+    pthread_mutex_lock(&srv->q_lock);
+    srv->q_stop = 1;
+    pthread_cond_broadcast(&srv->q_cond);
+    pthread_mutex_unlock(&srv->q_lock);
+    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
+    st_free(hargs);
+out_loops:
+    for (int i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
+out:
+    if (srv->tcp.fd >= 0) close(srv->tcp.fd);
+    if (srv->unx.fd >= 0) {
+        close(srv->unx.fd);
+        unlink(cfg->unixsocket);
+    }
+    st_served_release(srv->model);
+    st_free(srv->loops);
+    st_free(srv->heavy);
+    pthread_mutex_destroy(&srv->model_lock);
+    pthread_mutex_destroy(&srv->reload_lock);
+    pthread_mutex_destroy(&srv->q_lock);
+    pthread_cond_destroy(&srv->q_cond);
+    st_free(srv);
+    if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
+    if (log_file) {
+        fclose(log_file);
+        log_file = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,178 @@
+/* server: `starling serve`, the Redis-protocol socket in front of a model.
+ *
+ * Threads: --threads event loops (epoll), each owning the connections it
+ * accepted from the shared listening sockets; --heavy-threads workers that
+ * run the commands that scan every user (AUDIENCE, LOOKALIKE, REACH, the
+ * s:<segment> views) and MODEL RELOAD, so that those never hold up an event
+ * loop; and the main thread, which only waits for signals (SIGHUP reloads,
+ * SIGTERM and SIGINT drain and stop).
+ *
+ * The model: mapped read-only (st_model_load), wrapped in an st_served with
+ * what the server derives from it once (the Gram matrix for fold-in, the
+ * prior, segment norms). Reload loads and verifies the new file completely,
+ * then swaps it in under a short lock; every loop and job holds a reference
+ * to the st_served it works with, and the old one is unmapped when the last
+ * reference goes, so a request never sees a model change under it.
+ *
+ * Owns: sockets, connections, threads, the served model. Never: parses the
+ * protocol (resp.c) or knows a command (commands.c).
+ *
+ * The types below the config are shared with commands.c, which reads them;
+ * only server.c changes them (besides the per-thread scratch and stats, which
+ * belong to the thread that runs the command).
+ */
+#ifndef STARLING_SERVER_H
+#define STARLING_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "resp.h"
+#include "score.h"
+
+enum { ST_LOG_DEBUG = 0, ST_LOG_VERBOSE = 1, ST_LOG_NOTICE = 2, ST_LOG_WARNING = 3 };
+
+typedef struct {
+    const char *model_path;
+    const char *bind;        /* address for TCP; "127.0.0.1" */
+    int port;                /* 0 = any free port (logged), -1 = no TCP */
+    const char *unixsocket;  /* path, or NULL */
+    int unixsocket_perm;     /* mode of the socket file, e.g. 0700 */
+    int threads;             /* event loops; 0 = one per CPU */
+    int heavy_threads;       /* workers for heavy commands */
+    uint64_t maxclients;
+    uint64_t max_request;    /* bytes of one request */
+    uint64_t max_args;       /* arguments of one request */
+    uint64_t output_limit;   /* bytes of replies pending for one client; past it the client is dropped */
+    uint64_t max_count;      /* largest COUNT of AUDIENCE, LOOKALIKE, SIMILAR and range replies */
+    double timeout;          /* close clients idle this many seconds; 0 = never */
+    double shutdown_timeout; /* seconds SIGTERM waits for in-flight requests */
+    const char *requirepass; /* NULL = no AUTH needed */
+    int allow_reload_path;   /* MODEL RELOAD may name a file */
+    int loglevel;
+    const char *logfile;     /* NULL = stderr */
+} st_server_config;
+
+void st_server_config_default(st_server_config *c);
+
+/* Loads the model, opens the sockets and serves until SIGTERM or SIGINT,
+ * then drains and returns 0. Returns -1 with err set when it cannot start
+ * (model, sockets, threads). Blocks. */
+int st_serve(const st_server_config *cfg, char *err);
+
+/* Writes one log line if level >= the configured level. Thread-safe. */
+void st_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- shared with commands.c ---------------------------------------------- */
+
+/* A model as served: the mapping plus what is derived from it at load. */
+typedef struct st_served {
+    st_model m;
+    float *G;         /* V^T V, k x k, for fold-in and explanations */
+    float *prior;     /* n: the popularity prior q (st_score_prior), for the blend and unknown users */
+    uint32_t *prior_rank; /* n: segment indices by q, best first */
+    float *seg_norms; /* n: |V[s]| */
+    st_segment_index seg_index; /* segments by norm, for pruned SEGMENTS */
+    char path[4096];
+    uint64_t generation; /* 1 for the first model, +1 per reload */
+    double loaded_at;    /* unix seconds */
+    atomic_long refs;
+} st_served;
+
+/* Loads and verifies path and derives what serving needs (the Gram matrix,
+ * the prior and its ranking, segment norms and the segment index). The
+ * result has one reference, the caller's; NULL with err set on failure. */
+st_served *st_served_load(const char *path, char *err);
+/* Drops one reference; the last one unmaps the model and frees the rest. */
+void st_served_release(st_served *s);
+
+/* Per-thread buffers that handlers reuse, so the SEGMENTS and SCORE paths
+ * never allocate: server.c sizes them when a thread takes up a model. */
+typedef struct {
+    float *scores;  /* max(m, n) */
+    uint32_t *idx;  /* max(m, n) */
+    float *top;     /* max(m, n) */
+    uint64_t cap_rows;
+    float *work;    /* fold-in / explain / look-alike scratch */
+    uint64_t cap_work;
+    uint32_t *segs; /* per-argument lists (ONLY, FOLDIN, seeds) */
+    float *vals;
+    uint64_t cap_args;
+    uint8_t *skip;  /* n: segments to leave out (EXCLUDE, UNSEEN); all 0 between requests */
+    uint64_t cap_skip;
+} st_scratch;
+
+/* Sizes s for model m (every user too when all_users, as the heavy pool
+ * needs) and requests within cfg's limits; allocates only what must grow.
+ * 0, or -1 on out-of-memory. */
+int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg);
+/* Makes s->work hold at least n floats (allocates only to grow); 0, or -1
+ * on out-of-memory. server.c sizes the rest for each model it serves. */
+int st_scratch_work(st_scratch *s, uint64_t n);
+void st_scratch_free(st_scratch *s);
+
+/* Command statistics, kept per thread; single writer, so updates are plain
+ * relaxed loads and stores, and INFO sums them from any thread. Latencies go
+ * to a log-linear histogram of nanoseconds: exact below 32 ns, then 16
+ * buckets per power of two (about 6% wide). */
+#define ST_MAX_COMMANDS 64
+#define ST_LAT_BUCKETS (32 + 40 * 16)
+typedef struct {
+    atomic_uint_fast64_t calls, nanos, failed, rejected;
+    atomic_uint_fast64_t hist[ST_LAT_BUCKETS];
+} st_cmdstat;
+
+typedef struct {
+    st_cmdstat cmd[ST_MAX_COMMANDS];
+    atomic_uint_fast64_t connections, rejected_connections, commands, protocol_errors;
+    atomic_uint_fast64_t net_in, net_out, dropped_output, idle_closed;
+} st_stats;
+
+/* What a connection's commands can see and set. */
+typedef struct {
+    uint64_t id;
+    int authed;
+    int close_after_reply; /* QUIT, or an error that ends the connection */
+    char name[129];        /* CLIENT SETNAME; empty when none */
+    char addr[64];
+    double created;
+} st_session;
+
+typedef struct st_server st_server;
+
+/* Everything a command handler gets. In the heavy pool, session is NULL. */
+typedef struct {
+    st_server *srv;
+    const st_server_config *cfg;
+    st_session *session;
+    st_served *model;
+    st_scratch *scratch;
+    resp_out *out;
+    int argc;
+    resp_arg *argv;
+} st_ctx;
+
+/* Server-wide figures for INFO. */
+typedef struct {
+    double started;        /* monotonic seconds */
+    double started_unix;
+    uint64_t clients, blocked_clients, loops, heavy_threads, heavy_queued;
+    uint64_t reloads, reload_failures;
+    char last_reload_error[256];
+    const char *tcp_addr;
+    int tcp_port;
+    const char *unixsocket;
+} st_server_info;
+
+void st_server_get_info(st_server *srv, st_server_info *info);
+/* Sums every thread's statistics into out. */
+void st_server_sum_stats(st_server *srv, st_stats *out);
+
+/* Loads path (or the current model's path when NULL), verifies it and swaps
+ * it in. Serialised; blocks while loading. 0, or -1 with err set and the
+ * current model unchanged. */
+int st_server_reload(st_server *srv, const char *path, char *err);
+
+#endif

@@ -1,0 +1,98 @@
+"""Start and stop a real `starling serve` for the integration tests.
+
+A server listens on an ephemeral loopback port (port 0; the port is read
+back from its log), is stopped by its pid, and every wait is bounded.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from tap import STARLING, starling
+
+
+def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3, factors=16):
+    """Trains a small synthetic model in directory d; returns (model, events csv)."""
+    ev = os.path.join(d, f"ev{seed}.csv")
+    model = os.path.join(d, name)
+    if not os.path.exists(ev):
+        starling("synth", "-o", ev, "--users", users, "--segments", segments, "--events", events, "--seed", seed)
+    starling("train", ev, "-o", model, "--factors", factors, "--iterations", 5, "--seed", seed, "-q")
+    return model, ev
+
+
+class Server:
+    def __init__(self, model, *args, d, port=0, wait=True):
+        self.log = os.path.join(d, f"serve-{time.monotonic_ns()}.log")
+        cmd = [STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
+               "--logfile", self.log, *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log + ".err", "w"))
+        self.pid = self.proc.pid
+        self.port = None
+        if wait:
+            self.wait_ready()
+
+    def text(self):
+        try:
+            return open(self.log).read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"ready to accept connections on tcp [^ ]*:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if "ready to accept connections on unix" in self.text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"server did not start: {self.text()} {open(self.log + '.err').read()}")
+
+    def send(self, sig):
+        os.kill(self.pid, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Stops the server by its pid; returns its exit code (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+    def raw(self, timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s.settimeout(timeout)
+        return s
+
+
+def read_until_closed(s, limit=1 << 20):
+    """Everything the server sends until it closes the connection (bounded)."""
+    out = b""
+    while len(out) < limit:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
