@@ -94,12 +94,12 @@ try:
             up = all(wait_port(pt) for pt in ports) and wait_port(proxy_port)
             if not ok(up, f"{hash_}/{dist}/tag {tag}/{n} shards: redis-servers and nutcracker are up"):
                 continue
-            c = redis.Redis(port=proxy_port)
+            c = redis.Redis(host="127.0.0.1", port=proxy_port)
             for u in owner:
                 c.set(b"u:" + u.encode("utf-8", "surrogateescape"), b"1")
             where = {}
             for i, pt in enumerate(ports):
-                for key in redis.Redis(port=pt).keys("*"):
+                for key in redis.Redis(host="127.0.0.1", port=pt).keys("*"):
                     where[key[2:].decode("utf-8", "surrogateescape")] = i
             wrong = [u for u in owner if where.get(u) != owner[u]]
             ok(total == len(owner) and not wrong,
