@@ -666,17 +666,23 @@ uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32
     return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
 }
 
+void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c)
+{
+    /* In double, so the mean does not depend on the order of the rows (the
+     * sharded batch sums seeds from several files in another order). */
+    for (uint32_t j = 0; j < k; j++) {
+        double sum = 0;
+        for (uint32_t i = 0; i < n; i++) sum += U[(size_t)rows[i] * k + j];
+        c[j] = n > 0 ? (float)(sum / n) : 0.0f;
+    }
+}
+
 uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
                             float *scratch, uint32_t *out_idx, float *out_score)
 {
     uint32_t k = m->k;
     float *c = scratch + m->users;
-    memset(c, 0, k * sizeof *c);
-    for (uint32_t i = 0; i < nseeds; i++) {
-        const float *x = m->U + (size_t)seeds[i] * k;
-        for (uint32_t j = 0; j < k; j++) c[j] += x[j];
-    }
-    for (uint32_t j = 0; j < k; j++) c[j] /= nseeds > 0 ? (float)nseeds : 1.0f;
+    st_score_centroid(m->U, k, seeds, nseeds, c);
     st_score_all_users(m, c, scratch);
     return st_topk(scratch, m->users, want, seeds, nseeds, out_idx, out_score);
 }
