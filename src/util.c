@@ -113,6 +113,57 @@ static atomic_llong io_budget = -1;
 
 void st_io_fail_after(long long bytes) { atomic_store(&io_budget, bytes); }
 
+static atomic_int fsync_fails;
+
+void st_io_fail_fsync(int on) { atomic_store(&fsync_fails, on); }
+
+/* How many of n bytes the injected full disk still takes (n when off). */
+static size_t io_take(size_t n)
+{
+    for (;;) {
+        long long b = atomic_load(&io_budget);
+        if (b < 0) return n;
+        long long take = (long long)n < b ? (long long)n : b;
+        if (atomic_compare_exchange_weak(&io_budget, &b, b - take)) return (size_t)take;
+    }
+}
+
+int st_io_write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        size_t allowed = io_take(n);
+        if (allowed == 0) {
+            errno = ENOSPC;
+            return -1;
+        }
+        ssize_t w = write(fd, p, allowed);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int st_io_fsync(int fd)
+{
+    if (atomic_load(&fsync_fails)) {
+        errno = EIO;
+        return -1;
+    }
+    while (fdatasync(fd) != 0) {
+        if (errno != EINTR) return -1;
+    }
+    return 0;
+}
+
 typedef struct {
     int fd;
     long long left;

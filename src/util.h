@@ -40,9 +40,23 @@ double st_now(void);
 /* Peak resident set size of this process in bytes (0 when unknown). */
 size_t st_peak_rss(void);
 
-/* Write-failure injection for tests: after `bytes` more bytes, every write
- * of st_write_atomic fails with ENOSPC (a full disk); -1 turns it off. */
+/* Write-failure injection for tests, as a full disk behaves: after `bytes`
+ * more bytes every write fails with ENOSPC; -1 turns it off. It covers every
+ * file st_write_atomic writes (counted per file, from when it is opened) and
+ * every write through st_io_write_all, the journal's (counted across all of
+ * them: a write that crosses the limit stops short, the next one fails). */
 void st_io_fail_after(long long bytes);
+
+/* Fsync-failure injection: while on, st_io_fsync fails with EIO. */
+void st_io_fail_fsync(int on);
+
+/* Writes all n bytes to fd (retrying short writes and EINTR), subject to
+ * st_io_fail_after. 0, or -1 with errno set; some bytes may have been written
+ * before a failure. */
+int st_io_write_all(int fd, const void *buf, size_t n);
+
+/* fdatasync(fd), subject to st_io_fail_fsync. 0, or -1 with errno set. */
+int st_io_fsync(int fd);
 
 /* Writes a file atomically: fn writes the content to the temporary FILE*, then
  * this flushes, fsyncs, renames over path and fsyncs the directory. On any
