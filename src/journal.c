@@ -630,7 +630,7 @@ int st_journal_append(st_journal *j, st_jrecord *r, char *err)
                  cut != 0 ? " (and the partial record could not be cut off: journal out of service)" : "");
         pthread_mutex_lock(&j->stat_lock);
         j->append_failures++;
-        snprintf(j->last_error, sizeof j->last_error, "%s", msg);
+        snprintf(j->last_error, sizeof j->last_error, "%.250s", msg);
         pthread_mutex_unlock(&j->stat_lock);
         return st_seterr(err, "%s", msg);
     }
@@ -929,7 +929,7 @@ done:
         j->last_compaction = *out;
     } else {
         j->compaction_failures++;
-        snprintf(j->last_error, sizeof j->last_error, "compaction failed: %s", why);
+        snprintf(j->last_error, sizeof j->last_error, "compaction failed: %.200s", why);
     }
     pthread_mutex_unlock(&j->stat_lock);
     pthread_mutex_unlock(&j->compact_lock);
