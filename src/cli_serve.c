@@ -123,7 +123,8 @@ int cli_serve(int argc, char **argv)
     st_server_config cfg;
     st_server_config_default(&cfg);
     const char *config = NULL, *unixperm = "700";
-    int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, port = cfg.port, allow_path = 0;
+    int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, port = cfg.port, allow_path = 0, debug = 0;
+    int fsync_policy = (int)cfg.appendfsync;
     const char *bind = cfg.bind;
     const st_opt opts[] = {
         {"config", 'c', ST_OPT_STRING, &config, "FILE", "read settings from FILE (`name value` lines; flags override)", 0},
@@ -148,17 +149,35 @@ int cli_serve(int argc, char **argv)
          "let MODEL RELOAD name a file (otherwise it reloads the served path)", 0},
         {"loglevel", 0, ST_OPT_CHOICE, &loglevel, NULL, "log verbosity", "debug|verbose|notice|warning"},
         {"logfile", 0, ST_OPT_STRING, &cfg.logfile, "FILE", "append the log to FILE instead of stderr", 0},
+        {"journal", 'j', ST_OPT_STRING, &cfg.journal, "FILE",
+         "journal of online writes (EVENT, FORGET), replayed at start (none: writes are refused)", 0},
+        {"appendfsync", 0, ST_OPT_CHOICE, &fsync_policy, NULL,
+         "when a write is fsynced: before its reply, once a second, or when the kernel likes (as Redis)",
+         "always|everysec|no"},
+        {"compact-percentage", 0, ST_OPT_U64, &cfg.compact_percentage, "P",
+         "compact the journal when it grew P% past its size after the last compaction (0 = never)", 0},
+        {"compact-min-bytes", 0, ST_OPT_U64, &cfg.compact_min_bytes, "BYTES",
+         "no automatic compaction of a journal smaller than this", 0},
+        {"forget-compact-delay", 0, ST_OPT_DOUBLE, &cfg.forget_compact_delay, "SECONDS",
+         "compact this long after a FORGET, so that the events it erased leave the file too (0 = never)", 0},
+        {"min-audience", 0, ST_OPT_U64, &cfg.min_audience, "N",
+         "privacy floor: AUDIENCE, REACH, LOOKALIKE and s: ranges never disclose fewer than N users (0 = none)", 0},
+        {"min-seeds", 0, ST_OPT_U64, &cfg.min_seeds, "N", "privacy floor: LOOKALIKE needs N known seed users", 0},
+        {"enable-debug-command", 0, ST_OPT_FLAG, &debug, NULL,
+         "allow DEBUG (injects write and fsync failures: for tests only)", 0},
         {0},
     };
     const st_cmd_doc doc = {
         "serve", "MODEL [options]",
         "Serve a model over the Redis protocol (RESP2) on TCP and/or a Unix socket:\n"
-        "SEGMENTS, SCORE, FOLDIN, AUDIENCE, LOOKALIKE, REACH, SIMILAR, EXPLAIN, MODEL,\n"
-        "sorted-set views (ZRANGE u:<user> ...), and the housekeeping commands Redis\n"
-        "tools expect. Any Redis client works: redis-cli -p 6400 SEGMENTS u000123",
-        "Signals: SIGHUP reloads the model file (verified before it replaces the served one);\n"
-        "SIGTERM and SIGINT answer the requests already received, then exit.\n"
-        "docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers running it."};
+        "SEGMENTS, SCORE, FOLDIN, AUDIENCE, LOOKALIKE, REACH, SIMILAR, EXPLAIN, HISTORY, MODEL,\n"
+        "online writes with --journal (EVENT, FORGET, ZINCRBY, DEL), sorted-set views\n"
+        "(ZRANGE u:<user> ...), and the housekeeping commands Redis tools expect. Any\n"
+        "Redis client works: redis-cli -p 6400 SEGMENTS u000123",
+        "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
+        "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
+        "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"
+        "running it, and what each appendfsync policy guarantees."};
     /* The config file first, so that the command line overrides it. */
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) config = argv[i + 1];
@@ -209,6 +228,8 @@ int cli_serve(int argc, char **argv)
     else if (cfg.timeout < 0) bad = "--timeout must be >= 0";
     else if (cfg.shutdown_timeout < 0) bad = "--shutdown-timeout must be >= 0";
     else if (cfg.requirepass && !*cfg.requirepass) bad = "--requirepass must not be empty";
+    else if (cfg.journal && !*cfg.journal) bad = "--journal must name a file";
+    else if (cfg.forget_compact_delay < 0) bad = "--forget-compact-delay must be >= 0";
     if (bad) {
         st_free(text);
         return st_cli_usage(&doc, "%s", bad);
@@ -221,6 +242,8 @@ int cli_serve(int argc, char **argv)
     cfg.heavy_threads = heavy;
     cfg.allow_reload_path = allow_path;
     cfg.loglevel = loglevel;
+    cfg.appendfsync = (st_appendfsync)fsync_policy;
+    cfg.enable_debug = debug;
     char err[ST_ERRLEN];
     rc = st_serve(&cfg, err);
     st_free(text);

@@ -6,11 +6,22 @@
  * ctx->out, and never block except MODEL RELOAD, which runs on the heavy pool.
  *
  * Users are looked up through find_user() alone, which returns a user's
- * vector and history wherever they live; today that is the model file, and
- * an overlay of users updated online plugs in there without touching a
- * handler. Handlers that run on an event loop (everything not flagged HEAVY)
- * use the thread's scratch and never allocate; SEGMENTS and SCORE are the
- * hot path the ad server calls for every ad request.
+ * vector and history wherever they live: the overlay of users changed
+ * online (EVENT, FORGET: overlay.c) first, then the model file. A forgotten
+ * user is unknown to every command. The commands that scan every user
+ * (AUDIENCE, LOOKALIKE, REACH, s:<segment> ranges) score the model's rows,
+ * leave out the rows the overlay hides, and add the overlay's users, from a
+ * copy of the overlay taken when they start. Handlers that run on an event
+ * loop (everything not flagged HEAVY) use the thread's scratch and never
+ * allocate, except the writes; SEGMENTS and SCORE are the hot path the ad
+ * server calls for every ad request.
+ *
+ * Writes go through st_server_write (server.c), which journals them before
+ * they are visible; the handler records the record's seq in the session, and
+ * under appendfsync always the connection's replies wait for the fdatasync
+ * that covers it. Privacy floors: AUDIENCE, REACH, LOOKALIKE and the
+ * s:<segment> score ranges never disclose fewer than --min-audience users,
+ * and LOOKALIKE needs --min-seeds known seeds.
  *
  * The sorted-set views follow Redis's t_zset.c behaviour for a sorted set
  * whose members are the segments of u:<user> (scored by affinity) or the
@@ -56,8 +67,9 @@ typedef void (*st_cmd_fn)(st_ctx *c);
  *            CONTAINER  argv[1] names a subcommand ("container|sub" rows)
  *            WRITE      changes server state (COMMAND INFO reports it)
  *            FAST       O(1) or O(k): COMMAND INFO reports "fast"
+ *            MULTIKEY   every argument from `key` on is a key (EXISTS, DEL)
  *   key      position of the key argument for proxies (COMMAND INFO's first
- *            key); 0 = none. Keyed commands take one key, except EXISTS.
+ *            key); 0 = none. Keyed commands take one key, unless MULTIKEY.
  *   group, summary, complexity   for COMMAND DOCS and docs/PROTOCOL.md.
  *
  * Checklist: a new row needs its handler, a section in docs/PROTOCOL.md and,
@@ -70,6 +82,7 @@ enum {
     CONTAINER = 1u << 3,
     WRITE = 1u << 4,
     FAST = 1u << 5,
+    MULTIKEY = 1u << 6,
 };
 
 struct st_command {
@@ -119,6 +132,14 @@ static void cmd_zcount(st_ctx *c);
 static void cmd_zcard(st_ctx *c);
 static void cmd_exists(st_ctx *c);
 static void cmd_type(st_ctx *c);
+static void cmd_event(st_ctx *c);
+static void cmd_forget(st_ctx *c);
+static void cmd_history(st_ctx *c);
+static void cmd_zincrby(st_ctx *c);
+static void cmd_del(st_ctx *c);
+static void cmd_journal_compact(st_ctx *c);
+static void cmd_debug_io_fail_after(st_ctx *c);
+static void cmd_debug_fsync_fail(st_ctx *c);
 
 static const st_command commands[] = {
     /* targeting */
@@ -131,6 +152,17 @@ static const st_command commands[] = {
     {"reach", cmd_reach, 4, HEAVY, 0, "targeting", "How many users score at least MIN on a segment", "O(m k)"},
     {"similar", cmd_similar, 4, 0, 0, "targeting", "Segments closest to a segment (cosine of factors)", "O(n k)"},
     {"explain", cmd_explain, -3, 0, 0, "targeting", "Which past segments of a user drive a score", "O(h k^2 + k^3)"},
+    {"history", cmd_history, 2, 0, 0, "targeting", "The engagement the server holds for a user, by segment", "O(h)"},
+    /* online writes */
+    {"event", cmd_event, -4, WRITE, 0, "online", "Add an engagement event to a user and re-solve their vector",
+     "O(h k^2 + k^3), then a journal write"},
+    {"forget", cmd_forget, 2, WRITE, 0, "online", "Erase a user: vector, history, every reply", "O(1), then a journal write"},
+    {"journal", NULL, -2, CONTAINER, 0, "server", "JOURNAL COMPACT", "O(1)"},
+    {"journal|compact", cmd_journal_compact, 2, WRITE, 0, "server",
+     "Compact the journal in the background (erased events leave the file)", "O(1); the compaction O(journal)"},
+    {"journal|help", cmd_help, 2, 0, 0, "server", "The JOURNAL subcommands", "O(1)"},
+    {"bgrewriteaof", cmd_journal_compact, 1, WRITE, 0, "server", "JOURNAL COMPACT, by the name Redis tools use",
+     "O(1); the compaction O(journal)"},
     {"model", NULL, -2, CONTAINER, 0, "server", "MODEL INFO | MODEL RELOAD [path]", "O(1)"},
     {"model|info", cmd_model_info, 2, 0, 0, "server", "The served model's dimensions and provenance", "O(1)"},
     {"model|reload", cmd_model_reload, -2, HEAVY | WRITE, 0, "server", "Load and verify a model file, then swap it in",
@@ -149,7 +181,12 @@ static const st_command commands[] = {
     {"zmscore", cmd_zmscore, -3, FAST, 1, "sorted-set", "The scores of several members", "O(k) per member"},
     {"zcount", cmd_zcount, 4, HEAVY_SKEY, 1, "sorted-set", "How many members score within a range", "O(N k)"},
     {"zcard", cmd_zcard, 2, FAST, 1, "sorted-set", "How many members the view has", "O(1)"},
-    {"exists", cmd_exists, -2, FAST, 1, "generic", "How many of the keys exist", "O(1) per key"},
+    {"zincrby", cmd_zincrby, 4, WRITE, 1, "sorted-set", "EVENT for u:<user>: add engagement, reply the new score",
+     "O(h k^2 + k^3), then a journal write"},
+    {"exists", cmd_exists, -2, FAST | MULTIKEY, 1, "generic", "How many of the keys exist", "O(1) per key"},
+    {"del", cmd_del, -2, WRITE | MULTIKEY, 1, "generic", "FORGET the users of u:<user> keys; how many existed",
+     "O(1) per key, then journal writes"},
+    {"unlink", cmd_del, -2, WRITE | MULTIKEY, 1, "generic", "DEL", "O(1) per key, then journal writes"},
     {"type", cmd_type, 2, FAST, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
     /* connection and server */
     {"ping", cmd_ping, -1, FAST, 0, "connection", "PONG, or the message given", "O(1)"},
@@ -173,7 +210,13 @@ static const st_command commands[] = {
     {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
     {"config|get", cmd_config_get, -3, 0, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
     {"config|help", cmd_help, 2, 0, 0, "server", "The CONFIG subcommands", "O(1)"},
-    {"info", cmd_info, -1, 0, 0, "server", "Server, clients, model, stats, commandstats, latencystats", "O(commands)"},
+    {"info", cmd_info, -1, 0, 0, "server", "Server, clients, model, persistence, stats, commandstats, latencystats",
+     "O(commands)"},
+    {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL (with --enable-debug-command)", "O(1)"},
+    {"debug|io-fail-after", cmd_debug_io_fail_after, 3, 0, 0, "server",
+     "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
+    {"debug|fsync-fail", cmd_debug_fsync_fail, 3, 0, 0, "server", "Fail fsyncs (1) or not (0)", "O(1)"},
+    {"debug|help", cmd_help, 2, 0, 0, "server", "The DEBUG subcommands", "O(1)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 _Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in server.h");
@@ -391,23 +434,40 @@ static int arg_float(st_ctx *c, const resp_arg *a, const char *what, double *out
 }
 
 /* The user behind an id: the vector and history answers use. `known` is 0
- * for a user the model has no vector for; answers then use the prior. This
- * is the one place users are looked up. */
+ * for a user the model has no vector for, or who was forgotten; answers
+ * then use the prior. `online` says the vector and history come from the
+ * overlay (copied into the thread's scratch: valid until the next
+ * find_user on this thread). This is the one place users are looked up. */
 typedef struct {
     int known;
+    int online;
     const float *x;
     const uint32_t *hist_seg;
     const float *hist_r;
     uint32_t hist_n;
+    uint32_t model_u; /* the model's row, or ST_NOT_FOUND */
+    uint32_t slot;    /* the overlay's slot when online */
 } user_view;
 
-static user_view find_user(const st_served *sv, const char *id, size_t len)
+static user_view find_user(st_ctx *c, const char *id, size_t len)
 {
-    user_view v = {0};
+    user_view v = {.model_u = ST_NOT_FOUND, .slot = UINT32_MAX};
+    const st_served *sv = c->model;
+    st_scratch *sc = c->scratch;
+    int where = st_overlay_find(sv->ov, id, len, sc->ux, sc->hseg, sc->hr, &v.hist_n, &v.slot);
+    if (where == ST_OV_FORGOTTEN) return v;
+    if (where == ST_OV_LIVE) {
+        v.known = v.online = 1;
+        v.x = sc->ux;
+        v.hist_seg = sc->hseg;
+        v.hist_r = sc->hr;
+        return v;
+    }
     const st_model *m = &sv->m;
     uint32_t u = st_idmap_find(&m->user_ids, id, len);
     if (u == ST_NOT_FOUND) return v;
     v.known = 1;
+    v.model_u = u;
     v.x = m->U + (size_t)u * m->k;
     uint64_t h0 = m->hist_ptr[u];
     v.hist_seg = m->hist_idx + h0;
@@ -415,6 +475,8 @@ static user_view find_user(const st_served *sv, const char *id, size_t len)
     v.hist_n = (uint32_t)(m->hist_ptr[u + 1] - h0);
     return v;
 }
+
+static const char *user_source(const user_view *u) { return u->online ? "online" : u->known ? "model" : "prior"; }
 
 static uint32_t find_segment(const st_served *sv, const resp_arg *a)
 {
@@ -428,10 +490,22 @@ static void bulk_segment(st_ctx *c, uint32_t s)
     resp_bulk(c->out, name, n);
 }
 
+/* Users in a scan: the model's rows, then the overlay's users (the copy in
+ * the thread's scratch view). */
+static const char *scan_user_name(const void *vctx, uint32_t i, size_t *len)
+{
+    const st_ctx *c = vctx;
+    const st_model *m = &c->model->m;
+    if (i < m->users) return st_idmap_name(&m->user_ids, i, len);
+    const st_overlay_view *v = &c->scratch->view;
+    *len = v->lens[i - m->users];
+    return v->ids[i - m->users];
+}
+
 static void bulk_user(st_ctx *c, uint32_t u)
 {
     size_t n;
-    const char *name = st_idmap_name(&c->model->m.user_ids, u, &n);
+    const char *name = scan_user_name(c, u, &n);
     resp_bulk(c->out, name, n);
 }
 
@@ -540,7 +614,7 @@ static void cmd_segments(st_ctx *c)
         resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
         return;
     }
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(c, c->argv[1].ptr, c->argv[1].len);
     /* Calibration is monotone when a > 0: rank on raw scores, then map the
      * survivors; MIN then applies to the calibrated value. A user answered
      * from the prior gets the model's probability for a user with no
@@ -622,7 +696,7 @@ static void cmd_segments(st_ctx *c)
         got = w;
     }
     resp_array(c->out, 2);
-    resp_simple(c->out, u.known ? "model" : "prior");
+    resp_simple(c->out, user_source(&u));
     reply_segment_pairs(c, sc->idx, sc->top, got);
 }
 
@@ -630,9 +704,9 @@ static void cmd_score(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(c, c->argv[1].ptr, c->argv[1].len);
     resp_array(c->out, 2);
-    resp_simple(c->out, u.known ? "model" : "prior");
+    resp_simple(c->out, user_source(&u));
     resp_array(c->out, c->argc - 2);
     for (int i = 2; i < c->argc; i++) {
         uint32_t s = find_segment(sv, &c->argv[i]);
@@ -717,6 +791,80 @@ static int need_segment(st_ctx *c, const resp_arg *a, uint32_t *s)
     return -1;
 }
 
+/* ---- scans over every user ------------------------------------------------------ */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Copies the overlay into the thread's view and makes the scratch hold a
+ * score per user (the model's rows, then the overlay's users) plus a
+ * centroid. Returns the number of scan positions, or -1 (replied). Heavy
+ * pool only: it allocates when the overlay grew. */
+static int64_t scan_users(st_ctx *c)
+{
+    const st_model *m = &c->model->m;
+    st_scratch *sc = c->scratch;
+    if (st_overlay_snapshot(c->model->ov, &sc->view) != 0 ||
+        st_scratch_rows(sc, (uint64_t)m->users + sc->view.n + m->k) != 0) {
+        resp_error(c->out, "ERR out of memory");
+        return -1;
+    }
+    return (int64_t)m->users + sc->view.n;
+}
+
+/* NaN for the model rows the overlay hides (changed or forgotten users). */
+static void hide_rows(st_ctx *c, float *scores)
+{
+    const st_overlay_view *v = &c->scratch->view;
+    if (!v->hidden) return;
+    for (uint32_t u = 0; u < v->m; u++)
+        if (v->hidden[u]) scores[u] = NAN;
+}
+
+/* Every user's blended score for segment s into scratch->scores (NaN for
+ * positions that are no user); the count of positions, or -1 (replied). */
+static int64_t scan_segment_users(st_ctx *c, uint32_t s)
+{
+    const st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    int64_t n = scan_users(c);
+    if (n < 0) return -1;
+    st_scratch *sc = c->scratch;
+    st_score_segment_users(m, sv->prior, s, sc->scores);
+    hide_rows(c, sc->scores);
+    const st_overlay_view *v = &sc->view;
+    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_score_one(m, sv->prior, v->X + (size_t)i * m->k, s);
+    return n;
+}
+
+/* Turns the scores under min into NaN; returns how many users are left. */
+static uint64_t select_min(float *scores, uint64_t n, double min)
+{
+    uint64_t left = 0;
+    float fmin = (float)min;
+    int all = isinf(min) && min < 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (isnan(scores[i])) continue;
+        if (all || scores[i] >= fmin) left++;
+        else scores[i] = NAN;
+    }
+    return left;
+}
+
+/* The privacy floor on audiences: replies the error and returns 1 when
+ * fewer than --min-audience users are selected. The count itself is not
+ * disclosed: repeated queries could otherwise single users out. */
+static int below_floor(st_ctx *c, uint64_t users)
+{
+    if (users >= c->cfg->min_audience) return 0;
+    resp_error(c->out, "ERR audience below the privacy floor of %llu users (--min-audience): fewer users match",
+               (unsigned long long)c->cfg->min_audience);
+    return 1;
+}
+
 static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
 {
     resp_array(c->out, 2 * (int64_t)n);
@@ -728,7 +876,6 @@ static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, u
 
 static void cmd_audience(st_ctx *c)
 {
-    const st_model *m = &c->model->m;
     uint32_t s, count = 0;
     int have_count = 0;
     double min = -INFINITY;
@@ -752,35 +899,126 @@ static void cmd_audience(st_ctx *c)
         resp_error(c->out, "ERR AUDIENCE needs COUNT n");
         return;
     }
-    uint32_t got = st_score_audience(m, c->model->prior, s, count, (float)min, c->scratch->scores, c->scratch->idx,
-                                     c->scratch->top);
-    reply_user_pairs(c, c->scratch->idx, c->scratch->top, got);
+    int64_t n = scan_segment_users(c, s);
+    if (n < 0) return;
+    st_scratch *sc = c->scratch;
+    uint64_t matching = select_min(sc->scores, (uint64_t)n, min);
+    if (below_floor(c, matching)) return;
+    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
+    reply_user_pairs(c, sc->idx, sc->top, got);
+}
+
+/* The distinct known seeds: their vectors into *rows_out (k floats each,
+ * from the model or the overlay) and their places in the scan in
+ * *keys_out, sorted: place << 20 | argument, where the place is the model
+ * row, or users + the overlay slot. Returns how many, or -1 (replied). */
+static int64_t gather_seeds(st_ctx *c, float **rows_out, uint64_t **keys_out)
+{
+    const st_model *m = &c->model->m;
+    uint32_t k = m->k, nargs = (uint32_t)(c->argc - 3);
+    uint64_t *keys = st_malloc(((size_t)nargs + 1) * sizeof *keys);
+    float *xs = st_malloc(((size_t)nargs * k + 1) * sizeof *xs);
+    if (!keys || !xs) {
+        st_free(keys);
+        st_free(xs);
+        resp_error(c->out, "ERR out of memory");
+        return -1;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < nargs; i++) {
+        user_view u = find_user(c, c->argv[3 + i].ptr, c->argv[3 + i].len);
+        if (!u.known) continue;
+        uint64_t place = u.online ? (uint64_t)m->users + u.slot : u.model_u;
+        memcpy(xs + (size_t)i * k, u.x, k * sizeof *xs);
+        keys[n++] = place << 20 | i;
+    }
+    qsort(keys, n, sizeof *keys, cmp_u64);
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (w == 0 || keys[w - 1] >> 20 != keys[i] >> 20) keys[w++] = keys[i];
+    float *rows = st_malloc(((size_t)w * k + 1) * sizeof *rows);
+    if (!rows) {
+        st_free(keys);
+        st_free(xs);
+        resp_error(c->out, "ERR out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < w; i++)
+        memcpy(rows + (size_t)i * k, xs + (size_t)(keys[i] & 0xfffff) * k, k * sizeof *rows);
+    st_free(xs);
+    *rows_out = rows;
+    *keys_out = keys;
+    return w;
 }
 
 static void cmd_lookalike(st_ctx *c)
 {
     const st_model *m = &c->model->m;
     st_scratch *sc = c->scratch;
-    uint32_t count;
+    uint32_t count, k = m->k;
     if (!is_word(&c->argv[1], "COUNT")) {
         resp_error(c->out, "ERR syntax error: LOOKALIKE COUNT n user [user ...]");
         return;
     }
     if (arg_count(c, &c->argv[2], c->cfg->max_count, &count) != 0) return;
-    uint32_t *seeds = sc->segs, ns = 0;
-    for (int i = 3; i < c->argc; i++) {
-        uint32_t u = st_idmap_find(&m->user_ids, c->argv[i].ptr, c->argv[i].len);
-        if (u != ST_NOT_FOUND) seeds[ns++] = u;
-    }
-    sort_idx(seeds, NULL, ns);
-    uint32_t w = 0;
-    for (uint32_t i = 0; i < ns; i++)
-        if (w == 0 || seeds[w - 1] != seeds[i]) seeds[w++] = seeds[i];
-    if (w == 0) {
-        resp_error(c->out, "ERR none of the %d seed users is in the model", c->argc - 3);
+    if (c->argc - 3 > (1 << 20)) {
+        resp_error(c->out, "ERR too many seed users (at most 1048576)");
         return;
     }
-    uint32_t got = st_score_lookalike(m, seeds, w, count, sc->scores, sc->idx, sc->top);
+    float *rows;
+    uint64_t *keys;
+    int64_t nseeds = gather_seeds(c, &rows, &keys);
+    if (nseeds < 0) return;
+    uint64_t floor = c->cfg->min_seeds ? c->cfg->min_seeds : 1;
+    if ((uint64_t)nseeds < floor) {
+        if (nseeds == 0 && floor == 1)
+            resp_error(c->out, "ERR none of the %d seed users is in the model", c->argc - 3);
+        else
+            resp_error(c->out, "ERR %lld of the %d seeds are known users; look-alikes need at least %llu (the privacy "
+                               "floor, --min-seeds)",
+                       (long long)nseeds, c->argc - 3, (unsigned long long)floor);
+        st_free(rows);
+        st_free(keys);
+        return;
+    }
+    int64_t n = scan_users(c);
+    if (n < 0) {
+        st_free(rows);
+        st_free(keys);
+        return;
+    }
+    /* The centroid of the seeds' vectors (summed in double), every user's
+     * score against it; seeds are not their own look-alikes. */
+    uint32_t *iota = sc->segs;
+    for (uint32_t i = 0; i < (uint32_t)nseeds; i++) iota[i] = i;
+    float *centroid = sc->scores + n;
+    st_score_centroid(rows, k, iota, (uint32_t)nseeds, centroid);
+    st_score_all_users(m, centroid, sc->scores);
+    hide_rows(c, sc->scores);
+    const st_overlay_view *v = &sc->view;
+    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_dot(v->X + (size_t)i * k, centroid, k);
+    for (int64_t i = 0; i < nseeds; i++) {
+        uint64_t place = keys[i] >> 20;
+        if (place < m->users) {
+            sc->scores[place] = NAN;
+            continue;
+        }
+        uint32_t slot = (uint32_t)(place - m->users), lo = 0, hi = v->n;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (v->slots[mid] < slot) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < v->n && v->slots[lo] == slot) sc->scores[m->users + lo] = NAN;
+    }
+    st_free(rows);
+    st_free(keys);
+    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
+    if (got < c->cfg->min_audience) {
+        resp_error(c->out, "ERR only %u look-alikes: below the privacy floor of %llu (--min-audience)", got,
+                   (unsigned long long)c->cfg->min_audience);
+        return;
+    }
     reply_user_pairs(c, sc->idx, sc->top, got);
 }
 
@@ -794,7 +1032,11 @@ static void cmd_reach(st_ctx *c)
         return;
     }
     if (arg_float(c, &c->argv[3], "MIN", &min) != 0) return;
-    resp_int(c->out, (int64_t)st_score_reach(&c->model->m, c->model->prior, s, (float)min, c->scratch->scores));
+    int64_t n = scan_segment_users(c, s);
+    if (n < 0) return;
+    uint64_t reach = select_min(c->scratch->scores, (uint64_t)n, min);
+    if (below_floor(c, reach)) return;
+    resp_int(c->out, (int64_t)reach);
 }
 
 static void cmd_similar(st_ctx *c)
@@ -822,7 +1064,7 @@ static void cmd_explain(st_ctx *c)
         return;
     }
     if (c->argc == 5 && arg_count(c, &c->argv[4], m->segments, &count) != 0) return;
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(c, c->argv[1].ptr, c->argv[1].len);
     if (!u.known) {
         resp_error(c->out, "ERR unknown user '%.*s': no history to explain (its scores come from the prior)",
                    (int)(c->argv[1].len > 128 ? 128 : c->argv[1].len), c->argv[1].ptr);
@@ -872,7 +1114,11 @@ static void cmd_model_info(st_ctx *c)
     const st_model *m = &sv->m;
     char fp[32];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m->h.fingerprint);
-    resp_array(c->out, 2 * 14);
+    uint64_t jid, jseq;
+    st_overlay_lineage(sv->ov, &jid, &jseq);
+    char jids[32];
+    snprintf(jids, sizeof jids, "%016llx", (unsigned long long)jid);
+    resp_array(c->out, 2 * 16);
     kv_str(c->out, "path", sv->path);
     kv_int(c->out, "generation", (int64_t)sv->generation);
     kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
@@ -887,6 +1133,8 @@ static void cmd_model_info(st_ctx *c)
     kv_int(c->out, "created", m->h.created);
     kv_int(c->out, "calibrated", (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0);
     kv_int(c->out, "file_bytes", (int64_t)m->h.file_bytes);
+    kv_str(c->out, "journal_id", jid ? jids : "");
+    kv_int(c->out, "journal_seq", (int64_t)jseq);
 }
 
 static void cmd_model_reload(st_ctx *c)
@@ -921,40 +1169,56 @@ typedef struct {
     user_view u;
 } view_key;
 
-static view_key parse_key(const st_served *sv, const resp_arg *k)
+static view_key parse_key(st_ctx *c, const resp_arg *k)
 {
     view_key v = {0};
     if (k->len < 2 || k->ptr[1] != ':') return v;
     if (k->ptr[0] == 'u') {
-        v.u = find_user(sv, k->ptr + 2, k->len - 2);
+        v.u = find_user(c, k->ptr + 2, k->len - 2);
         if (v.u.known) v.kind = 'u';
     } else if (k->ptr[0] == 's') {
-        v.idx = st_idmap_find(&sv->m.segment_ids, k->ptr + 2, k->len - 2);
+        v.idx = st_idmap_find(&c->model->m.segment_ids, k->ptr + 2, k->len - 2);
         if (v.idx != ST_NOT_FOUND) v.kind = 's';
     }
     return v;
 }
 
-static uint32_t view_card(const st_served *sv, const view_key *k)
+/* Members of the view: segments, or every user (the model's and online). */
+static uint64_t view_card(st_ctx *c, const view_key *k)
 {
-    return k->kind == 'u' ? sv->m.segments : k->kind == 's' ? sv->m.users : 0;
+    return k->kind == 'u' ? c->model->m.segments : k->kind == 's' ? st_overlay_users(c->model->ov) : 0;
 }
 
-static const st_idmap *view_members(const st_served *sv, const view_key *k)
+static const char *segment_name(const void *ctx, uint32_t i, size_t *len)
 {
-    return k->kind == 'u' ? &sv->m.segment_ids : &sv->m.user_ids;
+    return st_idmap_name(ctx, i, len);
 }
 
-static void view_scores(const st_served *sv, const view_key *k, float *out)
+/* Every member's score into scratch->scores, NaN for positions that are no
+ * member; returns the number of positions, or -1 (replied). s: keys run on
+ * the heavy pool (HEAVY_SKEY), which may allocate for the scan. */
+static int64_t view_scores(st_ctx *c, const view_key *k)
 {
-    const st_model *m = &sv->m;
-    if (k->kind == 'u') st_score_blend(m, sv->prior, k->u.x, out);
-    else st_score_segment_users(m, sv->prior, k->idx, out);
+    const st_served *sv = c->model;
+    if (k->kind == 'u') {
+        st_score_blend(&sv->m, sv->prior, k->u.x, c->scratch->scores);
+        return sv->m.segments;
+    }
+    return scan_segment_users(c, k->idx);
+}
+
+static uint32_t view_topk(st_ctx *c, const view_key *k, uint32_t n, uint32_t want, int rev)
+{
+    st_scratch *sc = c->scratch;
+    if (k->kind == 'u')
+        return st_topk_members(sc->scores, n, want, rev, segment_name, &c->model->m.segment_ids, sc->idx, sc->top);
+    return st_topk_members(sc->scores, n, want, rev, scan_user_name, c, sc->idx, sc->top);
 }
 
 /* The score of one member, or 0 when the member is not in the view. */
-static int view_score(const st_served *sv, const view_key *k, const resp_arg *member, float *score)
+static int view_score(st_ctx *c, const view_key *k, const resp_arg *member, float *score)
 {
+    const st_served *sv = c->model;
     const st_model *m = &sv->m;
     if (k->kind == 'u') {
         uint32_t s = st_idmap_find(&m->segment_ids, member->ptr, member->len);
@@ -963,7 +1227,7 @@ static int view_score(const st_served *sv, const view_key *k, const resp_arg *me
         return 1;
     }
     if (k->kind == 's') {
-        user_view u = find_user(sv, member->ptr, member->len);
+        user_view u = find_user(c, member->ptr, member->len);
         if (!u.known) return 0;
         *score = st_score_one(m, sv->prior, u.x, k->idx);
         return 1;
@@ -1016,11 +1280,11 @@ static int in_range(const score_range *r, float v)
 static void reply_members(st_ctx *c, const view_key *k, const uint32_t *idx, const float *top, uint32_t from,
                           uint32_t to, int withscores)
 {
-    const st_idmap *names = view_members(c->model, k);
     resp_array(c->out, (int64_t)(to - from) * (withscores ? 2 : 1));
     for (uint32_t i = from; i < to; i++) {
         size_t n;
-        const char *name = st_idmap_name(names, idx[i], &n);
+        const char *name =
+            k->kind == 'u' ? st_idmap_name(&c->model->m.segment_ids, idx[i], &n) : scan_user_name(c, idx[i], &n);
         resp_bulk(c->out, name, n);
         if (withscores) resp_score(c->out, top[i]);
     }
@@ -1038,7 +1302,9 @@ enum { BY_RANK, BY_SCORE, BY_LEX };
 
 /* The shared body of ZRANGE, ZREVRANGE, ZRANGEBYSCORE and ZREVRANGEBYSCORE:
  * key at argv[1], the two range arguments at argv[2..3], options from
- * argv[4]. `by` and `rev` come from the command, or from ZRANGE's options. */
+ * argv[4]. `by` and `rev` come from the command, or from ZRANGE's options.
+ * The users of s:<segment> are an audience: the privacy floor applies to
+ * all of them (by rank) or to those in the score range. */
 static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
 {
     int withscores = 0, have_limit = 0;
@@ -1079,36 +1345,39 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
         /* Reversed score ranges are written max first. */
         if (parse_range(c, rev ? &c->argv[3] : &c->argv[2], rev ? &c->argv[2] : &c->argv[3], &r) != 0) return;
     }
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c, &c->argv[1]);
     if (!k.kind) {
         resp_array(c->out, 0);
         return;
     }
     st_scratch *sc = c->scratch;
-    uint32_t card = view_card(c->model, &k);
-    const st_idmap *names = view_members(c->model, &k);
+    int64_t n = view_scores(c, &k);
+    if (n < 0) return;
     float *scores = sc->scores;
-    view_scores(c->model, &k, scores);
+    uint32_t npos = (uint32_t)n;
     if (by == BY_RANK) {
+        int64_t card = (int64_t)select_min(scores, npos, -INFINITY);
+        if (k.kind == 's' && below_floor(c, (uint64_t)card)) return;
         /* Redis's index arithmetic, exactly. */
         if (start < 0) start += card;
         if (stop < 0) stop += card;
         if (start < 0) start = 0;
-        if (start > stop || start >= (int64_t)card) {
+        if (start > stop || start >= card) {
             resp_array(c->out, 0);
             return;
         }
-        if (stop >= (int64_t)card) stop = card - 1;
+        if (stop >= card) stop = card - 1;
         if (too_many(c, (uint64_t)(stop - start + 1))) return;
-        uint32_t got = st_topk_members(scores, card, (uint32_t)stop + 1, rev, names, sc->idx, sc->top);
+        uint32_t got = view_topk(c, &k, npos, (uint32_t)stop + 1, rev);
         reply_members(c, &k, sc->idx, sc->top, (uint32_t)start, got, withscores);
         return;
     }
     uint32_t matching = 0;
-    for (uint32_t i = 0; i < card; i++) {
+    for (uint32_t i = 0; i < npos; i++) {
         if (in_range(&r, scores[i])) matching++;
         else scores[i] = NAN;
     }
+    if (k.kind == 's' && below_floor(c, matching)) return;
     /* A negative offset gives nothing and a negative count everything, as
      * in Redis. */
     if (offset < 0 || limit == 0 || (uint64_t)offset >= matching) {
@@ -1118,7 +1387,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
     uint64_t want = matching;
     if (limit > 0 && (uint64_t)offset + (uint64_t)limit < want) want = (uint64_t)offset + (uint64_t)limit;
     if (too_many(c, want - (uint64_t)offset)) return;
-    uint32_t got = st_topk_members(scores, card, (uint32_t)want, rev, names, sc->idx, sc->top);
+    uint32_t got = view_topk(c, &k, npos, (uint32_t)want, rev);
     reply_members(c, &k, sc->idx, sc->top, (uint32_t)offset, got, withscores);
 }
 
@@ -1129,19 +1398,19 @@ static void cmd_zrevrangebyscore(st_ctx *c) { zrange_generic(c, BY_SCORE, 1, 0);
 
 static void cmd_zscore(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c, &c->argv[1]);
     float s;
-    if (k.kind && view_score(c->model, &k, &c->argv[2], &s)) resp_score(c->out, s);
+    if (k.kind && view_score(c, &k, &c->argv[2], &s)) resp_score(c->out, s);
     else resp_null(c->out);
 }
 
 static void cmd_zmscore(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c, &c->argv[1]);
     resp_array(c->out, c->argc - 2);
     for (int i = 2; i < c->argc; i++) {
         float s;
-        if (k.kind && view_score(c->model, &k, &c->argv[i], &s)) resp_score(c->out, s);
+        if (k.kind && view_score(c, &k, &c->argv[i], &s)) resp_score(c->out, s);
         else resp_null(c->out);
     }
 }
@@ -1150,34 +1419,247 @@ static void cmd_zcount(st_ctx *c)
 {
     score_range r;
     if (parse_range(c, &c->argv[2], &c->argv[3], &r) != 0) return;
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c, &c->argv[1]);
     if (!k.kind) {
         resp_int(c->out, 0);
         return;
     }
-    uint32_t card = view_card(c->model, &k);
-    view_scores(c->model, &k, c->scratch->scores);
+    int64_t npos = view_scores(c, &k);
+    if (npos < 0) return;
     int64_t n = 0;
-    for (uint32_t i = 0; i < card; i++) n += in_range(&r, c->scratch->scores[i]);
+    for (int64_t i = 0; i < npos; i++) n += in_range(&r, c->scratch->scores[i]);
+    if (k.kind == 's' && below_floor(c, (uint64_t)n)) return;
     resp_int(c->out, n);
 }
 
 static void cmd_zcard(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
-    resp_int(c->out, view_card(c->model, &k));
+    view_key k = parse_key(c, &c->argv[1]);
+    resp_int(c->out, (int64_t)view_card(c, &k));
 }
 
 static void cmd_exists(st_ctx *c)
 {
     int64_t n = 0;
-    for (int i = 1; i < c->argc; i++) n += parse_key(c->model, &c->argv[i]).kind != 0;
+    for (int i = 1; i < c->argc; i++) n += parse_key(c, &c->argv[i]).kind != 0;
     resp_int(c->out, n);
 }
 
-static void cmd_type(st_ctx *c)
+static void cmd_type(st_ctx *c) { resp_simple(c->out, parse_key(c, &c->argv[1]).kind ? "zset" : "none"); }
+
+/* ---- online writes ------------------------------------------------------------------ */
+
+/* An id a write may store: not empty, no NUL byte, and short enough for one
+ * journal record. Replies the error and returns -1 otherwise. */
+static int arg_id(st_ctx *c, const resp_arg *a, const char *what)
 {
-    resp_simple(c->out, parse_key(c->model, &c->argv[1]).kind ? "zset" : "none");
+    if (a->len == 0 || memchr(a->ptr, '\0', a->len)) {
+        resp_error(c->out, "ERR the %s id must not be empty or contain a NUL byte", what);
+        return -1;
+    }
+    if (a->len > ST_JOURNAL_MAX_RECORD / 4) {
+        resp_error(c->out, "ERR the %s id is longer than %u bytes", what, ST_JOURNAL_MAX_RECORD / 4);
+        return -1;
+    }
+    return 0;
+}
+
+/* An event's weight: a finite number >= 0, as in an event log. */
+static int arg_weight(st_ctx *c, const resp_arg *a, double *w)
+{
+    if (strlen(a->ptr) != a->len || st_parse_double(a->ptr, w) != 0 || *w < 0) {
+        resp_error(c->out, "ERR weight '%.*s' is not a number >= 0 (engagement only adds up; FORGET erases)",
+                   (int)(a->len > 32 ? 32 : a->len), a->ptr);
+        return -1;
+    }
+    return 0;
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Applies and journals r. On success the connection's replies from here
+ * on wait for r's record to be durable (under appendfsync always); on
+ * failure the error is replied. */
+static int do_write(st_ctx *c, st_jrecord *r, st_write_result *res)
+{
+    char err[ST_ERRLEN];
+    if (st_server_write(c->srv, r, res, err) != 0) {
+        resp_error(c->out, "%s", err);
+        return -1;
+    }
+    if (c->session && res->seq > c->session->journal_wait) c->session->journal_wait = res->seq;
+    return 0;
+}
+
+static st_jrecord event_record(const resp_arg *user, const resp_arg *seg, double weight, const resp_arg *kind,
+                               double ts)
+{
+    st_jrecord r = {.type = ST_JREC_EVENT,
+                    .user = user->ptr,
+                    .user_len = (uint32_t)user->len,
+                    .segment = seg->ptr,
+                    .segment_len = (uint32_t)seg->len,
+                    .kind = kind && kind->len ? kind->ptr : NULL,
+                    .kind_len = kind ? (uint32_t)kind->len : 0,
+                    .weight = weight,
+                    .ts = ts};
+    return r;
+}
+
+static void cmd_event(st_ctx *c)
+{
+    double weight, ts = NAN;
+    const resp_arg *kind = NULL;
+    if (arg_id(c, &c->argv[1], "user") != 0 || arg_id(c, &c->argv[2], "segment") != 0 ||
+        arg_weight(c, &c->argv[3], &weight) != 0)
+        return;
+    for (int i = 4; i < c->argc; i += 2) {
+        const resp_arg *a = &c->argv[i];
+        if (i + 1 < c->argc && is_word(a, "KIND")) {
+            kind = &c->argv[i + 1];
+            if (kind->len && arg_id(c, kind, "kind") != 0) return;
+        } else if (i + 1 < c->argc && is_word(a, "TS")) {
+            if (st_parse_timestamp(c->argv[i + 1].ptr, c->argv[i + 1].len, &ts) != 0) {
+                resp_error(c->out, "ERR TS '%.*s' is not a time (unix seconds or ISO 8601)",
+                           (int)(c->argv[i + 1].len > 40 ? 40 : c->argv[i + 1].len), c->argv[i + 1].ptr);
+                return;
+            }
+        } else {
+            resp_error(c->out, "ERR syntax error at '%.*s': EVENT user seg weight [KIND kind] [TS time]",
+                       (int)(a->len > 64 ? 64 : a->len), a->ptr);
+            return;
+        }
+    }
+    /* The time of receipt when none is given: training with a half-life
+     * needs one, and replay must weigh the event as it was weighed now. */
+    if (isnan(ts)) ts = unix_now();
+    st_jrecord r = event_record(&c->argv[1], &c->argv[2], weight, kind, ts);
+    st_write_result res;
+    if (do_write(c, &r, &res) == 0) resp_simple(c->out, "OK");
+}
+
+static void cmd_zincrby(st_ctx *c)
+{
+    const resp_arg *key = &c->argv[1];
+    if (key->len < 2 || key->ptr[0] != 'u' || key->ptr[1] != ':') {
+        resp_error(c->out, "ERR ZINCRBY takes u:<user> keys (the users of s:<segment> change through their own "
+                           "events)");
+        return;
+    }
+    resp_arg user = {key->ptr + 2, key->len - 2};
+    double weight;
+    if (strlen(c->argv[2].ptr) != c->argv[2].len || st_parse_double(c->argv[2].ptr, &weight) != 0) {
+        resp_error(c->out, "ERR value is not a valid float");
+        return;
+    }
+    if (arg_id(c, &user, "user") != 0 || arg_id(c, &c->argv[3], "segment") != 0 ||
+        arg_weight(c, &c->argv[2], &weight) != 0)
+        return;
+    st_jrecord r = event_record(&user, &c->argv[3], weight, NULL, unix_now());
+    st_write_result res;
+    if (do_write(c, &r, &res) != 0) return;
+    uint32_t s = find_segment(c->model, &c->argv[3]);
+    if (!isnan(res.score)) {
+        resp_score(c->out, res.score);
+    } else if (s != ST_NOT_FOUND) { /* a zero increment: the score as it is */
+        user_view u = find_user(c, user.ptr, user.len);
+        resp_score(c->out, u.known ? st_score_one(&c->model->m, c->model->prior, u.x, s) : c->model->prior[s]);
+    } else {
+        resp_null(c->out); /* journaled for the next training; this model has no such segment */
+    }
+}
+
+static void cmd_forget(st_ctx *c)
+{
+    if (arg_id(c, &c->argv[1], "user") != 0) return;
+    st_jrecord r = {.type = ST_JREC_FORGET, .user = c->argv[1].ptr, .user_len = (uint32_t)c->argv[1].len};
+    st_write_result res;
+    if (do_write(c, &r, &res) == 0) resp_simple(c->out, "OK");
+}
+
+/* DEL and UNLINK: FORGET for every u:<user> key; the reply counts the users
+ * that appeared in replies before. Other keys do not exist, as in Redis,
+ * except s:<segment>, which a client cannot delete. */
+static void cmd_del(st_ctx *c)
+{
+    for (int i = 1; i < c->argc; i++) {
+        const resp_arg *k = &c->argv[i];
+        if (k->len >= 2 && k->ptr[0] == 's' && k->ptr[1] == ':') {
+            resp_error(c->out, "ERR s:<segment> keys cannot be deleted: segments come from the model");
+            return;
+        }
+        resp_arg user = {k->ptr + 2, k->len - 2};
+        if (k->len >= 2 && k->ptr[0] == 'u' && k->ptr[1] == ':' && arg_id(c, &user, "user") != 0) return;
+    }
+    int64_t existed = 0, done = 0;
+    for (int i = 1; i < c->argc; i++) {
+        const resp_arg *k = &c->argv[i];
+        if (k->len < 2 || k->ptr[0] != 'u' || k->ptr[1] != ':') continue;
+        st_jrecord r = {.type = ST_JREC_FORGET, .user = k->ptr + 2, .user_len = (uint32_t)k->len - 2};
+        st_write_result res;
+        char err[ST_ERRLEN];
+        if (st_server_write(c->srv, &r, &res, err) != 0) {
+            if (done) resp_error(c->out, "%s (the %lld keys before it were deleted)", err, (long long)done);
+            else resp_error(c->out, "%s", err);
+            return;
+        }
+        if (c->session && res.seq > c->session->journal_wait) c->session->journal_wait = res.seq;
+        existed += res.existed;
+        done++;
+    }
+    resp_int(c->out, existed);
+}
+
+/* What the server holds about a user: the engagement by segment behind their
+ * vector (the model's training history, plus what EVENT added). */
+static void cmd_history(st_ctx *c)
+{
+    user_view u = find_user(c, c->argv[1].ptr, c->argv[1].len);
+    resp_array(c->out, 2);
+    resp_simple(c->out, u.known ? user_source(&u) : "none");
+    resp_array(c->out, 2 * (int64_t)u.hist_n);
+    for (uint32_t i = 0; u.known && i < u.hist_n; i++) {
+        bulk_segment(c, u.hist_seg[i]);
+        resp_score(c->out, u.hist_r[i]);
+    }
+}
+
+static void cmd_journal_compact(st_ctx *c)
+{
+    char err[ST_ERRLEN];
+    if (st_server_compact(c->srv, err) != 0) resp_error(c->out, "%s", err);
+    else resp_simple(c->out, "Background journal compaction started");
+}
+
+/* ---- DEBUG: failure injection for tests ------------------------------------------ */
+
+static int debug_allowed(st_ctx *c)
+{
+    if (c->cfg->enable_debug) return 1;
+    resp_error(c->out, "ERR DEBUG command not allowed: start the server with --enable-debug-command (it can make "
+                       "writes fail; for tests only)");
+    return 0;
+}
+
+static void cmd_debug_io_fail_after(st_ctx *c)
+{
+    int64_t n;
+    if (!debug_allowed(c) || arg_i64(c, &c->argv[2], &n) != 0) return;
+    st_io_fail_after(n < 0 ? -1 : n);
+    resp_simple(c->out, "OK");
+}
+
+static void cmd_debug_fsync_fail(st_ctx *c)
+{
+    int64_t on;
+    if (!debug_allowed(c) || arg_i64(c, &c->argv[2], &on) != 0) return;
+    st_io_fail_fsync(on != 0);
+    resp_simple(c->out, "OK");
 }
 
 /* ---- connection -------------------------------------------------------------------- */
@@ -1357,7 +1839,7 @@ static void command_entry(resp_out *o, const st_command *cmd)
     resp_simple(o, (cmd->flags & WRITE) ? "write" : "readonly");
     if (cmd->flags & FAST) resp_simple(o, "fast");
     if (cmd->flags & NOAUTH) resp_simple(o, "no_auth");
-    int last = cmd->key ? (strcmp(cmd->name, "exists") == 0 ? -1 : cmd->key) : 0;
+    int last = cmd->key ? ((cmd->flags & MULTIKEY) ? -1 : cmd->key) : 0;
     resp_int(o, cmd->key);
     resp_int(o, last);
     resp_int(o, cmd->key ? 1 : 0);
@@ -1439,7 +1921,7 @@ static void cmd_config_get(st_ctx *c)
 {
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
-        heavy[16], shut[32];
+        heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32];
     st_server_info si;
     st_server_get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
@@ -1452,9 +1934,14 @@ static void cmd_config_get(st_ctx *c)
     snprintf(threads, sizeof threads, "%d", f->threads);
     snprintf(heavy, sizeof heavy, "%d", f->heavy_threads);
     snprintf(shut, sizeof shut, "%g", f->shutdown_timeout);
+    snprintf(minaud, sizeof minaud, "%llu", (unsigned long long)f->min_audience);
+    snprintf(minseeds, sizeof minseeds, "%llu", (unsigned long long)f->min_seeds);
+    snprintf(cminb, sizeof cminb, "%llu", (unsigned long long)f->compact_min_bytes);
+    snprintf(cpct, sizeof cpct, "%llu", (unsigned long long)f->compact_percentage);
+    snprintf(fdelay, sizeof fdelay, "%g", f->forget_compact_delay);
     static const char *levels[] = {"debug", "verbose", "notice", "warning"};
-    /* requirepass is never shown. save and appendonly answer the tools
-     * (redis-benchmark) that ask about persistence. */
+    /* requirepass is never shown. save, appendonly and appendfsync answer
+     * the tools (redis-benchmark) that ask about persistence. */
     const char *params[][2] = {
         {"bind", f->bind},
         {"port", port},
@@ -1473,7 +1960,15 @@ static void cmd_config_get(st_ctx *c)
         {"model", f->model_path},
         {"databases", "1"},
         {"save", ""},
-        {"appendonly", "no"},
+        {"appendonly", f->journal ? "yes" : "no"},
+        {"appendfsync", st_appendfsync_name(f->appendfsync)},
+        {"journal", f->journal ? f->journal : ""},
+        {"compact-min-bytes", cminb},
+        {"compact-percentage", cpct},
+        {"forget-compact-delay", fdelay},
+        {"min-audience", minaud},
+        {"min-seeds", minseeds},
+        {"enable-debug-command", f->enable_debug ? "yes" : "no"},
     };
     size_t np = sizeof params / sizeof params[0];
     int64_t n = 0;
@@ -1580,6 +2075,37 @@ static void cmd_info(st_ctx *c)
                 (unsigned long long)m->h.nnz, (unsigned long long)m->h.fingerprint, (long long)m->h.created,
                 (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0, (unsigned long long)si.reloads,
                 (unsigned long long)si.reload_failures, si.last_reload_error);
+    }
+    if (want_section(c, "persistence", 1)) {
+        st_server_journal_info ji;
+        st_server_get_journal(c->srv, &ji);
+        st_overlay_stats os;
+        st_overlay_get_stats(sv->ov, &os);
+        const st_journal_status *js = &ji.j;
+        const st_journal_compaction *lc = &js->last_compaction;
+        tprintf(&t,
+                "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
+                "appendfsync:%s\r\njournal_status:%s\r\njournal_bytes:%llu\r\njournal_records:%llu\r\n"
+                "journal_last_seq:%llu\r\njournal_durable_seq:%llu\r\njournal_appends:%llu\r\n"
+                "journal_append_failures:%llu\r\njournal_fsyncs:%llu\r\njournal_fsync_failures:%llu\r\n"
+                "journal_last_fsync_usec:%.0f\r\njournal_last_error:%s\r\njournal_compaction_in_progress:%d\r\n"
+                "journal_compactions:%llu\r\njournal_compaction_failures:%llu\r\n"
+                "journal_last_compaction_bytes:%llu->%llu\r\njournal_last_compaction_erased_events:%llu\r\n"
+                "journal_start_records:%llu\r\njournal_start_torn_bytes:%llu\r\njournal_start_seconds:%.3f\r\n"
+                "online_users:%llu\r\nforgotten_users:%llu\r\nhidden_model_rows:%llu\r\n"
+                "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n\r\n",
+                ji.has_journal, ji.has_journal, ji.has_journal ? ji.path : "", (unsigned long long)ji.id,
+                ji.has_journal ? st_appendfsync_name(ji.policy) : "", !ji.has_journal ? "none" : js->broken ? "broken" : "ok",
+                (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
+                (unsigned long long)js->durable_seq, (unsigned long long)js->appends,
+                (unsigned long long)js->append_failures, (unsigned long long)js->fsyncs,
+                (unsigned long long)js->fsync_failures, js->last_fsync_seconds * 1e6, js->last_error, ji.compacting,
+                (unsigned long long)js->compactions, (unsigned long long)js->compaction_failures,
+                (unsigned long long)lc->bytes_before, (unsigned long long)lc->bytes_after,
+                (unsigned long long)lc->events_erased, (unsigned long long)ji.start_records,
+                (unsigned long long)ji.start_torn_bytes, ji.start_seconds, (unsigned long long)os.live,
+                (unsigned long long)os.forgotten, (unsigned long long)os.hidden_rows,
+                (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
     }
     if (want_section(c, "stats", 1)) {
 #define S(f) (unsigned long long)atomic_load_explicit(&stats->f, memory_order_relaxed)

@@ -427,7 +427,8 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
 /* ---- the Redis sorted-set order ------------------------------------------- */
 
 typedef struct {
-    const st_idmap *names;
+    st_member_name_fn name;
+    const void *ctx;
     int descending;
 } member_order;
 
@@ -437,7 +438,7 @@ static int member_after(const member_order *o, float sa, uint32_t ia, float sb, 
 {
     if (sa != sb) return o->descending ? sa < sb : sa > sb;
     size_t la, lb;
-    const char *na = st_idmap_name(o->names, ia, &la), *nb = st_idmap_name(o->names, ib, &lb);
+    const char *na = o->name(o->ctx, ia, &la), *nb = o->name(o->ctx, ib, &lb);
     int r = memcmp(na, nb, la < lb ? la : lb);
     if (r == 0) r = la < lb ? -1 : la > lb;
     return o->descending ? r < 0 : r > 0;
@@ -457,10 +458,10 @@ static void member_sift_down(const member_order *o, uint32_t *idx, float *sc, ui
     }
 }
 
-uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
-                         uint32_t *out_idx, float *out_score)
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, st_member_name_fn name,
+                         const void *ctx, uint32_t *out_idx, float *out_score)
 {
-    member_order o = {names, descending};
+    member_order o = {name, ctx, descending};
     uint32_t size = 0;
     if (want == 0) return 0;
     for (uint32_t i = 0; i < n; i++) {

@@ -55,12 +55,15 @@ double st_score_calibrated(const st_model *m, float score);
 float st_dot(const float *a, const float *b, uint32_t k);
 
 
+/* The name of member i (its bytes and length), for st_topk_members. */
+typedef const char *(*st_member_name_fn)(const void *ctx, uint32_t i, size_t *len);
+
 /* The first `want` of n scores in the order of a Redis sorted set: by
- * ascending score, equal scores by member name bytes (names[i] names index
- * i); descending reverses both, as ZREVRANGE does. NaN scores are skipped.
- * out_idx, out_score: want entries. */
-uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, const st_idmap *names,
-                         uint32_t *out_idx, float *out_score);
+ * ascending score, equal scores by member name bytes (name(ctx, i) names
+ * index i); descending reverses both, as ZREVRANGE does. NaN scores are
+ * skipped. out_idx, out_score: want entries. */
+uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, st_member_name_fn name,
+                         const void *ctx, uint32_t *out_idx, float *out_score);
 
 /* Segments by decreasing norm |V[s]|, their rows copied in that order, for
  * st_score_topk_segments. Built once per loaded model (allocates n k + 2n

@@ -77,6 +77,8 @@ typedef struct st_client {
     size_t out_pos;
     int blocked;   /* a heavy command is in flight */
     int dead;      /* closed while blocked: freed when the job returns */
+    int syncing;   /* on the loop's list of replies waiting for an fdatasync */
+    struct st_client *sync_prev, *sync_next;
     uint32_t events; /* registered epoll events */
     double last_active;
     struct st_client *prev, *next;
@@ -111,6 +113,7 @@ struct st_loop {
     int draining;
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
+    st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
 };
 
 struct st_server {
@@ -136,7 +139,23 @@ struct st_server {
     atomic_uint_fast64_t nclients, next_client_id, blocked;
     atomic_int stopping;
     double started, started_unix;
+    /* Online writes: the journal, and the lock that puts a change and its
+     * record in the same order (held while a reload swaps models, too). */
+    st_journal *journal;
+    pthread_mutex_t write_lock;
+    st_journal_info start_info; /* what the journal held at start */
+    double start_seconds;
+    /* The maintenance thread: compactions. */
+    pthread_t maint;
+    int maint_started;
+    pthread_mutex_t maint_lock;
+    pthread_cond_t maint_cond;
+    int maint_stop, compact_requested, compacting;
+    uint64_t compact_base;      /* the journal's size after the last compaction (or at start) */
+    double forget_pending_since; /* monotonic time a FORGET was first seen not yet compacted; 0 = none */
 };
+
+static void loop_refresh_model(st_loop *l);
 
 /* ---- logging ------------------------------------------------------------ */
 
@@ -180,6 +199,12 @@ void st_server_config_default(st_server_config *c)
     c->timeout = 0;
     c->shutdown_timeout = 10;
     c->loglevel = ST_LOG_NOTICE;
+    c->appendfsync = ST_APPENDFSYNC_EVERYSEC;
+    c->compact_min_bytes = 64u << 20;
+    c->compact_percentage = 100;
+    c->forget_compact_delay = 3600;
+    c->min_audience = 100;
+    c->min_seeds = 100;
 }
 
 /* ---- scratch ------------------------------------------------------------ */
@@ -200,17 +225,31 @@ int st_scratch_work(st_scratch *s, uint64_t n)
     return 0;
 }
 
+int st_scratch_rows(st_scratch *s, uint64_t rows)
+{
+    if (rows <= s->cap_rows) return 0;
+    if (grow((void **)&s->scores, rows, sizeof(float)) != 0 || grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
+        grow((void **)&s->top, rows, sizeof(float)) != 0)
+        return -1;
+    s->cap_rows = rows;
+    return 0;
+}
+
 int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
 {
     uint64_t rows = m->segments;
     if (all_users && m->users > rows) rows = m->users;
     rows += m->k; /* look-alike keeps its centroid after the user scores */
-    if (rows > s->cap_rows) {
-        if (grow((void **)&s->scores, rows, sizeof(float)) != 0 ||
-            grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->top, rows, sizeof(float)) != 0)
+    if (st_scratch_rows(s, rows) != 0) return -1;
+    if (m->k > s->cap_ux) {
+        if (grow((void **)&s->ux, m->k, sizeof(float)) != 0) return -1;
+        s->cap_ux = m->k;
+    }
+    if (m->segments > s->cap_hist) {
+        if (grow((void **)&s->hseg, m->segments, sizeof(uint32_t)) != 0 ||
+            grow((void **)&s->hr, m->segments, sizeof(float)) != 0)
             return -1;
-        s->cap_rows = rows;
+        s->cap_hist = m->segments;
     }
     uint64_t args = cfg->max_args + 1;
     if (args > s->cap_args) {
@@ -239,6 +278,10 @@ void st_scratch_free(st_scratch *s)
     st_free(s->segs);
     st_free(s->vals);
     st_free(s->skip);
+    st_free(s->ux);
+    st_free(s->hseg);
+    st_free(s->hr);
+    st_overlay_view_free(&s->view);
     memset(s, 0, sizeof *s);
 }
 
@@ -246,6 +289,7 @@ void st_scratch_free(st_scratch *s)
 
 static void served_free(st_served *s)
 {
+    st_overlay_free(s->ov);
     st_free(s->G);
     st_free(s->prior);
     st_free(s->prior_rank);
@@ -303,6 +347,11 @@ st_served *st_served_load(const char *path, char *err)
         st_seterr(err, "%s: out of memory for the segment index", path);
         return NULL;
     }
+    s->ov = st_overlay_new(m, s->G, s->prior, err);
+    if (!s->ov) {
+        served_free(s);
+        return NULL;
+    }
     snprintf(s->path, sizeof s->path, "%s", path);
     s->loaded_at = (double)time(NULL);
     atomic_init(&s->refs, 1);
@@ -329,22 +378,94 @@ static void wake_all(st_server *srv)
     }
 }
 
+/* ---- the journal and the overlays ------------------------------------------ */
+
+typedef struct {
+    st_overlay *ov;
+    const st_journal_info *info; /* at start: the id is read before the first record */
+    uint64_t id;
+} replay_ctx;
+
+static int replay_record(const st_jrecord *r, void *vctx, char *err)
+{
+    replay_ctx *c = vctx;
+    return st_overlay_replay(c->ov, c->info ? c->info->id : c->id, r, err);
+}
+
+/* Replays journal bytes [from, to) into ov and solves the users touched. */
+static int replay_range(st_server *srv, st_overlay *ov, uint64_t from, uint64_t to, char *err)
+{
+    replay_ctx c = {.ov = ov, .id = st_journal_id(srv->journal)};
+    st_journal_info info;
+    if (st_journal_read(st_journal_path(srv->journal), from, to, replay_record, &c, &info, err) != 0) return -1;
+    return st_overlay_solve(ov, err);
+}
+
+/* What s's model says about this journal. A model trained with it holds its
+ * records up to some seq, which replay skipped; if the journal ends before
+ * that seq (an older copy was restored), new records must still come after
+ * it, or the next reload would take them for records the model holds. */
+static void check_lineage(st_server *srv, const st_served *s)
+{
+    uint64_t id, seq;
+    st_overlay_lineage(s->ov, &id, &seq);
+    if (!id) return;
+    uint64_t jid = st_journal_id(srv->journal), last = st_journal_last_seq(srv->journal);
+    if (id != jid) {
+        st_log(ST_LOG_NOTICE, "model %s was trained with journal %016llx, not with this one (%016llx): every record "
+                              "of this journal applies on top of it",
+               s->path, (unsigned long long)id, (unsigned long long)jid);
+        return;
+    }
+    st_log(ST_LOG_NOTICE, "model %s holds this journal's records up to seq %llu; later ones apply on top", s->path,
+           (unsigned long long)seq);
+    if (seq > last) {
+        st_log(ST_LOG_WARNING, "model %s holds records up to seq %llu but the journal ends at seq %llu (an older "
+                               "copy of it?): new records are numbered from %llu",
+               s->path, (unsigned long long)seq, (unsigned long long)last, (unsigned long long)seq + 1);
+        st_journal_raise_seq(srv->journal, seq);
+    }
+}
+
+static int reload_failed(st_server *srv, st_served *s, const char *err)
+{
+    if (s) st_served_release(s);
+    pthread_mutex_lock(&srv->model_lock);
+    srv->reload_failures++;
+    snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
+    pthread_mutex_unlock(&srv->model_lock);
+    st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
+    pthread_mutex_unlock(&srv->reload_lock);
+    return -1;
+}
+
 int st_server_reload(st_server *srv, const char *path, char *err)
 {
-    pthread_mutex_lock(&srv->reload_lock);
+    pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
     char cur[4096];
     pthread_mutex_lock(&srv->model_lock);
     snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
     pthread_mutex_unlock(&srv->model_lock);
     st_served *s = st_served_load(cur, err);
-    if (!s) {
-        pthread_mutex_lock(&srv->model_lock);
-        srv->reload_failures++;
-        snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
-        pthread_mutex_unlock(&srv->model_lock);
-        st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
-        pthread_mutex_unlock(&srv->reload_lock);
-        return -1;
+    if (!s) return reload_failed(srv, NULL, err);
+    /* The online changes carry over: the journal is replayed against the
+     * new model, first up to where it ends now (writes go on meanwhile),
+     * then, holding writes, the little appended since. */
+    uint64_t e1 = 0;
+    char why[ST_ERRLEN];
+    if (srv->journal) {
+        e1 = st_journal_end(srv->journal);
+        if (replay_range(srv, s->ov, 0, e1, why) != 0) {
+            st_seterr(err, "replaying the journal against %s: %s", cur, why);
+            return reload_failed(srv, s, err);
+        }
+        pthread_mutex_lock(&srv->write_lock);
+        uint64_t e2 = st_journal_end(srv->journal);
+        if (e2 > e1 && replay_range(srv, s->ov, e1, e2, why) != 0) {
+            pthread_mutex_unlock(&srv->write_lock);
+            st_seterr(err, "replaying the journal against %s: %s", cur, why);
+            return reload_failed(srv, s, err);
+        }
     }
     pthread_mutex_lock(&srv->model_lock);
     st_served *old = srv->model;
@@ -354,13 +475,141 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     srv->reloads++;
     srv->last_reload_error[0] = '\0';
     pthread_mutex_unlock(&srv->model_lock);
-    /* Loops pick the new model up between events; the old one is unmapped
-     * when the last loop or job holding it lets go. */
+    if (srv->journal) {
+        check_lineage(srv, s);
+        pthread_mutex_unlock(&srv->write_lock);
+    }
+    /* Loops pick the new model up before their next request; the old one
+     * is unmapped when the last loop or job holding it lets go. */
     st_served_release(old);
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     pthread_mutex_unlock(&srv->reload_lock);
     wake_all(srv); /* idle loops take the new model up now, not at their next event */
     return 0;
+}
+
+int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *err)
+{
+    memset(res, 0, sizeof *res);
+    if (!srv->journal)
+        return st_seterr(err, "ERR this server has no journal, so a write would not survive a restart: start it with "
+                              "--journal FILE");
+    char why[ST_ERRLEN];
+    st_overlay_change chg;
+    pthread_mutex_lock(&srv->write_lock);
+    st_served *sv = srv->model; /* stable while the write lock is held: a swap takes it */
+    if (st_overlay_prepare(sv->ov, r, &chg, why) != 0) {
+        st_overlay_discard(&chg);
+        pthread_mutex_unlock(&srv->write_lock);
+        return st_seterr(err, "ERR %s", why);
+    }
+    if (st_journal_append(srv->journal, r, why) != 0) {
+        st_overlay_discard(&chg);
+        pthread_mutex_unlock(&srv->write_lock);
+        st_log(ST_LOG_WARNING, "journal: %s", why);
+        return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
+    }
+    res->seq = r->seq;
+    res->existed = chg.existed;
+    res->known_segment = chg.known_segment;
+    res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
+    st_overlay_commit(sv->ov, &chg);
+    pthread_mutex_unlock(&srv->write_lock);
+    return 0;
+}
+
+int st_server_compact(st_server *srv, char *err)
+{
+    if (!srv->journal) return st_seterr(err, "ERR this server has no journal (start it with --journal FILE)");
+    pthread_mutex_lock(&srv->maint_lock);
+    int busy = srv->compacting || srv->compact_requested;
+    if (!busy) {
+        srv->compact_requested = 1;
+        pthread_cond_signal(&srv->maint_cond);
+    }
+    pthread_mutex_unlock(&srv->maint_lock);
+    if (busy) return st_seterr(err, "ERR a journal compaction is already in progress");
+    return 0;
+}
+
+void st_server_get_journal(st_server *srv, st_server_journal_info *info)
+{
+    memset(info, 0, sizeof *info);
+    if (!srv->journal) return;
+    info->has_journal = 1;
+    st_journal_get_status(srv->journal, &info->j);
+    info->path = st_journal_path(srv->journal);
+    info->policy = st_journal_policy(srv->journal);
+    info->id = st_journal_id(srv->journal);
+    pthread_mutex_lock(&srv->maint_lock);
+    info->compacting = srv->compacting || srv->compact_requested;
+    pthread_mutex_unlock(&srv->maint_lock);
+    info->start_records = srv->start_info.records;
+    info->start_torn_bytes = srv->start_info.torn_bytes;
+    info->start_torn_at = srv->start_info.torn_at;
+    info->start_seconds = srv->start_seconds;
+}
+
+/* Compacts on request (JOURNAL COMPACT), when the journal has grown by
+ * compact-percentage since the last compaction (and is past
+ * compact-min-bytes), and forget-compact-delay seconds after a FORGET, so
+ * that what it erased leaves the file too. */
+static void *maint_main(void *arg)
+{
+    st_server *srv = arg;
+    const st_server_config *cfg = &srv->cfg;
+    pthread_mutex_lock(&srv->maint_lock);
+    while (!srv->maint_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        if (!srv->compact_requested) pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &ts);
+        if (srv->maint_stop) break;
+        const char *why = srv->compact_requested ? "requested" : NULL;
+        st_journal_status js;
+        st_journal_get_status(srv->journal, &js);
+        double now = st_now();
+        int forgets = js.last_forget_seq > js.last_compaction.through_seq ||
+                      (srv->start_info.forgets > 0 && js.compactions == 0);
+        if (!forgets || cfg->forget_compact_delay <= 0) srv->forget_pending_since = 0;
+        else if (srv->forget_pending_since == 0) srv->forget_pending_since = now;
+        if (!why && cfg->compact_percentage && js.bytes >= cfg->compact_min_bytes && js.bytes > srv->compact_base &&
+            js.bytes - srv->compact_base >= srv->compact_base / 100 * cfg->compact_percentage)
+            why = "the journal grew past compact-percentage";
+        if (!why && srv->forget_pending_since && now - srv->forget_pending_since >= cfg->forget_compact_delay)
+            why = "erasing what FORGETs erased from the file (forget-compact-delay)";
+        if (!why || js.broken) {
+            srv->compact_requested = 0;
+            continue;
+        }
+        srv->compacting = 1;
+        srv->compact_requested = 0;
+        pthread_mutex_unlock(&srv->maint_lock);
+        st_log(ST_LOG_NOTICE, "journal: compaction started (%s)", why);
+        st_journal_compaction c;
+        char err[ST_ERRLEN];
+        pthread_mutex_lock(&srv->reload_lock);
+        int rc = st_journal_compact(srv->journal, &c, err);
+        pthread_mutex_unlock(&srv->reload_lock);
+        if (rc == 0)
+            st_log(ST_LOG_NOTICE, "journal: compacted in %.3f s: %llu -> %llu bytes, %llu -> %llu records (%llu "
+                                  "events of forgotten users and %llu older FORGETs dropped)",
+                   c.seconds, (unsigned long long)c.bytes_before, (unsigned long long)c.bytes_after,
+                   (unsigned long long)c.records_before, (unsigned long long)c.records_after,
+                   (unsigned long long)c.events_erased, (unsigned long long)c.forgets_merged);
+        else
+            st_log(ST_LOG_WARNING, "journal: %s", err);
+        pthread_mutex_lock(&srv->maint_lock);
+        srv->compacting = 0;
+        if (rc == 0) {
+            srv->compact_base = c.bytes_after;
+            srv->forget_pending_since = 0;
+        } else if (srv->forget_pending_since) {
+            srv->forget_pending_since = now; /* try again a delay later, not every second */
+        }
+    }
+    pthread_mutex_unlock(&srv->maint_lock);
+    return NULL;
 }
 
 /* ---- info ---------------------------------------------------------------- */
@@ -445,9 +694,20 @@ static void client_free(st_client *c)
     st_free(c);
 }
 
+static void sync_wait_remove(st_client *c)
+{
+    if (!c->syncing) return;
+    if (c->sync_prev) c->sync_prev->sync_next = c->sync_next;
+    else c->loop->sync_wait = c->sync_next;
+    if (c->sync_next) c->sync_next->sync_prev = c->sync_prev;
+    c->sync_prev = c->sync_next = NULL;
+    c->syncing = 0;
+}
+
 static void client_close(st_client *c, const char *why)
 {
     st_loop *l = c->loop;
+    sync_wait_remove(c);
     st_log(ST_LOG_VERBOSE, "client %llu (%s) closed: %s", (unsigned long long)c->sess.id, c->sess.addr, why);
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -477,7 +737,7 @@ static void set_events(st_client *c)
     st_loop *l = c->loop;
     uint32_t want = 0;
     if (!c->blocked && !c->sess.close_after_reply && !l->draining && pending(c) < out_soft(c)) want |= EPOLLIN;
-    if (pending(c) > 0) want |= EPOLLOUT;
+    if (pending(c) > 0 && !c->syncing) want |= EPOLLOUT;
     if (want == c->events) return;
     struct epoll_event ev = {.events = want, .data.ptr = c};
     epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -545,6 +805,10 @@ static int process_input(st_client *c)
             break;
         }
         if (c->parser.argc > 0) {
+            /* A reload swapped models: take the new one (and its overlay)
+             * before this request, so that nothing acknowledged on another
+             * loop after the swap is missing from this reply. */
+            if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
             st_ctx ctx = {.srv = srv,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
@@ -600,11 +864,32 @@ static int flush_out(st_client *c)
     return 0;
 }
 
+/* 1 when the connection's replies include writes the journal has not made
+ * durable yet under appendfsync always: they wait for loop_commit. */
+static int replies_wait_for_sync(const st_client *c)
+{
+    st_journal *j = c->loop->srv->journal;
+    return j && c->sess.journal_wait && st_journal_policy(j) == ST_APPENDFSYNC_ALWAYS &&
+           c->sess.journal_wait > st_journal_durable_seq(j);
+}
+
 /* Everything a connection needs after new input or a finished job. */
 static void client_service(st_client *c)
 {
     for (;;) {
         int piled = process_input(c);
+        if (replies_wait_for_sync(c)) {
+            /* Held, not sent: the loop fdatasyncs once for every connection
+             * in this state at the end of its iteration (loop_commit). */
+            if (!c->syncing) {
+                c->syncing = 1;
+                c->sync_prev = NULL;
+                c->sync_next = c->loop->sync_wait;
+                if (c->loop->sync_wait) c->loop->sync_wait->sync_prev = c;
+                c->loop->sync_wait = c;
+            }
+            break;
+        }
         if (flush_out(c) != 0) return;
         if (piled && pending(c) < out_soft(c)) continue;
         break;
@@ -780,6 +1065,41 @@ static void finish_jobs(st_loop *l)
     }
 }
 
+/* Group commit for appendfsync always: one fdatasync covers the records of
+ * every connection of this iteration whose replies wait for it, then those
+ * replies go out (and their pipelines resume, which may write again). If
+ * the fdatasync fails nothing they wait for can be called durable: the
+ * connections are closed without their replies (their clients cannot tell
+ * whether the writes took effect, as after a crash) and the journal refuses
+ * writes from then on; reads go on. */
+static void loop_commit(st_loop *l)
+{
+    for (int round = 0; l->sync_wait && round < 64; round++) {
+        uint64_t want = 0;
+        for (st_client *c = l->sync_wait; c; c = c->sync_next)
+            if (c->sess.journal_wait > want) want = c->sess.journal_wait;
+        char err[ST_ERRLEN];
+        int rc = st_journal_sync(l->srv->journal, want, err);
+        st_client *list = l->sync_wait;
+        l->sync_wait = NULL;
+        for (st_client *c = list, *next; c; c = next) {
+            next = c->sync_next;
+            c->syncing = 0;
+            c->sync_prev = c->sync_next = NULL;
+            if (rc != 0) {
+                c->out.len = c->out_pos = 0;
+                client_close(c, "journal fsync failed: replies withheld");
+            } else {
+                client_service(c);
+            }
+        }
+        if (rc != 0)
+            st_log(ST_LOG_WARNING, "journal: %s; replies that waited for it were not sent (their connections are "
+                                   "closed) and writes are refused until restart",
+                   err);
+    }
+}
+
 static void loop_start_drain(st_loop *l)
 {
     st_server *srv = l->srv;
@@ -801,6 +1121,7 @@ static void loop_start_drain(st_loop *l)
         }
         client_service(c);
     }
+    loop_commit(l);
 }
 
 static void sweep_idle(st_loop *l, double now)
@@ -848,6 +1169,7 @@ static void *loop_main(void *arg)
                 }
             }
         }
+        loop_commit(l);
         if (l->now - last_sweep >= 1.0) {
             sweep_idle(l, l->now);
             last_sweep = l->now;
@@ -1043,6 +1365,13 @@ int st_serve(const st_server_config *cfg, char *err)
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
+    pthread_mutex_init(&srv->write_lock, NULL);
+    pthread_mutex_init(&srv->maint_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->maint_cond, &ca);
+    pthread_condattr_destroy(&ca);
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
     int rc = -1;
@@ -1050,6 +1379,38 @@ int st_serve(const st_server_config *cfg, char *err)
     if (!srv->model) goto out;
     srv->model->generation = 1;
     atomic_store(&srv->model_gen, 1);
+    if (cfg->journal) {
+        double t0 = st_now();
+        replay_ctx rc_ctx = {.ov = srv->model->ov, .info = &srv->start_info};
+        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, replay_record, &rc_ctx, &srv->start_info, err);
+        if (!srv->journal) goto out;
+        char why[ST_ERRLEN];
+        if (st_overlay_solve(srv->model->ov, why) != 0) {
+            st_seterr(err, "%s: %s", cfg->journal, why);
+            goto out;
+        }
+        srv->start_seconds = st_now() - t0;
+        const st_journal_info *ji = &srv->start_info;
+        st_overlay_stats os;
+        st_overlay_get_stats(srv->model->ov, &os);
+        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
+                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
+               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
+               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
+               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
+               (unsigned long long)os.forgotten);
+        if (ji->torn_bytes)
+            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
+                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
+                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
+        check_lineage(srv, srv->model);
+        srv->compact_base = ji->end;
+        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
+            st_seterr(err, "cannot start the journal's maintenance thread");
+            goto out;
+        }
+        srv->maint_started = 1;
+    }
     if (listen_tcp(srv, err) != 0 || listen_unix(srv, err) != 0) goto out;
     if (srv->tcp.fd < 0 && srv->unx.fd < 0) {
         st_seterr(err, "nothing to listen on: give a --port or a --unixsocket");
@@ -1128,6 +1489,17 @@ out_loops:
     for (int i = 0; i < srv->nloops; i++)
         if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
 out:
+    if (srv->maint_started) {
+        pthread_mutex_lock(&srv->maint_lock);
+        srv->maint_stop = 1;
+        pthread_cond_signal(&srv->maint_cond);
+        pthread_mutex_unlock(&srv->maint_lock);
+        pthread_join(srv->maint, NULL);
+    }
+    if (srv->journal) {
+        char why[ST_ERRLEN];
+        if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
+    }
     if (srv->tcp.fd >= 0) close(srv->tcp.fd);
     if (srv->unx.fd >= 0) {
         close(srv->unx.fd);
@@ -1140,6 +1512,9 @@ out:
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);
+    pthread_mutex_destroy(&srv->write_lock);
+    pthread_mutex_destroy(&srv->maint_lock);
+    pthread_cond_destroy(&srv->maint_cond);
     st_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
     if (log_file) {

@@ -14,8 +14,21 @@
  * to the st_served it works with, and the old one is unmapped when the last
  * reference goes, so a request never sees a model change under it.
  *
- * Owns: sockets, connections, threads, the served model. Never: parses the
- * protocol (resp.c) or knows a command (commands.c).
+ * Online writes (EVENT, FORGET): with --journal, a write is applied by
+ * st_server_write, which holds one write lock while it prepares the change
+ * in the served model's overlay, appends the record to the journal, and
+ * only then makes the change visible; the journal's order is therefore the
+ * order changes were applied in. Under appendfsync always, the replies of a
+ * connection that wrote are held until one fdatasync, shared by every
+ * connection of the loop iteration (group commit), covers its records; a
+ * failed fdatasync stops the server before any held reply is sent. On
+ * reload the new model's overlay is rebuilt from the journal (the records
+ * appended meanwhile are caught up under the write lock), so online changes
+ * and erasures carry over to every model served. A maintenance thread
+ * compacts the journal on request, as it grows, and after FORGETs.
+ *
+ * Owns: sockets, connections, threads, the served model, the journal. Never:
+ * parses the protocol (resp.c) or knows a command (commands.c).
  *
  * The types below the config are shared with commands.c, which reads them;
  * only server.c changes them (besides the per-thread scratch and stats, which
@@ -28,7 +41,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "journal.h"
 #include "model.h"
+#include "overlay.h"
 #include "resp.h"
 #include "score.h"
 
@@ -53,6 +68,14 @@ typedef struct {
     int allow_reload_path;   /* MODEL RELOAD may name a file */
     int loglevel;
     const char *logfile;     /* NULL = stderr */
+    const char *journal;     /* the journal file; NULL = none, and writes are refused */
+    st_appendfsync appendfsync;
+    uint64_t compact_min_bytes;   /* no automatic compaction below this journal size */
+    uint64_t compact_percentage;  /* compact when the journal grew this % past its size after the last one; 0 = never */
+    double forget_compact_delay;  /* compact this many seconds after a FORGET, to erase from the file too; 0 = never */
+    uint64_t min_audience;   /* privacy floor: no audience or reach of fewer users is disclosed; 0 = none */
+    uint64_t min_seeds;      /* privacy floor: LOOKALIKE needs this many known seeds */
+    int enable_debug;        /* the DEBUG command (failure injection for tests) */
 } st_server_config;
 
 void st_server_config_default(st_server_config *c);
@@ -75,6 +98,7 @@ typedef struct st_served {
     uint32_t *prior_rank; /* n: segment indices by q, best first */
     float *seg_norms; /* n: |V[s]| */
     st_segment_index seg_index; /* segments by norm, for pruned SEGMENTS */
+    st_overlay *ov;   /* users changed online, for this model (empty until the journal is replayed) */
     char path[4096];
     uint64_t generation; /* 1 for the first model, +1 per reload */
     double loaded_at;    /* unix seconds */
@@ -82,8 +106,9 @@ typedef struct st_served {
 } st_served;
 
 /* Loads and verifies path and derives what serving needs (the Gram matrix,
- * the prior and its ranking, segment norms and the segment index). The
- * result has one reference, the caller's; NULL with err set on failure. */
+ * the prior and its ranking, segment norms, the segment index and an empty
+ * overlay). The result has one reference, the caller's; NULL with err set
+ * on failure. */
 st_served *st_served_load(const char *path, char *err);
 /* Drops one reference; the last one unmaps the model and frees the rest. */
 void st_served_release(st_served *s);
@@ -102,6 +127,12 @@ typedef struct {
     uint64_t cap_args;
     uint8_t *skip;  /* n: segments to leave out (EXCLUDE, UNSEEN); all 0 between requests */
     uint64_t cap_skip;
+    float *ux;      /* k: a vector copied out of the overlay */
+    uint64_t cap_ux;
+    uint32_t *hseg; /* n: a history copied out of the overlay */
+    float *hr;
+    uint64_t cap_hist;
+    st_overlay_view view; /* the heavy pool's copy of the overlay for a scan */
 } st_scratch;
 
 /* Sizes s for model m (every user too when all_users, as the heavy pool
@@ -111,6 +142,9 @@ int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_ser
 /* Makes s->work hold at least n floats (allocates only to grow); 0, or -1
  * on out-of-memory. server.c sizes the rest for each model it serves. */
 int st_scratch_work(st_scratch *s, uint64_t n);
+/* Makes s->scores, idx and top hold at least rows entries (the heavy pool's
+ * scans over model and online users); 0, or -1 on out-of-memory. */
+int st_scratch_rows(st_scratch *s, uint64_t rows);
 void st_scratch_free(st_scratch *s);
 
 /* Command statistics, kept per thread; single writer, so updates are plain
@@ -136,6 +170,7 @@ typedef struct {
     int authed;
     int close_after_reply; /* QUIT, or an error that ends the connection */
     char name[129];        /* CLIENT SETNAME; empty when none */
+    uint64_t journal_wait; /* replies not yet sent depend on journal records up to this seq */
     char addr[64];
     double created;
 } st_session;
@@ -170,9 +205,44 @@ void st_server_get_info(st_server *srv, st_server_info *info);
 /* Sums every thread's statistics into out. */
 void st_server_sum_stats(st_server *srv, st_stats *out);
 
-/* Loads path (or the current model's path when NULL), verifies it and swaps
- * it in. Serialised; blocks while loading. 0, or -1 with err set and the
- * current model unchanged. */
+/* Loads path (or the current model's path when NULL), verifies it, rebuilds
+ * its overlay from the journal and swaps it in. Serialised; blocks while
+ * loading. 0, or -1 with err set and the current model unchanged. */
 int st_server_reload(st_server *srv, const char *path, char *err);
+
+/* What an online write did. */
+typedef struct {
+    uint64_t seq;       /* the journal record's */
+    int existed;        /* the user appeared in replies before */
+    int known_segment;  /* EVENT: the served model knows the segment */
+    float score;        /* EVENT: the user's new score for it; NaN when nothing changed (unknown segment, zero value) */
+} st_write_result;
+
+/* Applies an EVENT or FORGET record (seq is assigned here) to the served
+ * model's overlay and appends it to the journal, in one step under the
+ * write lock: when this returns 0 the change is visible and the record is
+ * in the journal (durable once st_server_durable says so; the connection's
+ * replies wait for that through session->journal_wait). -1 with err: no
+ * journal, the journal could not take the record (a full disk: err starts
+ * with "MISCONF"), or out of memory; nothing was applied. */
+int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *err);
+
+/* Asks the maintenance thread to compact the journal now. 0, or -1 with err
+ * when there is no journal or a compaction is already running. */
+int st_server_compact(st_server *srv, char *err);
+
+/* The journal and what was replayed at start, for INFO. has_journal is 0
+ * without one. */
+typedef struct {
+    int has_journal;
+    st_journal_status j;
+    const char *path;
+    st_appendfsync policy;
+    uint64_t id;
+    int compacting;
+    uint64_t start_records, start_torn_bytes, start_torn_at;
+    double start_seconds;
+} st_server_journal_info;
+void st_server_get_journal(st_server *srv, st_server_journal_info *info);
 
 #endif

@@ -3,11 +3,13 @@
  * The contract checked here: once a thread's scratch and a connection's
  * reply buffer have grown, the hot-path commands (SEGMENTS with its options,
  * SCORE, FOLDIN, the u:<user> views) allocate nothing at all, counted by the
- * allocation wrappers every module uses. Also: a heavy command is deferred,
- * and every call is counted in the statistics. */
+ * allocation wrappers every module uses, for users of the model file and
+ * for users changed online (the overlay) alike. Also: a heavy command is
+ * deferred, and every call is counted in the statistics. */
 #include <stdlib.h>
 
 #include "commands.h"
+#include "overlay.h"
 #include "server.h"
 #include "tap.h"
 #include "util.h"
@@ -99,6 +101,55 @@ int main(void)
     long allocs = st_alloc_count() - before;
     ok(allocs == 0, "2,400 hot-path commands after warm-up: %ld allocations", allocs);
 
+    /* Users changed online answer through the overlay, on the same hot
+     * path, still without allocating. */
+    st_jrecord recs[] = {
+        {.type = ST_JREC_EVENT, .user = "online-1", .user_len = 8, .segment = "interest:sports:00",
+         .segment_len = 18, .weight = 2, .ts = 1e9},
+        {.type = ST_JREC_EVENT, .user = "u000007", .user_len = 7, .segment = "keyword:travel:05", .segment_len = 17,
+         .weight = 5, .ts = 1e9},
+        {.type = ST_JREC_FORGET, .user = "u000009", .user_len = 7},
+    };
+    int applied = 1;
+    for (size_t i = 0; i < sizeof recs / sizeof recs[0]; i++) {
+        st_overlay_change chg;
+        applied &= st_overlay_prepare(sv->ov, &recs[i], &chg, err) == 0 && chg.kind != 0;
+        st_overlay_commit(sv->ov, &chg);
+    }
+    ok(applied, "two events and a FORGET applied to the overlay");
+    snprintf(line, sizeof line, "SEGMENTS online-1 COUNT 3");
+    run(line, NULL);
+    ok(strstr(out.buf, "+online") != NULL, "a new user answers from the overlay (source online)");
+    snprintf(line, sizeof line, "SEGMENTS u000009");
+    run(line, NULL);
+    ok(strstr(out.buf, "+prior") != NULL, "a forgotten user is unknown");
+    snprintf(line, sizeof line, "EXISTS u:u000009 u:online-1 u:u000007");
+    ok(run(line, NULL) == ':' && strncmp(out.buf, ":2", 2) == 0, "EXISTS: the forgotten user's key is gone");
+    const char *online[] = {
+        "SEGMENTS online-1",
+        "SEGMENTS u000007 COUNT 5 UNSEEN",
+        "SEGMENTS u000009 COUNT 5",
+        "SCORE online-1 interest:sports:00 keyword:travel:05",
+        "SCORE u000007 interest:sports:00",
+        "ZSCORE u:online-1 interest:sports:00",
+        "ZREVRANGE u:u000007 0 4 WITHSCORES",
+        "HISTORY online-1",
+        "HISTORY u000007",
+    };
+    size_t nonline = sizeof online / sizeof online[0];
+    for (size_t i = 0; i < nonline; i++) {
+        snprintf(line, sizeof line, "%s", online[i]);
+        run(line, NULL);
+    }
+    before = st_alloc_count();
+    for (int rep = 0; rep < 200; rep++)
+        for (size_t i = 0; i < nonline; i++) {
+            snprintf(line, sizeof line, "%s", online[i]);
+            run(line, NULL);
+        }
+    allocs = st_alloc_count() - before;
+    ok(allocs == 0, "1,800 hot-path commands on online and forgotten users: %ld allocations", allocs);
+
     st_call_result r;
     snprintf(line, sizeof line, "AUDIENCE interest:sports:00 COUNT 10");
     run(line, &r);
@@ -114,7 +165,8 @@ int main(void)
     ok(run(line, NULL) == '-' && strncmp(out.buf, "-NOAUTH", 7) == 0, "NOAUTH before AUTH");
     uint64_t calls = 0;
     for (int i = 0; i < ST_MAX_COMMANDS; i++) calls += atomic_load(&stats.cmd[i].calls);
-    ok(calls == (uint64_t)(201 * nhot), "every call counted once in the statistics (%llu)", (unsigned long long)calls);
+    ok(calls == (uint64_t)(201 * nhot + 201 * nonline + 3), "every call counted once in the statistics (%llu)",
+       (unsigned long long)calls);
 
     resp_out_free(&out);
     st_scratch_free(&scratch);
