@@ -4,6 +4,8 @@
  * goes to stderr (a line per iteration, with an ETA on a terminal; nothing
  * with --quiet); the closing summary goes to stdout.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include "dist.h"
 #include "events.h"
 #include "interactions.h"
+#include "journal.h"
 #include "model.h"
 #include "synth.h"
 #include "train.h"
@@ -141,13 +144,26 @@ static int append_meta(char **meta, size_t *len, size_t *cap, const char *key, c
 }
 
 typedef struct {
+    uint64_t id, last_seq;       /* the journal's id, and the last record read */
+    uint64_t events, forgets;    /* records read */
+    uint64_t added;              /* events added to the training data */
+    uint64_t erased;             /* journal events erased by a later FORGET */
+    uint64_t dropped;            /* input events of forgotten users dropped */
+    uint64_t forgotten;          /* distinct users forgotten */
+    uint64_t torn_bytes;
+} journal_use;
+
+typedef struct {
     st_als_params p;
     const st_weighting *w;
     const st_read_opts *ro;
-    const char *out, *kinds, *half_life, *resume;
+    const char *out, *kinds, *half_life, *resume, *journal;
     char **files;
     int nfiles, quiet, threads;
     uint32_t checkpoint_every;
+    journal_use ju;
+    double x_newest; /* the newest event, when decay is relative to it */
+    int x_newest_set;
 } train_job;
 
 static void print_read(const train_job *j, const st_interactions *x, const st_read_stats *stats, double secs,
@@ -187,6 +203,32 @@ static char *build_meta(const train_job *j, const st_read_stats *stats, int rank
     if (ranks > 1) {
         snprintf(num, sizeof num, "%d", ranks);
         if (append_meta(&meta, &mlen, &mcap, "mpi_ranks", num)) {
+            st_free(meta);
+            return NULL;
+        }
+    }
+    /* The decay reference, so that the server weighs online events as this
+     * run weighed the inputs; and the journal position this model holds, so
+     * that the server does not apply those records a second time. */
+    if (j->x_newest_set) {
+        snprintf(num, sizeof num, "%.17g", j->x_newest);
+        if (append_meta(&meta, &mlen, &mcap, "decay_reference", num)) {
+            st_free(meta);
+            return NULL;
+        }
+    }
+    if (j->journal) {
+        char id[32], seq[32], ev[32], fg[32], dr[32];
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)j->ju.id);
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)j->ju.last_seq);
+        snprintf(ev, sizeof ev, "%llu", (unsigned long long)j->ju.added);
+        snprintf(fg, sizeof fg, "%llu", (unsigned long long)j->ju.forgotten);
+        snprintf(dr, sizeof dr, "%llu", (unsigned long long)j->ju.dropped);
+        if (append_meta(&meta, &mlen, &mcap, "journal", j->journal) ||
+            append_meta(&meta, &mlen, &mcap, "journal_id", id) || append_meta(&meta, &mlen, &mcap, "journal_seq", seq) ||
+            append_meta(&meta, &mlen, &mcap, "journal_events", ev) ||
+            append_meta(&meta, &mlen, &mcap, "journal_forgotten_users", fg) ||
+            append_meta(&meta, &mlen, &mcap, "journal_dropped_input_events", dr)) {
             st_free(meta);
             return NULL;
         }
@@ -255,16 +297,153 @@ static int save_and_report(const train_job *j, const st_interactions *x, st_trai
     return t->stopped ? 130 : ST_EXIT_OK;
 }
 
-static int train_local(const train_job *j)
+/* ---- the journal of a server ------------------------------------------------ */
+
+/* Users the journal forgot, each with the seq of their last FORGET. */
+typedef struct {
+    st_idmap users;
+    uint64_t *seq;
+    uint32_t cap;
+} forget_set;
+
+static int collect_forget(const st_jrecord *r, void *ctx, char *err)
+{
+    forget_set *f = ctx;
+    if (r->type != ST_JREC_FORGET) return 0;
+    uint32_t u;
+    if (st_idmap_intern(&f->users, r->user, r->user_len, &u, NULL, err) != 0) return -1;
+    if (u >= f->cap) {
+        uint32_t cap = f->cap ? f->cap * 2 : 256;
+        uint64_t *q = st_realloc(f->seq, (size_t)cap * sizeof *q);
+        if (!q) return st_seterr(err, "out of memory");
+        f->seq = q;
+        f->cap = cap;
+    }
+    f->seq[u] = r->seq;
+    return 0;
+}
+
+typedef struct {
+    st_builder *b;
+    const forget_set *f;
+    journal_use *ju;
+    const char *path;
+} journal_feed;
+
+/* An input event is dropped when the journal forgot its user: all of that
+ * user's input events, since a log line cannot be placed before or after a
+ * FORGET. */
+static int add_input_event(const st_event *ev, void *ctx, char *err)
+{
+    journal_feed *jf = ctx;
+    if (st_idmap_find(&jf->f->users, ev->user, ev->user_len) != ST_NOT_FOUND) {
+        jf->ju->dropped++;
+        return 0;
+    }
+    return st_builder_add(jf->b, ev, err);
+}
+
+/* A journal event counts unless a later FORGET of its user erased it. */
+static int add_journal_event(const st_jrecord *r, void *ctx, char *err)
+{
+    journal_feed *jf = ctx;
+    if (r->type != ST_JREC_EVENT) return 0;
+    uint32_t u = st_idmap_find(&jf->f->users, r->user, r->user_len);
+    if (u != ST_NOT_FOUND && r->seq < jf->f->seq[u]) {
+        jf->ju->erased++;
+        return 0;
+    }
+    st_event ev = {.user = r->user,
+                   .user_len = r->user_len,
+                   .segment = r->segment,
+                   .segment_len = r->segment_len,
+                   .weight = r->weight,
+                   .kind = r->kind,
+                   .kind_len = r->kind ? r->kind_len : 0,
+                   .ts = r->ts,
+                   .has_ts = 1,
+                   .file = jf->path,
+                   .line = r->seq};
+    jf->ju->added++;
+    return st_builder_add(jf->b, &ev, err);
+}
+
+/* Reads the event files and the journal into x: the journal's events after
+ * their user's last FORGET are added; every input event of a user the
+ * journal forgot is dropped. Both passes over the journal read one open
+ * file, up to where the first ended: a server may append meanwhile, and
+ * what it appends is for the next model. */
+static int read_with_journal(train_job *j, st_interactions *x, st_read_stats *stats, char *err)
+{
+    memset(x, 0, sizeof *x);
+    forget_set f = {0};
+    st_idmap_init(&f.users);
+    st_builder *b = NULL;
+    int rc = -1;
+    int fd = open(j->journal, O_RDONLY | O_CLOEXEC);
+    st_journal_info info, again;
+    if (fd < 0) {
+        st_seterr(err, "--journal %s: %s", j->journal, strerror(errno));
+        goto done;
+    }
+    if (st_journal_read_fd(fd, j->journal, 0, 0, collect_forget, &f, &info, err) != 0) goto done;
+    j->ju.id = info.id;
+    j->ju.last_seq = info.last_seq;
+    j->ju.events = info.events;
+    j->ju.forgets = info.forgets;
+    j->ju.torn_bytes = info.torn_bytes;
+    j->ju.forgotten = f.users.count;
+    b = st_builder_new(j->w, err);
+    if (!b) goto done;
+    journal_feed jf = {b, &f, &j->ju, j->journal};
+    for (int i = 0; i < j->nfiles; i++)
+        if (st_events_read(j->files[i], j->ro, add_input_event, &jf, stats, err) != 0) goto done;
+    if (st_journal_read_fd(fd, j->journal, 0, info.end, add_journal_event, &jf, &again, err) != 0) goto done;
+    char why[ST_ERRLEN];
+    st_builder *bb = b;
+    b = NULL;
+    if (st_builder_finish(bb, x, why) != 0) {
+        st_seterr(err, "%s (event files and journal together)", why);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (fd >= 0) close(fd);
+    st_builder_free(b);
+    st_idmap_free(&f.users);
+    st_free(f.seq);
+    return rc;
+}
+
+static void print_journal(const train_job *j)
+{
+    if (j->quiet || !j->journal) return;
+    const journal_use *u = &j->ju;
+    fprintf(stderr, "journal %s (%016llx) up to seq %llu: %llu events added (%llu erased by a later FORGET); %llu users "
+                    "forgotten, %llu input events of theirs dropped\n",
+            j->journal, (unsigned long long)u->id, (unsigned long long)u->last_seq, (unsigned long long)u->added,
+            (unsigned long long)u->erased, (unsigned long long)u->forgotten, (unsigned long long)u->dropped);
+    if (u->torn_bytes)
+        fprintf(stderr, "journal %s: its last %llu bytes are a record still being written or torn: left out\n",
+                j->journal, (unsigned long long)u->torn_bytes);
+}
+
+static int train_local(train_job *j)
 {
     char err[ST_ERRLEN];
     st_interactions x;
     st_read_stats stats;
     memset(&stats, 0, sizeof stats);
     double t0 = st_now();
-    if (st_interactions_read(j->files, j->nfiles, j->ro, j->w, &x, &stats, err) != 0)
+    if (j->journal) {
+        if (read_with_journal(j, &x, &stats, err) != 0) return st_cli_fail("train", "%s", err);
+    } else if (st_interactions_read(j->files, j->nfiles, j->ro, j->w, &x, &stats, err) != 0) {
         return st_cli_fail("train", "%s", err);
+    }
+    j->x_newest = x.newest;
+    j->x_newest_set = x.has_newest;
     print_read(j, &x, &stats, st_now() - t0, 1);
+    print_journal(j);
     st_trained t;
     memset(&t, 0, sizeof t);
     t.params = j->p;
@@ -447,7 +626,7 @@ int cli_train(int argc, char **argv)
 {
     st_train_cli tc;
     st_train_cli_init(&tc);
-    const char *out = NULL, *resume = NULL;
+    const char *out = NULL, *resume = NULL, *journal = NULL;
     int quiet = 0;
     uint64_t checkpoint_every = 0;
     st_opt opts[ST_TRAIN_CLI_NOPTS + 8];
@@ -458,32 +637,37 @@ int cli_train(int argc, char **argv)
                              "save the model every N iterations (0 = never)", 0};
     opts[nopts++] = (st_opt){"resume", 0, ST_OPT_STRING, &resume, "MODEL",
                              "continue training from a saved model (same data; its hyper-parameters are kept)", 0};
+    opts[nopts++] = (st_opt){"journal", 'j', ST_OPT_STRING, &journal, "FILE",
+                             "also learn from a server's journal (its EVENTs) and leave out the users it forgot", 0};
     opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
     opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
-        "train", "EVENTS... -o MODEL [options]",
+        "train", "EVENTS... [--journal JOURNAL] -o MODEL [options]",
         "Train an implicit-feedback ALS model from event logs (CSV or TSV, gzip or\n"
         "not, - for stdin) of user, segment[, weight[, kind[, timestamp]]].",
         "Each (user, segment) pair's value r is the sum of its events' weight x kind\n"
         "weight x decay; its confidence is c = 1 + alpha f(r). Ctrl-C stops after the\n"
-        "iteration in progress and saves a usable model."};
+        "iteration in progress and saves a usable model. With --journal, the server's online\n"
+        "events are added to the inputs, every event of a user it forgot is left out, and\n"
+        "the model records the journal position it holds, so a server that loads it applies\n"
+        "only the later records on top."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
-    if (npos == 0) return st_cli_usage(&doc, "no event files given");
+    if (npos == 0 && !journal) return st_cli_usage(&doc, "no event files given");
     if (!out) return st_cli_usage(&doc, "-o MODEL is required");
     st_als_params p;
     st_weighting w;
     st_read_opts ro;
     if ((rc = st_train_cli_finish(&tc, &doc, &p, &w, &ro)) != ST_CLI_GO) return rc;
     train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
-                     .half_life = tc.half_life, .resume = resume, .quiet = quiet,
+                     .half_life = tc.half_life, .resume = resume, .journal = journal, .quiet = quiet,
                      .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads};
     int ranks = st_dist_launched(), code;
     if (ranks > 1) {
-        if (resume || checkpoint_every) {
+        if (resume || checkpoint_every || journal) {
             st_weighting_free(&w);
-            return st_cli_usage(&doc, "--resume and --checkpoint-every are not supported under MPI");
+            return st_cli_usage(&doc, "--resume, --checkpoint-every and --journal are not supported under MPI");
         }
         code = train_mpi(&job);
     } else {

@@ -371,6 +371,8 @@ static int finish(st_builder *b, st_interactions *out, int allow_empty, char *er
     if (b->w.half_life > 0 && !b->w.has_now && b->have_t) {
         double s = exp2(-(b->tmax - b->tref) / b->w.half_life);
         for (size_t i = 0; i < b->n; i++) b->vals[i] = (float)(b->vals[i] * s);
+        b->x.newest = b->tmax;
+        b->x.has_newest = 1;
     }
     /* Drop zero values; pack the segment halves of the keys into a u32 array
      * written over the start of the key array (write position <= read). */

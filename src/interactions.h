@@ -36,6 +36,8 @@ typedef struct {
     st_csr by_user;    /* m x n */
     st_csr by_segment; /* n x m, structure only: data is NULL */
     uint64_t events;   /* events accepted */
+    double newest;     /* the newest timestamp seen when decaying relative to it (has_newest) */
+    int has_newest;
 } st_interactions;
 
 /* How events become values. */

@@ -23,6 +23,7 @@
  */
 #include "journal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -374,6 +375,13 @@ static int plain_cb(const st_jrecord *r, const unsigned char *raw, size_t rawlen
     return c->fn ? c->fn(r, c->ctx, err) : 0;
 }
 
+int st_journal_read_fd(int fd, const char *name, uint64_t from, uint64_t to, st_jrecord_fn fn, void *ctx,
+                       st_journal_info *info, char *err)
+{
+    plain_ctx pc = {fn, ctx};
+    return scan_fd(fd, name, from, to, plain_cb, &pc, info, NULL, err);
+}
+
 int st_journal_read(const char *path, uint64_t from, uint64_t to, st_jrecord_fn fn, void *ctx, st_journal_info *info,
                     char *err)
 {
@@ -501,6 +509,29 @@ static void journal_free(st_journal *j)
     st_free(j);
 }
 
+/* Removes the temporary files a compaction or a creation cut short by a
+ * crash left beside path (path.compact.PID, path.new.PID). Called holding
+ * the journal's lock, so no live process is writing them. */
+static void remove_stale(const char *path)
+{
+    char *d = st_strdup(path), *b = st_strdup(path);
+    DIR *dir = d && b ? opendir(dirname(d)) : NULL;
+    if (dir) {
+        const char *base = basename(b);
+        size_t bl = strlen(base);
+        struct dirent *e;
+        while ((e = readdir(dir))) {
+            if (strncmp(e->d_name, base, bl) != 0) continue;
+            const char *rest = e->d_name + bl;
+            if (strncmp(rest, ".compact.", 9) == 0 || strncmp(rest, ".new.", 5) == 0)
+                unlinkat(dirfd(dir), e->d_name, 0);
+        }
+        closedir(dir);
+    }
+    st_free(d);
+    st_free(b);
+}
+
 /* Takes the file for this process alone: two servers appending to one
  * journal would interleave their sequence numbers. */
 static int lock_file(int fd, const char *path, char *err)
@@ -550,6 +581,7 @@ st_journal *st_journal_open(const char *path, st_appendfsync policy, st_jrecord_
         goto fail;
     }
     if (lock_file(j->fd, path, err) != 0) goto fail;
+    remove_stale(path);
     plain_ctx pc = {replay, ctx};
     header_info hi;
     if (scan_fd(j->fd, path, 0, 0, plain_cb, &pc, info, &hi, err) != 0) goto fail;

@@ -97,6 +97,12 @@ const char *st_appendfsync_name(st_appendfsync p);
 int st_journal_read(const char *path, uint64_t from, uint64_t to, st_jrecord_fn fn, void *ctx, st_journal_info *info,
                     char *err);
 
+/* The same over an open descriptor (name is for messages): a reader that
+ * passes over a journal twice reads the same file both times, even if a
+ * compaction renames another over its path in between. */
+int st_journal_read_fd(int fd, const char *name, uint64_t from, uint64_t to, st_jrecord_fn fn, void *ctx,
+                       st_journal_info *info, char *err);
+
 typedef struct st_journal st_journal;
 
 /* Opens path for appending, creating it (with a new random id) when it does
