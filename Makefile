@@ -7,6 +7,8 @@
 #   make asan       the same suite built with AddressSanitizer + UBSan
 #   make valgrind   the C unit tests under valgrind memcheck (no error, no leak)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (libFuzzer, clang)
+#   make soak-journal  the journal's kill loop at length: SIGKILL a server
+#                   under a stream of writes SOAK_ITERATIONS times (200)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
 #   make install    install the binary under $(PREFIX)/bin
 #   make clean      remove every build product
@@ -39,7 +41,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind bench fuzz install clean deps-build deps-test deps-fuzz deps-bench FORCE
+.PHONY: all demo test check asan valgrind soak-journal bench fuzz install clean deps-build deps-test deps-fuzz deps-bench FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -112,6 +114,13 @@ valgrind: deps-test
 	        --show-leak-kinds=definite,indirect -q $$t > $$t.valgrind 2>&1; then \
 	        echo "valgrind ok     $$t"; else echo "valgrind FAILED $$t (see $$t.valgrind)"; fail=1; fi; \
 	done; exit $$fail
+
+# The kill loop of tests/test_journal_crash.py, long: every acknowledged write
+# must survive each SIGKILL, and no forgotten user may come back.
+SOAK_ITERATIONS ?= 200
+soak-journal: deps-test $(BIN)
+	$(Q)STARLING=$(abspath $(BIN)) STARLING_KILL_ITERATIONS=$(SOAK_ITERATIONS) STARLING_KILL_SECONDS=2 \
+	    /usr/bin/python3 tests/test_journal_crash.py
 
 demo: deps-build $(BIN)
 	@scripts/demo.sh
