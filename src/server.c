@@ -145,12 +145,14 @@ struct st_server {
     pthread_mutex_t write_lock;
     st_journal_info start_info; /* what the journal held at start */
     double start_seconds;
+    uint64_t refused_writes;    /* under write_lock: refused since the last log line */
+    double refused_logged_at;
     /* The maintenance thread: compactions. */
     pthread_t maint;
     int maint_started;
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
-    int maint_stop, compact_requested, compacting;
+    int maint_stop, compact_requested, compacting, broken_logged;
     uint64_t compact_base;      /* the journal's size after the last compaction (or at start) */
     double forget_pending_since; /* monotonic time a FORGET was first seen not yet compacted; 0 = none */
 };
@@ -505,8 +507,17 @@ int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *e
     }
     if (st_journal_append(srv->journal, r, why) != 0) {
         st_overlay_discard(&chg);
+        /* Logged at most once a second: a full disk under load refuses
+         * every write. */
+        srv->refused_writes++;
+        double now = st_now();
+        if (now - srv->refused_logged_at >= 1.0) {
+            st_log(ST_LOG_WARNING, "journal: %llu writes refused since the last message: %s",
+                   (unsigned long long)srv->refused_writes, why);
+            srv->refused_writes = 0;
+            srv->refused_logged_at = now;
+        }
         pthread_mutex_unlock(&srv->write_lock);
-        st_log(ST_LOG_WARNING, "journal: %s", why);
         return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
     }
     res->seq = r->seq;
@@ -569,6 +580,12 @@ static void *maint_main(void *arg)
         st_journal_status js;
         st_journal_get_status(srv->journal, &js);
         double now = st_now();
+        if (js.broken && !srv->broken_logged) {
+            st_log(ST_LOG_WARNING, "journal: out of service (%s): writes are refused until the server is restarted; "
+                                   "reads go on",
+                   js.last_error);
+            srv->broken_logged = 1;
+        }
         int forgets = js.last_forget_seq > js.last_compaction.through_seq ||
                       (srv->start_info.forgets > 0 && js.compactions == 0);
         if (!forgets || cfg->forget_compact_delay <= 0) srv->forget_pending_since = 0;
