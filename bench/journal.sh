@@ -10,7 +10,11 @@
 # EVENT u__rand_int__ SEGMENT 1 KIND click to the other (each EVENT creates or
 # updates one of 100,000 users and re-solves their vector). Prints requests
 # per second, p50 and p99, the ratio to INCR, and starling's own figures
-# (server-side time per EVENT, fsyncs and writes per fsync).
+# (server-side time per EVENT, fsyncs and writes per fsync). Then the hot
+# path beside the overlay those writes built: SEGMENTS of a model user on a
+# server without a journal, and on the everysec server (about 100,000
+# online users: an overlay lookup that misses), and SEGMENTS of its online
+# users (lookups that hit, vectors copied out).
 #
 # The machine is shared: every measurement is repeated BENCH_REPEAT times
 # (default 3), the repetitions interleaved, and the median reported.
@@ -57,7 +61,11 @@ for p in always everysec no; do
     SPID[$p]=$!
     PIDS+=(${SPID[$p]})
 done
+PPORT=$(free_port)
+$S serve "$MODEL" --port "$PPORT" --logfile "$OUT/serve-plain.log" &
+PIDS+=($!)
 for p in always everysec no; do wait_port "${RPORT[$p]}" && wait_port "${SPORT[$p]}"; done
+wait_port "$PPORT"
 
 # run LABEL POLICY PORT N CMD...: prints "POLICY LABEL rps p50 p99".
 run() {
@@ -75,6 +83,12 @@ for rep in $(seq "$REPEAT"); do
         run "starling_EVENT" "$p" "${SPORT[$p]}" "$n" EVENT u__rand_int__ "$SEG" 1 KIND click
     done
 done >"$OUT/journal.raw"
+for rep in $(seq "$REPEAT"); do
+    echo "hot-path benchmark, repetition $rep of $REPEAT..." >&2
+    run "SEGMENTS_model_user,_no_journal" hot "$PPORT" "$N" SEGMENTS u000123 COUNT 10
+    run "SEGMENTS_model_user,_100k_online_users" hot "${SPORT[everysec]}" "$N" SEGMENTS u000123 COUNT 10
+    run "SEGMENTS_online_users" hot "${SPORT[everysec]}" "$N" SEGMENTS u__rand_int__ COUNT 10
+done >"$OUT/journal-hot.raw"
 for p in always everysec no; do
     {
         echo "policy $p"
@@ -84,7 +98,7 @@ for p in always everysec no; do
 done
 mv "$OUT/journal.info.tmp" "$OUT/journal.info"
 
-/usr/bin/python3 - "$OUT/journal.raw" "$OUT/journal.info" "$REPEAT" <<'EOF' | tee "$OUT/journal.md"
+/usr/bin/python3 - "$OUT/journal.raw" "$OUT/journal.info" "$REPEAT" "$OUT/journal-hot.raw" <<'EOF' | tee "$OUT/journal.md"
 import statistics
 import sys
 
@@ -117,5 +131,16 @@ for p, d in info.items():
     appends, fsyncs = int(d.get("journal_appends", 0)), int(d.get("journal_fsyncs", 0))
     per = f"{appends / fsyncs:.1f} writes per fsync" if fsyncs else "no fsync in the request path"
     print(f"- {p}: {d.get('cmdstat_event', '')}; {d.get('latency_percentiles_usec_event', '')}; "
-          f"{appends} writes, {fsyncs} fsyncs ({per}); last fsync {d.get('journal_last_fsync_usec', '?')} us")
+          f"{appends} writes, {fsyncs} fsyncs ({per}); last fsync {d.get('journal_last_fsync_usec', '?')} us; "
+          f"{d.get('online_users', '?')} online users")
+hot = {}
+for line in open(sys.argv[4]):
+    _, label, rps, p50, p99 = line.split()
+    hot.setdefault(label.replace("_", " "), []).append((float(rps), float(p50), float(p99)))
+print("\nThe hot path beside the overlay (same clients, no pipelining):\n")
+print("| command | requests/s | p50 ms | p99 ms |")
+print("|---|---:|---:|---:|")
+for label, vals in hot.items():
+    rps, p50, p99 = (statistics.median(v[i] for v in vals) for i in range(3))
+    print(f"| {label} | {rps:,.0f} | {p50:.3f} | {p99:.3f} |")
 EOF
