@@ -549,6 +549,10 @@ static int process_input(st_client *c)
             c->in_start = c->in_len;
             break;
         }
+        /* A complete request is activity; bytes of an unfinished one are not,
+         * so a client that trickles a request a byte at a time is still cut
+         * by the idle timeout. */
+        c->last_active = l->now;
         if (c->parser.argc > 0) {
             st_ctx ctx = {.srv = srv,
                           .cfg = &srv->cfg,
@@ -657,7 +661,6 @@ static void client_read(st_client *c)
     }
     c->in_len += (size_t)n;
     bump(&c->loop->stats.net_in, (uint64_t)n);
-    c->last_active = c->loop->now;
     client_service(c);
 }
 
