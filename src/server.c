@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -111,6 +112,7 @@ struct st_loop {
     int draining;
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
+    uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
 };
 
 struct st_server {
@@ -457,6 +459,7 @@ static void client_close(st_client *c, const char *why)
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    l->closed++;
     if (c->prev) c->prev->next = c->next;
     else l->clients = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -859,6 +862,13 @@ static void *loop_main(void *arg)
         if (l->now - last_sweep >= 1.0) {
             sweep_idle(l, l->now);
             last_sweep = l->now;
+            /* Connections come and go: give the allocator's free pages back
+             * to the system once a second, or the buffers of clients long
+             * gone stay resident and RSS creeps under connection churn. */
+            if (l->closed != l->trimmed_at) {
+                l->trimmed_at = l->closed;
+                malloc_trim(0);
+            }
         }
     }
     int left = 0;

@@ -83,20 +83,26 @@ with tempfile.TemporaryDirectory() as d:
             # redis-benchmark stops at the first error reply it sees.
             if r.returncode != 0 or "requests per second" not in r.stdout:
                 errors += 1
+                note(f"redis-benchmark exit {r.returncode}: {(r.stdout + r.stderr)[-300:]!r}")
             if time.time() >= deadline:
                 break
     stop.set()
     t.join()
     after = info_stats(c)
-    # The first half of the run is the warm-up (connections come and go, the
-    # allocator settles); the second half must be flat.
-    warm = samples[min(len(samples) - 1, len(samples) // 2)] if samples else 0
-    end = samples[-1] if samples else 0
+    # RSS moves with the connections and replies in flight at each sample;
+    # what a leak would raise is the floor under them. Compare the lowest
+    # sample of the second quarter of the run (after the warm-up) with the
+    # lowest of the last quarter.
+    q = max(1, len(samples) // 4)
+    warm = min(samples[q:2 * q] or [0])
+    end = min(samples[-q:] or [0])
     growth = (end - warm) / warm if warm else 0
     note(f"sustained load: {requests} requests in {runs} redis-benchmark runs over {args.seconds:.0f} s, "
          f"{args.clients} clients, -P 16; RSS {warm} KiB after warm-up, {end} KiB at the end ({growth:+.1%})")
     ok(errors == 0, f"{requests} pipelined requests from {args.clients} clients: no error ({errors})")
-    ok(abs(growth) <= 0.05, f"RSS flat within 5% under load ({growth:+.1%})")
+    # Growth is what a leak would show; a fall (the allocator returning pages)
+    # is fine.
+    ok(growth <= 0.05, f"RSS does not grow under load: {growth:+.1%} ({warm} KiB, then {end} KiB; at most +5%)")
     proto = int(after.get("protocol_errors", 0)) - int(before.get("protocol_errors", 0))
     ok(proto == 0, "no protocol error counted by the server")
 
