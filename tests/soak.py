@@ -37,6 +37,7 @@ ap.add_argument("--clients", type=int, default=200)
 ap.add_argument("--reloads", type=int, default=100)
 ap.add_argument("--slow", type=int, default=20)
 ap.add_argument("--maxclients", type=int, default=300)
+ap.add_argument("--rss-growth", type=float, default=0.05, help="largest RSS growth allowed (a short run is noisy)")
 args = ap.parse_args()
 
 
@@ -102,7 +103,8 @@ with tempfile.TemporaryDirectory() as d:
     ok(errors == 0, f"{requests} pipelined requests from {args.clients} clients: no error ({errors})")
     # Growth is what a leak would show; a fall (the allocator returning pages)
     # is fine.
-    ok(growth <= 0.05, f"RSS does not grow under load: {growth:+.1%} ({warm} KiB, then {end} KiB; at most +5%)")
+    ok(growth <= args.rss_growth, f"RSS does not grow under load: {growth:+.1%} ({warm} KiB, then {end} KiB; "
+       f"at most {args.rss_growth:+.0%})")
     proto = int(after.get("protocol_errors", 0)) - int(before.get("protocol_errors", 0))
     ok(proto == 0, "no protocol error counted by the server")
 
