@@ -185,7 +185,8 @@ int cli_audience(int argc, char **argv)
                 int dup = 0;
                 for (uint32_t j = 0; j < i && !dup; j++) dup = strcmp(sl.ids[j], sl.ids[i]) == 0;
                 if (!dup) {
-                    memcpy(rows + (size_t)known * k, models[f].U + (size_t)u * k, k * sizeof *rows);
+                    float *row = rows + (size_t)known * k;
+                    memmove(row, st_model_user(&models[f], u, row), k * sizeof *rows);
                     seed_rows[known] = known;
                     known++;
                 }

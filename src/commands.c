@@ -468,7 +468,7 @@ static user_view find_user(st_ctx *c, const char *id, size_t len)
     if (u == ST_NOT_FOUND) return v;
     v.known = 1;
     v.model_u = u;
-    v.x = m->U + (size_t)u * m->k;
+    v.x = st_model_user(m, u, sc->user); /* int8 models: dequantized into the scratch */
     uint64_t h0 = m->hist_ptr[u];
     v.hist_seg = m->hist_idx + h0;
     v.hist_r = m->hist_val + h0;

@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -114,6 +115,7 @@ struct st_loop {
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
     st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
+    uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
 };
 
 struct st_server {
@@ -267,6 +269,10 @@ int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_ser
         s->skip = p;
         s->cap_skip = m->segments;
     }
+    if (m->k > s->cap_user) {
+        if (grow((void **)&s->user, m->k, sizeof(float)) != 0) return -1;
+        s->cap_user = m->k;
+    }
     /* Fold-in of a request's worth of segments, without allocating. */
     return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
 }
@@ -284,6 +290,7 @@ void st_scratch_free(st_scratch *s)
     st_free(s->hseg);
     st_free(s->hr);
     st_overlay_view_free(&s->view);
+    st_free(s->user);
     memset(s, 0, sizeof *s);
 }
 
@@ -729,6 +736,7 @@ static void client_close(st_client *c, const char *why)
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    l->closed++;
     if (c->prev) c->prev->next = c->next;
     else l->clients = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -821,6 +829,10 @@ static int process_input(st_client *c)
             c->in_start = c->in_len;
             break;
         }
+        /* A complete request is activity; bytes of an unfinished one are not,
+         * so a client that trickles a request a byte at a time is still cut
+         * by the idle timeout. */
+        c->last_active = l->now;
         if (c->parser.argc > 0) {
             /* A reload swapped models: take the new one (and its overlay)
              * before this request, so that nothing acknowledged on another
@@ -954,7 +966,6 @@ static void client_read(st_client *c)
     }
     c->in_len += (size_t)n;
     bump(&c->loop->stats.net_in, (uint64_t)n);
-    c->last_active = c->loop->now;
     client_service(c);
 }
 
@@ -1190,6 +1201,13 @@ static void *loop_main(void *arg)
         if (l->now - last_sweep >= 1.0) {
             sweep_idle(l, l->now);
             last_sweep = l->now;
+            /* Connections come and go: give the allocator's free pages back
+             * to the system once a second, or the buffers of clients long
+             * gone stay resident and RSS creeps under connection churn. */
+            if (l->closed != l->trimmed_at) {
+                l->trimmed_at = l->closed;
+                malloc_trim(0);
+            }
         }
     }
     int left = 0;

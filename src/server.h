@@ -133,6 +133,8 @@ typedef struct {
     float *hr;
     uint64_t cap_hist;
     st_overlay_view view; /* the heavy pool's copy of the overlay for a scan */
+    float *user;    /* k: a user's vector dequantized from an int8 model */
+    uint32_t cap_user;
 } st_scratch;
 
 /* Sizes s for model m (every user too when all_users, as the heavy pool
