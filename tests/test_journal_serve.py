@@ -239,18 +239,19 @@ with tempfile.TemporaryDirectory() as d:
     # An int8 model (starling quantize): model users are read dequantized,
     # online users solved in float, look-alikes from both.
     q8 = os.path.join(d, "q8.model")
-    starling("quantize", path, "-o", q8)
+    starling("quantize", m2, "-o", q8)
+    Q = Model(q8)
     s3 = Server(q8, "--journal", os.path.join(d, "q8.journal"), "--min-audience", 0, "--min-seeds", 0, d=d)
     c = redis.Redis(host="127.0.0.1", port=s3.port, decode_responses=True, socket_timeout=10)
-    base = model_hist(M, 11)
-    c.execute_command("EVENT", M.users[11], sa, 2)
+    base = model_hist(Q, 11)
+    c.execute_command("EVENT", Q.users[11], sa, 2)
     base[sa] = f32(float(base.get(sa, 0)) + 2)
-    ok(hist(c, M.users[11]) == ("online", base) and
-       c.execute_command("SEGMENTS", M.users[11], "COUNT", 10)[1] == foldin(c, base)[1],
+    ok(hist(c, Q.users[11]) == ("online", base) and
+       c.execute_command("SEGMENTS", Q.users[11], "COUNT", 10)[1] == foldin(c, base)[1],
        "int8 model: an event re-solves a model user from their history, as FOLDIN does")
-    c.execute_command("FORGET", M.users[12])
-    la = c.execute_command("LOOKALIKE", "COUNT", len(M.users), *M.users[30:40])
-    ok(M.users[12] not in la[::2] and M.users[11] in la[::2] and len(la) == 2 * (len(M.users) - 11),
+    c.execute_command("FORGET", Q.users[12])
+    la = c.execute_command("LOOKALIKE", "COUNT", len(Q.users), *Q.users[30:40])
+    ok(Q.users[12] not in la[::2] and Q.users[11] in la[::2] and len(la) == 2 * (len(Q.users) - 11),
        "int8 model: LOOKALIKE covers every user but the seeds and the forgotten one")
     s3.stop()
 
