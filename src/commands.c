@@ -82,7 +82,7 @@ enum {
     CONTAINER = 1u << 3,
     WRITE = 1u << 4,
     FAST = 1u << 5,
-    MULTIKEY = 1u << 6,
+    MULTIKEY = 1u << 7,
 };
 
 struct st_command {
