@@ -1488,7 +1488,7 @@ static double unix_now(void)
 static int do_write(st_ctx *c, st_jrecord *r, st_write_result *res)
 {
     char err[ST_ERRLEN];
-    if (st_server_write(c->srv, r, res, err) != 0) {
+    if (st_server_write(c->srv, r, c->scratch, res, err) != 0) {
         resp_error(c->out, "%s", err);
         return -1;
     }
@@ -1603,7 +1603,7 @@ static void cmd_del(st_ctx *c)
         st_jrecord r = {.type = ST_JREC_FORGET, .user = k->ptr + 2, .user_len = (uint32_t)k->len - 2};
         st_write_result res;
         char err[ST_ERRLEN];
-        if (st_server_write(c->srv, &r, &res, err) != 0) {
+        if (st_server_write(c->srv, &r, c->scratch, &res, err) != 0) {
             if (done) resp_error(c->out, "%s (the %lld keys before it were deleted)", err, (long long)done);
             else resp_error(c->out, "%s", err);
             return;

@@ -29,6 +29,7 @@ typedef struct {
     char *id;
     uint32_t len;
     uint32_t model_u; /* row in the model, or ST_NOT_FOUND */
+    uint64_t version; /* +1 per commit: a prepared change checks it */
     uint32_t hist_n;
     uint32_t *hist_seg;
     float *hist_r;
@@ -56,7 +57,7 @@ struct st_overlay {
     uint8_t *hidden;    /* m */
     uint32_t nhidden, nlive, nforgotten;
     atomic_uint_fast64_t size;
-    float *work;        /* fold-in scratch for writers */
+    float *work;        /* fold-in scratch for replay */
     atomic_uint_fast64_t replayed, skipped, unknown_segment;
 };
 
@@ -411,45 +412,69 @@ void st_overlay_discard(st_overlay_change *chg)
     memset(chg, 0, sizeof *chg);
 }
 
-int st_overlay_prepare(st_overlay *o, const st_jrecord *r, st_overlay_change *chg, char *err)
+uint64_t st_overlay_work(const st_overlay *o) { return st_score_foldin_scratch(o->m, o->m->segments); }
+
+int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overlay_change *chg, char *err)
 {
     const st_model *m = o->m;
     memset(chg, 0, sizeof *chg);
-    chg->slot = lookup(o, r->user, r->user_len); /* writers are serialised: no lock to read */
-    const slot_t *s = chg->slot == UINT32_MAX ? NULL : &o->slots[chg->slot];
-    chg->model_u = s ? s->model_u : st_idmap_find(&m->user_ids, r->user, r->user_len);
-    chg->existed = s ? s->live : chg->model_u != ST_NOT_FOUND;
+    chg->user = r->user;
+    chg->user_len = r->user_len;
     double v = 0;
     if (r->type == ST_JREC_EVENT) {
         chg->seg = st_idmap_find(&m->segment_ids, r->segment, r->segment_len);
         chg->known_segment = chg->seg != ST_NOT_FOUND;
         if (!chg->known_segment) atomic_fetch_add(&o->unknown_segment, 1);
         v = st_overlay_event_value(o, r->weight, r->kind, r->kind_len, r->ts);
-        if (!chg->known_segment || !(v > 0)) return 0; /* the journal keeps it; the model cannot use it */
     }
-    if (!s) {
+    int event = r->type == ST_JREC_EVENT && chg->known_segment && v > 0;
+    /* The user's state now, copied under the read lock; a commit by another
+     * writer after this is caught by st_overlay_check. */
+    int rc = 0;
+    pthread_rwlock_rdlock(&o->lock);
+    chg->slot = lookup(o, r->user, r->user_len);
+    const slot_t *s = chg->slot == UINT32_MAX ? NULL : &o->slots[chg->slot];
+    chg->version = s ? s->version : 0;
+    chg->model_u = s ? s->model_u : st_idmap_find(&m->user_ids, r->user, r->user_len);
+    chg->existed = s ? s->live : chg->model_u != ST_NOT_FOUND;
+    if (event) {
+        const uint32_t *bseg;
+        const float *br;
+        uint32_t bn;
+        base_history(o, s, chg->model_u, &bseg, &br, &bn);
+        rc = history_copy(bseg, br, bn, &chg->hist_seg, &chg->hist_r);
+        chg->hist_n = bn;
+    }
+    pthread_rwlock_unlock(&o->lock);
+    if (rc != 0) return st_seterr(err, "out of memory");
+    if (r->type == ST_JREC_EVENT && !event) return 0; /* the journal keeps it; the model cannot use it */
+    if (chg->slot == UINT32_MAX) {
         chg->id = st_malloc((size_t)r->user_len + 1);
         if (!chg->id) return st_seterr(err, "out of memory");
         memcpy(chg->id, r->user, r->user_len);
         chg->id[r->user_len] = '\0';
         chg->id_len = r->user_len;
-        if (reserve(o, err) != 0) return -1;
     }
     chg->kind = r->type;
     if (r->type == ST_JREC_FORGET) return 0;
-    const uint32_t *bseg;
-    const float *br;
-    uint32_t bn;
-    base_history(o, s, chg->model_u, &bseg, &br, &bn);
-    if (history_copy(bseg, br, bn, &chg->hist_seg, &chg->hist_r) != 0) return st_seterr(err, "out of memory");
-    chg->hist_n = bn;
     history_add(chg->hist_seg, chg->hist_r, &chg->hist_n, chg->seg, v);
     chg->x = st_malloc(o->k * sizeof *chg->x);
     if (!chg->x) return st_seterr(err, "out of memory");
-    if (st_score_foldin(m, o->G, chg->hist_seg, chg->hist_r, chg->hist_n, chg->x, o->work) != 0)
+    if (st_score_foldin(m, o->G, chg->hist_seg, chg->hist_r, chg->hist_n, chg->x, work) != 0)
         return st_seterr(err, "fold-in failed: the system is not positive definite");
     chg->score = st_score_one(m, o->prior, chg->x, chg->seg);
     return 0;
+}
+
+int st_overlay_check(st_overlay *o, st_overlay_change *chg, char *err)
+{
+    /* Only writers change slots, and the caller lets one at a time in:
+     * reading without the lock is safe here. */
+    uint32_t slot = lookup(o, chg->user, chg->user_len);
+    if (slot != chg->slot) return 0;
+    if (slot != UINT32_MAX && o->slots[slot].version != chg->version) return 0;
+    if (chg->kind && slot == UINT32_MAX && reserve(o, err) != 0) return -1;
+    return 1;
 }
 
 void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
@@ -469,6 +494,7 @@ void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
     slot_t *s = &o->slots[i];
     old_seg = s->hist_seg;
     old_r = s->hist_r;
+    s->version++;
     if (chg->kind == ST_JREC_EVENT) {
         s->hist_seg = chg->hist_seg;
         s->hist_r = chg->hist_r;

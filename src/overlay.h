@@ -22,15 +22,17 @@
  *
  * Concurrency: readers (SEGMENTS on every event loop, scans on the heavy
  * pool) copy what they need under a read lock and never hold pointers into
- * a slot afterwards, except ids, which live as long as the overlay. Writers
- * are serialised by the caller; a change is prepared (history merged,
- * vector solved, memory allocated) without blocking readers, then
- * committed under the write lock, which only swaps pointers and cannot
- * fail. The caller journals between the two, so nothing is applied that is
- * not in the journal.
+ * a slot afterwards, except ids, which live as long as the overlay. A
+ * change is prepared (the user's state copied under the read lock, the
+ * history merged and the vector solved with no lock held) by any number of
+ * writers at once; then, one writer at a time (the caller's lock), checked
+ * (the user has not changed since: every commit bumps the slot's version),
+ * journaled by the caller, and committed under the write lock, which only
+ * swaps pointers and cannot fail. So nothing is applied that is not in the
+ * journal, and the costly solve is outside every lock.
  *
  * Owns: the slots, their ids, histories and vectors, a hidden flag per model
- * row, fold-in scratch for writers. Never: does I/O, knows the journal file.
+ * row, fold-in scratch for replay. Never: does I/O, knows the journal file.
  */
 #ifndef STARLING_OVERLAY_H
 #define STARLING_OVERLAY_H
@@ -89,7 +91,7 @@ typedef struct {
 int st_overlay_snapshot(st_overlay *o, st_overlay_view *v);
 void st_overlay_view_free(st_overlay_view *v);
 
-/* ---- writers (one at a time) -------------------------------------------------- */
+/* ---- writers -------------------------------------------------------------------- */
 
 typedef struct {
     int kind;            /* 0 nothing to apply, ST_JREC_EVENT, ST_JREC_FORGET */
@@ -97,20 +99,34 @@ typedef struct {
     int known_segment;   /* EVENT: the model knows the segment */
     float score;         /* EVENT: the user's new score for the segment (when known) */
     uint32_t slot;       /* the slot, or UINT32_MAX for a new one */
+    uint64_t version;    /* the slot's version the change was prepared from */
+    const char *user;    /* r's user (valid while r is) */
+    uint32_t user_len;
     char *id;            /* a new slot's id */
     uint32_t id_len, model_u, seg;
     uint32_t hist_n, *hist_seg;
     float *hist_r, *x;
 } st_overlay_change;
 
-/* Prepares the change record r makes (an EVENT or a FORGET), without making
- * it visible: 0 (chg->kind is 0 when there is nothing to apply: a segment
- * the model does not know, or a zero value), or -1 with err on
- * out-of-memory or a failed solve. Either way chg must go to
- * st_overlay_commit or st_overlay_discard. */
-int st_overlay_prepare(st_overlay *o, const st_jrecord *r, st_overlay_change *chg, char *err);
+/* Floats of work st_overlay_prepare needs. */
+uint64_t st_overlay_work(const st_overlay *o);
 
-/* Makes a prepared change visible (under the write lock) and frees what it
+/* Prepares the change record r makes (an EVENT or a FORGET) from the
+ * user's state now, without making it visible; any number of writers may
+ * prepare at once, while others commit. work: st_overlay_work floats.
+ * 0 (chg->kind is 0 when there is nothing to apply: a segment the model
+ * does not know, or a zero value), or -1 with err on out-of-memory or a
+ * failed solve. Either way chg must go to st_overlay_commit or
+ * st_overlay_discard. */
+int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overlay_change *chg, char *err);
+
+/* One writer at a time (the caller serialises checks and commits): 1 when
+ * the user is as the change was prepared from (it can be committed), 0 when
+ * another commit changed them since (discard and prepare again), -1 with
+ * err on out-of-memory making room for a new slot. */
+int st_overlay_check(st_overlay *o, st_overlay_change *chg, char *err);
+
+/* Makes a checked change visible (under the write lock) and frees what it
  * replaced. Never fails. */
 void st_overlay_commit(st_overlay *o, st_overlay_change *chg);
 

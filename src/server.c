@@ -497,7 +497,7 @@ int st_server_reload(st_server *srv, const char *path, char *err)
     return 0;
 }
 
-int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *err)
+int st_server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err)
 {
     memset(res, 0, sizeof *res);
     if (!srv->journal)
@@ -505,35 +505,65 @@ int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *e
                               "--journal FILE");
     char why[ST_ERRLEN];
     st_overlay_change chg;
-    pthread_mutex_lock(&srv->write_lock);
-    st_served *sv = srv->model; /* stable while the write lock is held: a swap takes it */
-    if (st_overlay_prepare(sv->ov, r, &chg, why) != 0) {
-        st_overlay_discard(&chg);
-        pthread_mutex_unlock(&srv->write_lock);
-        return st_seterr(err, "ERR %s", why);
-    }
-    if (st_journal_append(srv->journal, r, why) != 0) {
-        st_overlay_discard(&chg);
-        /* Logged at most once a second: a full disk under load refuses
-         * every write. */
-        srv->refused_writes++;
-        double now = st_now();
-        if (now - srv->refused_logged_at >= 1.0) {
-            st_log(ST_LOG_WARNING, "journal: %llu writes refused since the last message: %s",
-                   (unsigned long long)srv->refused_writes, why);
-            srv->refused_writes = 0;
-            srv->refused_logged_at = now;
+    /* Optimistic: the change is prepared (the user's vector solved, the
+     * costly part) with no lock held, then checked, journaled and committed
+     * under the write lock, and prepared again in the rare case another
+     * write changed the same user, or a reload swapped models, meanwhile.
+     * After a few such retries it is prepared under the lock. */
+    for (int attempt = 0;; attempt++) {
+        int locked = attempt >= 4;
+        if (locked) pthread_mutex_lock(&srv->write_lock);
+        st_served *sv = model_acquire(srv);
+        if (st_scratch_work(sc, st_overlay_work(sv->ov)) != 0) {
+            if (locked) pthread_mutex_unlock(&srv->write_lock);
+            st_served_release(sv);
+            return st_seterr(err, "ERR out of memory");
         }
+        if (st_overlay_prepare(sv->ov, r, sc->work, &chg, why) != 0) {
+            st_overlay_discard(&chg);
+            if (locked) pthread_mutex_unlock(&srv->write_lock);
+            st_served_release(sv);
+            return st_seterr(err, "ERR %s", why);
+        }
+        if (!locked) pthread_mutex_lock(&srv->write_lock);
+        int ok = srv->model == sv ? st_overlay_check(sv->ov, &chg, why) : 0;
+        if (ok < 0) {
+            st_overlay_discard(&chg);
+            pthread_mutex_unlock(&srv->write_lock);
+            st_served_release(sv);
+            return st_seterr(err, "ERR %s", why);
+        }
+        if (ok == 0) {
+            st_overlay_discard(&chg);
+            pthread_mutex_unlock(&srv->write_lock);
+            st_served_release(sv);
+            continue;
+        }
+        if (st_journal_append(srv->journal, r, why) != 0) {
+            st_overlay_discard(&chg);
+            /* Logged at most once a second: a full disk under load refuses
+             * every write. */
+            srv->refused_writes++;
+            double now = st_now();
+            if (now - srv->refused_logged_at >= 1.0) {
+                st_log(ST_LOG_WARNING, "journal: %llu writes refused since the last message: %s",
+                       (unsigned long long)srv->refused_writes, why);
+                srv->refused_writes = 0;
+                srv->refused_logged_at = now;
+            }
+            pthread_mutex_unlock(&srv->write_lock);
+            st_served_release(sv);
+            return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
+        }
+        res->seq = r->seq;
+        res->existed = chg.existed;
+        res->known_segment = chg.known_segment;
+        res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
+        st_overlay_commit(sv->ov, &chg);
         pthread_mutex_unlock(&srv->write_lock);
-        return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
+        st_served_release(sv);
+        return 0;
     }
-    res->seq = r->seq;
-    res->existed = chg.existed;
-    res->known_segment = chg.known_segment;
-    res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
-    st_overlay_commit(sv->ov, &chg);
-    pthread_mutex_unlock(&srv->write_lock);
-    return 0;
 }
 
 int st_server_compact(st_server *srv, char *err)

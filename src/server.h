@@ -15,10 +15,11 @@
  * reference goes, so a request never sees a model change under it.
  *
  * Online writes (EVENT, FORGET): with --journal, a write is applied by
- * st_server_write, which holds one write lock while it prepares the change
- * in the served model's overlay, appends the record to the journal, and
- * only then makes the change visible; the journal's order is therefore the
- * order changes were applied in. Under appendfsync always, the replies of a
+ * st_server_write, which prepares the change in the served model's overlay
+ * (the user's vector solved, no lock held), then under one write lock
+ * checks it still applies, appends the record to the journal, and only then
+ * makes the change visible; the journal's order is therefore the order
+ * changes were applied in. Under appendfsync always, the replies of a
  * connection that wrote are held until one fdatasync, shared by every
  * connection of the loop iteration (group commit), covers its records; a
  * failed fdatasync stops the server before any held reply is sent. On
@@ -221,13 +222,15 @@ typedef struct {
 } st_write_result;
 
 /* Applies an EVENT or FORGET record (seq is assigned here) to the served
- * model's overlay and appends it to the journal, in one step under the
- * write lock: when this returns 0 the change is visible and the record is
- * in the journal (durable once st_server_durable says so; the connection's
- * replies wait for that through session->journal_wait). -1 with err: no
- * journal, the journal could not take the record (a full disk: err starts
- * with "MISCONF"), or out of memory; nothing was applied. */
-int st_server_write(st_server *srv, st_jrecord *r, st_write_result *res, char *err);
+ * model's overlay and appends it to the journal: the change is prepared
+ * with no lock held (sc's work buffer; may allocate to grow it), then
+ * checked, journaled and made visible in one step under the write lock.
+ * When this returns 0 the change is visible and the record is in the
+ * journal (durable under appendfsync always once an fdatasync covers it:
+ * the connection's replies wait for that through session->journal_wait).
+ * -1 with err: no journal, the journal could not take the record (a full
+ * disk: err starts with "MISCONF"), or out of memory; nothing was applied. */
+int st_server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err);
 
 /* Asks the maintenance thread to compact the journal now. 0, or -1 with err
  * when there is no journal or a compaction is already running. */

@@ -110,10 +110,11 @@ int main(void)
          .weight = 5, .ts = 1e9},
         {.type = ST_JREC_FORGET, .user = "u000009", .user_len = 7},
     };
-    int applied = 1;
+    int applied = st_scratch_work(&scratch, st_overlay_work(sv->ov)) == 0;
     for (size_t i = 0; i < sizeof recs / sizeof recs[0]; i++) {
         st_overlay_change chg;
-        applied &= st_overlay_prepare(sv->ov, &recs[i], &chg, err) == 0 && chg.kind != 0;
+        applied &= st_overlay_prepare(sv->ov, &recs[i], scratch.work, &chg, err) == 0 && chg.kind != 0 &&
+                   st_overlay_check(sv->ov, &chg, err) == 1;
         st_overlay_commit(sv->ov, &chg);
     }
     ok(applied, "two events and a FORGET applied to the overlay");
