@@ -33,7 +33,9 @@ JOBS ?= 2
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
 
 LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+# The page's files (web/) are compiled into the binary as a generated C table.
+WEB_FILES = $(sort $(wildcard web/*.html web/*.js web/*.css web/*.svg))
+LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/web_assets.o
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -65,6 +67,14 @@ $(BUILD)/.flags: FORCE
 
 $(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+
+$(BUILD)/web_assets.c: $(WEB_FILES) scripts/embed_web.sh $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(Q)scripts/embed_web.sh $@ $(WEB_FILES)
+
+$(BUILD)/web_assets.o: $(BUILD)/web_assets.c src/api.h $(BUILD)/.flags
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
 

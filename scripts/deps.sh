@@ -4,7 +4,7 @@
 # apt-get line to run and fails. Groups: build, test, bench, fuzz (see docs/DEPENDENCIES.md
 # for why each package is there).
 set -e
-build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev"
+build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
       python3-redis nutcracker tmux"
 bench="$test libuv1-dev"

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "als.h"
 #include "score.h"
 #include "util.h"
 
@@ -336,6 +337,12 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
 }
 
 void st_call_heavy(st_ctx *c, const st_command *cmd) { cmd->fn(c); }
+
+size_t st_command_count(void) { return NCOMMANDS; }
+
+const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
+
+double st_latency_bucket_ns(int b) { return lat_value(b); }
 
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
 {
@@ -866,27 +873,65 @@ static void kv_num(resp_out *o, const char *k, double v)
     kv_str(o, k, b);
 }
 
+/* MODEL INFO: the model's provenance, then its hyper-parameters, then each
+ * META line as "meta.<key>" (inputs, kind weights, and the evaluation
+ * figures `starling eval -o` stores). */
 static void cmd_model_info(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
+    const st_model_header *h = &m->h;
     char fp[32];
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m->h.fingerprint);
-    resp_array(c->out, 2 * 14);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
+    int64_t nmeta = 0;
+    for (size_t i = 0; i < m->meta_len; i++)
+        nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
+    int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
+    resp_array(c->out, 2 * (14 + 12 + 2 * calibrated + nmeta));
     kv_str(c->out, "path", sv->path);
     kv_int(c->out, "generation", (int64_t)sv->generation);
     kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
     kv_int(c->out, "users", m->users);
     kv_int(c->out, "segments", m->segments);
     kv_int(c->out, "factors", m->k);
-    kv_int(c->out, "nnz", (int64_t)m->h.nnz);
-    kv_int(c->out, "events", (int64_t)m->h.events);
-    kv_int(c->out, "iterations", m->h.iterations);
-    kv_num(c->out, "final_loss", m->h.final_loss);
+    kv_int(c->out, "nnz", (int64_t)h->nnz);
+    kv_int(c->out, "events", (int64_t)h->events);
+    kv_int(c->out, "iterations", h->iterations);
+    kv_num(c->out, "final_loss", h->final_loss);
     kv_str(c->out, "fingerprint", fp);
-    kv_int(c->out, "created", m->h.created);
-    kv_int(c->out, "calibrated", (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0);
-    kv_int(c->out, "file_bytes", (int64_t)m->h.file_bytes);
+    kv_int(c->out, "created", h->created);
+    kv_int(c->out, "calibrated", calibrated);
+    kv_int(c->out, "file_bytes", (int64_t)h->file_bytes);
+    kv_int(c->out, "iterations_asked", h->iterations_asked);
+    kv_str(c->out, "solver", st_solver_name((st_solver)h->solver));
+    kv_int(c->out, "cg_steps", h->cg_steps);
+    kv_str(c->out, "confidence", st_conf_name((st_conf_scheme)h->confidence));
+    kv_num(c->out, "alpha", h->alpha);
+    kv_num(c->out, "eps", h->eps);
+    kv_num(c->out, "lambda", h->lambda);
+    kv_str(c->out, "regularization", st_reg_name((st_reg_scheme)h->regularization));
+    kv_int(c->out, "seed", (int64_t)h->seed);
+    kv_num(c->out, "half_life", h->half_life);
+    kv_num(c->out, "prior_weight", h->prior_weight);
+    kv_int(c->out, "threads", h->threads);
+    if (calibrated) {
+        kv_num(c->out, "calib_a", h->calib_a);
+        kv_num(c->out, "calib_b", h->calib_b);
+    }
+    /* META is key=value lines; a line without '=' is a key with an empty value. */
+    const char *p = m->meta, *end = m->meta + m->meta_len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *eq = memchr(p, '=', (size_t)(le - p));
+        const char *ke = eq ? eq : le;
+        char key[160];
+        int kn = snprintf(key, sizeof key, "meta.%.*s", (int)(ke - p > 150 ? 150 : ke - p), p);
+        resp_bulk(c->out, key, (size_t)(kn < (int)sizeof key ? kn : (int)sizeof key - 1));
+        if (eq) resp_bulk(c->out, eq + 1, (size_t)(le - eq - 1));
+        else resp_bulk(c->out, "", 0);
+        p = le + 1;
+    }
 }
 
 static void cmd_model_reload(st_ctx *c)
@@ -1204,6 +1249,12 @@ static int secret_equal(const char *a, size_t la, const char *b, size_t lb)
     unsigned char d = la != lb;
     for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
     return d == 0;
+}
+
+int st_auth_check(const st_server_config *cfg, const char *secret, size_t len)
+{
+    if (!cfg->requirepass) return 1;
+    return secret_equal(secret, len, cfg->requirepass, strlen(cfg->requirepass));
 }
 
 /* Checks AUTH's [user] password; replies the error and returns -1 on failure. */

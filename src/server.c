@@ -46,7 +46,9 @@
 #include <unistd.h>
 
 #include "als.h"
+#include "api.h"
 #include "commands.h"
+#include "http.h"
 #include "score.h"
 #include "util.h"
 
@@ -60,6 +62,7 @@ typedef struct {
     int kind;
     int fd;
     int is_unix;
+    int is_http;
 } st_listener;
 
 typedef struct st_loop st_loop;
@@ -73,6 +76,9 @@ typedef struct st_client {
     char *in;
     size_t in_len, in_cap, in_start;
     resp_parser parser;
+    int is_http;       /* accepted on the HTTP port: http and call are used, not parser */
+    http_parser http;
+    st_api_call call;  /* the HTTP request's command, until its reply is translated */
     resp_out out;
     size_t out_pos;
     int blocked;   /* a heavy command is in flight */
@@ -108,6 +114,7 @@ struct st_loop {
     st_job *done;
     st_scratch scratch;
     st_stats stats;
+    resp_out http_reply; /* the RESP reply of an HTTP request's command, before it becomes JSON */
     int draining;
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
@@ -115,9 +122,15 @@ struct st_loop {
 
 struct st_server {
     st_server_config cfg;
-    st_listener tcp, unx;
-    char tcp_addr[64];
-    int tcp_port;
+    st_listener tcp, unx, http;
+    char tcp_addr[64], http_addr[64];
+    int tcp_port, http_port;
+    st_ratelimit limit;
+    atomic_uint_fast64_t nclients_http;
+    pthread_mutex_t journal_lock; /* the three journal figures */
+    int journal;
+    uint64_t journal_lag_events;
+    double journal_lag_seconds;
     st_loop *loops;
     int nloops;
     pthread_mutex_t model_lock;
@@ -180,6 +193,10 @@ void st_server_config_default(st_server_config *c)
     c->timeout = 0;
     c->shutdown_timeout = 10;
     c->loglevel = ST_LOG_NOTICE;
+    c->http_bind = "127.0.0.1";
+    c->http_port = -1;
+    c->http_rate = 0;
+    c->http_burst = 0;
 }
 
 /* ---- scratch ------------------------------------------------------------ */
@@ -386,6 +403,24 @@ void st_server_get_info(st_server *srv, st_server_info *info)
     info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
     info->tcp_port = srv->tcp_port;
     info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
+    info->maxclients = srv->cfg.maxclients;
+    info->http_clients = atomic_load(&srv->nclients_http);
+    info->http_addr = srv->http.fd >= 0 ? srv->http_addr : NULL;
+    info->http_port = srv->http_port;
+    pthread_mutex_lock(&srv->journal_lock);
+    info->journal = srv->journal;
+    info->journal_lag_events = srv->journal_lag_events;
+    info->journal_lag_seconds = srv->journal_lag_seconds;
+    pthread_mutex_unlock(&srv->journal_lock);
+}
+
+void st_server_set_journal(st_server *srv, uint64_t lag_events, double lag_seconds)
+{
+    pthread_mutex_lock(&srv->journal_lock);
+    srv->journal = 1;
+    srv->journal_lag_events = lag_events;
+    srv->journal_lag_seconds = lag_seconds;
+    pthread_mutex_unlock(&srv->journal_lock);
 }
 
 static void add_stat(atomic_uint_fast64_t *to, const atomic_uint_fast64_t *from)
@@ -417,6 +452,8 @@ void st_server_sum_stats(st_server *srv, st_stats *out)
         add_stat(&out->net_out, &s->net_out);
         add_stat(&out->dropped_output, &s->dropped_output);
         add_stat(&out->idle_closed, &s->idle_closed);
+        add_stat(&out->http_connections, &s->http_connections);
+        for (int c = 0; c < ST_HTTP_CODES; c++) add_stat(&out->http_codes[c], &s->http_codes[c]);
     }
 }
 
@@ -439,6 +476,7 @@ static double loop_time(void)
 
 static void client_free(st_client *c)
 {
+    st_api_call_free(&c->call);
     st_free(c->in);
     resp_parser_free(&c->parser);
     resp_out_free(&c->out);
@@ -457,6 +495,7 @@ static void client_close(st_client *c, const char *why)
     if (c->next) c->next->prev = c->prev;
     l->nclients--;
     atomic_fetch_sub(&l->srv->nclients, 1);
+    if (c->is_http) atomic_fetch_sub(&l->srv->nclients_http, 1);
     if (c->blocked) c->dead = 1; /* the job still points here */
     else client_free(c);
 }
@@ -523,6 +562,75 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     return 0;
 }
 
+/* process_input for a connection on the HTTP port: each request is parsed
+ * by http.c and handed to api.c, which answers it or names a command; the
+ * command runs through st_call exactly as a RESP request's does (deferred to
+ * the heavy pool when it is heavy), and its reply goes back to api.c to
+ * become JSON. */
+static int process_http(st_client *c)
+{
+    st_loop *l = c->loop;
+    st_server *srv = l->srv;
+    while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
+        if (pending(c) >= out_soft(c)) return 1;
+        size_t consumed = 0;
+        http_status st = http_parse(&c->http, c->in + c->in_start, c->in_len - c->in_start, &consumed);
+        if (st == HTTP_NEED_MORE) {
+            if (c->http.continue_due) {
+                http_continue(&c->out);
+                c->http.continue_due = 0;
+                c->http.continue_done = 1;
+            }
+            break;
+        }
+        if (st == HTTP_ERROR) {
+            bump(&l->stats.protocol_errors, 1);
+            st_log(ST_LOG_VERBOSE, "client %llu (%s): HTTP %d: %s", (unsigned long long)c->sess.id, c->sess.addr,
+                   c->http.error_status, c->http.error);
+            st_api_error(&l->stats, &c->out, c->http.error_status, c->http.error, 0);
+            c->sess.close_after_reply = 1;
+            c->in_start = c->in_len;
+            break;
+        }
+        st_api_env env = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .model = l->model,
+                          .limit = &srv->limit,
+                          .addr = c->sess.addr,
+                          .stats = &l->stats};
+        if (st_api_request(&env, &c->http, &c->call, &c->out) == ST_API_RUN) {
+            c->sess.authed = 1; /* api.c checked the bearer token */
+            l->http_reply.len = 0;
+            l->http_reply.overflow = 0;
+            st_ctx ctx = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .session = &c->sess,
+                          .model = l->model,
+                          .scratch = &l->scratch,
+                          .out = &l->http_reply,
+                          .argc = c->call.argc,
+                          .argv = c->call.argv};
+            const st_command *cmd = NULL;
+            uint64_t t0 = 0;
+            bump(&l->stats.commands, 1);
+            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
+                if (defer(c, &ctx, cmd, t0) != 0) {
+                    st_api_call_free(&c->call);
+                    st_api_error(&l->stats, &c->out, 503, "out of memory", c->http.keep_alive);
+                }
+            } else {
+                st_api_reply(&l->stats, &c->call, l->http_reply.buf, l->http_reply.len, l->http_reply.overflow,
+                             &c->out);
+            }
+        }
+        if (!c->http.keep_alive) c->sess.close_after_reply = 1;
+        c->in_start += consumed;
+        http_parser_reset(&c->http);
+    }
+    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    return 0;
+}
+
 /* Parses and runs complete requests until the input runs out, a heavy
  * command is in flight, the connection is to close, or replies pile up.
  * Returns 1 when it stopped only because of piled-up replies. */
@@ -530,6 +638,7 @@ static int process_input(st_client *c)
 {
     st_loop *l = c->loop;
     st_server *srv = l->srv;
+    if (c->is_http) return process_http(c);
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
@@ -672,7 +781,14 @@ static void accept_clients(st_loop *l, st_listener *ls)
         if (atomic_fetch_add(&srv->nclients, 1) >= srv->cfg.maxclients) {
             atomic_fetch_sub(&srv->nclients, 1);
             static const char full[] = "-ERR max number of clients reached\r\n";
-            if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
+            if (ls->is_http) {
+                resp_out o;
+                resp_out_init(&o, 4096);
+                st_api_error(&l->stats, &o, 429, "max number of clients reached (maxclients)", 0);
+                if (o.len && write(fd, o.buf, o.len) < 0) { /* as below */
+                }
+                resp_out_free(&o);
+            } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
             }
             close(fd);
             bump(&l->stats.rejected_connections, 1);
@@ -708,6 +824,13 @@ static void accept_clients(st_loop *l, st_listener *ls)
         c->kind = H_CLIENT;
         c->fd = fd;
         c->loop = l;
+        if (ls->is_http) {
+            http_limits hl;
+            http_limits_default(&hl);
+            hl.max_body = srv->cfg.max_request;
+            http_parser_init(&c->http, &hl);
+            c->is_http = 1;
+        }
         c->in = in;
         c->in_cap = READ_CHUNK * 2;
         resp_limits lim;
@@ -734,6 +857,10 @@ static void accept_clients(st_loop *l, st_listener *ls)
         l->clients = c;
         l->nclients++;
         bump(&l->stats.connections, 1);
+        if (c->is_http) {
+            atomic_fetch_add(&srv->nclients_http, 1);
+            bump(&l->stats.http_connections, 1);
+        }
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
 }
@@ -769,7 +896,8 @@ static void finish_jobs(st_loop *l)
         if (c->dead) {
             client_free(c);
         } else {
-            if (j->out.overflow) c->out.overflow = 1;
+            if (c->is_http) st_api_reply(&l->stats, &c->call, j->out.buf, j->out.len, j->out.overflow, &c->out);
+            else if (j->out.overflow) c->out.overflow = 1;
             else resp_raw(&c->out, j->out.buf, j->out.len);
             client_service(c);
         }
@@ -787,6 +915,7 @@ static void loop_start_drain(st_loop *l)
     l->drain_deadline = st_now() + srv->cfg.shutdown_timeout;
     if (srv->tcp.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->tcp.fd, NULL);
     if (srv->unx.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->unx.fd, NULL);
+    if (srv->http.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->http.fd, NULL);
     /* Requests already received are answered: what sits in each socket's
      * buffer is read once more, then nothing else is read. */
     for (st_client *c = l->clients, *next; c; c = next) {
@@ -915,17 +1044,19 @@ static void *heavy_main(void *arg)
 
 /* ---- sockets ---------------------------------------------------------------- */
 
-static int listen_tcp(st_server *srv, char *err)
+/* Listens on bind:port (port -1: not at all); the address and port bound
+ * (the port chosen for port 0) go to addr and *bound. */
+static int listen_tcp(st_listener *ls, const char *bind_addr, int port, const char *what, char *addr, size_t addrcap,
+                      int *bound, char *err)
 {
-    const st_server_config *cfg = &srv->cfg;
-    srv->tcp.fd = -1;
-    if (cfg->port < 0) return 0;
+    ls->fd = -1;
+    if (port < 0) return 0;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg->port);
-    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
-    if (rc != 0) return st_seterr(err, "--bind %s: %s", cfg->bind, gai_strerror(rc));
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(bind_addr, portstr, &hints, &res);
+    if (rc != 0) return st_seterr(err, "%s %s: %s", what, bind_addr, gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         freeaddrinfo(res);
@@ -937,20 +1068,20 @@ static int listen_tcp(st_server *srv, char *err)
         int e = errno;
         freeaddrinfo(res);
         close(fd);
-        return st_seterr(err, "cannot listen on %s port %d: %s", cfg->bind, cfg->port, strerror(e));
+        return st_seterr(err, "cannot listen on %s port %d: %s", bind_addr, port, strerror(e));
     }
     freeaddrinfo(res);
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &len);
     if (sa.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, srv->tcp_addr, sizeof srv->tcp_addr);
-        srv->tcp_port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, addr, (socklen_t)addrcap);
+        *bound = ntohs(((struct sockaddr_in *)&sa)->sin_port);
     } else {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, srv->tcp_addr, sizeof srv->tcp_addr);
-        srv->tcp_port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, addr, (socklen_t)addrcap);
+        *bound = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
     }
-    srv->tcp.fd = fd;
+    ls->fd = fd;
     return 0;
 }
 
@@ -991,6 +1122,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     l->id = id;
     l->srv = srv;
     pthread_mutex_init(&l->done_lock, NULL);
+    resp_out_init(&l->http_reply, srv->cfg.output_limit);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->epfd < 0 || l->evfd < 0) return st_seterr(err, "epoll/eventfd: %s", strerror(errno));
@@ -998,8 +1130,8 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     /* Every loop waits on the shared listeners; EPOLLEXCLUSIVE wakes one
      * loop per connection instead of all of them. */
-    st_listener *ls[2] = {&srv->tcp, &srv->unx};
-    for (int i = 0; i < 2; i++) {
+    st_listener *ls[3] = {&srv->tcp, &srv->unx, &srv->http};
+    for (int i = 0; i < 3; i++) {
         if (ls[i]->fd < 0) continue;
         struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ls[i]};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
@@ -1018,6 +1150,7 @@ static void loop_destroy(st_loop *l)
     if (l->evfd >= 0) close(l->evfd);
     st_served_release(l->model);
     st_scratch_free(&l->scratch);
+    resp_out_free(&l->http_reply);
     pthread_mutex_destroy(&l->done_lock);
 }
 
@@ -1037,8 +1170,11 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->cfg = *cfg;
     if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
     if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
-    srv->tcp.kind = srv->unx.kind = H_LISTENER;
-    srv->tcp.fd = srv->unx.fd = -1;
+    srv->tcp.kind = srv->unx.kind = srv->http.kind = H_LISTENER;
+    srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
+    srv->http.is_http = 1;
+    st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
+    pthread_mutex_init(&srv->journal_lock, NULL);
     pthread_mutex_init(&srv->model_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
@@ -1050,9 +1186,14 @@ int st_serve(const st_server_config *cfg, char *err)
     if (!srv->model) goto out;
     srv->model->generation = 1;
     atomic_store(&srv->model_gen, 1);
-    if (listen_tcp(srv, err) != 0 || listen_unix(srv, err) != 0) goto out;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0) {
-        st_seterr(err, "nothing to listen on: give a --port or a --unixsocket");
+    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
+                   err) != 0 ||
+        listen_unix(srv, err) != 0 ||
+        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
+                   &srv->http_port, err) != 0)
+        goto out;
+    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0) {
+        st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
         goto out;
     }
 
@@ -1099,6 +1240,9 @@ int st_serve(const st_server_config *cfg, char *err)
         if (srv->tcp.fd >= 0)
             st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
         if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
+        if (srv->http.fd >= 0)
+            st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/", strchr(srv->http_addr, ':') ? "[" : "",
+                   srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "", srv->http_port);
         st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
         rc = 0;
         for (;;) {
@@ -1129,6 +1273,7 @@ out_loops:
         if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
 out:
     if (srv->tcp.fd >= 0) close(srv->tcp.fd);
+    if (srv->http.fd >= 0) close(srv->http.fd);
     if (srv->unx.fd >= 0) {
         close(srv->unx.fd);
         unlink(cfg->unixsocket);
@@ -1140,6 +1285,8 @@ out:
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);
+    pthread_mutex_destroy(&srv->journal_lock);
+    st_ratelimit_destroy(&srv->limit);
     st_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
     if (log_file) {

@@ -53,6 +53,11 @@ typedef struct {
     int allow_reload_path;   /* MODEL RELOAD may name a file */
     int loglevel;
     const char *logfile;     /* NULL = stderr */
+    /* HTTP (api.h): the JSON API, /metrics, /healthz, /readyz and the page. */
+    const char *http_bind;   /* "127.0.0.1" */
+    int http_port;           /* -1 = no HTTP (the default), 0 = any free port (logged) */
+    double http_rate;        /* requests per second per client address; 0 = no limit */
+    double http_burst;       /* requests an address may send at once before the rate applies */
 } st_server_config;
 
 void st_server_config_default(st_server_config *c);
@@ -124,10 +129,12 @@ typedef struct {
     atomic_uint_fast64_t hist[ST_LAT_BUCKETS];
 } st_cmdstat;
 
+#define ST_HTTP_CODES 20 /* HTTP responses are counted per status code (api.h: st_api_codes) */
 typedef struct {
     st_cmdstat cmd[ST_MAX_COMMANDS];
     atomic_uint_fast64_t connections, rejected_connections, commands, protocol_errors;
     atomic_uint_fast64_t net_in, net_out, dropped_output, idle_closed;
+    atomic_uint_fast64_t http_connections, http_codes[ST_HTTP_CODES];
 } st_stats;
 
 /* What a connection's commands can see and set. */
@@ -164,9 +171,20 @@ typedef struct {
     const char *tcp_addr;
     int tcp_port;
     const char *unixsocket;
+    uint64_t maxclients, http_clients; /* http_clients: of clients, those on the HTTP port */
+    const char *http_addr;
+    int http_port;
+    int journal;                 /* online events are journaled (st_server_set_journal) */
+    uint64_t journal_lag_events; /* journaled events not yet in the served model */
+    double journal_lag_seconds;  /* age of the oldest of them */
 } st_server_info;
 
 void st_server_get_info(st_server *srv, st_server_info *info);
+/* The journal's lag, for INFO and /metrics: events written to the journal
+ * but not yet in the served model, and the age of the oldest in seconds.
+ * Marks the journal as enabled. Thread-safe. */
+void st_server_set_journal(st_server *srv, uint64_t lag_events, double lag_seconds);
+
 /* Sums every thread's statistics into out. */
 void st_server_sum_stats(st_server *srv, st_stats *out);
 
