@@ -99,9 +99,13 @@ $(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libs
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
-# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run.
+# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run;
+# TEST_OUT is where they leave what a person may want to look at (the browser
+# test writes its screenshot there).
 check: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
+	@mkdir -p $(BUILD)/test-output
 	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests FUZZ_BIN=$(abspath $(BUILD))/fuzz \
+	    TEST_OUT=$(abspath $(BUILD))/test-output \
 	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test

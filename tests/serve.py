@@ -32,6 +32,8 @@ class Server:
                                      stderr=open(self.log + ".err", "w"))
         self.pid = self.proc.pid
         self.port = None
+        self.http_port = None
+        self.want_http = "--http-port" in map(str, args)
         if wait:
             self.wait_ready()
 
@@ -44,11 +46,18 @@ class Server:
     def wait_ready(self, timeout=20):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(r"ready to accept connections on tcp [^ ]*:(\d+)", self.text())
+            text = self.text()
+            h = re.search(r"ready to accept HTTP connections on http://[^ ]*:(\d+)/", text)
+            m = re.search(r"ready to accept connections on tcp [^ ]*:(\d+)", text)
+            if h:
+                self.http_port = int(h.group(1))
             if m:
                 self.port = int(m.group(1))
-                return
-            if "ready to accept connections on unix" in self.text():
+            # The HTTP line comes after the others: wait for it when asked for.
+            if self.want_http:
+                if h:
+                    return
+            elif m or "ready to accept connections on unix" in text:
                 return
             if self.proc.poll() is not None:
                 break

@@ -109,6 +109,7 @@ function barChart(svg, items, onClick) {
     txt(label, 'title', d.label);
     const x0 = x(Math.min(0, d.value)), x1 = x(Math.max(0, d.value));
     const bar = el('rect', { x: x0, y: y + 4, width: Math.max(1, x1 - x0), height: rowH - 8, rx: 3, class: 'bar' }, svg);
+    bar.dataset.label = d.label;
     txt(bar, 'title', `${d.label}: ${d.value}`);
     if (onClick) bar.addEventListener('click', () => onClick(d.label));
     txt(svg, 'text', score(d.value), { x: x1 + 8, y: y + rowH / 2 + 4, class: 'value' });
