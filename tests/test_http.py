@@ -24,7 +24,7 @@ except ImportError as e:  # pragma: no cover
     print(f"1..0 # SKIP {e} (install python3-redis and python3-prometheus-client: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server, make_model  # noqa: E402
-from tap import done, note, ok  # noqa: E402
+from tap import done, note, ok, starling  # noqa: E402
 
 
 class Client:
@@ -364,6 +364,19 @@ with tempfile.TemporaryDirectory() as d:
     ok(status_of(resp) == 429 and b"maxclients" in resp, "a connection past --maxclients: 429")
     for h in held:
         h.close()
+    srv.stop()
+
+    # ---- a model written by `starling eval -o` carries its evaluation figures -----------------------------
+    evm = os.path.join(d, "evaluated.model")
+    starling("eval", ev, "--split", "holdout:0.2", "--min-events", 5, "--factors", 8, "--iterations", 3, "-o", evm,
+             "-q")
+    srv = Server(evm, "--http-port", 0, d=d)
+    st, j, _, _ = Client(srv.http_port).req("GET", "/v1/model")
+    e = j["evaluation"] if st == 200 else {}
+    ok(e.get("split") == "holdout:0.2" and isinstance(e.get("recall@20"), float) and 0 < e["recall@20"] <= 1 and
+       isinstance(e.get("recall@20.popularity"), float) and e.get("test_users", 0) > 0 and
+       j["calibrated"] == 1 and "eval.recall@20" not in j["meta"],
+       "eval -o stores its figures in META; /v1/model shows them under evaluation")
     srv.stop()
 
     # ---- no HTTP unless asked ------------------------------------------------------------------------------
