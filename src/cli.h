@@ -83,6 +83,8 @@ int cli_serve(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_import(int argc, char **argv);
 int cli_shard(int argc, char **argv);
+int cli_audience(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_tune(int argc, char **argv);
 

@@ -49,6 +49,7 @@ int cli_info(int argc, char **argv)
         json_object_set_new(o, "users", json_integer(h->users));
         json_object_set_new(o, "segments", json_integer(h->segments));
         json_object_set_new(o, "factors", json_integer(h->factors));
+        json_object_set_new(o, "user_factors", json_string((h->flags & ST_MODEL_INT8) ? "int8" : "float32"));
         json_object_set_new(o, "nnz", json_integer((json_int_t)h->nnz));
         json_object_set_new(o, "events", json_integer((json_int_t)h->events));
         json_object_set_new(o, "iterations", json_integer(h->iterations));
@@ -78,7 +79,8 @@ int cli_info(int argc, char **argv)
            (unsigned long long)h->file_bytes, h->nsections);
     printf("users          %u\n", h->users);
     printf("segments       %u\n", h->segments);
-    printf("factors        %u\n", h->factors);
+    printf("factors        %u (user factors %s)\n", h->factors,
+           (h->flags & ST_MODEL_INT8) ? "int8 with a scale per row" : "float32");
     printf("interactions   %llu distinct pairs from %llu events\n", (unsigned long long)h->nnz,
            (unsigned long long)h->events);
     printf("fingerprint    %016llx\n", (unsigned long long)h->fingerprint);
@@ -183,7 +185,8 @@ int cli_segments(int argc, char **argv)
         return st_cli_fail("segments", "out of memory");
     }
     st_score_prior(&m, prior);
-    st_score_blend(&m, prior, m.U + (size_t)u * m.k, scores);
+    float xbuf[1024];
+    st_score_blend(&m, prior, st_model_user(&m, u, xbuf), scores);
     uint64_t h0 = m.hist_ptr[u], hn = m.hist_ptr[u + 1] - h0;
     uint32_t n = st_topk(scores, m.segments, want, exclude_seen ? m.hist_idx + h0 : NULL, exclude_seen ? hn : 0, idx,
                          top);
@@ -247,7 +250,8 @@ int cli_score(int argc, char **argv)
             return ST_EXIT_ERROR;
         }
     }
-    const float *x = m.U + (size_t)u * m.k;
+    float xbuf[1024];
+    const float *x = st_model_user(&m, u, xbuf);
     float *prior = st_malloc((size_t)m.segments * sizeof *prior);
     if (!prior) {
         st_model_free(&m);

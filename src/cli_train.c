@@ -88,6 +88,7 @@ typedef struct {
     float *popularity;
     const st_weighting *w;
     int quiet, tty;
+    int int8; /* quantize the user factors of the final model */
 } train_ctx;
 
 static int save_trained(train_ctx *c, const st_trained *t, char *err)
@@ -96,14 +97,35 @@ static int save_trained(train_ctx *c, const st_trained *t, char *err)
     st_train_model(c->x, t, c->meta, c->popularity, &m);
     m.h.half_life = c->w->half_life;
     m.h.decay_now = c->w->has_now ? c->w->now : NAN;
-    return st_model_save(c->out, &m, err);
+    int8_t *q = NULL;
+    float *scale = NULL;
+    if (c->int8) {
+        /* The final model only: checkpoints stay float32 so that training
+         * can resume from them. */
+        q = st_malloc((size_t)t->m * t->k + 1);
+        scale = st_malloc(((size_t)t->m + 1) * sizeof *scale);
+        if (!q || !scale) {
+            st_free(q);
+            st_free(scale);
+            return st_seterr(err, "out of memory quantizing the user factors");
+        }
+        st_model_quantize(t->X, t->m, t->k, q, scale);
+        m.U = NULL;
+        m.Uq = q;
+        m.Uscale = scale;
+    }
+    int rc = st_model_save(c->out, &m, err);
+    st_free(q);
+    st_free(scale);
+    return rc;
 }
 
 static int on_checkpoint(void *vctx, const st_trained *t, char *err)
 {
-    train_ctx *c = vctx;
-    if (save_trained(c, t, err) != 0) return -1;
-    if (!c->quiet) fprintf(stderr, "checkpoint: %s after iteration %u\n", c->out, t->iterations);
+    train_ctx c = *(train_ctx *)vctx;
+    c.int8 = 0;
+    if (save_trained(&c, t, err) != 0) return -1;
+    if (!c.quiet) fprintf(stderr, "checkpoint: %s after iteration %u\n", c.out, t->iterations);
     return 0;
 }
 
@@ -146,7 +168,7 @@ typedef struct {
     const st_read_opts *ro;
     const char *out, *kinds, *half_life, *resume;
     char **files;
-    int nfiles, quiet, threads;
+    int nfiles, quiet, threads, int8;
     uint32_t checkpoint_every;
 } train_job;
 
@@ -223,6 +245,13 @@ static int load_resume(const train_job *j, const st_interactions *x, st_trained 
         st_model_free(&rm);
         return ST_EXIT_ERROR;
     }
+    if (rm.Uq) {
+        st_cli_fail("train", "--resume: %s has int8 user factors, which cannot be trained further; resume from the "
+                             "float32 model it was quantized from",
+                    j->resume);
+        st_model_free(&rm);
+        return ST_EXIT_ERROR;
+    }
     st_model_params(&rm.h, &t->params);
     t->params.iterations = j->p.iterations;
     t->params.threads = j->threads;
@@ -249,7 +278,8 @@ static int save_and_report(const train_job *j, const st_interactions *x, st_trai
                            float *popularity)
 {
     char err[ST_ERRLEN];
-    train_ctx c = {.out = j->out, .x = x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet};
+    train_ctx c = {.out = j->out, .x = x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
+                   .int8 = j->int8};
     if (save_trained(&c, t, err) != 0) return st_cli_fail("train", "%s", err);
     print_trained(j, x, t);
     return t->stopped ? 130 : ST_EXIT_OK;
@@ -448,7 +478,7 @@ int cli_train(int argc, char **argv)
     st_train_cli tc;
     st_train_cli_init(&tc);
     const char *out = NULL, *resume = NULL;
-    int quiet = 0;
+    int quiet = 0, quantize = 0;
     uint64_t checkpoint_every = 0;
     st_opt opts[ST_TRAIN_CLI_NOPTS + 8];
     int nopts = 0;
@@ -458,6 +488,9 @@ int cli_train(int argc, char **argv)
                              "save the model every N iterations (0 = never)", 0};
     opts[nopts++] = (st_opt){"resume", 0, ST_OPT_STRING, &resume, "MODEL",
                              "continue training from a saved model (same data; its hyper-parameters are kept)", 0};
+    opts[nopts++] = (st_opt){"quantize", 0, ST_OPT_CHOICE, &quantize, NULL,
+                             "store user factors as float32, or int8 with a scale per row (a quarter of the bytes)",
+                             "none|int8"};
     opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
     opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
@@ -478,7 +511,8 @@ int cli_train(int argc, char **argv)
     if ((rc = st_train_cli_finish(&tc, &doc, &p, &w, &ro)) != ST_CLI_GO) return rc;
     train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
                      .half_life = tc.half_life, .resume = resume, .quiet = quiet,
-                     .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads};
+                     .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads,
+                     .int8 = quantize == 1};
     int ranks = st_dist_launched(), code;
     if (ranks > 1) {
         if (resume || checkpoint_every) {

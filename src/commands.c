@@ -408,14 +408,14 @@ typedef struct {
     uint32_t hist_n;
 } user_view;
 
-static user_view find_user(const st_served *sv, const char *id, size_t len)
+static user_view find_user(const st_served *sv, const char *id, size_t len, float *buf)
 {
     user_view v = {0};
     const st_model *m = &sv->m;
     uint32_t u = st_idmap_find(&m->user_ids, id, len);
     if (u == ST_NOT_FOUND) return v;
     v.known = 1;
-    v.x = m->U + (size_t)u * m->k;
+    v.x = st_model_user(m, u, buf); /* int8 models: dequantized into buf */
     uint64_t h0 = m->hist_ptr[u];
     v.hist_seg = m->hist_idx + h0;
     v.hist_r = m->hist_val + h0;
@@ -547,7 +547,7 @@ static void cmd_segments(st_ctx *c)
         resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
         return;
     }
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len, c->scratch->user);
     /* Calibration is monotone when a > 0: rank on raw scores, then map the
      * survivors; MIN then applies to the calibrated value. A user answered
      * from the prior gets the model's probability for a user with no
@@ -637,7 +637,7 @@ static void cmd_score(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len, c->scratch->user);
     resp_array(c->out, 2);
     resp_simple(c->out, u.known ? "model" : "prior");
     resp_array(c->out, c->argc - 2);
@@ -829,7 +829,7 @@ static void cmd_explain(st_ctx *c)
         return;
     }
     if (c->argc == 5 && arg_count(c, &c->argv[4], m->segments, &count) != 0) return;
-    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len);
+    user_view u = find_user(sv, c->argv[1].ptr, c->argv[1].len, c->scratch->user);
     if (!u.known) {
         resp_error(c->out, "ERR unknown user '%.*s': no history to explain (its scores come from the prior)",
                    (int)(c->argv[1].len > 128 ? 128 : c->argv[1].len), c->argv[1].ptr);
@@ -966,12 +966,12 @@ typedef struct {
     user_view u;
 } view_key;
 
-static view_key parse_key(const st_served *sv, const resp_arg *k)
+static view_key parse_key(const st_served *sv, const resp_arg *k, float *buf)
 {
     view_key v = {0};
     if (k->len < 2 || k->ptr[1] != ':') return v;
     if (k->ptr[0] == 'u') {
-        v.u = find_user(sv, k->ptr + 2, k->len - 2);
+        v.u = find_user(sv, k->ptr + 2, k->len - 2, buf);
         if (v.u.known) v.kind = 'u';
     } else if (k->ptr[0] == 's') {
         v.idx = st_idmap_find(&sv->m.segment_ids, k->ptr + 2, k->len - 2);
@@ -998,7 +998,7 @@ static void view_scores(const st_served *sv, const view_key *k, float *out)
 }
 
 /* The score of one member, or 0 when the member is not in the view. */
-static int view_score(const st_served *sv, const view_key *k, const resp_arg *member, float *score)
+static int view_score(const st_served *sv, const view_key *k, const resp_arg *member, float *score, float *buf)
 {
     const st_model *m = &sv->m;
     if (k->kind == 'u') {
@@ -1008,7 +1008,7 @@ static int view_score(const st_served *sv, const view_key *k, const resp_arg *me
         return 1;
     }
     if (k->kind == 's') {
-        user_view u = find_user(sv, member->ptr, member->len);
+        user_view u = find_user(sv, member->ptr, member->len, buf);
         if (!u.known) return 0;
         *score = st_score_one(m, sv->prior, u.x, k->idx);
         return 1;
@@ -1124,7 +1124,7 @@ static void zrange_generic(st_ctx *c, int by, int rev, int zrange_syntax)
         /* Reversed score ranges are written max first. */
         if (parse_range(c, rev ? &c->argv[3] : &c->argv[2], rev ? &c->argv[2] : &c->argv[3], &r) != 0) return;
     }
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c->model, &c->argv[1], c->scratch->user);
     if (!k.kind) {
         resp_array(c->out, 0);
         return;
@@ -1174,19 +1174,19 @@ static void cmd_zrevrangebyscore(st_ctx *c) { zrange_generic(c, BY_SCORE, 1, 0);
 
 static void cmd_zscore(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c->model, &c->argv[1], c->scratch->user);
     float s;
-    if (k.kind && view_score(c->model, &k, &c->argv[2], &s)) resp_score(c->out, s);
+    if (k.kind && view_score(c->model, &k, &c->argv[2], &s, c->scratch->user)) resp_score(c->out, s);
     else resp_null(c->out);
 }
 
 static void cmd_zmscore(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c->model, &c->argv[1], c->scratch->user);
     resp_array(c->out, c->argc - 2);
     for (int i = 2; i < c->argc; i++) {
         float s;
-        if (k.kind && view_score(c->model, &k, &c->argv[i], &s)) resp_score(c->out, s);
+        if (k.kind && view_score(c->model, &k, &c->argv[i], &s, c->scratch->user)) resp_score(c->out, s);
         else resp_null(c->out);
     }
 }
@@ -1195,7 +1195,7 @@ static void cmd_zcount(st_ctx *c)
 {
     score_range r;
     if (parse_range(c, &c->argv[2], &c->argv[3], &r) != 0) return;
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c->model, &c->argv[1], c->scratch->user);
     if (!k.kind) {
         resp_int(c->out, 0);
         return;
@@ -1209,20 +1209,20 @@ static void cmd_zcount(st_ctx *c)
 
 static void cmd_zcard(st_ctx *c)
 {
-    view_key k = parse_key(c->model, &c->argv[1]);
+    view_key k = parse_key(c->model, &c->argv[1], c->scratch->user);
     resp_int(c->out, view_card(c->model, &k));
 }
 
 static void cmd_exists(st_ctx *c)
 {
     int64_t n = 0;
-    for (int i = 1; i < c->argc; i++) n += parse_key(c->model, &c->argv[i]).kind != 0;
+    for (int i = 1; i < c->argc; i++) n += parse_key(c->model, &c->argv[i], c->scratch->user).kind != 0;
     resp_int(c->out, n);
 }
 
 static void cmd_type(st_ctx *c)
 {
-    resp_simple(c->out, parse_key(c->model, &c->argv[1]).kind ? "zset" : "none");
+    resp_simple(c->out, parse_key(c->model, &c->argv[1], c->scratch->user).kind ? "zset" : "none");
 }
 
 /* ---- connection -------------------------------------------------------------------- */

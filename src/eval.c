@@ -616,7 +616,8 @@ int st_eval_set_add_known(st_eval_set *s, const st_model *m, uint32_t u, const u
     if (kept == 0) return 0;
     memcpy(s->seen + s->seen_ptr[s->users], seen, nseen * sizeof *seen);
     memcpy(s->seen_r + s->seen_ptr[s->users], m->hist_val + h0, nseen * sizeof(float));
-    memcpy(s->X + (size_t)s->users * s->k, m->U + (size_t)u * m->k, s->k * sizeof(float));
+    float *row = s->X + (size_t)s->users * s->k;
+    memmove(row, st_model_user(m, u, row), s->k * sizeof(float));
     finish_user(s, st_idmap_name(&m->user_ids, u, NULL), NULL, u, (uint32_t)nseen, nseen, kept);
     return 0;
 }
@@ -757,7 +758,7 @@ int st_eval_set_refresh(st_eval_set *s, const st_model *m, st_foldin_ctx *f, cha
     for (uint32_t e = 0; e < s->users; e++) {
         float *x = s->X + (size_t)e * s->k;
         if (s->model_user[e] != ST_NOT_FOUND) {
-            memcpy(x, m->U + (size_t)s->model_user[e] * m->k, s->k * sizeof *x);
+            memmove(x, st_model_user(m, s->model_user[e], x), s->k * sizeof *x);
             continue;
         }
         uint64_t q0 = s->seen_ptr[e];

@@ -264,7 +264,17 @@ int st_export(const st_model *m, const char *dir, char *err)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return st_seterr(err, "%s: cannot create: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/user_factors.npy", dir);
-    if (st_npy_write(path, m->U, m->users, m->k, err) != 0) return -1;
+    if (m->Uq) {
+        /* int8 user factors go out dequantized: the floats every score uses. */
+        float *U = st_malloc(((size_t)m->users * m->k + 1) * sizeof *U);
+        if (!U) return st_seterr(err, "out of memory");
+        for (uint32_t u = 0; u < m->users; u++) st_model_user(m, u, U + (size_t)u * m->k);
+        int rc = st_npy_write(path, U, m->users, m->k, err);
+        st_free(U);
+        if (rc != 0) return -1;
+    } else if (st_npy_write(path, m->U, m->users, m->k, err) != 0) {
+        return -1;
+    }
     snprintf(path, sizeof path, "%s/segment_factors.npy", dir);
     if (st_npy_write(path, m->V, m->segments, m->k, err) != 0) return -1;
     const char *names[] = {"users.txt", "segments.txt", "history.csv"};

@@ -27,6 +27,8 @@ static const struct command {
     {"eval", cli_eval, "evaluate a model on held-out events, against popularity and random"},
     {"tune", cli_tune, "search hyper-parameters on a split; write the best model"},
     {"export", cli_export, "write a model's factors (.npy), ids and history for other tools"},
+    {"audience", cli_audience, "audiences, look-alikes and reach over a model or all of its shards (batch)"},
+    {"quantize", cli_quantize, "store a model's user factors as int8 (a quarter of the bytes)"},
     {"shard", cli_shard, "split a model by user for serving behind twemproxy, with its nutcracker.yml"},
     {"import", cli_import, "build a model from factors trained elsewhere (.npy, text, JSON lines)"},
     {"serve", cli_serve, "serve a model over the Redis protocol"},

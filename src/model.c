@@ -143,8 +143,9 @@ int st_model_save(const char *path, const st_model *m, char *err)
     const uint64_t *uoff = no_users ? no_offsets : m->user_ids.offsets;
     const uint32_t *uslots = no_users ? no_slots : m->user_ids.slots;
     uint64_t unslots = no_users ? 16 : m->user_ids.nslots;
+    int q8 = m->Uq != NULL;
     section_src src[] = {
-        {"UFAC", m->U, m_users * k * sizeof(float)},
+        {q8 ? "UQ8 " : "UFAC", q8 ? (const void *)m->Uq : (const void *)m->U, m_users * k * (q8 ? 1 : sizeof(float))},
         {"SFAC", m->V, n * k * sizeof(float)},
         {"UIDO", uoff, (m_users + 1) * sizeof(uint64_t)},
         {"UIDB", no_users ? "" : m->user_ids.bytes, uoff[m_users]},
@@ -158,6 +159,7 @@ int st_model_save(const char *path, const st_model *m, char *err)
         {"SPOP", m->popularity, n * sizeof(float)},
         {"LOSS", m->loss, (uint64_t)m->h.iterations * sizeof(double)},
         {"META", m->meta, m->meta_len},
+        {"UQSC", m->Uscale, m_users * sizeof(float)}, /* int8 models only: last, left out otherwise */
     };
     save_ctx *s = st_calloc(1, sizeof *s);
     if (!s) return st_seterr(err, "%s: out of memory", path);
@@ -168,7 +170,8 @@ int st_model_save(const char *path, const st_model *m, char *err)
     s->h.segments = m->segments;
     s->h.factors = m->k;
     s->h.nnz = nnz;
-    s->n = sizeof src / sizeof src[0];
+    s->n = sizeof src / sizeof src[0] - (q8 ? 0 : 1);
+    s->h.flags = q8 ? s->h.flags | ST_MODEL_INT8 : s->h.flags & ~ST_MODEL_INT8;
     s->h.nsections = s->n;
     s->src = src;
     uint64_t pos = st_align_up(sizeof s->h + (uint64_t)s->n * sizeof(st_section), ST_SECTION_ALIGN);
@@ -247,10 +250,10 @@ int st_model_load(const char *path, st_model *m, char *err)
                   path);
         goto fail;
     }
-    if (h.version != STARLING_FORMAT_VERSION) {
-        st_seterr(err, "%s: model format version %u, but this starling reads version %u; " RETRAIN_HINT
+    if (h.version < STARLING_FORMAT_OLDEST || h.version > STARLING_FORMAT_VERSION) {
+        st_seterr(err, "%s: model format version %u, but this starling reads versions %u to %u; " RETRAIN_HINT
                        " using this version, or serve it with the starling that wrote it",
-                  path, h.version, STARLING_FORMAT_VERSION);
+                  path, h.version, STARLING_FORMAT_OLDEST, STARLING_FORMAT_VERSION);
         goto fail;
     }
     if (h.nsections == 0 || h.nsections > MAX_SECTIONS ||
@@ -319,7 +322,11 @@ int st_model_load(const char *path, st_model *m, char *err)
     const st_section *ub = find_section(table, ns, "UIDB"), *sb2 = find_section(table, ns, "SIDB");
     const st_section *ux = find_section(table, ns, "UIDX"), *sx = find_section(table, ns, "SIDX");
     const st_section *meta = find_section(table, ns, "META");
-    if (need(path, table, ns, "UFAC", mu * k * 4, base, &p[0], err) ||
+    int q8 = (h.flags & ST_MODEL_INT8) != 0;
+    const void *qscale = NULL;
+    if ((q8 ? need(path, table, ns, "UQ8 ", mu * k, base, &p[0], err) ||
+                  need(path, table, ns, "UQSC", mu * 4, base, &qscale, err)
+            : need(path, table, ns, "UFAC", mu * k * 4, base, &p[0], err)) ||
         need(path, table, ns, "SFAC", n * k * 4, base, &p[1], err) ||
         need(path, table, ns, "UIDO", (mu + 1) * 8, base, &p[2], err) ||
         need(path, table, ns, "UIDB", UINT64_MAX, base, &p[3], err) ||
@@ -367,7 +374,9 @@ int st_model_load(const char *path, st_model *m, char *err)
     m->users = (uint32_t)mu;
     m->segments = (uint32_t)n;
     m->k = (uint32_t)k;
-    m->U = p[0];
+    m->U = q8 ? NULL : p[0];
+    m->Uq = q8 ? p[0] : NULL;
+    m->Uscale = q8 ? qscale : NULL;
     m->V = p[1];
     m->hist_ptr = hp;
     m->hist_idx = hi;
@@ -403,4 +412,28 @@ int st_model_meta(const st_model *m, const char *key, char *out, size_t outlen)
         p = le + 1;
     }
     return -1;
+}
+
+const float *st_model_user(const st_model *m, uint32_t u, float *buf)
+{
+    if (!m->Uq) return m->U + (size_t)u * m->k;
+    const int8_t *q = m->Uq + (size_t)u * m->k;
+    float sc = m->Uscale[u];
+    for (uint32_t i = 0; i < m->k; i++) buf[i] = (float)q[i] * sc;
+    return buf;
+}
+
+void st_model_quantize(const float *X, uint64_t rows, uint32_t k, int8_t *q, float *scale)
+{
+    for (uint64_t r = 0; r < rows; r++) {
+        const float *x = X + r * k;
+        float top = 0;
+        for (uint32_t i = 0; i < k; i++) top = fabsf(x[i]) > top ? fabsf(x[i]) : top;
+        float sc = top > 0 ? top / 127.0f : 1.0f;
+        for (uint32_t i = 0; i < k; i++) {
+            long v = lrintf(x[i] / sc);
+            q[r * k + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+        }
+        scale[r] = top > 0 ? sc : 0.0f;
+    }
 }

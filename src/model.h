@@ -28,7 +28,8 @@
 #include "idmap.h"
 
 #define STARLING_MAGIC "STARLING"
-#define STARLING_FORMAT_VERSION 1u
+#define STARLING_FORMAT_VERSION 2u
+#define STARLING_FORMAT_OLDEST 1u /* version 1 is version 2 without int8 user factors */
 #define ST_SECTION_ALIGN 64
 
 /* The fixed 256-byte header, little-endian, at offset 0. */
@@ -75,6 +76,7 @@ typedef struct {
 } st_model_header;
 
 #define ST_MODEL_CALIBRATED 1u /* calib_a, calib_b are fitted */
+#define ST_MODEL_INT8 2u       /* user factors are int8 with a scale per row (UQ8 , UQSC) */
 
 /* One entry of the section table that follows the header. */
 typedef struct {
@@ -88,7 +90,9 @@ typedef struct {
 typedef struct {
     st_model_header h;
     uint32_t users, segments, k;
-    const float *U, *V;
+    const float *U, *V;       /* U is NULL when the user factors are int8 */
+    const int8_t *Uq;         /* m x k, when h.flags has ST_MODEL_INT8 */
+    const float *Uscale;      /* m: row u is Uq[u] * Uscale[u] */
     st_idmap user_ids, segment_ids;
     const uint64_t *hist_ptr; /* m+1 */
     const uint32_t *hist_idx; /* nnz */
@@ -117,6 +121,15 @@ int st_model_save(const char *path, const st_model *m, char *err);
 int st_model_load(const char *path, st_model *m, char *err);
 
 void st_model_free(st_model *m);
+
+/* User u's factor vector: a pointer into U, or for an int8 model the row
+ * dequantized (x_i = q_i * scale, in float) into buf (k floats). Every score
+ * of an int8 user is computed from exactly these floats. */
+const float *st_model_user(const st_model *m, uint32_t u, float *buf);
+
+/* Quantizes rows of X (rows x k) to int8 with a symmetric scale per row:
+ * scale = max |x_i| / 127, q_i = round(x_i / scale). */
+void st_model_quantize(const float *X, uint64_t rows, uint32_t k, int8_t *q, float *scale);
 
 /* Looks a meta value up ("key=value" lines); copies at most outlen-1 bytes.
  * Returns 0 when found. */

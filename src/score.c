@@ -639,7 +639,35 @@ int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, con
 
 /* ---- questions over all users -------------------------------------------- */
 
-void st_score_all_users(const st_model *m, const float *y, float *out) { scan_rows(m->U, m->users, m->k, y, out); }
+/* scan_rows over int8 rows with a scale each, read as int8 (a quarter of the
+ * bytes): lane i is dequantized to (float)q_i * scale and then multiplied and
+ * summed exactly as dot8 does with the dequantized row, so every user scores
+ * the same float here as through st_model_user and st_dot. */
+static void scan_rows_q8(const int8_t *rows, const float *scale, uint32_t nrows, uint32_t k, const float *x,
+                         float *scores)
+{
+    typedef int8_t v8q __attribute__((vector_size(8)));
+    for (uint32_t r = 0; r < nrows; r++) {
+        const int8_t *a = rows + (size_t)r * k;
+        float sc = scale[r];
+        v8f scv = sc - (v8f){0}, acc = {0, 0, 0, 0, 0, 0, 0, 0};
+        uint32_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            v8q qv;
+            memcpy(&qv, a + i, 8);
+            v8f deq = __builtin_convertvector(qv, v8f) * scv;
+            acc += deq * load8(x + i);
+        }
+        for (int j = 0; i < k; i++, j++) acc[j] += ((float)a[i] * sc) * x[i];
+        scores[r] = hsum8(acc);
+    }
+}
+
+void st_score_all_users(const st_model *m, const float *y, float *out)
+{
+    if (m->Uq) scan_rows_q8(m->Uq, m->Uscale, m->users, m->k, y, out);
+    else scan_rows(m->U, m->users, m->k, y, out);
+}
 
 void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out)
 {
@@ -666,17 +694,33 @@ uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32
     return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
 }
 
+void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c)
+{
+    /* In double, so the mean does not depend on the order of the rows (the
+     * sharded batch sums seeds from several files in another order). */
+    for (uint32_t j = 0; j < k; j++) {
+        double sum = 0;
+        for (uint32_t i = 0; i < n; i++) sum += U[(size_t)rows[i] * k + j];
+        c[j] = n > 0 ? (float)(sum / n) : 0.0f;
+    }
+}
+
 uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
                             float *scratch, uint32_t *out_idx, float *out_score)
 {
     uint32_t k = m->k;
     float *c = scratch + m->users;
-    memset(c, 0, k * sizeof *c);
-    for (uint32_t i = 0; i < nseeds; i++) {
-        const float *x = m->U + (size_t)seeds[i] * k;
-        for (uint32_t j = 0; j < k; j++) c[j] += x[j];
+    if (m->Uq) {
+        /* Dequantized seeds, summed as the float rows would be. */
+        for (uint32_t j = 0; j < k; j++) {
+            double sum = 0;
+            for (uint32_t i = 0; i < nseeds; i++)
+                sum += (float)m->Uq[(size_t)seeds[i] * k + j] * m->Uscale[seeds[i]];
+            c[j] = nseeds > 0 ? (float)(sum / nseeds) : 0.0f;
+        }
+    } else {
+        st_score_centroid(m->U, k, seeds, nseeds, c);
     }
-    for (uint32_t j = 0; j < k; j++) c[j] /= nseeds > 0 ? (float)nseeds : 1.0f;
     st_score_all_users(m, c, scratch);
     return st_topk(scratch, m->users, want, seeds, nseeds, out_idx, out_score);
 }

@@ -139,6 +139,10 @@ uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32
 uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
                             float *scratch, uint32_t *out_idx, float *out_score);
 
+/* c = the mean of rows rows[0..n) of U (k columns), summed in double so that
+ * it does not depend on their order. */
+void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c);
+
 /* norms[s] = |V[s]| for every segment. */
 void st_score_segment_norms(const st_model *m, float *norms);
 

@@ -243,6 +243,10 @@ int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_ser
         s->skip = p;
         s->cap_skip = m->segments;
     }
+    if (m->k > s->cap_user) {
+        if (grow((void **)&s->user, m->k, sizeof(float)) != 0) return -1;
+        s->cap_user = m->k;
+    }
     /* Fold-in of a request's worth of segments, without allocating. */
     return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
 }
@@ -256,6 +260,7 @@ void st_scratch_free(st_scratch *s)
     st_free(s->segs);
     st_free(s->vals);
     st_free(s->skip);
+    st_free(s->user);
     memset(s, 0, sizeof *s);
 }
 

@@ -107,6 +107,8 @@ typedef struct {
     uint64_t cap_args;
     uint8_t *skip;  /* n: segments to leave out (EXCLUDE, UNSEEN); all 0 between requests */
     uint64_t cap_skip;
+    float *user;    /* k: a user's vector dequantized from an int8 model */
+    uint32_t cap_user;
 } st_scratch;
 
 /* Sizes s for model m (every user too when all_users, as the heavy pool

@@ -230,7 +230,9 @@ int st_shard_write(const st_model *m, const st_shard_spec *spec, const char *dir
         uint64_t mu = counts[s], nnz = 0;
         for (uint32_t u = 0; u < m->users; u++)
             if (shard_of[u] == s) nnz += m->hist_ptr[u + 1] - m->hist_ptr[u];
-        float *U = st_aligned_alloc(64, (mu * m->k + 1) * sizeof *U);
+        float *U = m->Uq ? NULL : st_aligned_alloc(64, (mu * m->k + 1) * sizeof *U);
+        int8_t *Uq = m->Uq ? st_malloc(mu * m->k + 1) : NULL;
+        float *Usc = m->Uq ? st_malloc((mu + 1) * sizeof *Usc) : NULL;
         uint64_t *hp = st_malloc((mu + 1) * sizeof *hp);
         uint32_t *hi = st_malloc((nnz + 1) * sizeof *hi);
         float *hv = st_malloc((nnz + 1) * sizeof *hv);
@@ -238,7 +240,7 @@ int st_shard_write(const st_model *m, const st_shard_spec *spec, const char *dir
         char *meta = st_malloc(mlen);
         st_idmap ids;
         st_idmap_init(&ids);
-        if (!U || !hp || !hi || !hv || !meta) {
+        if ((m->Uq ? !Uq || !Usc : !U) || !hp || !hi || !hv || !meta) {
             rc = st_seterr(err, "out of memory for shard %u", s);
         } else {
             uint64_t r = 0, q = 0;
@@ -252,7 +254,12 @@ int st_shard_write(const st_model *m, const st_shard_spec *spec, const char *dir
                     rc = -1;
                     break;
                 }
-                memcpy(U + r * m->k, m->U + (size_t)u * m->k, m->k * sizeof *U);
+                if (m->Uq) {
+                    memcpy(Uq + r * m->k, m->Uq + (size_t)u * m->k, m->k);
+                    Usc[r] = m->Uscale[u];
+                } else {
+                    memcpy(U + r * m->k, m->U + (size_t)u * m->k, m->k * sizeof *U);
+                }
                 for (uint64_t p = m->hist_ptr[u]; p < m->hist_ptr[u + 1]; p++, q++) {
                     hi[q] = m->hist_idx[p];
                     hv[q] = m->hist_val[p];
@@ -265,6 +272,8 @@ int st_shard_write(const st_model *m, const st_shard_spec *spec, const char *dir
                 sm.map = NULL;
                 sm.users = (uint32_t)mu;
                 sm.U = U;
+                sm.Uq = Uq;
+                sm.Uscale = Usc;
                 sm.user_ids = ids;
                 sm.hist_ptr = hp;
                 sm.hist_idx = hi;
@@ -278,6 +287,8 @@ int st_shard_write(const st_model *m, const st_shard_spec *spec, const char *dir
         }
         st_idmap_free(&ids);
         st_free(U);
+        st_free(Uq);
+        st_free(Usc);
         st_free(hp);
         st_free(hi);
         st_free(hv);

@@ -29,7 +29,12 @@ class Model:
             self.sections[tag.decode()] = data[off:off + size]
         m, n, k = h["users"], h["segments"], h["factors"]
         s = self.sections
-        self.U = np.frombuffer(s["UFAC"], dtype="<f4").reshape(m, k)
+        if h["flags"] & 2:  # int8 user factors with a scale per row, dequantized in float32 as starling does
+            q = np.frombuffer(s["UQ8 "], dtype=np.int8).reshape(m, k)
+            scale = np.frombuffer(s["UQSC"], dtype="<f4")
+            self.U = q.astype(np.float32) * scale[:, None]
+        else:
+            self.U = np.frombuffer(s["UFAC"], dtype="<f4").reshape(m, k)
         self.V = np.frombuffer(s["SFAC"], dtype="<f4").reshape(n, k)
         self.users = self._ids(s["UIDO"], s["UIDB"])
         self.segments = self._ids(s["SIDO"], s["SIDB"])

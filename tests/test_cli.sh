@@ -53,7 +53,7 @@ ok $? "--quiet prints nothing"
 
 # info.
 $S info "$T/m.model" >"$T/info"; ok $? "info exits 0"
-grep -q "^factors        8$" "$T/info" && grep -q "^seed           42$" "$T/info" && grep -q "^fingerprint" "$T/info"
+grep -q "^factors        8 (user factors float32)$" "$T/info" && grep -q "^seed           42$" "$T/info" && grep -q "^fingerprint" "$T/info"
 ok $? "info shows rank, seed, fingerprint"
 $S info "$T/m.model" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["factors"]==8' 2>/dev/null
 ok $? "info --json is JSON"
