@@ -887,7 +887,7 @@ static void cmd_model_info(st_ctx *c)
     for (size_t i = 0; i < m->meta_len; i++)
         nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
     int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
-    resp_array(c->out, 2 * (14 + 12 + 2 * calibrated + nmeta));
+    resp_array(c->out, 2 * (14 + 13 + 2 * calibrated + nmeta));
     kv_str(c->out, "path", sv->path);
     kv_int(c->out, "generation", (int64_t)sv->generation);
     kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
@@ -903,6 +903,7 @@ static void cmd_model_info(st_ctx *c)
     kv_int(c->out, "calibrated", calibrated);
     kv_int(c->out, "file_bytes", (int64_t)h->file_bytes);
     kv_int(c->out, "iterations_asked", h->iterations_asked);
+    kv_str(c->out, "user_factors", (h->flags & ST_MODEL_INT8) ? "int8" : "float32");
     kv_str(c->out, "solver", st_solver_name((st_solver)h->solver));
     kv_int(c->out, "cg_steps", h->cg_steps);
     kv_str(c->out, "confidence", st_conf_name((st_conf_scheme)h->confidence));

@@ -211,7 +211,7 @@ async function loadModel() {
       ['prior weight', m.prior_weight],
     ]);
     kvBlock(b, 'Hyper-parameters', [
-      ['factors', m.factors],
+      ['factors', m.user_factors === 'int8' ? `${m.factors} (user factors int8, a scale per row)` : m.factors],
       ['iterations', m.iterations_asked && m.iterations_asked !== m.iterations ? `${m.iterations} of ${m.iterations_asked}` : m.iterations],
       ['solver', m.solver === 'cg' ? `conjugate gradient, ${m.cg_steps} steps` : m.solver],
       ['confidence', m.confidence === 'log' ? `1 + ${m.alpha} log(1 + r / ${m.eps})` : `${m.confidence}, alpha ${m.alpha}`],
