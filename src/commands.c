@@ -57,6 +57,8 @@ typedef void (*st_cmd_fn)(st_ctx *c);
  *            CONTAINER  argv[1] names a subcommand ("container|sub" rows)
  *            WRITE      changes server state (COMMAND INFO reports it)
  *            FAST       O(1) or O(k): COMMAND INFO reports "fast"
+ *            NOMODEL    runs before the first model is loaded (the others
+ *                       answer -LOADING until then; ctx->model is NULL)
  *   key      position of the key argument for proxies (COMMAND INFO's first
  *            key); 0 = none. Keyed commands take one key, except EXISTS.
  *   group, summary, complexity   for COMMAND DOCS and docs/PROTOCOL.md.
@@ -71,6 +73,7 @@ enum {
     CONTAINER = 1u << 3,
     WRITE = 1u << 4,
     FAST = 1u << 5,
+    NOMODEL = 1u << 6,
 };
 
 struct st_command {
@@ -136,7 +139,7 @@ static const st_command commands[] = {
     {"model|info", cmd_model_info, 2, 0, 0, "server", "The served model's dimensions and provenance", "O(1)"},
     {"model|reload", cmd_model_reload, -2, HEAVY | WRITE, 0, "server", "Load and verify a model file, then swap it in",
      "O(size of the model file)"},
-    {"model|help", cmd_help, 2, 0, 0, "server", "The MODEL subcommands", "O(1)"},
+    {"model|help", cmd_help, 2, NOMODEL, 0, "server", "The MODEL subcommands", "O(1)"},
     /* sorted-set views */
     {"zrange", cmd_zrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members of u:<user> or s:<segment> in a range",
      "O(N + N log M) for N members scored, M returned"},
@@ -153,28 +156,28 @@ static const st_command commands[] = {
     {"exists", cmd_exists, -2, FAST, 1, "generic", "How many of the keys exist", "O(1) per key"},
     {"type", cmd_type, 2, FAST, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
     /* connection and server */
-    {"ping", cmd_ping, -1, FAST, 0, "connection", "PONG, or the message given", "O(1)"},
-    {"echo", cmd_echo, 2, FAST, 0, "connection", "The message given", "O(1)"},
-    {"quit", cmd_quit, -1, NOAUTH | FAST, 0, "connection", "Close the connection after replying", "O(1)"},
-    {"auth", cmd_auth, -2, NOAUTH | FAST, 0, "connection", "Authenticate with --requirepass", "O(1)"},
-    {"hello", cmd_hello, -1, NOAUTH | FAST, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
-    {"select", cmd_select, 2, FAST, 0, "connection", "Database 0 is the only one", "O(1)"},
+    {"ping", cmd_ping, -1, FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
+    {"echo", cmd_echo, 2, FAST | NOMODEL, 0, "connection", "The message given", "O(1)"},
+    {"quit", cmd_quit, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Close the connection after replying", "O(1)"},
+    {"auth", cmd_auth, -2, NOAUTH | FAST | NOMODEL, 0, "connection", "Authenticate with --requirepass", "O(1)"},
+    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
+    {"select", cmd_select, 2, FAST | NOMODEL, 0, "connection", "Database 0 is the only one", "O(1)"},
     {"client", NULL, -2, CONTAINER, 0, "connection", "CLIENT SETNAME | GETNAME | ID", "O(1)"},
-    {"client|setname", cmd_client_setname, 3, FAST, 0, "connection", "Name this connection", "O(1)"},
-    {"client|getname", cmd_client_getname, 2, FAST, 0, "connection", "This connection's name", "O(1)"},
-    {"client|id", cmd_client_id, 2, FAST, 0, "connection", "This connection's id", "O(1)"},
-    {"client|help", cmd_help, 2, 0, 0, "connection", "The CLIENT subcommands", "O(1)"},
-    {"command", cmd_command, -1, CONTAINER, 0, "server", "Every command's name, arity, flags and key position",
+    {"client|setname", cmd_client_setname, 3, FAST | NOMODEL, 0, "connection", "Name this connection", "O(1)"},
+    {"client|getname", cmd_client_getname, 2, FAST | NOMODEL, 0, "connection", "This connection's name", "O(1)"},
+    {"client|id", cmd_client_id, 2, FAST | NOMODEL, 0, "connection", "This connection's id", "O(1)"},
+    {"client|help", cmd_help, 2, NOMODEL, 0, "connection", "The CLIENT subcommands", "O(1)"},
+    {"command", cmd_command, -1, CONTAINER | NOMODEL, 0, "server", "Every command's name, arity, flags and key position",
      "O(commands)"},
-    {"command|docs", cmd_command_docs, -2, 0, 0, "server", "Every command's summary, for clients' help", "O(commands)"},
-    {"command|count", cmd_command_count, 2, 0, 0, "server", "How many commands there are", "O(1)"},
-    {"command|info", cmd_command_info, -2, 0, 0, "server", "Name, arity, flags and keys of the commands given",
+    {"command|docs", cmd_command_docs, -2, NOMODEL, 0, "server", "Every command's summary, for clients' help", "O(commands)"},
+    {"command|count", cmd_command_count, 2, NOMODEL, 0, "server", "How many commands there are", "O(1)"},
+    {"command|info", cmd_command_info, -2, NOMODEL, 0, "server", "Name, arity, flags and keys of the commands given",
      "O(commands)"},
-    {"command|help", cmd_help, 2, 0, 0, "server", "The COMMAND subcommands", "O(1)"},
+    {"command|help", cmd_help, 2, NOMODEL, 0, "server", "The COMMAND subcommands", "O(1)"},
     {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
-    {"config|get", cmd_config_get, -3, 0, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
-    {"config|help", cmd_help, 2, 0, 0, "server", "The CONFIG subcommands", "O(1)"},
-    {"info", cmd_info, -1, 0, 0, "server", "Server, clients, model, stats, commandstats, latencystats", "O(commands)"},
+    {"config|get", cmd_config_get, -3, NOMODEL, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
+    {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
+    {"info", cmd_info, -1, NOMODEL, 0, "server", "Server, clients, model, stats, commandstats, latencystats", "O(commands)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 _Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in server.h");
@@ -322,6 +325,11 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
     if (c->session && !c->session->authed && !(cmd->flags & NOAUTH)) {
         reject(stats, cmd);
         resp_error(c->out, "NOAUTH Authentication required.");
+        return ST_CALL_DONE;
+    }
+    if (!c->model && !(cmd->flags & NOMODEL)) {
+        reject(stats, cmd);
+        resp_error(c->out, "LOADING starling is loading the model in memory");
         return ST_CALL_DONE;
     }
     uint64_t start = st_nanos();
@@ -1607,8 +1615,8 @@ static void cmd_info(st_ctx *c)
     }
     st_server_sum_stats(c->srv, stats);
     text t = {0};
-    const st_served *sv = c->model;
-    const st_model *m = &sv->m;
+    const st_served *sv = c->model; /* NULL while the first model loads */
+    const st_model *m = sv ? &sv->m : NULL;
     double uptime = st_now() - si.started;
     if (want_section(c, "server", 1)) {
         tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
@@ -1622,9 +1630,11 @@ static void cmd_info(st_ctx *c)
                 (unsigned long long)si.clients, (unsigned long long)si.blocked_clients,
                 (unsigned long long)c->cfg->maxclients);
     }
-    if (want_section(c, "model", 1)) {
+    if (want_section(c, "model", 1) && !sv) {
+        tprintf(&t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", c->cfg->model_path);
+    } else if (want_section(c, "model", 1)) {
         tprintf(&t,
-                "# Model\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
+                "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
                 "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
                 "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
                 "model_last_reload_error:%s\r\n\r\n",

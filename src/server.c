@@ -333,11 +333,13 @@ st_served *st_served_load(const char *path, char *err)
     return s;
 }
 
+/* The served model with a reference for the caller, or NULL while the
+ * first model is still loading. */
 static st_served *model_acquire(st_server *srv)
 {
     pthread_mutex_lock(&srv->model_lock);
     st_served *s = srv->model;
-    atomic_fetch_add(&s->refs, 1);
+    if (s) atomic_fetch_add(&s->refs, 1);
     pthread_mutex_unlock(&srv->model_lock);
     return s;
 }
@@ -875,6 +877,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
 static void loop_refresh_model(st_loop *l)
 {
     st_served *s = model_acquire(l->srv);
+    if (!s) return;
     if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
         st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
@@ -1142,9 +1145,11 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
             return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     }
+    /* No model yet: the loop takes it up when the first load publishes it. */
     l->model = model_acquire(srv);
-    l->model_gen = l->model->generation;
-    if (st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0) return st_seterr(err, "out of memory");
+    l->model_gen = l->model ? l->model->generation : 0;
+    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0)
+        return st_seterr(err, "out of memory");
     return 0;
 }
 
@@ -1157,6 +1162,30 @@ static void loop_destroy(st_loop *l)
     st_scratch_free(&l->scratch);
     resp_out_free(&l->http_reply);
     pthread_mutex_destroy(&l->done_lock);
+}
+
+/* Loads the first model while the loops already answer (health checks,
+ * and -LOADING or 503 for what needs a model), then publishes it. The
+ * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
+ * the load, so that tests can see the server before its model is ready. */
+static int load_first_model(st_server *srv, char *err)
+{
+    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
+    double d = delay ? atof(delay) : 0;
+    if (d > 0 && d <= 60) {
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    st_served *s = st_served_load(srv->cfg.model_path, err);
+    if (!s) return -1;
+    s->generation = 1;
+    pthread_mutex_lock(&srv->model_lock);
+    srv->model = s;
+    atomic_store(&srv->model_gen, 1);
+    pthread_mutex_unlock(&srv->model_lock);
+    wake_all(srv);
+    return 0;
 }
 
 int st_serve(const st_server_config *cfg, char *err)
@@ -1187,10 +1216,8 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
     int rc = -1;
-    srv->model = st_served_load(cfg->model_path, err);
-    if (!srv->model) goto out;
-    srv->model->generation = 1;
-    atomic_store(&srv->model_gen, 1);
+    /* Sockets first, the model last: the port answers health checks while a
+     * large model loads (load_first_model). */
     if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
                    err) != 0 ||
         listen_unix(srv, err) != 0 ||
@@ -1241,7 +1268,24 @@ int st_serve(const st_server_config *cfg, char *err)
     if (loops_started < srv->nloops) {
         st_seterr(err, "cannot start threads");
         atomic_store(&srv->stopping, 1);
+        wake_all(srv);
     } else {
+        char where[256] = "";
+        if (srv->tcp.fd >= 0)
+            snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
+        if (srv->http.fd >= 0) {
+            int bracket = strchr(srv->http_addr, ':') != NULL;
+            size_t n = strlen(where);
+            snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading",
+                     n ? " and" : "; until then", bracket ? "[" : "", srv->http_addr, bracket ? "]" : "",
+                     srv->http_port);
+        }
+        st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
+        if (load_first_model(srv, err) != 0) {
+            atomic_store(&srv->stopping, 1);
+            wake_all(srv);
+            goto joined;
+        }
         if (srv->tcp.fd >= 0)
             st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
         if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
@@ -1266,6 +1310,7 @@ int st_serve(const st_server_config *cfg, char *err)
         atomic_store(&srv->stopping, 1);
         wake_all(srv);
     }
+joined:
     for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
     pthread_mutex_lock(&srv->q_lock);
     srv->q_stop = 1;

@@ -24,12 +24,12 @@ def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3
 
 
 class Server:
-    def __init__(self, model, *args, d, port=0, wait=True):
+    def __init__(self, model, *args, d, port=0, wait=True, env=None):
         self.log = os.path.join(d, f"serve-{time.monotonic_ns()}.log")
         cmd = [STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
                "--logfile", self.log, *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log + ".err", "w"))
+                                     stderr=open(self.log + ".err", "w"), env={**os.environ, **(env or {})})
         self.pid = self.proc.pid
         self.port = None
         self.http_port = None

@@ -11,6 +11,7 @@ the connection closed after it), keep-alive, pipelining and Expect:
 import http.client
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -364,6 +365,39 @@ with tempfile.TemporaryDirectory() as d:
     ok(status_of(resp) == 429 and b"maxclients" in resp, "a connection past --maxclients: 429")
     for h in held:
         h.close()
+    srv.stop()
+
+    # ---- while the first model loads: /healthz 200, /readyz and /v1 503, RESP -LOADING -------------------------
+    srv = Server(path, "--http-port", 0, d=d, wait=False, env={"STARLING_TEST_LOAD_DELAY": "2"})
+    deadline = time.monotonic() + 10
+    m = None
+    while not m and time.monotonic() < deadline:
+        m = re.search(r"RESP port (\d+) answers -LOADING and http://127.0.0.1:(\d+)/readyz", srv.text())
+        time.sleep(0.02)
+    rp, hp = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    lc = Client(hp)
+    st_h, j_h, _, _ = lc.req("GET", "/healthz")
+    st_r, j_r, _, _ = lc.req("GET", "/readyz")
+    st_v, j_v, _, _ = lc.req("GET", f"/v1/users/{user}/segments")
+    st_m, _, _, body_m = lc.req("GET", "/metrics")
+    ok(st_h == 200 and st_r == 503 and j_r == {"status": "loading"} and st_v == 503 and "no model" in j_v["error"],
+       "before the model is loaded: /healthz 200, /readyz 503, /v1 503")
+    ok(st_m == 200 and "starling_model_loaded 0" in body_m.decode(), "/metrics says starling_model_loaded 0")
+    lr = redis.Redis(host="127.0.0.1", port=rp, decode_responses=True, socket_timeout=10)
+    try:
+        lr.execute_command("SEGMENTS", user)
+        loading = None
+    except redis.exceptions.BusyLoadingError as e:
+        loading = str(e)
+    except redis.ResponseError as e:
+        loading = str(e)
+    ok(lr.ping() and loading is not None and "loading the model" in loading and
+       lr.info("model") == {"model_loaded": 0, "model_path": path},
+       "over RESP: PING and INFO answer, SEGMENTS gets -LOADING")
+    srv.wait_ready()
+    st_r, j_r, _, _ = lc.req("GET", "/readyz")
+    st_v, _, _, _ = lc.req("GET", f"/v1/users/{user}/segments")
+    ok(st_r == 200 and j_r["status"] == "ready" and st_v == 200, "once it is loaded: /readyz 200, /v1 200")
     srv.stop()
 
     # ---- a model written by `starling eval -o` carries its evaluation figures -----------------------------
