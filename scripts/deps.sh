@@ -6,7 +6,7 @@
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
-      python3-redis nutcracker tmux python3-prometheus-client curl"
+      python3-redis nutcracker tmux python3-prometheus-client"
 bench="$test libuv1-dev"
 fuzz="clang libclang-rt-14-dev"
 want=""

@@ -21,6 +21,15 @@
  * than out_soft() bytes of replies wait for the socket, parsing pauses too, so
  * a client that pipelines without reading cannot make the server buffer
  * without bound; past --output-limit (one huge reply) it is dropped.
+ *
+ * HTTP connections live the same life (process_http instead of the RESP
+ * parse), which is why HTTP is served here and not by libmicrohttpd: with
+ * its own threads, a request for a heavy command would need a second way to
+ * reach the pool and back (MHD_suspend_connection, a resume from the worker),
+ * and its own copies of maxclients, idle timeouts, output limits, draining
+ * on SIGTERM and the statistics that the loops already have. Here an HTTP
+ * request is one more kind of input on a connection; what it costs is
+ * http.c, a bounded parser of about 250 lines, fuzzed like the RESP one.
  */
 #include "server.h"
 

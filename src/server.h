@@ -14,8 +14,12 @@
  * to the st_served it works with, and the old one is unmapped when the last
  * reference goes, so a request never sees a model change under it.
  *
+ * HTTP (--http-port) is served by the same loops: a connection accepted on
+ * the HTTP listener is parsed by http.c, and api.c turns each request into
+ * the command that runs through the same call path as a RESP request's.
+ *
  * Owns: sockets, connections, threads, the served model. Never: parses the
- * protocol (resp.c) or knows a command (commands.c).
+ * protocol (resp.c, http.c) or knows a command (commands.c, api.c).
  *
  * The types below the config are shared with commands.c, which reads them;
  * only server.c changes them (besides the per-thread scratch and stats, which
@@ -62,9 +66,10 @@ typedef struct {
 
 void st_server_config_default(st_server_config *c);
 
-/* Loads the model, opens the sockets and serves until SIGTERM or SIGINT,
- * then drains and returns 0. Returns -1 with err set when it cannot start
- * (model, sockets, threads). Blocks. */
+/* Opens the sockets, starts the threads, loads the model (meanwhile the
+ * sockets answer: -LOADING over RESP, /readyz 503 over HTTP) and serves until
+ * SIGTERM or SIGINT, then drains and returns 0. Returns -1 with err set when
+ * it cannot start (sockets, threads, the model). Blocks. */
 int st_serve(const st_server_config *cfg, char *err);
 
 /* Writes one log line if level >= the configured level. Thread-safe. */
