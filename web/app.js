@@ -221,7 +221,9 @@ async function loadModel() {
     ]);
     const ev = Object.entries(m.evaluation || {});
     if (ev.length) {
-      kvBlock(b, 'Evaluation', ev.map(([k, v]) => [k, typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : v]));
+      const plain = new Set(['split', 'split_seed', 'test_users', 'prior_weight']);
+      kvBlock(b, 'Evaluation', ev.map(([k, v]) => [k.replace(/_/g, ' '),
+        typeof v === 'number' && !plain.has(k) ? v.toFixed(4) : (typeof v === 'number' ? int(v) : v)]));
     } else {
       txt(b, 'h3', 'Evaluation');
       txt(b, 'p', 'No evaluation figures in this model (starling eval -o stores them).', { class: 'muted' });
@@ -267,7 +269,8 @@ async function pollStats() {
     if (lastTotal) {
       rates.push(Math.max(0, (total - lastTotal.total) / (now - lastTotal.t)));
       if (rates.length > 60) rates.shift();
-      $('rate').textContent = rates[rates.length - 1].toFixed(1);
+      const last = rates[rates.length - 1];
+      $('rate').textContent = last >= 100 ? int(Math.round(last)) : last.toFixed(1);
     }
     lastTotal = { t: now, total };
     $('clients').textContent = int(s.clients.connected_clients);
@@ -329,17 +332,25 @@ async function showSegment() {
     const aud = await api(`/v1/segments/${enc(id)}/audience?n=12`);
     usersTable($('segment-users'), aud.users, 'best users');
     const top = aud.users.length ? aud.users[0].score : 1;
-    const lo = Math.min(0, top - 1), steps = 16;
-    const ths = Array.from({ length: steps + 1 }, (_, i) => Number((lo + ((top - lo) * i) / steps).toPrecision(6)));
-    const reaches = await Promise.all(ths.map((t) => api(`/v1/segments/${enc(id)}/reach?min=${t}`)));
+    const reach = (lo, hi, steps) => Promise.all(Array.from({ length: steps + 1 }, (_, i) =>
+      api(`/v1/segments/${enc(id)}/reach?min=${Number((lo + ((hi - lo) * i) / steps).toPrecision(6))}`)));
+    // A coarse pass from 0 (or below) to the best score finds where reach
+    // starts to fall (with a prior blend, every user may score above 0);
+    // the curve is drawn from the last threshold before the fall.
+    const lo = Math.min(0, top - 1);
+    const coarse = await reach(lo, top, 8);
+    let from = 0;
+    while (from + 1 < coarse.length && coarse[from + 1].reach === coarse[0].reach) from++;
+    const reaches = await reach(coarse[from].min, top, 16);
     const pts = reaches.map((r) => ({ x: r.min, y: r.reach }));
     lineChart($('reach-chart'), pts, {
       xLabel: 'score threshold', yLabel: 'users reached', yMin: 0,
       title: (p) => `score ≥ ${score(p.x)}: ${int(p.y)} users`,
     });
-    const at0 = pts.find((p) => p.x >= 0) || pts[0];
-    const pct = modelUsers ? ` (${((100 * at0.y) / modelUsers).toFixed(1)}% of ${int(modelUsers)})` : '';
-    note('segment-note', [{ b: id }, `: ${int(at0.y)} users score ≥ ${score(at0.x)}${pct}; the best scores ${score(top)}`]);
+    const pct = (n) => (modelUsers ? ` (${((100 * n) / modelUsers).toFixed(1)}% of ${int(modelUsers)})` : '');
+    const mid = pts[Math.floor(pts.length / 2)];
+    note('segment-note', [{ b: id }, `: ${int(coarse[0].reach)} users score ≥ ${score(coarse[0].min)}${pct(coarse[0].reach)}, `
+      + `${int(mid.y)} score ≥ ${score(mid.x)}${pct(mid.y)}; the best scores ${score(top)}`]);
   } catch (e) {
     note('segment-note', [e.message], true);
     clear($('reach-chart'));
