@@ -1499,7 +1499,7 @@ static void cmd_config_get(st_ctx *c)
 {
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
-        heavy[16], shut[32];
+        heavy[16], shut[32], http_port[16], http_rate[32], http_burst[32];
     st_server_info si;
     st_server_get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
@@ -1512,6 +1512,9 @@ static void cmd_config_get(st_ctx *c)
     snprintf(threads, sizeof threads, "%d", f->threads);
     snprintf(heavy, sizeof heavy, "%d", f->heavy_threads);
     snprintf(shut, sizeof shut, "%g", f->shutdown_timeout);
+    snprintf(http_port, sizeof http_port, "%d", si.http_addr ? si.http_port : f->http_port);
+    snprintf(http_rate, sizeof http_rate, "%g", f->http_rate);
+    snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
     static const char *levels[] = {"debug", "verbose", "notice", "warning"};
     /* requirepass is never shown. save and appendonly answer the tools
      * (redis-benchmark) that ask about persistence. */
@@ -1531,6 +1534,10 @@ static void cmd_config_get(st_ctx *c)
         {"allow-reload-path", f->allow_reload_path ? "yes" : "no"},
         {"loglevel", levels[f->loglevel & 3]},
         {"model", f->model_path},
+        {"http-port", http_port},
+        {"http-bind", f->http_bind ? f->http_bind : ""},
+        {"http-rate", http_rate},
+        {"http-burst", http_burst},
         {"databases", "1"},
         {"save", ""},
         {"appendonly", "no"},

@@ -128,13 +128,16 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
 
     /* Connections and traffic. */
     family(o, "starling_connections", "gauge", "Open client connections, per protocol.");
-    out(o, "starling_connections{protocol=\"resp\"} %llu\n", (unsigned long long)(si.clients - si.http_clients));
+    /* The counters are read one after the other while connections come and
+     * go: a difference is clamped at 0 rather than wrapping. */
+    uint64_t http_acc = ld(&s->http_connections), all_acc = ld(&s->connections);
+    out(o, "starling_connections{protocol=\"resp\"} %llu\n",
+        (unsigned long long)(si.clients > si.http_clients ? si.clients - si.http_clients : 0));
     out(o, "starling_connections{protocol=\"http\"} %llu\n", (unsigned long long)si.http_clients);
     family(o, "starling_connections_accepted_total", "counter", "Client connections accepted, per protocol.");
     out(o, "starling_connections_accepted_total{protocol=\"resp\"} %llu\n",
-        (unsigned long long)(ld(&s->connections) - ld(&s->http_connections)));
-    out(o, "starling_connections_accepted_total{protocol=\"http\"} %llu\n",
-        (unsigned long long)ld(&s->http_connections));
+        (unsigned long long)(all_acc > http_acc ? all_acc - http_acc : 0));
+    out(o, "starling_connections_accepted_total{protocol=\"http\"} %llu\n", (unsigned long long)http_acc);
     family(o, "starling_connections_rejected_total", "counter", "Connections refused at maxclients.");
     out(o, "starling_connections_rejected_total %llu\n", (unsigned long long)ld(&s->rejected_connections));
     family(o, "starling_maxclients", "gauge", "The maxclients setting.");

@@ -150,6 +150,10 @@ with tempfile.TemporaryDirectory() as d:
     ok(st == 200 and j["commands"]["segments"]["calls"] >= 4 and "p99" in j["commands"]["segments"] and
        j["clients"]["connected_clients"] >= 2, "GET /v1/stats is INFO all, with percentiles per command")
 
+    ok(r.execute_command("CONFIG", "GET", "http-*") ==
+       ["http-port", str(srv.http_port), "http-bind", "127.0.0.1", "http-rate", "0", "http-burst", "0"],
+       "CONFIG GET http-*: the bound HTTP port and the HTTP settings")
+
     # EVENT and FORGET: whichever this server has.
     has_event = "event" in [x[0] for x in r.execute_command("COMMAND")]
     st, j, _, _ = c.req("POST", "/v1/events", {"user": "u-new", "segment": seg, "weight": 2, "kind": "click"})

@@ -60,8 +60,10 @@ const result = { console_errors: [], page_errors: [], failed_requests: [] };
       document.querySelector('#segment-note b') && document.querySelector('#segment-note b').textContent === s, first);
     result.clicked_segment = await page.inputValue('#segment-id');
 
-    // The live panel fills in after two polls.
-    await page.waitForFunction(() => document.getElementById('rate').textContent !== '–', null, { timeout: 15000 });
+    // The live panel fills in after two polls, and a later poll lists the
+    // look-alike query made above.
+    await page.waitForFunction(() => document.getElementById('rate').textContent !== '–' &&
+      document.getElementById('latency').textContent.includes('LOOKALIKE'), null, { timeout: 15000 });
     result.latency_rows = await page.locator('#latency tbody tr').count();
     result.hash = await page.evaluate(() => location.hash);
 
