@@ -7,6 +7,7 @@
 #   make asan       the same suite built with AddressSanitizer + UBSan
 #   make valgrind   the C unit tests under valgrind memcheck (no error, no leak)
 #   make fuzz       every fuzz target for FUZZ_SECONDS (libFuzzer, clang)
+#   make soak       load and soak of the server (60 s, 200 clients, 100 reloads)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
 #   make install    install the binary under $(PREFIX)/bin
 #   make clean      remove every build product
@@ -41,7 +42,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind bench fuzz install clean deps-build deps-test deps-fuzz deps-bench FORCE
+.PHONY: all demo test check asan valgrind soak bench fuzz install clean deps-build deps-test deps-fuzz deps-bench FORCE
 .DELETE_ON_ERROR:
 
 all: $(BIN)
@@ -126,6 +127,11 @@ valgrind: deps-test
 	        --show-leak-kinds=definite,indirect -q $$t > $$t.valgrind 2>&1; then \
 	        echo "valgrind ok     $$t"; else echo "valgrind FAILED $$t (see $$t.valgrind)"; fail=1; fi; \
 	done; exit $$fail
+
+# Load and soak (not in make test, which runs a short version): 200 clients
+# pipelined for 60 s, a connection flood, slow clients, 100 reloads under load.
+soak: deps-test $(BIN)
+	@STARLING=$(abspath $(BIN)) tests/soak.py --seconds 60 --clients 200 --reloads 100
 
 demo: deps-build $(BIN)
 	@scripts/demo.sh

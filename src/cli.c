@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -204,4 +205,55 @@ int st_parse_duration(const char *s, double *seconds)
     }
     *seconds = v * unit;
     return 0;
+}
+
+int st_cli_config(const char *file, char *text, const st_opt *opts, const char *extra, const char **extra_value,
+                  char (*names)[64], char **out, int max, char *err)
+{
+    int count = 0, line = 0, nnames = 0;
+    for (char *p = text; *p;) {
+        line++;
+        char *eol = strchr(p, '\n');
+        char *next = eol ? eol + 1 : p + strlen(p);
+        if (eol) *eol = '\0';
+        char *hash = strchr(p, '#');
+        char *s = p;
+        while (isspace((unsigned char)*s)) s++;
+        if (hash && (hash == s || !strchr(s, '"'))) *hash = '\0';
+        char *name = s;
+        while (*s && !isspace((unsigned char)*s)) s++;
+        if (*s) *s++ = '\0';
+        while (isspace((unsigned char)*s)) s++;
+        char *value = s;
+        if (*value == '"') {
+            value++;
+            char *q = strrchr(value, '"');
+            if (!q) return st_seterr(err, "%s:%d: unbalanced quote", file, line);
+            *q = '\0';
+        } else {
+            char *e = value + strlen(value);
+            while (e > value && isspace((unsigned char)e[-1])) *--e = '\0';
+        }
+        p = next;
+        if (!*name) continue;
+        if (extra && strcmp(name, extra) == 0) {
+            *extra_value = value;
+            continue;
+        }
+        const st_opt *o = NULL;
+        for (const st_opt *q = opts; q->name; q++)
+            if (strcmp(q->name, name) == 0) o = q;
+        if (!o || strcmp(name, "config") == 0) return st_seterr(err, "%s:%d: unknown setting '%s'", file, line, name);
+        if (!*value) return st_seterr(err, "%s:%d: '%s' needs a value", file, line, name);
+        if (count + 2 > max || nnames >= max / 2) return st_seterr(err, "%s:%d: too many settings", file, line);
+        snprintf(names[nnames], 64, "--%s", name);
+        if (o->type == ST_OPT_FLAG) {
+            if (strcmp(value, "yes") == 0) out[count++] = names[nnames++];
+            else if (strcmp(value, "no") != 0) return st_seterr(err, "%s:%d: '%s' takes yes or no", file, line, name);
+        } else {
+            out[count++] = names[nnames++];
+            out[count++] = value;
+        }
+    }
+    return count;
 }

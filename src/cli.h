@@ -46,6 +46,17 @@ int st_cli_usage(const st_cmd_doc *doc, const char *fmt, ...) __attribute__((for
 /* Prints "starling CMD: message"; returns ST_EXIT_ERROR. */
 int st_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Parses a config file's text (modified in place): one `name value` per
+ * line with the names of the long options in opts; `#` starts a comment
+ * (not inside a quoted value); "quoted values" keep their spaces; a flag
+ * takes yes or no. A line naming `extra` (e.g. "model") sets *extra_value
+ * instead. Appends "--name" "value" tokens to out (room for max), the names
+ * written into names (max / 2 of them); the tokens point into text and
+ * names. Returns the count, or -1 with "FILE:LINE: reason" in err (file
+ * names the text in messages). Never prints. */
+int st_cli_config(const char *file, char *text, const st_opt *opts, const char *extra, const char **extra_value,
+                  char (*names)[64], char **out, int max, char *err);
+
 /* Parses a duration: a number with an optional unit s, m, h, d, w (seconds
  * when none). 0 on success. */
 int st_parse_duration(const char *s, double *seconds);

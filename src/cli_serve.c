@@ -6,7 +6,6 @@
  * a flag takes yes or no; `model PATH` names the model. Options on the
  * command line override the file. Every problem is reported as FILE:LINE.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +16,10 @@
 #include "util.h"
 
 /* Reads path into argv-style tokens "--name" "value" appended to out (room
- * for max). Returns the count, or -1 after printing the problem. The tokens
- * point into *text, which the caller frees. */
-static int read_config(const char *path, const st_opt *opts, char **text, char **out, int max, const char **model)
+ * for max), through st_cli_config. Returns the count, or -1 after printing
+ * the problem. The tokens point into *text and names, which the caller frees. */
+static int read_config(const char *path, const st_opt *opts, char **text, char (*names)[64], char **out, int max,
+                       const char **model)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -50,71 +50,9 @@ static int read_config(const char *path, const st_opt *opts, char **text, char *
     if (!buf) return -1;
     buf[len] = '\0';
     *text = buf;
-    /* Values point into the text; each name becomes "--name" in a table of
-     * its own (a config file has at most one line per option). */
-    static char names[64][64];
-    int count = 0, line = 0, nnames = 0;
-    for (char *p = buf; *p;) {
-        line++;
-        char *eol = strchr(p, '\n');
-        char *next = eol ? eol + 1 : p + strlen(p);
-        if (eol) *eol = '\0';
-        char *hash = strchr(p, '#');
-        char *s = p;
-        while (isspace((unsigned char)*s)) s++;
-        if (hash && (hash == s || !strchr(s, '"'))) *hash = '\0';
-        char *name = s;
-        while (*s && !isspace((unsigned char)*s)) s++;
-        if (*s) *s++ = '\0';
-        while (isspace((unsigned char)*s)) s++;
-        char *value = s;
-        if (*value == '"') {
-            value++;
-            char *q = strrchr(value, '"');
-            if (!q) {
-                fprintf(stderr, "%s:%d: unbalanced quote\n", path, line);
-                return -1;
-            }
-            *q = '\0';
-        } else {
-            char *e = value + strlen(value);
-            while (e > value && isspace((unsigned char)e[-1])) *--e = '\0';
-        }
-        if (*name) {
-            if (strcmp(name, "model") == 0) {
-                *model = value;
-                p = next;
-                continue;
-            }
-            const st_opt *o = NULL;
-            for (const st_opt *q = opts; q->name; q++)
-                if (strcmp(q->name, name) == 0) o = q;
-            if (!o || strcmp(name, "config") == 0) {
-                fprintf(stderr, "%s:%d: unknown setting '%s'\n", path, line, name);
-                return -1;
-            }
-            if (!*value) {
-                fprintf(stderr, "%s:%d: '%s' needs a value\n", path, line, name);
-                return -1;
-            }
-            if (count + 2 > max || nnames >= 64) {
-                fprintf(stderr, "%s:%d: too many settings\n", path, line);
-                return -1;
-            }
-            snprintf(names[nnames], sizeof names[nnames], "--%s", name);
-            if (o->type == ST_OPT_FLAG) {
-                if (strcmp(value, "yes") == 0) out[count++] = names[nnames++];
-                else if (strcmp(value, "no") != 0) {
-                    fprintf(stderr, "%s:%d: '%s' takes yes or no\n", path, line, name);
-                    return -1;
-                }
-            } else {
-                out[count++] = names[nnames++];
-                out[count++] = value;
-            }
-        }
-        p = next;
-    }
+    char err[ST_ERRLEN];
+    int count = st_cli_config(path, buf, opts, "model", model, names, out, max, err);
+    if (count < 0) fprintf(stderr, "%s\n", err);
     return count;
 }
 
@@ -181,8 +119,9 @@ int cli_serve(int argc, char **argv)
     if (config) {
         enum { MAXF = 128 };
         char *fargv[MAXF + 1];
+        static char names[MAXF / 2][64];
         fargv[0] = argv[0];
-        int n = read_config(config, opts, &text, fargv + 1, MAXF, &model);
+        int n = read_config(config, opts, &text, names, fargv + 1, MAXF, &model);
         if (n < 0) {
             st_free(text);
             return ST_EXIT_USAGE;

@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -127,6 +128,7 @@ struct st_loop {
     int draining;
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
+    uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
 };
 
 struct st_server {
@@ -506,6 +508,7 @@ static void client_close(st_client *c, const char *why)
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    l->closed++;
     if (c->prev) c->prev->next = c->next;
     else l->clients = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -608,6 +611,7 @@ static int process_http(st_client *c)
             c->in_start = c->in_len;
             break;
         }
+        c->last_active = l->now; /* a complete request is activity, as in process_input */
         st_api_env env = {.srv = srv,
                           .cfg = &srv->cfg,
                           .model = l->model,
@@ -669,6 +673,10 @@ static int process_input(st_client *c)
             c->in_start = c->in_len;
             break;
         }
+        /* A complete request is activity; bytes of an unfinished one are not,
+         * so a client that trickles a request a byte at a time is still cut
+         * by the idle timeout. */
+        c->last_active = l->now;
         if (c->parser.argc > 0) {
             st_ctx ctx = {.srv = srv,
                           .cfg = &srv->cfg,
@@ -777,7 +785,6 @@ static void client_read(st_client *c)
     }
     c->in_len += (size_t)n;
     bump(&c->loop->stats.net_in, (uint64_t)n);
-    c->last_active = c->loop->now;
     client_service(c);
 }
 
@@ -997,6 +1004,13 @@ static void *loop_main(void *arg)
         if (l->now - last_sweep >= 1.0) {
             sweep_idle(l, l->now);
             last_sweep = l->now;
+            /* Connections come and go: give the allocator's free pages back
+             * to the system once a second, or the buffers of clients long
+             * gone stay resident and RSS creeps under connection churn. */
+            if (l->closed != l->trimmed_at) {
+                l->trimmed_at = l->closed;
+                malloc_trim(0);
+            }
         }
     }
     int left = 0;
