@@ -417,6 +417,24 @@ with tempfile.TemporaryDirectory() as d:
        "eval -o stores its figures in META; /v1/model shows them under evaluation")
     srv.stop()
 
+    # ---- the config file, and the idle timeout on an HTTP connection ------------------------------------------
+    conf = os.path.join(d, "serve.conf")
+    with open(conf, "w") as f:
+        f.write("http-port 0\nhttp-bind 127.0.0.1\ntimeout 1\n")
+    srv = Server(None, "--config", conf, path, d=d, wait=False)
+    srv.want_http = True  # the HTTP port comes from the file alone
+    srv.wait_ready()
+    idle = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = idle.recv(4096)
+    t0 = time.monotonic()
+    rest = idle.recv(4096)  # blocks until the server closes the idle connection
+    waited = time.monotonic() - t0
+    idle.close()
+    ok(status_of(first) == 200 and rest == b"" and 0.5 < waited < 5,
+       f"settings from the config file; an idle keep-alive HTTP connection is closed by timeout ({waited:.1f} s)")
+    srv.stop()
+
     # ---- no HTTP unless asked ------------------------------------------------------------------------------
     srv = Server(path, d=d)
     ok(srv.http_port is None and "HTTP" not in srv.text(), "without --http-port there is no HTTP listener")
