@@ -559,11 +559,12 @@ static int build_event(builder *b, http_str id)
     if (!json_is_string(u) || !json_is_string(s)) return bad(b, 400, "an event needs 'user' and 'segment' (strings)");
     if (w && !json_is_number(w)) return bad(b, 400, "'weight' must be a number");
     if (k && !json_is_string(k)) return bad(b, 400, "'kind' must be a string");
-    if (t && !json_is_number(t)) return bad(b, 400, "'ts' must be a number (unix seconds)");
+    if (t && !json_is_number(t) && !json_is_string(t))
+        return bad(b, 400, "'ts' must be unix seconds or an ISO 8601 time");
     if (arg_str(b, "EVENT") || json_id_arg(b, u, "user") || json_id_arg(b, s, "segment")) return -1;
     if (w ? num_arg(b, w) : arg_str(b, "1")) return -1;
     if (k && (arg_str(b, "KIND") || json_id_arg(b, k, "kind"))) return -1;
-    if (t && (arg_str(b, "TS") || num_arg(b, t))) return -1;
+    if (t && (arg_str(b, "TS") || (json_is_string(t) ? json_id_arg(b, t, "ts") : num_arg(b, t)))) return -1;
     return 0;
 }
 
@@ -1083,6 +1084,7 @@ static int error_status(const char *m)
         {"ERR unknown command", 501}, {"ERR unknown subcommand", 501}, {"ERR unknown segment", 404},
         {"ERR unknown user", 404},    {"ERR none of the", 404},        {"NOAUTH", 401},
         {"WRONGPASS", 401},           {"LOADING", 503},                {"ERR out of memory", 503},
+        {"MISCONF", 503}, /* writes refused: no journal, or it cannot be written */
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strncmp(m, map[i].prefix, strlen(map[i].prefix)) == 0) return map[i].status;

@@ -179,6 +179,9 @@ static void test_translate(void)
     is_str(translate("POST", "/v1/events", "{\"user\": \"u\", \"segment\": \"s\", \"kind\": \"click\", \"ts\": 17}",
                      100, &st),
            "EVENT u s 1 KIND click TS 17", "events: weight 1 by default");
+    is_str(translate("POST", "/v1/events",
+                     "{\"user\": \"u\", \"segment\": \"s\", \"weight\": 2.5, \"ts\": \"2026-01-02T03:04:05Z\"}", 100, &st),
+           "EVENT u s 2.5 TS 2026-01-02T03:04:05Z", "events: an ISO 8601 time");
     is_str(translate("DELETE", "/v1/users/u1", "", 100, &st), "FORGET u1", "delete a user");
     is_str(translate("GET", "/v1/model", "", 100, &st), "MODEL INFO", "model");
     is_str(translate("GET", "/v1/stats", "", 100, &st), "INFO all", "stats");
@@ -278,6 +281,12 @@ static void test_reply(void)
     st_free(j);
     j = reply_json("GET", "/v1/users/u1/segments", "", "-LOADING starling is loading the model in memory\r\n", &st);
     ok(st == 503, "LOADING: 503");
+    st_free(j);
+    j = reply_json("POST", "/v1/events", "{\"user\": \"u\", \"segment\": \"s\"}", "-MISCONF no journal\r\n", &st);
+    ok(st == 503 && strstr(j, "\"MISCONF no journal\""), "MISCONF (writes refused): 503 (%s)", j);
+    st_free(j);
+    j = reply_json("POST", "/v1/events", "{\"user\": \"u\", \"segment\": \"s\"}", "+OK\r\n", &st);
+    is_str(j, "{\"ok\":true}", "EVENT's +OK: {\"ok\": true}");
     st_free(j);
     j = reply_json("GET", "/v1/model", "",
                    "*8\r\n$5\r\nusers\r\n:3\r\n$6\r\nlambda\r\n$3\r\n0.1\r\n$11\r\nmeta.inputs\r\n$3\r\na.c\r\n"
