@@ -319,12 +319,35 @@ static void test_ratelimit(void)
     st_free(r);
 }
 
+/* Every allocation of a translation made to fail in turn: a 503 or the
+ * command, never a crash; make asan and make valgrind check nothing leaks. */
+static void test_alloc_failures(void)
+{
+    int failed = 0, ran = 0, bad = 0;
+    for (int which = 0; which < 2; which++) {
+        for (long n = 1; n < 40; n++) {
+            int status = 0;
+            st_alloc_fail_at(n);
+            const char *j = which ? translate("GET", "/v1/users/u%31/segments?k=3&min=0", "", 100, &status)
+                                  : translate("POST", "/v1/lookalike", "{\"seeds\": [\"u1\", \"u2\", \"u3\"], \"n\": 3}",
+                                              100, &status);
+            st_alloc_fail_at(0);
+            if (*j) ran++;
+            else if (status == 503) failed++;
+            else bad++;
+        }
+    }
+    ok(bad == 0 && failed > 0 && ran > 0, "allocation failures in translation: 503 (%d), or the command once they pass (%d)",
+       failed, ran);
+}
+
 int main(void)
 {
     test_parser();
     test_translate();
     test_reply();
     test_ratelimit();
+    test_alloc_failures();
     ok(st_web_find("/", 1) && st_web_find("/app.js", 7) && !st_web_find("/nope", 5), "the page's files are compiled in");
     return tap_done();
 }
