@@ -36,7 +36,9 @@ JOBS ?= 2
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
 
 LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+# The page's files (web/) are compiled into the binary as a generated C table.
+WEB_FILES = $(sort $(wildcard web/*.html web/*.js web/*.css web/*.svg))
+LIB_OBJ = $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/web_assets.o
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -72,6 +74,14 @@ $(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
 
+$(BUILD)/web_assets.c: $(WEB_FILES) scripts/embed_web.sh $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(Q)scripts/embed_web.sh $@ $(WEB_FILES)
+
+$(BUILD)/web_assets.o: $(BUILD)/web_assets.c src/api.h $(BUILD)/.flags
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+
 $(BUILD)/libstarling.a: $(LIB_OBJ)
 	$(Q)rm -f $@
 	$(Q)ar rcs $@ $^
@@ -93,16 +103,20 @@ $(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libs
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
-# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run.
+# tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run;
+# TEST_OUT is where they leave what a person may want to look at (the browser
+# test writes its screenshot there).
 check: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
+	@mkdir -p $(BUILD)/test-output
 	$(Q)STARLING=$(abspath $(BIN)) TEST_BIN=$(abspath $(BUILD))/tests FUZZ_BIN=$(abspath $(BUILD))/fuzz \
+	    TEST_OUT=$(abspath $(BUILD))/test-output \
 	    prove -j$(JOBS) --exec '' $(TEST_BIN) $(wildcard tests/test_*.sh tests/test_*.py)
 
 test: deps-test
 	@$(MAKE) --no-print-directory check
 
 asan: deps-test
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	@STARLING_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) --no-print-directory check BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address,undefined"
 

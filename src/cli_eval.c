@@ -736,6 +736,63 @@ static void apply_fit(st_model *m, const eval_result *r)
     }
 }
 
+/* The headline figures of an evaluation as META lines (eval.KEY=VALUE), for
+ * whoever reads the written model later: `starling info`, and the model card
+ * of the page `starling serve --http-port` serves. Keeps the model's other
+ * lines and drops eval.* lines from an earlier evaluation. Returns a new
+ * string (caller frees) and its length, or NULL when out of memory. */
+static char *meta_with_eval(const st_model *m, const eval_result *r, const eval_opts *o, size_t *len)
+{
+    size_t cap = m->meta_len + 4096, w = 0;
+    char *b = st_malloc(cap);
+    if (!b) return NULL;
+    const char *p = m->meta, *end = m->meta + m->meta_len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (!((size_t)(le - p) >= 5 && memcmp(p, "eval.", 5) == 0)) {
+            memcpy(b + w, p, (size_t)(le - p));
+            w += (size_t)(le - p);
+            b[w++] = '\n';
+        }
+        p = le + 1;
+    }
+#define LINE(...) w += (size_t)snprintf(b + w, cap - w, __VA_ARGS__)
+    uint32_t k = o->ks[o->metric_ki];
+    LINE("eval.split=%s\n", o->split_spec ? o->split_spec : "model form (cold users folded in)");
+    LINE("eval.split_seed=%llu\n", (unsigned long long)o->split_seed);
+    LINE("eval.test_users=%u\n", r->test_users);
+    static const char *names[ST_NMETRICS] = {"precision", "recall", "ndcg", "map", "hit_rate"};
+    for (int mt = 0; mt < ST_NMETRICS; mt++)
+        LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
+    LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
+    LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
+    LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
+    LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
+    LINE("eval.prior_weight=%g\n", r->prior_weight);
+    if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
+#undef LINE
+    *len = w < cap ? w : cap - 1;
+    return b;
+}
+
+/* Saves m to path with the evaluation's figures in its META. */
+static int save_evaluated(st_model *m, const eval_result *r, const eval_opts *o, const char *path, char *err)
+{
+    size_t len;
+    char *meta = meta_with_eval(m, r, o, &len);
+    if (!meta) return st_seterr(err, "out of memory");
+    const char *old = m->meta;
+    size_t old_len = m->meta_len;
+    m->meta = meta;
+    m->meta_len = len;
+    int rc = st_model_save(path, m, err);
+    m->meta = old;
+    m->meta_len = old_len;
+    st_free(meta);
+    return rc;
+}
+
 /* ---- the split form's pieces, shared with tune --------------------------------------- */
 
 typedef struct {
@@ -916,7 +973,7 @@ int cli_eval(int argc, char **argv)
     if (!split_form) fact(&fa, "model file", "%s", pos[0]);
     if (o.out) {
         apply_fit(&m, &r);
-        if (st_model_save(o.out, &m, err) != 0) {
+        if (save_evaluated(&m, &r, &o, o.out, err) != 0) {
             st_cli_fail("eval", "%s", err);
             goto done;
         }
@@ -1283,7 +1340,7 @@ int cli_tune(int argc, char **argv)
          (unsigned long long)eval_every);
     if (o.out) {
         apply_fit(&m, &r);
-        if (st_model_save(o.out, &m, err) != 0) {
+        if (save_evaluated(&m, &r, &o, o.out, err) != 0) {
             st_cli_fail("tune", "%s", err);
             goto done;
         }

@@ -64,6 +64,8 @@ int cli_serve(int argc, char **argv)
     int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, port = cfg.port, allow_path = 0, debug = 0;
     int fsync_policy = (int)cfg.appendfsync;
     const char *bind = cfg.bind;
+    int http_port = cfg.http_port;
+    const char *http_bind = cfg.http_bind;
     const st_opt opts[] = {
         {"config", 'c', ST_OPT_STRING, &config, "FILE", "read settings from FILE (`name value` lines; flags override)", 0},
         {"port", 'p', ST_OPT_INT, &port, "PORT", "TCP port (0 = any free port, shown in the log; -1 = no TCP)", 0},
@@ -85,6 +87,14 @@ int cli_serve(int argc, char **argv)
          "how long SIGTERM waits for in-flight requests", 0},
         {"allow-reload-path", 0, ST_OPT_FLAG, &allow_path, NULL,
          "let MODEL RELOAD name a file (otherwise it reloads the served path)", 0},
+        {"http-port", 0, ST_OPT_INT, &http_port, "PORT",
+         "also serve HTTP: the JSON API, /metrics, /healthz, /readyz and the page (0 = any free port; -1 = none)", 0},
+        {"http-bind", 0, ST_OPT_STRING, &http_bind, "ADDR", "address of the HTTP port; anything but loopback exposes it",
+         0},
+        {"http-rate", 0, ST_OPT_DOUBLE, &cfg.http_rate, "N",
+         "HTTP requests per second per client address, past which 429 (0 = no limit)", 0},
+        {"http-burst", 0, ST_OPT_DOUBLE, &cfg.http_burst, "N",
+         "HTTP requests an address may send at once before --http-rate applies (0 = the rate)", 0},
         {"loglevel", 0, ST_OPT_CHOICE, &loglevel, NULL, "log verbosity", "debug|verbose|notice|warning"},
         {"logfile", 0, ST_OPT_STRING, &cfg.logfile, "FILE", "append the log to FILE instead of stderr", 0},
         {"journal", 'j', ST_OPT_STRING, &cfg.journal, "FILE",
@@ -111,7 +121,9 @@ int cli_serve(int argc, char **argv)
         "SEGMENTS, SCORE, FOLDIN, AUDIENCE, LOOKALIKE, REACH, SIMILAR, EXPLAIN, HISTORY, MODEL,\n"
         "online writes with --journal (EVENT, FORGET, ZINCRBY, DEL), sorted-set views\n"
         "(ZRANGE u:<user> ...), and the housekeeping commands Redis tools expect. Any\n"
-        "Redis client works: redis-cli -p 6400 SEGMENTS u000123",
+        "Redis client works: redis-cli -p 6400 SEGMENTS u000123\n"
+        "With --http-port, the same commands as a JSON API, Prometheus /metrics, /healthz,\n"
+        "/readyz and an audience-explorer page at http://127.0.0.1:PORT/.",
         "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
         "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
         "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"
@@ -157,6 +169,8 @@ int cli_serve(int argc, char **argv)
     const char *bad = NULL;
     if (*end || perm < 0 || perm > 0777) bad = "--unixsocketperm must be an octal mode such as 700";
     else if (port < -1 || port > 65535) bad = "--port must be between 0 and 65535 (-1 for no TCP)";
+    else if (http_port < -1 || http_port > 65535) bad = "--http-port must be between 0 and 65535 (-1 for no HTTP)";
+    else if (!(cfg.http_rate >= 0) || !(cfg.http_burst >= 0)) bad = "--http-rate and --http-burst must be >= 0";
     else if (threads < 0 || threads > 256) bad = "--threads must be between 0 and 256";
     else if (heavy < 1 || heavy > 256) bad = "--heavy-threads must be between 1 and 256";
     else if (cfg.maxclients < 1) bad = "--maxclients must be at least 1";
@@ -176,6 +190,8 @@ int cli_serve(int argc, char **argv)
     cfg.model_path = model;
     cfg.bind = bind;
     cfg.port = port;
+    cfg.http_port = http_port;
+    cfg.http_bind = http_bind;
     cfg.unixsocket_perm = (int)perm;
     cfg.threads = threads;
     cfg.heavy_threads = heavy;

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "als.h"
 #include "score.h"
 #include "util.h"
 
@@ -68,6 +69,8 @@ typedef void (*st_cmd_fn)(st_ctx *c);
  *            WRITE      changes server state (COMMAND INFO reports it)
  *            FAST       O(1) or O(k): COMMAND INFO reports "fast"
  *            MULTIKEY   every argument from `key` on is a key (EXISTS, DEL)
+ *            NOMODEL    runs before the first model is loaded (the others
+ *                       answer -LOADING until then; ctx->model is NULL)
  *   key      position of the key argument for proxies (COMMAND INFO's first
  *            key); 0 = none. Keyed commands take one key, unless MULTIKEY.
  *   group, summary, complexity   for COMMAND DOCS and docs/PROTOCOL.md.
@@ -82,6 +85,7 @@ enum {
     CONTAINER = 1u << 3,
     WRITE = 1u << 4,
     FAST = 1u << 5,
+    NOMODEL = 1u << 6,
     MULTIKEY = 1u << 7,
 };
 
@@ -167,7 +171,7 @@ static const st_command commands[] = {
     {"model|info", cmd_model_info, 2, 0, 0, "server", "The served model's dimensions and provenance", "O(1)"},
     {"model|reload", cmd_model_reload, -2, HEAVY | WRITE, 0, "server", "Load and verify a model file, then swap it in",
      "O(size of the model file)"},
-    {"model|help", cmd_help, 2, 0, 0, "server", "The MODEL subcommands", "O(1)"},
+    {"model|help", cmd_help, 2, NOMODEL, 0, "server", "The MODEL subcommands", "O(1)"},
     /* sorted-set views */
     {"zrange", cmd_zrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members of u:<user> or s:<segment> in a range",
      "O(N + N log M) for N members scored, M returned"},
@@ -189,34 +193,34 @@ static const st_command commands[] = {
     {"unlink", cmd_del, -2, WRITE | MULTIKEY, 1, "generic", "DEL", "O(1) per key, then journal writes"},
     {"type", cmd_type, 2, FAST, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
     /* connection and server */
-    {"ping", cmd_ping, -1, FAST, 0, "connection", "PONG, or the message given", "O(1)"},
-    {"echo", cmd_echo, 2, FAST, 0, "connection", "The message given", "O(1)"},
-    {"quit", cmd_quit, -1, NOAUTH | FAST, 0, "connection", "Close the connection after replying", "O(1)"},
-    {"auth", cmd_auth, -2, NOAUTH | FAST, 0, "connection", "Authenticate with --requirepass", "O(1)"},
-    {"hello", cmd_hello, -1, NOAUTH | FAST, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
-    {"select", cmd_select, 2, FAST, 0, "connection", "Database 0 is the only one", "O(1)"},
+    {"ping", cmd_ping, -1, FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
+    {"echo", cmd_echo, 2, FAST | NOMODEL, 0, "connection", "The message given", "O(1)"},
+    {"quit", cmd_quit, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Close the connection after replying", "O(1)"},
+    {"auth", cmd_auth, -2, NOAUTH | FAST | NOMODEL, 0, "connection", "Authenticate with --requirepass", "O(1)"},
+    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
+    {"select", cmd_select, 2, FAST | NOMODEL, 0, "connection", "Database 0 is the only one", "O(1)"},
     {"client", NULL, -2, CONTAINER, 0, "connection", "CLIENT SETNAME | GETNAME | ID", "O(1)"},
-    {"client|setname", cmd_client_setname, 3, FAST, 0, "connection", "Name this connection", "O(1)"},
-    {"client|getname", cmd_client_getname, 2, FAST, 0, "connection", "This connection's name", "O(1)"},
-    {"client|id", cmd_client_id, 2, FAST, 0, "connection", "This connection's id", "O(1)"},
-    {"client|help", cmd_help, 2, 0, 0, "connection", "The CLIENT subcommands", "O(1)"},
-    {"command", cmd_command, -1, CONTAINER, 0, "server", "Every command's name, arity, flags and key position",
+    {"client|setname", cmd_client_setname, 3, FAST | NOMODEL, 0, "connection", "Name this connection", "O(1)"},
+    {"client|getname", cmd_client_getname, 2, FAST | NOMODEL, 0, "connection", "This connection's name", "O(1)"},
+    {"client|id", cmd_client_id, 2, FAST | NOMODEL, 0, "connection", "This connection's id", "O(1)"},
+    {"client|help", cmd_help, 2, NOMODEL, 0, "connection", "The CLIENT subcommands", "O(1)"},
+    {"command", cmd_command, -1, CONTAINER | NOMODEL, 0, "server", "Every command's name, arity, flags and key position",
      "O(commands)"},
-    {"command|docs", cmd_command_docs, -2, 0, 0, "server", "Every command's summary, for clients' help", "O(commands)"},
-    {"command|count", cmd_command_count, 2, 0, 0, "server", "How many commands there are", "O(1)"},
-    {"command|info", cmd_command_info, -2, 0, 0, "server", "Name, arity, flags and keys of the commands given",
+    {"command|docs", cmd_command_docs, -2, NOMODEL, 0, "server", "Every command's summary, for clients' help", "O(commands)"},
+    {"command|count", cmd_command_count, 2, NOMODEL, 0, "server", "How many commands there are", "O(1)"},
+    {"command|info", cmd_command_info, -2, NOMODEL, 0, "server", "Name, arity, flags and keys of the commands given",
      "O(commands)"},
-    {"command|help", cmd_help, 2, 0, 0, "server", "The COMMAND subcommands", "O(1)"},
+    {"command|help", cmd_help, 2, NOMODEL, 0, "server", "The COMMAND subcommands", "O(1)"},
     {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
-    {"config|get", cmd_config_get, -3, 0, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
-    {"config|help", cmd_help, 2, 0, 0, "server", "The CONFIG subcommands", "O(1)"},
-    {"info", cmd_info, -1, 0, 0, "server", "Server, clients, model, persistence, stats, commandstats, latencystats",
+    {"config|get", cmd_config_get, -3, NOMODEL, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
+    {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
+    {"info", cmd_info, -1, NOMODEL, 0, "server", "Server, clients, model, persistence, stats, commandstats, latencystats",
      "O(commands)"},
     {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL (with --enable-debug-command)", "O(1)"},
     {"debug|io-fail-after", cmd_debug_io_fail_after, 3, 0, 0, "server",
      "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
     {"debug|fsync-fail", cmd_debug_fsync_fail, 3, 0, 0, "server", "Fail fsyncs (1) or not (0)", "O(1)"},
-    {"debug|help", cmd_help, 2, 0, 0, "server", "The DEBUG subcommands", "O(1)"},
+    {"debug|help", cmd_help, 2, NOMODEL, 0, "server", "The DEBUG subcommands", "O(1)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 _Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in server.h");
@@ -366,6 +370,11 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
         resp_error(c->out, "NOAUTH Authentication required.");
         return ST_CALL_DONE;
     }
+    if (!c->model && !(cmd->flags & NOMODEL)) {
+        reject(stats, cmd);
+        resp_error(c->out, "LOADING starling is loading the model in memory");
+        return ST_CALL_DONE;
+    }
     uint64_t start = st_nanos();
     if ((cmd->flags & HEAVY) || ((cmd->flags & HEAVY_SKEY) && is_skey(&c->argv[1]))) {
         *out_cmd = cmd;
@@ -379,6 +388,12 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
 }
 
 void st_call_heavy(st_ctx *c, const st_command *cmd) { cmd->fn(c); }
+
+size_t st_command_count(void) { return NCOMMANDS; }
+
+const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
+
+double st_latency_bucket_ns(int b) { return lat_value(b); }
 
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
 {
@@ -1108,33 +1123,72 @@ static void kv_num(resp_out *o, const char *k, double v)
     kv_str(o, k, b);
 }
 
+/* MODEL INFO: the model's provenance, then its hyper-parameters, then each
+ * META line as "meta.<key>" (inputs, kind weights, and the evaluation
+ * figures `starling eval -o` stores). */
 static void cmd_model_info(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
+    const st_model_header *h = &m->h;
     char fp[32];
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m->h.fingerprint);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
     uint64_t jid, jseq;
     st_overlay_lineage(sv->ov, &jid, &jseq);
     char jids[32];
     snprintf(jids, sizeof jids, "%016llx", (unsigned long long)jid);
-    resp_array(c->out, 2 * 16);
+    int64_t nmeta = 0;
+    for (size_t i = 0; i < m->meta_len; i++)
+        nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
+    int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
+    resp_array(c->out, 2 * (14 + 13 + 2 + 2 * calibrated + nmeta));
     kv_str(c->out, "path", sv->path);
     kv_int(c->out, "generation", (int64_t)sv->generation);
     kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
     kv_int(c->out, "users", m->users);
     kv_int(c->out, "segments", m->segments);
     kv_int(c->out, "factors", m->k);
-    kv_int(c->out, "nnz", (int64_t)m->h.nnz);
-    kv_int(c->out, "events", (int64_t)m->h.events);
-    kv_int(c->out, "iterations", m->h.iterations);
-    kv_num(c->out, "final_loss", m->h.final_loss);
+    kv_int(c->out, "nnz", (int64_t)h->nnz);
+    kv_int(c->out, "events", (int64_t)h->events);
+    kv_int(c->out, "iterations", h->iterations);
+    kv_num(c->out, "final_loss", h->final_loss);
     kv_str(c->out, "fingerprint", fp);
-    kv_int(c->out, "created", m->h.created);
-    kv_int(c->out, "calibrated", (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0);
-    kv_int(c->out, "file_bytes", (int64_t)m->h.file_bytes);
+    kv_int(c->out, "created", h->created);
+    kv_int(c->out, "calibrated", calibrated);
+    kv_int(c->out, "file_bytes", (int64_t)h->file_bytes);
     kv_str(c->out, "journal_id", jid ? jids : "");
     kv_int(c->out, "journal_seq", (int64_t)jseq);
+    kv_int(c->out, "iterations_asked", h->iterations_asked);
+    kv_str(c->out, "user_factors", (h->flags & ST_MODEL_INT8) ? "int8" : "float32");
+    kv_str(c->out, "solver", st_solver_name((st_solver)h->solver));
+    kv_int(c->out, "cg_steps", h->cg_steps);
+    kv_str(c->out, "confidence", st_conf_name((st_conf_scheme)h->confidence));
+    kv_num(c->out, "alpha", h->alpha);
+    kv_num(c->out, "eps", h->eps);
+    kv_num(c->out, "lambda", h->lambda);
+    kv_str(c->out, "regularization", st_reg_name((st_reg_scheme)h->regularization));
+    kv_int(c->out, "seed", (int64_t)h->seed);
+    kv_num(c->out, "half_life", h->half_life);
+    kv_num(c->out, "prior_weight", h->prior_weight);
+    kv_int(c->out, "threads", h->threads);
+    if (calibrated) {
+        kv_num(c->out, "calib_a", h->calib_a);
+        kv_num(c->out, "calib_b", h->calib_b);
+    }
+    /* META is key=value lines; a line without '=' is a key with an empty value. */
+    const char *p = m->meta, *end = m->meta + m->meta_len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *eq = memchr(p, '=', (size_t)(le - p));
+        const char *ke = eq ? eq : le;
+        char key[160];
+        int kn = snprintf(key, sizeof key, "meta.%.*s", (int)(ke - p > 150 ? 150 : ke - p), p);
+        resp_bulk(c->out, key, (size_t)(kn < (int)sizeof key ? kn : (int)sizeof key - 1));
+        if (eq) resp_bulk(c->out, eq + 1, (size_t)(le - eq - 1));
+        else resp_bulk(c->out, "", 0);
+        p = le + 1;
+    }
 }
 
 static void cmd_model_reload(st_ctx *c)
@@ -1688,6 +1742,12 @@ static int secret_equal(const char *a, size_t la, const char *b, size_t lb)
     return d == 0;
 }
 
+int st_auth_check(const st_server_config *cfg, const char *secret, size_t len)
+{
+    if (!cfg->requirepass) return 1;
+    return secret_equal(secret, len, cfg->requirepass, strlen(cfg->requirepass));
+}
+
 /* Checks AUTH's [user] password; replies the error and returns -1 on failure. */
 static int check_auth(st_ctx *c, const resp_arg *user, const resp_arg *pass)
 {
@@ -1921,7 +1981,8 @@ static void cmd_config_get(st_ctx *c)
 {
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
-        heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32];
+        heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
+        http_burst[32];
     st_server_info si;
     st_server_get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
@@ -1939,6 +2000,9 @@ static void cmd_config_get(st_ctx *c)
     snprintf(cminb, sizeof cminb, "%llu", (unsigned long long)f->compact_min_bytes);
     snprintf(cpct, sizeof cpct, "%llu", (unsigned long long)f->compact_percentage);
     snprintf(fdelay, sizeof fdelay, "%g", f->forget_compact_delay);
+    snprintf(http_port, sizeof http_port, "%d", si.http_addr ? si.http_port : f->http_port);
+    snprintf(http_rate, sizeof http_rate, "%g", f->http_rate);
+    snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
     static const char *levels[] = {"debug", "verbose", "notice", "warning"};
     /* requirepass is never shown. save, appendonly and appendfsync answer
      * the tools (redis-benchmark) that ask about persistence. */
@@ -1958,6 +2022,10 @@ static void cmd_config_get(st_ctx *c)
         {"allow-reload-path", f->allow_reload_path ? "yes" : "no"},
         {"loglevel", levels[f->loglevel & 3]},
         {"model", f->model_path},
+        {"http-port", http_port},
+        {"http-bind", f->http_bind ? f->http_bind : ""},
+        {"http-rate", http_rate},
+        {"http-burst", http_burst},
         {"databases", "1"},
         {"save", ""},
         {"appendonly", f->journal ? "yes" : "no"},
@@ -2050,8 +2118,8 @@ static void cmd_info(st_ctx *c)
     }
     st_server_sum_stats(c->srv, stats);
     text t = {0};
-    const st_served *sv = c->model;
-    const st_model *m = &sv->m;
+    const st_served *sv = c->model; /* NULL while the first model loads */
+    const st_model *m = sv ? &sv->m : NULL;
     double uptime = st_now() - si.started;
     if (want_section(c, "server", 1)) {
         tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
@@ -2065,9 +2133,11 @@ static void cmd_info(st_ctx *c)
                 (unsigned long long)si.clients, (unsigned long long)si.blocked_clients,
                 (unsigned long long)c->cfg->maxclients);
     }
-    if (want_section(c, "model", 1)) {
+    if (want_section(c, "model", 1) && !sv) {
+        tprintf(&t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", c->cfg->model_path);
+    } else if (want_section(c, "model", 1)) {
         tprintf(&t,
-                "# Model\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
+                "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
                 "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
                 "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
                 "model_last_reload_error:%s\r\n\r\n",
@@ -2079,8 +2149,8 @@ static void cmd_info(st_ctx *c)
     if (want_section(c, "persistence", 1)) {
         st_server_journal_info ji;
         st_server_get_journal(c->srv, &ji);
-        st_overlay_stats os;
-        st_overlay_get_stats(sv->ov, &os);
+        st_overlay_stats os = {0};
+        if (sv) st_overlay_get_stats(sv->ov, &os); /* no model yet: nothing online */
         const st_journal_status *js = &ji.j;
         const st_journal_compaction *lc = &js->last_compaction;
         tprintf(&t,

@@ -37,4 +37,17 @@ void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char fi
 /* Monotonic nanoseconds. */
 uint64_t st_nanos(void);
 
+/* The command table, for /metrics: how many rows, and row i's name ("segments",
+ * "model|info"); the indices are those of st_stats.cmd. */
+size_t st_command_count(void);
+const char *st_command_name(size_t i);
+
+/* The latency histogram's bucket b (st_cmdstat.hist): the middle of its
+ * range in nanoseconds, the value INFO's percentiles report. */
+double st_latency_bucket_ns(int b);
+
+/* Does secret (len bytes) equal --requirepass? In time that depends only on
+ * the lengths. 1 when no password is set. */
+int st_auth_check(const st_server_config *cfg, const char *secret, size_t len);
+
 #endif

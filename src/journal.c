@@ -413,6 +413,7 @@ struct st_journal {
     /* under stat_lock */
     uint64_t appends, append_failures, fsyncs, fsync_failures, compactions, compaction_failures, last_forget_seq;
     double last_fsync_seconds;
+    double synced_at; /* st_now() of the last fdatasync that succeeded (or of the open) */
     char last_error[256];
     st_journal_compaction last_compaction;
     /* the everysec thread */
@@ -599,6 +600,7 @@ st_journal *st_journal_open(const char *path, st_appendfsync policy, st_jrecord_
     j->records = info->records;
     atomic_init(&j->written_seq, info->last_seq);
     atomic_init(&j->synced_seq, info->last_seq);
+    j->synced_at = st_now();
     atomic_init(&j->broken, 0);
     if (policy == ST_APPENDFSYNC_EVERYSEC) {
         if (pthread_create(&j->thread, NULL, everysec_main, j) != 0) {
@@ -704,6 +706,7 @@ int st_journal_sync(st_journal *j, uint64_t seq, char *err)
     j->last_fsync_seconds = dt;
     if (rc == 0) {
         j->fsyncs++;
+        j->synced_at = t0;
     } else {
         j->fsync_failures++;
         snprintf(j->last_error, sizeof j->last_error, "fsync failed: %s", strerror(e));
@@ -761,6 +764,7 @@ void st_journal_get_status(st_journal *j, st_journal_status *s)
     s->compaction_failures = j->compaction_failures;
     s->last_forget_seq = j->last_forget_seq;
     s->last_fsync_seconds = j->last_fsync_seconds;
+    s->synced_at = j->synced_at;
     snprintf(s->last_error, sizeof s->last_error, "%s", j->last_error);
     s->last_compaction = j->last_compaction;
     pthread_mutex_unlock(&j->stat_lock);

@@ -174,6 +174,7 @@ typedef struct {
     uint64_t last_seq, durable_seq;
     uint64_t last_forget_seq; /* the newest FORGET appended (0 = none since open) */
     double last_fsync_seconds;
+    double synced_at;         /* st_now() of the last successful fdatasync (or of the open) */
     int broken;               /* a failed fdatasync: appends are refused */
     char last_error[256];     /* the last write, fsync or compaction error; empty when none */
     st_journal_compaction last_compaction;

@@ -21,6 +21,15 @@
  * than out_soft() bytes of replies wait for the socket, parsing pauses too, so
  * a client that pipelines without reading cannot make the server buffer
  * without bound; past --output-limit (one huge reply) it is dropped.
+ *
+ * HTTP connections live the same life (process_http instead of the RESP
+ * parse), which is why HTTP is served here and not by libmicrohttpd: with
+ * its own threads, a request for a heavy command would need a second way to
+ * reach the pool and back (MHD_suspend_connection, a resume from the worker),
+ * and its own copies of maxclients, idle timeouts, output limits, draining
+ * on SIGTERM and the statistics that the loops already have. Here an HTTP
+ * request is one more kind of input on a connection; what it costs is
+ * http.c, a bounded parser of about 250 lines, fuzzed like the RESP one.
  */
 #include "server.h"
 
@@ -47,7 +56,9 @@
 #include <unistd.h>
 
 #include "als.h"
+#include "api.h"
 #include "commands.h"
+#include "http.h"
 #include "score.h"
 #include "util.h"
 
@@ -61,6 +72,7 @@ typedef struct {
     int kind;
     int fd;
     int is_unix;
+    int is_http;
 } st_listener;
 
 typedef struct st_loop st_loop;
@@ -74,6 +86,9 @@ typedef struct st_client {
     char *in;
     size_t in_len, in_cap, in_start;
     resp_parser parser;
+    int is_http;       /* accepted on the HTTP port: http and call are used, not parser */
+    http_parser http;
+    st_api_call call;  /* the HTTP request's command, until its reply is translated */
     resp_out out;
     size_t out_pos;
     int blocked;   /* a heavy command is in flight */
@@ -111,6 +126,7 @@ struct st_loop {
     st_job *done;
     st_scratch scratch;
     st_stats stats;
+    resp_out http_reply; /* the RESP reply of an HTTP request's command, before it becomes JSON */
     int draining;
     double drain_deadline;
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
@@ -120,9 +136,11 @@ struct st_loop {
 
 struct st_server {
     st_server_config cfg;
-    st_listener tcp, unx;
-    char tcp_addr[64];
-    int tcp_port;
+    st_listener tcp, unx, http;
+    char tcp_addr[64], http_addr[64];
+    int tcp_port, http_port;
+    st_ratelimit limit;
+    atomic_uint_fast64_t nclients_http;
     st_loop *loops;
     int nloops;
     pthread_mutex_t model_lock;
@@ -209,6 +227,10 @@ void st_server_config_default(st_server_config *c)
     c->forget_compact_delay = 3600;
     c->min_audience = 100;
     c->min_seeds = 100;
+    c->http_bind = "127.0.0.1";
+    c->http_port = -1;
+    c->http_rate = 0;
+    c->http_burst = 0;
 }
 
 /* ---- scratch ------------------------------------------------------------ */
@@ -369,11 +391,13 @@ st_served *st_served_load(const char *path, char *err)
     return s;
 }
 
+/* The served model with a reference for the caller, or NULL while the
+ * first model is still loading. */
 static st_served *model_acquire(st_server *srv)
 {
     pthread_mutex_lock(&srv->model_lock);
     st_served *s = srv->model;
-    atomic_fetch_add(&s->refs, 1);
+    if (s) atomic_fetch_add(&s->refs, 1);
     pthread_mutex_unlock(&srv->model_lock);
     return s;
 }
@@ -501,8 +525,8 @@ int st_server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_resu
 {
     memset(res, 0, sizeof *res);
     if (!srv->journal)
-        return st_seterr(err, "ERR this server has no journal, so a write would not survive a restart: start it with "
-                              "--journal FILE");
+        return st_seterr(err, "MISCONF this server has no journal, so a write would not survive a restart: start it "
+                              "with --journal FILE");
     char why[ST_ERRLEN];
     st_overlay_change chg;
     /* Optimistic: the change is prepared (the user's vector solved, the
@@ -583,12 +607,16 @@ int st_server_compact(st_server *srv, char *err)
 void st_server_get_journal(st_server *srv, st_server_journal_info *info)
 {
     memset(info, 0, sizeof *info);
-    if (!srv->journal) return;
+    /* Set before the first model is published (load_first_model). */
+    pthread_mutex_lock(&srv->model_lock);
+    st_journal *j = srv->model ? srv->journal : NULL;
+    pthread_mutex_unlock(&srv->model_lock);
+    if (!j) return;
     info->has_journal = 1;
-    st_journal_get_status(srv->journal, &info->j);
-    info->path = st_journal_path(srv->journal);
-    info->policy = st_journal_policy(srv->journal);
-    info->id = st_journal_id(srv->journal);
+    st_journal_get_status(j, &info->j);
+    info->path = st_journal_path(j);
+    info->policy = st_journal_policy(j);
+    info->id = st_journal_id(j);
     pthread_mutex_lock(&srv->maint_lock);
     info->compacting = srv->compacting || srv->compact_requested;
     pthread_mutex_unlock(&srv->maint_lock);
@@ -689,6 +717,24 @@ void st_server_get_info(st_server *srv, st_server_info *info)
     info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
     info->tcp_port = srv->tcp_port;
     info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
+    info->maxclients = srv->cfg.maxclients;
+    info->http_clients = atomic_load(&srv->nclients_http);
+    info->http_addr = srv->http.fd >= 0 ? srv->http_addr : NULL;
+    info->http_port = srv->http_port;
+    /* srv->journal is set before the first model is published under
+     * model_lock, so it is safe to read once a model has been seen. */
+    pthread_mutex_lock(&srv->model_lock);
+    st_journal *j = srv->model ? srv->journal : NULL;
+    pthread_mutex_unlock(&srv->model_lock);
+    if (j) {
+        st_journal_status js;
+        st_journal_get_status(j, &js);
+        info->journal = 1;
+        info->journal_bytes = js.bytes;
+        info->journal_lag_events = js.last_seq > js.durable_seq ? js.last_seq - js.durable_seq : 0;
+        info->journal_lag_seconds = info->journal_lag_events ? st_now() - js.synced_at : 0;
+        info->journal_write_failures = js.append_failures + js.fsync_failures;
+    }
 }
 
 static void add_stat(atomic_uint_fast64_t *to, const atomic_uint_fast64_t *from)
@@ -720,6 +766,8 @@ void st_server_sum_stats(st_server *srv, st_stats *out)
         add_stat(&out->net_out, &s->net_out);
         add_stat(&out->dropped_output, &s->dropped_output);
         add_stat(&out->idle_closed, &s->idle_closed);
+        add_stat(&out->http_connections, &s->http_connections);
+        for (int c = 0; c < ST_HTTP_CODES; c++) add_stat(&out->http_codes[c], &s->http_codes[c]);
     }
 }
 
@@ -742,6 +790,7 @@ static double loop_time(void)
 
 static void client_free(st_client *c)
 {
+    st_api_call_free(&c->call);
     st_free(c->in);
     resp_parser_free(&c->parser);
     resp_out_free(&c->out);
@@ -772,6 +821,7 @@ static void client_close(st_client *c, const char *why)
     if (c->next) c->next->prev = c->prev;
     l->nclients--;
     atomic_fetch_sub(&l->srv->nclients, 1);
+    if (c->is_http) atomic_fetch_sub(&l->srv->nclients_http, 1);
     if (c->blocked) c->dead = 1; /* the job still points here */
     else client_free(c);
 }
@@ -838,6 +888,76 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     return 0;
 }
 
+/* process_input for a connection on the HTTP port: each request is parsed
+ * by http.c and handed to api.c, which answers it or names a command; the
+ * command runs through st_call exactly as a RESP request's does (deferred to
+ * the heavy pool when it is heavy), and its reply goes back to api.c to
+ * become JSON. */
+static int process_http(st_client *c)
+{
+    st_loop *l = c->loop;
+    st_server *srv = l->srv;
+    while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
+        if (pending(c) >= out_soft(c)) return 1;
+        size_t consumed = 0;
+        http_status st = http_parse(&c->http, c->in + c->in_start, c->in_len - c->in_start, &consumed);
+        if (st == HTTP_NEED_MORE) {
+            if (c->http.continue_due) {
+                http_continue(&c->out);
+                c->http.continue_due = 0;
+                c->http.continue_done = 1;
+            }
+            break;
+        }
+        if (st == HTTP_ERROR) {
+            bump(&l->stats.protocol_errors, 1);
+            st_log(ST_LOG_VERBOSE, "client %llu (%s): HTTP %d: %s", (unsigned long long)c->sess.id, c->sess.addr,
+                   c->http.error_status, c->http.error);
+            st_api_error(&l->stats, &c->out, c->http.error_status, c->http.error, 0);
+            c->sess.close_after_reply = 1;
+            c->in_start = c->in_len;
+            break;
+        }
+        c->last_active = l->now; /* a complete request is activity, as in process_input */
+        st_api_env env = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .model = l->model,
+                          .limit = &srv->limit,
+                          .addr = c->sess.addr,
+                          .stats = &l->stats};
+        if (st_api_request(&env, &c->http, &c->call, &c->out) == ST_API_RUN) {
+            c->sess.authed = 1; /* api.c checked the bearer token */
+            l->http_reply.len = 0;
+            l->http_reply.overflow = 0;
+            st_ctx ctx = {.srv = srv,
+                          .cfg = &srv->cfg,
+                          .session = &c->sess,
+                          .model = l->model,
+                          .scratch = &l->scratch,
+                          .out = &l->http_reply,
+                          .argc = c->call.argc,
+                          .argv = c->call.argv};
+            const st_command *cmd = NULL;
+            uint64_t t0 = 0;
+            bump(&l->stats.commands, 1);
+            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
+                if (defer(c, &ctx, cmd, t0) != 0) {
+                    st_api_call_free(&c->call);
+                    st_api_error(&l->stats, &c->out, 503, "out of memory", c->http.keep_alive);
+                }
+            } else {
+                st_api_reply(&l->stats, &c->call, l->http_reply.buf, l->http_reply.len, l->http_reply.overflow,
+                             &c->out);
+            }
+        }
+        if (!c->http.keep_alive) c->sess.close_after_reply = 1;
+        c->in_start += consumed;
+        http_parser_reset(&c->http);
+    }
+    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    return 0;
+}
+
 /* Parses and runs complete requests until the input runs out, a heavy
  * command is in flight, the connection is to close, or replies pile up.
  * Returns 1 when it stopped only because of piled-up replies. */
@@ -845,6 +965,7 @@ static int process_input(st_client *c)
 {
     st_loop *l = c->loop;
     st_server *srv = l->srv;
+    if (c->is_http) return process_http(c);
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
@@ -1015,7 +1136,14 @@ static void accept_clients(st_loop *l, st_listener *ls)
         if (atomic_fetch_add(&srv->nclients, 1) >= srv->cfg.maxclients) {
             atomic_fetch_sub(&srv->nclients, 1);
             static const char full[] = "-ERR max number of clients reached\r\n";
-            if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
+            if (ls->is_http) {
+                resp_out o;
+                resp_out_init(&o, 4096);
+                st_api_error(&l->stats, &o, 429, "max number of clients reached (maxclients)", 0);
+                if (o.len && write(fd, o.buf, o.len) < 0) { /* as below */
+                }
+                resp_out_free(&o);
+            } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
             }
             close(fd);
             bump(&l->stats.rejected_connections, 1);
@@ -1051,6 +1179,13 @@ static void accept_clients(st_loop *l, st_listener *ls)
         c->kind = H_CLIENT;
         c->fd = fd;
         c->loop = l;
+        if (ls->is_http) {
+            http_limits hl;
+            http_limits_default(&hl);
+            hl.max_body = srv->cfg.max_request;
+            http_parser_init(&c->http, &hl);
+            c->is_http = 1;
+        }
         c->in = in;
         c->in_cap = READ_CHUNK * 2;
         resp_limits lim;
@@ -1077,6 +1212,10 @@ static void accept_clients(st_loop *l, st_listener *ls)
         l->clients = c;
         l->nclients++;
         bump(&l->stats.connections, 1);
+        if (c->is_http) {
+            atomic_fetch_add(&srv->nclients_http, 1);
+            bump(&l->stats.http_connections, 1);
+        }
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
 }
@@ -1086,6 +1225,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
 static void loop_refresh_model(st_loop *l)
 {
     st_served *s = model_acquire(l->srv);
+    if (!s) return;
     if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
         st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
@@ -1112,7 +1252,8 @@ static void finish_jobs(st_loop *l)
         if (c->dead) {
             client_free(c);
         } else {
-            if (j->out.overflow) c->out.overflow = 1;
+            if (c->is_http) st_api_reply(&l->stats, &c->call, j->out.buf, j->out.len, j->out.overflow, &c->out);
+            else if (j->out.overflow) c->out.overflow = 1;
             else resp_raw(&c->out, j->out.buf, j->out.len);
             client_service(c);
         }
@@ -1165,6 +1306,7 @@ static void loop_start_drain(st_loop *l)
     l->drain_deadline = st_now() + srv->cfg.shutdown_timeout;
     if (srv->tcp.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->tcp.fd, NULL);
     if (srv->unx.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->unx.fd, NULL);
+    if (srv->http.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->http.fd, NULL);
     /* Requests already received are answered: what sits in each socket's
      * buffer is read once more, then nothing else is read. */
     for (st_client *c = l->clients, *next; c; c = next) {
@@ -1302,17 +1444,19 @@ static void *heavy_main(void *arg)
 
 /* ---- sockets ---------------------------------------------------------------- */
 
-static int listen_tcp(st_server *srv, char *err)
+/* Listens on bind:port (port -1: not at all); the address and port bound
+ * (the port chosen for port 0) go to addr and *bound. */
+static int listen_tcp(st_listener *ls, const char *bind_addr, int port, const char *what, char *addr, size_t addrcap,
+                      int *bound, char *err)
 {
-    const st_server_config *cfg = &srv->cfg;
-    srv->tcp.fd = -1;
-    if (cfg->port < 0) return 0;
+    ls->fd = -1;
+    if (port < 0) return 0;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg->port);
-    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
-    if (rc != 0) return st_seterr(err, "--bind %s: %s", cfg->bind, gai_strerror(rc));
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(bind_addr, portstr, &hints, &res);
+    if (rc != 0) return st_seterr(err, "%s %s: %s", what, bind_addr, gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         freeaddrinfo(res);
@@ -1324,20 +1468,20 @@ static int listen_tcp(st_server *srv, char *err)
         int e = errno;
         freeaddrinfo(res);
         close(fd);
-        return st_seterr(err, "cannot listen on %s port %d: %s", cfg->bind, cfg->port, strerror(e));
+        return st_seterr(err, "cannot listen on %s port %d: %s", bind_addr, port, strerror(e));
     }
     freeaddrinfo(res);
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &len);
     if (sa.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, srv->tcp_addr, sizeof srv->tcp_addr);
-        srv->tcp_port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, addr, (socklen_t)addrcap);
+        *bound = ntohs(((struct sockaddr_in *)&sa)->sin_port);
     } else {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, srv->tcp_addr, sizeof srv->tcp_addr);
-        srv->tcp_port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, addr, (socklen_t)addrcap);
+        *bound = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
     }
-    srv->tcp.fd = fd;
+    ls->fd = fd;
     return 0;
 }
 
@@ -1378,6 +1522,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     l->id = id;
     l->srv = srv;
     pthread_mutex_init(&l->done_lock, NULL);
+    resp_out_init(&l->http_reply, srv->cfg.output_limit);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->epfd < 0 || l->evfd < 0) return st_seterr(err, "epoll/eventfd: %s", strerror(errno));
@@ -1385,16 +1530,18 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     /* Every loop waits on the shared listeners; EPOLLEXCLUSIVE wakes one
      * loop per connection instead of all of them. */
-    st_listener *ls[2] = {&srv->tcp, &srv->unx};
-    for (int i = 0; i < 2; i++) {
+    st_listener *ls[3] = {&srv->tcp, &srv->unx, &srv->http};
+    for (int i = 0; i < 3; i++) {
         if (ls[i]->fd < 0) continue;
         struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ls[i]};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
             return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     }
+    /* No model yet: the loop takes it up when the first load publishes it. */
     l->model = model_acquire(srv);
-    l->model_gen = l->model->generation;
-    if (st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0) return st_seterr(err, "out of memory");
+    l->model_gen = l->model ? l->model->generation : 0;
+    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0)
+        return st_seterr(err, "out of memory");
     return 0;
 }
 
@@ -1405,7 +1552,73 @@ static void loop_destroy(st_loop *l)
     if (l->evfd >= 0) close(l->evfd);
     st_served_release(l->model);
     st_scratch_free(&l->scratch);
+    resp_out_free(&l->http_reply);
     pthread_mutex_destroy(&l->done_lock);
+}
+
+/* Loads the first model while the loops already answer (health checks,
+ * and -LOADING or 503 for what needs a model), then publishes it. The
+ * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
+ * the load, so that tests can see the server before its model is ready. */
+static int load_first_model(st_server *srv, char *err)
+{
+    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
+    double d = delay ? atof(delay) : 0;
+    if (d > 0 && d <= 60) {
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    st_served *s = st_served_load(srv->cfg.model_path, err);
+    if (!s) return -1;
+    s->generation = 1;
+    /* The journal is replayed into the model's overlay before either is
+     * visible: until then every command that needs a model, writes
+     * included, answers -LOADING. */
+    const st_server_config *cfg = &srv->cfg;
+    if (cfg->journal) {
+        double t0 = st_now();
+        replay_ctx rc_ctx = {.ov = s->ov, .info = &srv->start_info};
+        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, replay_record, &rc_ctx, &srv->start_info, err);
+        if (!srv->journal) {
+            st_served_release(s);
+            return -1;
+        }
+        char why[ST_ERRLEN];
+        if (st_overlay_solve(s->ov, why) != 0) {
+            st_seterr(err, "%s: %s", cfg->journal, why);
+            st_served_release(s);
+            return -1;
+        }
+        srv->start_seconds = st_now() - t0;
+        const st_journal_info *ji = &srv->start_info;
+        st_overlay_stats os;
+        st_overlay_get_stats(s->ov, &os);
+        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
+                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
+               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
+               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
+               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
+               (unsigned long long)os.forgotten);
+        if (ji->torn_bytes)
+            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
+                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
+                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
+        check_lineage(srv, s);
+        srv->compact_base = ji->end;
+        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
+            st_seterr(err, "cannot start the journal's maintenance thread");
+            st_served_release(s);
+            return -1;
+        }
+        srv->maint_started = 1;
+    }
+    pthread_mutex_lock(&srv->model_lock);
+    srv->model = s;
+    atomic_store(&srv->model_gen, 1);
+    pthread_mutex_unlock(&srv->model_lock);
+    wake_all(srv);
+    return 0;
 }
 
 int st_serve(const st_server_config *cfg, char *err)
@@ -1424,8 +1637,10 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->cfg = *cfg;
     if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
     if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
-    srv->tcp.kind = srv->unx.kind = H_LISTENER;
-    srv->tcp.fd = srv->unx.fd = -1;
+    srv->tcp.kind = srv->unx.kind = srv->http.kind = H_LISTENER;
+    srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
+    srv->http.is_http = 1;
+    st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
     pthread_mutex_init(&srv->model_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
@@ -1440,45 +1655,16 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
     int rc = -1;
-    srv->model = st_served_load(cfg->model_path, err);
-    if (!srv->model) goto out;
-    srv->model->generation = 1;
-    atomic_store(&srv->model_gen, 1);
-    if (cfg->journal) {
-        double t0 = st_now();
-        replay_ctx rc_ctx = {.ov = srv->model->ov, .info = &srv->start_info};
-        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, replay_record, &rc_ctx, &srv->start_info, err);
-        if (!srv->journal) goto out;
-        char why[ST_ERRLEN];
-        if (st_overlay_solve(srv->model->ov, why) != 0) {
-            st_seterr(err, "%s: %s", cfg->journal, why);
-            goto out;
-        }
-        srv->start_seconds = st_now() - t0;
-        const st_journal_info *ji = &srv->start_info;
-        st_overlay_stats os;
-        st_overlay_get_stats(srv->model->ov, &os);
-        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
-                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
-               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
-               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
-               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
-               (unsigned long long)os.forgotten);
-        if (ji->torn_bytes)
-            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
-                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
-                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
-        check_lineage(srv, srv->model);
-        srv->compact_base = ji->end;
-        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
-            st_seterr(err, "cannot start the journal's maintenance thread");
-            goto out;
-        }
-        srv->maint_started = 1;
-    }
-    if (listen_tcp(srv, err) != 0 || listen_unix(srv, err) != 0) goto out;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0) {
-        st_seterr(err, "nothing to listen on: give a --port or a --unixsocket");
+    /* Sockets first, the model last: the port answers health checks while a
+     * large model loads (load_first_model). */
+    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
+                   err) != 0 ||
+        listen_unix(srv, err) != 0 ||
+        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
+                   &srv->http_port, err) != 0)
+        goto out;
+    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0) {
+        st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
         goto out;
     }
 
@@ -1521,10 +1707,30 @@ int st_serve(const st_server_config *cfg, char *err)
     if (loops_started < srv->nloops) {
         st_seterr(err, "cannot start threads");
         atomic_store(&srv->stopping, 1);
+        wake_all(srv);
     } else {
+        char where[256] = "";
+        if (srv->tcp.fd >= 0)
+            snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
+        if (srv->http.fd >= 0) {
+            int bracket = strchr(srv->http_addr, ':') != NULL;
+            size_t n = strlen(where);
+            snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading",
+                     n ? " and" : "; until then", bracket ? "[" : "", srv->http_addr, bracket ? "]" : "",
+                     srv->http_port);
+        }
+        st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
+        if (load_first_model(srv, err) != 0) {
+            atomic_store(&srv->stopping, 1);
+            wake_all(srv);
+            goto joined;
+        }
         if (srv->tcp.fd >= 0)
             st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
         if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
+        if (srv->http.fd >= 0)
+            st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/", strchr(srv->http_addr, ':') ? "[" : "",
+                   srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "", srv->http_port);
         st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
         rc = 0;
         for (;;) {
@@ -1543,6 +1749,7 @@ int st_serve(const st_server_config *cfg, char *err)
         atomic_store(&srv->stopping, 1);
         wake_all(srv);
     }
+joined:
     for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
     pthread_mutex_lock(&srv->q_lock);
     srv->q_stop = 1;
@@ -1566,6 +1773,7 @@ out:
         if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
     }
     if (srv->tcp.fd >= 0) close(srv->tcp.fd);
+    if (srv->http.fd >= 0) close(srv->http.fd);
     if (srv->unx.fd >= 0) {
         close(srv->unx.fd);
         unlink(cfg->unixsocket);
@@ -1580,6 +1788,7 @@ out:
     pthread_mutex_destroy(&srv->write_lock);
     pthread_mutex_destroy(&srv->maint_lock);
     pthread_cond_destroy(&srv->maint_cond);
+    st_ratelimit_destroy(&srv->limit);
     st_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
     if (log_file) {

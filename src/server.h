@@ -28,8 +28,12 @@
  * and erasures carry over to every model served. A maintenance thread
  * compacts the journal on request, as it grows, and after FORGETs.
  *
+ * HTTP (--http-port) is served by the same loops: a connection accepted on
+ * the HTTP listener is parsed by http.c, and api.c turns each request into
+ * the command that runs through the same call path as a RESP request's.
+ *
  * Owns: sockets, connections, threads, the served model, the journal. Never:
- * parses the protocol (resp.c) or knows a command (commands.c).
+ * parses the protocol (resp.c, http.c) or knows a command (commands.c, api.c).
  *
  * The types below the config are shared with commands.c, which reads them;
  * only server.c changes them (besides the per-thread scratch and stats, which
@@ -77,13 +81,19 @@ typedef struct {
     uint64_t min_audience;   /* privacy floor: no audience or reach of fewer users is disclosed; 0 = none */
     uint64_t min_seeds;      /* privacy floor: LOOKALIKE needs this many known seeds */
     int enable_debug;        /* the DEBUG command (failure injection for tests) */
+    /* HTTP (api.h): the JSON API, /metrics, /healthz, /readyz and the page. */
+    const char *http_bind;   /* "127.0.0.1" */
+    int http_port;           /* -1 = no HTTP (the default), 0 = any free port (logged) */
+    double http_rate;        /* requests per second per client address; 0 = no limit */
+    double http_burst;       /* requests an address may send at once before the rate applies */
 } st_server_config;
 
 void st_server_config_default(st_server_config *c);
 
-/* Loads the model, opens the sockets and serves until SIGTERM or SIGINT,
- * then drains and returns 0. Returns -1 with err set when it cannot start
- * (model, sockets, threads). Blocks. */
+/* Opens the sockets, starts the threads, loads the model (meanwhile the
+ * sockets answer: -LOADING over RESP, /readyz 503 over HTTP) and serves until
+ * SIGTERM or SIGINT, then drains and returns 0. Returns -1 with err set when
+ * it cannot start (sockets, threads, the model). Blocks. */
 int st_serve(const st_server_config *cfg, char *err);
 
 /* Writes one log line if level >= the configured level. Thread-safe. */
@@ -161,10 +171,12 @@ typedef struct {
     atomic_uint_fast64_t hist[ST_LAT_BUCKETS];
 } st_cmdstat;
 
+#define ST_HTTP_CODES 20 /* HTTP responses are counted per status code (api.h: st_api_codes) */
 typedef struct {
     st_cmdstat cmd[ST_MAX_COMMANDS];
     atomic_uint_fast64_t connections, rejected_connections, commands, protocol_errors;
     atomic_uint_fast64_t net_in, net_out, dropped_output, idle_closed;
+    atomic_uint_fast64_t http_connections, http_codes[ST_HTTP_CODES];
 } st_stats;
 
 /* What a connection's commands can see and set. */
@@ -202,9 +214,18 @@ typedef struct {
     const char *tcp_addr;
     int tcp_port;
     const char *unixsocket;
+    uint64_t maxclients, http_clients; /* http_clients: of clients, those on the HTTP port */
+    const char *http_addr;
+    int http_port;
+    int journal;                 /* online writes are journaled (--journal, once the model is loaded) */
+    uint64_t journal_bytes;      /* the journal file's size */
+    uint64_t journal_lag_events; /* writes appended to the journal but not yet fdatasync'ed */
+    double journal_lag_seconds;  /* while there are such writes: seconds since the last fdatasync; else 0 */
+    uint64_t journal_write_failures; /* failed appends and fdatasyncs since start */
 } st_server_info;
 
 void st_server_get_info(st_server *srv, st_server_info *info);
+
 /* Sums every thread's statistics into out. */
 void st_server_sum_stats(st_server *srv, st_stats *out);
 

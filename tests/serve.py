@@ -24,14 +24,16 @@ def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3
 
 
 class Server:
-    def __init__(self, model, *args, d, port=0, wait=True):
+    def __init__(self, model, *args, d, port=0, wait=True, env=None):
         self.log = os.path.join(d, f"serve-{time.monotonic_ns()}.log")
         cmd = [STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
                "--logfile", self.log, *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log + ".err", "w"))
+                                     stderr=open(self.log + ".err", "w"), env={**os.environ, **(env or {})})
         self.pid = self.proc.pid
         self.port = None
+        self.http_port = None
+        self.want_http = "--http-port" in map(str, args)
         if wait:
             self.wait_ready()
 
@@ -44,11 +46,18 @@ class Server:
     def wait_ready(self, timeout=20):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(r"ready to accept connections on tcp [^ ]*:(\d+)", self.text())
+            text = self.text()
+            h = re.search(r"ready to accept HTTP connections on http://[^ ]*:(\d+)/", text)
+            m = re.search(r"ready to accept connections on tcp [^ ]*:(\d+)", text)
+            if h:
+                self.http_port = int(h.group(1))
             if m:
                 self.port = int(m.group(1))
-                return
-            if "ready to accept connections on unix" in self.text():
+            # The HTTP line comes after the others: wait for it when asked for.
+            if self.want_http:
+                if h:
+                    return
+            elif m or "ready to accept connections on unix" in text:
                 return
             if self.proc.poll() is not None:
                 break

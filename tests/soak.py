@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import Server, make_model  # noqa: E402
-from tap import done, note, ok, skip_all  # noqa: E402
+from tap import done, note, ok, skip, skip_all  # noqa: E402
 
 try:
     import redis
@@ -103,8 +103,14 @@ with tempfile.TemporaryDirectory() as d:
     ok(errors == 0, f"{requests} pipelined requests from {args.clients} clients: no error ({errors})")
     # Growth is what a leak would show; a fall (the allocator returning pages)
     # is fine.
-    ok(growth <= args.rss_growth, f"RSS does not grow under load: {growth:+.1%} ({warm} KiB, then {end} KiB; "
-       f"at most {args.rss_growth:+.0%})")
+    if os.environ.get("STARLING_SANITIZED"):
+        # AddressSanitizer holds freed memory in quarantine (256 MiB by
+        # default), so RSS climbs under churn whatever the code does; leaks
+        # are LeakSanitizer's to find at exit in that build.
+        skip("RSS does not grow under load", "sanitized build: ASan's quarantine grows RSS by design")
+    else:
+        ok(growth <= args.rss_growth, f"RSS does not grow under load: {growth:+.1%} ({warm} KiB, then {end} KiB; "
+           f"at most {args.rss_growth:+.0%})")
     proto = int(after.get("protocol_errors", 0)) - int(before.get("protocol_errors", 0))
     ok(proto == 0, "no protocol error counted by the server")
 
@@ -134,11 +140,18 @@ with tempfile.TemporaryDirectory() as d:
         served_during = False
     for s in flood:
         s.close()
-    time.sleep(0.3)
-    fresh = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
+    # The server notices the closed connections as its loops get to them:
+    # a new client is served once it has (bounded wait).
+    served_after = False
+    for _ in range(50):
+        try:
+            served_after = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5).ping()
+            break
+        except redis.RedisError:
+            time.sleep(0.1)
     ok(refused >= 50, f"{args.maxclients + 50} connections with --maxclients {args.maxclients}: "
        f"{refused} refused with a clean error")
-    ok(served_during and fresh.ping(), "the server kept serving through the flood and after it")
+    ok(served_during and served_after, "the server kept serving through the flood and after it")
 
     # 3. Slow clients: a byte a second, never finishing a request: cut by the
     # idle timeout (2 s) although bytes keep coming.
