@@ -6,7 +6,7 @@
 set -e
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
-      python3-redis nutcracker tmux python3-prometheus-client"
+      python3-redis nutcracker tmux python3-prometheus-client python3-selenium chromium-driver"
 bench="$test libuv1-dev"
 fuzz="clang libclang-rt-14-dev"
 want=""
@@ -19,14 +19,6 @@ for g in "$@"; do
         *) echo "deps.sh: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
-# The browser test drives Debian's chromium with playwright-core from npm
-# (tests/browser/package.json, locked; it downloads no browser). Node.js and
-# npm may come from Debian's packages or be on the machine already.
-browser=0
-case " $* " in *" test "*) browser=1 ;; esac
-if [ $browser = 1 ] && ! { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }; then
-    want="$want nodejs npm"
-fi
 missing=""
 for p in $want; do
     case " $missing " in *" $p "*) continue ;; esac
@@ -46,10 +38,5 @@ if [ -n "$missing" ]; then
     apt-get update -q >/dev/null
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing >/dev/null
-fi
-root=$(cd "$(dirname "$0")/.." && pwd)
-if [ $browser = 1 ] && [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
-    echo "installing playwright-core into tests/browser (npm ci)" >&2
-    (cd "$root/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 exit 0
