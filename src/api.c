@@ -1088,6 +1088,8 @@ static int error_status(const char *m)
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strncmp(m, map[i].prefix, strlen(map[i].prefix)) == 0) return map[i].status;
+    /* Refused by policy, not by the request's form: --min-audience, --min-seeds. */
+    if (strstr(m, "privacy floor")) return 403;
     return 400;
 }
 

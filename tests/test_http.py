@@ -172,6 +172,19 @@ with tempfile.TemporaryDirectory() as d:
     st, j, _, _ = c.req("POST", "/v1/events", {"user": "u-new", "segment": seg, "weight": "x"})
     ok(st == 400 and "weight" in j["error"], "POST /v1/events with a bad weight: 400 naming it")
 
+    # ---- the privacy floors: 403, refused by policy ----------------------------------------------
+    fl = Server(path, "--http-port", 0, d=d)  # the default floors: 100 users, 100 seeds
+    fc = Client(fl.http_port)
+    st_a, j_a, _, _ = fc.req("GET", f"/v1/segments/{seg}/audience?n=5&min=1e9")
+    st_r, j_r, _, _ = fc.req("GET", f"/v1/segments/{seg}/reach?min=1e9")
+    st_l, j_l, _, _ = fc.req("POST", "/v1/lookalike", {"seeds": users[:3], "n": 200})
+    st_ok, j_ok, _, _ = fc.req("GET", f"/v1/segments/{seg}/audience?n=5")
+    ok(st_a == st_r == st_l == 403 and all("privacy floor" in j["error"] for j in (j_a, j_r, j_l)) and
+       st_ok == 200 and j_ok["count"] == 5,
+       "privacy floors: an audience or reach of no user and 3 seeds are 403 naming the floor; "
+       "the best 5 of an audience over the floor are served")
+    fl.stop()
+
     # ---- unknown ids, bad requests --------------------------------------------------------------
     st, j, _, _ = c.req("GET", "/v1/segments/no-such-segment/audience?n=3")
     ok(st == 404 and j["error"] == "unknown segment 'no-such-segment'" and j["status"] == 404,

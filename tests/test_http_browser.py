@@ -224,7 +224,9 @@ def explore(driver, logs, url, user, segment, seeds):
 
 with tempfile.TemporaryDirectory() as d:
     path, ev = make_model(d)
-    srv = Server(path, "--http-port", 0, d=d)
+    # No privacy floors: the page is walked with small audiences (the floors
+    # and their 403s are tested in test_http.py and test_journal_serve.py).
+    srv = Server(path, "--http-port", 0, "--min-audience", 0, "--min-seeds", 0, d=d)
     try:
         r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
         seg = "interest:sports:00"

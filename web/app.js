@@ -329,16 +329,27 @@ async function showSegment() {
   if (!id) return;
   saveHash();
   try {
-    const aud = await api(`/v1/segments/${enc(id)}/audience?n=12`);
+    // 403: the server's privacy floor (--min-audience) withholds audiences
+    // and reaches of fewer users; such points are left out, not errors.
+    let withheld = '';
+    const floor = (e, value) => {
+      if (e.status !== 403) throw e;
+      withheld = e.message;
+      return value;
+    };
+    const aud = await api(`/v1/segments/${enc(id)}/audience?n=12`).catch((e) => floor(e, { users: [] }));
     usersTable($('segment-users'), aud.users, 'best users');
     const top = aud.users.length ? aud.users[0].score : 1;
-    const reach = (lo, hi, steps) => Promise.all(Array.from({ length: steps + 1 }, (_, i) =>
-      api(`/v1/segments/${enc(id)}/reach?min=${Number((lo + ((hi - lo) * i) / steps).toPrecision(6))}`)));
+    const reach = (lo, hi, steps) => Promise.all(Array.from({ length: steps + 1 }, (_, i) => {
+      const min = Number((lo + ((hi - lo) * i) / steps).toPrecision(6));
+      return api(`/v1/segments/${enc(id)}/reach?min=${min}`).catch((e) => floor(e, { min, reach: null }));
+    })).then((rs) => rs.filter((r) => r.reach !== null));
     // A coarse pass from 0 (or below) to the best score finds where reach
     // starts to fall (with a prior blend, every user may score above 0);
     // the curve is drawn from the last threshold before the fall.
     const lo = Math.min(0, top - 1);
     const coarse = await reach(lo, top, 8);
+    if (!coarse.length) throw new Error(withheld || 'no threshold to show');
     let from = 0;
     while (from + 1 < coarse.length && coarse[from + 1].reach === coarse[0].reach) from++;
     const reaches = await reach(coarse[from].min, top, 16);
@@ -350,7 +361,8 @@ async function showSegment() {
     const pct = (n) => (modelUsers ? ` (${((100 * n) / modelUsers).toFixed(1)}% of ${int(modelUsers)})` : '');
     const mid = pts[Math.floor(pts.length / 2)];
     note('segment-note', [{ b: id }, `: ${int(coarse[0].reach)} users score ≥ ${score(coarse[0].min)}${pct(coarse[0].reach)}, `
-      + `${int(mid.y)} score ≥ ${score(mid.x)}${pct(mid.y)}; the best scores ${score(top)}`]);
+      + `${int(mid.y)} score ≥ ${score(mid.x)}${pct(mid.y)}; the best scores ${score(top)}`
+      + (withheld ? `; smaller audiences are withheld (${withheld})` : '')]);
   } catch (e) {
     note('segment-note', [e.message], true);
     clear($('reach-chart'));
