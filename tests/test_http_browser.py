@@ -18,7 +18,10 @@ import base64
 import json
 import os
 import sys
+import socket
+import subprocess
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import Server, make_model  # noqa: E402
@@ -55,22 +58,65 @@ LIVE_WAIT = 15     # seconds for the live panel's polls
 RemoteConnection.set_timeout(60)
 
 
+class LoopbackService(Service):
+    """chromedriver reached at 127.0.0.1, not "localhost": a minimal machine
+    (a fresh chroot, a container) may have no /etc/hosts to resolve it."""
+
+    @property
+    def service_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_connectable(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
 def start_browser(d):
-    """Chromium through chromedriver, headless, on a fresh profile in d."""
+    """Chromium, headless, on a fresh profile in d, started here with its
+    DevTools port on 127.0.0.1, and chromedriver attached to it there. (Left
+    to itself, chromedriver would reach the browser at "localhost", which a
+    minimal machine without /etc/hosts cannot resolve.) Returns the driver and
+    the browser's process, which the caller stops."""
     profile = os.path.join(d, "chromium-profile")
     os.makedirs(profile)
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+            "--window-size=1280,900", "about:blank"]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(d, "chromium.log"), "w"), env={**os.environ, "HOME": d})
+    port_file = os.path.join(profile, "DevToolsActivePort")
+    deadline = time.monotonic() + 30
+    port = None
+    while port is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(port_file) as f:
+                first = f.readline().strip()
+            port = int(first) if first else None
+        except (FileNotFoundError, ValueError):
+            pass
+        if port is None:
+            time.sleep(0.05)
+    if port is None:
+        stop_process(proc)
+        raise WebDriverException(f"chromium did not open its DevTools port within 30 s "
+                                 f"(exit {proc.poll()}; see {os.path.join(d, 'chromium.log')})")
     opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={profile}"]:
-        opts.add_argument(a)
+    opts.debugger_address = f"127.0.0.1:{port}"
     # The browser's console (console.error, uncaught errors) and its network
     # events (each response's status, each failed request) are logged.
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     opts.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
-    service = Service(CHROMEDRIVER, log_path=os.path.join(d, "chromedriver.log"), env={**os.environ, "HOME": d})
-    driver = webdriver.Chrome(service=service, options=opts)
+    service = LoopbackService(CHROMEDRIVER, log_path=os.path.join(d, "chromedriver.log"),
+                              env={**os.environ, "HOME": d})
+    try:
+        driver = webdriver.Chrome(service=service, options=opts)
+    except BaseException:
+        stop_process(proc)
+        raise
     try:
         # The page is laid out in a 1280x900 viewport, whatever the window around it.
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
@@ -79,8 +125,20 @@ def start_browser(d):
         driver.set_script_timeout(WAIT)
     except BaseException:
         driver.quit()
+        stop_process(proc)
         raise
-    return driver
+    return driver, proc
+
+
+def stop_process(proc):
+    """Stops a process we started, by its pid: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class Logs:
@@ -235,9 +293,9 @@ with tempfile.TemporaryDirectory() as d:
         want = r.execute_command("SEGMENTS", user, "COUNT", 10)[1][::2]
         url = f"http://127.0.0.1:{srv.http_port}/"
         try:
-            driver = start_browser(d)
+            driver, chrome = start_browser(d)
         except WebDriverException as e:
-            driver = None
+            driver = chrome = None
             log = os.path.join(d, "chromedriver.log")
             note(f"the browser did not start: {e.msg} {open(log).read()[-1500:] if os.path.exists(log) else ''}")
         res, logs = {"error": "the browser did not start"}, None
@@ -247,6 +305,7 @@ with tempfile.TemporaryDirectory() as d:
                 res = explore(driver, logs, url, user, seg, users[1:])
             finally:
                 driver.quit()
+                stop_process(chrome)
         if res.get("error"):
             note(res["error"])
         console_errors = logs.console_errors if logs else None
