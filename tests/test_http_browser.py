@@ -17,6 +17,7 @@ by its pid.
 import base64
 import json
 import os
+import signal
 import sys
 import socket
 import subprocess
@@ -86,8 +87,11 @@ def start_browser(d):
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
             "--window-size=1280,900", "about:blank"]
+    # Its own process group: the browser's helpers (zygote, renderers) are
+    # stopped with it.
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(d, "chromium.log"), "w"), env={**os.environ, "HOME": d})
+                            stderr=open(os.path.join(d, "chromium.log"), "w"), env={**os.environ, "HOME": d},
+                            start_new_session=True)
     port_file = os.path.join(profile, "DevToolsActivePort")
     deadline = time.monotonic() + 30
     port = None
@@ -131,14 +135,21 @@ def start_browser(d):
 
 
 def stop_process(proc):
-    """Stops a process we started, by its pid: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    """Stops the browser we started and every process of its group: SIGTERM,
+    then SIGKILL for whatever is left after 10 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers still alive after the main process
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 class Logs:
@@ -280,7 +291,8 @@ def explore(driver, logs, url, user, segment, seeds):
     return res
 
 
-with tempfile.TemporaryDirectory() as d:
+# A helper of the browser may still be writing its profile as it exits.
+with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
     path, ev = make_model(d)
     # No privacy floors: the page is walked with small audiences (the floors
     # and their 403s are tested in test_http.py and test_journal_serve.py).
