@@ -132,6 +132,19 @@ int st_npy_read(const char *path, float **data, uint64_t *rows, uint32_t *cols, 
         st_seterr(err, "%s: array too large", path);
         goto out;
     }
+    /* The shape must fit in what the file holds before anything is
+     * allocated for it: a forged shape must not ask for terabytes. */
+    struct stat fst;
+    long pos = ftell(f);
+    if (fstat(fileno(f), &fst) != 0 || pos < 0) {
+        st_seterr(err, "%s: cannot stat: %s", path, strerror(errno));
+        goto out;
+    }
+    if ((uint64_t)fst.st_size < (uint64_t)pos || bytes > (uint64_t)fst.st_size - (uint64_t)pos) {
+        st_seterr(err, "%s: truncated .npy file: shape (%llu, %llu) needs %zu bytes of data, the file holds %lld", path,
+                  r, c, bytes, (long long)fst.st_size - (long long)pos);
+        goto out;
+    }
     void *raw = st_malloc(bytes ? bytes : 1);
     float *out = st_aligned_alloc(64, (n ? n : 1) * sizeof(float));
     if (!raw || !out) {

@@ -122,4 +122,13 @@ with tempfile.TemporaryDirectory() as d:
     r = fails(["import", "--user-factors", p("notnpy.npy"), "--user-ids", p("u.txt"), "--segment-factors",
                p("v.json"), "-o", p("x.model")], "")
     ok(r[1] != "" and "Traceback" not in r[1], f"a broken .npy gets a message ({r[1]})")
+    # A forged shape asks for far more than the file holds: refused before
+    # anything is allocated for it.
+    hdr = b"{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999, 1000), }"
+    hdr += b" " * (63 - (10 + len(hdr)) % 64) + b"\n"
+    with open(p("huge.npy"), "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr + b"\0" * 64)
+    r = fails(["import", "--user-factors", p("huge.npy"), "--user-ids", p("u.txt"), "--segment-factors",
+               p("v.json"), "-o", p("x.model")], "truncated .npy file: shape (999999999999, 1000) needs")
+    ok(r[0], f"a shape larger than the file is refused before allocating ({r[1]})")
 done()
