@@ -12,6 +12,7 @@ bounded in count and time; servers listen on loopback and are stopped by pid.
 import argparse
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -125,19 +126,26 @@ with tempfile.TemporaryDirectory() as d:
             flood.append(s)
         except OSError:
             refused += 1
-    time.sleep(0.5)
-    for s in flood:
-        s.settimeout(0.2)
-        try:
-            data = s.recv(256)
-            if b"max number of clients" in data:
-                refused += 1
-        except (socket.timeout, OSError):
-            pass
+    # At once, before the idle timeout (2 s) could cut this client: a client
+    # connected before the flood is still served while it lasts.
     try:
         served_during = c.ping()
-    except redis.RedisError:
+    except redis.RedisError as e:
         served_during = False
+        note(f"PING during the flood: {e}")
+    # The refusals arrive as replies; collect them for at most a second (all
+    # of the flood's sockets at once, well inside the idle timeout).
+    pending = {s.fileno(): s for s in flood}
+    deadline = time.monotonic() + 1.0
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(pending.values()), [], [], max(0.0, deadline - time.monotonic()))
+        for s in ready:
+            del pending[s.fileno()]
+            try:
+                if b"max number of clients" in s.recv(256):
+                    refused += 1
+            except OSError:
+                pass
     for s in flood:
         s.close()
     # The server notices the closed connections as its loops get to them:
