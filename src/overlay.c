@@ -477,6 +477,23 @@ int st_overlay_check(st_overlay *o, st_overlay_change *chg, char *err)
     return 1;
 }
 
+/* Slot s no longer has a history (the caller frees the old one) and is
+ * counted as forgotten, not live. */
+static void mark_forgotten(st_overlay *o, slot_t *s)
+{
+    s->hist_seg = NULL;
+    s->hist_r = NULL;
+    s->hist_n = 0;
+    if (s->live) {
+        s->live = 0;
+        o->nlive--;
+    }
+    if (!s->forgotten) {
+        s->forgotten = 1;
+        o->nforgotten++;
+    }
+}
+
 void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
 {
     if (!chg->kind) {
@@ -507,17 +524,7 @@ void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
             o->nlive++;
         }
     } else {
-        s->hist_seg = NULL;
-        s->hist_r = NULL;
-        s->hist_n = 0;
-        if (s->live) {
-            s->live = 0;
-            o->nlive--;
-        }
-        if (!s->forgotten) {
-            s->forgotten = 1;
-            o->nforgotten++;
-        }
+        mark_forgotten(o, s); /* its history is freed below, outside the lock */
     }
     pthread_rwlock_unlock(&o->lock);
     st_free(old_seg);
@@ -561,17 +568,7 @@ int st_overlay_replay(st_overlay *o, uint64_t journal_id, const st_jrecord *r, c
         s->dirty = 0;
         st_free(s->hist_seg);
         st_free(s->hist_r);
-        s->hist_seg = NULL;
-        s->hist_r = NULL;
-        s->hist_n = 0;
-        if (s->live) {
-            s->live = 0;
-            o->nlive--;
-        }
-        if (!s->forgotten) {
-            s->forgotten = 1;
-            o->nforgotten++;
-        }
+        mark_forgotten(o, s);
         return 0;
     }
     if (s->pend_n == s->pend_cap) {
