@@ -105,3 +105,30 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def wait_port(port, deadline=10.0):
+    """True once something accepts connections on 127.0.0.1:port (bounded)."""
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def nutcracker_config(out, ports):
+    """The nutcracker.yml `starling shard` wrote in out, with the proxy on a
+    free loopback port and shard i on ports[i]: written to out/run.yml.
+    Returns (its path, the proxy's port)."""
+    yml = open(os.path.join(out, "nutcracker.yml")).read()
+    proxy_port = free_port()
+    yml = re.sub(r"listen: 127.0.0.1:\d+", f"listen: 127.0.0.1:{proxy_port}", yml)
+    for i, pt in enumerate(ports):
+        yml = re.sub(rf"127.0.0.1:\d+:1 shard{i}\n", f"127.0.0.1:{pt}:1 shard{i}\n", yml)
+    path = os.path.join(out, "run.yml")
+    with open(path, "w") as f:
+        f.write(yml)
+    return path, proxy_port

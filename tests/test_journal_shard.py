@@ -6,14 +6,13 @@ EVENT and FORGET are not commands twemproxy knows, which is why the
 sorted-set forms exist.
 """
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import Server, free_port, make_model  # noqa: E402
+from serve import Server, free_port, make_model, nutcracker_config, wait_port  # noqa: E402
 from starling_model import Model  # noqa: E402
 from tap import done, ok, skip_all, starling  # noqa: E402
 
@@ -23,18 +22,6 @@ except ImportError:
     redis = None
 if redis is None or not shutil.which("nutcracker"):
     skip_all("needs python3-redis and nutcracker (Debian packages)")
-
-
-def wait_port(port, tries=200):
-    import socket
-    import time
-    for _ in range(tries):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 with tempfile.TemporaryDirectory() as d:
@@ -48,14 +35,8 @@ with tempfile.TemporaryDirectory() as d:
             owners[u] = i
     servers = [Server(os.path.join(out, f"shard-{i}.model"), "--journal", os.path.join(out, f"j{i}.journal"),
                       "--appendfsync", "always", d=d) for i in range(2)]
-    yml = open(os.path.join(out, "nutcracker.yml")).read()
-    proxy_port = free_port()
-    yml = re.sub(r"listen: 127.0.0.1:\d+", f"listen: 127.0.0.1:{proxy_port}", yml)
-    for i, s in enumerate(servers):
-        yml = re.sub(rf"127.0.0.1:\d+:1 shard{i}\n", f"127.0.0.1:{s.port}:1 shard{i}\n", yml)
-    with open(os.path.join(out, "run.yml"), "w") as f:
-        f.write(yml)
-    proxy = subprocess.Popen(["nutcracker", "-c", os.path.join(out, "run.yml"), "-s", str(free_port())],
+    conf, proxy_port = nutcracker_config(out, [s.port for s in servers])
+    proxy = subprocess.Popen(["nutcracker", "-c", conf, "-s", str(free_port())],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ok(wait_port(proxy_port), "nutcracker is up in front of two shards with journals")

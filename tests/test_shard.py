@@ -8,15 +8,13 @@ server whose shard file holds that user. Several hash / distribution /
 hash_tag settings, ids with non-ASCII bytes included.
 """
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve import free_port, nutcracker_config, wait_port  # noqa: E402
 from starling_model import Model  # noqa: E402
 from tap import done, note, ok, skip_all, starling  # noqa: E402
 
@@ -26,25 +24,6 @@ except ImportError:
     redis = None
 if redis is None or not shutil.which("redis-server") or not shutil.which("nutcracker"):
     skip_all("needs python3-redis, redis-server and nutcracker (Debian packages)")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, deadline=10.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 procs = []
@@ -83,14 +62,8 @@ try:
             ports = [free_port() for _ in range(n)]
             servers = [start(["redis-server", "--port", str(pt), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"]) for pt in ports]
-            yml = open(os.path.join(out, "nutcracker.yml")).read()
-            proxy_port = free_port()
-            yml = re.sub(r"listen: 127.0.0.1:\d+", f"listen: 127.0.0.1:{proxy_port}", yml)
-            for i, pt in enumerate(ports):
-                yml = re.sub(rf"127.0.0.1:\d+:1 shard{i}\n", f"127.0.0.1:{pt}:1 shard{i}\n", yml)
-            with open(os.path.join(out, "run.yml"), "w") as f:
-                f.write(yml)
-            proxy = start(["nutcracker", "-c", os.path.join(out, "run.yml"), "-s", str(free_port())])
+            conf, proxy_port = nutcracker_config(out, ports)
+            proxy = start(["nutcracker", "-c", conf, "-s", str(free_port())])
             up = all(wait_port(pt) for pt in ports) and wait_port(proxy_port)
             if not ok(up, f"{hash_}/{dist}/tag {tag}/{n} shards: redis-servers and nutcracker are up"):
                 continue
