@@ -2133,6 +2133,15 @@ static void cmd_info(st_ctx *c)
                 (unsigned long long)si.clients, (unsigned long long)si.blocked_clients,
                 (unsigned long long)c->cfg->maxclients);
     }
+    if (want_section(c, "memory", 1)) {
+        /* mem_allocator says whether the once-a-second trim of freed pages runs
+         * (libc) or is skipped because glibc's allocator is not in use (other:
+         * a sanitizer's, a preloaded one). */
+        size_t rss = st_current_rss();
+        tprintf(&t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
+                    "allocator_trims:%llu\r\n\r\n",
+                rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
+    }
     if (want_section(c, "model", 1) && !sv) {
         tprintf(&t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", c->cfg->model_path);
     } else if (want_section(c, "model", 1)) {

@@ -36,7 +36,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1378,7 +1377,7 @@ static void *loop_main(void *arg)
              * gone stay resident and RSS creeps under connection churn. */
             if (l->closed != l->trimmed_at) {
                 l->trimmed_at = l->closed;
-                malloc_trim(0);
+                st_trim_free_memory(); /* a no-op unless glibc's allocator is in use */
             }
         }
     }

@@ -6,9 +6,11 @@
  */
 #include "util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <math.h>
 #include <sched.h>
@@ -106,6 +108,68 @@ size_t st_peak_rss(void)
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
 }
+
+size_t st_current_rss(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    if (n != 2) return 0;
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Whether glibc's malloc is the one the program calls. Checked at compile time
+ * for the sanitizers (they replace malloc in every object), then at run time:
+ * the malloc that symbol lookup finds first must be libc.so.6's own, which a
+ * sanitizer runtime or an LD_PRELOAD allocator loaded ahead of libc is not.
+ * valgrind redirects calls, not symbols, and replaces malloc_trim itself. */
+static int glibc_allocator;
+static pthread_once_t allocator_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t trim_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uint_fast64_t trims;
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || __has_feature(thread_sanitizer)
+#define ST_MALLOC_REPLACED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ST_MALLOC_REPLACED 1
+#endif
+
+static void detect_allocator(void)
+{
+#ifdef ST_MALLOC_REPLACED
+    glibc_allocator = 0;
+#else
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (!libc) return;
+    void *first = dlsym(RTLD_DEFAULT, "malloc"), *own = dlsym(libc, "malloc");
+    glibc_allocator = first && first == own && !dlsym(RTLD_DEFAULT, "__asan_init");
+    dlclose(libc);
+#endif
+}
+
+const char *st_allocator_name(void)
+{
+    pthread_once(&allocator_once, detect_allocator);
+    return glibc_allocator ? "libc" : "other";
+}
+
+int st_trim_free_memory(void)
+{
+    pthread_once(&allocator_once, detect_allocator);
+    if (!glibc_allocator) return 0;
+    pthread_mutex_lock(&trim_lock);
+    malloc_trim(0);
+    pthread_mutex_unlock(&trim_lock);
+    atomic_fetch_add_explicit(&trims, 1, memory_order_relaxed);
+    return 1;
+}
+
+uint64_t st_trim_count(void) { return atomic_load_explicit(&trims, memory_order_relaxed); }
 
 /* Write-failure injection: a stream that accepts `budget` bytes, then fails
  * every write with ENOSPC, as a full disk does. */

@@ -40,6 +40,25 @@ double st_now(void);
 /* Peak resident set size of this process in bytes (0 when unknown). */
 size_t st_peak_rss(void);
 
+/* Current resident set size of this process in bytes (0 when unknown). */
+size_t st_current_rss(void);
+
+/* Gives the allocator's free pages back to the system (glibc's malloc_trim),
+ * when and only when glibc's allocator is the one serving malloc: never under
+ * AddressSanitizer or another tool that replaces malloc at link time, nor under
+ * a preloaded allocator (jemalloc, tcmalloc), whose arenas malloc_trim does not
+ * know (it would walk glibc's never-initialised arenas, and two threads doing
+ * so at once crash). Safe from any thread: trims are serialised. Returns 1
+ * when it trimmed, 0 when it did nothing. May block for a few milliseconds. */
+int st_trim_free_memory(void);
+
+/* "libc" when glibc's allocator serves malloc (and st_trim_free_memory
+ * trims), "other" otherwise. */
+const char *st_allocator_name(void);
+
+/* Trims done by st_trim_free_memory since the process started. */
+uint64_t st_trim_count(void);
+
 /* Write-failure injection for tests, as a full disk behaves: after `bytes`
  * more bytes every write fails with ENOSPC; -1 turns it off. It covers every
  * file st_write_atomic writes (counted per file, from when it is opened) and
