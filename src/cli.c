@@ -78,7 +78,7 @@ void st_cli_help(const st_cmd_doc *doc, const st_opt *opts, FILE *f)
             fprintf(f, "  %s\n  %-28s %s", left, "", o->help);
         else
             fprintf(f, "  %-28s %s", left, o->help);
-        if (def[0]) fprintf(f, " (default %s)", def);
+        if (def[0] && !strstr(o->help, "(default")) fprintf(f, " (default %s)", def); /* or the help says it */
         fputc('\n', f);
     }
     fprintf(f, "  -h, --help                   show this help\n");

@@ -8,7 +8,7 @@
  * tune: the split form over a grid or random sample of hyper-parameters, each
  * run stopped early on the validation metric; writes the best model.
  *
- * Both end in evaluate(): fit the prior weight and the calibration on the
+ * Both end in st_evaluate() (evaluate.h): fit the prior weight and the calibration on the
  * validation users, rank the test users with the model and the two
  * baselines, and summarise. The output (terminal table, --json, --csv,
  * --report DIR, --dump DIR) is written from the one result.
@@ -23,6 +23,7 @@
 
 #include "cli.h"
 #include "eval.h"
+#include "evaluate.h"
 #include "model.h"
 #include "report.h"
 #include "rng.h"
@@ -30,7 +31,6 @@
 #include "train.h"
 #include "util.h"
 
-#define MAX_SEGMENT_ROWS 50
 
 /* ---- the options both commands share --------------------------------------- */
 
@@ -47,11 +47,21 @@ typedef struct {
     double prior_fixed;
 } eval_opts;
 
+/* What st_evaluate needs of the options. */
+static st_evaluate_opts evaluate_opts(const eval_opts *o, int threads)
+{
+    st_evaluate_opts e = {.nk = o->nk, .metric = o->metric, .metric_ki = o->metric_ki, .prior_mode = o->prior_mode,
+                          .prior_fixed = o->prior_fixed, .seed = o->split_seed, .negatives = (uint32_t)o->negatives,
+                          .segments = (uint32_t)o->segments, .threads = threads};
+    memcpy(e.ks, o->ks, sizeof e.ks);
+    return e;
+}
+
 static void eval_opts_init(eval_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->ks_spec = "5,10,20,50,100";
-    o->metric_spec = "recall@20";
+    o->metric_spec = NULL; /* recall at the cut-off asked for nearest 20: see eval_opts_finish */
     o->split_seed = 42;
     o->min_events = 1;
     o->negatives = 100;
@@ -65,8 +75,10 @@ static void eval_opts_add(eval_opts *o, st_opt *opts, int *n, int tune)
     const st_opt common[] = {
         {"k", 'k', ST_OPT_STRING, &o->ks_spec, "K,...", "cut-offs K of every metric", 0},
         {"metric", 0, ST_OPT_STRING, &o->metric_spec, "NAME@K",
-         tune ? "what to select and stop on: recall|ndcg|precision|map|hit@K, or auc"
-              : "what the prior weight is fitted to: recall|ndcg|precision|map|hit@K, or auc",
+         tune ? "what to select and stop on: recall|ndcg|precision|map|hit@K, or auc (default recall@20, or "
+                "recall at the -k nearest 20; a K not in -k joins it)"
+              : "what the prior weight is fitted to: recall|ndcg|precision|map|hit@K, or auc (default recall@20, or "
+                "recall at the -k nearest 20; a K not in -k joins it)",
          0},
         {"split-seed", 0, ST_OPT_U64, &o->split_seed, "S", "seed of the split and of the validation users", 0},
         {"min-events", 0, ST_OPT_U64, &o->min_events, "N", "evaluate only users with at least N distinct segments", 0},
@@ -145,14 +157,40 @@ static int eval_opts_finish(eval_opts *o, const st_cmd_doc *doc, int split_form)
     if (parse_ks(o->ks_spec, o->ks, &o->nk) != 0)
         return st_cli_usage(doc, "-k: '%s' is not a list of ascending cut-offs (1..100000, at most %d)", o->ks_spec,
                             ST_EVAL_MAXK);
+    if (!o->metric_spec) {
+        /* recall at 20 when 20 is asked for, else at the nearest K asked for
+         * (the smaller of two as near): never a K the user did not ask for. */
+        static char spec[32];
+        uint32_t best = o->ks[0];
+        for (uint32_t j = 1; j < o->nk; j++) {
+            uint32_t d = o->ks[j] > 20 ? o->ks[j] - 20 : 20 - o->ks[j], db = best > 20 ? best - 20 : 20 - best;
+            if (d < db) best = o->ks[j];
+        }
+        snprintf(spec, sizeof spec, "recall@%u", best);
+        o->metric_spec = spec;
+    }
     int rc = parse_metric(o->metric_spec, o->ks, o->nk, &o->metric, &o->metric_ki);
     if (rc == -1) return st_cli_usage(doc, "--metric: '%s' is not NAME@K (recall@20, ndcg@10, ...) or auc", o->metric_spec);
-    if (rc == -2) return st_cli_usage(doc, "--metric: the K of '%s' is not among -k %s", o->metric_spec, o->ks_spec);
+    if (rc == -2) {
+        /* A metric at a K not listed: that K joins the cut-offs. */
+        uint64_t K = strtoull(strchr(o->metric_spec, '@') + 1, NULL, 10);
+        if (o->nk >= ST_EVAL_MAXK || K < 1 || K > 100000)
+            return st_cli_usage(doc, "--metric: the K of '%s' is not among -k %s, and cannot be added", o->metric_spec,
+                                o->ks_spec);
+        uint32_t j = o->nk;
+        while (j > 0 && o->ks[j - 1] > K) {
+            o->ks[j] = o->ks[j - 1];
+            j--;
+        }
+        o->ks[j] = (uint32_t)K;
+        o->nk++;
+        parse_metric(o->metric_spec, o->ks, o->nk, &o->metric, &o->metric_ki);
+    }
     if (!(o->fold_in > 0 && o->fold_in < 1)) return st_cli_usage(doc, "--fold-in must be between 0 and 1");
     if (o->validation != -1 && !(o->validation >= 0 && o->validation < 1))
         return st_cli_usage(doc, "--validation must be at least 0 and below 1");
     if (o->negatives < 1 || o->negatives > 100000) return st_cli_usage(doc, "--negatives must be between 1 and 100000");
-    if (o->segments > MAX_SEGMENT_ROWS) return st_cli_usage(doc, "--segments must be at most %d", MAX_SEGMENT_ROWS);
+    if (o->segments > ST_EVALUATE_SEGMENT_ROWS) return st_cli_usage(doc, "--segments must be at most %d", ST_EVALUATE_SEGMENT_ROWS);
     if (o->min_events > UINT32_MAX || o->max_events > UINT32_MAX)
         return st_cli_usage(doc, "--min-events and --max-events must fit 32 bits");
     if (o->max_events && o->max_events < o->min_events)
@@ -177,152 +215,6 @@ static int eval_opts_finish(eval_opts *o, const st_cmd_doc *doc, int split_form)
         if (st_split_parse(o->split_spec, &o->split, err) != 0) return st_cli_usage(doc, "--split: %s", err);
     }
     return ST_CLI_GO;
-}
-
-/* ---- the evaluation of one model -------------------------------------------------- */
-
-typedef struct {
-    st_eval_run run[3];
-    st_eval_summary sum[3];  /* test users */
-    float *prior;            /* n */
-    double prior_weight;
-    const char *prior_how;
-    double prior_values[32]; /* the validation metric at each grid weight (fit) */
-    int calibrated;
-    const char *calib_how;
-    double a, b;
-    st_reliability rel;      /* on test users */
-    int have_rel;
-    double hist_lo, hist_hi, hist_pos[ST_REPORT_HIST_BINS], hist_neg[ST_REPORT_HIST_BINS];
-    uint32_t nseg, seg[MAX_SEGMENT_ROWS], seg_users[MAX_SEGMENT_ROWS];
-    double seg_recall[MAX_SEGMENT_ROWS];
-    uint32_t validation_users, test_users;
-    uint64_t test_pairs;
-} eval_result;
-
-static void eval_result_free(eval_result *r)
-{
-    for (int i = 0; i < 3; i++) st_eval_run_free(&r->run[i]);
-    st_free(r->prior);
-    memset(r, 0, sizeof *r);
-}
-
-static double metric_of(const st_eval_summary *s, const eval_opts *o)
-{
-    return o->metric == ST_NMETRICS ? s->auc.mean : s->m[o->metric_ki][o->metric].mean;
-}
-
-/* The weighted histogram of test-user sample scores, held-out and other. */
-static void score_histogram(const st_eval_samples *x, eval_result *r)
-{
-    double lo = INFINITY, hi = -INFINITY, wp = 0, wn = 0;
-    for (uint64_t i = 0; i < x->count; i++) {
-        if (x->weight[i] == 0) continue;
-        if (x->score[i] < lo) lo = x->score[i];
-        if (x->score[i] > hi) hi = x->score[i];
-    }
-    if (!(hi > lo)) hi = lo + 1;
-    r->hist_lo = lo;
-    r->hist_hi = hi;
-    for (uint64_t i = 0; i < x->count; i++) {
-        if (x->weight[i] == 0) continue;
-        int b = (int)((x->score[i] - lo) / (hi - lo) * ST_REPORT_HIST_BINS);
-        if (b >= ST_REPORT_HIST_BINS) b = ST_REPORT_HIST_BINS - 1;
-        if (b < 0) b = 0;
-        if (x->label[i]) {
-            r->hist_pos[b] += 1;
-            wp += 1;
-        } else {
-            r->hist_neg[b] += x->weight[i];
-            wn += x->weight[i];
-        }
-    }
-    for (int b = 0; b < ST_REPORT_HIST_BINS; b++) {
-        r->hist_pos[b] = wp > 0 ? r->hist_pos[b] / wp : 0;
-        r->hist_neg[b] = wn > 0 ? r->hist_neg[b] / wn : 0;
-    }
-}
-
-/* Fits the prior weight and the calibration on validation users (as o
- * says), then ranks the test users with the model and both baselines. */
-static int evaluate(const st_model *m, const st_eval_set *set, const eval_opts *o, int threads, eval_result *r,
-                    char *err)
-{
-    memset(r, 0, sizeof *r);
-    uint32_t n = m->segments;
-    r->prior = st_malloc((size_t)n * sizeof *r->prior);
-    if (!r->prior) return st_seterr(err, "out of memory");
-    st_score_prior(m, r->prior);
-    for (uint32_t e = 0; e < set->users; e++) {
-        if (set->validation[e]) r->validation_users++;
-        else {
-            r->test_users++;
-            r->test_pairs += set->test_ptr[e + 1] - set->test_ptr[e];
-        }
-    }
-    if (r->test_users == 0) return st_seterr(err, "no test users (every evaluated user is a validation user)");
-    st_ranker model = {.kind = ST_RANK_MODEL, .V = m->V, .prior = r->prior};
-    if (o->prior_mode == 0 && r->validation_users > 0) {
-        int metric = o->metric == ST_NMETRICS ? ST_M_RECALL : o->metric;
-        if (st_eval_fit_prior(set, &model, n, o->ks, o->nk, o->metric_ki, metric, threads, &r->prior_weight,
-                              r->prior_values, err) != 0)
-            return -1;
-        r->prior_how = "fitted on validation users";
-    } else if (o->prior_mode == 0) {
-        r->prior_weight = 0;
-        r->prior_how = "none (no validation users to fit it on)";
-    } else if (o->prior_mode == 1) {
-        r->prior_weight = m->h.prior_weight;
-        r->prior_how = "the model's";
-    } else {
-        r->prior_weight = o->prior_fixed;
-        r->prior_how = "given";
-    }
-    model.prior_weight = r->prior_weight;
-    st_ranker pop = {.kind = ST_RANK_POPULARITY, .popularity = m->popularity};
-    st_ranker rnd = {.kind = ST_RANK_RANDOM, .seed = o->split_seed};
-    const st_ranker *rk[3] = {&model, &pop, &rnd};
-    uint8_t test = 0;
-    for (int i = 0; i < 3; i++) {
-        if (st_eval_rank(set, rk[i], n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
-        st_eval_summarize(set, &r->run[i], &test, &r->sum[i]);
-    }
-    /* Calibration: fitted on validation users, checked on test users. */
-    if (r->validation_users > 0 && !(o->prior_mode == 1 && (m->h.flags & ST_MODEL_CALIBRATED))) {
-        st_eval_samples v;
-        uint8_t val = 1;
-        if (st_eval_sample(set, &model, n, &val, (uint32_t)o->negatives, o->split_seed ^ 0xca11b, threads, &v,
-                           err) != 0)
-            return -1;
-        int rc = st_calib_fit(&v, &r->a, &r->b, err);
-        st_eval_samples_free(&v);
-        if (rc == 0) {
-            r->calibrated = 1;
-            r->calib_how = "fitted on validation users";
-        }
-    } else if (m->h.flags & ST_MODEL_CALIBRATED) {
-        r->calibrated = 1;
-        r->a = m->h.calib_a;
-        r->b = m->h.calib_b;
-        r->calib_how = "the model's";
-    }
-    st_eval_samples ts;
-    if (st_eval_sample(set, &model, n, &test, (uint32_t)o->negatives, o->split_seed ^ 0x7e57, threads, &ts, err) !=
-        0)
-        return -1;
-    score_histogram(&ts, r);
-    if (r->calibrated) {
-        if (st_calib_reliability(&ts, r->a, r->b, &r->rel, err) != 0) {
-            st_eval_samples_free(&ts);
-            return -1;
-        }
-        r->have_rel = 1;
-    }
-    st_eval_samples_free(&ts);
-    uint32_t ki = o->metric == ST_NMETRICS ? 0 : o->metric_ki;
-    r->nseg = st_eval_segment_recall(set, &r->run[0], &test, n, ki, (uint32_t)o->segments, r->seg, r->seg_users,
-                                     r->seg_recall, err);
-    return 0;
 }
 
 /* ---- output ----------------------------------------------------------------------------- */
@@ -364,7 +256,7 @@ static void lift_text(char *out, size_t n, double a, double b)
     else snprintf(out, n, "%.2fx", a / b);
 }
 
-static void print_table(FILE *f, const facts *fa, const eval_result *r, const eval_opts *o, const st_model *m)
+static void print_table(FILE *f, const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m)
 {
     for (int i = 0; i < fa->n; i++) fprintf(f, "%-16s %s\n", fa->kv[2 * i], fa->kv[2 * i + 1]);
     fprintf(f, "\nmetrics over %u test users: mean ± 95%% confidence interval; recall@K is normalised by\n"
@@ -433,7 +325,7 @@ static json_t *stat_json(st_stat s)
     return o;
 }
 
-static json_t *result_json(const facts *fa, const eval_result *r, const eval_opts *o, const st_model *m,
+static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m,
                            const double *loss, uint32_t iterations)
 {
     json_t *root = json_object(), *info = json_object();
@@ -524,7 +416,7 @@ static json_t *result_json(const facts *fa, const eval_result *r, const eval_opt
     return root;
 }
 
-static void print_csv(FILE *f, const eval_result *r, const eval_opts *o)
+static void print_csv(FILE *f, const st_evaluation *r, const eval_opts *o)
 {
     fprintf(f, "ranker,metric,k,mean,ci95,users\n");
     for (int i = 0; i < 3; i++) {
@@ -540,10 +432,10 @@ static void print_csv(FILE *f, const eval_result *r, const eval_opts *o)
     }
 }
 
-static int write_report(const char *dir, const facts *fa, const eval_result *r, const eval_opts *o, const st_model *m,
+static int write_report(const char *dir, const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m,
                         const double *loss, uint32_t iterations, char *err)
 {
-    const char *names[MAX_SEGMENT_ROWS];
+    const char *names[ST_EVALUATE_SEGMENT_ROWS];
     for (uint32_t i = 0; i < r->nseg; i++) names[i] = st_idmap_name(&m->segment_ids, r->seg[i], NULL);
     st_report rep = {
         .title = "starling eval",
@@ -572,7 +464,7 @@ static int write_report(const char *dir, const facts *fa, const eval_result *r, 
  * seen.tsv and test.tsv (user, segment), segments.tsv (the model's segment
  * order), scores.f32 (test users x n float32, little-endian: exactly the
  * scores the model ranking used), metrics.json (the --json output). */
-static int dump_run(const char *dir, const st_eval_set *set, const st_model *m, const eval_result *r,
+static int dump_run(const char *dir, const st_eval_set *set, const st_model *m, const st_evaluation *r,
                     json_t *metrics, int threads, char *err)
 {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return st_seterr(err, "%s: cannot create: %s", dir, strerror(errno));
@@ -630,7 +522,7 @@ out:
 }
 
 /* Writes every output o asks for. */
-static int emit(const facts *fa, const eval_result *r, const eval_opts *o, const st_model *m, const st_eval_set *set,
+static int emit(const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m, const st_eval_set *set,
                 const double *loss, uint32_t iterations, int threads)
 {
     char err[ST_ERRLEN];
@@ -659,7 +551,7 @@ static int emit(const facts *fa, const eval_result *r, const eval_opts *o, const
 
 /* The facts shared by every output: data, split, model, users. */
 static void describe(facts *fa, char **inputs, int ninputs, const eval_opts *o, const st_model *m,
-                     const st_eval_set *set, const eval_result *r, double cut, double train_seconds, int split_form)
+                     const st_eval_set *set, const st_evaluation *r, double cut, double train_seconds, int split_form)
 {
     char buf[1024];
     size_t bl = 0;
@@ -725,62 +617,13 @@ static int weighting_from_model(const st_model *m, st_weighting *w, char *err)
     return 0;
 }
 
-/* Applies the fitted prior weight and calibration to m before saving. */
-static void apply_fit(st_model *m, const eval_result *r)
-{
-    m->h.prior_weight = r->prior_weight;
-    if (r->calibrated) {
-        m->h.calib_a = r->a;
-        m->h.calib_b = r->b;
-        m->h.flags |= ST_MODEL_CALIBRATED;
-    }
-}
-
-/* The headline figures of an evaluation as META lines (eval.KEY=VALUE), for
- * whoever reads the written model later: `starling info`, and the model card
- * of the page `starling serve --http-port` serves. Keeps the model's other
- * lines and drops eval.* lines from an earlier evaluation. Returns a new
- * string (caller frees) and its length, or NULL when out of memory. */
-static char *meta_with_eval(const st_model *m, const eval_result *r, const eval_opts *o, size_t *len)
-{
-    size_t cap = m->meta_len + 4096, w = 0;
-    char *b = st_malloc(cap);
-    if (!b) return NULL;
-    const char *p = m->meta, *end = m->meta + m->meta_len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        if (!((size_t)(le - p) >= 5 && memcmp(p, "eval.", 5) == 0)) {
-            memcpy(b + w, p, (size_t)(le - p));
-            w += (size_t)(le - p);
-            b[w++] = '\n';
-        }
-        p = le + 1;
-    }
-#define LINE(...) w += (size_t)snprintf(b + w, cap - w, __VA_ARGS__)
-    uint32_t k = o->ks[o->metric_ki];
-    LINE("eval.split=%s\n", o->split_spec ? o->split_spec : "model form (cold users folded in)");
-    LINE("eval.split_seed=%llu\n", (unsigned long long)o->split_seed);
-    LINE("eval.test_users=%u\n", r->test_users);
-    static const char *names[ST_NMETRICS] = {"precision", "recall", "ndcg", "map", "hit_rate"};
-    for (int mt = 0; mt < ST_NMETRICS; mt++)
-        LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
-    LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
-    LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
-    LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
-    LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
-    LINE("eval.prior_weight=%g\n", r->prior_weight);
-    if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
-#undef LINE
-    *len = w < cap ? w : cap - 1;
-    return b;
-}
-
 /* Saves m to path with the evaluation's figures in its META. */
-static int save_evaluated(st_model *m, const eval_result *r, const eval_opts *o, const char *path, char *err)
+static int save_evaluated(st_model *m, const st_evaluation *r, const eval_opts *o, const char *path, char *err)
 {
     size_t len;
-    char *meta = meta_with_eval(m, r, o, &len);
+    st_evaluate_opts e = evaluate_opts(o, 1);
+    char *meta = st_evaluation_meta(m, r, &e, o->split_spec ? o->split_spec : "model form (cold users folded in)",
+                                    o->split_seed, &len);
     if (!meta) return st_seterr(err, "out of memory");
     const char *old = m->meta;
     size_t old_len = m->meta_len;
@@ -908,7 +751,7 @@ int cli_eval(int argc, char **argv)
     memset(&m, 0, sizeof m);
     st_eval_set set;
     st_eval_set_init(&set, 1);
-    eval_result r;
+    st_evaluation r;
     memset(&r, 0, sizeof r);
     float *popularity = NULL;
     uint8_t *role = NULL;
@@ -965,14 +808,15 @@ int cli_eval(int argc, char **argv)
         goto done;
     }
     st_eval_set_partition(&set, default_validation(&o, &m), o.split_seed);
-    if (evaluate(&m, &set, &o, threads, &r, err) != 0) {
+    st_evaluate_opts eo = evaluate_opts(&o, threads);
+    if (st_evaluate(&m, &set, &eo, &r, err) != 0) {
         st_cli_fail("eval", "%s", err);
         goto done;
     }
     describe(&fa, split_form ? pos : pos + 1, split_form ? npos : 1, &o, &m, &set, &r, d.cut, t.seconds, split_form);
     if (!split_form) fact(&fa, "model file", "%s", pos[0]);
     if (o.out) {
-        apply_fit(&m, &r);
+        st_evaluation_apply(&m, &r);
         if (save_evaluated(&m, &r, &o, o.out, err) != 0) {
             st_cli_fail("eval", "%s", err);
             goto done;
@@ -981,7 +825,7 @@ int cli_eval(int argc, char **argv)
     }
     code = emit(&fa, &r, &o, &m, &set, m.loss, m.h.iterations, threads);
 done:
-    eval_result_free(&r);
+    st_evaluation_free(&r);
     st_eval_set_free(&set);
     if (split_form) st_free(popularity);
     else st_model_free(&m);
@@ -1051,7 +895,8 @@ static int tune_measure(tune_ctx *c, const st_trained *t, double *value)
     st_eval_summarize(&c->set, &run, &val, &sum);
     st_eval_run_free(&run);
     if (sum.users == 0) return st_seterr(c->err, "no validation users: raise --validation");
-    *value = metric_of(&sum, c->o);
+    st_evaluate_opts eo = evaluate_opts(c->o, c->threads);
+    *value = st_evaluate_metric(&sum, &eo);
     return 0;
 }
 
@@ -1240,7 +1085,7 @@ int cli_tune(int argc, char **argv)
     memset(&best, 0, sizeof best);
     uint32_t best_cfg = ST_NOT_FOUND;
     double best_value = -INFINITY;
-    eval_result r;
+    st_evaluation r;
     memset(&r, 0, sizeof r);
     st_eval_set set;
     st_eval_set_init(&set, 1);
@@ -1325,7 +1170,8 @@ int cli_tune(int argc, char **argv)
         goto done;
     }
     st_eval_set_partition(&set, o.validation < 0 ? 0.2 : o.validation, o.split_seed);
-    if (evaluate(&m, &set, &o, threads, &r, err) != 0) {
+    st_evaluate_opts eo = evaluate_opts(&o, threads);
+    if (st_evaluate(&m, &set, &eo, &r, err) != 0) {
         st_cli_fail("tune", "%s", err);
         goto done;
     }
@@ -1339,7 +1185,7 @@ int cli_tune(int argc, char **argv)
          search == 0 ? "grid" : "random", ncfg, o.metric_spec, (unsigned long long)patience,
          (unsigned long long)eval_every);
     if (o.out) {
-        apply_fit(&m, &r);
+        st_evaluation_apply(&m, &r);
         if (save_evaluated(&m, &r, &o, o.out, err) != 0) {
             st_cli_fail("tune", "%s", err);
             goto done;
@@ -1381,7 +1227,7 @@ int cli_tune(int argc, char **argv)
     }
     code = ST_EXIT_OK;
 done:
-    eval_result_free(&r);
+    st_evaluation_free(&r);
     st_eval_set_free(&set);
     st_eval_set_free(&c.set);
     st_free(c.bestX);

@@ -15,7 +15,7 @@ $S help | grep -q "^  eval "; ok $? "help lists eval"
 expect_fail 2 "expected MODEL and TEST_EVENTS" "eval needs two arguments" -- $S eval x
 expect_fail 2 "unknown split" "bad split" -- $S eval x.csv --split nope:1
 expect_fail 2 "-k:" "bad cut-offs" -- $S eval x.csv --split holdout:0.2 -k 10,5
-expect_fail 2 "is not among -k" "metric K must be a cut-off" -- $S eval x.csv --split holdout:0.2 --metric recall@7
+expect_fail 2 "is not NAME@K" "a bad metric" -- $S eval x.csv --split holdout:0.2 --metric recall7
 expect_fail 2 "--split SPEC is required" "tune needs a split" -- $S tune x.csv
 expect_fail 2 "more than --trials" "grid larger than trials" -- $S tune x.csv --split holdout:0.2 --factors 8,16 --lambda 0.1,0.2 --trials 3
 
@@ -43,6 +43,15 @@ grep -q '"split": "users:0.2, seed 42; held-out users fold in 0.8' "$T/users:0.2
 $S eval "$T/ev.csv" --split holdout:0.2 $TRAIN --csv >"$T/a.csv"; ok $? "--csv"
 head -1 "$T/a.csv" | grep -qx "ranker,metric,k,mean,ci95,users" && [ "$(wc -l <"$T/a.csv")" -eq 94 ]; ok $? "CSV: header and 3 x (25 + 1 + 5) rows"
 $S eval "$T/ev.csv" --split holdout:0.2 $TRAIN --csv --threads 1 | cmp -s - "$T/a.csv"; ok $? "same results on 1 thread as on all"
+
+# Plain commands run: -k alone fits the prior at a K it lists, and a metric
+# at another K adds that K to the cut-offs.
+$S eval "$T/ev.csv" --split holdout:0.2 $TRAIN -k 10 --json >"$T/k10.json"; ok $? "eval -k 10 alone runs"
+/usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['k'] == [10], d['k']" "$T/k10.json"
+ok $? "-k 10: the cut-offs are those asked for"
+$S eval "$T/ev.csv" --split holdout:0.2 $TRAIN -k 5,50 --metric ndcg@7 --json >"$T/k7.json"; ok $? "--metric at a K not in -k runs"
+/usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['k'] == [5, 7, 50], d['k']" "$T/k7.json"
+ok $? "--metric ndcg@7 -k 5,50: 7 joins the cut-offs"
 
 # The model form: known users ranked, unknown users folded in.
 awk -F, 'NR == 1 || substr($1, 2) + 0 < 1200' "$T/ev.csv" >"$T/known.csv"

@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""Targeting quality as a user meets it: `starling train` with the options
+given (defaults when none), then `starling eval MODEL TEST` on held-out data,
+against the popularity, item-kNN and EASE baselines on the same users.
+
+Splits (each seeded, written to WORK/DATASET/):
+  known  20% of each user's distinct segments held out (users with >= 5);
+         the rest trains. recall@20 of the per-user ranking with the
+         training segments excluded (what `segments --exclude-seen` gives).
+  new    10% of the users (with >= 5 segments) held out whole; 80% of each
+         one's segments folded in, the rest ranked (recall@10).
+  sparse the new split with at most 3 segments folded in per user.
+
+Data sets: lastfm (../shared/data/lastfm-2k), mention (../shared/data/
+higgs-twitter mention graph: user, mentioned user, count), synth (the
+built-in synthetic default, one row per distinct pair).
+
+usage: bench/quality.py [--data lastfm,mention,synth] [--splits known,new,sparse]
+                        [--work DIR] [--json] [-- TRAIN OPTIONS...]
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+STARLING = os.environ.get("STARLING", os.path.join(ROOT, "starling"))
+
+
+def read_pairs(name):
+    """(user, segment) -> value, as strings, for a data set."""
+    pairs = {}
+    if name == "lastfm":
+        path = os.path.join(SHARED, "lastfm-2k", "user_artists.dat")
+        with open(path) as f:
+            next(f)
+            for line in f:
+                u, a, w = line.split("\t")
+                pairs[(u, a)] = pairs.get((u, a), 0) + float(w)
+    elif name == "mention":
+        path = os.path.join(SHARED, "higgs-twitter", "higgs-mention_network.edgelist")
+        with open(path) as f:
+            for line in f:
+                u, v, w = line.split()
+                pairs[(u, v)] = pairs.get((u, v), 0) + float(w)
+    elif name == "synth":
+        out = os.path.join(WORK, "synth-events.csv")
+        if not os.path.exists(out):
+            subprocess.run([STARLING, "synth", "-o", out, "--users", "50000", "--segments", "2000", "--events",
+                            "2000000", "--seed", "42"], check=True)
+        with open(out) as f:
+            next(f)
+            for line in f:
+                c = line.split(",")
+                pairs[(c[0], c[1])] = 1.0
+    else:
+        raise SystemExit("unknown data set " + name)
+    return pairs
+
+
+def write(path, rows):
+    with open(path, "w") as f:
+        f.write("user\tsegment\tweight\n")
+        for (u, s), w in rows:
+            f.write("%s\t%s\t%g\n" % (u, s, w))
+
+
+def make_split(name, split, pairs):
+    d = os.path.join(WORK, name, split)
+    train, test = os.path.join(d, "train.tsv"), os.path.join(d, "test.tsv")
+    if os.path.exists(test):
+        return train, test
+    os.makedirs(d, exist_ok=True)
+    by_user = {}
+    for (u, s), w in sorted(pairs.items()):
+        by_user.setdefault(u, []).append((s, w))
+    rng = random.Random(42)
+    tr, te = [], []
+    users = sorted(by_user)
+    if split == "known":
+        for u in users:
+            segs = by_user[u]
+            if len(segs) >= 5:
+                rng.shuffle(segs)
+                h = max(1, int(round(0.2 * len(segs))))
+                te += [((u, s), w) for s, w in segs[:h]]
+                tr += [((u, s), w) for s, w in segs[h:]]
+            else:
+                tr += [((u, s), w) for s, w in segs]
+    else:
+        for u in users:
+            segs = by_user[u]
+            held = len(segs) >= 5 and rng.random() < 0.1
+            (te if held else tr).extend(((u, s), w) for s, w in segs)
+    write(train, tr)
+    write(test, te)
+    return train, test
+
+
+def run_eval(model, test, split):
+    cmd = [STARLING, "eval", model, test, "-k", "10,20", "--validation", "0", "--json", "-q"]
+    if split == "sparse":
+        cmd += ["--fold-in-max", "3"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("eval failed: %s\n%s" % (" ".join(cmd), r.stderr))
+    return json.loads(r.stdout)
+
+
+def main():
+    global WORK
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="lastfm,mention,synth")
+    ap.add_argument("--splits", default="known,new,sparse")
+    ap.add_argument("--work", default="/tmp/starling-quality")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("train", nargs="*")
+    a = ap.parse_args()
+    WORK = a.work
+    os.makedirs(WORK, exist_ok=True)
+    out = []
+    for name in a.data.split(","):
+        if name != "synth" and not os.path.isdir(SHARED):
+            print("skip %s: %s is absent" % (name, SHARED))
+            continue
+        pairs = read_pairs(name)
+        for split in a.splits.split(","):
+            base = "known" if split == "known" else "new"
+            train, test = make_split(name, base, pairs)
+            model = os.path.join(WORK, name, base, "m%s.model" % a.tag)
+            r = subprocess.run([STARLING, "train", train, "-o", model, "-q"] + a.train, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit("train failed on %s: %s" % (name, r.stderr))
+            res = run_eval(model, test, split)
+            out.append((name, split, res))
+    if a.json:
+        print(json.dumps([{"data": n, "split": s, "result": r} for n, s, r in out]))
+        return
+    print("%-8s %-7s %-11s %16s %16s %16s %7s" % ("data", "split", "ranker", "recall@10", "recall@20", "ndcg@20",
+                                                    "lift"))
+    for name, split, res in out:
+        rankers = res["rankers"]
+        ks = res["k"]
+        at = {k: i for i, k in enumerate(ks)}
+        key = at[10] if split != "known" else at[20]
+        pop = rankers["popularity"]["recall"][key]["mean"]
+        for rk, m in rankers.items():
+            cell = lambda x: "%.4f +- %.4f" % (x["mean"], x["ci95"])
+            lift = m["recall"][key]["mean"] / pop if pop else float("nan")
+            print("%-8s %-7s %-11s %16s %16s %16s %6.2fx" % (name, split, rk, cell(m["recall"][at[10]]),
+                                                           cell(m["recall"][at[20]]), cell(m["ndcg"][at[20]]), lift))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

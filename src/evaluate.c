@@ -1,0 +1,376 @@
+/* evaluate: one model's evaluation end to end, and the holdout of `train`
+ * (evaluate.h says what each piece does).
+ */
+#include "evaluate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "score.h"
+#include "util.h"
+
+
+
+void st_evaluation_free(st_evaluation *r)
+{
+    for (int i = 0; i < 3; i++) st_eval_run_free(&r->run[i]);
+    st_free(r->prior);
+    memset(r, 0, sizeof *r);
+}
+
+double st_evaluate_metric(const st_eval_summary *s, const st_evaluate_opts *o)
+{
+    return o->metric == ST_NMETRICS ? s->auc.mean : s->m[o->metric_ki][o->metric].mean;
+}
+
+/* The weighted histogram of test-user sample scores, held-out and other. */
+static void score_histogram(const st_eval_samples *x, st_evaluation *r)
+{
+    double lo = INFINITY, hi = -INFINITY, wp = 0, wn = 0;
+    for (uint64_t i = 0; i < x->count; i++) {
+        if (x->weight[i] == 0) continue;
+        if (x->score[i] < lo) lo = x->score[i];
+        if (x->score[i] > hi) hi = x->score[i];
+    }
+    if (!(hi > lo)) hi = lo + 1;
+    r->hist_lo = lo;
+    r->hist_hi = hi;
+    for (uint64_t i = 0; i < x->count; i++) {
+        if (x->weight[i] == 0) continue;
+        int b = (int)((x->score[i] - lo) / (hi - lo) * ST_REPORT_HIST_BINS);
+        if (b >= ST_REPORT_HIST_BINS) b = ST_REPORT_HIST_BINS - 1;
+        if (b < 0) b = 0;
+        if (x->label[i]) {
+            r->hist_pos[b] += 1;
+            wp += 1;
+        } else {
+            r->hist_neg[b] += x->weight[i];
+            wn += x->weight[i];
+        }
+    }
+    for (int b = 0; b < ST_REPORT_HIST_BINS; b++) {
+        r->hist_pos[b] = wp > 0 ? r->hist_pos[b] / wp : 0;
+        r->hist_neg[b] = wn > 0 ? r->hist_neg[b] / wn : 0;
+    }
+}
+
+int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r, char *err)
+{
+    int threads = o->threads;
+    memset(r, 0, sizeof *r);
+    uint32_t n = m->segments;
+    r->prior = st_malloc((size_t)n * sizeof *r->prior);
+    if (!r->prior) return st_seterr(err, "out of memory");
+    st_score_prior(m, r->prior);
+    for (uint32_t e = 0; e < set->users; e++) {
+        if (set->validation[e]) r->validation_users++;
+        else {
+            r->test_users++;
+            r->test_pairs += set->test_ptr[e + 1] - set->test_ptr[e];
+        }
+    }
+    if (r->test_users == 0) return st_seterr(err, "no test users (every evaluated user is a validation user)");
+    st_ranker model = {.kind = ST_RANK_MODEL, .V = m->V, .prior = r->prior};
+    if (o->prior_mode == ST_PRIOR_FIT && r->validation_users > 0) {
+        int metric = o->metric == ST_NMETRICS ? ST_M_RECALL : o->metric;
+        if (st_eval_fit_prior(set, &model, n, o->ks, o->nk, o->metric_ki, metric, threads, &r->prior_weight,
+                              r->prior_values, err) != 0)
+            return -1;
+        r->prior_how = "fitted on validation users";
+    } else if (o->prior_mode == ST_PRIOR_FIT) {
+        r->prior_weight = 0;
+        r->prior_how = "none (no validation users to fit it on)";
+    } else if (o->prior_mode == ST_PRIOR_MODEL) {
+        r->prior_weight = m->h.prior_weight;
+        r->prior_how = "the model's";
+    } else {
+        r->prior_weight = o->prior_fixed;
+        r->prior_how = "given";
+    }
+    model.prior_weight = r->prior_weight;
+    st_ranker pop = {.kind = ST_RANK_POPULARITY, .popularity = m->popularity};
+    st_ranker rnd = {.kind = ST_RANK_RANDOM, .seed = o->seed};
+    const st_ranker *rk[3] = {&model, &pop, &rnd};
+    uint8_t test = 0;
+    for (int i = 0; i < 3; i++) {
+        if (st_eval_rank(set, rk[i], n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
+        st_eval_summarize(set, &r->run[i], &test, &r->sum[i]);
+    }
+    /* Calibration: fitted on validation users, checked on test users. */
+    if (r->validation_users > 0 && !(o->prior_mode == ST_PRIOR_MODEL && (m->h.flags & ST_MODEL_CALIBRATED))) {
+        st_eval_samples v;
+        uint8_t val = 1;
+        if (st_eval_sample(set, &model, n, &val, o->negatives, o->seed ^ 0xca11b, threads, &v,
+                           err) != 0)
+            return -1;
+        int rc = st_calib_fit(&v, &r->a, &r->b, err);
+        st_eval_samples_free(&v);
+        if (rc == 0) {
+            r->calibrated = 1;
+            r->calib_how = "fitted on validation users";
+        }
+    } else if (m->h.flags & ST_MODEL_CALIBRATED) {
+        r->calibrated = 1;
+        r->a = m->h.calib_a;
+        r->b = m->h.calib_b;
+        r->calib_how = "the model's";
+    }
+    st_eval_samples ts;
+    if (st_eval_sample(set, &model, n, &test, o->negatives, o->seed ^ 0x7e57, threads, &ts, err) !=
+        0)
+        return -1;
+    score_histogram(&ts, r);
+    if (r->calibrated) {
+        if (st_calib_reliability(&ts, r->a, r->b, &r->rel, err) != 0) {
+            st_eval_samples_free(&ts);
+            return -1;
+        }
+        r->have_rel = 1;
+    }
+    st_eval_samples_free(&ts);
+    uint32_t ki = o->metric == ST_NMETRICS ? 0 : o->metric_ki;
+    r->nseg = st_eval_segment_recall(set, &r->run[0], &test, n, ki, o->segments, r->seg, r->seg_users,
+                                     r->seg_recall, err);
+    return 0;
+}
+
+
+void st_evaluation_apply(st_model *m, const st_evaluation *r)
+{
+    m->h.prior_weight = r->prior_weight;
+    if (r->calibrated) {
+        m->h.calib_a = r->a;
+        m->h.calib_b = r->b;
+        m->h.flags |= ST_MODEL_CALIBRATED;
+    }
+}
+
+char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_evaluate_opts *o, const char *split,
+                         uint64_t seed, size_t *len)
+{
+    size_t cap = m->meta_len + 4096, w = 0;
+    char *b = st_malloc(cap);
+    if (!b) return NULL;
+    const char *p = m->meta, *end = m->meta + m->meta_len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (!((size_t)(le - p) >= 5 && memcmp(p, "eval.", 5) == 0)) {
+            memcpy(b + w, p, (size_t)(le - p));
+            w += (size_t)(le - p);
+            b[w++] = '\n';
+        }
+        p = le + 1;
+    }
+#define LINE(...) w += (size_t)snprintf(b + w, cap - w, __VA_ARGS__)
+    uint32_t k = o->ks[o->metric_ki];
+    LINE("eval.split=%s\n", split);
+    LINE("eval.split_seed=%llu\n", (unsigned long long)seed);
+    LINE("eval.test_users=%u\n", r->test_users);
+    static const char *names[ST_NMETRICS] = {"precision", "recall", "ndcg", "map", "hit_rate"};
+    for (int mt = 0; mt < ST_NMETRICS; mt++)
+        LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
+    LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
+    LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
+    LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
+    LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
+    LINE("eval.prior_weight=%g\n", r->prior_weight);
+    if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
+#undef LINE
+    *len = w < cap ? w : cap - 1;
+    return b;
+}
+
+
+/* ---- the validation holdout of `train` ---------------------------------------- */
+
+void st_holdout_opts_default(st_holdout_opts *o)
+{
+    o->share = 0.1;
+    o->cap = 5000;
+    o->min_segments = 3;
+    o->fraction = 0.2;
+    o->seed = 42;
+}
+
+typedef struct {
+    double key;
+    uint32_t u;
+} keyed_user;
+
+static int cmp_keyed(const void *a, const void *b)
+{
+    const keyed_user *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->u < y->u ? -1 : x->u > y->u;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double user_key(const st_interactions *x, uint32_t u, uint64_t seed)
+{
+    size_t len;
+    const char *name = st_idmap_name(&x->users, u, &len);
+    uint64_t h = st_idmap_hash(name, len) ^ (seed * 0x9e3779b97f4a7c15ULL + 0x4a11d);
+    return (double)(st_splitmix64(&h) >> 11) * 0x1.0p-53;
+}
+
+void st_holdout_free(st_holdout *h)
+{
+    st_csr_free(&h->train.by_user);
+    st_csr_free(&h->train.by_segment);
+    st_free(h->user);
+    st_free(h->test_ptr);
+    st_free(h->test);
+    memset(h, 0, sizeof *h);
+}
+
+/* Chooses the validation users: eligible users whose key is below the
+ * share, the `cap` smallest keys when there are more. */
+static int choose_users(const st_interactions *x, const st_holdout_opts *o, st_holdout *h, char *err)
+{
+    const st_csr *a = &x->by_user;
+    keyed_user *c = st_malloc(((size_t)a->rows + 1) * sizeof *c);
+    if (!c) return st_seterr(err, "out of memory for the validation users");
+    uint32_t nc = 0;
+    for (uint32_t u = 0; u < a->rows; u++) {
+        if (a->indptr[u + 1] - a->indptr[u] < o->min_segments) continue;
+        h->eligible++;
+        double key = user_key(x, u, o->seed);
+        if (key < o->share) c[nc++] = (keyed_user){key, u};
+    }
+    if (nc > o->cap) {
+        qsort(c, nc, sizeof *c, cmp_keyed);
+        nc = o->cap;
+    }
+    h->user = st_malloc(((size_t)nc + 1) * sizeof *h->user);
+    h->test_ptr = st_calloc((size_t)nc + 1, sizeof *h->test_ptr);
+    if (!h->user || !h->test_ptr) {
+        st_free(c);
+        return st_seterr(err, "out of memory for the validation users");
+    }
+    for (uint32_t i = 0; i < nc; i++) h->user[i] = c[i].u;
+    st_free(c);
+    qsort(h->user, nc, sizeof *h->user, cmp_u32);
+    h->users = nc;
+    return 0;
+}
+
+int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdout *h, char *err)
+{
+    memset(h, 0, sizeof *h);
+    const st_csr *a = &x->by_user;
+    if (o->share > 0 && choose_users(x, o, h, err) != 0) {
+        st_holdout_free(h);
+        return -1;
+    }
+    /* Per validation user, a seeded shuffle of its positions: the first
+     * round(fraction x n) (at least 1, at most n - 1) are held out. */
+    uint64_t most = 0;
+    for (uint32_t i = 0; i < h->users; i++) {
+        uint32_t u = h->user[i], n = (uint32_t)(a->indptr[u + 1] - a->indptr[u]);
+        uint32_t t = (uint32_t)lround(o->fraction * n);
+        if (t < 1) t = 1;
+        if (t > n - 1) t = n - 1;
+        h->test_ptr[i + 1] = h->test_ptr[i] + t;
+        if (n > most) most = n;
+    }
+    h->pairs = h->test_ptr[h->users];
+    uint8_t *drop = st_calloc(a->nnz + 1, 1);
+    uint32_t *perm = st_malloc((most + 1) * sizeof *perm);
+    h->test = st_malloc((h->pairs + 1) * sizeof *h->test);
+    st_csr *b = &h->train.by_user;
+    b->indptr = st_malloc(((size_t)a->rows + 1) * sizeof *b->indptr);
+    b->indices = st_malloc((a->nnz - h->pairs + 1) * sizeof *b->indices);
+    b->data = st_malloc((a->nnz - h->pairs + 1) * sizeof *b->data);
+    if (!drop || !perm || !h->test || !b->indptr || !b->indices || !b->data) {
+        st_free(drop);
+        st_free(perm);
+        st_holdout_free(h);
+        return st_seterr(err, "out of memory for the validation holdout");
+    }
+    for (uint32_t i = 0; i < h->users; i++) {
+        uint32_t u = h->user[i], n = (uint32_t)(a->indptr[u + 1] - a->indptr[u]);
+        uint32_t t = (uint32_t)(h->test_ptr[i + 1] - h->test_ptr[i]);
+        for (uint32_t j = 0; j < n; j++) perm[j] = j;
+        st_rng g = st_rng_for(o->seed ^ 0x401d0ULL, (uint64_t)(user_key(x, u, o->seed) * 0x1.0p53));
+        for (uint32_t j = 0; j < t; j++) {
+            uint32_t q = j + (uint32_t)st_rng_below(&g, n - j), tmp = perm[j];
+            perm[j] = perm[q];
+            perm[q] = tmp;
+        }
+        uint32_t *dst = h->test + h->test_ptr[i];
+        for (uint32_t j = 0; j < t; j++) {
+            drop[a->indptr[u] + perm[j]] = 1;
+            dst[j] = a->indices[a->indptr[u] + perm[j]];
+        }
+        qsort(dst, t, sizeof *dst, cmp_u32);
+    }
+    st_free(perm);
+    /* The training matrix: x's rows without the dropped pairs. */
+    uint64_t w = 0;
+    b->rows = a->rows;
+    b->cols = a->cols;
+    b->indptr[0] = 0;
+    for (uint32_t u = 0; u < a->rows; u++) {
+        for (uint64_t p = a->indptr[u]; p < a->indptr[u + 1]; p++) {
+            if (drop[p]) continue;
+            b->indices[w] = a->indices[p];
+            b->data[w++] = a->data[p];
+        }
+        b->indptr[u + 1] = w;
+    }
+    b->nnz = w;
+    st_free(drop);
+    if (st_csr_transpose(b, &h->train.by_segment, 0, err) != 0) {
+        st_holdout_free(h);
+        return -1;
+    }
+    h->train.users = x->users; /* borrowed: never freed through h */
+    h->train.segments = x->segments;
+    h->train.events = x->events;
+    h->train.newest = x->newest;
+    h->train.has_newest = x->has_newest;
+    return 0;
+}
+
+int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, char *err)
+{
+    st_eval_set_init(set, m->k);
+    for (uint32_t i = 0; i < h->users; i++) {
+        const uint32_t *t = h->test + h->test_ptr[i];
+        uint32_t nt = (uint32_t)(h->test_ptr[i + 1] - h->test_ptr[i]);
+        if (st_eval_set_add_known(set, m, h->user[i], t, nt, err) != 0) {
+            st_eval_set_free(set);
+            return -1;
+        }
+    }
+    st_eval_set_partition(set, 0.5, 0x5eed ^ (uint64_t)h->users);
+    return 0;
+}
+
+int st_holdout_restore(const st_holdout *h, const st_interactions *x, const st_model *m, float *U, char *err)
+{
+    if (h->users == 0) return 0;
+    st_foldin_ctx f;
+    if (st_foldin_ctx_init(&f, m, err) != 0) return -1;
+    const st_csr *a = &x->by_user;
+    for (uint32_t i = 0; i < h->users; i++) {
+        uint32_t u = h->user[i];
+        uint64_t p = a->indptr[u];
+        if (st_foldin_user(&f, a->indices + p, a->data + p, (uint32_t)(a->indptr[u + 1] - p),
+                           U + (size_t)u * m->k) != 0) {
+            st_foldin_ctx_free(&f);
+            return st_seterr(err, "folding validation user '%s' back in failed: its system is not positive definite",
+                             st_idmap_name(&x->users, u, NULL));
+        }
+    }
+    st_foldin_ctx_free(&f);
+    return 0;
+}
