@@ -49,6 +49,7 @@ void st_als_params_default(st_als_params *p)
     p->seed = 42;
     p->threads = 0;
     p->init_scale = 0.01;
+    p->unobserved = 1.0;
 }
 
 const char *st_solver_name(st_solver s) { return s == ST_SOLVER_CHOLESKY ? "cholesky" : "cg"; }
@@ -76,6 +77,7 @@ const char *st_als_check(const st_als_params *p)
     if (!(p->bm25_b >= 0 && p->bm25_b <= 1)) return "--bm25-b must be between 0 and 1";
     if (!(p->reg_alpha0 >= 0) || !isfinite(p->reg_alpha0)) return "--reg-alpha0 must be >= 0";
     if (!isfinite(p->reg_nu) || p->reg_nu < 0 || p->reg_nu > 4) return "--reg-nu must be between 0 and 4";
+    if (!(p->unobserved > 0 && p->unobserved <= 1)) return "--unobserved-weight must be above 0 and at most 1";
     if (p->solver == ST_SOLVER_CG && (p->cg_steps < 1 || p->cg_steps > 1024))
         return "--cg-steps must be between 1 and 1024";
     if (p->threads < 0 || p->threads > 256) return "--threads must be between 0 (all CPUs) and 256";
@@ -101,7 +103,13 @@ float st_als_conf1(const st_als_params *p, double r, double idf, double length_n
     default: f = r; break;
     }
     double c = p->alpha * f;
-    return c > 0 && isfinite(c) ? (float)c : 0.0f;
+    if (!(c > 0 && isfinite(c))) c = 0;
+    /* With unobserved pairs weighted w0, a row's system is w0 G + sum (c - w0)
+     * f f^T + lambda I, b = sum c f: divided by w0, the usual form with
+     * c / w0 for c and lambda / w0 for lambda (row_lambda), the same
+     * solution. */
+    if (p->unobserved != 1) c = (1 + c) / p->unobserved - 1;
+    return (float)c;
 }
 
 void st_als_data_free(st_als_data *d)
@@ -244,8 +252,10 @@ void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G)
 
 static double row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols)
 {
-    if (p->regularization == ST_REG_FREQUENCY) return p->lambda * pow((double)nnz + p->reg_alpha0 * cols, p->reg_nu);
-    return p->lambda;
+    double w0 = p->unobserved > 0 ? p->unobserved : 1;
+    if (p->regularization == ST_REG_FREQUENCY)
+        return p->lambda * pow((double)nnz + p->reg_alpha0 * cols, p->reg_nu) / w0;
+    return p->lambda / w0;
 }
 
 double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols) { return row_lambda(p, nnz, cols); }

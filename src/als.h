@@ -45,6 +45,7 @@ typedef struct {
     double bm25_k1, bm25_b;
     st_reg_scheme regularization;
     double reg_alpha0, reg_nu;
+    double unobserved;    /* w0, the weight of an unobserved pair (observed: c = 1 + alpha f(r)); 0 < w0 <= 1 */
     st_solver solver;
     uint32_t cg_steps;
     uint64_t seed;

@@ -60,6 +60,7 @@ int cli_info(int argc, char **argv)
         json_object_set_new(o, "eps", json_real(h->eps));
         json_object_set_new(o, "lambda", json_real(h->lambda));
         json_object_set_new(o, "regularization", json_string(st_reg_name((st_reg_scheme)h->regularization)));
+        json_object_set_new(o, "unobserved_weight", json_real(h->unobserved_weight > 0 ? h->unobserved_weight : 1));
         json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
         char fp[32];
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
@@ -98,6 +99,7 @@ int cli_info(int argc, char **argv)
     printf("regularization %s, lambda %g", st_reg_name((st_reg_scheme)h->regularization), h->lambda);
     if (h->regularization == ST_REG_FREQUENCY) printf(" (n + %g N)^%g", h->reg_alpha0, h->reg_nu);
     printf("\n");
+    if (h->unobserved_weight > 0 && h->unobserved_weight != 1) printf("unobserved     weight %g\n", h->unobserved_weight);
     if (h->half_life > 0) {
         printf("time decay     half-life %g s, relative to ", h->half_life);
         if (isnan(h->decay_now)) printf("the newest event\n");

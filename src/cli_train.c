@@ -15,6 +15,7 @@
 #include "als.h"
 #include "cli.h"
 #include "dist.h"
+#include "evaluate.h"
 #include "events.h"
 #include "interactions.h"
 #include "journal.h"
@@ -92,6 +93,7 @@ typedef struct {
     const st_weighting *w;
     int quiet, tty;
     int int8; /* quantize the user factors of the final model */
+    const st_evaluation *fit; /* the validation fit applied to the final model, or NULL */
 } train_ctx;
 
 static int save_trained(train_ctx *c, const st_trained *t, char *err)
@@ -100,6 +102,7 @@ static int save_trained(train_ctx *c, const st_trained *t, char *err)
     st_train_model(c->x, t, c->meta, c->popularity, &m);
     m.h.half_life = c->w->half_life;
     m.h.decay_now = c->w->has_now ? c->w->now : NAN;
+    if (c->fit) st_evaluation_apply(&m, c->fit);
     int8_t *q = NULL;
     float *scale = NULL;
     if (c->int8) {
@@ -127,6 +130,7 @@ static int on_checkpoint(void *vctx, const st_trained *t, char *err)
 {
     train_ctx c = *(train_ctx *)vctx;
     c.int8 = 0;
+    c.fit = NULL;
     if (save_trained(&c, t, err) != 0) return -1;
     if (!c.quiet) fprintf(stderr, "checkpoint: %s after iteration %u\n", c.out, t->iterations);
     return 0;
@@ -183,6 +187,7 @@ typedef struct {
     char **files;
     int nfiles, quiet, threads, int8;
     uint32_t checkpoint_every;
+    st_holdout_opts hold;     /* the validation holdout (share 0 = none) */
     journal_use ju;
     double x_newest; /* the newest event, when decay is relative to it */
     int x_newest_set;
@@ -317,11 +322,11 @@ static int load_resume(const train_job *j, const st_interactions *x, st_trained 
 
 /* Saves and reports a finished run: the part both ways of training share. */
 static int save_and_report(const train_job *j, const st_interactions *x, st_trained *t, const char *meta,
-                           float *popularity)
+                           float *popularity, const st_evaluation *fit)
 {
     char err[ST_ERRLEN];
     train_ctx c = {.out = j->out, .x = x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
-                   .int8 = j->int8};
+                   .int8 = j->int8, .fit = fit};
     if (save_trained(&c, t, err) != 0) return st_cli_fail("train", "%s", err);
     print_trained(j, x, t);
     return t->stopped ? 130 : ST_EXIT_OK;
@@ -458,6 +463,70 @@ static void print_journal(const train_job *j)
                 j->journal, (unsigned long long)u->torn_bytes);
 }
 
+/* Validation users fewer than this fit nothing: the figures would be noise. */
+#define MIN_VALIDATION_USERS 20
+
+/* The validation fit: the model trained on h->train is evaluated on the
+ * validation users' held-out pairs (half of them fit the prior weight and
+ * the calibration, half report), then every validation user is folded back
+ * in with all its segments (its row of t->X). *meta gains the eval.* lines. */
+static int validate(const train_job *j, const st_interactions *x, const st_holdout *h, st_trained *t, char **meta,
+                    st_evaluation *r)
+{
+    char err[ST_ERRLEN];
+    double t0 = st_now();
+    float *pop = st_malloc(((size_t)x->segments.count + 1) * sizeof *pop);
+    if (!pop) return st_cli_fail("train", "out of memory");
+    st_model m;
+    st_train_model(&h->train, t, *meta, pop, &m);
+    st_eval_set set;
+    st_evaluate_opts o = {.ks = {10, 20}, .nk = 2, .metric = ST_M_RECALL, .metric_ki = 1, .prior_mode = ST_PRIOR_FIT,
+                          .seed = j->hold.seed, .negatives = 100, .threads = j->threads};
+    int code = ST_EXIT_ERROR;
+    if (st_holdout_set(h, &m, &set, err) != 0) {
+        st_free(pop);
+        return st_cli_fail("train", "validation: %s", err);
+    }
+    char desc[256];
+    snprintf(desc, sizeof desc, "train's validation holdout: %.0f%% of the segments of %u of %u users", 100 *
+             j->hold.fraction, h->users, h->eligible);
+    size_t len;
+    st_model mm = {.meta = *meta, .meta_len = strlen(*meta)};
+    char *nm = NULL;
+    if (st_evaluate(&m, &set, &o, r, err) != 0 || st_holdout_restore(h, x, &m, t->X, err) != 0) {
+        st_cli_fail("train", "validation: %s", err);
+    } else if (!(nm = st_evaluation_meta(&mm, r, &o, desc, j->hold.seed, &len))) {
+        st_cli_fail("train", "out of memory");
+    } else {
+        st_free(*meta);
+        *meta = nm;
+        code = ST_EXIT_OK;
+        if (!j->quiet)
+            fprintf(stderr, "validation: %u users in %.2f s; prior weight %g, calibration %s\n", h->users,
+                    st_now() - t0, r->prior_weight, r->calibrated ? "fitted" : "not fitted");
+    }
+    st_eval_set_free(&set);
+    st_free(pop);
+    return code;
+}
+
+/* The summary line of the validation fit, on stdout. */
+static void print_validation(const train_job *j, const st_holdout *h, const st_evaluation *r)
+{
+    if (j->quiet) return;
+    if (!r) {
+        if (j->hold.share > 0)
+            printf("validation: %u users with %u or more segments, too few to fit the prior weight and the "
+                   "calibration on (at least %d are needed)\n",
+                   h->users, j->hold.min_segments, MIN_VALIDATION_USERS);
+        return;
+    }
+    double mr = r->sum[ST_EV_MODEL].m[1][ST_M_RECALL].mean, pr = r->sum[ST_EV_POPULARITY].m[1][ST_M_RECALL].mean;
+    printf("validation: %u users, %u fit the prior weight (%g) and the calibration; on the other %u, recall@20 "
+           "%.4f, popularity %.4f (%.2fx)\n",
+           h->users, r->validation_users, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0);
+}
+
 static int train_local(train_job *j)
 {
     char err[ST_ERRLEN];
@@ -480,6 +549,11 @@ static int train_local(train_job *j)
     int code = ST_EXIT_ERROR;
     char *meta = NULL;
     float *popularity = NULL;
+    st_holdout h;
+    memset(&h, 0, sizeof h);
+    st_evaluation fit;
+    memset(&fit, 0, sizeof fit);
+    int fitted = 0;
     if (j->resume && (code = load_resume(j, &x, &t)) != ST_EXIT_OK) goto done;
     code = ST_EXIT_ERROR;
     meta = build_meta(j, &stats, 1);
@@ -488,20 +562,37 @@ static int train_local(train_job *j)
         st_cli_fail("train", "out of memory");
         goto done;
     }
+    /* Trained without the validation users' held-out pairs, when there are
+     * enough of them; checkpoints and an interrupted run save over all of x. */
+    const st_interactions *xt = &x;
+    if (j->hold.share > 0) {
+        if (st_holdout_make(&x, &j->hold, &h, err) != 0) {
+            st_cli_fail("train", "validation: %s", err);
+            goto done;
+        }
+        if (h.users >= MIN_VALIDATION_USERS) xt = &h.train;
+    }
     train_ctx c = {.out = j->out, .x = &x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
                    .tty = isatty(STDERR_FILENO)};
     st_train_hooks hooks = {.progress = on_progress, .checkpoint = on_checkpoint,
                             .checkpoint_every = j->checkpoint_every, .ctx = &c};
     interrupted = 0;
     signal(SIGINT, on_sigint);
-    int trc = st_train_run(&x, &t, &hooks, err);
+    int trc = st_train_run(xt, &t, &hooks, err);
     signal(SIGINT, SIG_DFL);
     if (trc != 0) {
         st_cli_fail("train", "%s", err);
         goto done;
     }
-    code = save_and_report(j, &x, &t, meta, popularity);
+    if (xt != &x && !t.stopped) {
+        if (validate(j, &x, &h, &t, &meta, &fit) != ST_EXIT_OK) goto done;
+        fitted = 1;
+    }
+    code = save_and_report(j, &x, &t, meta, popularity, fitted ? &fit : NULL);
+    if (code == ST_EXIT_OK) print_validation(j, &h, fitted ? &fit : NULL);
 done:
+    st_evaluation_free(&fit);
+    st_holdout_free(&h);
     st_trained_free(&t);
     st_free(meta);
     st_free(popularity);
@@ -555,7 +646,7 @@ static int train_mpi(const train_job *j)
         char *meta = build_meta(j, &stats, info.ranks);
         float *popularity = st_malloc(((size_t)x.segments.count + 1) * sizeof *popularity);
         if (!meta || !popularity) code = st_cli_fail("train", "out of memory");
-        else code = save_and_report(j, &x, &t, meta, popularity);
+        else code = save_and_report(j, &x, &t, meta, popularity, NULL);
         st_free(meta);
         st_free(popularity);
     } else if (t.stopped) {
@@ -598,6 +689,8 @@ void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n)
          "plain lambda, or frequency-scaled lambda (n + alpha0 N)^nu", "plain|frequency"},
         {"reg-alpha0", 0, ST_OPT_DOUBLE, &c->p.reg_alpha0, "A0", "alpha0 of frequency-scaled regularisation", 0},
         {"reg-nu", 0, ST_OPT_DOUBLE, &c->p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
+        {"unobserved-weight", 0, ST_OPT_DOUBLE, &c->p.unobserved, "W0",
+         "weight of a pair never observed, against 1 + alpha f(r) for an observed one (0 < W0 <= 1)", 0},
         {"solver", 0, ST_OPT_CHOICE, &c->solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
          "cg|cholesky"},
         {"cg-steps", 0, ST_OPT_U64, &c->cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
@@ -658,8 +751,11 @@ int cli_train(int argc, char **argv)
     st_train_cli_init(&tc);
     const char *out = NULL, *resume = NULL, *journal = NULL;
     int quiet = 0, quantize = 0;
-    uint64_t checkpoint_every = 0;
-    st_opt opts[ST_TRAIN_CLI_NOPTS + 8];
+    uint64_t checkpoint_every = 0, validation_max = 0;
+    st_holdout_opts hold;
+    st_holdout_opts_default(&hold);
+    validation_max = hold.cap;
+    st_opt opts[ST_TRAIN_CLI_NOPTS + 10];
     int nopts = 0;
     opts[nopts++] = (st_opt){"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0};
     st_train_cli_opts(&tc, opts, &nopts);
@@ -672,6 +768,11 @@ int cli_train(int argc, char **argv)
                              "none|int8"};
     opts[nopts++] = (st_opt){"journal", 'j', ST_OPT_STRING, &journal, "FILE",
                              "also learn from a server's journal (its EVENTs) and leave out the users it forgot", 0};
+    opts[nopts++] = (st_opt){"validation", 0, ST_OPT_DOUBLE, &hold.share, "F",
+                             "share of the users with 3 or more segments on whom the prior weight and the "
+                             "calibration are fitted (0 = none)",
+                             0};
+    opts[nopts++] = (st_opt){"validation-max", 0, ST_OPT_U64, &validation_max, "N", "... and at most N of them", 0};
     opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
     opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
@@ -683,7 +784,13 @@ int cli_train(int argc, char **argv)
         "iteration in progress and saves a usable model. With --journal, the server's online\n"
         "events are added to the inputs, every event of a user it forgot is left out, and\n"
         "the model records the journal position it holds, so a server that loads it applies\n"
-        "only the later records on top."};
+        "only the later records on top.\n\n"
+        "Validation: 20% of the segments of the validation users are held out while\n"
+        "training; half of those users fit the popularity-prior weight and the\n"
+        "calibration the model is saved with, the other half measure it against\n"
+        "popularity (the figures go into the model: `starling info`). Then every\n"
+        "validation user is folded back in with all its segments, so the model has\n"
+        "learned from every event. Not under mpirun (fit there with `starling eval -o`)."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
@@ -692,11 +799,15 @@ int cli_train(int argc, char **argv)
     st_als_params p;
     st_weighting w;
     st_read_opts ro;
+    if (!(hold.share >= 0 && hold.share <= 0.5)) return st_cli_usage(&doc, "--validation must be between 0 and 0.5");
+    if (validation_max > UINT32_MAX) return st_cli_usage(&doc, "--validation-max must fit 32 bits");
+    hold.cap = (uint32_t)validation_max;
+    hold.seed = tc.p.seed;
     if ((rc = st_train_cli_finish(&tc, &doc, &p, &w, &ro)) != ST_CLI_GO) return rc;
     train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
                      .half_life = tc.half_life, .resume = resume, .journal = journal, .quiet = quiet,
                      .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads,
-                     .int8 = quantize == 1};
+                     .int8 = quantize == 1, .hold = hold};
     int ranks = st_dist_launched(), code;
     if (ranks > 1) {
         if (resume || checkpoint_every || journal) {

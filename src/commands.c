@@ -719,13 +719,27 @@ static void cmd_score(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
+    /* A last argument CALIBRATED asks for probabilities, as SEGMENTS does
+     * (a segment of that name is asked for anywhere but last). */
+    int last = c->argc, calibrated = 0;
+    if (c->argc >= 4 && is_word(&c->argv[c->argc - 1], "CALIBRATED")) {
+        calibrated = 1;
+        last--;
+        if (!(m->h.flags & ST_MODEL_CALIBRATED)) {
+            resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
+            return;
+        }
+    }
     user_view u = find_user(c, c->argv[1].ptr, c->argv[1].len);
     resp_array(c->out, 2);
     resp_simple(c->out, user_source(&u));
-    resp_array(c->out, c->argc - 2);
-    for (int i = 2; i < c->argc; i++) {
+    resp_array(c->out, last - 2);
+    for (int i = 2; i < last; i++) {
         uint32_t s = find_segment(sv, &c->argv[i]);
         if (s == ST_NOT_FOUND) resp_null(c->out);
+        else if (calibrated) /* a user answered from the prior: the blend alone, w q[s], as SEGMENTS */
+            resp_score(c->out, (float)st_score_calibrated(m, u.known ? st_score_one(m, sv->prior, u.x, s)
+                                                                      : (float)m->h.prior_weight * sv->prior[s]));
         else resp_score(c->out, u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s]);
     }
 }
@@ -1167,6 +1181,7 @@ static void cmd_model_info(st_ctx *c)
     kv_num(c->out, "eps", h->eps);
     kv_num(c->out, "lambda", h->lambda);
     kv_str(c->out, "regularization", st_reg_name((st_reg_scheme)h->regularization));
+    kv_num(c->out, "unobserved_weight", h->unobserved_weight > 0 ? h->unobserved_weight : 1);
     kv_int(c->out, "seed", (int64_t)h->seed);
     kv_num(c->out, "half_life", h->half_life);
     kv_num(c->out, "prior_weight", h->prior_weight);

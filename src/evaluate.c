@@ -245,10 +245,10 @@ static int choose_users(const st_interactions *x, const st_holdout_opts *o, st_h
         double key = user_key(x, u, o->seed);
         if (key < o->share) c[nc++] = (keyed_user){key, u};
     }
-    if (nc > o->cap) {
-        qsort(c, nc, sizeof *c, cmp_keyed);
-        nc = o->cap;
-    }
+    /* By key: the cap keeps the smallest, and the evaluation set (so the
+     * figures) does not depend on the order of the input. */
+    qsort(c, nc, sizeof *c, cmp_keyed);
+    if (nc > o->cap) nc = o->cap;
     h->user = st_malloc(((size_t)nc + 1) * sizeof *h->user);
     h->test_ptr = st_calloc((size_t)nc + 1, sizeof *h->test_ptr);
     if (!h->user || !h->test_ptr) {
@@ -257,7 +257,6 @@ static int choose_users(const st_interactions *x, const st_holdout_opts *o, st_h
     }
     for (uint32_t i = 0; i < nc; i++) h->user[i] = c[i].u;
     st_free(c);
-    qsort(h->user, nc, sizeof *h->user, cmp_u32);
     h->users = nc;
     return 0;
 }
@@ -270,8 +269,9 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
         st_holdout_free(h);
         return -1;
     }
-    /* Per validation user, a seeded shuffle of its positions: the first
-     * round(fraction x n) (at least 1, at most n - 1) are held out. */
+    /* Per validation user, the round(fraction x n) segments (at least 1,
+     * at most n - 1) with the smallest hash of (user, segment, seed): the
+     * choice does not depend on the order of the input either. */
     uint64_t most = 0;
     for (uint32_t i = 0; i < h->users; i++) {
         uint32_t u = h->user[i], n = (uint32_t)(a->indptr[u + 1] - a->indptr[u]);
@@ -283,36 +283,39 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
     }
     h->pairs = h->test_ptr[h->users];
     uint8_t *drop = st_calloc(a->nnz + 1, 1);
-    uint32_t *perm = st_malloc((most + 1) * sizeof *perm);
+    keyed_user *cand = st_malloc((most + 1) * sizeof *cand);
     h->test = st_malloc((h->pairs + 1) * sizeof *h->test);
     st_csr *b = &h->train.by_user;
     b->indptr = st_malloc(((size_t)a->rows + 1) * sizeof *b->indptr);
     b->indices = st_malloc((a->nnz - h->pairs + 1) * sizeof *b->indices);
     b->data = st_malloc((a->nnz - h->pairs + 1) * sizeof *b->data);
-    if (!drop || !perm || !h->test || !b->indptr || !b->indices || !b->data) {
+    if (!drop || !cand || !h->test || !b->indptr || !b->indices || !b->data) {
         st_free(drop);
-        st_free(perm);
+        st_free(cand);
         st_holdout_free(h);
         return st_seterr(err, "out of memory for the validation holdout");
     }
     for (uint32_t i = 0; i < h->users; i++) {
         uint32_t u = h->user[i], n = (uint32_t)(a->indptr[u + 1] - a->indptr[u]);
         uint32_t t = (uint32_t)(h->test_ptr[i + 1] - h->test_ptr[i]);
-        for (uint32_t j = 0; j < n; j++) perm[j] = j;
-        st_rng g = st_rng_for(o->seed ^ 0x401d0ULL, (uint64_t)(user_key(x, u, o->seed) * 0x1.0p53));
-        for (uint32_t j = 0; j < t; j++) {
-            uint32_t q = j + (uint32_t)st_rng_below(&g, n - j), tmp = perm[j];
-            perm[j] = perm[q];
-            perm[q] = tmp;
+        size_t ulen;
+        const char *uname = st_idmap_name(&x->users, u, &ulen);
+        uint64_t uh = st_idmap_hash(uname, ulen) ^ o->seed;
+        for (uint32_t j = 0; j < n; j++) {
+            size_t slen;
+            const char *sname = st_idmap_name(&x->segments, a->indices[a->indptr[u] + j], &slen);
+            uint64_t z = st_idmap_hash(sname, slen) ^ (uh * 0xbf58476d1ce4e5b9ULL);
+            cand[j] = (keyed_user){(double)(st_splitmix64(&z) >> 11), j};
         }
+        qsort(cand, n, sizeof *cand, cmp_keyed);
         uint32_t *dst = h->test + h->test_ptr[i];
         for (uint32_t j = 0; j < t; j++) {
-            drop[a->indptr[u] + perm[j]] = 1;
-            dst[j] = a->indices[a->indptr[u] + perm[j]];
+            drop[a->indptr[u] + cand[j].u] = 1;
+            dst[j] = a->indices[a->indptr[u] + cand[j].u];
         }
         qsort(dst, t, sizeof *dst, cmp_u32);
     }
-    st_free(perm);
+    st_free(cand);
     /* The training matrix: x's rows without the dropped pairs. */
     uint64_t w = 0;
     b->rows = a->rows;

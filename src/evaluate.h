@@ -98,7 +98,7 @@ void st_holdout_opts_default(st_holdout_opts *o);
 typedef struct {
     st_interactions train;  /* x without the held-out pairs: x's ids (borrowed), x's dimensions */
     uint32_t users;         /* validation users */
-    uint32_t *user;         /* their rows in x, ascending */
+    uint32_t *user;         /* their rows in x, in the order of a hash of their ids */
     uint64_t *test_ptr;     /* users + 1 */
     uint32_t *test;         /* held-out segments, ascending per user */
     uint64_t pairs;         /* held-out pairs */

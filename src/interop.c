@@ -246,6 +246,7 @@ static int json_write_fn(FILE *f, void *ctx, char *err)
     json_object_set_new(o, "bm25_b", json_real(h->bm25_b));
     json_object_set_new(o, "reg_alpha0", json_real(h->reg_alpha0));
     json_object_set_new(o, "reg_nu", json_real(h->reg_nu));
+    json_object_set_new(o, "unobserved_weight", json_real(h->unobserved_weight > 0 ? h->unobserved_weight : 1));
     json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
     json_object_set_new(o, "prior_weight", json_real(h->prior_weight));
     if (h->flags & ST_MODEL_CALIBRATED) {
@@ -643,6 +644,7 @@ int st_import(const st_import_spec *spec, const char *out, char *err)
         p.bm25_b = json_num(params, "bm25_b", p.bm25_b);
         p.reg_alpha0 = json_num(params, "reg_alpha0", p.reg_alpha0);
         p.reg_nu = json_num(params, "reg_nu", p.reg_nu);
+        p.unobserved = json_num(params, "unobserved_weight", p.unobserved);
         p.seed = (uint64_t)json_num(params, "seed", (double)p.seed);
         p.cg_steps = (uint32_t)json_num(params, "cg_steps", p.cg_steps);
         p.confidence = (st_conf_scheme)choice(params, "confidence", "linear", "log", "bm25", (int)p.confidence);

@@ -49,6 +49,7 @@ void st_model_header_from_params(st_model_header *h, const st_als_params *p)
     h->reg_alpha0 = p->reg_alpha0;
     h->reg_nu = p->reg_nu;
     h->init_scale = p->init_scale;
+    h->unobserved_weight = p->unobserved;
 }
 
 void st_model_params(const st_model_header *h, st_als_params *p)
@@ -70,6 +71,7 @@ void st_model_params(const st_model_header *h, st_als_params *p)
     p->reg_alpha0 = h->reg_alpha0;
     p->reg_nu = h->reg_nu;
     p->init_scale = h->init_scale;
+    p->unobserved = h->unobserved_weight > 0 ? h->unobserved_weight : 1.0;
 }
 
 typedef struct {

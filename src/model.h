@@ -70,7 +70,7 @@ typedef struct {
     double prior_weight;       /* 216 popularity-prior blend for cold users */
     uint32_t iterations_asked; /* 224 */
     uint32_t reserved0;        /* 228 */
-    uint64_t reserved1;        /* 232 */
+    double unobserved_weight;  /* 232 of unobserved pairs; 0 (files before it) = 1 */
     uint64_t reserved2;        /* 240 */
     uint64_t header_checksum;  /* 248 XXH3-64 of bytes 0..247 and the section table */
 } st_model_header;

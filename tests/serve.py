@@ -13,13 +13,16 @@ import time
 from tap import STARLING, starling
 
 
-def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3, factors=16):
-    """Trains a small synthetic model in directory d; returns (model, events csv)."""
+def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3, factors=16, validation=0):
+    """Trains a small synthetic model in directory d; returns (model, events csv).
+    validation 0 (the default here): the plain factors, no prior weight or
+    calibration, for tests that compare with U V^T in numpy."""
     ev = os.path.join(d, f"ev{seed}.csv")
     model = os.path.join(d, name)
     if not os.path.exists(ev):
         starling("synth", "-o", ev, "--users", users, "--segments", segments, "--events", events, "--seed", seed)
-    starling("train", ev, "-o", model, "--factors", factors, "--iterations", 5, "--seed", seed, "-q")
+    starling("train", ev, "-o", model, "--factors", factors, "--iterations", 5, "--seed", seed, "-q",
+             *([] if validation is None else ["--validation", validation]))
     return model, ev
 
 

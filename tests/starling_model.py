@@ -7,12 +7,12 @@ import struct
 
 import numpy as np
 
-HEADER = struct.Struct("<8sIIQIIIIQQQQqIIIIIIdddddddddddddddIIQQQ")
+HEADER = struct.Struct("<8sIIQIIIIQQQQqIIIIIIdddddddddddddddIIdQQ")
 assert HEADER.size == 256
 FIELDS = ("magic version nsections file_bytes users segments factors iterations nnz events seed "
           "fingerprint created threads solver cg_steps confidence regularization flags lambda_ alpha eps "
           "bm25_k1 bm25_b reg_alpha0 reg_nu half_life decay_now final_loss bm25_mean_rowsum init_scale "
-          "calib_a calib_b prior_weight iterations_asked reserved0 reserved1 reserved2 header_checksum").split()
+          "calib_a calib_b prior_weight iterations_asked reserved0 unobserved_weight reserved2 header_checksum").split()
 SECTION = struct.Struct("<4sIQQQ")
 
 
@@ -44,6 +44,25 @@ class Model:
         self.popularity = np.frombuffer(s["SPOP"], dtype="<f4")
         self.loss = np.frombuffer(s["LOSS"], dtype="<f8")
         self.meta = s["META"].decode(errors="replace")
+
+    def blend(self):
+        """What ranking adds to U V^T for each segment (docs/FORMAT.md): the
+        prior weight w times q = log(1 + pop) / log(1 + max pop), in float32
+        as starling adds it."""
+        top = float(self.popularity.max()) if len(self.popularity) else 0.0
+        d = np.log1p(top)
+        q = (np.log1p(self.popularity.astype(np.float64)) / d).astype(np.float32) if d > 0 else \
+            np.zeros(len(self.popularity), np.float32)
+        return np.float32(self.header["prior_weight"]) * q
+
+    def scores(self, u):
+        """The ranking score of user row u for every segment, as starling ranks."""
+        return (self.U[u].astype(np.float32) @ self.V.T) + self.blend()
+
+    def calibrated(self, score):
+        """The calibrated probability of a score (the model must be calibrated)."""
+        z = self.header["calib_a"] * np.asarray(score, np.float64) + self.header["calib_b"]
+        return 1.0 / (1.0 + np.exp(-z))
 
     @staticmethod
     def _ids(offsets, blob):

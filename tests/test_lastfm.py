@@ -72,7 +72,7 @@ with tempfile.TemporaryDirectory() as d:
     model = os.path.join(d, "lastfm.model")
     starling("train", tr, "-o", model, "--iterations", 15, "--seed", 1, "-q")
     m = Model(model)
-    rm, n = recall_at(lambda ui: m.U[ui] @ m.V.T, m, test)
+    rm, n = recall_at(lambda ui: m.scores(ui), m, test)
     rp, _ = recall_at(lambda ui: m.popularity, m, test)
     note(f"recall@20 over {n} users: model {rm:.4f}, popularity {rp:.4f}, lift {rm / rp:.2f}x")
     ok(n > 1800, f"{n} test users")
@@ -86,7 +86,7 @@ with tempfile.TemporaryDirectory() as d:
         ui = m.users.index(u)
         out = starling("segments", model, u, "-k", 20, "--exclude-seen").splitlines()
         got = [line.split("\t")[0] for line in out]
-        scores = (m.U[ui] @ m.V.T).astype(np.float64)
+        scores = m.scores(ui).astype(np.float64)
         scores[m.hist_idx[m.hist_ptr[ui]:m.hist_ptr[ui + 1]]] = -np.inf
         want = [m.segments[i] for i in np.argsort(-scores, kind="stable")[:20]]
         if got != want:

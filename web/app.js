@@ -216,17 +216,18 @@ async function loadModel() {
       ['solver', m.solver === 'cg' ? `conjugate gradient, ${m.cg_steps} steps` : m.solver],
       ['confidence', m.confidence === 'log' ? `1 + ${m.alpha} log(1 + r / ${m.eps})` : `${m.confidence}, alpha ${m.alpha}`],
       ['regularization', `${m.regularization}, lambda ${m.lambda}`],
+      ['unobserved weight', m.unobserved_weight === undefined ? 1 : m.unobserved_weight],
       ['time decay', m.half_life ? `half-life ${m.half_life} s` : 'none'],
       ['seed', m.seed], ['final loss', Number(m.final_loss).toPrecision(6)],
     ]);
     const ev = Object.entries(m.evaluation || {});
     if (ev.length) {
-      const plain = new Set(['split', 'split_seed', 'test_users', 'prior_weight']);
+      const plain = new Set(['split', 'split_seed', 'test_users', 'prior_weight', 'seconds']);
       kvBlock(b, 'Evaluation', ev.map(([k, v]) => [k.replace(/_/g, ' '),
         typeof v === 'number' && !plain.has(k) ? v.toFixed(4) : (typeof v === 'number' ? int(v) : v)]));
     } else {
       txt(b, 'h3', 'Evaluation');
-      txt(b, 'p', 'No evaluation figures in this model (starling eval -o stores them).', { class: 'muted' });
+      txt(b, 'p', 'No evaluation figures in this model (starling train fits and stores them unless run with --validation 0; so do starling eval -o and tune -o).', { class: 'muted' });
     }
     $('user-id').placeholder = 'user id';
   } catch (e) {
