@@ -214,7 +214,7 @@ static const st_command commands[] = {
     {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
     {"config|get", cmd_config_get, -3, NOMODEL, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
     {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
-    {"info", cmd_info, -1, NOMODEL, 0, "server", "Server, clients, model, persistence, stats, commandstats, latencystats",
+    {"info", cmd_info, -1, NOMODEL, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
      "O(commands)"},
     {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL (with --enable-debug-command)", "O(1)"},
     {"debug|io-fail-after", cmd_debug_io_fail_after, 3, 0, 0, "server",
@@ -1580,6 +1580,49 @@ static st_jrecord event_record(const resp_arg *user, const resp_arg *seg, double
     return r;
 }
 
+/* Before an EVENT is applied: was its segment among the user's best 10 and
+ * 50 segments not yet engaged with, as SEGMENTS ... UNSEEN ranks them, and
+ * among the 10 and 50 most popular of those? Counted on the served model
+ * (INFO quality, /metrics): how well the rankings predicted what happened. */
+static void online_quality(st_ctx *c, const resp_arg *user, const resp_arg *seg)
+{
+    st_served *sv = c->model;
+    st_scratch *sc = c->scratch;
+    uint32_t s = find_segment(sv, seg);
+    if (s == ST_NOT_FOUND) return;
+    user_view u = find_user(c, user->ptr, user->len);
+    for (uint32_t h = 0; h < u.hist_n; h++)
+        if (u.hist_seg[h] == s) {
+            atomic_fetch_add_explicit(&sv->q_repeat, 1, memory_order_relaxed);
+            return;
+        }
+    for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = 1;
+    /* Popularity (the prior's order), and the model's ranking: the same for
+     * a user answered from the prior. */
+    uint32_t pop = UINT32_MAX, mod = UINT32_MAX, ahead = 0;
+    for (uint32_t p = 0; p < sv->m.segments && ahead < 50; p++) {
+        uint32_t t = sv->prior_rank[p];
+        if (t == s) {
+            pop = ahead;
+            break;
+        }
+        ahead += !sc->skip[t];
+    }
+    if (!u.known) {
+        mod = pop;
+    } else {
+        uint32_t got = st_score_topk_segments(&sv->seg_index, u.x, 50, -INFINITY, sc->skip, sc->idx, sc->top, NULL);
+        for (uint32_t i = 0; i < got; i++)
+            if (sc->idx[i] == s) mod = i;
+    }
+    for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = 0;
+    atomic_fetch_add_explicit(&sv->q_new, 1, memory_order_relaxed);
+    if (mod < 10) atomic_fetch_add_explicit(&sv->q_hit10, 1, memory_order_relaxed);
+    if (mod < 50) atomic_fetch_add_explicit(&sv->q_hit50, 1, memory_order_relaxed);
+    if (pop < 10) atomic_fetch_add_explicit(&sv->q_pop10, 1, memory_order_relaxed);
+    if (pop < 50) atomic_fetch_add_explicit(&sv->q_pop50, 1, memory_order_relaxed);
+}
+
 static void cmd_event(st_ctx *c)
 {
     double weight, ts = NAN;
@@ -1607,6 +1650,7 @@ static void cmd_event(st_ctx *c)
     /* The time of receipt when none is given: training with a half-life
      * needs one, and replay must weigh the event as it was weighed now. */
     if (isnan(ts)) ts = unix_now();
+    if (weight > 0) online_quality(c, &c->argv[1], &c->argv[2]);
     st_jrecord r = event_record(&c->argv[1], &c->argv[2], weight, kind, ts);
     st_write_result res;
     if (do_write(c, &r, &res) == 0) resp_simple(c->out, "OK");
@@ -2169,6 +2213,20 @@ static void cmd_info(st_ctx *c)
                 (unsigned long long)m->h.nnz, (unsigned long long)m->h.fingerprint, (long long)m->h.created,
                 (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0, (unsigned long long)si.reloads,
                 (unsigned long long)si.reload_failures, si.last_reload_error);
+    }
+    if (want_section(c, "quality", 1) && sv) {
+        /* Online quality since the model was loaded (online_quality). */
+        uint64_t n = atomic_load_explicit(&sv->q_new, memory_order_relaxed);
+        double d = n ? (double)n : 1.0;
+        tprintf(&t,
+                "# Quality\r\nonline_new_engagements:%llu\r\nonline_repeat_engagements:%llu\r\n"
+                "online_hit_rate_top10:%.4f\r\nonline_hit_rate_top50:%.4f\r\n"
+                "online_popularity_hit_rate_top10:%.4f\r\nonline_popularity_hit_rate_top50:%.4f\r\n\r\n",
+                (unsigned long long)n, (unsigned long long)atomic_load_explicit(&sv->q_repeat, memory_order_relaxed),
+                (double)atomic_load_explicit(&sv->q_hit10, memory_order_relaxed) / d,
+                (double)atomic_load_explicit(&sv->q_hit50, memory_order_relaxed) / d,
+                (double)atomic_load_explicit(&sv->q_pop10, memory_order_relaxed) / d,
+                (double)atomic_load_explicit(&sv->q_pop50, memory_order_relaxed) / d);
     }
     if (want_section(c, "persistence", 1)) {
         st_server_journal_info ji;

@@ -180,6 +180,19 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
         out(o, "starling_model_segments %u\n", m->segments);
         family(o, "starling_model_factors", "gauge", "Rank of the served model.");
         out(o, "starling_model_factors %u\n", m->k);
+        family(o, "starling_online_engagements_total", "counter",
+               "EVENTs since the model was loaded, on a segment new to the user (new) or not (repeat).");
+        out(o, "starling_online_engagements_total{pair=\"new\"} %llu\n", (unsigned long long)ld(&model->q_new));
+        out(o, "starling_online_engagements_total{pair=\"repeat\"} %llu\n", (unsigned long long)ld(&model->q_repeat));
+        family(o, "starling_online_hits_total", "counter",
+               "New engagements whose segment was in the user's top K of unengaged segments just before, by the "
+               "model's ranking and by popularity's: divided by the new engagements, the online hit rate.");
+        out(o, "starling_online_hits_total{ranker=\"model\",k=\"10\"} %llu\n", (unsigned long long)ld(&model->q_hit10));
+        out(o, "starling_online_hits_total{ranker=\"model\",k=\"50\"} %llu\n", (unsigned long long)ld(&model->q_hit50));
+        out(o, "starling_online_hits_total{ranker=\"popularity\",k=\"10\"} %llu\n",
+            (unsigned long long)ld(&model->q_pop10));
+        out(o, "starling_online_hits_total{ranker=\"popularity\",k=\"50\"} %llu\n",
+            (unsigned long long)ld(&model->q_pop50));
     }
     family(o, "starling_model_reloads_total", "counter", "Successful reloads.");
     out(o, "starling_model_reloads_total %llu\n", (unsigned long long)si.reloads);

@@ -114,6 +114,11 @@ typedef struct st_served {
     uint64_t generation; /* 1 for the first model, +1 per reload */
     double loaded_at;    /* unix seconds */
     atomic_long refs;
+    /* Online quality since this model was loaded: of the EVENTs on a segment
+     * the user had not engaged with before, how many were in the user's top
+     * 10 and top 50 of not-yet-engaged segments just before, by the model's
+     * ranking and by popularity's (commands.c, online_quality). */
+    atomic_uint_fast64_t q_new, q_repeat, q_hit10, q_hit50, q_pop10, q_pop50;
 } st_served;
 
 /* Loads and verifies path and derives what serving needs (the Gram matrix,

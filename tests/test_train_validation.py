@@ -128,9 +128,47 @@ with tempfile.TemporaryDirectory() as d:
             info = dict(zip(*[iter(c.execute_command("MODEL", "INFO"))] * 2))
             ok(info.get("calibrated") in (1, "1") and "meta.eval.recall@20" in info,
                "MODEL INFO shows the calibration and the validation figures")
-            srv2 = Server(p("plain.model"), d=d)
+            srv2 = Server(p("plain.model"), "--journal", p("j2.journal"), d=d)
             try:
                 c2 = redis.Redis(host="127.0.0.1", port=srv2.port)
+                # Online quality (on the model without a prior, so that its ranking
+                # and popularity's differ): one EVENT per user on a segment it never engaged
+                # with, ranked 5th (a top-10 hit), 30th (top 50) or 150th (neither)
+                # among its unengaged segments by the model's score; then INFO.
+                want10 = want50 = pop10 = pop50 = lo10 = lo50 = 0
+                q = plain.popularity  # the prior's order is popularity's
+                sent = 0
+                for ui in range(300, 600):
+                    sc = plain.scores(ui).astype(np.float64)
+                    seen = set(plain.hist_idx[plain.hist_ptr[ui]:plain.hist_ptr[ui + 1]].tolist())
+                    order = [j for j in np.argsort(-sc, kind="stable") if j not in seen]
+                    at = (4, 29, 149)[ui % 3]
+                    s = order[at]
+                    want10 += at < 10
+                    want50 += at < 50
+                    ahead = sum(1 for j in range(len(plain.segments)) if j not in seen and j != s and q[j] > q[s])
+                    pop10 += ahead < 10
+                    pop50 += ahead < 50
+                    tied = sum(1 for j in range(len(plain.segments)) if j not in seen and j != s and q[j] >= q[s])
+                    lo10 += tied < 10
+                    lo50 += tied < 50
+                    c2.execute_command("EVENT", plain.users[ui], plain.segments[s], 1)
+                    sent += 1
+                c2.execute_command("EVENT", plain.users[0], plain.segments[int(plain.hist_idx[plain.hist_ptr[0]])], 1)
+                qi = c2.info("quality")
+                ok(qi.get("online_new_engagements") == sent and qi.get("online_repeat_engagements") == 1,
+                   f"INFO quality counts {sent} new engagements and 1 repeat")
+                ok(abs(qi["online_hit_rate_top10"] - want10 / sent) < 1e-4 and
+                   abs(qi["online_hit_rate_top50"] - want50 / sent) < 1e-4,
+                   f"the model's online hit rate: top 10 {qi['online_hit_rate_top10']}, top 50 "
+                   f"{qi['online_hit_rate_top50']} (numpy {want10 / sent:.4f}, {want50 / sent:.4f})")
+                # Segments as popular as the one engaged may rank either side of it.
+                ok(lo10 / sent - 1e-4 <= qi["online_popularity_hit_rate_top10"] <= pop10 / sent + 1e-4 and
+                   lo50 / sent - 1e-4 <= qi["online_popularity_hit_rate_top50"] <= pop50 / sent + 1e-4,
+                   f"popularity's online hit rate beside it: {qi['online_popularity_hit_rate_top10']}, "
+                   f"{qi['online_popularity_hit_rate_top50']} (numpy, strict: {pop10 / sent:.4f}, {pop50 / sent:.4f})")
+                c2.execute_command("MODEL", "RELOAD")
+                ok(c2.info("quality").get("online_new_engagements") == 0, "a reloaded model starts counting again")
                 try:
                     c2.execute_command("SCORE", v.users[0], v.segments[0], "CALIBRATED")
                     msg = ""
