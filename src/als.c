@@ -38,7 +38,7 @@ void st_als_params_default(st_als_params *p)
     p->lambda = 0.1;
     p->alpha = 10.0;
     p->confidence = ST_CONF_LOG;
-    p->eps = 1.0;
+    p->eps = 0.0; /* auto */
     p->bm25_k1 = 100.0;
     p->bm25_b = 0.8;
     p->regularization = ST_REG_PLAIN;
@@ -50,6 +50,27 @@ void st_als_params_default(st_als_params *p)
     p->threads = 0;
     p->init_scale = 0.01;
     p->unobserved = 1.0;
+}
+
+void st_als_eps_histogram(const float *vals, uint64_t n, uint64_t *hist)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (!(vals[i] > 0)) continue;
+        double b = floor(16.0 * log2((double)vals[i])) + ST_EPS_BUCKETS / 2;
+        hist[b < 0 ? 0 : b >= ST_EPS_BUCKETS ? ST_EPS_BUCKETS - 1 : (int)b]++;
+    }
+}
+
+double st_als_eps_of(const uint64_t *hist)
+{
+    uint64_t total = 0, cum = 0;
+    for (int b = 0; b < ST_EPS_BUCKETS; b++) total += hist[b];
+    if (total == 0) return 1.0;
+    for (int b = 0; b < ST_EPS_BUCKETS; b++) {
+        cum += hist[b];
+        if (2 * cum >= total) return exp2((double)(b - ST_EPS_BUCKETS / 2) / 16.0);
+    }
+    return 1.0;
 }
 
 const char *st_solver_name(st_solver s) { return s == ST_SOLVER_CHOLESKY ? "cholesky" : "cg"; }
@@ -72,7 +93,7 @@ const char *st_als_check(const st_als_params *p)
     if (p->iterations > 100000) return "--iterations must be at most 100000";
     if (!(p->lambda >= 0) || !isfinite(p->lambda)) return "--lambda must be a finite number >= 0";
     if (!(p->alpha >= 0) || !isfinite(p->alpha)) return "--alpha must be a finite number >= 0";
-    if (!(p->eps > 0) || !isfinite(p->eps)) return "--eps must be a finite number > 0";
+    if (!(p->eps >= 0) || !isfinite(p->eps)) return "--eps must be a finite number > 0, or 0 for auto";
     if (!(p->bm25_k1 > 0) || !isfinite(p->bm25_k1)) return "--bm25-k1 must be > 0";
     if (!(p->bm25_b >= 0 && p->bm25_b <= 1)) return "--bm25-b must be between 0 and 1";
     if (!(p->reg_alpha0 >= 0) || !isfinite(p->reg_alpha0)) return "--reg-alpha0 must be >= 0";

@@ -41,7 +41,7 @@ typedef struct {
     double lambda;
     double alpha;
     st_conf_scheme confidence;
-    double eps;           /* log scheme: r / eps */
+    double eps;           /* log scheme: r / eps; 0 = auto, the median pair value (st_als_resolve_eps) */
     double bm25_k1, bm25_b;
     st_reg_scheme regularization;
     double reg_alpha0, reg_nu;
@@ -54,6 +54,15 @@ typedef struct {
 } st_als_params;
 
 void st_als_params_default(st_als_params *p);
+
+/* eps 0 (auto) takes the median of the pair values, to within 1/16 of an
+ * octave: the lower edge of the bucket of a histogram of 16 log2(r). Scale
+ * free: weights multiplied by a constant give the same confidences. The
+ * histogram (ST_EPS_BUCKETS counts) is summed over any parts of the data
+ * (MPI ranks) before st_als_eps_of gives the value. */
+#define ST_EPS_BUCKETS 4096
+void st_als_eps_histogram(const float *vals, uint64_t n, uint64_t *hist);
+double st_als_eps_of(const uint64_t *hist);
 
 /* NULL when p is usable, else a sentence a person can act on. */
 const char *st_als_check(const st_als_params *p);

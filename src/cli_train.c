@@ -682,7 +682,10 @@ void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n)
         {"alpha", 0, ST_OPT_DOUBLE, &c->p.alpha, "A", "confidence scale: c = 1 + alpha f(r)", 0},
         {"confidence", 0, ST_OPT_CHOICE, &c->conf, NULL,
          "f(r): linear r, log log(1 + r/eps), bm25 weighting", "linear|log|bm25"},
-        {"eps", 0, ST_OPT_DOUBLE, &c->p.eps, "E", "scale of r in the log scheme", 0},
+        {"eps", 0, ST_OPT_DOUBLE, &c->p.eps, "E",
+         "scale of r in the log scheme (default 0: the median pair value, so any unit of weight gives the same "
+         "model)",
+         0},
         {"bm25-k1", 0, ST_OPT_DOUBLE, &c->p.bm25_k1, "K1", "bm25 saturation", 0},
         {"bm25-b", 0, ST_OPT_DOUBLE, &c->p.bm25_b, "B", "bm25 length normalisation (0..1)", 0},
         {"regularization", 0, ST_OPT_CHOICE, &c->reg, NULL,

@@ -503,6 +503,15 @@ int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weig
     st_csr A; /* my users' rows: global segment indices, raw values */
     pairs_to_csr(keys, vals, nown, mu, n, &A);
 
+    /* eps auto: the median of every rank's values, from one histogram. */
+    if (p->eps == 0) {
+        uint64_t *h = xcalloc(ST_EPS_BUCKETS, sizeof *h, "eps"), *hall = xcalloc(ST_EPS_BUCKETS, sizeof *h, "eps");
+        st_als_eps_histogram(A.data, A.nnz, h);
+        MPI_Allreduce(h, hall, ST_EPS_BUCKETS, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+        t->params.eps = st_als_eps_of(hall);
+        st_free(h);
+        st_free(hall);
+    }
     /* Confidence of my users' nonzeros (bm25 needs global statistics). */
     float *cu = xmalloc((A.nnz + 1) * sizeof *cu, "confidence");
     double *idf = NULL, *norm = NULL;

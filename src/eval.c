@@ -1274,7 +1274,7 @@ uint32_t st_eval_segment_recall(const st_eval_set *s, const st_eval_run *run, co
 
 /* ---- the popularity prior ------------------------------------------------------- */
 
-const double st_prior_grid[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 100};
+const double st_prior_grid[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100};
 const uint32_t st_prior_grid_len = sizeof st_prior_grid / sizeof st_prior_grid[0];
 
 int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, const uint32_t *ks, uint32_t nk,

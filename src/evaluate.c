@@ -188,7 +188,7 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
 
 void st_holdout_opts_default(st_holdout_opts *o)
 {
-    o->share = 0.1;
+    o->share = 0.2;
     o->cap = 5000;
     o->min_segments = 3;
     o->fraction = 0.2;

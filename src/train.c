@@ -20,6 +20,13 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
     const st_als_params *p = &t->params;
     const char *bad = st_als_check(p);
     if (bad) return st_seterr(err, "%s", bad);
+    if (t->params.eps == 0) {
+        uint64_t *hist = st_calloc(ST_EPS_BUCKETS, sizeof *hist);
+        if (!hist) return st_seterr(err, "out of memory");
+        st_als_eps_histogram(x->by_user.data, x->by_user.nnz, hist);
+        t->params.eps = st_als_eps_of(hist);
+        st_free(hist);
+    }
     uint32_t m = x->users.count, n = x->segments.count, k = p->factors;
     int resume = t->X && t->Y && t->iterations > 0;
     if (!resume) {

@@ -74,7 +74,7 @@ def main():
             f.write("\n".join(lines) + "\n")
         for conf, alpha in (("linear", 0.5), ("log", 10.0)):
             common = ["--factors", str(k), "--lambda", "0.2", "--alpha", str(alpha), "--confidence", conf,
-                      "--solver", "cholesky", "--seed", "5", "-q"]
+                      "--solver", "cholesky", "--seed", "5", "--validation", "0", "-q"]
             run("train", ev, "-o", os.path.join(d, "init.model"), "--iterations", "0", *common)
             run("train", ev, "-o", os.path.join(d, "final.model"), "--iterations", "8", *common)
             init = Model(os.path.join(d, "init.model"))
@@ -83,8 +83,15 @@ def main():
             ui = [int(u[4:]) for u in init.users]
             si = [int(s[3:]) for s in init.segments]
             Rm = R[np.ix_(ui, si)]
+            # --eps defaults to the median pair value, to 1/16 of an octave below.
+            vals = np.sort(Rm[Rm > 0])
+            med = vals[(len(vals) + 1) // 2 - 1]
+            eps = 2.0 ** (np.floor(16 * np.log2(med)) / 16)
+            if conf == "log":
+                ok(abs(final.header["eps"] - eps) < 1e-12 * eps,
+                   f"log: eps auto is the median pair value's bucket ({final.header['eps']:.6g}, numpy {eps:.6g})")
             X, Y, loss, C = numpy_als(Rm.copy(), init.U.astype(float).copy(), init.V.astype(float).copy(),
-                                      0.2, alpha, conf, 1.0, 8)
+                                      0.2, alpha, conf, eps, 8)
             weight = m * n + (C - 1).sum()
             starling_loss = final.header["final_loss"] * weight
             rel = abs(starling_loss - loss) / loss

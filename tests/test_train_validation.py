@@ -55,8 +55,8 @@ with tempfile.TemporaryDirectory() as d:
                    r"on the other (\d+), recall@20 ([0-9.]+), popularity ([0-9.]+)", out)
     ok(mv is not None, "train says what the validation fit found")
     nval = int(mv.group(1)) if mv else 0
-    ok(250 <= nval <= 350 and int(mv.group(2)) + int(mv.group(4)) == nval,
-       f"10% of the eligible users are validation users ({nval}), split in fit and report halves")
+    ok(520 <= nval <= 680 and int(mv.group(2)) + int(mv.group(4)) == nval,
+       f"20% of the eligible users are validation users ({nval}), split in fit and report halves")
     ok(v.header["flags"] & 1 and v.header["calib_a"] > 0, "the model is calibrated, increasing in the score")
     ok(v.header["prior_weight"] == float(mv.group(3)), f"the fitted prior weight {v.header['prior_weight']} is saved")
     mt = meta(v)
