@@ -481,7 +481,7 @@ static int validate(const train_job *j, const st_interactions *x, const st_holdo
     st_train_model(&h->train, t, *meta, pop, &m);
     st_eval_set set;
     st_evaluate_opts o = {.ks = {10, 20}, .nk = 2, .metric = ST_M_RECALL, .metric_ki = 1, .prior_mode = ST_PRIOR_FIT,
-                          .seed = j->hold.seed, .negatives = 100, .threads = j->threads};
+                          .seed = j->hold.seed, .negatives = 100, .threads = j->threads, .quick = 1};
     int code = ST_EXIT_ERROR;
     if (st_holdout_set(h, &m, &set, err) != 0) {
         st_free(pop);

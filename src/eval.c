@@ -930,6 +930,12 @@ typedef struct {
     uint64_t seed;
     char *scratch;
     size_t per_thread;
+    /* The prior-weight grid pass: each user's scores once, then the metric
+     * at ks[grid_ki] for every weight (grid_values: e x ngrid). */
+    const double *grid;
+    uint32_t ngrid, grid_ki;
+    int grid_metric;
+    double *grid_values;
 } pass_ctx;
 
 /* Fills S (b x n) with the ranker's scores of users sel[0..b). */
@@ -1049,6 +1055,20 @@ static void pass_task(void *vctx, uint64_t task, int thread)
         const uint32_t *seen = s->seen + s->seen_ptr[e], *test = s->test + s->test_ptr[e];
         uint64_t ns = s->seen_ptr[e + 1] - s->seen_ptr[e];
         uint32_t nt = (uint32_t)(s->test_ptr[e + 1] - s->test_ptr[e]);
+        if (c->grid) {
+            /* The blend exactly as score_block adds it, weight by weight. */
+            double m[ST_EVAL_MAXK * ST_NMETRICS];
+            for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 1;
+            for (uint32_t g = 0; g < c->ngrid; g++) {
+                float w = (float)c->grid[g];
+                for (uint32_t q = 0; q < n; q++) aucs[q] = w != 0 ? row[q] + w * c->r->prior[q] : row[q];
+                uint32_t got = st_topk(aucs, n, kmax, seen, ns, topi, topsc);
+                st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, m);
+                c->grid_values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
+            }
+            for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
+            continue;
+        }
         uint32_t got = st_topk(row, n, kmax, seen, ns, topi, topsc);
         if (!c->out) continue;
         st_eval_run *out = c->out;
@@ -1057,7 +1077,7 @@ static void pass_task(void *vctx, uint64_t task, int thread)
         for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 1;
         st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, out->metric + (size_t)e * c->nk * ST_NMETRICS);
         for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
-        out->auc[e] = st_eval_auc(row, n, seen, (uint32_t)ns, test, nt, mark, aucs);
+        out->auc[e] = c->r->no_auc ? NAN : st_eval_auc(row, n, seen, (uint32_t)ns, test, nt, mark, aucs);
     }
 }
 
@@ -1281,16 +1301,29 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
                       uint32_t ki, int metric, int threads, double *best, double *values, char *err)
 {
     *best = 0;
+    if (check_ks(ks, nk, err) != 0) return -1;
+    uint32_t ng = st_prior_grid_len;
+    double *gv = st_malloc(((size_t)s->users * ng + 1) * sizeof *gv);
+    if (!gv) return st_seterr(err, "out of memory");
+    for (size_t i = 0; i < (size_t)s->users * ng; i++) gv[i] = NAN;
+    /* One scoring of every validation user; the weights only add w q. */
+    st_ranker rr = *r;
+    rr.prior_weight = 0;
     uint8_t one = 1;
+    uint32_t k1 = ks[ki]; /* the metric's cut-off alone */
+    pass_ctx c = {.s = s, .r = &rr, .n = n, .nk = 1, .kmax = k1, .ks = &k1, .grid = st_prior_grid, .ngrid = ng,
+                  .grid_ki = 0, .grid_metric = metric, .grid_values = gv};
+    if (!r->prior) {
+        st_free(gv);
+        return st_seterr(err, "no prior to fit a weight for");
+    }
+    if (run_pass(&c, &one, threads, err) != 0) {
+        st_free(gv);
+        return -1;
+    }
     double best_v = -INFINITY;
-    for (uint32_t g = 0; g < st_prior_grid_len; g++) {
-        st_ranker rr = *r;
-        rr.prior_weight = st_prior_grid[g];
-        st_eval_run run;
-        if (st_eval_rank(s, &rr, n, ks, nk, &one, threads, &run, err) != 0) return -1;
-        st_stat st = st_stat_of(run.metric + (size_t)ki * ST_NMETRICS + metric, run.users,
-                                (uint64_t)nk * ST_NMETRICS, s->validation, 1);
-        st_eval_run_free(&run);
+    for (uint32_t g = 0; g < ng; g++) {
+        st_stat st = st_stat_of(gv + g, s->users, ng, s->validation, 1);
         double v = isnan(st.mean) ? -INFINITY : st.mean;
         if (values) values[g] = st.mean;
         if (v > best_v) {
@@ -1298,6 +1331,7 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
             *best = st_prior_grid[g];
         }
     }
+    st_free(gv);
     return 0;
 }
 

@@ -182,6 +182,7 @@ typedef struct {
     double prior_weight;   /* model: score = x . V[s] + prior_weight * q[s] */
     const float *popularity; /* popularity: the score is popularity[s] */
     uint64_t seed;         /* random: scores uniform in [0, 1) from a stream per user */
+    int no_auc;            /* st_eval_rank leaves AUC out (NaN), for passes that need only the metrics */
 } st_ranker;
 
 const char *st_rank_name(st_rank_kind r);

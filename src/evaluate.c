@@ -94,8 +94,10 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
     st_ranker rnd = {.kind = ST_RANK_RANDOM, .seed = o->seed};
     const st_ranker *rk[3] = {&model, &pop, &rnd};
     uint8_t test = 0;
-    for (int i = 0; i < 3; i++) {
-        if (st_eval_rank(set, rk[i], n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
+    for (int i = 0; i < (o->quick ? 2 : 3); i++) {
+        st_ranker r1 = *rk[i];
+        r1.no_auc = o->quick;
+        if (st_eval_rank(set, &r1, n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
         st_eval_summarize(set, &r->run[i], &test, &r->sum[i]);
     }
     /* Calibration: fitted on validation users, checked on test users. */
@@ -130,6 +132,7 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
         r->have_rel = 1;
     }
     st_eval_samples_free(&ts);
+    if (o->quick) return 0;
     uint32_t ki = o->metric == ST_NMETRICS ? 0 : o->metric_ki;
     r->nseg = st_eval_segment_recall(set, &r->run[0], &test, n, ki, o->segments, r->seg, r->seg_users,
                                      r->seg_recall, err);
@@ -174,8 +177,10 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
         LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
     LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
     LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
-    LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
-    LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
+    if (!o->quick) {
+        LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
+        LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
+    }
     LINE("eval.prior_weight=%g\n", r->prior_weight);
     if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
 #undef LINE

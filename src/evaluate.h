@@ -41,6 +41,7 @@ typedef struct {
     uint32_t negatives;            /* other segments sampled per user for calibration */
     uint32_t segments;             /* rows of the per-segment recall table */
     int threads;
+    int quick;                     /* the model and popularity only, no AUC, no per-segment table (train) */
 } st_evaluate_opts;
 
 /* Rankers in st_evaluation.run and .sum, in this order. */
