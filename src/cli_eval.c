@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "baseline.h"
 #include "cli.h"
 #include "eval.h"
 #include "evaluate.h"
@@ -35,9 +36,10 @@
 /* ---- the options both commands share --------------------------------------- */
 
 typedef struct {
-    const char *ks_spec, *split_spec, *prior_spec, *metric_spec, *report, *dump, *out;
-    uint64_t split_seed, min_events, max_events, fold_max, negatives, segments;
-    double fold_in, validation;
+    const char *ks_spec, *split_spec, *prior_spec, *metric_spec, *report, *dump, *out, *baselines_spec;
+    uint64_t split_seed, min_events, max_events, fold_max, negatives, segments, knn_neighbours, ease_max;
+    double fold_in, validation, knn_shrink, ease_lambda;
+    unsigned baselines;
     int json, csv, quiet;
     /* parsed */
     st_split split;
@@ -54,6 +56,11 @@ static st_evaluate_opts evaluate_opts(const eval_opts *o, int threads)
                           .prior_fixed = o->prior_fixed, .seed = o->split_seed, .negatives = (uint32_t)o->negatives,
                           .segments = (uint32_t)o->segments, .threads = threads};
     memcpy(e.ks, o->ks, sizeof e.ks);
+    e.baselines = o->baselines;
+    e.knn_neighbours = (uint32_t)o->knn_neighbours;
+    e.knn_shrink = o->knn_shrink;
+    e.ease_lambda = o->ease_lambda;
+    e.ease_max_segments = (uint32_t)o->ease_max;
     return e;
 }
 
@@ -68,6 +75,10 @@ static void eval_opts_init(eval_opts *o)
     o->segments = 10;
     o->fold_in = 0.8;
     o->validation = -1; /* auto: see eval_opts_finish */
+    o->baselines_spec = "item-knn,ease";
+    o->knn_neighbours = ST_KNN_NEIGHBOURS;
+    o->knn_shrink = ST_KNN_SHRINK;
+    o->ease_max = ST_EASE_MAX_SEGMENTS;
 }
 
 static void eval_opts_add(eval_opts *o, st_opt *opts, int *n, int tune)
@@ -95,6 +106,14 @@ static void eval_opts_add(eval_opts *o, st_opt *opts, int *n, int tune)
          "popularity-prior weight: fitted on validation users, the model's, or W (default: fit; model for eval "
          "MODEL)",
          0},
+        {"baselines", 0, ST_OPT_STRING, &o->baselines_spec, "LIST",
+         "strong baselines ranked beside popularity and random: item-knn, ease, both, or none", 0},
+        {"knn-neighbours", 0, ST_OPT_U64, &o->knn_neighbours, "N", "item-kNN: neighbours kept per segment", 0},
+        {"knn-shrink", 0, ST_OPT_DOUBLE, &o->knn_shrink, "S", "item-kNN: shrinkage of the cosine", 0},
+        {"ease-lambda", 0, ST_OPT_DOUBLE, &o->ease_lambda, "L",
+         "EASE: L2 regularisation (default 0: 10 x the mean users per segment)", 0},
+        {"ease-max-segments", 0, ST_OPT_U64, &o->ease_max, "N",
+         "EASE: skipped above N segments with training users (its N x N matrix: 20,000 is 1.6 GB)", 0},
         {"negatives", 0, ST_OPT_U64, &o->negatives, "N", "other segments sampled per user for calibration", 0},
         {"segments", 0, ST_OPT_U64, &o->segments, "N", "rows of the per-segment recall table", 0},
         {"output", 'o', ST_OPT_STRING, &o->out, "MODEL",
@@ -204,6 +223,22 @@ static int eval_opts_finish(eval_opts *o, const st_cmd_doc *doc, int split_form)
         if (split_form && o->prior_mode == 1)
             return st_cli_usage(doc, "--prior-weight model needs a model: use eval MODEL TEST_EVENTS");
     }
+    o->baselines = 0;
+    if (strcmp(o->baselines_spec, "none") != 0) {
+        char buf[128], *save = NULL;
+        snprintf(buf, sizeof buf, "%s", o->baselines_spec);
+        for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (strcmp(tok, "item-knn") == 0 || strcmp(tok, "knn") == 0) o->baselines |= ST_BASELINE_KNN;
+            else if (strcmp(tok, "ease") == 0) o->baselines |= ST_BASELINE_EASE;
+            else
+                return st_cli_usage(doc, "--baselines: '%s' is not item-knn, ease, a list of both, or none", tok);
+        }
+    }
+    if (o->knn_neighbours < 1 || o->knn_neighbours > 100000)
+        return st_cli_usage(doc, "--knn-neighbours must be between 1 and 100000");
+    if (!(o->knn_shrink >= 0)) return st_cli_usage(doc, "--knn-shrink must be >= 0");
+    if (!(o->ease_lambda >= 0)) return st_cli_usage(doc, "--ease-lambda must be >= 0 (0: the default)");
+    if (o->ease_max > 100000) return st_cli_usage(doc, "--ease-max-segments must be at most 100000");
     o->split.seed = o->split_seed;
     o->split.min_events = (uint32_t)o->min_events;
     o->split.max_events = (uint32_t)o->max_events;
@@ -256,39 +291,70 @@ static void lift_text(char *out, size_t n, double a, double b)
     else snprintf(out, n, "%.2fx", a / b);
 }
 
+/* The rankers in the order the outputs show them, and the baselines the
+ * model's lift is shown over. */
+static const int show_order[] = {ST_EV_MODEL, ST_EV_POPULARITY, ST_EV_KNN, ST_EV_EASE, ST_EV_RANDOM};
+static const int lift_over[] = {ST_EV_POPULARITY, ST_EV_KNN, ST_EV_EASE};
+static const char *lift_label[ST_EV_RANKERS] = {"", "lift/pop", "", "lift/knn", "lift/ease"};
+#define NSHOW ((int)(sizeof show_order / sizeof show_order[0]))
+#define NLIFT ((int)(sizeof lift_over / sizeof lift_over[0]))
+
+/* One row of the table: each ranked ranker's value, then the lifts. */
+static void table_row(FILE *f, const st_evaluation *r, const char *label, const char *k, int j, int mt)
+{
+    char a[64];
+    fprintf(f, "%-10s %5s", label, k);
+    for (int q = 0; q < NSHOW; q++) {
+        int i = show_order[q];
+        if (!r->ranked[i]) continue;
+        st_stat v = mt < 0 ? r->sum[i].auc : r->sum[i].m[j][mt];
+        if (mt == -2) snprintf(a, sizeof a, "%.4f", r->sum[i].coverage[j]);
+        else ci_text(a, sizeof a, v);
+        fprintf(f, "  %-*s", mt == -2 ? 17 : 18, a); /* "±" is 2 bytes but one column */
+    }
+    for (int q = 0; q < NLIFT && mt != -2; q++) {
+        int i = lift_over[q];
+        if (!r->ranked[i]) continue;
+        double x = mt < 0 ? r->sum[0].auc.mean : r->sum[0].m[j][mt].mean;
+        double y = mt < 0 ? r->sum[i].auc.mean : r->sum[i].m[j][mt].mean;
+        lift_text(a, sizeof a, x, y);
+        fprintf(f, "  %9s", a);
+    }
+    fprintf(f, "\n");
+}
+
 static void print_table(FILE *f, const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m)
 {
     for (int i = 0; i < fa->n; i++) fprintf(f, "%-16s %s\n", fa->kv[2 * i], fa->kv[2 * i + 1]);
     fprintf(f, "\nmetrics over %u test users: mean ± 95%% confidence interval; recall@K is normalised by\n"
                "min(K, held-out segments); a user's training segments are excluded from its ranking\n\n",
             r->test_users);
-    /* "±" is 2 bytes but one column: pad by hand. */
-    fprintf(f, "%-10s %5s  %-17s  %-17s  %-17s  %9s  %9s\n", "metric", "K", "model", "popularity", "random",
-            "lift/pop", "lift/rand");
-    char a[64], b[64], c[64], l1[32], l2[32];
+    fprintf(f, "%-10s %5s", "metric", "K");
+    for (int q = 0; q < NSHOW; q++)
+        if (r->ranked[show_order[q]]) fprintf(f, "  %-17s", st_rank_name(st_ev_kind[show_order[q]]));
+    for (int q = 0; q < NLIFT; q++)
+        if (r->ranked[lift_over[q]]) fprintf(f, "  %9s", lift_label[lift_over[q]]);
+    fprintf(f, "\n");
+    char k[16];
     for (size_t q = 0; q < sizeof metric_order / sizeof metric_order[0]; q++) {
         int mt = metric_order[q];
         for (uint32_t j = 0; j < o->nk; j++) {
-            ci_text(a, sizeof a, r->sum[0].m[j][mt]);
-            ci_text(b, sizeof b, r->sum[1].m[j][mt]);
-            ci_text(c, sizeof c, r->sum[2].m[j][mt]);
-            lift_text(l1, sizeof l1, r->sum[0].m[j][mt].mean, r->sum[1].m[j][mt].mean);
-            lift_text(l2, sizeof l2, r->sum[0].m[j][mt].mean, r->sum[2].m[j][mt].mean);
-            fprintf(f, "%-10s %5u  %-18s  %-18s  %-18s  %9s  %9s\n", j == 0 ? metric_label[mt] : "", o->ks[j], a, b,
-                    c, l1, l2);
+            snprintf(k, sizeof k, "%u", o->ks[j]);
+            table_row(f, r, j == 0 ? metric_label[mt] : "", k, (int)j, mt);
         }
     }
-    ci_text(a, sizeof a, r->sum[0].auc);
-    ci_text(b, sizeof b, r->sum[1].auc);
-    ci_text(c, sizeof c, r->sum[2].auc);
-    lift_text(l1, sizeof l1, r->sum[0].auc.mean, r->sum[1].auc.mean);
-    lift_text(l2, sizeof l2, r->sum[0].auc.mean, r->sum[2].auc.mean);
-    fprintf(f, "%-10s %5s  %-18s  %-18s  %-18s  %9s  %9s\n", "AUC", "all", a, b, c, l1, l2);
+    table_row(f, r, "AUC", "all", 0, -1);
     for (uint32_t j = 0; j < o->nk; j++) {
-        snprintf(a, sizeof a, "%.4f", r->sum[0].coverage[j]);
-        snprintf(b, sizeof b, "%.4f", r->sum[1].coverage[j]);
-        snprintf(c, sizeof c, "%.4f", r->sum[2].coverage[j]);
-        fprintf(f, "%-10s %5u  %-17s  %-17s  %-17s\n", j == 0 ? "coverage" : "", o->ks[j], a, b, c);
+        snprintf(k, sizeof k, "%u", o->ks[j]);
+        table_row(f, r, j == 0 ? "coverage" : "", k, (int)j, -2);
+    }
+    for (int i = ST_EV_KNN; i < ST_EV_RANKERS; i++) {
+        if (r->ranked[i])
+            fprintf(f, "%s: fitted in %.2f s", st_rank_name(st_ev_kind[i]), r->build_seconds[i]);
+        if (r->ranked[i] && i == ST_EV_EASE)
+            fprintf(f, " on %u segments, lambda %g", r->ease_segments, r->ease_lambda);
+        if (r->ranked[i]) fprintf(f, "\n");
+        else if (r->why[i][0]) fprintf(f, "%s: not ranked: %s\n", st_rank_name(st_ev_kind[i]), r->why[i]);
     }
     if (r->nseg) {
         uint32_t K = o->ks[o->metric == ST_NMETRICS ? 0 : o->metric_ki];
@@ -337,8 +403,13 @@ static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_o
     json_t *ks = json_array();
     for (uint32_t j = 0; j < o->nk; j++) json_array_append_new(ks, json_integer(o->ks[j]));
     json_object_set_new(root, "k", ks);
-    json_t *rankers = json_object();
-    for (int i = 0; i < 3; i++) {
+    json_t *rankers = json_object(), *skipped = json_object();
+    for (int sq = 0; sq < NSHOW; sq++) {
+        int i = show_order[sq];
+        if (!r->ranked[i]) {
+            if (r->why[i][0]) json_object_set_new(skipped, st_rank_name(st_ev_kind[i]), json_string(r->why[i]));
+            continue;
+        }
         json_t *rk = json_object();
         for (int q = 0; q < ST_NMETRICS; q++) {
             json_t *arr = json_array();
@@ -349,11 +420,18 @@ static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_o
         json_t *cov = json_array();
         for (uint32_t j = 0; j < o->nk; j++) json_array_append_new(cov, json_real(r->sum[i].coverage[j]));
         json_object_set_new(rk, "coverage", cov);
-        json_object_set_new(rankers, st_rank_name((st_rank_kind)i), rk);
+        if (i >= ST_EV_KNN) json_object_set_new(rk, "fit_seconds", json_real(r->build_seconds[i]));
+        if (i == ST_EV_EASE) {
+            json_object_set_new(rk, "lambda", json_real(r->ease_lambda));
+            json_object_set_new(rk, "segments", json_integer(r->ease_segments));
+        }
+        json_object_set_new(rankers, st_rank_name(st_ev_kind[i]), rk);
     }
     json_object_set_new(root, "rankers", rankers);
+    json_object_set_new(root, "not_ranked", skipped);
     json_t *lift = json_object();
-    for (int i = 1; i < 3; i++) {
+    for (int i = 1; i < ST_EV_RANKERS; i++) {
+        if (!r->ranked[i]) continue;
         json_t *l = json_object();
         for (int q = 0; q < ST_NMETRICS; q++) {
             json_t *arr = json_array();
@@ -363,7 +441,7 @@ static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_o
             }
             json_object_set_new(l, st_metric_name(q), arr);
         }
-        json_object_set_new(lift, st_rank_name((st_rank_kind)i), l);
+        json_object_set_new(lift, st_rank_name(st_ev_kind[i]), l);
     }
     json_object_set_new(root, "lift", lift);
     json_t *prior = json_object();
@@ -419,8 +497,10 @@ static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_o
 static void print_csv(FILE *f, const st_evaluation *r, const eval_opts *o)
 {
     fprintf(f, "ranker,metric,k,mean,ci95,users\n");
-    for (int i = 0; i < 3; i++) {
-        const char *name = st_rank_name((st_rank_kind)i);
+    for (int sq = 0; sq < NSHOW; sq++) {
+        int i = show_order[sq];
+        if (!r->ranked[i]) continue;
+        const char *name = st_rank_name(st_ev_kind[i]);
         for (int q = 0; q < ST_NMETRICS; q++)
             for (uint32_t j = 0; j < o->nk; j++) {
                 st_stat s = r->sum[i].m[j][q];
@@ -437,10 +517,16 @@ static int write_report(const char *dir, const facts *fa, const st_evaluation *r
 {
     const char *names[ST_EVALUATE_SEGMENT_ROWS];
     for (uint32_t i = 0; i < r->nseg; i++) names[i] = st_idmap_name(&m->segment_ids, r->seg[i], NULL);
+    char notes[600] = "";
+    size_t nl = 0;
+    for (int i = ST_EV_KNN; i < ST_EV_RANKERS; i++)
+        if (!r->ranked[i] && r->why[i][0] && nl < sizeof notes)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl, "%s%s not ranked: %s.", nl ? " " : "",
+                                   st_rank_name(st_ev_kind[i]), r->why[i]);
     st_report rep = {
         .title = "starling eval",
         .facts = fa->kv,
-        .sum = {&r->sum[0], &r->sum[1], &r->sum[2]},
+        .notes = notes[0] ? notes : NULL,
         .loss = loss,
         .iterations = iterations,
         .rel = r->have_rel ? &r->rel : NULL,
@@ -454,6 +540,12 @@ static int write_report(const char *dir, const facts *fa, const st_evaluation *r
         .seg_users = r->seg_users,
         .seg_recall = r->seg_recall,
     };
+    for (int q = 0, slot = 0; q < NSHOW; q++) {
+        int i = show_order[q];
+        if (!r->ranked[i]) continue;
+        rep.sum[slot] = &r->sum[i];
+        rep.names[slot++] = st_rank_name(st_ev_kind[i]);
+    }
     memcpy(rep.hist_pos, r->hist_pos, sizeof rep.hist_pos);
     memcpy(rep.hist_neg, r->hist_neg, sizeof rep.hist_neg);
     return st_report_write(dir, &rep, err);
@@ -463,9 +555,10 @@ static int write_report(const char *dir, const facts *fa, const st_evaluation *r
  * users.tsv (test users in ranking order: id, model row or -1, activity),
  * seen.tsv and test.tsv (user, segment), segments.tsv (the model's segment
  * order), scores.f32 (test users x n float32, little-endian: exactly the
- * scores the model ranking used), metrics.json (the --json output). */
+ * scores the model ranking used), item-knn.f32 and ease.f32 (the same for
+ * each baseline ranked), metrics.json (the --json output). */
 static int dump_run(const char *dir, const st_eval_set *set, const st_model *m, const st_evaluation *r,
-                    json_t *metrics, int threads, char *err)
+                    const eval_opts *o, json_t *metrics, int threads, char *err)
 {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return st_seterr(err, "%s: cannot create: %s", dir, strerror(errno));
     char path[4096];
@@ -505,6 +598,19 @@ static int dump_run(const char *dir, const st_eval_set *set, const st_model *m, 
         st_seterr(err, "%s/scores.f32: write failed", dir);
         goto out;
     }
+    /* The baselines' scores likewise, one file each. */
+    st_evaluate_opts eo = evaluate_opts(o, threads);
+    for (int i = ST_EV_KNN; i < ST_EV_RANKERS; i++) {
+        if (!r->ranked[i]) continue;
+        if (st_evaluate_baseline_scores(m, set, &eo, i, scores, err) != 0) goto out;
+        snprintf(path, sizeof path, "%s/%s.f32", dir, st_rank_name(st_ev_kind[i]));
+        FILE *fb = fopen(path, "wb");
+        size_t wrote = fb ? fwrite(scores, sizeof *scores * m->segments, r->test_users, fb) : 0;
+        if (!fb || fclose(fb) != 0 || wrote != r->test_users) {
+            st_seterr(err, "%s: write failed", path);
+            goto out;
+        }
+    }
     snprintf(path, sizeof path, "%s/metrics.json", dir);
     if (json_dump_file(metrics, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER) != 0) {
         st_seterr(err, "%s: cannot write", path);
@@ -542,7 +648,7 @@ static int emit(const facts *fa, const st_evaluation *r, const eval_opts *o, con
         else if (!o->quiet) fprintf(stderr, "wrote the report %s/index.html\n", o->report);
     }
     if (o->dump && code == ST_EXIT_OK) {
-        if (dump_run(o->dump, set, m, r, j, threads, err) != 0) code = st_cli_fail("eval", "%s", err);
+        if (dump_run(o->dump, set, m, r, o, j, threads, err) != 0) code = st_cli_fail("eval", "%s", err);
         else if (!o->quiet) fprintf(stderr, "wrote the dump to %s/\n", o->dump);
     }
     json_decref(j);

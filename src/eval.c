@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "als.h"
+#include "baseline.h"
 #include "rng.h"
 #include "score.h"
 #include "util.h"
@@ -791,6 +792,8 @@ const char *st_rank_name(st_rank_kind r)
     case ST_RANK_MODEL: return "model";
     case ST_RANK_POPULARITY: return "popularity";
     case ST_RANK_RANDOM: return "random";
+    case ST_RANK_KNN: return "item-knn";
+    case ST_RANK_EASE: return "ease";
     }
     return "?";
 }
@@ -964,6 +967,19 @@ static void score_block(const pass_ctx *c, const uint32_t *sel, uint32_t b, floa
             st_rng g = st_rng_for(r->seed, sel[i]);
             float *row = S + (size_t)i * n;
             for (uint32_t s = 0; s < n; s++) row[s] = (float)st_rng_uniform(&g);
+        }
+        break;
+    case ST_RANK_KNN:
+    case ST_RANK_EASE:
+        /* The user's excluded segments are its history: the training
+         * segments of a known user, the folded-in ones of a cold user. */
+        for (uint32_t i = 0; i < b; i++) {
+            const st_eval_set *s = c->s;
+            const uint32_t *seen = s->seen + s->seen_ptr[sel[i]];
+            uint64_t ns = s->seen_ptr[sel[i] + 1] - s->seen_ptr[sel[i]];
+            float *row = S + (size_t)i * n;
+            if (r->kind == ST_RANK_KNN) st_knn_score(r->knn, seen, ns, row);
+            else st_ease_score(r->ease, seen, ns, row);
         }
         break;
     }

@@ -173,7 +173,16 @@ void st_eval_set_partition(st_eval_set *s, double fraction, uint64_t seed);
 
 /* ---- rankers and the ranking pass ----------------------------------------- */
 
-typedef enum { ST_RANK_MODEL = 0, ST_RANK_POPULARITY = 1, ST_RANK_RANDOM = 2 } st_rank_kind;
+typedef enum {
+    ST_RANK_MODEL = 0,
+    ST_RANK_POPULARITY = 1,
+    ST_RANK_RANDOM = 2,
+    ST_RANK_KNN = 3,  /* item-kNN (baseline.h) from the user's excluded segments */
+    ST_RANK_EASE = 4, /* EASE (baseline.h), likewise */
+} st_rank_kind;
+
+struct st_knn;
+struct st_ease;
 
 typedef struct {
     st_rank_kind kind;
@@ -182,6 +191,8 @@ typedef struct {
     double prior_weight;   /* model: score = x . V[s] + prior_weight * q[s] */
     const float *popularity; /* popularity: the score is popularity[s] */
     uint64_t seed;         /* random: scores uniform in [0, 1) from a stream per user */
+    const struct st_knn *knn;   /* knn: the neighbour lists */
+    const struct st_ease *ease; /* ease: the fitted matrix */
     int no_auc;            /* st_eval_rank leaves AUC out (NaN), for passes that need only the metrics */
 } st_ranker;
 

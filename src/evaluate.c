@@ -7,15 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "baseline.h"
 #include "rng.h"
 #include "score.h"
 #include "util.h"
 
+const st_rank_kind st_ev_kind[ST_EV_RANKERS] = {ST_RANK_MODEL, ST_RANK_POPULARITY, ST_RANK_RANDOM, ST_RANK_KNN,
+                                                 ST_RANK_EASE};
 
+void st_evaluate_opts_baselines(st_evaluate_opts *o)
+{
+    o->baselines = ST_BASELINE_KNN | ST_BASELINE_EASE;
+    o->knn_neighbours = ST_KNN_NEIGHBOURS;
+    o->knn_shrink = ST_KNN_SHRINK;
+    o->ease_lambda = 0;
+    o->ease_max_segments = ST_EASE_MAX_SEGMENTS;
+}
 
 void st_evaluation_free(st_evaluation *r)
 {
-    for (int i = 0; i < 3; i++) st_eval_run_free(&r->run[i]);
+    for (int i = 0; i < ST_EV_RANKERS; i++) st_eval_run_free(&r->run[i]);
     st_free(r->prior);
     memset(r, 0, sizeof *r);
 }
@@ -54,6 +65,70 @@ static void score_histogram(const st_eval_samples *x, st_evaluation *r)
         r->hist_pos[b] = wp > 0 ? r->hist_pos[b] / wp : 0;
         r->hist_neg[b] = wn > 0 ? r->hist_neg[b] / wn : 0;
     }
+}
+
+/* Fits the strong baselines o asks for on m's training history and ranks the
+ * test users with them. A baseline that cannot be fitted (EASE over too many
+ * segments) is left out with the reason in r->why; only running out of
+ * memory while ranking fails the evaluation. */
+static int rank_baselines(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r,
+                          char *err)
+{
+    st_history h = {.users = m->users, .segments = m->segments, .ptr = m->hist_ptr, .idx = m->hist_idx};
+    uint8_t test = 0;
+    if (o->baselines & ST_BASELINE_KNN) {
+        st_knn knn;
+        double t0 = st_now();
+        if (st_knn_build(&h, o->knn_neighbours, o->knn_shrink, o->threads, &knn, r->why[ST_EV_KNN]) == 0) {
+            r->build_seconds[ST_EV_KNN] = st_now() - t0;
+            st_ranker rk = {.kind = ST_RANK_KNN, .knn = &knn};
+            int rc = st_eval_rank(set, &rk, m->segments, o->ks, o->nk, &test, o->threads, &r->run[ST_EV_KNN], err);
+            st_knn_free(&knn);
+            if (rc != 0) return -1;
+            st_eval_summarize(set, &r->run[ST_EV_KNN], &test, &r->sum[ST_EV_KNN]);
+            r->ranked[ST_EV_KNN] = 1;
+        }
+    }
+    if (o->baselines & ST_BASELINE_EASE) {
+        st_ease ease;
+        double t0 = st_now();
+        if (st_ease_build(&h, o->ease_lambda, o->ease_max_segments, o->threads, &ease, r->why[ST_EV_EASE]) == 0) {
+            r->build_seconds[ST_EV_EASE] = st_now() - t0;
+            r->ease_lambda = ease.lambda;
+            r->ease_segments = ease.active;
+            st_ranker rk = {.kind = ST_RANK_EASE, .ease = &ease};
+            int rc =
+                st_eval_rank(set, &rk, m->segments, o->ks, o->nk, &test, o->threads, &r->run[ST_EV_EASE], err);
+            st_ease_free(&ease);
+            if (rc != 0) return -1;
+            st_eval_summarize(set, &r->run[ST_EV_EASE], &test, &r->sum[ST_EV_EASE]);
+            r->ranked[ST_EV_EASE] = 1;
+        }
+    }
+    return 0;
+}
+
+int st_evaluate_baseline_scores(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, int ranker,
+                                float *out, char *err)
+{
+    st_history h = {.users = m->users, .segments = m->segments, .ptr = m->hist_ptr, .idx = m->hist_idx};
+    uint8_t test = 0;
+    st_knn knn;
+    st_ease ease;
+    st_ranker rk = {.kind = st_ev_kind[ranker]};
+    if (ranker == ST_EV_KNN) {
+        if (st_knn_build(&h, o->knn_neighbours, o->knn_shrink, o->threads, &knn, err) != 0) return -1;
+        rk.knn = &knn;
+    } else if (ranker == ST_EV_EASE) {
+        if (st_ease_build(&h, o->ease_lambda, o->ease_max_segments, o->threads, &ease, err) != 0) return -1;
+        rk.ease = &ease;
+    } else {
+        return st_seterr(err, "not a baseline ranker: %d", ranker);
+    }
+    int rc = st_eval_scores(set, &rk, m->segments, &test, o->threads, out, err);
+    if (ranker == ST_EV_KNN) st_knn_free(&knn);
+    else st_ease_free(&ease);
+    return rc;
 }
 
 int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r, char *err)
@@ -99,7 +174,9 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
         r1.no_auc = o->quick;
         if (st_eval_rank(set, &r1, n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
         st_eval_summarize(set, &r->run[i], &test, &r->sum[i]);
+        r->ranked[i] = 1;
     }
+    if (!o->quick && rank_baselines(m, set, o, r, err) != 0) return -1;
     /* Calibration: fitted on validation users, checked on test users. */
     if (r->validation_users > 0 && !(o->prior_mode == ST_PRIOR_MODEL && (m->h.flags & ST_MODEL_CALIBRATED))) {
         st_eval_samples v;
@@ -175,8 +252,15 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
     static const char *names[ST_NMETRICS] = {"precision", "recall", "ndcg", "map", "hit_rate"};
     for (int mt = 0; mt < ST_NMETRICS; mt++)
         LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
-    LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
-    LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
+    for (int i = ST_EV_POPULARITY; i < ST_EV_RANKERS; i++) {
+        if (i == ST_EV_RANDOM || !r->ranked[i]) continue;
+        const char *name = st_rank_name(st_ev_kind[i]);
+        LINE("eval.recall@%u.%s=%.4f\n", k, name, r->sum[i].m[o->metric_ki][ST_M_RECALL].mean);
+        LINE("eval.ndcg@%u.%s=%.4f\n", k, name, r->sum[i].m[o->metric_ki][ST_M_NDCG].mean);
+        double base = r->sum[i].m[o->metric_ki][ST_M_RECALL].mean;
+        if (base > 0)
+            LINE("eval.lift.recall@%u.%s=%.4f\n", k, name, r->sum[0].m[o->metric_ki][ST_M_RECALL].mean / base);
+    }
     if (!o->quick) {
         LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
         LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);

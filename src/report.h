@@ -20,7 +20,10 @@
 typedef struct {
     const char *title;           /* "starling eval: ..." */
     const char *const *facts;    /* "key", "value" pairs, NULL-terminated */
-    const st_eval_summary *sum[3]; /* model, popularity, random */
+#define ST_REPORT_RANKERS 5
+    const st_eval_summary *sum[ST_REPORT_RANKERS]; /* model first, then the baselines; NULL = not ranked */
+    const char *names[ST_REPORT_RANKERS];          /* their names */
+    const char *notes;                             /* baselines left out and why, may be NULL */
     const double *loss;          /* per iteration, may be NULL */
     uint32_t iterations;
     const st_reliability *rel;   /* may be NULL (uncalibrated) */
