@@ -27,6 +27,7 @@
 #include "evaluate.h"
 #include "model.h"
 #include "report.h"
+#include "segeval.h"
 #include "rng.h"
 #include "score.h"
 #include "train.h"
@@ -40,7 +41,8 @@ typedef struct {
     uint64_t split_seed, min_events, max_events, fold_max, negatives, segments, knn_neighbours, ease_max;
     double fold_in, validation, knn_shrink, ease_lambda;
     unsigned baselines;
-    int json, csv, quiet;
+    int json, csv, quiet, lookalike;
+    double seed_share;
     /* parsed */
     st_split split;
     uint32_t ks[ST_EVAL_MAXK], nk, metric_ki;
@@ -76,6 +78,7 @@ static void eval_opts_init(eval_opts *o)
     o->fold_in = 0.8;
     o->validation = -1; /* auto: see eval_opts_finish */
     o->baselines_spec = "item-knn,ease";
+    o->seed_share = 0.1;
     o->knn_neighbours = ST_KNN_NEIGHBOURS;
     o->knn_shrink = ST_KNN_SHRINK;
     o->ease_max = ST_EASE_MAX_SEGMENTS;
@@ -114,6 +117,12 @@ static void eval_opts_add(eval_opts *o, st_opt *opts, int *n, int tune)
          "EASE: L2 regularisation (default 0: 10 x the mean users per segment)", 0},
         {"ease-max-segments", 0, ST_OPT_U64, &o->ease_max, "N",
          "EASE: skipped above N segments with training users (its N x N matrix: 20,000 is 1.6 GB)", 0},
+        {"lookalike", 0, ST_OPT_FLAG, &o->lookalike, NULL,
+         "also measure LOOKALIKE (seed lists of a segment expanded to its held-out users) and SIMILAR (against "
+         "held-out co-engagement)",
+         0},
+        {"seed-share", 0, ST_OPT_DOUBLE, &o->seed_share, "F", "--lookalike: share of a segment's users in its seed list",
+         0},
         {"negatives", 0, ST_OPT_U64, &o->negatives, "N", "other segments sampled per user for calibration", 0},
         {"segments", 0, ST_OPT_U64, &o->segments, "N", "rows of the per-segment recall table", 0},
         {"output", 'o', ST_OPT_STRING, &o->out, "MODEL",
@@ -323,6 +332,34 @@ static void table_row(FILE *f, const st_evaluation *r, const char *label, const 
     fprintf(f, "\n");
 }
 
+/* LOOKALIKE and SIMILAR, as two small tables. */
+static void print_segeval(FILE *f, const st_segeval *g)
+{
+    char a[64], b[64];
+    fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users,\n"
+               "expanded to N users without the segment; recall of its %.1f held-out users (offline, on the owner's\n"
+               "own data: the serving privacy floors do not apply)\n",
+            g->lal_segments, g->lal_seeds, g->lal_targets);
+    fprintf(f, "  %-16s  %-18s  %-18s  %9s\n", "ranker", "recall@N=|held|", "recall@N=10|held|", "lift");
+    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+        ci_text(a, sizeof a, g->lal_recall[i]);
+        ci_text(b, sizeof b, g->lal_recall10[i]);
+        char l[32] = "";
+        if (i != ST_LAL_MODEL) lift_text(l, sizeof l, g->lal_recall[ST_LAL_MODEL].mean, g->lal_recall[i].mean);
+        fprintf(f, "  %-16s  %-19s  %-19s  %9s\n", st_lal_name(i), a, b, l);
+    }
+    fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in held-out\n"
+               "engagement (cosine of their held-out user sets)\n",
+            g->sim_segments);
+    fprintf(f, "  %-16s  %-18s  %9s\n", "ranker", "overlap@10", "lift");
+    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+        ci_text(a, sizeof a, g->sim_overlap[i]);
+        char l[32] = "";
+        if (i != ST_SIM_MODEL) lift_text(l, sizeof l, g->sim_overlap[ST_SIM_MODEL].mean, g->sim_overlap[i].mean);
+        fprintf(f, "  %-16s  %-19s  %9s\n", st_sim_name(i), a, l);
+    }
+}
+
 static void print_table(FILE *f, const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m)
 {
     for (int i = 0; i < fa->n; i++) fprintf(f, "%-16s %s\n", fa->kv[2 * i], fa->kv[2 * i + 1]);
@@ -356,6 +393,7 @@ static void print_table(FILE *f, const facts *fa, const st_evaluation *r, const 
         if (r->ranked[i]) fprintf(f, "\n");
         else if (r->why[i][0]) fprintf(f, "%s: not ranked: %s\n", st_rank_name(st_ev_kind[i]), r->why[i]);
     }
+    if (r->have_seg_eval) print_segeval(f, &r->seg_eval);
     if (r->nseg) {
         uint32_t K = o->ks[o->metric == ST_NMETRICS ? 0 : o->metric_ki];
         fprintf(f, "\nrecall@%u of the %u segments held out by the most test users (share of them whose top %u "
@@ -389,6 +427,38 @@ static json_t *stat_json(st_stat s)
     json_object_set_new(o, "ci95", json_real(s.half));
     json_object_set_new(o, "users", json_integer(s.count));
     return o;
+}
+
+/* "lookalike" and "similar" objects: per ranker its figures and, beside
+ * every baseline, the model's lift over it. */
+static void segeval_json(json_t *root, const st_segeval *g)
+{
+    json_t *la = json_object(), *lr = json_object();
+    json_object_set_new(la, "segments", json_integer(g->lal_segments));
+    json_object_set_new(la, "mean_seeds", json_real(g->lal_seeds));
+    json_object_set_new(la, "mean_held_out_users", json_real(g->lal_targets));
+    json_object_set_new(la, "note", json_string("offline, on the owner's own data: serving privacy floors do not apply"));
+    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+        json_t *x = json_object();
+        json_object_set_new(x, "recall_at_held_out", stat_json(g->lal_recall[i]));
+        json_object_set_new(x, "recall_at_10x_held_out", stat_json(g->lal_recall10[i]));
+        double b = g->lal_recall[i].mean;
+        if (i != ST_LAL_MODEL && b > 0) json_object_set_new(x, "model_lift", json_real(g->lal_recall[0].mean / b));
+        json_object_set_new(lr, st_lal_name(i), x);
+    }
+    json_object_set_new(la, "rankers", lr);
+    json_object_set_new(root, "lookalike", la);
+    json_t *si = json_object(), *sr = json_object();
+    json_object_set_new(si, "segments", json_integer(g->sim_segments));
+    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+        json_t *x = json_object();
+        json_object_set_new(x, "overlap_at_10", stat_json(g->sim_overlap[i]));
+        double b = g->sim_overlap[i].mean;
+        if (i != ST_SIM_MODEL && b > 0) json_object_set_new(x, "model_lift", json_real(g->sim_overlap[0].mean / b));
+        json_object_set_new(sr, st_sim_name(i), x);
+    }
+    json_object_set_new(si, "rankers", sr);
+    json_object_set_new(root, "similar", si);
 }
 
 static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_opts *o, const st_model *m,
@@ -491,6 +561,7 @@ static json_t *result_json(const facts *fa, const st_evaluation *r, const eval_o
     json_t *ls = json_array();
     for (uint32_t i = 0; loss && i < iterations; i++) json_array_append_new(ls, json_real(loss[i]));
     json_object_set_new(root, "loss", ls);
+    if (r->have_seg_eval) segeval_json(root, &r->seg_eval);
     return root;
 }
 
@@ -509,6 +580,17 @@ static void print_csv(FILE *f, const st_evaluation *r, const eval_opts *o)
         fprintf(f, "%s,auc,,%.9g,%.9g,%u\n", name, r->sum[i].auc.mean, r->sum[i].auc.half, r->sum[i].auc.count);
         for (uint32_t j = 0; j < o->nk; j++)
             fprintf(f, "%s,coverage,%u,%.9g,,%u\n", name, o->ks[j], r->sum[i].coverage[j], r->sum[i].users);
+    }
+    if (!r->have_seg_eval) return;
+    const st_segeval *g = &r->seg_eval;
+    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+        st_stat a = g->lal_recall[i], b = g->lal_recall10[i];
+        fprintf(f, "lookalike:%s,recall_at_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), a.mean, a.half, a.count);
+        fprintf(f, "lookalike:%s,recall_at_10x_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), b.mean, b.half, b.count);
+    }
+    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+        st_stat a = g->sim_overlap[i];
+        fprintf(f, "similar:%s,overlap,10,%.9g,%.9g,%u\n", st_sim_name(i), a.mean, a.half, a.count);
     }
 }
 
@@ -539,6 +621,7 @@ static int write_report(const char *dir, const facts *fa, const st_evaluation *r
         .seg_names = names,
         .seg_users = r->seg_users,
         .seg_recall = r->seg_recall,
+        .seg_eval = r->have_seg_eval ? &r->seg_eval : NULL,
     };
     for (int q = 0, slot = 0; q < NSHOW; q++) {
         int i = show_order[q];
@@ -918,6 +1001,18 @@ int cli_eval(int argc, char **argv)
     if (st_evaluate(&m, &set, &eo, &r, err) != 0) {
         st_cli_fail("eval", "%s", err);
         goto done;
+    }
+    if (o.lookalike) {
+        st_segeval_opts so;
+        st_segeval_opts_default(&so);
+        so.seed_share = o.seed_share;
+        so.seed = o.split_seed;
+        so.threads = threads;
+        if (st_segeval_run(&m, &set, &so, &r.seg_eval, err) != 0) {
+            st_cli_fail("eval", "--lookalike: %s", err);
+            goto done;
+        }
+        r.have_seg_eval = 1;
     }
     describe(&fa, split_form ? pos : pos + 1, split_form ? npos : 1, &o, &m, &set, &r, d.cut, t.seconds, split_form);
     if (!split_form) fact(&fa, "model file", "%s", pos[0]);

@@ -522,9 +522,12 @@ static void print_validation(const train_job *j, const st_holdout *h, const st_e
         return;
     }
     double mr = r->sum[ST_EV_MODEL].m[1][ST_M_RECALL].mean, pr = r->sum[ST_EV_POPULARITY].m[1][ST_M_RECALL].mean;
+    uint32_t fit = h->users - r->test_users;
     printf("validation: %u users, %u fit the prior weight (%g) and the calibration; on the other %u, recall@20 "
-           "%.4f, popularity %.4f (%.2fx)\n",
-           h->users, r->validation_users, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0);
+           "%.4f, popularity %.4f (%.2fx); the fit also used %u sparse copies of its users (at most %d segments "
+           "each)\n",
+           h->users, fit, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
+           ST_HOLDOUT_SPARSE_MAX);
 }
 
 static int train_local(train_job *j)

@@ -154,7 +154,7 @@ static const st_command commands[] = {
     {"audience", cmd_audience, -4, HEAVY, 0, "targeting", "The best users for a segment", "O(m k + m log COUNT)"},
     {"lookalike", cmd_lookalike, -4, HEAVY, 0, "targeting", "Users closest to a seed list of users", "O(m k + m log COUNT)"},
     {"reach", cmd_reach, 4, HEAVY, 0, "targeting", "How many users score at least MIN on a segment", "O(m k)"},
-    {"similar", cmd_similar, 4, 0, 0, "targeting", "Segments closest to a segment (cosine of factors)", "O(n k)"},
+    {"similar", cmd_similar, 4, 0, 0, "targeting", "The segments most engaged with next by a user who engaged with a segment", "O(k^3 + n k)"},
     {"explain", cmd_explain, -3, 0, 0, "targeting", "Which past segments of a user drive a score", "O(h k^2 + k^3)"},
     {"history", cmd_history, 2, 0, 0, "targeting", "The engagement the server holds for a user, by segment", "O(h)"},
     /* online writes */
@@ -1078,7 +1078,12 @@ static void cmd_similar(st_ctx *c)
     }
     if (arg_count(c, &c->argv[3], c->model->m.segments, &count) != 0) return;
     st_scratch *sc = c->scratch;
-    uint32_t got = st_score_similar(&c->model->m, c->model->seg_norms, s, count, sc->scores, sc->idx, sc->top);
+    const st_served *sv = c->model;
+    if (st_scratch_work(sc, st_score_similar_scratch(&sv->m)) != 0) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    uint32_t got = st_score_similar(&sv->m, sv->G, sv->prior, s, count, sc->scores, sc->work, sc->idx, sc->top);
     reply_segment_pairs(c, sc->idx, sc->top, got);
 }
 

@@ -432,6 +432,45 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
     return 0;
 }
 
+/* Up to want of a validation user's training segments (ascending, with their
+ * values), chosen by a hash of (segment, seed): a sparse user made of a dense
+ * one. */
+static uint32_t sparse_pick(const st_csr *a, uint32_t u, uint32_t want, uint64_t seed, uint32_t *seg, float *val)
+{
+    uint64_t p0 = a->indptr[u], n = a->indptr[u + 1] - p0;
+    if (n <= want) {
+        memcpy(seg, a->indices + p0, n * sizeof *seg);
+        memcpy(val, a->data + p0, n * sizeof *val);
+        return (uint32_t)n;
+    }
+    /* The want smallest hashes, kept in index order. */
+    uint64_t best[ST_HOLDOUT_SPARSE_MAX];
+    uint32_t got = 0;
+    for (uint64_t q = 0; q < n; q++) {
+        uint64_t x = seed ^ ((uint64_t)a->indices[p0 + q] * 0x9e3779b97f4a7c15ULL);
+        uint64_t hv = st_splitmix64(&x);
+        if (got < want) best[got++] = hv;
+        else {
+            uint32_t worst = 0;
+            for (uint32_t i = 1; i < got; i++)
+                if (best[i] > best[worst]) worst = i;
+            if (hv < best[worst]) best[worst] = hv;
+        }
+    }
+    uint64_t cut = 0;
+    for (uint32_t i = 0; i < got; i++)
+        if (best[i] > cut) cut = best[i];
+    uint32_t w = 0;
+    for (uint64_t q = 0; q < n && w < want; q++) {
+        uint64_t x = seed ^ ((uint64_t)a->indices[p0 + q] * 0x9e3779b97f4a7c15ULL);
+        if (st_splitmix64(&x) <= cut) {
+            seg[w] = a->indices[p0 + q];
+            val[w++] = a->data[p0 + q];
+        }
+    }
+    return w;
+}
+
 int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, char *err)
 {
     st_eval_set_init(set, m->k);
@@ -444,7 +483,33 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
         }
     }
     st_eval_set_partition(set, 0.5, 0x5eed ^ (uint64_t)h->users);
-    return 0;
+    /* Every fitting user also stands for a sparse user: folded in from at
+     * most ST_HOLDOUT_SPARSE_MAX of its training segments, tested on the
+     * same held-out ones, so the prior weight fits users with a handful of
+     * events (new users, most users of an ad platform) as well as known ones. */
+    uint32_t dense = set->users;
+    st_foldin_ctx f;
+    if (st_foldin_ctx_init(&f, m, err) != 0) {
+        st_eval_set_free(set);
+        return -1;
+    }
+    uint32_t seg[ST_HOLDOUT_SPARSE_MAX];
+    float val[ST_HOLDOUT_SPARSE_MAX];
+    char name[600];
+    int rc = 0;
+    for (uint32_t e = 0; e < dense && rc == 0; e++) {
+        if (!set->validation[e] || set->model_user[e] == ST_NOT_FOUND) continue;
+        uint32_t u = set->model_user[e];
+        uint32_t nf = sparse_pick(&h->train.by_user, u, ST_HOLDOUT_SPARSE_MAX, 0x5ba75e ^ (uint64_t)u, seg, val);
+        snprintf(name, sizeof name, "%s (sparse)", set->names[e]);
+        const uint32_t *t = set->test + set->test_ptr[e];
+        uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]), before = set->users;
+        rc = st_eval_set_add_cold(set, &f, name, seg, val, nf, t, nt, err);
+        if (rc == 0 && set->users > before) set->validation[before] = 1;
+    }
+    st_foldin_ctx_free(&f);
+    if (rc != 0) st_eval_set_free(set);
+    return rc;
 }
 
 int st_holdout_restore(const st_holdout *h, const st_interactions *x, const st_model *m, float *U, char *err)

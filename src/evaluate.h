@@ -26,6 +26,7 @@
 #include "interactions.h"
 #include "model.h"
 #include "report.h"
+#include "segeval.h"
 
 #define ST_EVALUATE_SEGMENT_ROWS 50 /* rows of the per-segment recall table, at most */
 
@@ -69,6 +70,8 @@ typedef struct {
     double build_seconds[ST_EV_RANKERS]; /* a baseline's fitting time */
     double ease_lambda;                 /* the lambda EASE used */
     uint32_t ease_segments;             /* the segments EASE took part with */
+    st_segeval seg_eval;                /* LOOKALIKE and SIMILAR (eval --lookalike) */
+    int have_seg_eval;
     float *prior;            /* n */
     double prior_weight;
     const char *prior_how;
@@ -138,9 +141,15 @@ typedef struct {
 int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdout *h, char *err);
 void st_holdout_free(st_holdout *h);
 
+#define ST_HOLDOUT_SPARSE_MAX 3 /* segments a fitting user's sparse copy is folded in from */
+
 /* The evaluation set of the validation users of h, for the model m trained
  * on h->train: every user's own row, its training segments excluded, its
- * held-out segments the truth; half of them (by hash) fit, half report. */
+ * held-out segments the truth; half of them (by hash) fit, half report.
+ * Each fitting user also gets a sparse copy (a validation user too): folded
+ * in from at most ST_HOLDOUT_SPARSE_MAX of its training segments, tested on
+ * the same held-out segments, so the prior weight is fitted on known and on
+ * sparse users alike. */
 int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, char *err);
 
 /* Folds every validation user of h back in with all its segments in x:

@@ -280,6 +280,35 @@ static void metric_table(FILE *f, const st_report *r)
     }
 }
 
+/* LOOKALIKE and SIMILAR, two small tables. */
+static void segeval_tables(FILE *f, const st_segeval *g)
+{
+    fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
+               "segment's training users is expanded to N users who do not have the segment; the recall is that of "
+               "its %.1f held-out users on average. Offline, on the owner's own data: the serving privacy floors do "
+               "not apply.</p>\n<table><tr><th class=l>ranker</th><th>recall@N = held out</th>"
+               "<th>recall@N = 10 x held out</th><th>model's lift</th></tr>\n",
+            g->lal_segments, g->lal_seeds, g->lal_targets);
+    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td><td>%.4f ± %.4f</td>", st_lal_name(i),
+                i == 0 ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
+                g->lal_recall10[i].half);
+        if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td></tr>\n", g->lal_recall[0].mean / g->lal_recall[i].mean);
+        else fprintf(f, "<td></td></tr>\n");
+    }
+    fprintf(f, "</table>\n<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
+               "10 segments most co-engaged with the segment in held-out engagement (cosine of their held-out user "
+               "sets).</p>\n<table><tr><th class=l>ranker</th><th>overlap@10</th><th>model's lift</th></tr>\n",
+            g->sim_segments);
+    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == 0 ? " class=best" : "",
+                g->sim_overlap[i].mean, g->sim_overlap[i].half);
+        if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td></tr>\n", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
+        else fprintf(f, "<td></td></tr>\n");
+    }
+    fprintf(f, "</table>\n");
+}
+
 static int write_page(FILE *f, void *ctx, char *err)
 {
     (void)err;
@@ -367,6 +396,7 @@ static int write_page(FILE *f, void *ctx, char *err)
         }
         fprintf(f, "</table>\n");
     }
+    if (r->seg_eval) segeval_tables(f, r->seg_eval);
     fprintf(f, "<h2>How to read this</h2>\n<p class=note>Every metric is defined in docs/EVALUATION.md. The model "
                "should sit well above popularity in recall@K and NDCG@K at every K; random is the floor. Interval "
                "bars that do not overlap mean a difference the test users support. In the reliability diagram, "

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "eval.h"
+#include "segeval.h"
 
 #define ST_REPORT_HIST_BINS 40
 
@@ -36,6 +37,7 @@ typedef struct {
     const char *const *seg_names;
     const uint32_t *seg_users;
     const double *seg_recall;
+    const st_segeval *seg_eval;  /* LOOKALIKE and SIMILAR, may be NULL */
 } st_report;
 
 /* Writes DIR/index.html (creating DIR). -1 with a reason. */

@@ -55,6 +55,15 @@ class Model:
             np.zeros(len(self.popularity), np.float32)
         return np.float32(self.header["prior_weight"]) * q
 
+    def row_lambda(self, nnz):
+        """The lambda of a row with nnz nonzeros (docs/TRAINING.md): plain, or
+        lambda (nnz + reg_alpha0 cols)^reg_nu for frequency-scaled
+        regularisation, cols the other side's count (segments, for a user)."""
+        h = self.header
+        if h["regularization"] == 1:
+            return h["lambda_"] * (nnz + h["reg_alpha0"] * h["segments"]) ** h["reg_nu"]
+        return h["lambda_"]
+
     def scores(self, u):
         """The ranking score of user row u for every segment, as starling ranks."""
         return (self.U[u].astype(np.float32) @ self.V.T) + self.blend()

@@ -46,7 +46,7 @@ def foldin(M, segs, r):
     V = M.V.astype(np.float64)
     cm1 = h["alpha"] * np.log1p(np.asarray(r, dtype=np.float64) / h["eps"])
     Vs = V[segs]
-    W = V.T @ V + Vs.T @ (cm1[:, None] * Vs) + h["lambda_"] * np.eye(V.shape[1])
+    W = V.T @ V + Vs.T @ (cm1[:, None] * Vs) + M.row_lambda(len(segs)) * np.eye(V.shape[1])
     return W, cm1, np.linalg.solve(W, Vs.T @ (1 + cm1))
 
 
@@ -182,10 +182,12 @@ with tempfile.TemporaryDirectory() as d:
     ok("unknown segment" in err(lambda: r.execute_command("AUDIENCE", "nope", "COUNT", 5)), "AUDIENCE unknown segment")
     ok("COUNT" in err(lambda: r.execute_command("AUDIENCE", M.segments[s], "COUNT", 10 ** 9)), "AUDIENCE COUNT limit")
     si = r.execute_command("SIMILAR", M.segments[s], "COUNT", 4)
-    nv = V / np.linalg.norm(V, axis=1)[:, None]
-    cs = nv @ nv[s]
+    _W, _c, xs = foldin(M, [s], [M.header["eps"]])
+    cs = V @ xs + M.blend()
     cs[s] = -np.inf
-    ok([p[0] for p in pairs(si)] == [M.segments[i] for i in top(cs, 4)], "SIMILAR = numpy cosine")
+    ok([p[0] for p in pairs(si)] == [M.segments[i] for i in top(cs, 4)],
+       "SIMILAR = numpy's ranking for a user folded in from that segment alone")
+    ok(all(abs(float(sc) - cs[M.segments.index(n)]) < 1e-4 for n, sc in pairs(si)), "SIMILAR's scores likewise")
 
     # MODEL.
     mi = r.execute_command("MODEL", "INFO")
