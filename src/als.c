@@ -49,7 +49,7 @@ void st_als_params_default(st_als_params *p)
     p->seed = 42;
     p->threads = 0;
     p->init_scale = 0.01;
-    p->unobserved = 1.0;
+    p->unobserved = 0.3;
 }
 
 void st_als_eps_histogram(const float *vals, uint64_t n, uint64_t *hist)

@@ -435,7 +435,16 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
 /* Up to want of a validation user's training segments (ascending, with their
  * values), chosen by a hash of (segment, seed): a sparse user made of a dense
  * one. */
-static uint32_t sparse_pick(const st_csr *a, uint32_t u, uint32_t want, uint64_t seed, uint32_t *seg, float *val)
+static uint64_t pick_key(const st_idmap *ids, uint32_t s, uint64_t seed)
+{
+    size_t len;
+    const char *name = st_idmap_name(ids, s, &len);
+    uint64_t x = seed ^ st_idmap_hash(name, len);
+    return st_splitmix64(&x);
+}
+
+static uint32_t sparse_pick(const st_csr *a, const st_idmap *ids, uint32_t u, uint32_t want, uint64_t seed,
+                            uint32_t *seg, float *val)
 {
     uint64_t p0 = a->indptr[u], n = a->indptr[u + 1] - p0;
     if (n <= want) {
@@ -443,12 +452,12 @@ static uint32_t sparse_pick(const st_csr *a, uint32_t u, uint32_t want, uint64_t
         memcpy(val, a->data + p0, n * sizeof *val);
         return (uint32_t)n;
     }
-    /* The want smallest hashes, kept in index order. */
+    /* The want smallest hashes of the segments' ids (so the choice does not
+     * depend on the input's order), kept in index order. */
     uint64_t best[ST_HOLDOUT_SPARSE_MAX];
     uint32_t got = 0;
     for (uint64_t q = 0; q < n; q++) {
-        uint64_t x = seed ^ ((uint64_t)a->indices[p0 + q] * 0x9e3779b97f4a7c15ULL);
-        uint64_t hv = st_splitmix64(&x);
+        uint64_t hv = pick_key(ids, a->indices[p0 + q], seed);
         if (got < want) best[got++] = hv;
         else {
             uint32_t worst = 0;
@@ -462,8 +471,7 @@ static uint32_t sparse_pick(const st_csr *a, uint32_t u, uint32_t want, uint64_t
         if (best[i] > cut) cut = best[i];
     uint32_t w = 0;
     for (uint64_t q = 0; q < n && w < want; q++) {
-        uint64_t x = seed ^ ((uint64_t)a->indices[p0 + q] * 0x9e3779b97f4a7c15ULL);
-        if (st_splitmix64(&x) <= cut) {
+        if (pick_key(ids, a->indices[p0 + q], seed) <= cut) {
             seg[w] = a->indices[p0 + q];
             val[w++] = a->data[p0 + q];
         }
@@ -500,7 +508,9 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
     for (uint32_t e = 0; e < dense && rc == 0; e++) {
         if (!set->validation[e] || set->model_user[e] == ST_NOT_FOUND) continue;
         uint32_t u = set->model_user[e];
-        uint32_t nf = sparse_pick(&h->train.by_user, u, ST_HOLDOUT_SPARSE_MAX, 0x5ba75e ^ (uint64_t)u, seg, val);
+        /* seeded by the id, so the choice does not depend on the input's order */
+        uint64_t seed = 0x5ba75e ^ st_idmap_hash(set->names[e], strlen(set->names[e]));
+        uint32_t nf = sparse_pick(&h->train.by_user, &h->train.segments, u, ST_HOLDOUT_SPARSE_MAX, seed, seg, val);
         snprintf(name, sizeof name, "%s (sparse)", set->names[e]);
         const uint32_t *t = set->test + set->test_ptr[e];
         uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]), before = set->users;

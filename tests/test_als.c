@@ -98,6 +98,7 @@ int main(void)
     p.solver = ST_SOLVER_CHOLESKY;
     p.lambda = 0.3;
     p.threads = 2;
+    p.unobserved = 1.0; /* the classical form: the kernels see c - 1 as it is (w0 below) */
     st_als_data d;
     ok(st_als_confidence(&p, &x, &d, err) == 0, "confidence computed");
     /* Confidence: linear 1 + alpha r, so c - 1 = alpha r. */
@@ -238,6 +239,16 @@ int main(void)
     for (uint64_t q = 0; q < x.by_user.nnz; q++)
         if (fabs(d.cu[q] - 3.0 * log(1 + x.by_user.data[q] / 2.0)) > 1e-5) conf_ok = 0;
     ok(conf_ok, "log confidence c - 1 = alpha log(1 + r / eps)");
+    st_als_data_free(&d);
+    /* Unobserved pairs weighted w0: the system divided by w0 has c / w0 - 1. */
+    st_als_params pw = pl;
+    pw.unobserved = 0.4;
+    st_als_confidence(&pw, &x, &d, err);
+    conf_ok = 1;
+    for (uint64_t q = 0; q < x.by_user.nnz; q++)
+        if (fabs(d.cu[q] - ((1 + 3.0 * log(1 + x.by_user.data[q] / 2.0)) / 0.4 - 1)) > 1e-4) conf_ok = 0;
+    ok(conf_ok, "unobserved weight w0: c / w0 - 1 per observed pair");
+    is_near(st_als_row_lambda(&pw, 5, 10), 0.3 * 5 / 0.4, 1e-12, "and lambda n / w0 (frequency-scaled, nu 1)");
     st_als_data_free(&d);
     st_als_params pb = p;
     pb.confidence = ST_CONF_BM25;

@@ -33,13 +33,13 @@ def run(*args):
     subprocess.run([STARLING, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def numpy_als(R, X, Y, lam, alpha, conf, eps, iters, freq):
-    """Dense implicit ALS in float64: c = 1 + alpha f(r), p = [r > 0]; a
-    row's lambda is lam, or lam times its nonzeros when freq (frequency-scaled,
-    nu 1, alpha0 0)."""
+def numpy_als(R, X, Y, lam, alpha, conf, eps, iters, freq, w0):
+    """Dense implicit ALS in float64: c = 1 + alpha f(r) where p = [r > 0],
+    w0 on the unobserved pairs; a row's lambda is lam, or lam times its
+    nonzeros when freq (frequency-scaled, nu 1, alpha0 0)."""
     P = (R > 0).astype(float)
     F = R if conf == "linear" else np.log1p(R / eps)
-    C = 1.0 + alpha * F * P
+    C = np.where(P > 0, 1.0 + alpha * F, w0)
     k = X.shape[1]
     lu = lam * P.sum(axis=1) if freq else np.full(X.shape[0], lam)
     ls = lam * P.sum(axis=0) if freq else np.full(Y.shape[0], lam)
@@ -76,11 +76,11 @@ def main():
         ev = os.path.join(d, "ev.csv")
         with open(ev, "w") as f:
             f.write("\n".join(lines) + "\n")
-        # The default regularisation (frequency-scaled) with the default
-        # confidence, and the plain one with the linear confidence.
-        for conf, alpha, reg in (("linear", 0.5, "plain"), ("log", 10.0, "frequency")):
+        # The defaults (log confidence, frequency-scaled regularisation, unobserved
+        # pairs weighted 0.3), and the linear confidence, plain lambda, weight 1.
+        for conf, alpha, reg, w0 in (("linear", 0.5, "plain", 1.0), ("log", 10.0, "frequency", 0.3)):
             common = ["--factors", str(k), "--lambda", "0.2", "--alpha", str(alpha), "--confidence", conf,
-                      "--regularization", reg,
+                      "--regularization", reg, "--unobserved-weight", str(w0),
                       "--solver", "cholesky", "--seed", "5", "--validation", "0", "-q"]
             run("train", ev, "-o", os.path.join(d, "init.model"), "--iterations", "0", *common)
             run("train", ev, "-o", os.path.join(d, "final.model"), "--iterations", "8", *common)
@@ -98,8 +98,8 @@ def main():
                 ok(abs(final.header["eps"] - eps) < 1e-12 * eps,
                    f"log: eps auto is the median pair value's bucket ({final.header['eps']:.6g}, numpy {eps:.6g})")
             X, Y, loss, C = numpy_als(Rm.copy(), init.U.astype(float).copy(), init.V.astype(float).copy(),
-                                      0.2, alpha, conf, eps, 8, reg == "frequency")
-            weight = m * n + (C - 1).sum()
+                                      0.2, alpha, conf, eps, 8, reg == "frequency", w0)
+            weight = C.sum()  # w0 per unobserved pair, c per observed one
             starling_loss = final.header["final_loss"] * weight
             rel = abs(starling_loss - loss) / loss
             ok(rel < 1e-4, f"{conf}: loss {starling_loss:.6f} equals numpy's {loss:.6f} (relative {rel:.2e})")

@@ -41,13 +41,9 @@ def pairs(flat):
 
 
 def foldin(M, segs, r):
-    """numpy fold-in with the model's log confidence, exact solve."""
-    h = M.header
-    V = M.V.astype(np.float64)
-    cm1 = h["alpha"] * np.log1p(np.asarray(r, dtype=np.float64) / h["eps"])
-    Vs = V[segs]
-    W = V.T @ V + Vs.T @ (cm1[:, None] * Vs) + M.row_lambda(len(segs)) * np.eye(V.shape[1])
-    return W, cm1, np.linalg.solve(W, Vs.T @ (1 + cm1))
+    """numpy fold-in with the model's log confidence, exact solve: the
+    system W, the confidences c and the row."""
+    return M.foldin(segs, r)
 
 
 with tempfile.TemporaryDirectory() as d:
@@ -152,8 +148,8 @@ with tempfile.TemporaryDirectory() as d:
     hs = M.hist_idx[M.hist_ptr[u]:M.hist_ptr[u + 1]].astype(int)
     hr = M.hist_val[M.hist_ptr[u]:M.hist_ptr[u + 1]]
     s_ex = want[0]
-    W, cm1, xh = foldin(M, hs, hr)
-    contrib = (1 + cm1) * (V[hs] @ np.linalg.solve(W, V[s_ex]))
+    W, conf, xh = foldin(M, hs, hr)
+    contrib = conf * (V[hs] @ np.linalg.solve(W, V[s_ex]))
     total, ep = r.execute_command("EXPLAIN", user, M.segments[s_ex], "COUNT", 3)
     ok(abs(float(total) - V[s_ex] @ xh) < 1e-3 and abs(contrib.sum() - V[s_ex] @ xh) < 1e-6,
        "EXPLAIN total = fold-in score of the user's history")
