@@ -993,7 +993,10 @@ int cli_eval(int argc, char **argv)
         }
     }
     if (set.users == 0) {
-        st_cli_fail("eval", "no user to evaluate: no held-out segment is known to the model");
+        st_cli_fail("eval", "no user to evaluate: %llu held-out pairs were dropped (their segment is unknown to the "
+                            "model, or already in the user's training history: are the test events the training "
+                            "events?) and %llu unknown users had too few segments to fold in and test",
+                    (unsigned long long)set.dropped_pairs, (unsigned long long)set.cold_skipped);
         goto done;
     }
     st_eval_set_partition(&set, default_validation(&o, &m), o.split_seed);
@@ -1008,11 +1011,12 @@ int cli_eval(int argc, char **argv)
         so.seed_share = o.seed_share;
         so.seed = o.split_seed;
         so.threads = threads;
-        if (st_segeval_run(&m, &set, &so, &r.seg_eval, err) != 0) {
-            st_cli_fail("eval", "--lookalike: %s", err);
-            goto done;
-        }
-        r.have_seg_eval = 1;
+        /* Too little held-out engagement for it is said, not fatal: the
+         * ranking figures stand on their own. */
+        if (st_segeval_run(&m, &set, &so, &r.seg_eval, err) != 0)
+            fprintf(stderr, "starling eval: --lookalike: %s\n", err);
+        else
+            r.have_seg_eval = 1;
     }
     describe(&fa, split_form ? pos : pos + 1, split_form ? npos : 1, &o, &m, &set, &r, d.cut, t.seconds, split_form);
     if (!split_form) fact(&fa, "model file", "%s", pos[0]);
