@@ -939,6 +939,10 @@ typedef struct {
     uint32_t ngrid, grid_ki;
     int grid_metric;
     double *grid_values;
+    uint32_t grid_m;         /* candidates per user from each side (grid_user) */
+    const uint32_t *grid_pidx; /* the grid_np segments with the highest prior, best first */
+    uint32_t grid_np;
+    float grid_qm;           /* the grid_m-th highest prior, -inf when there are fewer segments */
 } pass_ctx;
 
 /* Fills S (b x n) with the ranker's scores of users sel[0..b). */
@@ -1042,6 +1046,56 @@ static void sample_user(const pass_ctx *c, uint32_t e, const float *row, uint8_t
     }
 }
 
+/* The prior-weight grid for one user: its metric at every weight, from its
+ * scores row (seen excluded). The blend is added exactly as score_block adds
+ * it. Rather than a pass over all n segments per weight, the candidates are
+ * the user's best M by the model and the M segments with the highest prior
+ * (in segment order, so ties break as a full pass breaks them): any other
+ * segment scores at most a_M + w q_M (a_M, q_M the M-th best of each, float
+ * rounding being monotone), so when that is below the K-th best candidate
+ * the candidates' top K is the full top K; otherwise the full pass runs.
+ * mark: n bytes, zero on entry and return; cand: 2M + M entries. */
+static void grid_user(const pass_ctx *c, uint32_t e, const float *row, const uint32_t *seen, uint64_t ns,
+                      const uint32_t *test, uint32_t nt, uint8_t *mark, float *sc, uint32_t *topi, float *topsc,
+                      uint32_t *cand)
+{
+    uint32_t n = c->n, kmax = c->kmax, M = c->grid_m, nc = 0;
+    const float *prior = c->r->prior;
+    float *best = (float *)(cand + 2 * M);
+    uint32_t na = st_topk(row, n, M, seen, ns, cand, best);
+    float a_m = na == M ? best[M - 1] : -INFINITY; /* fewer: every unseen segment is a candidate */
+    for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 2;
+    for (uint64_t i = 0; i < ns; i++) mark[seen[i]] |= 4;
+    nc = na;
+    for (uint32_t i = 0; i < c->grid_np; i++)
+        if (!mark[c->grid_pidx[i]]) cand[nc++] = c->grid_pidx[i];
+    for (uint64_t i = 0; i < ns; i++) mark[seen[i]] = 0;
+    for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 0;
+    for (uint32_t i = 1; i < nc; i++) /* insertion sort: segment order */
+        for (uint32_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
+            uint32_t t = cand[j];
+            cand[j] = cand[j - 1];
+            cand[j - 1] = t;
+        }
+    double m[ST_EVAL_MAXK * ST_NMETRICS];
+    for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 1;
+    for (uint32_t g = 0; g < c->ngrid; g++) {
+        float w = (float)c->grid[g];
+        for (uint32_t i = 0; i < nc; i++) sc[i] = w != 0 ? row[cand[i]] + w * prior[cand[i]] : row[cand[i]];
+        uint32_t got = st_topk(sc, nc, kmax, NULL, 0, topi, topsc);
+        float bound = w != 0 ? a_m + w * c->grid_qm : a_m;
+        if (got == kmax && bound < topsc[kmax - 1]) {
+            for (uint32_t i = 0; i < got; i++) topi[i] = cand[topi[i]];
+        } else {
+            for (uint32_t q = 0; q < n; q++) sc[q] = w != 0 ? row[q] + w * prior[q] : row[q];
+            got = st_topk(sc, n, kmax, seen, ns, topi, topsc);
+        }
+        st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, m);
+        c->grid_values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
+    }
+    for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
+}
+
 static void pass_task(void *vctx, uint64_t task, int thread)
 {
     const pass_ctx *c = vctx;
@@ -1072,17 +1126,7 @@ static void pass_task(void *vctx, uint64_t task, int thread)
         uint64_t ns = s->seen_ptr[e + 1] - s->seen_ptr[e];
         uint32_t nt = (uint32_t)(s->test_ptr[e + 1] - s->test_ptr[e]);
         if (c->grid) {
-            /* The blend exactly as score_block adds it, weight by weight. */
-            double m[ST_EVAL_MAXK * ST_NMETRICS];
-            for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 1;
-            for (uint32_t g = 0; g < c->ngrid; g++) {
-                float w = (float)c->grid[g];
-                for (uint32_t q = 0; q < n; q++) aucs[q] = w != 0 ? row[q] + w * c->r->prior[q] : row[q];
-                uint32_t got = st_topk(aucs, n, kmax, seen, ns, topi, topsc);
-                st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, m);
-                c->grid_values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
-            }
-            for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
+            grid_user(c, e, row, seen, ns, test, nt, mark, aucs, topi, topsc, (uint32_t *)(mark + st_align_up(n, 4)));
             continue;
         }
         uint32_t got = st_topk(row, n, kmax, seen, ns, topi, topsc);
@@ -1110,7 +1154,9 @@ static int run_pass(pass_ctx *c, const uint8_t *mask, int threads, char *err)
     c->B = block_users(c->n);
     if (threads < 1) threads = st_cpu_count();
     size_t floats = (size_t)c->B * c->n + (size_t)c->B * s->k + c->kmax + c->n;
-    c->per_thread = st_align_up(floats * 4 + (size_t)c->kmax * 4 + c->n, 64);
+    /* after the mark bytes: the grid's candidates (2M indices, M scores) */
+    size_t grid = c->grid ? st_align_up(c->n, 4) - c->n + (size_t)c->grid_m * 12 : 0;
+    c->per_thread = st_align_up(floats * 4 + (size_t)c->kmax * 4 + c->n + grid, 64);
     c->scratch = st_aligned_alloc(64, (size_t)threads * c->per_thread);
     if (!c->scratch) {
         st_free(sel);
@@ -1333,7 +1379,24 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
         st_free(gv);
         return st_seterr(err, "no prior to fit a weight for");
     }
-    if (run_pass(&c, &one, threads, err) != 0) {
+    /* grid_user's candidates: M from each side, a few times K */
+    c.grid_m = 4 * k1 < 64 ? 64 : 4 * k1;
+    if (c.grid_m > n) c.grid_m = n;
+    uint32_t *pidx = st_malloc(((size_t)c.grid_m + 1) * sizeof *pidx);
+    float *pq = st_malloc(((size_t)c.grid_m + 1) * sizeof *pq);
+    if (!pidx || !pq) {
+        st_free(pidx);
+        st_free(pq);
+        st_free(gv);
+        return st_seterr(err, "out of memory");
+    }
+    c.grid_np = st_topk(r->prior, n, c.grid_m, NULL, 0, pidx, pq);
+    c.grid_pidx = pidx;
+    c.grid_qm = c.grid_np == c.grid_m && c.grid_m < n ? pq[c.grid_m - 1] : -INFINITY;
+    int rc = run_pass(&c, &one, threads, err);
+    st_free(pidx);
+    st_free(pq);
+    if (rc != 0) {
         st_free(gv);
         return -1;
     }
