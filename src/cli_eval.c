@@ -335,18 +335,24 @@ static void table_row(FILE *f, const st_evaluation *r, const char *label, const 
 /* LOOKALIKE and SIMILAR, as two small tables. */
 static void print_segeval(FILE *f, const st_segeval *g)
 {
-    char a[64], b[64];
-    fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users,\n"
-               "expanded to N users without the segment; recall of its %.1f held-out users (offline, on the owner's\n"
-               "own data: the serving privacy floors do not apply)\n",
-            g->lal_segments, g->lal_seeds, g->lal_targets);
-    fprintf(f, "  %-16s  %-18s  %-18s  %9s\n", "ranker", "recall@N=|held|", "recall@N=10|held|", "lift");
+    char a[64], b[64], c[64];
+    fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users\n"
+               "expanded to N users: held out, recall of its %.1f held-out users among users without the segment;\n"
+               "members, recall of its %.1f other training users among all users but the seeds (offline, on the\n"
+               "owner's own data: the serving privacy floors do not apply)\n",
+            g->lal_segments, g->lal_seeds, g->lal_targets, g->lal_members_n);
+    fprintf(f, "  %-16s  %-18s  %-18s  %9s  %-18s  %9s\n", "ranker", "held out, N=|held|", "N=10|held|", "lift",
+            "members, N=|mem|", "lift");
     for (int i = 0; i < ST_LAL_RANKERS; i++) {
         ci_text(a, sizeof a, g->lal_recall[i]);
         ci_text(b, sizeof b, g->lal_recall10[i]);
-        char l[32] = "";
-        if (i != ST_LAL_MODEL) lift_text(l, sizeof l, g->lal_recall[ST_LAL_MODEL].mean, g->lal_recall[i].mean);
-        fprintf(f, "  %-16s  %-19s  %-19s  %9s\n", st_lal_name(i), a, b, l);
+        ci_text(c, sizeof c, g->lal_members[i]);
+        char l[32] = "", lm[32] = "";
+        if (i != ST_LAL_MODEL) {
+            lift_text(l, sizeof l, g->lal_recall[ST_LAL_MODEL].mean, g->lal_recall[i].mean);
+            lift_text(lm, sizeof lm, g->lal_members[ST_LAL_MODEL].mean, g->lal_members[i].mean);
+        }
+        fprintf(f, "  %-16s  %-19s  %-19s  %9s  %-19s  %9s\n", st_lal_name(i), a, b, l, c, lm);
     }
     fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in held-out\n"
                "engagement (cosine of their held-out user sets)\n",
@@ -437,13 +443,18 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_object_set_new(la, "segments", json_integer(g->lal_segments));
     json_object_set_new(la, "mean_seeds", json_real(g->lal_seeds));
     json_object_set_new(la, "mean_held_out_users", json_real(g->lal_targets));
+    json_object_set_new(la, "mean_other_members", json_real(g->lal_members_n));
     json_object_set_new(la, "note", json_string("offline, on the owner's own data: serving privacy floors do not apply"));
     for (int i = 0; i < ST_LAL_RANKERS; i++) {
         json_t *x = json_object();
         json_object_set_new(x, "recall_at_held_out", stat_json(g->lal_recall[i]));
         json_object_set_new(x, "recall_at_10x_held_out", stat_json(g->lal_recall10[i]));
-        double b = g->lal_recall[i].mean;
+        json_object_set_new(x, "members_recall", stat_json(g->lal_members[i]));
+        json_object_set_new(x, "members_recall_at_10x", stat_json(g->lal_members10[i]));
+        double b = g->lal_recall[i].mean, bm = g->lal_members[i].mean;
         if (i != ST_LAL_MODEL && b > 0) json_object_set_new(x, "model_lift", json_real(g->lal_recall[0].mean / b));
+        if (i != ST_LAL_MODEL && bm > 0)
+            json_object_set_new(x, "members_model_lift", json_real(g->lal_members[0].mean / bm));
         json_object_set_new(lr, st_lal_name(i), x);
     }
     json_object_set_new(la, "rankers", lr);
@@ -587,6 +598,8 @@ static void print_csv(FILE *f, const st_evaluation *r, const eval_opts *o)
         st_stat a = g->lal_recall[i], b = g->lal_recall10[i];
         fprintf(f, "lookalike:%s,recall_at_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), a.mean, a.half, a.count);
         fprintf(f, "lookalike:%s,recall_at_10x_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), b.mean, b.half, b.count);
+        st_stat mm = g->lal_members[i];
+        fprintf(f, "lookalike:%s,members_recall,,%.9g,%.9g,%u\n", st_lal_name(i), mm.mean, mm.half, mm.count);
     }
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         st_stat a = g->sim_overlap[i];

@@ -286,15 +286,17 @@ static void segeval_tables(FILE *f, const st_segeval *g)
     fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
                "segment's training users is expanded to N users who do not have the segment; the recall is that of "
                "its %.1f held-out users on average. Offline, on the owner's own data: the serving privacy floors do "
-               "not apply.</p>\n<table><tr><th class=l>ranker</th><th>recall@N = held out</th>"
-               "<th>recall@N = 10 x held out</th><th>model's lift</th></tr>\n",
-            g->lal_segments, g->lal_seeds, g->lal_targets);
+               "not apply. Members: the recall of the segment's %.1f other training users among all users but the "
+               "seeds.</p>\n<table><tr><th class=l>ranker</th><th>recall@N = held out</th>"
+               "<th>recall@N = 10 x held out</th><th>model's lift</th><th>members recall</th></tr>\n",
+            g->lal_segments, g->lal_seeds, g->lal_targets, g->lal_members_n);
     for (int i = 0; i < ST_LAL_RANKERS; i++) {
         fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td><td>%.4f ± %.4f</td>", st_lal_name(i),
                 i == 0 ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
                 g->lal_recall10[i].half);
-        if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td></tr>\n", g->lal_recall[0].mean / g->lal_recall[i].mean);
-        else fprintf(f, "<td></td></tr>\n");
+        if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->lal_recall[0].mean / g->lal_recall[i].mean);
+        else fprintf(f, "<td></td>");
+        fprintf(f, "<td>%.4f ± %.4f</td></tr>\n", g->lal_members[i].mean, g->lal_members[i].half);
     }
     fprintf(f, "</table>\n<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
                "10 segments most co-engaged with the segment in held-out engagement (cosine of their held-out user "

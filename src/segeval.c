@@ -87,8 +87,9 @@ typedef struct {
     float *q;           /* n: the prior */
     float *pop;         /* n: popularity, for SIMILAR's baseline */
     uint32_t *lal_seg, nlal, *sim_seg, nsim;
-    double *lal_r1, *lal_r10; /* nlal x ST_LAL_RANKERS */
-    double *lal_nseeds, *lal_ntargets;
+    double *lal_r1, *lal_r10; /* nlal x ST_LAL_RANKERS: held-out targets */
+    double *lal_m1, *lal_m10; /* nlal x ST_LAL_RANKERS: the segment's other members */
+    double *lal_nseeds, *lal_ntargets, *lal_nmembers;
     double *sim_ov;     /* nsim x ST_SIM_RANKERS */
     char *scratch;
     size_t per_thread;
@@ -109,76 +110,113 @@ static double recall_of(const uint32_t *ranked, uint32_t got, const uint8_t *tar
     return ntargets ? (double)hits / ntargets : NAN;
 }
 
-/* One segment's look-alike figures. */
-static void lookalike_task(seg_ctx *c, uint32_t li, int thread)
+/* A look-alike task's buffers (per thread). */
+typedef struct {
+    float *score, *top, *seedcount;
+    uint32_t *idx, *seeds;
+    uint8_t *target, *excl;
+} lal_scratch;
+
+/* Ranks the candidates (excl[u] == 0) by the three rankers from the seeds
+ * and writes each one's recall of the targets (target[u] == 1, ntargets of
+ * them) at N = ntargets into r1 and N = 10 ntargets into r10. */
+static void rank_lookalike(const seg_ctx *c, const lal_scratch *x, uint32_t nseeds, uint32_t ntargets, double *r1,
+                           double *r10)
 {
     const st_model *m = c->m;
-    uint32_t mu = m->users, s = c->lal_seg[li];
-    char *base = c->scratch + (size_t)thread * c->per_thread;
-    float *score = (float *)base;
-    uint32_t *idx = (uint32_t *)(score + mu + m->k);
-    float *top = (float *)(idx + mu);
-    uint32_t *seeds = (uint32_t *)(top + mu);
-    float *seedcount = (float *)(seeds + mu);
-    uint8_t *target = (uint8_t *)(seedcount + m->segments);
-    uint8_t *excl = target + mu;
-    const uint32_t *tr = c->train.idx + c->train.ptr[s];
-    uint64_t ntr = c->train.ptr[s + 1] - c->train.ptr[s];
-    uint32_t nseeds = 0;
-    for (uint64_t q = 0; q < ntr; q++)
-        if (is_seed(c->o->seed, s, tr[q], c->o->seed_share)) seeds[nseeds++] = tr[q];
-    if (nseeds == 0) seeds[nseeds++] = tr[(size_t)(c->o->seed % ntr)];
-    uint32_t ntargets = 0;
-    for (uint64_t q = c->held.ptr[s]; q < c->held.ptr[s + 1]; q++) {
-        uint32_t u = c->held.idx[q];
-        if (!target[u]) ntargets++;
-        target[u] = 1;
-    }
-    /* Candidates: users without s in training (the seeds among them). */
-    for (uint64_t q = 0; q < ntr; q++) excl[tr[q]] = 1;
-    uint32_t want1 = ntargets, want10 = ntargets * 10 < mu ? ntargets * 10 : mu;
-    double *r1 = c->lal_r1 + (size_t)li * ST_LAL_RANKERS, *r10 = c->lal_r10 + (size_t)li * ST_LAL_RANKERS;
+    uint32_t mu = m->users, want1 = ntargets, want10 = ntargets * 10 < mu ? ntargets * 10 : mu;
     /* model: LOOKALIKE as served, non-candidates masked out. */
-    st_score_lookalike_scores(m, seeds, nseeds, score);
+    st_score_lookalike_scores(m, x->seeds, nseeds, x->score);
     for (uint32_t u = 0; u < mu; u++)
-        if (excl[u]) score[u] = NAN;
-    uint32_t got = st_topk(score, mu, want10, NULL, 0, idx, top);
-    r1[ST_LAL_MODEL] = recall_of(idx, got < want1 ? got : want1, target, ntargets);
-    r10[ST_LAL_MODEL] = recall_of(idx, got, target, ntargets);
+        if (x->excl[u]) x->score[u] = NAN;
+    uint32_t got = st_topk(x->score, mu, want10, NULL, 0, x->idx, x->top);
+    r1[ST_LAL_MODEL] = recall_of(x->idx, got < want1 ? got : want1, x->target, ntargets);
+    r10[ST_LAL_MODEL] = recall_of(x->idx, got, x->target, ntargets);
     /* most active: one order for every segment, candidates only. */
     got = 0;
     uint32_t got1 = 0;
     for (uint32_t i = 0; i < mu && got < want10; i++) {
         uint32_t u = c->active_order[i];
-        if (excl[u]) continue;
-        idx[got++] = u;
+        if (x->excl[u]) continue;
+        x->idx[got++] = u;
         if (got == want1) got1 = got;
     }
     if (got < want1) got1 = got;
-    r1[ST_LAL_ACTIVE] = recall_of(idx, got1, target, ntargets);
-    r10[ST_LAL_ACTIVE] = recall_of(idx, got, target, ntargets);
-    /* co-occurrence: the seeds holding each segment, summed over a
-     * candidate's training segments (s never among them), / sqrt(|H(u)|). */
-    memset(seedcount, 0, (size_t)m->segments * sizeof *seedcount);
-    for (uint32_t i = 0; i < nseeds; i++)
-        for (uint64_t q = m->hist_ptr[seeds[i]]; q < m->hist_ptr[seeds[i] + 1]; q++) seedcount[m->hist_idx[q]] += 1;
+    r1[ST_LAL_ACTIVE] = recall_of(x->idx, got1, x->target, ntargets);
+    r10[ST_LAL_ACTIVE] = recall_of(x->idx, got, x->target, ntargets);
+    /* co-occurrence: the seeds holding each of a candidate's training
+     * segments (the segment itself counted as 0), / sqrt(|H(u)|). */
     for (uint32_t u = 0; u < mu; u++) {
-        if (excl[u]) {
-            score[u] = NAN;
+        if (x->excl[u]) {
+            x->score[u] = NAN;
             continue;
         }
         double sum = 0;
         uint64_t a = m->hist_ptr[u], b = m->hist_ptr[u + 1];
-        for (uint64_t q = a; q < b; q++) sum += seedcount[m->hist_idx[q]];
-        score[u] = b > a ? (float)(sum / sqrt((double)(b - a))) : 0.0f;
+        for (uint64_t q = a; q < b; q++) sum += x->seedcount[m->hist_idx[q]];
+        x->score[u] = b > a ? (float)(sum / sqrt((double)(b - a))) : 0.0f;
     }
-    got = st_topk(score, mu, want10, NULL, 0, idx, top);
-    r1[ST_LAL_COOC] = recall_of(idx, got < want1 ? got : want1, target, ntargets);
-    r10[ST_LAL_COOC] = recall_of(idx, got, target, ntargets);
+    got = st_topk(x->score, mu, want10, NULL, 0, x->idx, x->top);
+    r1[ST_LAL_COOC] = recall_of(x->idx, got < want1 ? got : want1, x->target, ntargets);
+    r10[ST_LAL_COOC] = recall_of(x->idx, got, x->target, ntargets);
+}
+
+/* One segment's look-alike figures, under both protocols (segeval.h). */
+static void lookalike_task(seg_ctx *c, uint32_t li, int thread)
+{
+    const st_model *m = c->m;
+    uint32_t mu = m->users, s = c->lal_seg[li];
+    char *base = c->scratch + (size_t)thread * c->per_thread;
+    lal_scratch x;
+    x.score = (float *)base;
+    x.idx = (uint32_t *)(x.score + mu + m->k);
+    x.top = (float *)(x.idx + mu);
+    x.seeds = (uint32_t *)(x.top + mu);
+    x.seedcount = (float *)(x.seeds + mu);
+    x.target = (uint8_t *)(x.seedcount + m->segments);
+    x.excl = x.target + mu;
+    const uint32_t *tr = c->train.idx + c->train.ptr[s];
+    uint64_t ntr = c->train.ptr[s + 1] - c->train.ptr[s];
+    uint32_t nseeds = 0;
+    for (uint64_t q = 0; q < ntr; q++)
+        if (is_seed(c->o->seed, s, tr[q], c->o->seed_share)) x.seeds[nseeds++] = tr[q];
+    if (nseeds == 0) x.seeds[nseeds++] = tr[(size_t)(c->o->seed % ntr)];
+    memset(x.seedcount, 0, (size_t)m->segments * sizeof *x.seedcount);
+    for (uint32_t i = 0; i < nseeds; i++)
+        for (uint64_t q = m->hist_ptr[x.seeds[i]]; q < m->hist_ptr[x.seeds[i] + 1]; q++)
+            x.seedcount[m->hist_idx[q]] += 1;
+    x.seedcount[s] = 0;
+    /* Held out: the targets are the users who engaged with s in held-out
+     * events only; the candidates, users without s in training. */
+    uint32_t ntargets = 0;
+    for (uint64_t q = c->held.ptr[s]; q < c->held.ptr[s + 1]; q++) {
+        uint32_t u = c->held.idx[q];
+        if (!x.target[u]) ntargets++;
+        x.target[u] = 1;
+    }
+    for (uint64_t q = 0; q < ntr; q++) x.excl[tr[q]] = 1;
+    rank_lookalike(c, &x, nseeds, ntargets, c->lal_r1 + (size_t)li * ST_LAL_RANKERS,
+                   c->lal_r10 + (size_t)li * ST_LAL_RANKERS);
+    for (uint64_t q = c->held.ptr[s]; q < c->held.ptr[s + 1]; q++) x.target[c->held.idx[q]] = 0;
+    for (uint64_t q = 0; q < ntr; q++) x.excl[tr[q]] = 0;
+    /* Members: the targets are the segment's other training users, every
+     * user but the seeds a candidate (the model has seen the targets with s). */
+    for (uint64_t q = 0; q < ntr; q++) x.target[tr[q]] = 1;
+    for (uint32_t i = 0; i < nseeds; i++) {
+        x.target[x.seeds[i]] = 0;
+        x.excl[x.seeds[i]] = 1;
+    }
+    uint32_t nmembers = (uint32_t)ntr - nseeds;
+    if (nmembers > 0)
+        rank_lookalike(c, &x, nseeds, nmembers, c->lal_m1 + (size_t)li * ST_LAL_RANKERS,
+                       c->lal_m10 + (size_t)li * ST_LAL_RANKERS);
+    else
+        for (int r = 0; r < ST_LAL_RANKERS; r++) c->lal_m1[(size_t)li * ST_LAL_RANKERS + r] = c->lal_m10[(size_t)li * ST_LAL_RANKERS + r] = NAN;
+    for (uint64_t q = 0; q < ntr; q++) x.target[tr[q]] = 0;
+    for (uint32_t i = 0; i < nseeds; i++) x.excl[x.seeds[i]] = 0;
     c->lal_nseeds[li] = nseeds;
     c->lal_ntargets[li] = ntargets;
-    for (uint64_t q = 0; q < ntr; q++) excl[tr[q]] = 0;
-    for (uint64_t q = c->held.ptr[s]; q < c->held.ptr[s + 1]; q++) target[c->held.idx[q]] = 0;
+    c->lal_nmembers[li] = nmembers;
 }
 
 /* The 10 segments most co-engaged with s in held-out engagement (cosine of
@@ -315,6 +353,9 @@ static void ctx_free(seg_ctx *c)
     st_free(c->sim_seg);
     st_free(c->lal_r1);
     st_free(c->lal_r10);
+    st_free(c->lal_m1);
+    st_free(c->lal_m10);
+    st_free(c->lal_nmembers);
     st_free(c->lal_nseeds);
     st_free(c->lal_ntargets);
     st_free(c->sim_ov);
@@ -350,10 +391,13 @@ static void summarise(seg_ctx *c, st_segeval *out)
     for (int r = 0; r < ST_LAL_RANKERS; r++) {
         out->lal_recall[r] = st_stat_of(c->lal_r1 + r, c->nlal, ST_LAL_RANKERS, NULL, 0);
         out->lal_recall10[r] = st_stat_of(c->lal_r10 + r, c->nlal, ST_LAL_RANKERS, NULL, 0);
+        out->lal_members[r] = st_stat_of(c->lal_m1 + r, c->nlal, ST_LAL_RANKERS, NULL, 0);
+        out->lal_members10[r] = st_stat_of(c->lal_m10 + r, c->nlal, ST_LAL_RANKERS, NULL, 0);
     }
     for (uint32_t i = 0; i < c->nlal; i++) {
         out->lal_seeds += c->lal_nseeds[i] / c->nlal;
         out->lal_targets += c->lal_ntargets[i] / c->nlal;
+        out->lal_members_n += c->lal_nmembers[i] / c->nlal;
     }
     for (int r = 0; r < ST_SIM_RANKERS; r++) out->sim_overlap[r] = st_stat_of(c->sim_ov + r, c->nsim, ST_SIM_RANKERS, NULL, 0);
     uint32_t with_truth = 0;
@@ -398,6 +442,9 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     c.nsim = choose_segments(&c, &c.held_any, 0, c.sim_seg);
     c.lal_r1 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_r1);
     c.lal_r10 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_r10);
+    c.lal_m1 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_m1);
+    c.lal_m10 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_m10);
+    c.lal_nmembers = st_malloc(((size_t)c.nlal + 1) * sizeof *c.lal_nmembers);
     c.lal_nseeds = st_malloc(((size_t)c.nlal + 1) * sizeof *c.lal_nseeds);
     c.lal_ntargets = st_malloc(((size_t)c.nlal + 1) * sizeof *c.lal_ntargets);
     c.sim_ov = st_malloc(((size_t)c.nsim * ST_SIM_RANKERS + 1) * sizeof *c.sim_ov);
@@ -408,7 +455,7 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     size_t sim = (size_t)n * 16 + st_score_similar_scratch(m) * 4;
     c.per_thread = st_align_up(lal > sim ? lal : sim, 64);
     c.scratch = st_aligned_alloc(64, (size_t)threads * c.per_thread);
-    if (!c.lal_r1 || !c.lal_r10 || !c.lal_nseeds || !c.lal_ntargets || !c.sim_ov || !c.scratch) {
+    if (!c.lal_r1 || !c.lal_r10 || !c.lal_m1 || !c.lal_m10 || !c.lal_nmembers || !c.lal_nseeds || !c.lal_ntargets || !c.sim_ov || !c.scratch) {
         st_seterr(err, "out of memory for the segment evaluation");
         goto done;
     }

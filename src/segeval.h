@@ -7,7 +7,11 @@
  * the held-out events only; the candidates are every model user without s in
  * training. Each ranker expands the seeds to N candidates; recall@N is the
  * share of targets among them, at N = |targets| (so 1 is perfect whatever
- * the segment's size) and N = 10 |targets|. Rankers:
+ * the segment's size) and N = 10 |targets|. A second protocol, members,
+ * takes the segment's other training users as the targets and every user
+ * but the seeds as a candidate: how well a seed sample is expanded back to
+ * the segment it came from (the model has seen those users with the
+ * segment; co-occurrence leaves the segment itself out). Rankers:
  *   model       LOOKALIKE as the server answers it (st_score_lookalike: the
  *               seeds' mean vector, dot product with every user);
  *   active      the most active candidates (most segments in training), the
@@ -53,7 +57,9 @@ typedef struct {
     uint32_t lal_segments;               /* segments evaluated */
     st_stat lal_recall[ST_LAL_RANKERS];   /* at N = |targets| */
     st_stat lal_recall10[ST_LAL_RANKERS]; /* at N = 10 |targets| */
-    double lal_seeds, lal_targets;       /* mean per segment */
+    st_stat lal_members[ST_LAL_RANKERS];   /* members protocol, at N = |other members| */
+    st_stat lal_members10[ST_LAL_RANKERS]; /* ... at N = 10 |other members| */
+    double lal_seeds, lal_targets, lal_members_n; /* mean per segment */
     uint32_t sim_segments;
     st_stat sim_overlap[ST_SIM_RANKERS];  /* overlap@10 */
 } st_segeval;
