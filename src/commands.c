@@ -45,10 +45,8 @@
 #include "als.h"
 #include "score.h"
 #include "util.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 typedef void (*st_cmd_fn)(st_ctx *c);
 
@@ -1898,7 +1896,7 @@ static void cmd_hello(st_ctx *c)
     if (name && set_name(c, name) != 0) return;
     resp_array(c->out, 14);
     kv_str(c->out, "server", "starling");
-    kv_str(c->out, "version", STARLING_VERSION);
+    kv_str(c->out, "version", st_version);
     kv_int(c->out, "proto", 2);
     kv_int(c->out, "id", (int64_t)c->session->id);
     kv_str(c->out, "mode", "standalone");
@@ -2189,7 +2187,7 @@ static void cmd_info(st_ctx *c)
         tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
                     "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
                     "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
-                STARLING_VERSION, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
+                st_version, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
                 (long long)uptime, (unsigned long long)si.loops, (unsigned long long)si.heavy_threads);
     }
     if (want_section(c, "clients", 1)) {

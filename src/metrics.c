@@ -19,10 +19,8 @@
 #include "api.h"
 #include "commands.h"
 #include "util.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 static void out(resp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out(resp_out *o, const char *fmt, ...)
@@ -70,7 +68,7 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
     size_t ncmd = st_command_count();
 
     family(o, "starling_build_info", "gauge", "The running starling's version.");
-    out(o, "starling_build_info{version=\"%s\"} 1\n", STARLING_VERSION);
+    out(o, "starling_build_info{version=\"%s\"} 1\n", st_version);
     family(o, "starling_start_time_seconds", "gauge", "When the server started, unix seconds.");
     out(o, "starling_start_time_seconds %.0f\n", si.started_unix);
     family(o, "starling_uptime_seconds", "gauge", "Seconds since the server started.");
