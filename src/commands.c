@@ -267,49 +267,14 @@ static const st_command *find_sub(const st_command *container, const resp_arg *s
     return find_name(key, cl + 1 + sub->len);
 }
 
-uint64_t st_nanos(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- statistics -------------------------------------------------------------- */
-
-static void bump(atomic_uint_fast64_t *a, uint64_t v)
-{
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
-}
-
-static int lat_bucket(uint64_t ns)
-{
-    if (ns < 32) return (int)ns;
-    int msb = 63 - __builtin_clzll(ns);
-    int b = 32 + (msb - 5) * 16 + (int)((ns >> (msb - 4)) & 15);
-    return b < ST_LAT_BUCKETS ? b : ST_LAT_BUCKETS - 1;
-}
-
-/* The middle of a bucket, in nanoseconds. */
-static double lat_value(int b)
-{
-    if (b < 32) return b;
-    int msb = (b - 32) / 16 + 5, sub = (b - 32) % 16;
-    double lo = (double)((uint64_t)(16 + sub) << (msb - 4)), width = (double)(1ull << (msb - 4));
-    return lo + width / 2;
-}
-
 static void record(st_stats *stats, const st_command *cmd, uint64_t ns, int failed)
 {
-    st_cmdstat *s = &stats->cmd[cmd - commands];
-    bump(&s->calls, 1);
-    bump(&s->nanos, ns);
-    if (failed) bump(&s->failed, 1);
-    bump(&s->hist[lat_bucket(ns)], 1);
+    st_stats_record(&stats->cmd[cmd - commands], ns, failed);
 }
 
 static void reject(st_stats *stats, const st_command *cmd)
 {
-    if (cmd) bump(&stats->cmd[cmd - commands].rejected, 1);
+    if (cmd) st_stat_bump(&stats->cmd[cmd - commands].rejected, 1);
 }
 
 /* ---- call ------------------------------------------------------------------ */
@@ -391,7 +356,6 @@ size_t st_command_count(void) { return NCOMMANDS; }
 
 const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
 
-double st_latency_bucket_ns(int b) { return lat_value(b); }
 
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
 {
@@ -1229,7 +1193,7 @@ static void cmd_model_reload(st_ctx *c)
         }
     }
     char err[ST_ERRLEN];
-    if (st_server_reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
+    if (c->ops->reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
     else resp_simple(c->out, "OK");
 }
 
@@ -1560,7 +1524,7 @@ static double unix_now(void)
 static int do_write(st_ctx *c, st_jrecord *r, st_write_result *res)
 {
     char err[ST_ERRLEN];
-    if (st_server_write(c->srv, r, c->scratch, res, err) != 0) {
+    if (c->ops->write(c->srv, r, c->scratch, res, err) != 0) {
         resp_error(c->out, "%s", err);
         return -1;
     }
@@ -1719,7 +1683,7 @@ static void cmd_del(st_ctx *c)
         st_jrecord r = {.type = ST_JREC_FORGET, .user = k->ptr + 2, .user_len = (uint32_t)k->len - 2};
         st_write_result res;
         char err[ST_ERRLEN];
-        if (st_server_write(c->srv, &r, c->scratch, &res, err) != 0) {
+        if (c->ops->write(c->srv, &r, c->scratch, &res, err) != 0) {
             if (done) resp_error(c->out, "%s (the %lld keys before it were deleted)", err, (long long)done);
             else resp_error(c->out, "%s", err);
             return;
@@ -1748,7 +1712,7 @@ static void cmd_history(st_ctx *c)
 static void cmd_journal_compact(st_ctx *c)
 {
     char err[ST_ERRLEN];
-    if (st_server_compact(c->srv, err) != 0) resp_error(c->out, "%s", err);
+    if (c->ops->compact(c->srv, err) != 0) resp_error(c->out, "%s", err);
     else resp_simple(c->out, "Background journal compaction started");
 }
 
@@ -2046,7 +2010,7 @@ static void cmd_config_get(st_ctx *c)
         heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
         http_burst[32];
     st_server_info si;
-    st_server_get_info(c->srv, &si);
+    c->ops->get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
     snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
     snprintf(timeout, sizeof timeout, "%g", f->timeout);
@@ -2154,9 +2118,9 @@ static double percentile(const st_cmdstat *s, double q)
     if (want == 0) want = 1;
     for (int b = 0; b < ST_LAT_BUCKETS; b++) {
         seen += atomic_load_explicit(&s->hist[b], memory_order_relaxed);
-        if (seen >= want) return lat_value(b);
+        if (seen >= want) return st_latency_bucket_ns(b);
     }
-    return lat_value(ST_LAT_BUCKETS - 1);
+    return st_latency_bucket_ns(ST_LAT_BUCKETS - 1);
 }
 
 static int want_section(st_ctx *c, const char *name, int in_default)
@@ -2172,13 +2136,13 @@ static int want_section(st_ctx *c, const char *name, int in_default)
 static void cmd_info(st_ctx *c)
 {
     st_server_info si;
-    st_server_get_info(c->srv, &si);
+    c->ops->get_info(c->srv, &si);
     st_stats *stats = st_malloc(sizeof *stats);
     if (!stats) {
         resp_error(c->out, "ERR out of memory");
         return;
     }
-    st_server_sum_stats(c->srv, stats);
+    c->ops->sum_stats(c->srv, stats);
     text t = {0};
     const st_served *sv = c->model; /* NULL while the first model loads */
     const st_model *m = sv ? &sv->m : NULL;
@@ -2233,7 +2197,7 @@ static void cmd_info(st_ctx *c)
     }
     if (want_section(c, "persistence", 1)) {
         st_server_journal_info ji;
-        st_server_get_journal(c->srv, &ji);
+        c->ops->get_journal(c->srv, &ji);
         st_overlay_stats os = {0};
         if (sv) st_overlay_get_stats(sv->ov, &os); /* no model yet: nothing online */
         const st_journal_status *js = &ji.j;
