@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "privacy.h"
 #include "score.h"
 #include "util.h"
 
@@ -86,7 +87,7 @@ static int read_seeds(const char *path, const char *list, seed_list *out, char *
 int cli_audience(int argc, char **argv)
 {
     const char *segment = NULL, *seeds_file = NULL, *seeds_list = NULL;
-    uint64_t count = 100, min_audience = 100, min_seeds = 100;
+    uint64_t count = 100, min_audience = ST_PRIVACY_MIN_AUDIENCE, min_seeds = ST_PRIVACY_MIN_SEEDS;
     double min = -INFINITY;
     int reach = 0, json = 0;
     const st_opt opts[] = {
@@ -193,11 +194,10 @@ int cli_audience(int argc, char **argv)
                 break;
             }
         }
-        if (known == 0 || known < min_seeds) {
+        char msg[256];
+        if (st_privacy_seeds(known, sl.n, min_seeds, msg, sizeof msg) != 0) {
             st_free(rows);
-            st_cli_fail("audience", "%u of the %u seeds are known users; look-alikes need at least %llu (the privacy "
-                                    "floor, --min-seeds)",
-                        known, sl.n, (unsigned long long)(min_seeds ? min_seeds : 1));
+            st_cli_fail("audience", "%s", msg);
             goto done;
         }
         st_score_centroid(rows, k, seed_rows, known, centroid);
@@ -226,10 +226,9 @@ int cli_audience(int argc, char **argv)
         }
         for (uint32_t i = 0; i < got; i++) cands[ncand++] = (cand_t){top[i], (uint32_t)f, idx[i]};
     }
-    if (segment && total_reach < min_audience) {
-        st_cli_fail("audience", "only %llu users score at least %g on '%s': below the privacy floor of %llu "
-                                "(--min-audience)",
-                    (unsigned long long)total_reach, min, segment, (unsigned long long)min_audience);
+    char floor_msg[256];
+    if (segment && st_privacy_audience(total_reach, min_audience, floor_msg, sizeof floor_msg) != 0) {
+        st_cli_fail("audience", "'%s' at %g: %s", segment, min, floor_msg);
         goto done;
     }
     if (reach) {
@@ -241,9 +240,8 @@ int cli_audience(int argc, char **argv)
     }
     qsort(cands, ncand, sizeof *cands, cand_cmp);
     if (ncand > want) ncand = want;
-    if (!segment && ncand < min_audience) {
-        st_cli_fail("audience", "only %llu look-alikes: below the privacy floor of %llu (--min-audience)",
-                    (unsigned long long)ncand, (unsigned long long)min_audience);
+    if (!segment && st_privacy_audience(ncand, min_audience, floor_msg, sizeof floor_msg) != 0) {
+        st_cli_fail("audience", "look-alikes: %s", floor_msg);
         goto done;
     }
     json_t *arr = json ? json_array() : NULL;

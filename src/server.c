@@ -56,6 +56,7 @@
 
 #include "als.h"
 #include "net.h"
+#include "privacy.h"
 #include "score.h"
 #include "server_impl.h"
 #include "util.h"
@@ -82,8 +83,8 @@ void st_server_config_default(st_server_config *c)
     c->compact_min_bytes = 64u << 20;
     c->compact_percentage = 100;
     c->forget_compact_delay = 3600;
-    c->min_audience = 100;
-    c->min_seeds = 100;
+    c->min_audience = ST_PRIVACY_MIN_AUDIENCE;
+    c->min_seeds = ST_PRIVACY_MIN_SEEDS;
     c->http_bind = "127.0.0.1";
     c->http_port = -1;
     c->http_rate = 0;
