@@ -891,15 +891,11 @@ static int load_first_model(st_server *srv, char *err)
     return 0;
 }
 
-int st_serve(const st_server_config *cfg, char *err)
+/* A server for cfg, its locks made, nothing started. */
+static st_server *server_new(const st_server_config *cfg)
 {
-    if (st_log_open(cfg->loglevel, cfg->logfile, err) != 0) return -1;
-    /* BLAS inside a request must not start threads of its own: the loops
-     * and workers are the parallelism. */
-    openblas_set_num_threads(1);
-    st_commands_init();
     st_server *srv = st_calloc(1, sizeof *srv);
-    if (!srv) return st_seterr(err, "out of memory");
+    if (!srv) return NULL;
     srv->cfg = *cfg;
     if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
     if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
@@ -920,113 +916,13 @@ int st_serve(const st_server_config *cfg, char *err)
     pthread_condattr_destroy(&ca);
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
-    int rc = -1;
-    /* Sockets first, the model last: the port answers health checks while a
-     * large model loads (load_first_model). */
-    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
-                   err) != 0 ||
-        listen_unix(srv, err) != 0 ||
-        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
-                   &srv->http_port, err) != 0)
-        goto out;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0) {
-        st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
-        goto out;
-    }
+    return srv;
+}
 
-    /* Signals go to the main thread only: block them before any thread
-     * starts (threads inherit the mask), then wait for them below. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    srv->nloops = srv->cfg.threads;
-    srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
-    srv->nheavy = srv->cfg.heavy_threads;
-    srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
-    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
-    if (!srv->loops || !srv->heavy || !hargs) {
-        st_free(hargs);
-        st_seterr(err, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
-    for (int i = 0; i < srv->nloops; i++)
-        if (loop_init(srv, &srv->loops[i], i, err) != 0) {
-            st_free(hargs);
-            goto out_loops;
-        }
-    int heavy_started = 0, loops_started = 0;
-    for (int i = 0; i < srv->nheavy; i++) {
-        hargs[i].srv = srv;
-        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
-        heavy_started++;
-    }
-    for (int i = 0; i < srv->nloops && heavy_started == srv->nheavy; i++) {
-        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
-        loops_started++;
-    }
-    if (loops_started < srv->nloops) {
-        st_seterr(err, "cannot start threads");
-        atomic_store(&srv->stopping, 1);
-        st_srv_wake_all(srv);
-    } else {
-        char where[256] = "";
-        if (srv->tcp.fd >= 0)
-            snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
-        if (srv->http.fd >= 0) {
-            int bracket = strchr(srv->http_addr, ':') != NULL;
-            size_t n = strlen(where);
-            snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading",
-                     n ? " and" : "; until then", bracket ? "[" : "", srv->http_addr, bracket ? "]" : "",
-                     srv->http_port);
-        }
-        st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
-        if (load_first_model(srv, err) != 0) {
-            atomic_store(&srv->stopping, 1);
-            st_srv_wake_all(srv);
-            goto joined;
-        }
-        if (srv->tcp.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
-        if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
-        if (srv->http.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/", strchr(srv->http_addr, ':') ? "[" : "",
-                   srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "", srv->http_port);
-        st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
-        rc = 0;
-        for (;;) {
-            siginfo_t si;
-            int sig = sigwaitinfo(&sigs, &si);
-            if (sig == SIGHUP) {
-                char why[ST_ERRLEN];
-                st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
-                st_srv_reload(srv, NULL, why);
-            } else if (sig == SIGTERM || sig == SIGINT) {
-                st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
-                       sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_timeout);
-                break;
-            }
-        }
-        atomic_store(&srv->stopping, 1);
-        st_srv_wake_all(srv);
-    }
-joined:
-    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
-    pthread_mutex_lock(&srv->q_lock);
-    srv->q_stop = 1;
-    pthread_cond_broadcast(&srv->q_cond);
-    pthread_mutex_unlock(&srv->q_lock);
-    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
-    st_free(hargs);
-out_loops:
-    for (int i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
-out:
+/* Stops the maintenance thread, closes the journal and the sockets, and
+ * frees the server (the loops and workers have stopped). */
+static void server_free(st_server *srv)
+{
     if (srv->maint_started) {
         pthread_mutex_lock(&srv->maint_lock);
         srv->maint_stop = 1;
@@ -1042,7 +938,7 @@ out:
     if (srv->http.fd >= 0) close(srv->http.fd);
     if (srv->unx.fd >= 0) {
         close(srv->unx.fd);
-        unlink(cfg->unixsocket);
+        unlink(srv->cfg.unixsocket);
     }
     st_served_release(srv->model);
     st_free(srv->loops);
@@ -1056,6 +952,152 @@ out:
     pthread_cond_destroy(&srv->maint_cond);
     st_ratelimit_destroy(&srv->limit);
     st_free(srv);
+}
+
+/* Sockets first, the model last: the port answers health checks while a
+ * large model loads (load_first_model). */
+static int open_listeners(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
+    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
+                   err) != 0 ||
+        listen_unix(srv, err) != 0 ||
+        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
+                   &srv->http_port, err) != 0)
+        return -1;
+    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0)
+        return st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
+    return 0;
+}
+
+/* "host:port" in URL form ([v6]:port). */
+static void url_host(char *out, size_t len, const char *addr, int port)
+{
+    int bracket = strchr(addr, ':') != NULL;
+    snprintf(out, len, "%s%s%s:%d", bracket ? "[" : "", addr, bracket ? "]" : "", port);
+}
+
+/* Loads the first model (the sockets answering meanwhile) and logs where the
+ * server listens. */
+static int load_and_announce(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
+    char where[256] = "", host[160];
+    if (srv->tcp.fd >= 0) snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
+    if (srv->http.fd >= 0) {
+        size_t n = strlen(where);
+        url_host(host, sizeof host, srv->http_addr, srv->http_port);
+        snprintf(where + n, sizeof where - n, "%s http://%s/readyz says loading", n ? " and" : "; until then", host);
+    }
+    st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
+    if (load_first_model(srv, err) != 0) return -1;
+    if (srv->tcp.fd >= 0)
+        st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
+    if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
+    if (srv->http.fd >= 0) {
+        url_host(host, sizeof host, srv->http_addr, srv->http_port);
+        st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s/", host);
+    }
+    st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
+    return 0;
+}
+
+/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT end it. */
+static void wait_for_signals(st_server *srv, const sigset_t *sigs)
+{
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(sigs, &si);
+        if (sig == SIGHUP) {
+            char why[ST_ERRLEN];
+            st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
+            st_srv_reload(srv, NULL, why);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_timeout);
+            return;
+        }
+    }
+}
+
+/* The loops and the heavy workers, started; how many of each in *loops and *heavy. */
+static int start_threads(st_server *srv, heavy_arg *hargs, int *heavy, int *loops, char *err)
+{
+    *heavy = *loops = 0;
+    for (int i = 0; i < srv->nheavy; i++) {
+        hargs[i].srv = srv;
+        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
+        (*heavy)++;
+    }
+    for (int i = 0; i < srv->nloops && *heavy == srv->nheavy; i++) {
+        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
+        (*loops)++;
+    }
+    if (*loops < srv->nloops) return st_seterr(err, "cannot start threads");
+    return 0;
+}
+
+static void stop_threads(st_server *srv, int heavy, int loops)
+{
+    for (int i = 0; i < loops; i++) pthread_join(srv->loops[i].tid, NULL);
+    pthread_mutex_lock(&srv->q_lock);
+    srv->q_stop = 1;
+    pthread_cond_broadcast(&srv->q_cond);
+    pthread_mutex_unlock(&srv->q_lock);
+    for (int i = 0; i < heavy; i++) pthread_join(srv->heavy[i], NULL);
+}
+
+int st_serve(const st_server_config *cfg, char *err)
+{
+    if (st_log_open(cfg->loglevel, cfg->logfile, err) != 0) return -1;
+    /* BLAS inside a request must not start threads of its own: the loops
+     * and workers are the parallelism. */
+    openblas_set_num_threads(1);
+    st_commands_init();
+    st_server *srv = server_new(cfg);
+    if (!srv) {
+        st_log_close();
+        return st_seterr(err, "out of memory");
+    }
+    int rc = -1;
+    if (open_listeners(srv, err) != 0) goto out;
+    /* Signals go to the main thread only: block them before any thread
+     * starts (threads inherit the mask), then wait for them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    srv->nloops = srv->cfg.threads;
+    srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
+    srv->nheavy = srv->cfg.heavy_threads;
+    srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
+    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
+    if (!srv->loops || !srv->heavy || !hargs) {
+        st_free(hargs);
+        st_seterr(err, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
+    int ok = 1;
+    for (int i = 0; i < srv->nloops && ok; i++) ok = loop_init(srv, &srv->loops[i], i, err) == 0;
+    if (ok) {
+        int heavy, loops;
+        if (start_threads(srv, hargs, &heavy, &loops, err) == 0 && load_and_announce(srv, err) == 0) {
+            rc = 0;
+            wait_for_signals(srv, &sigs);
+        }
+        atomic_store(&srv->stopping, 1);
+        st_srv_wake_all(srv);
+        stop_threads(srv, heavy, loops);
+    }
+    st_free(hargs);
+    for (int i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
+out:
+    server_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
     st_log_close();
     return rc;
