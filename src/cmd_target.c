@@ -16,52 +16,139 @@ static int is_segments_keyword(const resp_arg *a)
            st_cmd_is_word(a, "CALIBRATED") || st_cmd_is_word(a, "UNSEEN");
 }
 
-void cmd_segments(st_ctx *c)
+/* A SEGMENTS request's options: argv ranges for ONLY and EXCLUDE (0 = none). */
+typedef struct {
+    uint32_t count;
+    double min;
+    int calibrated, unseen, only_from, only_to, ex_from, ex_to;
+} segments_req;
+
+/* Parses argv[2..]; 0, or -1 after replying the error. */
+static int parse_segments(st_ctx *c, uint32_t nseg, segments_req *r)
 {
-    st_served *sv = c->model;
-    const st_model *m = &sv->m;
-    st_scratch *sc = c->scratch;
-    uint32_t count = 10;
-    double min = -INFINITY;
-    int calibrated = 0, unseen = 0, only_from = 0, only_to = 0, ex_from = 0, ex_to = 0;
+    *r = (segments_req){.count = 10, .min = -INFINITY};
     for (int i = 2; i < c->argc;) {
         const resp_arg *a = &c->argv[i];
         if (st_cmd_is_word(a, "COUNT") && i + 1 < c->argc) {
-            if (st_cmd_arg_count(c, &c->argv[i + 1], m->segments, &count) != 0) return;
+            if (st_cmd_arg_count(c, &c->argv[i + 1], nseg, &r->count) != 0) return -1;
             i += 2;
         } else if (st_cmd_is_word(a, "MIN") && i + 1 < c->argc) {
-            if (st_cmd_arg_float(c, &c->argv[i + 1], "MIN", &min) != 0) return;
+            if (st_cmd_arg_float(c, &c->argv[i + 1], "MIN", &r->min) != 0) return -1;
             i += 2;
         } else if (st_cmd_is_word(a, "CALIBRATED")) {
-            calibrated = 1;
+            r->calibrated = 1;
             i++;
         } else if (st_cmd_is_word(a, "UNSEEN")) {
-            unseen = 1;
+            r->unseen = 1;
             i++;
         } else if (st_cmd_is_word(a, "ONLY") || st_cmd_is_word(a, "EXCLUDE")) {
             int only = st_cmd_is_word(a, "ONLY");
-            if (only ? only_from : ex_from) {
+            if (only ? r->only_from : r->ex_from) {
                 resp_error(c->out, "ERR syntax error: %s given twice", only ? "ONLY" : "EXCLUDE");
-                return;
+                return -1;
             }
             int j = i + 1;
             while (j < c->argc && !is_segments_keyword(&c->argv[j])) j++;
             if (only) {
-                only_from = i + 1;
-                only_to = j;
+                r->only_from = i + 1;
+                r->only_to = j;
             } else {
-                ex_from = i + 1;
-                ex_to = j;
+                r->ex_from = i + 1;
+                r->ex_to = j;
             }
             i = j;
         } else {
             resp_error(c->out, "ERR syntax error at '%.*s': SEGMENTS user [COUNT k] [MIN score] [ONLY seg ...] "
                                "[EXCLUDE seg ...] [UNSEEN] [CALIBRATED]",
                        (int)(a->len > 64 ? 64 : a->len), a->ptr);
-            return;
+            return -1;
         }
     }
-    if (calibrated && !(m->h.flags & ST_MODEL_CALIBRATED)) {
+    return 0;
+}
+
+/* ONLY: the segments listed, scored one by one (less EXCLUDE and, with
+ * UNSEEN, the user's history). Best first into sc->idx / sc->top. */
+static uint32_t rank_only(st_ctx *c, const segments_req *r, const user_view *u, float fmin)
+{
+    st_served *sv = c->model;
+    st_scratch *sc = c->scratch;
+    float *scores = sc->scores;
+    uint32_t *segs = sc->segs, ns = 0;
+    for (int i = r->only_from; i < r->only_to; i++) {
+        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        if (s != ST_NOT_FOUND) segs[ns++] = s;
+    }
+    st_cmd_sort_idx(segs, NULL, ns);
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < ns; i++)
+        if (w == 0 || segs[w - 1] != segs[i]) segs[w++] = segs[i];
+    ns = w;
+    for (uint32_t i = 0; i < ns; i++) {
+        uint32_t s = segs[i];
+        scores[i] = u->known ? st_score_one(&sv->m, sv->prior, u->x, s) : sv->prior[s];
+    }
+    for (int i = r->ex_from; i && i < r->ex_to; i++) {
+        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        for (uint32_t j = 0; j < ns && s != ST_NOT_FOUND; j++)
+            if (segs[j] == s) scores[j] = NAN;
+    }
+    if (r->unseen)
+        for (uint32_t h = 0; h < u->hist_n; h++)
+            for (uint32_t j = 0; j < ns; j++)
+                if (segs[j] == u->hist_seg[h]) scores[j] = NAN;
+    if (!isinf(fmin))
+        for (uint32_t j = 0; j < ns; j++)
+            if (!(scores[j] >= fmin)) scores[j] = NAN;
+    uint32_t got = st_topk(scores, ns, r->count, NULL, 0, sc->idx, sc->top);
+    for (uint32_t i = 0; i < got; i++) sc->idx[i] = segs[sc->idx[i]];
+    return got;
+}
+
+/* Every segment: the pruned index for a known user, the prior's fixed
+ * ranking for an unknown one. EXCLUDE and UNSEEN mark the skip mask, which
+ * is cleared again before returning. */
+static uint32_t rank_all(st_ctx *c, const segments_req *r, const user_view *u, float fmin)
+{
+    st_served *sv = c->model;
+    st_scratch *sc = c->scratch;
+    int any_skip = 0;
+    for (int i = r->ex_from; i && i < r->ex_to; i++) {
+        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        if (s != ST_NOT_FOUND) sc->skip[s] = any_skip = 1;
+    }
+    if (r->unseen)
+        for (uint32_t h = 0; h < u->hist_n; h++) sc->skip[u->hist_seg[h]] = any_skip = 1;
+    uint32_t got = 0;
+    if (u->known) {
+        got = st_score_topk_segments(&sv->seg_index, u->x, r->count, fmin, any_skip ? sc->skip : NULL, sc->idx,
+                                     sc->top, NULL);
+    } else {
+        for (uint32_t p = 0; p < sv->m.segments && got < r->count; p++) {
+            uint32_t s = sv->prior_rank[p];
+            if (sv->prior[s] < fmin) break;
+            if (sc->skip[s]) continue;
+            sc->idx[got] = s;
+            sc->top[got++] = sv->prior[s];
+        }
+    }
+    for (int i = r->ex_from; i && i < r->ex_to; i++) {
+        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        if (s != ST_NOT_FOUND) sc->skip[s] = 0;
+    }
+    if (r->unseen)
+        for (uint32_t h = 0; h < u->hist_n; h++) sc->skip[u->hist_seg[h]] = 0;
+    return got;
+}
+
+void cmd_segments(st_ctx *c)
+{
+    st_served *sv = c->model;
+    const st_model *m = &sv->m;
+    st_scratch *sc = c->scratch;
+    segments_req r;
+    if (parse_segments(c, m->segments, &r) != 0) return;
+    if (r.calibrated && !(m->h.flags & ST_MODEL_CALIBRATED)) {
         resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
         return;
     }
@@ -70,76 +157,14 @@ void cmd_segments(st_ctx *c)
      * survivors; MIN then applies to the calibrated value. A user answered
      * from the prior gets the model's probability for a user with no
      * history: the calibration of the blend alone, w q[s]. */
-    int post_calibrate = calibrated;
-    float *scores = sc->scores;
-    uint32_t n = m->segments, got;
-    if (only_from) {
-        /* Only the segments listed: score them one by one. */
-        uint32_t *segs = sc->segs, ns = 0;
-        for (int i = only_from; i < only_to; i++) {
-            uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
-            if (s != ST_NOT_FOUND) segs[ns++] = s;
-        }
-        st_cmd_sort_idx(segs, NULL, ns);
-        uint32_t w = 0;
-        for (uint32_t i = 0; i < ns; i++)
-            if (w == 0 || segs[w - 1] != segs[i]) segs[w++] = segs[i];
-        ns = w;
-        for (uint32_t i = 0; i < ns; i++) {
-            uint32_t s = segs[i];
-            scores[i] = u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s];
-        }
-        for (int i = ex_from; i && i < ex_to; i++) {
-            uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
-            for (uint32_t j = 0; j < ns && s != ST_NOT_FOUND; j++)
-                if (segs[j] == s) scores[j] = NAN;
-        }
-        if (unseen)
-            for (uint32_t h = 0; h < u.hist_n; h++)
-                for (uint32_t j = 0; j < ns; j++)
-                    if (segs[j] == u.hist_seg[h]) scores[j] = NAN;
-        if (!post_calibrate && !isinf(min))
-            for (uint32_t j = 0; j < ns; j++)
-                if (!(scores[j] >= min)) scores[j] = NAN;
-        got = st_topk(scores, ns, count, NULL, 0, sc->idx, sc->top);
-        for (uint32_t i = 0; i < got; i++) sc->idx[i] = segs[sc->idx[i]];
-    } else {
-        /* EXCLUDE and UNSEEN mark the skip mask, which is cleared again below. */
-        int any_skip = 0;
-        for (int i = ex_from; i && i < ex_to; i++) {
-            uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
-            if (s != ST_NOT_FOUND) sc->skip[s] = any_skip = 1;
-        }
-        if (unseen)
-            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = any_skip = 1;
-        float fmin = post_calibrate ? -INFINITY : (float)min;
-        if (u.known) {
-            got = st_score_topk_segments(&sv->seg_index, u.x, count, fmin, any_skip ? sc->skip : NULL, sc->idx,
-                                         sc->top, NULL);
-        } else {
-            /* The prior's ranking is fixed: walk it. */
-            got = 0;
-            for (uint32_t p = 0; p < n && got < count; p++) {
-                uint32_t s = sv->prior_rank[p];
-                if (sv->prior[s] < fmin) break;
-                if (sc->skip[s]) continue;
-                sc->idx[got] = s;
-                sc->top[got++] = sv->prior[s];
-            }
-        }
-        for (int i = ex_from; i && i < ex_to; i++) {
-            uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
-            if (s != ST_NOT_FOUND) sc->skip[s] = 0;
-        }
-        if (unseen)
-            for (uint32_t h = 0; h < u.hist_n; h++) sc->skip[u.hist_seg[h]] = 0;
-    }
-    if (post_calibrate) {
+    float fmin = r.calibrated ? -INFINITY : (float)r.min;
+    uint32_t got = r.only_from ? rank_only(c, &r, &u, fmin) : rank_all(c, &r, &u, fmin);
+    if (r.calibrated) {
         uint32_t w = 0;
         for (uint32_t i = 0; i < got; i++) {
             float base = u.known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
             float p = (float)st_score_calibrated(m, base);
-            if (p >= min) {
+            if (p >= r.min) {
                 sc->idx[w] = sc->idx[i];
                 sc->top[w++] = p;
             }
