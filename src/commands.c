@@ -477,6 +477,166 @@ static int want_section(st_ctx *c, const char *name, int in_default)
     return 0;
 }
 
+/* What INFO's sections are written from. */
+typedef struct {
+    st_ctx *c;
+    const st_server_info *si;
+    const st_stats *stats; /* every thread's, summed */
+    const st_served *sv;   /* NULL while the first model loads */
+    const st_model *m;
+} info_ctx;
+
+static void info_server(text *t, const info_ctx *x)
+{
+    tprintf(t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+                "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
+                "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
+            st_version, (int)getpid(), x->si->tcp_addr ? x->si->tcp_port : 0, x->si->unixsocket ? x->si->unixsocket : "",
+            (long long)(st_now() - x->si->started), (unsigned long long)x->si->loops, (unsigned long long)x->si->heavy_threads);
+}
+
+static void info_clients(text *t, const info_ctx *x)
+{
+    tprintf(t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
+            (unsigned long long)x->si->clients, (unsigned long long)x->si->blocked_clients,
+            (unsigned long long)x->c->cfg->maxclients);
+}
+
+static void info_memory(text *t, const info_ctx *x)
+{
+    (void)x;
+    /* mem_allocator says whether the once-a-second trim of freed pages runs
+     * (libc) or is skipped because glibc's allocator is not in use (other:
+     * a sanitizer's, a preloaded one). */
+    size_t rss = st_current_rss();
+    tprintf(t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
+                "allocator_trims:%llu\r\n\r\n",
+            rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
+}
+
+static void info_model(text *t, const info_ctx *x)
+{
+    if (!x->sv) {
+        tprintf(t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", x->c->cfg->model_path);
+
+        return;
+    }
+    tprintf(t,
+            "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
+            "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
+            "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
+            "model_last_reload_error:%s\r\n\r\n",
+            x->sv->path, (unsigned long long)x->sv->generation, (long long)x->sv->loaded_at, x->m->users, x->m->segments, x->m->k,
+            (unsigned long long)x->m->h.nnz, (unsigned long long)x->m->h.fingerprint, (long long)x->m->h.created,
+            (x->m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0, (unsigned long long)x->si->reloads,
+            (unsigned long long)x->si->reload_failures, x->si->last_reload_error);
+}
+
+static void info_quality(text *t, const info_ctx *x)
+{
+    if (!x->sv) return;
+    /* Online quality since the model was loaded (online_quality). */
+    uint64_t n = atomic_load_explicit(&x->sv->q_new, memory_order_relaxed);
+    double d = n ? (double)n : 1.0;
+    tprintf(t,
+            "# Quality\r\nonline_new_engagements:%llu\r\nonline_repeat_engagements:%llu\r\n"
+            "online_hit_rate_top10:%.4f\r\nonline_hit_rate_top50:%.4f\r\n"
+            "online_popularity_hit_rate_top10:%.4f\r\nonline_popularity_hit_rate_top50:%.4f\r\n\r\n",
+            (unsigned long long)n, (unsigned long long)atomic_load_explicit(&x->sv->q_repeat, memory_order_relaxed),
+            (double)atomic_load_explicit(&x->sv->q_hit10, memory_order_relaxed) / d,
+            (double)atomic_load_explicit(&x->sv->q_hit50, memory_order_relaxed) / d,
+            (double)atomic_load_explicit(&x->sv->q_pop10, memory_order_relaxed) / d,
+            (double)atomic_load_explicit(&x->sv->q_pop50, memory_order_relaxed) / d);
+}
+
+static void info_persistence(text *t, const info_ctx *x)
+{
+    st_server_journal_info ji;
+    x->c->ops->get_journal(x->c->srv, &ji);
+    st_overlay_stats os = {0};
+    if (x->sv) st_overlay_get_stats(x->sv->ov, &os); /* no model yet: nothing online */
+    const st_journal_status *js = &ji.j;
+    const st_journal_compaction *lc = &js->last_compaction;
+    tprintf(t,
+            "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
+            "appendfsync:%s\r\njournal_status:%s\r\njournal_bytes:%llu\r\njournal_records:%llu\r\n"
+            "journal_last_seq:%llu\r\njournal_durable_seq:%llu\r\njournal_appends:%llu\r\n"
+            "journal_append_failures:%llu\r\njournal_fsyncs:%llu\r\njournal_fsync_failures:%llu\r\n"
+            "journal_last_fsync_usec:%.0f\r\njournal_last_error:%s\r\njournal_compaction_in_progress:%d\r\n"
+            "journal_compactions:%llu\r\njournal_compaction_failures:%llu\r\n"
+            "journal_last_compaction_bytes:%llu->%llu\r\njournal_last_compaction_erased_events:%llu\r\n"
+            "journal_start_records:%llu\r\njournal_start_torn_bytes:%llu\r\njournal_start_seconds:%.3f\r\n"
+            "online_users:%llu\r\nforgotten_users:%llu\r\nhidden_model_rows:%llu\r\n"
+            "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n\r\n",
+            ji.has_journal, ji.has_journal, ji.has_journal ? ji.path : "", (unsigned long long)ji.id,
+            ji.has_journal ? st_appendfsync_name(ji.policy) : "", !ji.has_journal ? "none" : js->broken ? "broken" : "ok",
+            (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
+            (unsigned long long)js->durable_seq, (unsigned long long)js->appends,
+            (unsigned long long)js->append_failures, (unsigned long long)js->fsyncs,
+            (unsigned long long)js->fsync_failures, js->last_fsync_seconds * 1e6, js->last_error, ji.compacting,
+            (unsigned long long)js->compactions, (unsigned long long)js->compaction_failures,
+            (unsigned long long)lc->bytes_before, (unsigned long long)lc->bytes_after,
+            (unsigned long long)lc->events_erased, (unsigned long long)ji.start_records,
+            (unsigned long long)ji.start_torn_bytes, ji.start_seconds, (unsigned long long)os.live,
+            (unsigned long long)os.forgotten, (unsigned long long)os.hidden_rows,
+            (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
+}
+
+static void info_stats(text *t, const info_ctx *x)
+{
+#define S(f) (unsigned long long)atomic_load_explicit(&x->stats->f, memory_order_relaxed)
+    tprintf(t,
+            "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
+            "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
+            "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
+            "heavy_queue_length:%llu\r\n\r\n",
+            S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
+            S(dropped_output), S(idle_closed), (unsigned long long)x->si->heavy_queued);
+#undef S
+}
+
+static void info_commandstats(text *t, const info_ctx *x)
+{
+    tprintf(t, "# Commandstats\r\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const st_cmdstat *s = &x->stats->cmd[i];
+        uint64_t calls = atomic_load_explicit(&s->calls, memory_order_relaxed),
+                 rej = atomic_load_explicit(&s->rejected, memory_order_relaxed);
+        if (calls == 0 && rej == 0) continue;
+        double usec = (double)atomic_load_explicit(&s->nanos, memory_order_relaxed) / 1000.0;
+        tprintf(t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
+                commands[i].name, (unsigned long long)calls, usec, calls ? usec / (double)calls : 0.0,
+                (unsigned long long)rej,
+                (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed));
+    }
+    tprintf(t, "\r\n");
+}
+
+static void info_latencystats(text *t, const info_ctx *x)
+{
+    tprintf(t, "# Latencystats\r\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const st_cmdstat *s = &x->stats->cmd[i];
+        if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
+        tprintf(t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
+                percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
+    }
+    tprintf(t, "\r\n");
+}
+
+/* INFO's sections, in order: name, in the default set or only when asked
+ * (INFO commandstats, INFO all), and the writer. */
+static const struct {
+    const char *name;
+    int in_default;
+    void (*write)(text *t, const info_ctx *x);
+} info_sections[] = {
+    {"server", 1, info_server},           {"clients", 1, info_clients}, {"memory", 1, info_memory},
+    {"model", 1, info_model},             {"quality", 1, info_quality}, {"persistence", 1, info_persistence},
+    {"stats", 1, info_stats},             {"commandstats", 0, info_commandstats},
+    {"latencystats", 0, info_latencystats},
+};
+
 void cmd_info(st_ctx *c)
 {
     st_server_info si;
@@ -488,124 +648,9 @@ void cmd_info(st_ctx *c)
     }
     c->ops->sum_stats(c->srv, stats);
     text t = {0};
-    const st_served *sv = c->model; /* NULL while the first model loads */
-    const st_model *m = sv ? &sv->m : NULL;
-    double uptime = st_now() - si.started;
-    if (want_section(c, "server", 1)) {
-        tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
-                    "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
-                    "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
-                st_version, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
-                (long long)uptime, (unsigned long long)si.loops, (unsigned long long)si.heavy_threads);
-    }
-    if (want_section(c, "clients", 1)) {
-        tprintf(&t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
-                (unsigned long long)si.clients, (unsigned long long)si.blocked_clients,
-                (unsigned long long)c->cfg->maxclients);
-    }
-    if (want_section(c, "memory", 1)) {
-        /* mem_allocator says whether the once-a-second trim of freed pages runs
-         * (libc) or is skipped because glibc's allocator is not in use (other:
-         * a sanitizer's, a preloaded one). */
-        size_t rss = st_current_rss();
-        tprintf(&t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
-                    "allocator_trims:%llu\r\n\r\n",
-                rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
-    }
-    if (want_section(c, "model", 1) && !sv) {
-        tprintf(&t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", c->cfg->model_path);
-    } else if (want_section(c, "model", 1)) {
-        tprintf(&t,
-                "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
-                "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
-                "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
-                "model_last_reload_error:%s\r\n\r\n",
-                sv->path, (unsigned long long)sv->generation, (long long)sv->loaded_at, m->users, m->segments, m->k,
-                (unsigned long long)m->h.nnz, (unsigned long long)m->h.fingerprint, (long long)m->h.created,
-                (m->h.flags & ST_MODEL_CALIBRATED) ? 1 : 0, (unsigned long long)si.reloads,
-                (unsigned long long)si.reload_failures, si.last_reload_error);
-    }
-    if (want_section(c, "quality", 1) && sv) {
-        /* Online quality since the model was loaded (online_quality). */
-        uint64_t n = atomic_load_explicit(&sv->q_new, memory_order_relaxed);
-        double d = n ? (double)n : 1.0;
-        tprintf(&t,
-                "# Quality\r\nonline_new_engagements:%llu\r\nonline_repeat_engagements:%llu\r\n"
-                "online_hit_rate_top10:%.4f\r\nonline_hit_rate_top50:%.4f\r\n"
-                "online_popularity_hit_rate_top10:%.4f\r\nonline_popularity_hit_rate_top50:%.4f\r\n\r\n",
-                (unsigned long long)n, (unsigned long long)atomic_load_explicit(&sv->q_repeat, memory_order_relaxed),
-                (double)atomic_load_explicit(&sv->q_hit10, memory_order_relaxed) / d,
-                (double)atomic_load_explicit(&sv->q_hit50, memory_order_relaxed) / d,
-                (double)atomic_load_explicit(&sv->q_pop10, memory_order_relaxed) / d,
-                (double)atomic_load_explicit(&sv->q_pop50, memory_order_relaxed) / d);
-    }
-    if (want_section(c, "persistence", 1)) {
-        st_server_journal_info ji;
-        c->ops->get_journal(c->srv, &ji);
-        st_overlay_stats os = {0};
-        if (sv) st_overlay_get_stats(sv->ov, &os); /* no model yet: nothing online */
-        const st_journal_status *js = &ji.j;
-        const st_journal_compaction *lc = &js->last_compaction;
-        tprintf(&t,
-                "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
-                "appendfsync:%s\r\njournal_status:%s\r\njournal_bytes:%llu\r\njournal_records:%llu\r\n"
-                "journal_last_seq:%llu\r\njournal_durable_seq:%llu\r\njournal_appends:%llu\r\n"
-                "journal_append_failures:%llu\r\njournal_fsyncs:%llu\r\njournal_fsync_failures:%llu\r\n"
-                "journal_last_fsync_usec:%.0f\r\njournal_last_error:%s\r\njournal_compaction_in_progress:%d\r\n"
-                "journal_compactions:%llu\r\njournal_compaction_failures:%llu\r\n"
-                "journal_last_compaction_bytes:%llu->%llu\r\njournal_last_compaction_erased_events:%llu\r\n"
-                "journal_start_records:%llu\r\njournal_start_torn_bytes:%llu\r\njournal_start_seconds:%.3f\r\n"
-                "online_users:%llu\r\nforgotten_users:%llu\r\nhidden_model_rows:%llu\r\n"
-                "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n\r\n",
-                ji.has_journal, ji.has_journal, ji.has_journal ? ji.path : "", (unsigned long long)ji.id,
-                ji.has_journal ? st_appendfsync_name(ji.policy) : "", !ji.has_journal ? "none" : js->broken ? "broken" : "ok",
-                (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
-                (unsigned long long)js->durable_seq, (unsigned long long)js->appends,
-                (unsigned long long)js->append_failures, (unsigned long long)js->fsyncs,
-                (unsigned long long)js->fsync_failures, js->last_fsync_seconds * 1e6, js->last_error, ji.compacting,
-                (unsigned long long)js->compactions, (unsigned long long)js->compaction_failures,
-                (unsigned long long)lc->bytes_before, (unsigned long long)lc->bytes_after,
-                (unsigned long long)lc->events_erased, (unsigned long long)ji.start_records,
-                (unsigned long long)ji.start_torn_bytes, ji.start_seconds, (unsigned long long)os.live,
-                (unsigned long long)os.forgotten, (unsigned long long)os.hidden_rows,
-                (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
-    }
-    if (want_section(c, "stats", 1)) {
-#define S(f) (unsigned long long)atomic_load_explicit(&stats->f, memory_order_relaxed)
-        tprintf(&t,
-                "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
-                "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
-                "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
-                "heavy_queue_length:%llu\r\n\r\n",
-                S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
-                S(dropped_output), S(idle_closed), (unsigned long long)si.heavy_queued);
-#undef S
-    }
-    if (want_section(c, "commandstats", 0)) {
-        tprintf(&t, "# Commandstats\r\n");
-        for (size_t i = 0; i < NCOMMANDS; i++) {
-            const st_cmdstat *s = &stats->cmd[i];
-            uint64_t calls = atomic_load_explicit(&s->calls, memory_order_relaxed),
-                     rej = atomic_load_explicit(&s->rejected, memory_order_relaxed);
-            if (calls == 0 && rej == 0) continue;
-            double usec = (double)atomic_load_explicit(&s->nanos, memory_order_relaxed) / 1000.0;
-            tprintf(&t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
-                    commands[i].name, (unsigned long long)calls, usec, calls ? usec / (double)calls : 0.0,
-                    (unsigned long long)rej,
-                    (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed));
-        }
-        tprintf(&t, "\r\n");
-    }
-    if (want_section(c, "latencystats", 0)) {
-        tprintf(&t, "# Latencystats\r\n");
-        for (size_t i = 0; i < NCOMMANDS; i++) {
-            const st_cmdstat *s = &stats->cmd[i];
-            if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
-            tprintf(&t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
-                    percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
-        }
-        tprintf(&t, "\r\n");
-    }
+    info_ctx x = {.c = c, .si = &si, .stats = stats, .sv = c->model, .m = c->model ? &c->model->m : NULL};
+    for (size_t i = 0; i < sizeof info_sections / sizeof info_sections[0]; i++)
+        if (want_section(c, info_sections[i].name, info_sections[i].in_default)) info_sections[i].write(&t, &x);
     if (t.buf) resp_bulk(c->out, t.buf, t.len >= 2 ? t.len - 2 : t.len);
     else resp_bulk(c->out, "", 0);
     st_free(t.buf);
