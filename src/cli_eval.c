@@ -23,7 +23,7 @@
 
 #include "baseline.h"
 #include "cli.h"
-#include "eval.h"
+#include "ranking.h"
 #include "evaluate.h"
 #include "model.h"
 #include "report.h"
