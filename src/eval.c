@@ -12,6 +12,7 @@
 #include "eval.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -35,6 +35,7 @@
 #include "ranking.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
