@@ -134,10 +134,33 @@ static void test_search(void)
     int rc = st_tune_run(&d, &base, cfg, (uint32_t)n, &o, &best, &best_cfg, err);
     ok(rc == 0, "the search runs: %s", rc == 0 ? "ok" : err);
     if (rc == 0) {
-        int stopped_right = 1;
-        for (int i = 0; i < n; i++)
-            stopped_right &= cfg[i].ran <= 12 && (cfg[i].ran == 12 || cfg[i].ran >= cfg[i].best_iteration + 2);
-        ok(stopped_right, "each run stops at its last iteration or 2 checks after its best");
+        /* The checks come in configuration order, one per iteration
+         * (eval_every 1): replay them and see each run stop exactly where
+         * patience 2 says, with the best value and iteration it reports. */
+        int stopped_right = 1, replayed = 1, early = 0;
+        uint32_t at = 0;
+        for (int i = 0; i < n && at + cfg[i].ran <= seen.checks && seen.checks <= 256; i++) {
+            double bv = -INFINITY;
+            uint32_t bi = 0, since = 0, stop = 0;
+            for (uint32_t j = 0; j < cfg[i].ran; j++) {
+                replayed &= seen.iters[at + j] == j + 1;
+                if (seen.values[at + j] > bv) {
+                    bv = seen.values[at + j];
+                    bi = j + 1;
+                    since = 0;
+                } else if (++since >= 2 && !stop) {
+                    stop = j + 1;
+                }
+            }
+            at += cfg[i].ran;
+            replayed &= bv == cfg[i].value && bi == cfg[i].best_iteration;
+            stopped_right &= stop ? cfg[i].ran == stop && stop == bi + 2 : cfg[i].ran == 12;
+            early += cfg[i].ran < 12;
+        }
+        ok(replayed && at == seen.checks, "every check is reported, and each run's best value and iteration are its "
+                                          "checks' best (%u checks)", at);
+        ok(stopped_right, "each run stops exactly 2 checks after its best, or at its last iteration");
+        ok(early > 0, "early stopping cut at least one run short (%d of %d)", early, n);
         double top = -INFINITY;
         for (int i = 0; i < n; i++) top = cfg[i].value > top ? cfg[i].value : top;
         ok(cfg[best_cfg].value == top && best.iterations == cfg[best_cfg].best_iteration,
