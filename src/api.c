@@ -963,15 +963,27 @@ static void metrics_body(const st_api_env *env, resp_out *body)
     st_free(s);
 }
 
-static int bearer_ok(const st_api_env *env, const http_parser *req)
+/* The rights of the request's bearer token (acl.h), with the user's name in
+ * call: `Bearer <requirepass>` is the default user, `Bearer <user>:<password>`
+ * any other. 0 when the token is missing or wrong. */
+static unsigned bearer_rights(const st_api_env *env, const http_parser *req, st_api_call *call)
 {
-    if (!env->cfg->requirepass) return 1;
+    const st_acl *acl = env->cfg->acl;
+    snprintf(call->user, sizeof call->user, "default");
+    if (!st_acl_required(acl)) return st_acl_initial_rights(acl);
     http_str a = req->authorization;
     if (a.len < 7 || strncasecmp(a.ptr, "Bearer ", 7) != 0) return 0;
     const char *t = a.ptr + 7;
     size_t n = a.len - 7;
     while (n && *t == ' ') t++, n--;
-    return st_auth_check(env->cfg, t, n);
+    unsigned r = acl->requirepass ? st_acl_check(acl, NULL, 0, t, n) : 0;
+    const char *colon = memchr(t, ':', n);
+    if (!r && colon) {
+        size_t ul = (size_t)(colon - t);
+        r = st_acl_check(acl, t, ul, colon + 1, n - ul - 1);
+        if (r) snprintf(call->user, sizeof call->user, "%.*s", (int)ul, t);
+    }
+    return r;
 }
 
 static void respond_file(const st_api_env *env, const http_parser *req, const st_web_file *f, resp_out *out)
@@ -1029,10 +1041,15 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
         respond_file(env, req, file, out);
         return ST_API_RESPONDED;
     }
-    if (!(flags & PUBLIC) && !bearer_ok(env, req)) {
+    if (!(flags & PUBLIC) && !(call->rights = bearer_rights(env, req, call))) {
+        if (req->authorization.len) {
+            st_stat_bump(&env->stats->auth_failures, 1);
+            if (env->auth_failures && ++*env->auth_failures >= ST_AUTH_MAX_FAILURES) keep = 0;
+        }
         st_api_error(env->stats, out, 401,
-                     req->authorization.len ? "invalid bearer token" : "authentication required: send Authorization: "
-                                                                       "Bearer <requirepass>",
+                     req->authorization.len ? "invalid bearer token"
+                                            : "authentication required: send Authorization: Bearer <requirepass> "
+                                              "or Bearer <user>:<password>",
                      keep);
         return ST_API_RESPONDED;
     }
@@ -1082,6 +1099,22 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
     return ST_API_RUN;
 }
 
+void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
+{
+    http_parser r = *req;
+    r.keep_alive = 0;
+    http_str id;
+    const st_web_file *file = NULL;
+    char allow[128];
+    int st = 0, i = find_route(&r, &id, &file, &st, allow, sizeof allow);
+    if (i >= 0 && (routes[i].kind == K_HEALTH || routes[i].kind == K_READY)) {
+        st_api_call call;
+        st_api_request(env, &r, &call, out);
+        return;
+    }
+    st_api_error(env->stats, out, status, msg, 0);
+}
+
 /* The HTTP status for a command's error reply. */
 static int error_status(const char *m)
 {
@@ -1092,6 +1125,7 @@ static int error_status(const char *m)
         {"ERR unknown command", 501}, {"ERR unknown subcommand", 501}, {"ERR unknown segment", 404},
         {"ERR unknown user", 404},    {"ERR none of the", 404},        {"NOAUTH", 401},
         {"WRONGPASS", 401},           {"LOADING", 503},                {"ERR out of memory", 503},
+        {"NOPERM", 403}, /* the user lacks the right (acl.h) */
         {"MISCONF", 503}, /* writes refused: no journal, or it cannot be written */
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)

@@ -53,6 +53,8 @@ int st_ratelimit_take(st_ratelimit *r, const char *addr, size_t len, double now)
 typedef struct {
     int route;      /* row of the route table */
     int keep_alive;
+    unsigned rights;          /* of the bearer token's user (acl.h), for the command's check */
+    char user[ST_ACL_NAME_MAX + 1];
     int argc;
     resp_arg *argv; /* into mem; NUL-terminated, binary-safe */
     char *mem;      /* owned; st_api_call_free */
@@ -71,6 +73,7 @@ typedef struct {
     st_ratelimit *limit;          /* NULL = none */
     const char *addr;             /* the client, "host:port" */
     st_stats *stats;              /* the calling loop's: responses are counted here */
+    uint32_t *auth_failures;      /* the connection's wrong bearer tokens; NULL = not counted */
 } st_api_env;
 
 /* Decides what the parsed request req is. ST_API_RESPONDED: the whole
@@ -78,6 +81,11 @@ typedef struct {
  * run; pass its reply to st_api_reply. Allocates (the call's arguments, JSON
  * trees); out of memory is a 503. */
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out);
+
+/* For a connection allowed nothing but the probes (past http-maxclients, or
+ * refused by protected mode): /healthz and /readyz answered as ever, any
+ * other request status with msg; the response closes the connection. */
+void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
 
 /* Translates the RESP reply[0..len) of call's command into the JSON
  * response, appended to out, and frees the call. overflow: the reply was

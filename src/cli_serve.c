@@ -3,23 +3,64 @@
  *
  * The config file has one `name value` per line, with the same names as the
  * long options (`port 6400`, `requirepass "s3cret"`); `#` starts a comment;
- * a flag takes yes or no; `model PATH` names the model. Options on the
- * command line override the file. Every problem is reported as FILE:LINE.
+ * a flag takes yes or no; `model PATH` names the model; `user NAME RIGHTS
+ * PASSWORD` lines add users (acl.h), as lines of an --aclfile do. Options
+ * on the command line override the file. Every problem is reported as
+ * FILE:LINE.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "server.h"
 #include "util.h"
 
+/* Takes the `user ...` lines out of a config file's text into acl (each
+ * blanked, so line numbers hold for the rest). 0, or -1 after printing
+ * FILE:LINE and the reason. */
+static int take_users(const char *path, char *text, st_acl *acl)
+{
+    int ln = 1;
+    for (char *line = text; *line; ln++) {
+        char *eol = strchr(line, '\n');
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (strncasecmp(p, "user", 4) == 0 && (p[4] == ' ' || p[4] == '\t')) {
+            char save = eol ? *eol : '\0', why[ST_ERRLEN];
+            if (eol) *eol = '\0';
+            int rc = st_acl_add_line(acl, p, why);
+            memset(line, ' ', strlen(line));
+            if (eol) *eol = save;
+            if (rc != 0) {
+                fprintf(stderr, "starling serve: %s:%d: %s\n", path, ln, why);
+                return -1;
+            }
+        }
+        if (!eol) break;
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* A file holding passwords that others may read is worth a warning. */
+static void check_secret_file(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        fprintf(stderr, "starling serve: warning: %s holds passwords and is readable by group or others (mode %03o): "
+                        "chmod 600 it\n",
+                path, (unsigned)(st.st_mode & 0777));
+}
+
 /* Reads path into argv-style tokens "--name" "value" appended to out (room
  * for max), through st_cli_config. Returns the count, or -1 after printing
  * the problem. The tokens point into *text and names, which the caller frees. */
 static int read_config(const char *path, const st_opt *opts, char **text, char (*names)[64], char **out, int max,
-                       const char **model)
+                       const char **model, st_acl *acl)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -50,6 +91,9 @@ static int read_config(const char *path, const st_opt *opts, char **text, char (
     if (!buf) return -1;
     buf[len] = '\0';
     *text = buf;
+    int had = acl->n;
+    if (take_users(path, buf, acl) != 0) return -1;
+    if (acl->n > had || strstr(buf, "requirepass")) check_secret_file(path);
     char err[ST_ERRLEN];
     int count = st_cli_config(path, buf, opts, "model", model, names, out, max, err);
     if (count < 0) fprintf(stderr, "%s\n", err);
@@ -59,11 +103,12 @@ static int read_config(const char *path, const st_opt *opts, char **text, char (
 /* serve's settings while they are parsed (the config file, then the flags). */
 typedef struct {
     st_server_config cfg;
-    const char *config, *unixperm, *bind, *http_bind;
-    int loglevel, threads, heavy, port, allow_path, debug, fsync_policy, http_port;
+    const char *config, *unixperm, *bind, *http_bind, *aclfile;
+    int loglevel, threads, heavy, port, allow_path, debug, fsync_policy, http_port, protected_mode;
+    st_acl acl;
 } serve_args;
 
-#define SERVE_NOPTS 40
+#define SERVE_NOPTS 48
 
 static void serve_args_init(serve_args *a)
 {
@@ -77,6 +122,8 @@ static void serve_args_init(serve_args *a)
     a->bind = a->cfg.bind;
     a->http_port = a->cfg.http_port;
     a->http_bind = a->cfg.http_bind;
+    a->protected_mode = 0; /* yes: the first choice */
+    st_acl_init(&a->acl);
 }
 
 /* The option table, pointing into a (opts: SERVE_NOPTS entries). */
@@ -92,6 +139,14 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"heavy-threads", 0, ST_OPT_INT, &a->heavy, "N", "workers for AUDIENCE, LOOKALIKE, REACH, s: ranges, reloads", 0},
         {"requirepass", 0, ST_OPT_STRING, &a->cfg.requirepass, "SECRET",
          "clients must AUTH with SECRET first (prefer the config file: flags show in ps)", 0},
+        {"aclfile", 0, ST_OPT_STRING, &a->aclfile, "FILE",
+         "users and their rights: `user NAME read|write|admin|all PASSWORD` lines (also allowed in --config)", 0},
+        {"protected-mode", 0, ST_OPT_CHOICE, &a->protected_mode, NULL,
+         "bound beyond loopback with no password, serve loopback clients only", "yes|no"},
+        {"request-timeout", 0, ST_OPT_DOUBLE, &a->cfg.request_timeout, "SECONDS",
+         "cut a connection whose started request is not complete after this long (0 = never)", 0},
+        {"http-maxclients", 0, ST_OPT_U64, &a->cfg.http_maxclients, "N",
+         "HTTP connections at once, apart from --maxclients (RESP); past it only /healthz and /readyz", 0},
         {"maxclients", 0, ST_OPT_U64, &a->cfg.maxclients, "N", "connections at once; more are refused", 0},
         {"timeout", 0, ST_OPT_DOUBLE, &a->cfg.timeout, "SECONDS", "close a client idle this long (0 = never)", 0},
         {"max-request", 0, ST_OPT_U64, &a->cfg.max_request, "BYTES", "largest request; a larger one is a protocol error", 0},
@@ -151,7 +206,7 @@ static const st_cmd_doc serve_doc = {
 
 /* The config file (`name value` lines) read into argv form and parsed first,
  * so that the command line overrides it. *model is set when it names one. */
-static int parse_config(int argc, char **argv, st_opt *opts, char **text, const char **model)
+static int parse_config(int argc, char **argv, st_opt *opts, char **text, const char **model, st_acl *acl)
 {
     const char *config = NULL;
     for (int i = 1; i < argc; i++) {
@@ -163,7 +218,7 @@ static int parse_config(int argc, char **argv, st_opt *opts, char **text, const 
     char *fargv[MAXF + 1];
     static char names[MAXF / 2][64];
     fargv[0] = argv[0];
-    int n = read_config(config, opts, text, names, fargv + 1, MAXF, model);
+    int n = read_config(config, opts, text, names, fargv + 1, MAXF, model, acl);
     if (n < 0) return ST_EXIT_USAGE;
     char *fpos[MAXF + 1];
     int nfpos;
@@ -192,6 +247,8 @@ static const char *serve_check(const serve_args *a, long *perm)
     if (cfg->requirepass && !*cfg->requirepass) return "--requirepass must not be empty";
     if (cfg->journal && !*cfg->journal) return "--journal must name a file";
     if (cfg->forget_compact_delay < 0) return "--forget-compact-delay must be >= 0";
+    if (!(cfg->request_timeout >= 0)) return "--request-timeout must be >= 0";
+    if (cfg->http_maxclients < 1) return "--http-maxclients must be at least 1";
     return NULL;
 }
 
@@ -203,16 +260,27 @@ int cli_serve(int argc, char **argv)
     serve_opts(&a, opts);
     char *text = NULL;
     const char *model = NULL;
-    int rc = parse_config(argc, argv, opts, &text, &model);
+    int rc = parse_config(argc, argv, opts, &text, &model, &a.acl);
     if (rc != ST_CLI_GO) {
         st_free(text);
+        st_acl_free(&a.acl);
         return rc;
     }
     char *pos[argc > 0 ? argc : 1];
     int npos;
     rc = st_cli_parse(&serve_doc, opts, argc, argv, pos, &npos);
+    char err[ST_ERRLEN];
+    if (rc == ST_CLI_GO && a.aclfile) {
+        if (st_acl_load_file(&a.acl, a.aclfile, err) != 0) {
+            fprintf(stderr, "starling serve: --aclfile %s\n", err);
+            rc = ST_EXIT_USAGE;
+        } else {
+            check_secret_file(a.aclfile);
+        }
+    }
     if (rc != ST_CLI_GO) {
         st_free(text);
+        st_acl_free(&a.acl);
         return rc;
     }
     if (npos == 1) model = pos[0];
@@ -221,6 +289,7 @@ int cli_serve(int argc, char **argv)
                                                                : serve_check(&a, &perm);
     if (bad) {
         st_free(text);
+        st_acl_free(&a.acl);
         return st_cli_usage(&serve_doc, "%s", bad);
     }
     st_server_config cfg = a.cfg;
@@ -236,9 +305,12 @@ int cli_serve(int argc, char **argv)
     cfg.loglevel = a.loglevel;
     cfg.appendfsync = (st_appendfsync)a.fsync_policy;
     cfg.enable_debug = a.debug;
-    char err[ST_ERRLEN];
+    cfg.protected_mode = a.protected_mode == 0;
+    a.acl.requirepass = cfg.requirepass;
+    cfg.acl = &a.acl;
     rc = st_serve(&cfg, err);
     st_free(text);
+    st_acl_free(&a.acl);
     if (rc != 0) return st_cli_fail("serve", "%s", err);
     return ST_EXIT_OK;
 }

@@ -99,8 +99,15 @@ void cmd_model_reload(st_ctx *c)
         }
     }
     char err[ST_ERRLEN];
-    if (c->ops->reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
-    else resp_simple(c->out, "OK");
+    if (c->ops->reload(c->srv, path, err) != 0) {
+        /* A file the client named: the reason stays in the server's log, so
+         * that the reply never tells whether some path exists or is readable. */
+        if (path) resp_error(c->out, "ERR reload failed, still serving the previous model: the file named is not a "
+                                     "model this server can load (the reason is in the server's log)");
+        else resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
+    } else {
+        resp_simple(c->out, "OK");
+    }
 }
 
 /* ---- connection -------------------------------------------------------------------- */
@@ -180,7 +187,7 @@ void cmd_hello(st_ctx *c)
             return;
         }
     }
-    if (!c->session->authed) {
+    if (!(c->session->rights & ST_RIGHT_AUTHED)) {
         resp_error(c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
                            "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
                            "RESP protocol version at the same time");
@@ -224,7 +231,7 @@ void cmd_config_get(st_ctx *c)
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
         heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
-        http_burst[32];
+        http_burst[32], reqto[32], httpmax[32];
     st_server_info si;
     c->ops->get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
@@ -245,6 +252,8 @@ void cmd_config_get(st_ctx *c)
     snprintf(http_port, sizeof http_port, "%d", si.http_addr ? si.http_port : f->http_port);
     snprintf(http_rate, sizeof http_rate, "%g", f->http_rate);
     snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
+    snprintf(reqto, sizeof reqto, "%g", f->request_timeout);
+    snprintf(httpmax, sizeof httpmax, "%llu", (unsigned long long)f->http_maxclients);
     static const char *levels[] = {"debug", "verbose", "notice", "warning"};
     /* requirepass is never shown. save, appendonly and appendfsync answer
      * the tools (redis-benchmark) that ask about persistence. */
@@ -279,6 +288,9 @@ void cmd_config_get(st_ctx *c)
         {"min-audience", minaud},
         {"min-seeds", minseeds},
         {"enable-debug-command", f->enable_debug ? "yes" : "no"},
+        {"protected-mode", f->protected_mode ? "yes" : "no"},
+        {"request-timeout", reqto},
+        {"http-maxclients", httpmax},
     };
     size_t np = sizeof params / sizeof params[0];
     int64_t n = 0;

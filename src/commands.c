@@ -65,6 +65,8 @@ typedef void (*st_cmd_fn)(st_ctx *c);
  *            MULTIKEY   every argument from `key` on is a key (EXISTS, DEL)
  *            NOMODEL    runs before the first model is loaded (the others
  *                       answer -LOADING until then; ctx->model is NULL)
+ *            R_READ, R_WRITE, R_ADMIN  the right (acl.h) the user needs;
+ *                       a row with none needs only a signed-in connection
  *   key      position of the key argument for proxies (COMMAND INFO's first
  *            key); 0 = none. Keyed commands take one key, unless MULTIKEY.
  *   group, summary, complexity   for COMMAND DOCS and docs/PROTOCOL.md.
@@ -81,6 +83,9 @@ enum {
     FAST = 1u << 5,
     NOMODEL = 1u << 6,
     MULTIKEY = 1u << 7,
+    R_READ = 1u << 8,
+    R_WRITE = 1u << 9,
+    R_ADMIN = 1u << 10,
 };
 
 struct st_command {
@@ -96,53 +101,53 @@ struct st_command {
 
 static const st_command commands[] = {
     /* targeting */
-    {"segments", cmd_segments, -2, 0, 0, "targeting", "A user's best segments with their scores", "O(n k + n log COUNT)"},
-    {"score", cmd_score, -3, FAST, 0, "targeting", "A user's score for each segment given", "O(k) per segment"},
-    {"foldin", cmd_foldin, -3, 0, 0, "targeting", "Best segments for a user the model has never seen, from their engagement",
+    {"segments", cmd_segments, -2, R_READ, 0, "targeting", "A user's best segments with their scores", "O(n k + n log COUNT)"},
+    {"score", cmd_score, -3, FAST | R_READ, 0, "targeting", "A user's score for each segment given", "O(k) per segment"},
+    {"foldin", cmd_foldin, -3, R_READ, 0, "targeting", "Best segments for a user the model has never seen, from their engagement",
      "O(e k^2 + k^3 + n k)"},
-    {"audience", cmd_audience, -4, HEAVY, 0, "targeting", "The best users for a segment", "O(m k + m log COUNT)"},
-    {"lookalike", cmd_lookalike, -4, HEAVY, 0, "targeting", "Users closest to a seed list of users", "O(m k + m log COUNT)"},
-    {"reach", cmd_reach, 4, HEAVY, 0, "targeting", "How many users score at least MIN on a segment", "O(m k)"},
-    {"similar", cmd_similar, 4, 0, 0, "targeting", "The segments most engaged with next by a user who engaged with a segment", "O(k^3 + n k)"},
-    {"explain", cmd_explain, -3, 0, 0, "targeting", "Which past segments of a user drive a score", "O(h k^2 + k^3)"},
-    {"history", cmd_history, 2, 0, 0, "targeting", "The engagement the server holds for a user, by segment", "O(h)"},
+    {"audience", cmd_audience, -4, HEAVY | R_READ, 0, "targeting", "The best users for a segment", "O(m k + m log COUNT)"},
+    {"lookalike", cmd_lookalike, -4, HEAVY | R_READ, 0, "targeting", "Users closest to a seed list of users", "O(m k + m log COUNT)"},
+    {"reach", cmd_reach, 4, HEAVY | R_READ, 0, "targeting", "How many users score at least MIN on a segment", "O(m k)"},
+    {"similar", cmd_similar, 4, R_READ, 0, "targeting", "The segments most engaged with next by a user who engaged with a segment", "O(k^3 + n k)"},
+    {"explain", cmd_explain, -3, R_READ, 0, "targeting", "Which past segments of a user drive a score", "O(h k^2 + k^3)"},
+    {"history", cmd_history, 2, R_READ, 0, "targeting", "The engagement the server holds for a user, by segment", "O(h)"},
     /* online writes */
-    {"event", cmd_event, -4, WRITE, 0, "online", "Add an engagement event to a user and re-solve their vector",
+    {"event", cmd_event, -4, WRITE | R_WRITE, 0, "online", "Add an engagement event to a user and re-solve their vector",
      "O(h k^2 + k^3), then a journal write"},
-    {"forget", cmd_forget, 2, WRITE, 0, "online", "Erase a user: vector, history, every reply", "O(1), then a journal write"},
+    {"forget", cmd_forget, 2, WRITE | R_WRITE, 0, "online", "Erase a user: vector, history, every reply", "O(1), then a journal write"},
     {"journal", NULL, -2, CONTAINER, 0, "server", "JOURNAL COMPACT", "O(1)"},
-    {"journal|compact", cmd_journal_compact, 2, WRITE, 0, "server",
+    {"journal|compact", cmd_journal_compact, 2, WRITE | R_ADMIN, 0, "server",
      "Compact the journal in the background (erased events leave the file)", "O(1); the compaction O(journal)"},
     {"journal|help", cmd_help, 2, 0, 0, "server", "The JOURNAL subcommands", "O(1)"},
-    {"bgrewriteaof", cmd_journal_compact, 1, WRITE, 0, "server", "JOURNAL COMPACT, by the name Redis tools use",
+    {"bgrewriteaof", cmd_journal_compact, 1, WRITE | R_ADMIN, 0, "server", "JOURNAL COMPACT, by the name Redis tools use",
      "O(1); the compaction O(journal)"},
     {"model", NULL, -2, CONTAINER, 0, "server", "MODEL INFO | MODEL RELOAD [path]", "O(1)"},
-    {"model|info", cmd_model_info, 2, 0, 0, "server", "The served model's dimensions and provenance", "O(1)"},
-    {"model|reload", cmd_model_reload, -2, HEAVY | WRITE, 0, "server", "Load and verify a model file, then swap it in",
+    {"model|info", cmd_model_info, 2, R_READ, 0, "server", "The served model's dimensions and provenance", "O(1)"},
+    {"model|reload", cmd_model_reload, -2, HEAVY | WRITE | R_ADMIN, 0, "server", "Load and verify a model file, then swap it in",
      "O(size of the model file)"},
     {"model|help", cmd_help, 2, NOMODEL, 0, "server", "The MODEL subcommands", "O(1)"},
     /* sorted-set views */
-    {"zrange", cmd_zrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members of u:<user> or s:<segment> in a range",
+    {"zrange", cmd_zrange, -4, HEAVY_SKEY | R_READ, 1, "sorted-set", "Members of u:<user> or s:<segment> in a range",
      "O(N + N log M) for N members scored, M returned"},
-    {"zrevrange", cmd_zrevrange, -4, HEAVY_SKEY, 1, "sorted-set", "Members in a rank range, highest score first",
+    {"zrevrange", cmd_zrevrange, -4, HEAVY_SKEY | R_READ, 1, "sorted-set", "Members in a rank range, highest score first",
      "O(N + N log M)"},
-    {"zrangebyscore", cmd_zrangebyscore, -4, HEAVY_SKEY, 1, "sorted-set", "Members in a score range, lowest first",
+    {"zrangebyscore", cmd_zrangebyscore, -4, HEAVY_SKEY | R_READ, 1, "sorted-set", "Members in a score range, lowest first",
      "O(N + N log M)"},
-    {"zrevrangebyscore", cmd_zrevrangebyscore, -4, HEAVY_SKEY, 1, "sorted-set",
+    {"zrevrangebyscore", cmd_zrevrangebyscore, -4, HEAVY_SKEY | R_READ, 1, "sorted-set",
      "Members in a score range, highest first", "O(N + N log M)"},
-    {"zscore", cmd_zscore, 3, FAST, 1, "sorted-set", "The score of one member", "O(k)"},
-    {"zmscore", cmd_zmscore, -3, FAST, 1, "sorted-set", "The scores of several members", "O(k) per member"},
-    {"zcount", cmd_zcount, 4, HEAVY_SKEY, 1, "sorted-set", "How many members score within a range", "O(N k)"},
-    {"zcard", cmd_zcard, 2, FAST, 1, "sorted-set", "How many members the view has", "O(1)"},
-    {"zincrby", cmd_zincrby, 4, WRITE, 1, "sorted-set", "EVENT for u:<user>: add engagement, reply the new score",
+    {"zscore", cmd_zscore, 3, FAST | R_READ, 1, "sorted-set", "The score of one member", "O(k)"},
+    {"zmscore", cmd_zmscore, -3, FAST | R_READ, 1, "sorted-set", "The scores of several members", "O(k) per member"},
+    {"zcount", cmd_zcount, 4, HEAVY_SKEY | R_READ, 1, "sorted-set", "How many members score within a range", "O(N k)"},
+    {"zcard", cmd_zcard, 2, FAST | R_READ, 1, "sorted-set", "How many members the view has", "O(1)"},
+    {"zincrby", cmd_zincrby, 4, WRITE | R_WRITE, 1, "sorted-set", "EVENT for u:<user>: add engagement, reply the new score",
      "O(h k^2 + k^3), then a journal write"},
-    {"exists", cmd_exists, -2, FAST | MULTIKEY, 1, "generic", "How many of the keys exist", "O(1) per key"},
-    {"del", cmd_del, -2, WRITE | MULTIKEY, 1, "generic", "FORGET the users of u:<user> keys; how many existed",
+    {"exists", cmd_exists, -2, FAST | MULTIKEY | R_READ, 1, "generic", "How many of the keys exist", "O(1) per key"},
+    {"del", cmd_del, -2, WRITE | MULTIKEY | R_WRITE, 1, "generic", "FORGET the users of u:<user> keys; how many existed",
      "O(1) per key, then journal writes"},
-    {"unlink", cmd_del, -2, WRITE | MULTIKEY, 1, "generic", "DEL", "O(1) per key, then journal writes"},
-    {"type", cmd_type, 2, FAST, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
+    {"unlink", cmd_del, -2, WRITE | MULTIKEY | R_WRITE, 1, "generic", "DEL", "O(1) per key, then journal writes"},
+    {"type", cmd_type, 2, FAST | R_READ, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
     /* connection and server */
-    {"ping", cmd_ping, -1, FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
+    {"ping", cmd_ping, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
     {"echo", cmd_echo, 2, FAST | NOMODEL, 0, "connection", "The message given", "O(1)"},
     {"quit", cmd_quit, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Close the connection after replying", "O(1)"},
     {"auth", cmd_auth, -2, NOAUTH | FAST | NOMODEL, 0, "connection", "Authenticate with --requirepass", "O(1)"},
@@ -161,14 +166,14 @@ static const st_command commands[] = {
      "O(commands)"},
     {"command|help", cmd_help, 2, NOMODEL, 0, "server", "The COMMAND subcommands", "O(1)"},
     {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
-    {"config|get", cmd_config_get, -3, NOMODEL, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
+    {"config|get", cmd_config_get, -3, NOMODEL | R_ADMIN, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
     {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
-    {"info", cmd_info, -1, NOMODEL, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
+    {"info", cmd_info, -1, NOMODEL | R_READ, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
      "O(commands)"},
     {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL (with --enable-debug-command)", "O(1)"},
-    {"debug|io-fail-after", cmd_debug_io_fail_after, 3, 0, 0, "server",
+    {"debug|io-fail-after", cmd_debug_io_fail_after, 3, R_ADMIN, 0, "server",
      "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
-    {"debug|fsync-fail", cmd_debug_fsync_fail, 3, 0, 0, "server", "Fail fsyncs (1) or not (0)", "O(1)"},
+    {"debug|fsync-fail", cmd_debug_fsync_fail, 3, R_ADMIN, 0, "server", "Fail fsyncs (1) or not (0)", "O(1)"},
     {"debug|help", cmd_help, 2, NOMODEL, 0, "server", "The DEBUG subcommands", "O(1)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -230,6 +235,13 @@ static void reject(st_stats *stats, const st_command *cmd)
 
 /* ---- call ------------------------------------------------------------------ */
 
+/* The right (acl.h) cmd needs; 0 = only a signed-in connection. */
+static unsigned command_right(const st_command *cmd)
+{
+    return ((cmd->flags & R_READ) ? ST_RIGHT_READ : 0) | ((cmd->flags & R_WRITE) ? ST_RIGHT_WRITE : 0) |
+           ((cmd->flags & R_ADMIN) ? ST_RIGHT_ADMIN : 0);
+}
+
 static int is_skey(const resp_arg *a) { return a->len >= 2 && a->ptr[0] == 's' && a->ptr[1] == ':'; }
 
 static void unknown_command(st_ctx *c)
@@ -279,9 +291,16 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
         resp_error(c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
         return ST_CALL_DONE;
     }
-    if (c->session && !c->session->authed && !(cmd->flags & NOAUTH)) {
+    if (c->session && !(c->session->rights & ST_RIGHT_AUTHED) && !(cmd->flags & NOAUTH)) {
         reject(stats, cmd);
         resp_error(c->out, "NOAUTH Authentication required.");
+        return ST_CALL_DONE;
+    }
+    unsigned need = command_right(cmd);
+    if (c->session && need && !(c->session->rights & need)) {
+        reject(stats, cmd);
+        st_stat_bump(&stats->acl_denied, 1);
+        resp_error(c->out, "NOPERM User %s has no permissions to run the '%s' command", c->session->user, cmd->name);
         return ST_CALL_DONE;
     }
     if (!c->model && !(cmd->flags & NOMODEL)) {
@@ -559,7 +578,8 @@ static void info_persistence(text *t, const info_ctx *x)
     const st_journal_compaction *lc = &js->last_compaction;
     tprintf(t,
             "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
-            "appendfsync:%s\r\njournal_status:%s\r\njournal_bytes:%llu\r\njournal_records:%llu\r\n"
+            "appendfsync:%s\r\njournal_status:%s\r\naof_last_write_status:%s\r\njournal_rolled_back_writes:%llu\r\n"
+            "journal_bytes:%llu\r\njournal_records:%llu\r\n"
             "journal_last_seq:%llu\r\njournal_durable_seq:%llu\r\njournal_appends:%llu\r\n"
             "journal_append_failures:%llu\r\njournal_fsyncs:%llu\r\njournal_fsync_failures:%llu\r\n"
             "journal_last_fsync_usec:%.0f\r\njournal_last_error:%s\r\njournal_compaction_in_progress:%d\r\n"
@@ -570,7 +590,7 @@ static void info_persistence(text *t, const info_ctx *x)
             "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n\r\n",
             ji.has_journal, ji.has_journal, ji.has_journal ? ji.path : "", (unsigned long long)ji.id,
             ji.has_journal ? st_appendfsync_name(ji.policy) : "", !ji.has_journal ? "none" : js->broken ? "broken" : "ok",
-            (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
+            js->broken ? "err" : "ok", (unsigned long long)js->rolled_back, (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
             (unsigned long long)js->durable_seq, (unsigned long long)js->appends,
             (unsigned long long)js->append_failures, (unsigned long long)js->fsyncs,
             (unsigned long long)js->fsync_failures, js->last_fsync_seconds * 1e6, js->last_error, ji.compacting,
@@ -589,9 +609,11 @@ static void info_stats(text *t, const info_ctx *x)
             "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
             "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
             "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
-            "heavy_queue_length:%llu\r\n\r\n",
+            "heavy_queue_length:%llu\r\nacl_access_denied_auth:%llu\r\nacl_access_denied_cmd:%llu\r\n"
+            "cross_protocol_attempts:%llu\r\nrequest_timeout_disconnections:%llu\r\nprotected_mode_refusals:%llu\r\n\r\n",
             S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
-            S(dropped_output), S(idle_closed), (unsigned long long)x->si->heavy_queued);
+            S(dropped_output), S(idle_closed), (unsigned long long)x->si->heavy_queued, S(auth_failures),
+            S(acl_denied), S(cross_protocol), S(request_timeouts), S(protected_refused));
 #undef S
 }
 

@@ -39,8 +39,7 @@ void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char fi
 size_t st_command_count(void);
 const char *st_command_name(size_t i);
 
-/* Does secret (len bytes) equal --requirepass? In time that depends only on
- * the lengths. 1 when no password is set. */
-int st_auth_check(const st_server_config *cfg, const char *secret, size_t len);
+/* Failed AUTHs after which a connection is closed. */
+#define ST_AUTH_MAX_FAILURES 3
 
 #endif

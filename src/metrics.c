@@ -145,6 +145,19 @@ static void traffic_text(const st_metrics_snapshot *snap, resp_out *o)
     out(o, "starling_output_limit_disconnections_total %llu\n", (unsigned long long)ld(&s->dropped_output));
     family(o, "starling_idle_timeout_disconnections_total", "counter", "Clients closed after the idle timeout.");
     out(o, "starling_idle_timeout_disconnections_total %llu\n", (unsigned long long)ld(&s->idle_closed));
+    family(o, "starling_auth_failures_total", "counter", "Failed AUTHs and wrong HTTP bearer tokens.");
+    out(o, "starling_auth_failures_total %llu\n", (unsigned long long)ld(&s->auth_failures));
+    family(o, "starling_acl_denied_total", "counter", "Commands refused because the user lacks the right (NOPERM, 403).");
+    out(o, "starling_acl_denied_total %llu\n", (unsigned long long)ld(&s->acl_denied));
+    family(o, "starling_cross_protocol_total", "counter",
+           "Connections to the RESP port closed for sending an HTTP request line or a Host: header.");
+    out(o, "starling_cross_protocol_total %llu\n", (unsigned long long)ld(&s->cross_protocol));
+    family(o, "starling_request_timeout_disconnections_total", "counter",
+           "Connections cut for not completing a started request within request-timeout.");
+    out(o, "starling_request_timeout_disconnections_total %llu\n", (unsigned long long)ld(&s->request_timeouts));
+    family(o, "starling_protected_mode_refusals_total", "counter",
+           "Non-loopback clients refused by protected mode (bound beyond loopback with no password).");
+    out(o, "starling_protected_mode_refusals_total %llu\n", (unsigned long long)ld(&s->protected_refused));
     family(o, "starling_network_received_bytes_total", "counter", "Bytes read from clients.");
     out(o, "starling_network_received_bytes_total %llu\n", (unsigned long long)ld(&s->net_in));
     family(o, "starling_network_sent_bytes_total", "counter", "Bytes written to clients.");
@@ -215,6 +228,12 @@ static void journal_text(const st_server_info *si, resp_out *o)
     family(o, "starling_journal_write_failures_total", "counter",
            "Journal appends and fdatasyncs that failed (the writes were refused, never acknowledged).");
     out(o, "starling_journal_write_failures_total %llu\n", (unsigned long long)si->journal_write_failures);
+    family(o, "starling_journal_writable", "gauge",
+           "0 after a failed fdatasync: writes are refused (MISCONF) until the server is restarted.");
+    out(o, "starling_journal_writable %d\n", si->journal && !si->journal_broken ? 1 : 0);
+    family(o, "starling_journal_rolled_back_writes_total", "counter",
+           "Writes a failed fdatasync lost under appendfsync always: cut from the journal and never served.");
+    out(o, "starling_journal_rolled_back_writes_total %llu\n", (unsigned long long)si->journal_rolled_back);
 }
 
 void st_metrics_text(const st_metrics_snapshot *snap, resp_out *o)

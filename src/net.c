@@ -75,3 +75,14 @@ int st_net_listen_unix(const char *path, int perm, int *fd_out, char *err)
     *fd_out = fd;
     return 0;
 }
+
+int st_net_is_loopback(const char *bind_addr)
+{
+    if (!bind_addr) return 0;
+    if (strcmp(bind_addr, "localhost") == 0) return 1;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, bind_addr, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, bind_addr, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}

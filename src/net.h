@@ -17,4 +17,8 @@ int st_net_listen_tcp(const char *bind_addr, int port, const char *what, char *a
  * earlier run is replaced; any other file is refused. 0, or -1 with err. */
 int st_net_listen_unix(const char *path, int perm, int *fd, char *err);
 
+/* 1 when the bind address reaches loopback alone ("127.0.0.1", any of
+ * 127/8, "::1", "localhost"); 0 for a wildcard or any other address. */
+int st_net_is_loopback(const char *bind_addr);
+
 #endif

@@ -63,33 +63,12 @@
 
 static void loop_refresh_model(st_loop *l);
 
-void st_server_config_default(st_server_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->bind = "127.0.0.1";
-    c->port = 6400;
-    c->unixsocket_perm = 0700;
-    c->threads = 0;
-    c->heavy_threads = 1;
-    c->maxclients = 10000;
-    c->max_request = 1u << 20;
-    c->max_args = 65536;
-    c->output_limit = 64u << 20;
-    c->max_count = 100000;
-    c->timeout = 0;
-    c->shutdown_timeout = 10;
-    c->loglevel = ST_LOG_NOTICE;
-    c->appendfsync = ST_APPENDFSYNC_EVERYSEC;
-    c->compact_min_bytes = 64u << 20;
-    c->compact_percentage = 100;
-    c->forget_compact_delay = 3600;
-    c->min_audience = ST_PRIVACY_MIN_AUDIENCE;
-    c->min_seeds = ST_PRIVACY_MIN_SEEDS;
-    c->http_bind = "127.0.0.1";
-    c->http_port = -1;
-    c->http_rate = 0;
-    c->http_burst = 0;
-}
+static const char st_protected_message[] =
+    "DENIED starling is running in protected mode: it listens beyond loopback and no password is set, so only "
+    "loopback clients are served. Either set a password (requirepass, or users in the config file or an aclfile: "
+    "docs/SECURITY.md) and connect with it, or, if every host that can reach this address may use the server, "
+    "start it with --protected-mode no (protected-mode no in the config file).";
+
 
 
 
@@ -138,7 +117,7 @@ static void client_close(st_client *c, const char *why)
     if (c->next) c->next->prev = c->prev;
     l->nclients--;
     atomic_fetch_sub(&l->srv->nclients, 1);
-    if (c->is_http) atomic_fetch_sub(&l->srv->nclients_http, 1);
+    atomic_fetch_sub(c->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
     if (c->blocked) c->dead = 1; /* the job still points here */
     else client_free(c);
 }
@@ -205,6 +184,43 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     return 0;
 }
 
+/* Under appendfsync always, a reply leaves only once every write it may have
+ * seen is durable: the connection's replies wait for the last record
+ * appended when the command ran (loop_commit's fdatasync covers it). A
+ * reply computed from a model tainted by a failed fdatasync (writes applied
+ * that are not durable and never will be) waits forever, which closes the
+ * connection without it, until the model rebuilt without them is served. */
+static void reply_saw_journal(st_client *c, const st_served *model)
+{
+    st_server *srv = c->loop->srv;
+    if (!model || !srv->journal || st_journal_policy(srv->journal) != ST_APPENDFSYNC_ALWAYS) return;
+    uint64_t seen = st_journal_last_seq(srv->journal);
+    uint64_t tainted = atomic_load(&srv->tainted_gen);
+    if (tainted && model->generation <= tainted) seen = UINT64_MAX;
+    if (seen > c->sess.journal_wait) c->sess.journal_wait = seen;
+}
+
+/* After a pass over the input: forgets what was consumed, gives a buffer
+ * grown by a large request back, and times the request still incomplete
+ * (from its first byte, or from the last request completed: a client
+ * pipelining at full speed always has a partial request in its buffer). */
+static void input_consumed(st_client *c, int progressed)
+{
+    if (c->in_start == c->in_len) {
+        c->in_start = c->in_len = 0;
+        c->req_started = 0;
+        if (c->in_cap > IN_KEEP) {
+            char *p = st_realloc(c->in, IN_KEEP);
+            if (p) {
+                c->in = p;
+                c->in_cap = IN_KEEP;
+            }
+        }
+    } else if (progressed || !c->req_started) {
+        c->req_started = c->loop->now;
+    }
+}
+
 /* process_input for a connection on the HTTP port: each request is parsed
  * by http.c and handed to api.c, which answers it or names a command; the
  * command runs through st_call exactly as a RESP request's does (deferred to
@@ -214,6 +230,7 @@ static int process_http(st_client *c)
 {
     st_loop *l = c->loop;
     st_server *srv = l->srv;
+    int progressed = 0;
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
@@ -242,9 +259,21 @@ static int process_http(st_client *c)
                           .model = l->model,
                           .limit = &srv->limit,
                           .addr = c->sess.addr,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .auth_failures = &c->sess.auth_failures};
+        if (c->probes_only) {
+            st_api_probe(&env, &c->http, c->probes_only == PROBES_FULL ? 429 : 403,
+                         c->probes_only == PROBES_FULL ? "max number of HTTP clients reached (http-maxclients)"
+                                                       : st_protected_message,
+                         &c->out);
+            c->sess.close_after_reply = 1;
+            c->in_start = c->in_len;
+            break;
+        }
         if (st_api_request(&env, &c->http, &c->call, &c->out) == ST_API_RUN) {
-            c->sess.authed = 1; /* api.c checked the bearer token */
+            /* api.c checked the bearer token: its user's rights hold for this request */
+            c->sess.rights = c->call.rights;
+            snprintf(c->sess.user, sizeof c->sess.user, "%s", c->call.user);
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
             st_ctx ctx = {.srv = srv,
@@ -255,7 +284,8 @@ static int process_http(st_client *c)
                           .scratch = &l->scratch,
                           .out = &l->http_reply,
                           .argc = c->call.argc,
-                          .argv = c->call.argv};
+                          .argv = c->call.argv,
+                          .stats = &l->stats};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
@@ -265,15 +295,17 @@ static int process_http(st_client *c)
                     st_api_error(&l->stats, &c->out, 503, "out of memory", c->http.keep_alive);
                 }
             } else {
+                reply_saw_journal(c, l->model);
                 st_api_reply(&l->stats, &c->call, l->http_reply.buf, l->http_reply.len, l->http_reply.overflow,
                              &c->out);
             }
         }
-        if (!c->http.keep_alive) c->sess.close_after_reply = 1;
+        if (!c->http.keep_alive || c->sess.auth_failures >= ST_AUTH_MAX_FAILURES) c->sess.close_after_reply = 1;
         c->in_start += consumed;
+        progressed = 1;
         http_parser_reset(&c->http);
     }
-    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    input_consumed(c, progressed);
     return 0;
 }
 
@@ -285,11 +317,25 @@ static int process_input(st_client *c)
     st_loop *l = c->loop;
     st_server *srv = l->srv;
     if (c->is_http) return process_http(c);
+    int progressed = 0;
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
+        /* Before AUTH, requests are held to a few small arguments (AUTH,
+         * HELLO, PING, QUIT need no more): a client without the password
+         * cannot make the server buffer a large request. */
+        c->parser.lim = (c->sess.rights & ST_RIGHT_AUTHED) ? srv->lim : srv->lim_preauth;
         resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == RESP_NEED_MORE) break;
+        if (st == RESP_ERROR && c->parser.cross_protocol) {
+            st_stat_bump(&l->stats.cross_protocol, 1);
+            st_log(ST_LOG_WARNING, "client %llu (%s): possible SECURITY ATTACK detected: it sent an HTTP request line "
+                                   "or a Host: header to the Redis protocol port (cross-protocol scripting, e.g. a "
+                                   "browser made to POST here); connection closed, nothing it sent was run",
+                   (unsigned long long)c->sess.id, c->sess.addr);
+            client_close(c, "cross-protocol request");
+            return -1;
+        }
         if (st == RESP_ERROR) {
             st_stat_bump(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): %s", (unsigned long long)c->sess.id, c->sess.addr,
@@ -316,17 +362,22 @@ static int process_input(st_client *c)
                           .scratch = &l->scratch,
                           .out = &c->out,
                           .argc = (int)c->parser.argc,
-                          .argv = c->parser.argv};
+                          .argv = c->parser.argv,
+                          .stats = &l->stats};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
-            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER && defer(c, &ctx, cmd, t0) != 0)
-                resp_error(&c->out, "ERR out of memory");
+            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
+                if (defer(c, &ctx, cmd, t0) != 0) resp_error(&c->out, "ERR out of memory");
+            } else {
+                reply_saw_journal(c, l->model);
+            }
         }
         c->in_start += consumed;
+        progressed = 1;
         resp_parser_reset(&c->parser);
     }
-    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    input_consumed(c, progressed);
     return 0;
 }
 
@@ -357,6 +408,7 @@ static int flush_out(st_client *c)
     }
     if (c->out_pos == c->out.len) {
         c->out.len = c->out_pos = 0;
+        if (c->out.cap > OUT_KEEP) resp_out_free(&c->out); /* a large reply's buffer goes back */
     } else if (c->out_pos > c->out.len / 2) {
         resp_out_consume(&c->out, c->out_pos);
         c->out_pos = 0;
@@ -378,6 +430,7 @@ static void client_service(st_client *c)
 {
     for (;;) {
         int piled = process_input(c);
+        if (piled < 0) return; /* closed */
         if (replies_wait_for_sync(c)) {
             /* Held, not sent: the loop fdatasyncs once for every connection
              * in this state at the end of its iteration (loop_commit). */
@@ -403,7 +456,6 @@ static void client_service(st_client *c)
 
 static void client_read(st_client *c)
 {
-    st_server *srv = c->loop->srv;
     if (c->in_cap - c->in_len < READ_CHUNK) {
         if (c->in_start > 0) {
             memmove(c->in, c->in + c->in_start, c->in_len - c->in_start);
@@ -412,7 +464,7 @@ static void client_read(st_client *c)
         }
         /* The parser refuses any request longer than max-request long before
          * the buffer grows past this bound. */
-        size_t limit = srv->cfg.max_request + 2 * READ_CHUNK + 64;
+        size_t limit = c->parser.lim.max_request + 2 * READ_CHUNK + 64;
         if (c->in_cap - c->in_len < READ_CHUNK && c->in_cap < limit) {
             size_t cap = c->in_cap * 2;
             if (cap > limit) cap = limit;
@@ -440,6 +492,108 @@ static void client_read(st_client *c)
     client_service(c);
 }
 
+
+/* The peer's "host:port" into addr; 1 when it is a loopback address. */
+static int peer_name(const struct sockaddr_storage *sa, char *addr, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0, loop = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+        loop = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+        loop = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) || (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127);
+    }
+    snprintf(addr, cap, "%s:%d", host, port);
+    return loop;
+}
+
+/* Refuses fd with a last word (an error reply, or an HTTP response). */
+static void refuse(st_loop *l, int fd, int http, int status, const char *msg)
+{
+    if (http) {
+        resp_out o;
+        resp_out_init(&o, 4096);
+        st_api_error(&l->stats, &o, status, msg, 0);
+        if (o.len && write(fd, o.buf, o.len) < 0) { /* the client is going away either way */
+        }
+        resp_out_free(&o);
+    } else {
+        char line[1024];
+        int n = snprintf(line, sizeof line, "-%s\r\n", msg);
+        if (n > 0 && write(fd, line, (size_t)n) < 0) { /* as above */
+        }
+    }
+    close(fd);
+}
+
+/* Whether a new connection is let in, by its protocol's budget and, in
+ * protected mode, its address: 0 in full, PROBES_* to ask /healthz and
+ * /readyz alone, -1 refused (fd closed, the budget given back). */
+static int admit(st_loop *l, const st_listener *ls, int fd, int loopback)
+{
+    st_server *srv = l->srv;
+    if (srv->protected_mode && !ls->is_unix && !loopback && !ls->is_http) {
+        st_stat_bump(&l->stats.protected_refused, 1);
+        refuse(l, fd, 0, 0, st_protected_message);
+        return -1;
+    }
+    if (ls->is_http) {
+        uint64_t n = atomic_fetch_add(&srv->nclients_http, 1);
+        if (n < srv->cfg.http_maxclients)
+            return srv->protected_mode && !loopback ? PROBES_PROTECTED : 0;
+        if (n < srv->cfg.http_maxclients + HTTP_PROBE_SLOTS) return PROBES_FULL;
+        atomic_fetch_sub(&srv->nclients_http, 1);
+        st_stat_bump(&l->stats.rejected_connections, 1);
+        refuse(l, fd, 1, 429, "max number of HTTP clients reached (http-maxclients)");
+        return -1;
+    }
+    if (atomic_fetch_add(&srv->nclients_resp, 1) < srv->cfg.maxclients) return 0;
+    atomic_fetch_sub(&srv->nclients_resp, 1);
+    st_stat_bump(&l->stats.rejected_connections, 1);
+    refuse(l, fd, 0, 0, "ERR max number of clients reached");
+    return -1;
+}
+
+/* A connection's state, from its first byte on. NULL when out of memory. */
+static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
+{
+    st_server *srv = l->srv;
+    st_client *c = st_calloc(1, sizeof *c);
+    char *in = st_malloc(IN_KEEP);
+    if (!c || !in) {
+        st_free(c);
+        st_free(in);
+        return NULL;
+    }
+    c->kind = H_CLIENT;
+    c->fd = fd;
+    c->loop = l;
+    if (ls->is_http) {
+        http_limits hl;
+        http_limits_default(&hl);
+        hl.max_body = srv->cfg.max_request;
+        http_parser_init(&c->http, &hl);
+        c->is_http = 1;
+    }
+    c->in = in;
+    c->in_cap = IN_KEEP;
+    resp_parser_init(&c->parser, &srv->lim_preauth);
+    resp_out_init(&c->out, srv->cfg.output_limit);
+    c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+    c->sess.rights = st_acl_initial_rights(srv->cfg.acl);
+    snprintf(c->sess.user, sizeof c->sess.user, "default");
+    c->sess.created = st_now();
+    c->last_active = l->now;
+    c->events = EPOLLIN;
+    return c;
+}
+
 static void accept_clients(st_loop *l, st_listener *ls)
 {
     st_server *srv = l->srv;
@@ -453,89 +607,34 @@ static void accept_clients(st_loop *l, st_listener *ls)
                 st_log(ST_LOG_WARNING, "accept: %s (raise the file limit or lower --maxclients)", strerror(errno));
             return;
         }
-        if (atomic_fetch_add(&srv->nclients, 1) >= srv->cfg.maxclients) {
-            atomic_fetch_sub(&srv->nclients, 1);
-            static const char full[] = "-ERR max number of clients reached\r\n";
-            if (ls->is_http) {
-                resp_out o;
-                resp_out_init(&o, 4096);
-                st_api_error(&l->stats, &o, 429, "max number of clients reached (maxclients)", 0);
-                if (o.len && write(fd, o.buf, o.len) < 0) { /* as below */
-                }
-                resp_out_free(&o);
-            } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
-            }
+        char addr[64];
+        int loopback = 1;
+        if (ls->is_unix) snprintf(addr, sizeof addr, "%s:0", srv->cfg.unixsocket);
+        else loopback = peer_name(&sa, addr, sizeof addr);
+        int probes = admit(l, ls, fd, loopback);
+        if (probes < 0) continue;
+        st_client *c = client_new(l, ls, fd);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
-            st_stat_bump(&l->stats.rejected_connections, 1);
-            continue;
-        }
-        st_client *c = st_calloc(1, sizeof *c);
-        char *in = st_malloc(READ_CHUNK * 2);
-        if (!c || !in) {
-            st_free(c);
-            st_free(in);
-            close(fd);
-            atomic_fetch_sub(&srv->nclients, 1);
+            if (c) client_free(c);
+            atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
             continue;
         }
         if (!ls->is_unix) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            char host[INET6_ADDRSTRLEN] = "?";
-            int port = 0;
-            if (sa.ss_family == AF_INET) {
-                struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
-                inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-                port = ntohs(s4->sin_port);
-            } else if (sa.ss_family == AF_INET6) {
-                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
-                inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-                port = ntohs(s6->sin6_port);
-            }
-            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:%d", host, port);
-        } else {
-            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:0", srv->cfg.unixsocket);
         }
-        c->kind = H_CLIENT;
-        c->fd = fd;
-        c->loop = l;
-        if (ls->is_http) {
-            http_limits hl;
-            http_limits_default(&hl);
-            hl.max_body = srv->cfg.max_request;
-            http_parser_init(&c->http, &hl);
-            c->is_http = 1;
-        }
-        c->in = in;
-        c->in_cap = READ_CHUNK * 2;
-        resp_limits lim;
-        resp_limits_default(&lim);
-        lim.max_args = (uint32_t)srv->cfg.max_args;
-        lim.max_request = srv->cfg.max_request;
-        if (lim.max_inline > srv->cfg.max_request) lim.max_inline = (uint32_t)srv->cfg.max_request;
-        resp_parser_init(&c->parser, &lim);
-        resp_out_init(&c->out, srv->cfg.output_limit);
-        c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
-        c->sess.authed = srv->cfg.requirepass == NULL;
-        c->sess.created = st_now();
-        c->last_active = l->now;
-        c->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
-            client_free(c);
-            atomic_fetch_sub(&srv->nclients, 1);
-            continue;
-        }
+        snprintf(c->sess.addr, sizeof c->sess.addr, "%s", addr);
+        c->probes_only = probes;
+        if (probes == PROBES_PROTECTED) st_stat_bump(&l->stats.protected_refused, 1);
         c->next = l->clients;
         if (l->clients) l->clients->prev = c;
         l->clients = c;
         l->nclients++;
+        atomic_fetch_add(&srv->nclients, 1);
         st_stat_bump(&l->stats.connections, 1);
-        if (c->is_http) {
-            atomic_fetch_add(&srv->nclients_http, 1);
-            st_stat_bump(&l->stats.http_connections, 1);
-        }
+        if (c->is_http) st_stat_bump(&l->stats.http_connections, 1);
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
 }
@@ -557,7 +656,7 @@ static void loop_refresh_model(st_loop *l)
     l->model_gen = s->generation;
 }
 
-static void finish_jobs(st_loop *l)
+void st_srv_finish_jobs(st_loop *l)
 {
     pthread_mutex_lock(&l->done_lock);
     st_job *j = l->done;
@@ -575,6 +674,8 @@ static void finish_jobs(st_loop *l)
             if (c->is_http) st_api_reply(&l->stats, &c->call, j->out.buf, j->out.len, j->out.overflow, &c->out);
             else if (j->out.overflow) c->out.overflow = 1;
             else resp_raw(&c->out, j->out.buf, j->out.len);
+            reply_saw_journal(c, j->model);
+            if (c->req_started) c->req_started = l->now; /* the rest of its pipeline waited for us, not for it */
             client_service(c);
         }
         resp_out_free(&j->out);
@@ -612,10 +713,14 @@ static void loop_commit(st_loop *l)
                 client_service(c);
             }
         }
-        if (rc != 0)
-            st_log(ST_LOG_WARNING, "journal: %s; replies that waited for it were not sent (their connections are "
-                                   "closed) and writes are refused until restart",
-                   err);
+        if (rc != 0) {
+            if (!atomic_load(&l->srv->tainted_gen))
+                st_log(ST_LOG_WARNING, "journal: %s; replies that waited for it were not sent (their connections are "
+                                       "closed), the writes it lost are being undone and writes are refused until "
+                                       "restart",
+                       err);
+            st_srv_lost_writes(l->srv);
+        }
     }
 }
 
@@ -644,20 +749,30 @@ static void loop_start_drain(st_loop *l)
     loop_commit(l);
 }
 
+/* Once a second: closes connections idle past --timeout, and cuts those
+ * whose started request has not completed within --request-timeout (a
+ * client trickling bytes holds a connection slot without ever asking
+ * anything). A request waiting on us (a heavy command in flight, replies
+ * the client has not read, a held reply) is not the client's delay. */
 static void sweep_idle(st_loop *l, double now)
 {
-    double t = l->srv->cfg.timeout;
-    if (t <= 0) return;
+    double t = l->srv->cfg.timeout, rt = l->srv->cfg.request_timeout;
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
-        if (!c->blocked && now - c->last_active > t) {
+        if (c->blocked) continue;
+        if (t > 0 && now - c->last_active > t) {
             st_stat_bump(&l->stats.idle_closed, 1);
             client_close(c, "idle timeout");
+        } else if (rt > 0 && c->req_started && now - c->req_started > rt && !c->syncing && pending(c) < out_soft(c)) {
+            st_stat_bump(&l->stats.request_timeouts, 1);
+            st_log(ST_LOG_VERBOSE, "client %llu (%s): request not complete after %g s (request-timeout): closed",
+                   (unsigned long long)c->sess.id, c->sess.addr, rt);
+            client_close(c, "request timeout");
         }
     }
 }
 
-static void *loop_main(void *arg)
+void *st_srv_loop_main(void *arg)
 {
     st_loop *l = arg;
     st_server *srv = l->srv;
@@ -678,7 +793,7 @@ static void *loop_main(void *arg)
                 uint64_t v;
                 if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
                 }
-                finish_jobs(l);
+                st_srv_finish_jobs(l);
             } else {
                 st_client *c = ev[i].data.ptr;
                 if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -712,393 +827,3 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* ---- the heavy pool ------------------------------------------------------- */
-
-typedef struct {
-    st_server *srv;
-    st_scratch scratch;
-} heavy_arg;
-
-static void *heavy_main(void *arg)
-{
-    heavy_arg *h = arg;
-    st_server *srv = h->srv;
-    for (;;) {
-        pthread_mutex_lock(&srv->q_lock);
-        while (!srv->q_head && !srv->q_stop) pthread_cond_wait(&srv->q_cond, &srv->q_lock);
-        st_job *j = srv->q_head;
-        if (!j) {
-            pthread_mutex_unlock(&srv->q_lock);
-            break;
-        }
-        srv->q_head = j->next;
-        if (!srv->q_head) srv->q_tail = NULL;
-        srv->q_len--;
-        pthread_mutex_unlock(&srv->q_lock);
-        j->next = NULL;
-        if (st_scratch_fit(&h->scratch, &j->model->m, 1, srv->cfg.max_args) != 0) {
-            resp_error(&j->out, "ERR out of memory for this command");
-        } else {
-            st_ctx ctx = {.srv = srv,
-                          .ops = &st_srv_ops,
-                          .cfg = &srv->cfg,
-                          .session = NULL,
-                          .model = j->model,
-                          .scratch = &h->scratch,
-                          .out = &j->out,
-                          .argc = j->argc,
-                          .argv = j->argv};
-            st_call_heavy(&ctx, j->cmd);
-        }
-        st_loop *l = j->loop;
-        pthread_mutex_lock(&l->done_lock);
-        j->next = l->done;
-        l->done = j;
-        pthread_mutex_unlock(&l->done_lock);
-        uint64_t one = 1;
-        if (write(l->evfd, &one, sizeof one) < 0) { /* a saturated counter still wakes the loop */
-        }
-    }
-    st_scratch_free(&h->scratch);
-    return NULL;
-}
-
-/* ---- sockets ---------------------------------------------------------------- */
-
-/* Listens on bind:port (port -1: not at all); the address and port bound
- * (the port chosen for port 0) go to addr and *bound. */
-static int listen_tcp(st_listener *ls, const char *bind_addr, int port, const char *what, char *addr, size_t addrcap,
-                      int *bound, char *err)
-{
-    ls->fd = -1;
-    if (port < 0) return 0;
-    return st_net_listen_tcp(bind_addr, port, what, addr, addrcap, bound, &ls->fd, err);
-}
-
-static int listen_unix(st_server *srv, char *err)
-{
-    const st_server_config *cfg = &srv->cfg;
-    srv->unx.fd = -1;
-    srv->unx.is_unix = 1;
-    if (!cfg->unixsocket) return 0;
-    return st_net_listen_unix(cfg->unixsocket, cfg->unixsocket_perm, &srv->unx.fd, err);
-}
-
-/* ---- start and stop ------------------------------------------------------- */
-
-static int loop_init(st_server *srv, st_loop *l, int id, char *err)
-{
-    l->kind = H_WAKE;
-    l->id = id;
-    l->srv = srv;
-    pthread_mutex_init(&l->done_lock, NULL);
-    resp_out_init(&l->http_reply, srv->cfg.output_limit);
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->epfd < 0 || l->evfd < 0) return st_seterr(err, "epoll/eventfd: %s", strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return st_seterr(err, "epoll_ctl: %s", strerror(errno));
-    /* Every loop waits on the shared listeners; EPOLLEXCLUSIVE wakes one
-     * loop per connection instead of all of them. */
-    st_listener *ls[3] = {&srv->tcp, &srv->unx, &srv->http};
-    for (int i = 0; i < 3; i++) {
-        if (ls[i]->fd < 0) continue;
-        struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ls[i]};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
-            return st_seterr(err, "epoll_ctl: %s", strerror(errno));
-    }
-    /* No model yet: the loop takes it up when the first load publishes it. */
-    l->model = st_srv_model_acquire(srv);
-    l->model_gen = l->model ? l->model->generation : 0;
-    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, srv->cfg.max_args) != 0)
-        return st_seterr(err, "out of memory");
-    return 0;
-}
-
-static void loop_destroy(st_loop *l)
-{
-    finish_jobs(l);
-    if (l->epfd >= 0) close(l->epfd);
-    if (l->evfd >= 0) close(l->evfd);
-    st_served_release(l->model);
-    st_scratch_free(&l->scratch);
-    resp_out_free(&l->http_reply);
-    pthread_mutex_destroy(&l->done_lock);
-}
-
-/* Loads the first model while the loops already answer (health checks,
- * and -LOADING or 503 for what needs a model), then publishes it. The
- * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
- * the load, so that tests can see the server before its model is ready. */
-static int load_first_model(st_server *srv, char *err)
-{
-    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
-    double d = delay ? atof(delay) : 0;
-    if (d > 0 && d <= 60) {
-        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
-    st_served *s = st_served_load(srv->cfg.model_path, err);
-    if (!s) return -1;
-    s->generation = 1;
-    /* The journal is replayed into the model's overlay before either is
-     * visible: until then every command that needs a model, writes
-     * included, answers -LOADING. */
-    const st_server_config *cfg = &srv->cfg;
-    if (cfg->journal) {
-        double t0 = st_now();
-        replay_ctx rc_ctx = {.ov = s->ov, .info = &srv->start_info};
-        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, st_srv_replay_record, &rc_ctx, &srv->start_info, err);
-        if (!srv->journal) {
-            st_served_release(s);
-            return -1;
-        }
-        char why[ST_ERRLEN];
-        if (st_overlay_solve(s->ov, why) != 0) {
-            st_seterr(err, "%s: %s", cfg->journal, why);
-            st_served_release(s);
-            return -1;
-        }
-        srv->start_seconds = st_now() - t0;
-        const st_journal_info *ji = &srv->start_info;
-        st_overlay_stats os;
-        st_overlay_get_stats(s->ov, &os);
-        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
-                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
-               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
-               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
-               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
-               (unsigned long long)os.forgotten);
-        if (ji->torn_bytes)
-            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
-                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
-                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
-        st_srv_check_lineage(srv, s);
-        srv->compact_base = ji->end;
-        if (pthread_create(&srv->maint, NULL, st_srv_maint_main, srv) != 0) {
-            st_seterr(err, "cannot start the journal's maintenance thread");
-            st_served_release(s);
-            return -1;
-        }
-        srv->maint_started = 1;
-    }
-    pthread_mutex_lock(&srv->model_lock);
-    srv->model = s;
-    atomic_store(&srv->model_gen, 1);
-    pthread_mutex_unlock(&srv->model_lock);
-    st_srv_wake_all(srv);
-    return 0;
-}
-
-/* A server for cfg, its locks made, nothing started. */
-static st_server *server_new(const st_server_config *cfg)
-{
-    st_server *srv = st_calloc(1, sizeof *srv);
-    if (!srv) return NULL;
-    srv->cfg = *cfg;
-    if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
-    if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
-    srv->tcp.kind = srv->unx.kind = srv->http.kind = H_LISTENER;
-    srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
-    srv->http.is_http = 1;
-    st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
-    pthread_mutex_init(&srv->model_lock, NULL);
-    pthread_mutex_init(&srv->reload_lock, NULL);
-    pthread_mutex_init(&srv->q_lock, NULL);
-    pthread_cond_init(&srv->q_cond, NULL);
-    pthread_mutex_init(&srv->write_lock, NULL);
-    pthread_mutex_init(&srv->maint_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->maint_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    srv->started = st_now();
-    srv->started_unix = (double)time(NULL);
-    return srv;
-}
-
-/* Stops the maintenance thread, closes the journal and the sockets, and
- * frees the server (the loops and workers have stopped). */
-static void server_free(st_server *srv)
-{
-    if (srv->maint_started) {
-        pthread_mutex_lock(&srv->maint_lock);
-        srv->maint_stop = 1;
-        pthread_cond_signal(&srv->maint_cond);
-        pthread_mutex_unlock(&srv->maint_lock);
-        pthread_join(srv->maint, NULL);
-    }
-    if (srv->journal) {
-        char why[ST_ERRLEN];
-        if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
-    }
-    if (srv->tcp.fd >= 0) close(srv->tcp.fd);
-    if (srv->http.fd >= 0) close(srv->http.fd);
-    if (srv->unx.fd >= 0) {
-        close(srv->unx.fd);
-        unlink(srv->cfg.unixsocket);
-    }
-    st_served_release(srv->model);
-    st_free(srv->loops);
-    st_free(srv->heavy);
-    pthread_mutex_destroy(&srv->model_lock);
-    pthread_mutex_destroy(&srv->reload_lock);
-    pthread_mutex_destroy(&srv->q_lock);
-    pthread_cond_destroy(&srv->q_cond);
-    pthread_mutex_destroy(&srv->write_lock);
-    pthread_mutex_destroy(&srv->maint_lock);
-    pthread_cond_destroy(&srv->maint_cond);
-    st_ratelimit_destroy(&srv->limit);
-    st_free(srv);
-}
-
-/* Sockets first, the model last: the port answers health checks while a
- * large model loads (load_first_model). */
-static int open_listeners(st_server *srv, char *err)
-{
-    const st_server_config *cfg = &srv->cfg;
-    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
-                   err) != 0 ||
-        listen_unix(srv, err) != 0 ||
-        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
-                   &srv->http_port, err) != 0)
-        return -1;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0)
-        return st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
-    return 0;
-}
-
-/* "host:port" in URL form ([v6]:port). */
-static void url_host(char *out, size_t len, const char *addr, int port)
-{
-    int bracket = strchr(addr, ':') != NULL;
-    snprintf(out, len, "%s%s%s:%d", bracket ? "[" : "", addr, bracket ? "]" : "", port);
-}
-
-/* Loads the first model (the sockets answering meanwhile) and logs where the
- * server listens. */
-static int load_and_announce(st_server *srv, char *err)
-{
-    const st_server_config *cfg = &srv->cfg;
-    char where[256] = "", host[160];
-    if (srv->tcp.fd >= 0) snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
-    if (srv->http.fd >= 0) {
-        size_t n = strlen(where);
-        url_host(host, sizeof host, srv->http_addr, srv->http_port);
-        snprintf(where + n, sizeof where - n, "%s http://%s/readyz says loading", n ? " and" : "; until then", host);
-    }
-    st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
-    if (load_first_model(srv, err) != 0) return -1;
-    if (srv->tcp.fd >= 0)
-        st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
-    if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
-    if (srv->http.fd >= 0) {
-        url_host(host, sizeof host, srv->http_addr, srv->http_port);
-        st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s/", host);
-    }
-    st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
-    return 0;
-}
-
-/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT end it. */
-static void wait_for_signals(st_server *srv, const sigset_t *sigs)
-{
-    for (;;) {
-        siginfo_t si;
-        int sig = sigwaitinfo(sigs, &si);
-        if (sig == SIGHUP) {
-            char why[ST_ERRLEN];
-            st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
-            st_srv_reload(srv, NULL, why);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
-                   sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_timeout);
-            return;
-        }
-    }
-}
-
-/* The loops and the heavy workers, started; how many of each in *loops and *heavy. */
-static int start_threads(st_server *srv, heavy_arg *hargs, int *heavy, int *loops, char *err)
-{
-    *heavy = *loops = 0;
-    for (int i = 0; i < srv->nheavy; i++) {
-        hargs[i].srv = srv;
-        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
-        (*heavy)++;
-    }
-    for (int i = 0; i < srv->nloops && *heavy == srv->nheavy; i++) {
-        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
-        (*loops)++;
-    }
-    if (*loops < srv->nloops) return st_seterr(err, "cannot start threads");
-    return 0;
-}
-
-static void stop_threads(st_server *srv, int heavy, int loops)
-{
-    for (int i = 0; i < loops; i++) pthread_join(srv->loops[i].tid, NULL);
-    pthread_mutex_lock(&srv->q_lock);
-    srv->q_stop = 1;
-    pthread_cond_broadcast(&srv->q_cond);
-    pthread_mutex_unlock(&srv->q_lock);
-    for (int i = 0; i < heavy; i++) pthread_join(srv->heavy[i], NULL);
-}
-
-int st_serve(const st_server_config *cfg, char *err)
-{
-    if (st_log_open(cfg->loglevel, cfg->logfile, err) != 0) return -1;
-    /* BLAS inside a request must not start threads of its own: the loops
-     * and workers are the parallelism. */
-    openblas_set_num_threads(1);
-    st_commands_init();
-    st_server *srv = server_new(cfg);
-    if (!srv) {
-        st_log_close();
-        return st_seterr(err, "out of memory");
-    }
-    int rc = -1;
-    if (open_listeners(srv, err) != 0) goto out;
-    /* Signals go to the main thread only: block them before any thread
-     * starts (threads inherit the mask), then wait for them. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    srv->nloops = srv->cfg.threads;
-    srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
-    srv->nheavy = srv->cfg.heavy_threads;
-    srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
-    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
-    if (!srv->loops || !srv->heavy || !hargs) {
-        st_free(hargs);
-        st_seterr(err, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
-    int ok = 1;
-    for (int i = 0; i < srv->nloops && ok; i++) ok = loop_init(srv, &srv->loops[i], i, err) == 0;
-    if (ok) {
-        int heavy, loops;
-        if (start_threads(srv, hargs, &heavy, &loops, err) == 0 && load_and_announce(srv, err) == 0) {
-            rc = 0;
-            wait_for_signals(srv, &sigs);
-        }
-        atomic_store(&srv->stopping, 1);
-        st_srv_wake_all(srv);
-        stop_threads(srv, heavy, loops);
-    }
-    st_free(hargs);
-    for (int i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
-out:
-    server_free(srv);
-    if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
-    st_log_close();
-    return rc;
-}

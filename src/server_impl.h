@@ -19,6 +19,15 @@
 
 #define READ_CHUNK (16u << 10)
 #define OUT_SOFT (256u << 10)
+#define IN_KEEP (2 * READ_CHUNK) /* input buffer an idle connection keeps */
+#define OUT_KEEP (64u << 10)     /* output buffer past which a drained one is freed */
+#define ST_PREAUTH_MAX_ARGS 10          /* arguments of a request before AUTH */
+#define ST_PREAUTH_MAX_REQUEST (16u << 10) /* bytes of a request before AUTH */
+#define HTTP_PROBE_SLOTS 16      /* HTTP connections past http-maxclients that may still ask /healthz, /readyz */
+
+/* Connections that may only ask /healthz and /readyz: accepted past
+ * http-maxclients, or from beyond loopback in protected mode. */
+enum { PROBES_FULL = 1, PROBES_PROTECTED = 2 };
 #define MAX_EVENTS 256
 
 typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
@@ -42,6 +51,8 @@ typedef struct st_client {
     size_t in_len, in_cap, in_start;
     resp_parser parser;
     int is_http;       /* accepted on the HTTP port: http and call are used, not parser */
+    int probes_only;   /* PROBES_FULL, PROBES_PROTECTED, or 0 */
+    double req_started; /* loop time the incomplete request in the buffer started; 0 = none */
     http_parser http;
     st_api_call call;  /* the HTTP request's command, until its reply is translated */
     resp_out out;
@@ -95,7 +106,11 @@ struct st_server {
     char tcp_addr[64], http_addr[64];
     int tcp_port, http_port;
     st_ratelimit limit;
-    atomic_uint_fast64_t nclients_http;
+    atomic_uint_fast64_t nclients_http, nclients_resp; /* the two budgets: http-maxclients and maxclients */
+    resp_limits lim, lim_preauth; /* requests after AUTH, and before it */
+    int protected_mode;           /* in force: bound beyond loopback with no password */
+    st_acl own_acl;               /* the users when the config gave none: requirepass alone */
+    atomic_uint_fast64_t tainted_gen; /* models up to this generation hold writes a failed fdatasync lost; 0 = none */
     st_loop *loops;
     int nloops;
     pthread_mutex_t model_lock;
@@ -127,10 +142,19 @@ struct st_server {
     int maint_started;
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
-    int maint_stop, compact_requested, compacting, broken_logged;
+    int maint_stop, compact_requested, compacting, broken_logged, rollback_requested;
     uint64_t compact_base;      /* the journal's size after the last compaction (or at start) */
     double forget_pending_since; /* monotonic time a FORGET was first seen not yet compacted; 0 = none */
 };
+
+/* ---- server.c -------------------------------------------------------------- */
+
+/* An event loop's thread (arg: its st_loop): serves its connections until
+ * the server stops and its connections have drained. */
+void *st_srv_loop_main(void *arg);
+
+/* Hands the replies of the loop's finished heavy jobs to their connections. */
+void st_srv_finish_jobs(st_loop *l);
 
 /* ---- server_write.c ------------------------------------------------------ */
 
@@ -151,6 +175,11 @@ typedef struct {
     uint64_t id;
 } replay_ctx;
 int st_srv_replay_record(const st_jrecord *r, void *vctx, char *err);
+
+/* A failed fdatasync under appendfsync always: taints the served model and
+ * asks the maintenance thread to cut the lost writes off the journal and
+ * serve a model rebuilt without them. Once; later calls do nothing. */
+void st_srv_lost_writes(st_server *srv);
 
 /* Warns when the journal is older than what the model s was trained with. */
 void st_srv_check_lineage(st_server *srv, const st_served *s);

@@ -93,27 +93,28 @@ void st_srv_check_lineage(st_server *srv, const st_served *s)
     }
 }
 
-static int reload_failed(st_server *srv, st_served *s, const char *err)
+static int reload_failed(st_server *srv, st_served *s, const char *path, const char *err)
 {
     if (s) st_served_release(s);
     pthread_mutex_lock(&srv->model_lock);
     srv->reload_failures++;
-    snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
+    /* INFO is open to every reader: for a file a client named, not why. */
+    snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s",
+             path ? "a file named by MODEL RELOAD could not be loaded (see the log)" : err);
     pthread_mutex_unlock(&srv->model_lock);
     st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
-    pthread_mutex_unlock(&srv->reload_lock);
     return -1;
 }
 
-int st_srv_reload(st_server *srv, const char *path, char *err)
+/* st_srv_reload with reload_lock held. */
+static int reload_locked(st_server *srv, const char *path, char *err)
 {
-    pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
     char cur[4096];
     pthread_mutex_lock(&srv->model_lock);
     snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
     pthread_mutex_unlock(&srv->model_lock);
     st_served *s = st_served_load(cur, err);
-    if (!s) return reload_failed(srv, NULL, err);
+    if (!s) return reload_failed(srv, NULL, path, err);
     /* The online changes carry over: the journal is replayed against the
      * new model, first up to where it ends now (writes go on meanwhile),
      * then, holding writes, the little appended since. */
@@ -123,14 +124,14 @@ int st_srv_reload(st_server *srv, const char *path, char *err)
         e1 = st_journal_end(srv->journal);
         if (replay_range(srv, s->ov, 0, e1, why) != 0) {
             st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
+            return reload_failed(srv, s, path, err);
         }
         pthread_mutex_lock(&srv->write_lock);
         uint64_t e2 = st_journal_end(srv->journal);
         if (e2 > e1 && replay_range(srv, s->ov, e1, e2, why) != 0) {
             pthread_mutex_unlock(&srv->write_lock);
             st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
+            return reload_failed(srv, s, path, err);
         }
     }
     pthread_mutex_lock(&srv->model_lock);
@@ -149,8 +150,56 @@ int st_srv_reload(st_server *srv, const char *path, char *err)
      * is unmapped when the last loop or job holding it lets go. */
     st_served_release(old);
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
+    return 0;
+}
+
+int st_srv_reload(st_server *srv, const char *path, char *err)
+{
+    pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
+    int rc = reload_locked(srv, path, err);
     pthread_mutex_unlock(&srv->reload_lock);
-    st_srv_wake_all(srv); /* idle loops take the new model up now, not at their next event */
+    if (rc == 0) st_srv_wake_all(srv); /* idle loops take the new model up now, not at their next event */
+    return rc;
+}
+
+void st_srv_lost_writes(st_server *srv)
+{
+    uint64_t none = 0;
+    /* Every model served until the rebuilt one: a reload running meanwhile
+     * may have replayed the lost writes too. */
+    if (!atomic_compare_exchange_strong(&srv->tainted_gen, &none, UINT64_MAX)) return;
+    pthread_mutex_lock(&srv->maint_lock);
+    srv->rollback_requested = 1;
+    pthread_cond_signal(&srv->maint_cond);
+    pthread_mutex_unlock(&srv->maint_lock);
+}
+
+/* After a failed fdatasync under appendfsync always (maintenance thread):
+ * the writes it may have lost leave the journal file, and the served model
+ * is rebuilt from what is durable (the served path reloaded, the journal
+ * replayed), so no write that was not made durable is ever seen. Until the
+ * rebuilt model is served, every reply computed on the old one is withheld
+ * (reply_saw_journal). Returns 0, or -1 to be tried again. */
+static int roll_back(st_server *srv)
+{
+    char err[ST_ERRLEN];
+    uint64_t dropped = 0;
+    pthread_mutex_lock(&srv->reload_lock);
+    if (st_journal_rollback(srv->journal, &dropped, err) != 0)
+        st_log(ST_LOG_WARNING, "journal: %s; they will be served (as a restart would replay them)", err);
+    int rc = reload_locked(srv, NULL, err);
+    pthread_mutex_unlock(&srv->reload_lock);
+    if (rc != 0) {
+        st_log(ST_LOG_WARNING, "journal: rebuilding the served model without the %llu writes a failed fsync lost "
+                               "failed (%s): replies stay withheld; trying again",
+               (unsigned long long)dropped, err);
+        return -1;
+    }
+    atomic_store(&srv->tainted_gen, atomic_load(&srv->model_gen) - 1);
+    st_srv_wake_all(srv);
+    st_log(ST_LOG_WARNING, "journal: a failed fsync lost %llu writes; they were cut from the journal and the "
+                           "served model was rebuilt without them; writes are refused (MISCONF) until a restart",
+           (unsigned long long)dropped);
     return 0;
 }
 
@@ -274,6 +323,13 @@ void *st_srv_maint_main(void *arg)
         ts.tv_sec += 1;
         if (!srv->compact_requested) pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &ts);
         if (srv->maint_stop) break;
+        if (srv->rollback_requested) {
+            pthread_mutex_unlock(&srv->maint_lock);
+            int rc = roll_back(srv);
+            pthread_mutex_lock(&srv->maint_lock);
+            srv->rollback_requested = rc != 0;
+            continue;
+        }
         const char *why = srv->compact_requested ? "requested" : NULL;
         st_journal_status js;
         st_journal_get_status(srv->journal, &js);
@@ -367,6 +423,8 @@ void st_srv_get_info(st_server *srv, st_server_info *info)
         info->journal_lag_events = js.last_seq > js.durable_seq ? js.last_seq - js.durable_seq : 0;
         info->journal_lag_seconds = info->journal_lag_events ? st_now() - js.synced_at : 0;
         info->journal_write_failures = js.append_failures + js.fsync_failures;
+        info->journal_broken = js.broken;
+        info->journal_rolled_back = js.rolled_back;
     }
 }
 

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "acl.h"
 #include "journal.h"
 #include "resp.h"
 #include "served.h"
@@ -34,7 +35,11 @@ typedef struct {
     uint64_t max_count;      /* largest COUNT of AUDIENCE, LOOKALIKE, SIMILAR and range replies */
     double timeout;          /* close clients idle this many seconds; 0 = never */
     double shutdown_timeout; /* seconds SIGTERM waits for in-flight requests */
-    const char *requirepass; /* NULL = no AUTH needed */
+    const char *requirepass; /* the default user's password; NULL = none */
+    const st_acl *acl;       /* users and rights (acl.h); requirepass is its default user */
+    int protected_mode;      /* bound beyond loopback with no password: refuse non-loopback clients */
+    double request_timeout;  /* cut a connection whose started request is not complete after this many s; 0 = never */
+    uint64_t http_maxclients; /* HTTP connections at once, apart from maxclients (RESP) */
     int allow_reload_path;   /* MODEL RELOAD may name a file */
     int loglevel;
     const char *logfile;     /* NULL = stderr */
@@ -56,7 +61,9 @@ typedef struct {
 /* What a connection's commands can see and set. */
 typedef struct {
     uint64_t id;
-    int authed;
+    unsigned rights;       /* acl.h: ST_RIGHT_* of the user signed in, with ST_RIGHT_AUTHED */
+    char user[ST_ACL_NAME_MAX + 1]; /* the user signed in ("default" before any AUTH) */
+    uint32_t auth_failures; /* failed AUTHs on this connection */
     int close_after_reply; /* QUIT, or an error that ends the connection */
     char name[129];        /* CLIENT SETNAME; empty when none */
     uint64_t journal_wait; /* replies not yet sent depend on journal records up to this seq */
@@ -84,6 +91,8 @@ typedef struct {
     uint64_t journal_lag_events; /* writes appended to the journal but not yet fdatasync'ed */
     double journal_lag_seconds;  /* while there are such writes: seconds since the last fdatasync; else 0 */
     uint64_t journal_write_failures; /* failed appends and fdatasyncs since start */
+    int journal_broken;              /* a failed fdatasync: writes refused (MISCONF) until restart */
+    uint64_t journal_rolled_back;    /* writes a failed fdatasync lost, undone (appendfsync always) */
 } st_server_info;
 
 /* What an online write did. */
@@ -146,6 +155,7 @@ typedef struct {
     resp_out *out;
     int argc;
     resp_arg *argv;
+    st_stats *stats; /* the loop's counters; NULL in the heavy pool */
 } st_ctx;
 
 #endif

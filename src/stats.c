@@ -58,11 +58,16 @@ void st_stats_add(st_stats *out, const st_stats *s)
     add(&out->dropped_output, &s->dropped_output);
     add(&out->idle_closed, &s->idle_closed);
     add(&out->http_connections, &s->http_connections);
+    add(&out->auth_failures, &s->auth_failures);
+    add(&out->acl_denied, &s->acl_denied);
+    add(&out->cross_protocol, &s->cross_protocol);
+    add(&out->request_timeouts, &s->request_timeouts);
+    add(&out->protected_refused, &s->protected_refused);
     for (int c = 0; c < ST_HTTP_CODES; c++) add(&out->http_codes[c], &s->http_codes[c]);
 }
 
 const int st_http_codes[ST_HTTP_CODES] = {200, 304, 400, 401, 404, 405, 413, 417, 429, 431,
-                                          500, 501, 503, 505, 0,   0,   0,   0,   0,   0};
+                                          500, 501, 503, 505, 403, 415, 421, 204, 0,   0};
 
 int st_http_code_slot(int status)
 {

@@ -31,6 +31,10 @@ typedef struct {
     atomic_uint_fast64_t connections, rejected_connections, commands, protocol_errors;
     atomic_uint_fast64_t net_in, net_out, dropped_output, idle_closed;
     atomic_uint_fast64_t http_connections, http_codes[ST_HTTP_CODES];
+    /* refused: wrong passwords, commands past the user's rights, HTTP requests on
+     * the RESP port, requests not complete within request-timeout, clients
+     * refused by protected mode */
+    atomic_uint_fast64_t auth_failures, acl_denied, cross_protocol, request_timeouts, protected_refused;
 } st_stats;
 
 /* Monotonic nanoseconds. */

@@ -169,6 +169,12 @@ int st_trim_free_memory(void)
     return 1;
 }
 
+void st_alloc_fixed_mmap_threshold(void)
+{
+    pthread_once(&allocator_once, detect_allocator);
+    if (glibc_allocator) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+}
+
 uint64_t st_trim_count(void) { return atomic_load_explicit(&trims, memory_order_relaxed); }
 
 /* Write-failure injection: a stream that accepts `budget` bytes, then fails

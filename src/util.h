@@ -50,6 +50,12 @@ size_t st_current_rss(void);
  * know (it would walk glibc's never-initialised arenas, and two threads doing
  * so at once crash). Safe from any thread: trims are serialised. Returns 1
  * when it trimmed, 0 when it did nothing. May block for a few milliseconds. */
+/* glibc: allocations of 128 KiB and more always come from mmap and go back
+ * to the system when freed (by default glibc raises that threshold after
+ * the first such free, so a server's large request buffers, once freed,
+ * stay resident in its arenas). A no-op with another allocator. */
+void st_alloc_fixed_mmap_threshold(void);
+
 int st_trim_free_memory(void);
 
 /* "libc" when glibc's allocator serves malloc (and st_trim_free_memory

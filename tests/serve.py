@@ -88,6 +88,18 @@ class Server:
         return s
 
 
+def rss_kib(pid):
+    """The resident set of process pid, in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def read_until_closed(s, limit=1 << 20):
     """Everything the server sends until it closes the connection (bounded)."""
     out = b""

@@ -79,6 +79,78 @@ static int make_model(const char *dir, const char *path, char *err)
     return rc;
 }
 
+static void stub_info(st_server *srv, st_server_info *info)
+{
+    (void)srv;
+    memset(info, 0, sizeof *info);
+}
+static const st_server_ops stub_ops = {.get_info = stub_info};
+
+/* Roles: what a user with each right may run, AUTH with users, and the
+ * connection closed after ST_AUTH_MAX_FAILURES wrong passwords. */
+static void test_rights(st_session *session, st_server_config *cfg, resp_out *out)
+{
+    char err[ST_ERRLEN];
+    st_acl acl;
+    st_acl_init(&acl);
+    err[0] = '\0';
+    ok(st_acl_add_line(&acl, "user adserver read s3cret", err) == 0 &&
+           st_acl_add_line(&acl, "user pipeline write \"pipe-pass\"", err) == 0 &&
+           st_acl_add_line(&acl, "user ops admin,read opspass", err) == 0,
+       "users parse: %s", err);
+    ok(st_acl_add_line(&acl, "user adserver read again", err) != 0 && strstr(err, "twice"), "a user defined twice is refused");
+    ok(st_acl_add_line(&acl, "user x readwrite p", err) != 0 && strstr(err, "rights"), "unknown rights are refused: %s", err);
+    ok(st_acl_add_line(&acl, "user default all p", err) != 0, "`default` cannot be redefined");
+    acl.requirepass = "x";
+    cfg->requirepass = "x";
+    cfg->acl = &acl;
+    session->rights = st_acl_initial_rights(&acl);
+    ctx.ops = &stub_ops; /* CONFIG GET asks for the bound port */
+    char line[256];
+    snprintf(line, sizeof line, "SEGMENTS u000007");
+    ok(run(line, NULL) == '-' && strncmp(out->buf, "-NOAUTH", 7) == 0, "NOAUTH before AUTH");
+    snprintf(line, sizeof line, "PING");
+    ok(run(line, NULL) == '+', "PING runs before AUTH");
+    struct {
+        const char *auth, *cmd;
+        char first;
+        const char *what;
+    } cases[] = {
+        {"AUTH adserver s3cret", "SEGMENTS u000007", '*', "a read user runs SEGMENTS"},
+        {NULL, "FORGET u000007", '-', "a read user cannot FORGET"},
+        {NULL, "EVENT u000007 interest:sports:00 1", '-', "a read user cannot EVENT"},
+        {NULL, "CONFIG GET maxclients", '-', "a read user cannot CONFIG GET"},
+        {NULL, "MODEL RELOAD", '-', "a read user cannot MODEL RELOAD"},
+        {NULL, "CLIENT SETNAME x", '+', "a read user names its connection"},
+        {"AUTH pipeline pipe-pass", "SEGMENTS u000007", '-', "a write user cannot read segments"},
+        {NULL, "JOURNAL COMPACT", '-', "a write user cannot compact the journal"},
+        {"AUTH ops opspass", "CONFIG GET maxclients", '*', "an admin user runs CONFIG GET"},
+        {NULL, "FORGET u000007", '-', "an admin (and read) user without write cannot FORGET"},
+        {"AUTH x", "CONFIG GET port", '*', "the default user (requirepass) has every right"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].auth) {
+            snprintf(line, sizeof line, "%s", cases[i].auth);
+            ok(run(line, NULL) == '+', "%s: OK", cases[i].auth);
+        }
+        snprintf(line, sizeof line, "%s", cases[i].cmd);
+        char got = run(line, NULL);
+        int noperm = out->len > 7 && strncmp(out->buf, "-NOPERM", 7) == 0;
+        ok(got == cases[i].first && (cases[i].first != '-' || noperm == (strstr(cases[i].what, "cannot") != NULL)),
+           "%s (%.*s)", cases[i].what, (int)strcspn(out->buf, "\r"), out->buf);
+    }
+    session->close_after_reply = 0;
+    for (int i = 1; i <= ST_AUTH_MAX_FAILURES; i++) {
+        snprintf(line, sizeof line, "AUTH adserver wrong%d", i);
+        ok(run(line, NULL) == '-' && strncmp(out->buf, "-WRONGPASS", 10) == 0 &&
+               session->close_after_reply == (i == ST_AUTH_MAX_FAILURES),
+           "wrong password %d: WRONGPASS%s", i, i == ST_AUTH_MAX_FAILURES ? ", and the connection closes" : "");
+    }
+    cfg->acl = NULL;
+    ctx.ops = NULL;
+    st_acl_free(&acl);
+}
+
 int main(void)
 {
     const char *dir = tap_tmpdir();
@@ -102,7 +174,7 @@ int main(void)
     ok(st_scratch_fit(&scratch, &sv->m, 0, cfg.max_args) == 0, "scratch sized for the model");
     resp_out out;
     resp_out_init(&out, cfg.output_limit);
-    st_session session = {.id = 1, .authed = 1};
+    st_session session = {.id = 1, .rights = ST_RIGHT_ALL | ST_RIGHT_AUTHED};
     ctx = (st_ctx){.cfg = &cfg, .session = &session, .model = sv, .scratch = &scratch, .out = &out};
 
     const char *hot[] = {
@@ -196,14 +268,11 @@ int main(void)
     ok(r == ST_CALL_DEFER, "a range over s:<segment> is deferred");
     snprintf(line, sizeof line, "SCORE u000007");
     ok(run(line, &r) == '-' && r == ST_CALL_DONE, "wrong arity is answered on the spot");
-    session.authed = 0;
-    cfg.requirepass = "x";
-    snprintf(line, sizeof line, "SEGMENTS u000007");
-    ok(run(line, NULL) == '-' && strncmp(out.buf, "-NOAUTH", 7) == 0, "NOAUTH before AUTH");
     uint64_t calls = 0;
     for (int i = 0; i < ST_MAX_COMMANDS; i++) calls += atomic_load(&stats.cmd[i].calls);
     ok(calls == (uint64_t)(201 * nhot + 201 * nonline + 3), "every call counted once in the statistics (%llu)",
        (unsigned long long)calls);
+    test_rights(&session, &cfg, &out);
 
     resp_out_free(&out);
     st_scratch_free(&scratch);
