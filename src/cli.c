@@ -39,7 +39,8 @@ static void default_text(const st_opt *o, char *out, size_t n)
 {
     out[0] = '\0';
     switch (o->type) {
-    case ST_OPT_FLAG: break;
+    case ST_OPT_FLAG:
+    case ST_OPT_LIST: break;
     case ST_OPT_INT: snprintf(out, n, "%d", *(int *)o->dest); break;
     case ST_OPT_U64: snprintf(out, n, "%llu", (unsigned long long)*(uint64_t *)o->dest); break;
     case ST_OPT_DOUBLE: snprintf(out, n, "%g", *(double *)o->dest); break;
@@ -111,6 +112,12 @@ static int set_value(const st_cmd_doc *doc, const st_opt *o, const char *v)
         return 0;
     }
     case ST_OPT_STRING: *(const char **)o->dest = v; return 0;
+    case ST_OPT_LIST: {
+        st_opt_list *l = o->dest;
+        if (l->n >= l->max) return st_cli_usage(doc, "--%s given more than %d times", o->name, l->max);
+        l->v[l->n++] = v;
+        return 0;
+    }
     case ST_OPT_CHOICE: {
         int i = 0;
         size_t vl = strlen(v);
@@ -256,27 +263,4 @@ int st_cli_config(const char *file, char *text, const st_opt *opts, const char *
         }
     }
     return count;
-}
-
-int st_cli_load_user(const char *cmd, const char *path, const char *user, st_model *m, uint32_t *u)
-{
-    char err[ST_ERRLEN];
-    if (st_model_load(path, m, err) != 0) return st_cli_fail(cmd, "%s", err);
-    *u = st_idmap_find(&m->user_ids, user, strlen(user));
-    if (*u == ST_NOT_FOUND) {
-        st_cli_fail(cmd, "unknown user '%s' (not in %s, which has %u users)", user, path, m->users);
-        st_model_free(m);
-        return ST_EXIT_ERROR;
-    }
-    return ST_EXIT_OK;
-}
-
-int st_cli_need_calibration(const char *cmd, const char *path, st_model *m)
-{
-    if (m->h.flags & ST_MODEL_CALIBRATED) return ST_EXIT_OK;
-    st_cli_fail(cmd, "--calibrated: %s has no calibration; fit one with `starling eval EVENTS --split SPEC -o MODEL` "
-                     "or `starling tune ... -o MODEL`",
-                path);
-    st_model_free(m);
-    return ST_EXIT_ERROR;
 }

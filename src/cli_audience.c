@@ -6,6 +6,15 @@
  * its reach count), and the results are merged. Over one unsharded model it
  * answers what AUDIENCE, LOOKALIKE and REACH answer on the server, with the
  * same privacy floors.
+ *
+ * With --journal, once per file and in the same order (the journal of the
+ * server serving each shard), each file is read with its journal replayed
+ * beside it as that server replays it (jinput.h, st_jmodel): the rows of users it
+ * forgot or changed are hidden, the online users scanned after the file's
+ * rows. Since twemproxy sends a user's writes to the shard that holds the
+ * user, a journal with records of a user another given file holds, whose
+ * own journal has none, was paired with the wrong file, and one journal
+ * given for two files belongs to one of them only: both are refused.
  */
 #include <jansson.h>
 #include <errno.h>
@@ -90,21 +99,21 @@ typedef struct {
     double min;
     int reach, json;
     uint64_t min_audience, min_seeds;
-    st_model *models;
+    st_jmodel *models;
     int nmodels, loaded;
-    uint32_t maxusers, k, nseg, want, seg;
+    uint64_t maxrows;
+    uint32_t k, nseg, want, seg;
     seed_list sl;
     cand_t *cands;
-    float *scratch, *prior, *centroid, *top;
+    float *scratch, *centroid, *top;
     uint32_t *idx;
 } audience_job;
 
 static void job_free(audience_job *j)
 {
-    for (int i = 0; i < j->loaded && i < j->nmodels; i++) st_model_free(&j->models[i]);
+    for (int i = 0; i < j->loaded && i < j->nmodels; i++) st_jmodel_free(&j->models[i]);
     st_free(j->models);
     st_free(j->scratch);
-    st_free(j->prior);
     st_free(j->idx);
     st_free(j->top);
     st_free(j->cands);
@@ -112,33 +121,102 @@ static void job_free(audience_job *j)
     seeds_free(&j->sl);
 }
 
-/* Loads every file, checks they are shards of one model, and sizes the buffers. */
-static int load_models(audience_job *j, char **paths)
+/* Records of users another file holds (the check in the design comment),
+ * kept until every journal is replayed: the first few are enough to say. */
+enum { MISPLACED_MAX = 16 };
+typedef struct {
+    audience_job *j;
+    int file, n;
+    int from[MISPLACED_MAX], owner[MISPLACED_MAX];
+    char users[MISPLACED_MAX][256];
+} misplaced_t;
+
+static int note_misplaced(const st_jrecord *r, void *ctx, char *err)
 {
-    char err[ST_ERRLEN];
+    (void)err; /* never refuses: replay_journals decides once every journal is read */
+    misplaced_t *mp = ctx;
+    audience_job *j = mp->j;
+    if (mp->n == MISPLACED_MAX ||
+        st_idmap_find(&j->models[mp->file].m.user_ids, r->user, r->user_len) != ST_NOT_FOUND)
+        return 0;
+    for (int f = 0; f < j->nmodels; f++) {
+        if (f == mp->file || st_idmap_find(&j->models[f].m.user_ids, r->user, r->user_len) == ST_NOT_FOUND) continue;
+        snprintf(mp->users[mp->n], sizeof mp->users[0], "%.*s", (int)(r->user_len > 200 ? 200 : r->user_len), r->user);
+        mp->from[mp->n] = mp->file;
+        mp->owner[mp->n++] = f;
+        break;
+    }
+    return 0;
+}
+
+/* Replays each file's journal; then refuses a pairing the check finds wrong. */
+static int replay_journals(audience_job *j, char **paths, const st_opt_list *journals)
+{
+    misplaced_t *mp = st_calloc(1, sizeof *mp);
+    if (!mp) return st_cli_fail("audience", "out of memory");
+    mp->j = j;
+    uint64_t *ids = st_calloc((size_t)journals->n + 1, sizeof *ids);
+    int code = ids ? ST_EXIT_OK : st_cli_fail("audience", "out of memory");
+    for (int i = 0; i < journals->n && code == ST_EXIT_OK; i++) {
+        mp->file = i;
+        code = st_cli_model_replay("audience", paths[i], &j->models[i], journals->v[i],
+                                   j->nmodels > 1 ? note_misplaced : NULL, mp, &ids[i]);
+        /* Every shard server has a journal of its own (a random id each). */
+        for (int q = 0; q < i && code == ST_EXIT_OK; q++)
+            if (ids[q] == ids[i])
+                code = st_cli_fail("audience", "--journal %s and --journal %s are the same journal (%016llx), given "
+                                               "for %s and %s: each shard server keeps a journal of its own; give "
+                                               "each file its server's",
+                                   journals->v[q], journals->v[i], (unsigned long long)ids[i], paths[q], paths[i]);
+    }
+    st_free(ids);
+    for (int q = 0; q < mp->n && code == ST_EXIT_OK; q++) {
+        int i = mp->from[q], f = mp->owner[q];
+        st_juser u;
+        st_jmodel_user(&j->models[f], mp->users[q], strlen(mp->users[q]), &u);
+        /* The user's own journal has records of them too (a FORGET sent to
+         * every shard, say): not a wrong pairing. */
+        if (u.forgotten || (u.known && u.pos >= j->models[f].m.users)) continue;
+        code = st_cli_fail("audience", "--journal %s (journal %d, paired with %s) has records of user '%s', whom %s "
+                                       "holds, and %s has none: give one journal per model file, in the same order "
+                                       "as the files",
+                           journals->v[i], i + 1, paths[i], mp->users[q], paths[f], journals->v[f]);
+    }
+    st_free(mp);
+    return code;
+}
+
+/* Loads every file (and its journal), checks they are shards of one model,
+ * and sizes the buffers. */
+static int load_models(audience_job *j, char **paths, const st_opt_list *journals)
+{
     j->models = st_calloc((size_t)j->nmodels, sizeof *j->models);
     if (!j->models) return st_cli_fail("audience", "out of memory");
     for (int i = 0; i < j->nmodels; i++, j->loaded++) {
-        if (st_model_load(paths[i], &j->models[i], err) != 0) return st_cli_fail("audience", "%s", err);
-        const st_model *m = &j->models[i];
-        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].h.prior_weight)) {
+        int code = st_cli_model_load("audience", paths[i], &j->models[i]);
+        if (code != ST_EXIT_OK) {
+            j->loaded++;
+            return code;
+        }
+        const st_model *m = &j->models[i].m;
+        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].m.h.prior_weight)) {
             j->loaded++;
             return st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)",
                                paths[i], paths[0]);
         }
         j->k = m->k;
         j->nseg = m->segments;
-        if (m->users > j->maxusers) j->maxusers = m->users;
     }
-    j->scratch = st_malloc(((size_t)j->maxusers + j->k + 1) * sizeof *j->scratch);
-    j->prior = st_malloc(((size_t)j->nseg + 1) * sizeof *j->prior);
+    int code = replay_journals(j, paths, journals);
+    if (code != ST_EXIT_OK) return code;
+    for (int i = 0; i < j->nmodels; i++)
+        if (st_jmodel_rows(&j->models[i]) > j->maxrows) j->maxrows = st_jmodel_rows(&j->models[i]);
+    j->scratch = st_malloc((j->maxrows + j->k + 1) * sizeof *j->scratch);
     j->idx = st_malloc((size_t)j->want * sizeof *j->idx);
     j->top = st_malloc((size_t)j->want * sizeof *j->top);
     j->cands = st_malloc((size_t)j->want * j->nmodels * sizeof *j->cands);
     j->centroid = st_malloc((size_t)j->k * sizeof *j->centroid);
-    if (!j->scratch || !j->prior || !j->idx || !j->top || !j->cands || !j->centroid)
-        return st_cli_fail("audience", "out of memory");
-    st_score_prior(&j->models[0], j->prior);
+    if (!j->scratch || !j->idx || !j->top || !j->cands || !j->centroid) return st_cli_fail("audience", "out of memory");
     return ST_EXIT_OK;
 }
 
@@ -157,13 +235,14 @@ static int seed_centroid(audience_job *j, const char *seeds_file, const char *se
     }
     for (uint32_t i = 0; i < n; i++) {
         for (int f = 0; f < j->nmodels; f++) {
-            uint32_t u = st_idmap_find(&j->models[f].user_ids, j->sl.ids[i], strlen(j->sl.ids[i]));
-            if (u == ST_NOT_FOUND) continue;
+            st_juser u;
+            st_jmodel_user(&j->models[f], j->sl.ids[i], strlen(j->sl.ids[i]), &u);
+            if (u.forgotten) break; /* unknown, as on the server */
+            if (!u.known) continue;
             int dup = 0;
             for (uint32_t q = 0; q < i && !dup; q++) dup = strcmp(j->sl.ids[q], j->sl.ids[i]) == 0;
             if (!dup) {
-                float *row = rows + (size_t)known * k;
-                memmove(row, st_model_user(&j->models[f], u, row), k * sizeof *rows);
+                memcpy(rows + (size_t)known * k, u.x, k * sizeof *rows);
                 seed_rows[known] = known;
                 known++;
             }
@@ -184,25 +263,30 @@ static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
 {
     uint64_t ncand = 0;
     *total_reach = 0;
+    float fmin = (float)j->min;
+    int all = isinf(j->min) && j->min < 0;
     for (int f = 0; f < j->nmodels; f++) {
-        const st_model *m = &j->models[f];
-        uint32_t got;
+        st_jmodel *cm = &j->models[f];
+        uint64_t rows = st_jmodel_rows(cm);
         if (j->segment) {
-            *total_reach += st_score_reach(m, j->prior, j->seg, (float)j->min, j->scratch);
-            if (j->reach) continue;
-            got = st_score_audience(m, j->prior, j->seg, j->want, (float)j->min, j->scratch, j->idx, j->top);
+            st_jmodel_segment_scores(cm, j->seg, j->scratch);
         } else {
-            st_score_all_users(m, j->centroid, j->scratch);
+            st_jmodel_centroid_scores(cm, j->centroid, j->scratch);
             /* Seeds are not their own look-alikes. */
             for (uint32_t i = 0; i < j->sl.n; i++) {
-                uint32_t u = st_idmap_find(&m->user_ids, j->sl.ids[i], strlen(j->sl.ids[i]));
-                if (u != ST_NOT_FOUND) j->scratch[u] = NAN;
+                st_juser u;
+                st_jmodel_user(cm, j->sl.ids[i], strlen(j->sl.ids[i]), &u);
+                if (u.pos != UINT64_MAX) j->scratch[u.pos] = NAN;
             }
-            if (!isinf(j->min) || j->min > 0)
-                for (uint32_t u = 0; u < m->users; u++)
-                    if (!(j->scratch[u] >= j->min)) j->scratch[u] = NAN;
-            got = st_topk(j->scratch, m->users, j->want, NULL, 0, j->idx, j->top);
         }
+        /* NaN, which st_topk skips, for the scores under --min. */
+        for (uint64_t u = 0; u < rows; u++) {
+            if (isnan(j->scratch[u])) continue;
+            if (all || j->scratch[u] >= fmin) (*total_reach)++;
+            else j->scratch[u] = NAN;
+        }
+        if (j->reach) continue;
+        uint32_t got = st_topk(j->scratch, (uint32_t)rows, j->want, NULL, 0, j->idx, j->top);
         for (uint32_t i = 0; i < got; i++) j->cands[ncand++] = (cand_t){j->top[i], (uint32_t)f, j->idx[i]};
     }
     return ncand;
@@ -212,7 +296,7 @@ static void print_users(const audience_job *j, uint64_t ncand)
 {
     json_t *arr = j->json ? json_array() : NULL;
     for (uint64_t i = 0; i < ncand; i++) {
-        const char *id = st_idmap_name(&j->models[j->cands[i].file].user_ids, j->cands[i].idx, NULL);
+        const char *id = st_jmodel_row_name(&j->models[j->cands[i].file], j->cands[i].idx);
         if (j->json) {
             json_t *e = json_object();
             json_object_set_new(e, "user", json_string(id));
@@ -237,7 +321,7 @@ static void print_users(const audience_job *j, uint64_t ncand)
 static int answer(audience_job *j, const char *seeds_file, const char *seeds_list)
 {
     if (j->segment) {
-        j->seg = st_idmap_find(&j->models[0].segment_ids, j->segment, strlen(j->segment));
+        j->seg = st_idmap_find(&j->models[0].m.segment_ids, j->segment, strlen(j->segment));
         if (j->seg == ST_NOT_FOUND) return st_cli_fail("audience", "unknown segment '%s'", j->segment);
     } else {
         int code = seed_centroid(j, seeds_file, seeds_list);
@@ -262,6 +346,19 @@ static int answer(audience_job *j, const char *seeds_file, const char *seeds_lis
     return ST_EXIT_OK;
 }
 
+/* The checks of the arguments: ST_CLI_GO, or a usage error, said. */
+static int check_args(const st_cmd_doc *doc, const audience_job *j, int npos, const char *seeds_file,
+                      const char *seeds_list, uint64_t count, const st_opt_list *journals)
+{
+    if (npos < 1) return st_cli_usage(doc, "give the model, or every shard of it");
+    int modes = (j->segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
+    if (modes != 1 || (seeds_file && seeds_list))
+        return st_cli_usage(doc, "give one of --segment, --lookalike or --seeds");
+    if (j->reach && !j->segment) return st_cli_usage(doc, "--reach needs --segment");
+    if (count < 1 || count > 10000000) return st_cli_usage(doc, "-n must be between 1 and 10000000");
+    return st_cli_journals(doc, journals, npos);
+}
+
 int cli_audience(int argc, char **argv)
 {
     audience_job j;
@@ -271,6 +368,9 @@ int cli_audience(int argc, char **argv)
     j.min_audience = ST_PRIVACY_MIN_AUDIENCE;
     j.min_seeds = ST_PRIVACY_MIN_SEEDS;
     j.min = -INFINITY;
+    const char **jv = st_calloc((size_t)(argc > 0 ? argc : 1), sizeof *jv);
+    if (!jv) return st_cli_fail("audience", "out of memory");
+    st_opt_list journals = {jv, 0, argc > 0 ? argc : 1};
     const st_opt opts[] = {
         {"segment", 's', ST_OPT_STRING, &j.segment, "SEGMENT", "the best users for this segment (AUDIENCE)", 0},
         {"lookalike", 0, ST_OPT_STRING, &seeds_file, "FILE", "users closest to the seeds in FILE, one per line", 0},
@@ -282,30 +382,36 @@ int cli_audience(int argc, char **argv)
          "privacy floor: refuse to disclose an audience or reach smaller than N users", 0},
         {"min-seeds", 0, ST_OPT_U64, &j.min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
          0},
+        {"journal", 'j', ST_OPT_LIST, &journals, "FILE",
+         "the journal of the server serving the model; with shards, once per shard file, in the same order", 0},
         {"json", 0, ST_OPT_FLAG, &j.json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
         {0},
     };
     const st_cmd_doc doc = {
-        "audience", "MODEL... (--segment S | --lookalike FILE | --seeds U,...) [-n N] [--min SCORE] [--reach]",
+        "audience",
+        "MODEL... (--segment S | --lookalike FILE | --seeds U,...) [-n N] [--min SCORE] [--reach] [--journal FILE]...",
         "Audiences over every user of a model, or of all the shards `starling shard` wrote (give\n"
         "every shard file): the best users for a segment, the look-alikes of a seed list, or the\n"
         "reach of a segment at a score. The answer is the one an unsharded server gives.",
         "Ties between equal scores go to the earlier file, then the earlier user in it. The same\n"
         "privacy floors as the server: no audience or reach below --min-audience users, no\n"
-        "look-alikes of fewer than --min-seeds known seeds."};
+        "look-alikes of fewer than --min-seeds known seeds.\n\n"
+        "--journal: whenever the model (or each shard) is served with a journal, pass it (one\n"
+        "per file, in the order of the files; read-only, a server may be appending to it).\n"
+        "The answer is then the one a server started on the model and journal gives: no user\n"
+        "the journal forgot, and the users it changed online scored from their new vectors."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
-    if (rc != ST_CLI_GO) return rc;
-    if (npos < 1) return st_cli_usage(&doc, "give the model, or every shard of it");
-    int modes = (j.segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
-    if (modes != 1 || (seeds_file && seeds_list))
-        return st_cli_usage(&doc, "give one of --segment, --lookalike or --seeds");
-    if (j.reach && !j.segment) return st_cli_usage(&doc, "--reach needs --segment");
-    if (count < 1 || count > 10000000) return st_cli_usage(&doc, "-n must be between 1 and 10000000");
+    if (rc == ST_CLI_GO) rc = check_args(&doc, &j, npos, seeds_file, seeds_list, count, &journals);
+    if (rc != ST_CLI_GO) {
+        st_free(jv);
+        return rc;
+    }
     j.want = (uint32_t)count;
     j.nmodels = npos;
-    int code = load_models(&j, pos);
+    int code = load_models(&j, pos, &journals);
     if (code == ST_EXIT_OK) code = answer(&j, seeds_file, seeds_list);
     job_free(&j);
+    st_free(jv);
     return code;
 }

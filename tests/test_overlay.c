@@ -14,9 +14,8 @@
 #include "als.h"
 #include "overlay.h"
 #include "score.h"
-#include "synth.h"
+#include "small_model.h"
 #include "tap.h"
-#include "train.h"
 #include "util.h"
 
 static st_model M;
@@ -24,39 +23,7 @@ static float *G, *Q;
 
 static int make_model(const char *dir)
 {
-    char ev[512], path[512], err[ST_ERRLEN];
-    snprintf(ev, sizeof ev, "%s/ev.csv", dir);
-    snprintf(path, sizeof path, "%s/m.model", dir);
-    st_synth_params sp;
-    st_synth_params_default(&sp);
-    sp.users = 300;
-    sp.segments = 60;
-    sp.events = 5000;
-    st_read_opts ro;
-    st_read_opts_default(&ro);
-    st_weighting w;
-    st_weighting_default(&w);
-    st_interactions x;
-    st_read_stats rs = {0};
-    char *files[1] = {ev};
-    st_trained t;
-    memset(&t, 0, sizeof t);
-    st_als_params_default(&t.params);
-    t.params.factors = 8;
-    t.params.iterations = 3;
-    if (st_synth_write(&sp, ev, err) != 0 || st_interactions_read(files, 1, &ro, &w, &x, &rs, err) != 0 ||
-        st_train_run(&x, &t, NULL, err) != 0) {
-        printf("#   %s\n", err);
-        return -1;
-    }
-    float *pop = malloc((x.segments.count + 1) * sizeof *pop);
-    st_model m;
-    st_train_model(&x, &t, "", pop, &m);
-    int rc = st_model_save(path, &m, err) == 0 && st_model_load(path, &M, err) == 0 ? 0 : -1;
-    free(pop);
-    st_trained_free(&t);
-    st_interactions_free(&x);
-    if (rc != 0) return -1;
+    if (small_model(dir, &M) != 0) return -1;
     G = malloc((size_t)M.k * M.k * sizeof *G);
     Q = malloc(M.segments * sizeof *Q);
     st_als_gram(M.V, M.segments, M.k, G);
