@@ -11,11 +11,22 @@
 #   make soak-journal  the journal's kill loop at length: SIGKILL a server
 #                   under a stream of writes SOAK_ITERATIONS times (200)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
-#   make install    install the binary under $(PREFIX)/bin
+#   make install    a portable build (no -march=native) of the binary, its
+#                   man page and the documents, under $(PREFIX)
 #   make clean      remove every build product
 #
-# Variables: PREFIX (/usr/local), ARCH (-march=native), CFLAGS (-O3 -g),
-# BUILD (build), JOBS (parallel test files, 2).
+# Plain `make` installs nothing: when a Debian package is missing it names it
+# and the apt-get line that installs it, and stops. `make demo`, `make test`,
+# `make asan` and `make valgrind` install what they lack (as root).
+#
+# Two builds: the development build (./starling, build/) is tuned to this
+# machine (ARCH=-march=native), as the benchmarks are; `make install` builds
+# in build-install/ with PORTABLE_ARCH (-march=x86-64 -mtune=generic), a
+# binary that runs on any x86-64 (OpenBLAS picks its kernels at run time).
+#
+# Variables: PREFIX (/usr/local), ARCH (-march=native), PORTABLE_ARCH,
+# CFLAGS (-O3 -g), BUILD (build), JOBS (parallel test files, 2), MPI (1 when
+# Open MPI's mpi.h is there), V=1 (show the commands).
 
 PREFIX ?= /usr/local
 CC = gcc
@@ -25,14 +36,19 @@ WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-proto
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
 # MPI training is built in when Open MPI's development files are installed
-# (mpicc is on the PATH); MPI=0 leaves it out. The plain build needs no MPI.
-MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+# (mpicc is on the PATH and finds mpi.h: openmpi-bin alone is not enough);
+# MPI=0 leaves it out. The plain build needs no MPI.
+MPI ?= $(shell printf '\043include <mpi.h>\n' | mpicc -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
 ifeq ($(MPI),1)
 CPPFLAGS += -DSTARLING_MPI $(shell mpicc --showme:compile)
 LDLIBS += $(shell mpicc --showme:link)
 endif
 BUILD ?= build
 JOBS ?= 2
+PORTABLE_ARCH ?= -march=x86-64 -mtune=generic
+# The version, set here once: `git describe` of a tagged checkout, else the
+# VERSION file. Only version.o sees it, so a new version rebuilds one file.
+VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
 
 LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
@@ -44,7 +60,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install clean deps-build deps-test deps-fuzz \
+.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install man clean deps-build deps-test deps-fuzz \
 	deps-bench FORCE
 .DELETE_ON_ERROR:
 
@@ -56,8 +72,9 @@ deps-build:
 deps-test:
 	@scripts/deps.sh test
 
+# The plain build only checks: it names what is missing and how to install it.
 $(BUILD)/.deps: scripts/deps.sh
-	@scripts/deps.sh build
+	@scripts/deps.sh --check build
 	@mkdir -p $(BUILD) && touch $@
 
 # V=1 shows the whole commands.
@@ -69,10 +86,19 @@ $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
+# Each object depends on the headers it includes (-MMD -MP writes them to
+# its .d file), not on every header.
+$(BUILD)/%.o: src/%.c $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/.version: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+
+$(BUILD)/version.o: CPPFLAGS += -DSTARLING_VERSION='"$(VERSION)"'
+$(BUILD)/version.o: $(BUILD)/.version
 
 $(BUILD)/web_assets.c: $(WEB_FILES) scripts/embed_web.sh $(BUILD)/.deps
 	@mkdir -p $(dir $@)
@@ -90,17 +116,17 @@ $(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
 	@$(if $(V),,echo "  LINK  $@")
 	$(Q)$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a $(BUILD)/.flags
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # Every fuzz target, linked with a plain main that replays files: `make test`
 # replays the committed corpus and past crash inputs with them.
-$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libstarling.a $(BUILD)/.flags
+$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -MMD -MP -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
 # tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run;
@@ -176,9 +202,25 @@ fuzz: deps-fuzz
 deps-fuzz:
 	@scripts/deps.sh test fuzz
 
-install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
+# A portable binary (PORTABLE_ARCH, its own build directory so the tuned
+# development build stays as it is), the man page generated from the help
+# tables (scripts/man.sh runs `starling help` and each `starling CMD --help`)
+# and the documents.
+DOCS = README.md $(wildcard docs/*.md)
+install:
+	@$(MAKE) --no-print-directory BUILD=build-install ARCH="$(PORTABLE_ARCH)" build-install/starling build-install/starling.1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/starling
+	install -m 755 build-install/starling $(DESTDIR)$(PREFIX)/bin/starling
+	install -m 644 build-install/starling.1 $(DESTDIR)$(PREFIX)/share/man/man1/starling.1
+	install -m 644 $(DOCS) $(DESTDIR)$(PREFIX)/share/doc/starling/
+
+$(BUILD)/starling.1: $(BIN) scripts/man.sh
+	$(Q)scripts/man.sh $(BIN) '$(VERSION)' > $@
+
+man: $(BUILD)/starling.1
 
 clean:
-	rm -rf build build-asan build-fuzz build-vg starling
+	rm -rf build build-asan build-fuzz build-vg build-install starling
+
+# Header dependencies of every object, test and fuzz replayer built so far.
+-include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d $(BUILD)/fuzz/*.d)

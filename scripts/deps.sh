@@ -1,9 +1,15 @@
 #!/bin/sh
-# deps.sh GROUP...: make sure the Debian packages a make target needs are installed.
-# As root it installs what is missing with apt-get; otherwise it prints the exact
-# apt-get line to run and fails. Groups: build, test, bench, fuzz (see docs/DEPENDENCIES.md
-# for why each package is there).
+# deps.sh [--check] GROUP...: make sure the Debian packages a make target needs are
+# installed. As root it installs what is missing with apt-get; otherwise, or with
+# --check (plain `make`, which never installs anything), it names the missing
+# packages and the exact apt-get line to run, and fails. Groups: build, test, bench,
+# fuzz (see docs/DEPENDENCIES.md for why each package is there).
 set -e
+check=0
+if [ "$1" = --check ]; then
+    check=1
+    shift
+fi
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
       python3-redis nutcracker tmux python3-prometheus-client python3-selenium chromium-driver"
@@ -27,10 +33,15 @@ for p in $want; do
     fi
 done
 if [ -n "$missing" ]; then
-    if [ "$(id -u)" != 0 ]; then
+    if [ "$check" = 1 ] || [ "$(id -u)" != 0 ]; then
         echo "starling needs these Debian packages:$missing" >&2
         echo "install them with:" >&2
-        echo "  sudo apt-get install -y$missing" >&2
+        if [ "$(id -u)" = 0 ]; then
+            echo "  apt-get install -y$missing" >&2
+            echo "(or run \`make demo\` or \`make test\`, which install what they need)" >&2
+        else
+            echo "  sudo apt-get install -y$missing" >&2
+        fi
         exit 1
     fi
     echo "installing Debian packages:$missing" >&2

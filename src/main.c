@@ -6,10 +6,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 static int cli_help(int argc, char **argv);
 static int cli_version(int argc, char **argv);
@@ -74,7 +72,7 @@ static int cli_version(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    printf("starling %s\n", STARLING_VERSION);
+    printf("starling %s\n", st_version);
     return ST_EXIT_OK;
 }
 
