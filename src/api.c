@@ -34,26 +34,12 @@
 #include <strings.h>
 
 #include "commands.h"
+#include "metrics.h"
 #include "util.h"
 
 /* ---- status codes and their counters --------------------------------------- */
 
-const int st_api_codes[ST_HTTP_CODES] = {200, 304, 400, 401, 404, 405, 413, 417, 429, 431,
-                                         500, 501, 503, 505, 0,   0,   0,   0,   0,   0};
-
-int st_api_code_slot(int status)
-{
-    for (int i = 0; i < ST_HTTP_CODES - 1; i++)
-        if (st_api_codes[i] == status) return i;
-    return ST_HTTP_CODES - 1;
-}
-
-static void count(st_stats *stats, int status)
-{
-    if (!stats) return;
-    atomic_uint_fast64_t *a = &stats->http_codes[st_api_code_slot(status)];
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1, memory_order_relaxed);
-}
+static void count(st_stats *stats, int status) { st_stats_http(stats, status); }
 
 /* ---- the rate limiter ---------------------------------------------------------- */
 
@@ -987,6 +973,23 @@ static void respond_file(const st_api_env *env, const http_parser *req, const st
     if (!head) resp_raw(out, f->data, f->len);
 }
 
+/* The /metrics body: a snapshot of the server (its summed statistics and
+ * figures, through env->ops) formatted by metrics.c. */
+static void metrics_body(const st_api_env *env, resp_out *body)
+{
+    st_stats *stats = st_malloc(sizeof *stats);
+    if (!stats) {
+        body->overflow = 1;
+        return;
+    }
+    st_server_info si;
+    env->ops->sum_stats(env->srv, stats);
+    env->ops->get_info(env->srv, &si);
+    st_metrics_snapshot snap = {.stats = stats, .info = &si, .model = env->model};
+    st_metrics_text(&snap, body);
+    st_free(stats);
+}
+
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out)
 {
     memset(call, 0, sizeof *call);
@@ -1048,7 +1051,7 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
     case K_METRICS: {
         resp_out body;
         resp_out_init(&body, 0);
-        if (env->srv) st_metrics_text(env->srv, env->model, &body);
+        if (env->srv) metrics_body(env, &body);
         if (body.overflow) {
             st_api_error(env->stats, out, 503, "out of memory", keep);
         } else {

@@ -26,13 +26,12 @@
 
 #include "http.h"
 #include "resp.h"
-#include "server.h"
+#include "served.h"
+#include "services.h"
+#include "stats.h"
 
-/* Responses are counted per status code in st_stats.http_codes, slot
- * st_api_code_slot(status); st_api_codes lists the codes of the slots (the
- * last slot, code 0, counts any other). */
-extern const int st_api_codes[ST_HTTP_CODES];
-int st_api_code_slot(int status);
+/* Responses are counted per status code in st_stats.http_codes
+ * (st_stats_http, stats.h). */
 
 /* A request-rate limit per client address: a token bucket of `burst`
  * requests refilled at `rate` per second, for each of up to ST_RATE_SLOTS
@@ -69,7 +68,8 @@ typedef enum { ST_API_RESPONDED = 0, ST_API_RUN = 1 } st_api_action;
 
 /* What a request may need from the server. */
 typedef struct {
-    st_server *srv;               /* for /metrics and /readyz; NULL: answered as not ready */
+    st_server *srv;               /* for /metrics, through ops; NULL: /metrics answers nothing */
+    const st_server_ops *ops;     /* the server's services (services.h) */
     const st_server_config *cfg;  /* requirepass, max-args */
     st_served *model;             /* NULL before a model is loaded */
     st_ratelimit *limit;          /* NULL = none */
@@ -98,10 +98,6 @@ void st_api_error(st_stats *stats, resp_out *out, int status, const char *msg, i
  * string) set. */
 st_api_action st_api_translate(const http_parser *req, uint64_t max_args, st_api_call *call, int *status,
                                const char **msg, char *msgbuf, size_t msgcap);
-
-/* The Prometheus text exposition of the server's state (metrics.c):
- * appended to out as one text/plain body. Allocates the summed statistics. */
-void st_metrics_text(st_server *srv, st_served *model, resp_out *out);
 
 /* The page's files (web/, compiled in by the Makefile): the file for a
  * path, or NULL. */

@@ -16,7 +16,7 @@
  * allocate, except the writes; SEGMENTS and SCORE are the hot path the ad
  * server calls for every ad request.
  *
- * Writes go through st_server_write (server.c), which journals them before
+ * Writes go through ctx->ops->write (the store, store.c), which journals them before
  * they are visible; the handler records the record's seq in the session, and
  * under appendfsync always the connection's replies wait for the fdatasync
  * that covers it. Privacy floors: AUDIENCE, REACH, LOOKALIKE and the
@@ -45,10 +45,8 @@
 #include "als.h"
 #include "score.h"
 #include "util.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 typedef void (*st_cmd_fn)(st_ctx *c);
 
@@ -223,7 +221,7 @@ static const st_command commands[] = {
     {"debug|help", cmd_help, 2, NOMODEL, 0, "server", "The DEBUG subcommands", "O(1)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
-_Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in server.h");
+_Static_assert(NCOMMANDS <= ST_MAX_COMMANDS, "raise ST_MAX_COMMANDS in stats.h");
 
 /* ---- lookup ---------------------------------------------------------------- */
 
@@ -269,49 +267,16 @@ static const st_command *find_sub(const st_command *container, const resp_arg *s
     return find_name(key, cl + 1 + sub->len);
 }
 
-uint64_t st_nanos(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- statistics -------------------------------------------------------------- */
-
-static void bump(atomic_uint_fast64_t *a, uint64_t v)
-{
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
-}
-
-static int lat_bucket(uint64_t ns)
-{
-    if (ns < 32) return (int)ns;
-    int msb = 63 - __builtin_clzll(ns);
-    int b = 32 + (msb - 5) * 16 + (int)((ns >> (msb - 4)) & 15);
-    return b < ST_LAT_BUCKETS ? b : ST_LAT_BUCKETS - 1;
-}
-
-/* The middle of a bucket, in nanoseconds. */
-static double lat_value(int b)
-{
-    if (b < 32) return b;
-    int msb = (b - 32) / 16 + 5, sub = (b - 32) % 16;
-    double lo = (double)((uint64_t)(16 + sub) << (msb - 4)), width = (double)(1ull << (msb - 4));
-    return lo + width / 2;
-}
 
 static void record(st_stats *stats, const st_command *cmd, uint64_t ns, int failed)
 {
-    st_cmdstat *s = &stats->cmd[cmd - commands];
-    bump(&s->calls, 1);
-    bump(&s->nanos, ns);
-    if (failed) bump(&s->failed, 1);
-    bump(&s->hist[lat_bucket(ns)], 1);
+    st_stats_record(&stats->cmd[cmd - commands], ns, failed);
 }
 
 static void reject(st_stats *stats, const st_command *cmd)
 {
-    if (cmd) bump(&stats->cmd[cmd - commands].rejected, 1);
+    if (cmd) st_stat_add(&stats->cmd[cmd - commands].rejected, 1);
 }
 
 /* ---- call ------------------------------------------------------------------ */
@@ -392,8 +357,6 @@ void st_call_heavy(st_ctx *c, const st_command *cmd) { cmd->fn(c); }
 size_t st_command_count(void) { return NCOMMANDS; }
 
 const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
-
-double st_latency_bucket_ns(int b) { return lat_value(b); }
 
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
 {
@@ -1226,7 +1189,7 @@ static void cmd_model_reload(st_ctx *c)
         }
     }
     char err[ST_ERRLEN];
-    if (st_server_reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
+    if (c->ops->reload(c->srv, path, err) != 0) resp_error(c->out, "ERR reload failed, still serving the previous model: %s", err);
     else resp_simple(c->out, "OK");
 }
 
@@ -1557,7 +1520,7 @@ static double unix_now(void)
 static int do_write(st_ctx *c, st_jrecord *r, st_write_result *res)
 {
     char err[ST_ERRLEN];
-    if (st_server_write(c->srv, r, c->scratch, res, err) != 0) {
+    if (c->ops->write(c->srv, r, c->scratch, res, err) != 0) {
         resp_error(c->out, "%s", err);
         return -1;
     }
@@ -1716,7 +1679,7 @@ static void cmd_del(st_ctx *c)
         st_jrecord r = {.type = ST_JREC_FORGET, .user = k->ptr + 2, .user_len = (uint32_t)k->len - 2};
         st_write_result res;
         char err[ST_ERRLEN];
-        if (st_server_write(c->srv, &r, c->scratch, &res, err) != 0) {
+        if (c->ops->write(c->srv, &r, c->scratch, &res, err) != 0) {
             if (done) resp_error(c->out, "%s (the %lld keys before it were deleted)", err, (long long)done);
             else resp_error(c->out, "%s", err);
             return;
@@ -1745,7 +1708,7 @@ static void cmd_history(st_ctx *c)
 static void cmd_journal_compact(st_ctx *c)
 {
     char err[ST_ERRLEN];
-    if (st_server_compact(c->srv, err) != 0) resp_error(c->out, "%s", err);
+    if (c->ops->compact(c->srv, err) != 0) resp_error(c->out, "%s", err);
     else resp_simple(c->out, "Background journal compaction started");
 }
 
@@ -1893,7 +1856,7 @@ static void cmd_hello(st_ctx *c)
     if (name && set_name(c, name) != 0) return;
     resp_array(c->out, 14);
     kv_str(c->out, "server", "starling");
-    kv_str(c->out, "version", STARLING_VERSION);
+    kv_str(c->out, "version", st_version);
     kv_int(c->out, "proto", 2);
     kv_int(c->out, "id", (int64_t)c->session->id);
     kv_str(c->out, "mode", "standalone");
@@ -2043,7 +2006,7 @@ static void cmd_config_get(st_ctx *c)
         heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
         http_burst[32];
     st_server_info si;
-    st_server_get_info(c->srv, &si);
+    c->ops->get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
     snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
     snprintf(timeout, sizeof timeout, "%g", f->timeout);
@@ -2142,20 +2105,6 @@ static void tprintf(text *t, const char *fmt, ...)
     }
 }
 
-static double percentile(const st_cmdstat *s, double q)
-{
-    uint64_t total = 0;
-    for (int b = 0; b < ST_LAT_BUCKETS; b++) total += atomic_load_explicit(&s->hist[b], memory_order_relaxed);
-    if (total == 0) return 0;
-    uint64_t want = (uint64_t)ceil(q * (double)total), seen = 0;
-    if (want == 0) want = 1;
-    for (int b = 0; b < ST_LAT_BUCKETS; b++) {
-        seen += atomic_load_explicit(&s->hist[b], memory_order_relaxed);
-        if (seen >= want) return lat_value(b);
-    }
-    return lat_value(ST_LAT_BUCKETS - 1);
-}
-
 static int want_section(st_ctx *c, const char *name, int in_default)
 {
     if (c->argc == 1) return in_default;
@@ -2169,13 +2118,13 @@ static int want_section(st_ctx *c, const char *name, int in_default)
 static void cmd_info(st_ctx *c)
 {
     st_server_info si;
-    st_server_get_info(c->srv, &si);
+    c->ops->get_info(c->srv, &si);
     st_stats *stats = st_malloc(sizeof *stats);
     if (!stats) {
         resp_error(c->out, "ERR out of memory");
         return;
     }
-    st_server_sum_stats(c->srv, stats);
+    c->ops->sum_stats(c->srv, stats);
     text t = {0};
     const st_served *sv = c->model; /* NULL while the first model loads */
     const st_model *m = sv ? &sv->m : NULL;
@@ -2184,7 +2133,7 @@ static void cmd_info(st_ctx *c)
         tprintf(&t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
                     "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
                     "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
-                STARLING_VERSION, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
+                st_version, (int)getpid(), si.tcp_addr ? si.tcp_port : 0, si.unixsocket ? si.unixsocket : "",
                 (long long)uptime, (unsigned long long)si.loops, (unsigned long long)si.heavy_threads);
     }
     if (want_section(c, "clients", 1)) {
@@ -2230,7 +2179,7 @@ static void cmd_info(st_ctx *c)
     }
     if (want_section(c, "persistence", 1)) {
         st_server_journal_info ji;
-        st_server_get_journal(c->srv, &ji);
+        c->ops->get_journal(c->srv, &ji);
         st_overlay_stats os = {0};
         if (sv) st_overlay_get_stats(sv->ov, &os); /* no model yet: nothing online */
         const st_journal_status *js = &ji.j;
@@ -2291,7 +2240,7 @@ static void cmd_info(st_ctx *c)
             const st_cmdstat *s = &stats->cmd[i];
             if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
             tprintf(&t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
-                    percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
+                    st_latency_percentile(s, 0.50) / 1000.0, st_latency_percentile(s, 0.99) / 1000.0, st_latency_percentile(s, 0.999) / 1000.0);
         }
         tprintf(&t, "\r\n");
     }

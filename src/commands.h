@@ -11,11 +11,32 @@
 #ifndef STARLING_COMMANDS_H
 #define STARLING_COMMANDS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "resp.h"
+#include "served.h"
+#include "services.h"
+#include "stats.h"
 
 typedef struct st_command st_command;
+typedef struct st_command_set st_command_set;
+
+/* Everything a command handler gets. In the heavy pool, session is NULL.
+ * The server's services are reached through ops (services.h), never by
+ * calling server.c. */
+typedef struct {
+    st_server *srv;
+    const st_server_ops *ops;
+    const st_server_config *cfg;
+    st_session *session;
+    st_served *model; /* NULL until the first model is loaded (NOMODEL commands only) */
+    st_scratch *scratch;
+    resp_out *out;
+    int argc;
+    resp_arg *argv;
+    const st_command_set *commands; /* the table, for COMMAND, HELP and INFO (set by st_call) */
+} st_ctx;
 
 typedef enum { ST_CALL_DONE = 0, ST_CALL_DEFER = 1 } st_call_result;
 
@@ -34,17 +55,10 @@ void st_call_heavy(st_ctx *ctx, const st_command *cmd);
  * starting with first_byte) is back on the loop. */
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte);
 
-/* Monotonic nanoseconds. */
-uint64_t st_nanos(void);
-
 /* The command table, for /metrics: how many rows, and row i's name ("segments",
  * "model|info"); the indices are those of st_stats.cmd. */
 size_t st_command_count(void);
 const char *st_command_name(size_t i);
-
-/* The latency histogram's bucket b (st_cmdstat.hist): the middle of its
- * range in nanoseconds, the value INFO's percentiles report. */
-double st_latency_bucket_ns(int b);
 
 /* Does secret (len bytes) equal --requirepass? In time that depends only on
  * the lengths. 1 when no password is set. */

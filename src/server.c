@@ -57,6 +57,8 @@
 #include "als.h"
 #include "api.h"
 #include "commands.h"
+#include "stats.h"
+#include "store.h"
 #include "http.h"
 #include "score.h"
 #include "util.h"
@@ -142,12 +144,7 @@ struct st_server {
     atomic_uint_fast64_t nclients_http;
     st_loop *loops;
     int nloops;
-    pthread_mutex_t model_lock;
-    st_served *model;
-    atomic_uint_fast64_t model_gen;
-    pthread_mutex_t reload_lock; /* one reload at a time; held while a file loads */
-    uint64_t reloads, reload_failures; /* these three under model_lock, which is never held long */
-    char last_reload_error[256];
+    st_store *store; /* the served model, reloads, writes, the journal */
     pthread_mutex_t q_lock;
     pthread_cond_t q_cond;
     st_job *q_head, *q_tail;
@@ -158,51 +155,10 @@ struct st_server {
     atomic_uint_fast64_t nclients, next_client_id, blocked;
     atomic_int stopping;
     double started, started_unix;
-    /* Online writes: the journal, and the lock that puts a change and its
-     * record in the same order (held while a reload swaps models, too). */
-    st_journal *journal;
-    pthread_mutex_t write_lock;
-    st_journal_info start_info; /* what the journal held at start */
-    double start_seconds;
-    uint64_t refused_writes;    /* under write_lock: refused since the last log line */
-    double refused_logged_at;
-    /* The maintenance thread: compactions. */
-    pthread_t maint;
-    int maint_started;
-    pthread_mutex_t maint_lock;
-    pthread_cond_t maint_cond;
-    int maint_stop, compact_requested, compacting, broken_logged;
-    uint64_t compact_base;      /* the journal's size after the last compaction (or at start) */
-    double forget_pending_since; /* monotonic time a FORGET was first seen not yet compacted; 0 = none */
 };
 
 static void loop_refresh_model(st_loop *l);
 
-/* ---- logging ------------------------------------------------------------ */
-
-static int log_level = ST_LOG_NOTICE;
-static FILE *log_file;
-
-void st_log(int level, const char *fmt, ...)
-{
-    if (level < log_level) return;
-    FILE *f = log_file ? log_file : stderr;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
-    char when[64];
-    strftime(when, sizeof when, "%d %b %Y %H:%M:%S", &tm);
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    static const char marks[] = ".-*#";
-    /* One fprintf per line: stdio locks the stream, so lines never interleave. */
-    fprintf(f, "%d:M %s.%03d %c %s\n", (int)getpid(), when, (int)(ts.tv_nsec / 1000000), marks[level & 3], msg);
-    fflush(f);
-}
 
 void st_server_config_default(st_server_config *c)
 {
@@ -232,175 +188,6 @@ void st_server_config_default(st_server_config *c)
     c->http_burst = 0;
 }
 
-/* ---- scratch ------------------------------------------------------------ */
-
-static int grow(void **p, uint64_t want, size_t elem)
-{
-    void *q = st_realloc(*p, want * elem);
-    if (!q) return -1;
-    *p = q;
-    return 0;
-}
-
-int st_scratch_work(st_scratch *s, uint64_t n)
-{
-    if (n <= s->cap_work) return 0;
-    if (grow((void **)&s->work, n, sizeof(float)) != 0) return -1;
-    s->cap_work = n;
-    return 0;
-}
-
-int st_scratch_rows(st_scratch *s, uint64_t rows)
-{
-    if (rows <= s->cap_rows) return 0;
-    if (grow((void **)&s->scores, rows, sizeof(float)) != 0 || grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
-        grow((void **)&s->top, rows, sizeof(float)) != 0)
-        return -1;
-    s->cap_rows = rows;
-    return 0;
-}
-
-int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
-{
-    uint64_t rows = m->segments;
-    if (all_users && m->users > rows) rows = m->users;
-    rows += m->k; /* look-alike keeps its centroid after the user scores */
-    if (st_scratch_rows(s, rows) != 0) return -1;
-    if (m->k > s->cap_ux) {
-        if (grow((void **)&s->ux, m->k, sizeof(float)) != 0) return -1;
-        s->cap_ux = m->k;
-    }
-    if (m->segments > s->cap_hist) {
-        if (grow((void **)&s->hseg, m->segments, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->hr, m->segments, sizeof(float)) != 0)
-            return -1;
-        s->cap_hist = m->segments;
-    }
-    uint64_t args = cfg->max_args + 1;
-    if (args > s->cap_args) {
-        if (grow((void **)&s->segs, args, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->vals, args, sizeof(float)) != 0)
-            return -1;
-        s->cap_args = args;
-    }
-    if (m->segments > s->cap_skip) {
-        uint8_t *p = st_realloc(s->skip, m->segments);
-        if (!p) return -1;
-        memset(p + s->cap_skip, 0, m->segments - s->cap_skip);
-        s->skip = p;
-        s->cap_skip = m->segments;
-    }
-    if (m->k > s->cap_user) {
-        if (grow((void **)&s->user, m->k, sizeof(float)) != 0) return -1;
-        s->cap_user = m->k;
-    }
-    /* Fold-in of a request's worth of segments, without allocating. */
-    return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
-}
-
-void st_scratch_free(st_scratch *s)
-{
-    st_free(s->scores);
-    st_free(s->idx);
-    st_free(s->top);
-    st_free(s->work);
-    st_free(s->segs);
-    st_free(s->vals);
-    st_free(s->skip);
-    st_free(s->ux);
-    st_free(s->hseg);
-    st_free(s->hr);
-    st_overlay_view_free(&s->view);
-    st_free(s->user);
-    memset(s, 0, sizeof *s);
-}
-
-/* ---- the served model ---------------------------------------------------- */
-
-static void served_free(st_served *s)
-{
-    st_overlay_free(s->ov);
-    st_free(s->G);
-    st_free(s->prior);
-    st_free(s->prior_rank);
-    st_free(s->seg_norms);
-    st_segment_index_free(&s->seg_index);
-    st_model_free(&s->m);
-    st_free(s);
-}
-
-void st_served_release(st_served *s)
-{
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
-        st_log(ST_LOG_VERBOSE, "unmapped model %s (generation %llu)", s->path, (unsigned long long)s->generation);
-        served_free(s);
-    }
-}
-
-st_served *st_served_load(const char *path, char *err)
-{
-    double t0 = st_now();
-    st_served *s = st_calloc(1, sizeof *s);
-    if (!s) {
-        st_seterr(err, "out of memory");
-        return NULL;
-    }
-    if (st_model_load(path, &s->m, err) != 0) {
-        st_free(s);
-        return NULL;
-    }
-    const st_model *m = &s->m;
-    if (m->users == 0 || m->segments == 0) {
-        st_seterr(err, "%s: the model has no users or no segments", path);
-        served_free(s);
-        return NULL;
-    }
-    uint32_t n = m->segments, k = m->k;
-    s->G = st_aligned_alloc(64, (size_t)k * k * sizeof *s->G);
-    s->prior = st_malloc((size_t)n * sizeof *s->prior);
-    s->prior_rank = st_malloc((size_t)n * sizeof *s->prior_rank);
-    s->seg_norms = st_malloc((size_t)n * sizeof *s->seg_norms);
-    float *tmp = st_malloc((size_t)n * sizeof *tmp);
-    if (!s->G || !s->prior || !s->prior_rank || !s->seg_norms || !tmp) {
-        st_free(tmp);
-        served_free(s);
-        st_seterr(err, "%s: out of memory for the model's derived tables", path);
-        return NULL;
-    }
-    st_als_gram(m->V, n, k, s->G);
-    st_score_prior(m, s->prior);
-    st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
-    st_free(tmp);
-    st_score_segment_norms(m, s->seg_norms);
-    if (st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
-        served_free(s);
-        st_seterr(err, "%s: out of memory for the segment index", path);
-        return NULL;
-    }
-    s->ov = st_overlay_new(m, s->G, s->prior, err);
-    if (!s->ov) {
-        served_free(s);
-        return NULL;
-    }
-    snprintf(s->path, sizeof s->path, "%s", path);
-    s->loaded_at = (double)time(NULL);
-    atomic_init(&s->refs, 1);
-    st_log(ST_LOG_NOTICE, "model %s: %u users, %u segments, rank %u, loaded and verified in %.3f s", path, m->users,
-           n, k, st_now() - t0);
-    return s;
-}
-
-/* The served model with a reference for the caller, or NULL while the
- * first model is still loading. */
-static st_served *model_acquire(st_server *srv)
-{
-    pthread_mutex_lock(&srv->model_lock);
-    st_served *s = srv->model;
-    if (s) atomic_fetch_add(&s->refs, 1);
-    pthread_mutex_unlock(&srv->model_lock);
-    return s;
-}
-
 static void wake_all(st_server *srv)
 {
     for (int i = 0; i < srv->nloops; i++) {
@@ -410,292 +197,10 @@ static void wake_all(st_server *srv)
     }
 }
 
-/* ---- the journal and the overlays ------------------------------------------ */
-
-typedef struct {
-    st_overlay *ov;
-    const st_journal_info *info; /* at start: the id is read before the first record */
-    uint64_t id;
-} replay_ctx;
-
-static int replay_record(const st_jrecord *r, void *vctx, char *err)
-{
-    replay_ctx *c = vctx;
-    return st_overlay_replay(c->ov, c->info ? c->info->id : c->id, r, err);
-}
-
-/* Replays journal bytes [from, to) into ov and solves the users touched. */
-static int replay_range(st_server *srv, st_overlay *ov, uint64_t from, uint64_t to, char *err)
-{
-    replay_ctx c = {.ov = ov, .id = st_journal_id(srv->journal)};
-    st_journal_info info;
-    if (st_journal_read(st_journal_path(srv->journal), from, to, replay_record, &c, &info, err) != 0) return -1;
-    return st_overlay_solve(ov, err);
-}
-
-/* What s's model says about this journal. A model trained with it holds its
- * records up to some seq, which replay skipped; if the journal ends before
- * that seq (an older copy was restored), new records must still come after
- * it, or the next reload would take them for records the model holds. */
-static void check_lineage(st_server *srv, const st_served *s)
-{
-    uint64_t id, seq;
-    st_overlay_lineage(s->ov, &id, &seq);
-    if (!id) return;
-    uint64_t jid = st_journal_id(srv->journal), last = st_journal_last_seq(srv->journal);
-    if (id != jid) {
-        st_log(ST_LOG_NOTICE, "model %s was trained with journal %016llx, not with this one (%016llx): every record "
-                              "of this journal applies on top of it",
-               s->path, (unsigned long long)id, (unsigned long long)jid);
-        return;
-    }
-    st_log(ST_LOG_NOTICE, "model %s holds this journal's records up to seq %llu; later ones apply on top", s->path,
-           (unsigned long long)seq);
-    if (seq > last) {
-        st_log(ST_LOG_WARNING, "model %s holds records up to seq %llu but the journal ends at seq %llu (an older "
-                               "copy of it?): new records are numbered from %llu",
-               s->path, (unsigned long long)seq, (unsigned long long)last, (unsigned long long)seq + 1);
-        st_journal_raise_seq(srv->journal, seq);
-    }
-}
-
-static int reload_failed(st_server *srv, st_served *s, const char *err)
-{
-    if (s) st_served_release(s);
-    pthread_mutex_lock(&srv->model_lock);
-    srv->reload_failures++;
-    snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
-    pthread_mutex_unlock(&srv->model_lock);
-    st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
-    pthread_mutex_unlock(&srv->reload_lock);
-    return -1;
-}
-
-int st_server_reload(st_server *srv, const char *path, char *err)
-{
-    pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
-    char cur[4096];
-    pthread_mutex_lock(&srv->model_lock);
-    snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
-    pthread_mutex_unlock(&srv->model_lock);
-    st_served *s = st_served_load(cur, err);
-    if (!s) return reload_failed(srv, NULL, err);
-    /* The online changes carry over: the journal is replayed against the
-     * new model, first up to where it ends now (writes go on meanwhile),
-     * then, holding writes, the little appended since. */
-    uint64_t e1 = 0;
-    char why[ST_ERRLEN];
-    if (srv->journal) {
-        e1 = st_journal_end(srv->journal);
-        if (replay_range(srv, s->ov, 0, e1, why) != 0) {
-            st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
-        }
-        pthread_mutex_lock(&srv->write_lock);
-        uint64_t e2 = st_journal_end(srv->journal);
-        if (e2 > e1 && replay_range(srv, s->ov, e1, e2, why) != 0) {
-            pthread_mutex_unlock(&srv->write_lock);
-            st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
-        }
-    }
-    pthread_mutex_lock(&srv->model_lock);
-    st_served *old = srv->model;
-    s->generation = old->generation + 1;
-    srv->model = s;
-    atomic_store(&srv->model_gen, s->generation);
-    srv->reloads++;
-    srv->last_reload_error[0] = '\0';
-    pthread_mutex_unlock(&srv->model_lock);
-    if (srv->journal) {
-        check_lineage(srv, s);
-        pthread_mutex_unlock(&srv->write_lock);
-    }
-    /* Loops pick the new model up before their next request; the old one
-     * is unmapped when the last loop or job holding it lets go. */
-    st_served_release(old);
-    st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
-    pthread_mutex_unlock(&srv->reload_lock);
-    wake_all(srv); /* idle loops take the new model up now, not at their next event */
-    return 0;
-}
-
-int st_server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err)
-{
-    memset(res, 0, sizeof *res);
-    if (!srv->journal)
-        return st_seterr(err, "MISCONF this server has no journal, so a write would not survive a restart: start it "
-                              "with --journal FILE");
-    char why[ST_ERRLEN];
-    st_overlay_change chg;
-    /* Optimistic: the change is prepared (the user's vector solved, the
-     * costly part) with no lock held, then checked, journaled and committed
-     * under the write lock, and prepared again in the rare case another
-     * write changed the same user, or a reload swapped models, meanwhile.
-     * After a few such retries it is prepared under the lock. */
-    for (int attempt = 0;; attempt++) {
-        int locked = attempt >= 4;
-        if (locked) pthread_mutex_lock(&srv->write_lock);
-        st_served *sv = model_acquire(srv);
-        if (st_scratch_work(sc, st_overlay_work(sv->ov)) != 0) {
-            if (locked) pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR out of memory");
-        }
-        if (st_overlay_prepare(sv->ov, r, sc->work, &chg, why) != 0) {
-            st_overlay_discard(&chg);
-            if (locked) pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR %s", why);
-        }
-        if (!locked) pthread_mutex_lock(&srv->write_lock);
-        int ok = srv->model == sv ? st_overlay_check(sv->ov, &chg, why) : 0;
-        if (ok < 0) {
-            st_overlay_discard(&chg);
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR %s", why);
-        }
-        if (ok == 0) {
-            st_overlay_discard(&chg);
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            continue;
-        }
-        if (st_journal_append(srv->journal, r, why) != 0) {
-            st_overlay_discard(&chg);
-            /* Logged at most once a second: a full disk under load refuses
-             * every write. */
-            srv->refused_writes++;
-            double now = st_now();
-            if (now - srv->refused_logged_at >= 1.0) {
-                st_log(ST_LOG_WARNING, "journal: %llu writes refused since the last message: %s",
-                       (unsigned long long)srv->refused_writes, why);
-                srv->refused_writes = 0;
-                srv->refused_logged_at = now;
-            }
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
-        }
-        res->seq = r->seq;
-        res->existed = chg.existed;
-        res->known_segment = chg.known_segment;
-        res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
-        st_overlay_commit(sv->ov, &chg);
-        pthread_mutex_unlock(&srv->write_lock);
-        st_served_release(sv);
-        return 0;
-    }
-}
-
-int st_server_compact(st_server *srv, char *err)
-{
-    if (!srv->journal) return st_seterr(err, "ERR this server has no journal (start it with --journal FILE)");
-    pthread_mutex_lock(&srv->maint_lock);
-    int busy = srv->compacting || srv->compact_requested;
-    if (!busy) {
-        srv->compact_requested = 1;
-        pthread_cond_signal(&srv->maint_cond);
-    }
-    pthread_mutex_unlock(&srv->maint_lock);
-    if (busy) return st_seterr(err, "ERR a journal compaction is already in progress");
-    return 0;
-}
-
-void st_server_get_journal(st_server *srv, st_server_journal_info *info)
-{
-    memset(info, 0, sizeof *info);
-    /* Set before the first model is published (load_first_model). */
-    pthread_mutex_lock(&srv->model_lock);
-    st_journal *j = srv->model ? srv->journal : NULL;
-    pthread_mutex_unlock(&srv->model_lock);
-    if (!j) return;
-    info->has_journal = 1;
-    st_journal_get_status(j, &info->j);
-    info->path = st_journal_path(j);
-    info->policy = st_journal_policy(j);
-    info->id = st_journal_id(j);
-    pthread_mutex_lock(&srv->maint_lock);
-    info->compacting = srv->compacting || srv->compact_requested;
-    pthread_mutex_unlock(&srv->maint_lock);
-    info->start_records = srv->start_info.records;
-    info->start_torn_bytes = srv->start_info.torn_bytes;
-    info->start_torn_at = srv->start_info.torn_at;
-    info->start_seconds = srv->start_seconds;
-}
-
-/* Compacts on request (JOURNAL COMPACT), when the journal has grown by
- * compact-percentage since the last compaction (and is past
- * compact-min-bytes), and forget-compact-delay seconds after a FORGET, so
- * that what it erased leaves the file too. */
-static void *maint_main(void *arg)
-{
-    st_server *srv = arg;
-    const st_server_config *cfg = &srv->cfg;
-    pthread_mutex_lock(&srv->maint_lock);
-    while (!srv->maint_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
-        if (!srv->compact_requested) pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &ts);
-        if (srv->maint_stop) break;
-        const char *why = srv->compact_requested ? "requested" : NULL;
-        st_journal_status js;
-        st_journal_get_status(srv->journal, &js);
-        double now = st_now();
-        if (js.broken && !srv->broken_logged) {
-            st_log(ST_LOG_WARNING, "journal: out of service (%s): writes are refused until the server is restarted; "
-                                   "reads go on",
-                   js.last_error);
-            srv->broken_logged = 1;
-        }
-        int forgets = js.last_forget_seq > js.last_compaction.through_seq ||
-                      (srv->start_info.forgets > 0 && js.compactions == 0);
-        if (!forgets || cfg->forget_compact_delay <= 0) srv->forget_pending_since = 0;
-        else if (srv->forget_pending_since == 0) srv->forget_pending_since = now;
-        if (!why && cfg->compact_percentage && js.bytes >= cfg->compact_min_bytes && js.bytes > srv->compact_base &&
-            js.bytes - srv->compact_base >= srv->compact_base / 100 * cfg->compact_percentage)
-            why = "the journal grew past compact-percentage";
-        if (!why && srv->forget_pending_since && now - srv->forget_pending_since >= cfg->forget_compact_delay)
-            why = "erasing what FORGETs erased from the file (forget-compact-delay)";
-        if (!why || js.broken) {
-            srv->compact_requested = 0;
-            continue;
-        }
-        srv->compacting = 1;
-        srv->compact_requested = 0;
-        pthread_mutex_unlock(&srv->maint_lock);
-        st_log(ST_LOG_NOTICE, "journal: compaction started (%s)", why);
-        st_journal_compaction c;
-        char err[ST_ERRLEN];
-        pthread_mutex_lock(&srv->reload_lock);
-        int rc = st_journal_compact(srv->journal, &c, err);
-        pthread_mutex_unlock(&srv->reload_lock);
-        if (rc == 0)
-            st_log(ST_LOG_NOTICE, "journal: compacted in %.3f s: %llu -> %llu bytes, %llu -> %llu records (%llu "
-                                  "events of forgotten users and %llu older FORGETs dropped)",
-                   c.seconds, (unsigned long long)c.bytes_before, (unsigned long long)c.bytes_after,
-                   (unsigned long long)c.records_before, (unsigned long long)c.records_after,
-                   (unsigned long long)c.events_erased, (unsigned long long)c.forgets_merged);
-        else
-            st_log(ST_LOG_WARNING, "journal: %s", err);
-        pthread_mutex_lock(&srv->maint_lock);
-        srv->compacting = 0;
-        if (rc == 0) {
-            srv->compact_base = c.bytes_after;
-            srv->forget_pending_since = 0;
-        } else if (srv->forget_pending_since) {
-            srv->forget_pending_since = now; /* try again a delay later, not every second */
-        }
-    }
-    pthread_mutex_unlock(&srv->maint_lock);
-    return NULL;
-}
-
 /* ---- info ---------------------------------------------------------------- */
 
-void st_server_get_info(st_server *srv, st_server_info *info)
+/* The operations handlers reach the server through (services.h). */
+static void server_info(st_server *srv, st_server_info *info)
 {
     memset(info, 0, sizeof *info);
     info->started = srv->started;
@@ -707,12 +212,6 @@ void st_server_get_info(st_server *srv, st_server_info *info)
     pthread_mutex_lock(&srv->q_lock);
     info->heavy_queued = srv->q_len;
     pthread_mutex_unlock(&srv->q_lock);
-    /* Not reload_lock: INFO on an event loop must not wait for a file to load. */
-    pthread_mutex_lock(&srv->model_lock);
-    info->reloads = srv->reloads;
-    info->reload_failures = srv->reload_failures;
-    snprintf(info->last_reload_error, sizeof info->last_reload_error, "%s", srv->last_reload_error);
-    pthread_mutex_unlock(&srv->model_lock);
     info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
     info->tcp_port = srv->tcp_port;
     info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
@@ -720,60 +219,34 @@ void st_server_get_info(st_server *srv, st_server_info *info)
     info->http_clients = atomic_load(&srv->nclients_http);
     info->http_addr = srv->http.fd >= 0 ? srv->http_addr : NULL;
     info->http_port = srv->http_port;
-    /* srv->journal is set before the first model is published under
-     * model_lock, so it is safe to read once a model has been seen. */
-    pthread_mutex_lock(&srv->model_lock);
-    st_journal *j = srv->model ? srv->journal : NULL;
-    pthread_mutex_unlock(&srv->model_lock);
-    if (j) {
-        st_journal_status js;
-        st_journal_get_status(j, &js);
-        info->journal = 1;
-        info->journal_bytes = js.bytes;
-        info->journal_lag_events = js.last_seq > js.durable_seq ? js.last_seq - js.durable_seq : 0;
-        info->journal_lag_seconds = info->journal_lag_events ? st_now() - js.synced_at : 0;
-        info->journal_write_failures = js.append_failures + js.fsync_failures;
-    }
+    st_store_get_info(srv->store, info);
 }
 
-static void add_stat(atomic_uint_fast64_t *to, const atomic_uint_fast64_t *from)
-{
-    atomic_store_explicit(to,
-                          atomic_load_explicit(to, memory_order_relaxed) +
-                              atomic_load_explicit(from, memory_order_relaxed),
-                          memory_order_relaxed);
-}
-
-void st_server_sum_stats(st_server *srv, st_stats *out)
+static void server_sum_stats(st_server *srv, st_stats *out)
 {
     memset(out, 0, sizeof *out);
-    for (int i = 0; i < srv->nloops; i++) {
-        const st_stats *s = &srv->loops[i].stats;
-        for (int c = 0; c < ST_MAX_COMMANDS; c++) {
-            add_stat(&out->cmd[c].calls, &s->cmd[c].calls);
-            add_stat(&out->cmd[c].nanos, &s->cmd[c].nanos);
-            add_stat(&out->cmd[c].failed, &s->cmd[c].failed);
-            add_stat(&out->cmd[c].rejected, &s->cmd[c].rejected);
-            if (atomic_load_explicit(&s->cmd[c].calls, memory_order_relaxed) == 0) continue;
-            for (int b = 0; b < ST_LAT_BUCKETS; b++) add_stat(&out->cmd[c].hist[b], &s->cmd[c].hist[b]);
-        }
-        add_stat(&out->connections, &s->connections);
-        add_stat(&out->rejected_connections, &s->rejected_connections);
-        add_stat(&out->commands, &s->commands);
-        add_stat(&out->protocol_errors, &s->protocol_errors);
-        add_stat(&out->net_in, &s->net_in);
-        add_stat(&out->net_out, &s->net_out);
-        add_stat(&out->dropped_output, &s->dropped_output);
-        add_stat(&out->idle_closed, &s->idle_closed);
-        add_stat(&out->http_connections, &s->http_connections);
-        for (int c = 0; c < ST_HTTP_CODES; c++) add_stat(&out->http_codes[c], &s->http_codes[c]);
-    }
+    for (int i = 0; i < srv->nloops; i++) st_stats_add(out, &srv->loops[i].stats);
 }
 
-static void bump(atomic_uint_fast64_t *a, uint64_t v)
+static int server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err)
 {
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
+    return st_store_write(srv->store, r, sc, res, err);
 }
+
+static int server_reload(st_server *srv, const char *path, char *err) { return st_store_reload(srv->store, path, err); }
+
+static int server_compact(st_server *srv, char *err) { return st_store_compact(srv->store, err); }
+
+static void server_journal(st_server *srv, st_server_journal_info *info) { st_store_get_journal(srv->store, info); }
+
+static const st_server_ops server_ops = {
+    .write = server_write,
+    .reload = server_reload,
+    .compact = server_compact,
+    .get_info = server_info,
+    .sum_stats = server_sum_stats,
+    .get_journal = server_journal,
+};
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -872,7 +345,7 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     j->loop = l;
     j->cmd = cmd;
     j->t0 = t0;
-    atomic_fetch_add(&l->model->refs, 1);
+    st_served_ref(l->model);
     j->model = l->model;
     resp_out_init(&j->out, srv->cfg.output_limit);
     c->blocked = 1;
@@ -909,7 +382,7 @@ static int process_http(st_client *c)
             break;
         }
         if (st == HTTP_ERROR) {
-            bump(&l->stats.protocol_errors, 1);
+            st_stat_add(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): HTTP %d: %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->http.error_status, c->http.error);
             st_api_error(&l->stats, &c->out, c->http.error_status, c->http.error, 0);
@@ -919,6 +392,7 @@ static int process_http(st_client *c)
         }
         c->last_active = l->now; /* a complete request is activity, as in process_input */
         st_api_env env = {.srv = srv,
+                          .ops = &server_ops,
                           .cfg = &srv->cfg,
                           .model = l->model,
                           .limit = &srv->limit,
@@ -929,6 +403,7 @@ static int process_http(st_client *c)
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
             st_ctx ctx = {.srv = srv,
+                          .ops = &server_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
@@ -938,7 +413,7 @@ static int process_http(st_client *c)
                           .argv = c->call.argv};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            bump(&l->stats.commands, 1);
+            st_stat_add(&l->stats.commands, 1);
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
                 if (defer(c, &ctx, cmd, t0) != 0) {
                     st_api_call_free(&c->call);
@@ -971,7 +446,7 @@ static int process_input(st_client *c)
         resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == RESP_NEED_MORE) break;
         if (st == RESP_ERROR) {
-            bump(&l->stats.protocol_errors, 1);
+            st_stat_add(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->parser.error);
             resp_error(&c->out, "ERR %s", c->parser.error);
@@ -987,8 +462,9 @@ static int process_input(st_client *c)
             /* A reload swapped models: take the new one (and its overlay)
              * before this request, so that nothing acknowledged on another
              * loop after the swap is missing from this reply. */
-            if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
+            if (st_store_generation(srv->store) != l->model_gen) loop_refresh_model(l);
             st_ctx ctx = {.srv = srv,
+                          .ops = &server_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
@@ -998,7 +474,7 @@ static int process_input(st_client *c)
                           .argv = c->parser.argv};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            bump(&l->stats.commands, 1);
+            st_stat_add(&l->stats.commands, 1);
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER && defer(c, &ctx, cmd, t0) != 0)
                 resp_error(&c->out, "ERR out of memory");
         }
@@ -1014,7 +490,7 @@ static int flush_out(st_client *c)
 {
     st_loop *l = c->loop;
     if (c->out.overflow) {
-        bump(&l->stats.dropped_output, 1);
+        st_stat_add(&l->stats.dropped_output, 1);
         st_log(ST_LOG_WARNING, "client %llu (%s) dropped: replies over the output limit of %llu bytes",
                (unsigned long long)c->sess.id, c->sess.addr, (unsigned long long)l->srv->cfg.output_limit);
         client_close(c, "output limit");
@@ -1024,7 +500,7 @@ static int flush_out(st_client *c)
         ssize_t n = write(c->fd, c->out.buf + c->out_pos, pending(c));
         if (n > 0) {
             c->out_pos += (size_t)n;
-            bump(&l->stats.net_out, (uint64_t)n);
+            st_stat_add(&l->stats.net_out, (uint64_t)n);
             /* A client still reading a long reply is not idle. */
             c->last_active = l->now;
             continue;
@@ -1047,7 +523,7 @@ static int flush_out(st_client *c)
  * durable yet under appendfsync always: they wait for loop_commit. */
 static int replies_wait_for_sync(const st_client *c)
 {
-    st_journal *j = c->loop->srv->journal;
+    st_journal *j = st_store_journal(c->loop->srv->store);
     return j && c->sess.journal_wait && st_journal_policy(j) == ST_APPENDFSYNC_ALWAYS &&
            c->sess.journal_wait > st_journal_durable_seq(j);
 }
@@ -1115,7 +591,7 @@ static void client_read(st_client *c)
         return;
     }
     c->in_len += (size_t)n;
-    bump(&c->loop->stats.net_in, (uint64_t)n);
+    st_stat_add(&c->loop->stats.net_in, (uint64_t)n);
     client_service(c);
 }
 
@@ -1145,7 +621,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
             } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
             }
             close(fd);
-            bump(&l->stats.rejected_connections, 1);
+            st_stat_add(&l->stats.rejected_connections, 1);
             continue;
         }
         st_client *c = st_calloc(1, sizeof *c);
@@ -1210,10 +686,10 @@ static void accept_clients(st_loop *l, st_listener *ls)
         if (l->clients) l->clients->prev = c;
         l->clients = c;
         l->nclients++;
-        bump(&l->stats.connections, 1);
+        st_stat_add(&l->stats.connections, 1);
         if (c->is_http) {
             atomic_fetch_add(&srv->nclients_http, 1);
-            bump(&l->stats.http_connections, 1);
+            st_stat_add(&l->stats.http_connections, 1);
         }
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
@@ -1223,9 +699,9 @@ static void accept_clients(st_loop *l, st_listener *ls)
 
 static void loop_refresh_model(st_loop *l)
 {
-    st_served *s = model_acquire(l->srv);
+    st_served *s = st_store_acquire(l->srv->store);
     if (!s) return;
-    if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
+    if (st_scratch_fit(&l->scratch, &s->m, 0, l->srv->cfg.max_args) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
         st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
         st_served_release(s);
@@ -1277,7 +753,7 @@ static void loop_commit(st_loop *l)
         for (st_client *c = l->sync_wait; c; c = c->sync_next)
             if (c->sess.journal_wait > want) want = c->sess.journal_wait;
         char err[ST_ERRLEN];
-        int rc = st_journal_sync(l->srv->journal, want, err);
+        int rc = st_journal_sync(st_store_journal(l->srv->store), want, err);
         st_client *list = l->sync_wait;
         l->sync_wait = NULL;
         for (st_client *c = list, *next; c; c = next) {
@@ -1330,7 +806,7 @@ static void sweep_idle(st_loop *l, double now)
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
         if (!c->blocked && now - c->last_active > t) {
-            bump(&l->stats.idle_closed, 1);
+            st_stat_add(&l->stats.idle_closed, 1);
             client_close(c, "idle timeout");
         }
     }
@@ -1344,7 +820,7 @@ static void *loop_main(void *arg)
     l->now = loop_time();
     double last_sweep = l->now;
     for (;;) {
-        if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
+        if (st_store_generation(srv->store) != l->model_gen) loop_refresh_model(l);
         if (atomic_load(&srv->stopping) && !l->draining) loop_start_drain(l);
         if (l->draining && (l->nclients == 0 || st_now() > l->drain_deadline)) break;
         int n = epoll_wait(l->epfd, ev, MAX_EVENTS, l->draining ? 50 : 1000);
@@ -1415,10 +891,11 @@ static void *heavy_main(void *arg)
         srv->q_len--;
         pthread_mutex_unlock(&srv->q_lock);
         j->next = NULL;
-        if (st_scratch_fit(&h->scratch, &j->model->m, 1, &srv->cfg) != 0) {
+        if (st_scratch_fit(&h->scratch, &j->model->m, 1, srv->cfg.max_args) != 0) {
             resp_error(&j->out, "ERR out of memory for this command");
         } else {
             st_ctx ctx = {.srv = srv,
+                          .ops = &server_ops,
                           .cfg = &srv->cfg,
                           .session = NULL,
                           .model = j->model,
@@ -1537,9 +1014,9 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
             return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     }
     /* No model yet: the loop takes it up when the first load publishes it. */
-    l->model = model_acquire(srv);
+    l->model = st_store_acquire(srv->store);
     l->model_gen = l->model ? l->model->generation : 0;
-    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0)
+    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, srv->cfg.max_args) != 0)
         return st_seterr(err, "out of memory");
     return 0;
 }
@@ -1555,84 +1032,18 @@ static void loop_destroy(st_loop *l)
     pthread_mutex_destroy(&l->done_lock);
 }
 
-/* Loads the first model while the loops already answer (health checks,
- * and -LOADING or 503 for what needs a model), then publishes it. The
- * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
- * the load, so that tests can see the server before its model is ready. */
-static int load_first_model(st_server *srv, char *err)
-{
-    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
-    double d = delay ? atof(delay) : 0;
-    if (d > 0 && d <= 60) {
-        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
-    st_served *s = st_served_load(srv->cfg.model_path, err);
-    if (!s) return -1;
-    s->generation = 1;
-    /* The journal is replayed into the model's overlay before either is
-     * visible: until then every command that needs a model, writes
-     * included, answers -LOADING. */
-    const st_server_config *cfg = &srv->cfg;
-    if (cfg->journal) {
-        double t0 = st_now();
-        replay_ctx rc_ctx = {.ov = s->ov, .info = &srv->start_info};
-        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, replay_record, &rc_ctx, &srv->start_info, err);
-        if (!srv->journal) {
-            st_served_release(s);
-            return -1;
-        }
-        char why[ST_ERRLEN];
-        if (st_overlay_solve(s->ov, why) != 0) {
-            st_seterr(err, "%s: %s", cfg->journal, why);
-            st_served_release(s);
-            return -1;
-        }
-        srv->start_seconds = st_now() - t0;
-        const st_journal_info *ji = &srv->start_info;
-        st_overlay_stats os;
-        st_overlay_get_stats(s->ov, &os);
-        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
-                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
-               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
-               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
-               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
-               (unsigned long long)os.forgotten);
-        if (ji->torn_bytes)
-            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
-                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
-                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
-        check_lineage(srv, s);
-        srv->compact_base = ji->end;
-        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
-            st_seterr(err, "cannot start the journal's maintenance thread");
-            st_served_release(s);
-            return -1;
-        }
-        srv->maint_started = 1;
-    }
-    pthread_mutex_lock(&srv->model_lock);
-    srv->model = s;
-    atomic_store(&srv->model_gen, 1);
-    pthread_mutex_unlock(&srv->model_lock);
-    wake_all(srv);
-    return 0;
-}
+/* wake_all as the store's on_swap: idle loops take a new model up now. */
+static void on_swap(void *arg) { wake_all(arg); }
 
-int st_serve(const st_server_config *cfg, char *err)
+/* The server with its configuration, store and locks, no socket or thread
+ * yet; NULL with err set. */
+static st_server *server_new(const st_server_config *cfg, char *err)
 {
-    log_level = cfg->loglevel;
-    if (cfg->logfile) {
-        log_file = fopen(cfg->logfile, "a");
-        if (!log_file) return st_seterr(err, "--logfile %s: %s", cfg->logfile, strerror(errno));
-    }
-    /* BLAS inside a request must not start threads of its own: the loops
-     * and workers are the parallelism. */
-    openblas_set_num_threads(1);
-    st_commands_init();
     st_server *srv = st_calloc(1, sizeof *srv);
-    if (!srv) return st_seterr(err, "out of memory");
+    if (!srv) {
+        st_seterr(err, "out of memory");
+        return NULL;
+    }
     srv->cfg = *cfg;
     if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
     if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
@@ -1640,32 +1051,138 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
     srv->http.is_http = 1;
     st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
-    pthread_mutex_init(&srv->model_lock, NULL);
-    pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
-    pthread_mutex_init(&srv->write_lock, NULL);
-    pthread_mutex_init(&srv->maint_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->maint_cond, &ca);
-    pthread_condattr_destroy(&ca);
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
-    int rc = -1;
-    /* Sockets first, the model last: the port answers health checks while a
-     * large model loads (load_first_model). */
+    srv->store = st_store_new(&srv->cfg, on_swap, srv);
+    if (!srv->store) st_seterr(err, "out of memory");
+    return srv;
+}
+
+/* Closes the sockets and frees what server_new and the threads left. */
+static void server_free(st_server *srv)
+{
+    st_store_free(srv->store);
+    if (srv->tcp.fd >= 0) close(srv->tcp.fd);
+    if (srv->http.fd >= 0) close(srv->http.fd);
+    if (srv->unx.fd >= 0) {
+        close(srv->unx.fd);
+        unlink(srv->cfg.unixsocket);
+    }
+    st_free(srv->loops);
+    st_free(srv->heavy);
+    pthread_mutex_destroy(&srv->q_lock);
+    pthread_cond_destroy(&srv->q_cond);
+    st_ratelimit_destroy(&srv->limit);
+    st_free(srv);
+}
+
+/* Sockets first, the model last: the port answers health checks while a
+ * large model loads (st_store_load). */
+static int server_listen(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
     if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
                    err) != 0 ||
         listen_unix(srv, err) != 0 ||
         listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
                    &srv->http_port, err) != 0)
-        goto out;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0) {
-        st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
-        goto out;
+        return -1;
+    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0)
+        return st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
+    return 0;
+}
+
+/* Logs where the server answers while its model loads. */
+static void log_loading(st_server *srv)
+{
+    char where[256] = "";
+    if (srv->tcp.fd >= 0) snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
+    if (srv->http.fd >= 0) {
+        int bracket = strchr(srv->http_addr, ':') != NULL;
+        size_t n = strlen(where);
+        snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading", n ? " and" : "; until then",
+                 bracket ? "[" : "", srv->http_addr, bracket ? "]" : "", srv->http_port);
     }
+    st_log(ST_LOG_NOTICE, "loading the model %s%s", srv->cfg.model_path, where);
+}
+
+static void log_ready(st_server *srv)
+{
+    if (srv->tcp.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
+    if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", srv->cfg.unixsocket);
+    if (srv->http.fd >= 0)
+        st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/",
+               strchr(srv->http_addr, ':') ? "[" : "", srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "",
+               srv->http_port);
+    st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
+}
+
+/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT
+ * end it. */
+static void wait_signals(st_server *srv, const sigset_t *sigs)
+{
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(sigs, &si);
+        if (sig == SIGHUP) {
+            char why[ST_ERRLEN];
+            st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
+            st_store_reload(srv->store, NULL, why);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_timeout);
+            return;
+        }
+    }
+}
+
+/* Starts the heavy workers, then the loops; the counts started go to
+ * *heavy_started and *loops_started. 0 when all of them started. */
+static int start_threads(st_server *srv, heavy_arg *hargs, int *heavy_started, int *loops_started)
+{
+    *heavy_started = *loops_started = 0;
+    for (int i = 0; i < srv->nheavy; i++) {
+        hargs[i].srv = srv;
+        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
+        (*heavy_started)++;
+    }
+    for (int i = 0; i < srv->nloops && *heavy_started == srv->nheavy; i++) {
+        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
+        (*loops_started)++;
+    }
+    return *loops_started == srv->nloops ? 0 : -1;
+}
+
+/* Stops the threads started: the loops drain, then the pool. */
+static void stop_threads(st_server *srv, int heavy_started, int loops_started)
+{
+    atomic_store(&srv->stopping, 1);
+    wake_all(srv);
+    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
+    pthread_mutex_lock(&srv->q_lock);
+    srv->q_stop = 1;
+    pthread_cond_broadcast(&srv->q_cond);
+    pthread_mutex_unlock(&srv->q_lock);
+    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
+}
+
+int st_serve(const st_server_config *cfg, char *err)
+{
+    if (st_log_open(cfg->loglevel, cfg->logfile, err) != 0) return -1;
+    /* BLAS inside a request must not start threads of its own: the loops
+     * and workers are the parallelism. */
+    openblas_set_num_threads(1);
+    st_commands_init();
+    st_server *srv = server_new(cfg, err);
+    if (!srv) {
+        st_log_close();
+        return -1;
+    }
+    int rc = -1;
+    heavy_arg *hargs = NULL;
+    if (!srv->store || server_listen(srv, err) != 0) goto out;
 
     /* Signals go to the main thread only: block them before any thread
      * starts (threads inherit the mask), then wait for them below. */
@@ -1681,118 +1198,32 @@ int st_serve(const st_server_config *cfg, char *err)
     srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
     srv->nheavy = srv->cfg.heavy_threads;
     srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
-    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
+    hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
     if (!srv->loops || !srv->heavy || !hargs) {
-        st_free(hargs);
         st_seterr(err, "out of memory");
         goto out;
     }
     for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
     for (int i = 0; i < srv->nloops; i++)
-        if (loop_init(srv, &srv->loops[i], i, err) != 0) {
-            st_free(hargs);
-            goto out_loops;
-        }
-    int heavy_started = 0, loops_started = 0;
-    for (int i = 0; i < srv->nheavy; i++) {
-        hargs[i].srv = srv;
-        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
-        heavy_started++;
-    }
-    for (int i = 0; i < srv->nloops && heavy_started == srv->nheavy; i++) {
-        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
-        loops_started++;
-    }
-    if (loops_started < srv->nloops) {
+        if (loop_init(srv, &srv->loops[i], i, err) != 0) goto out;
+    int heavy_started, loops_started;
+    if (start_threads(srv, hargs, &heavy_started, &loops_started) != 0) {
         st_seterr(err, "cannot start threads");
-        atomic_store(&srv->stopping, 1);
-        wake_all(srv);
     } else {
-        char where[256] = "";
-        if (srv->tcp.fd >= 0)
-            snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
-        if (srv->http.fd >= 0) {
-            int bracket = strchr(srv->http_addr, ':') != NULL;
-            size_t n = strlen(where);
-            snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading",
-                     n ? " and" : "; until then", bracket ? "[" : "", srv->http_addr, bracket ? "]" : "",
-                     srv->http_port);
+        log_loading(srv);
+        if (st_store_load(srv->store, err) == 0) {
+            log_ready(srv);
+            rc = 0;
+            wait_signals(srv, &sigs);
         }
-        st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
-        if (load_first_model(srv, err) != 0) {
-            atomic_store(&srv->stopping, 1);
-            wake_all(srv);
-            goto joined;
-        }
-        if (srv->tcp.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
-        if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
-        if (srv->http.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/", strchr(srv->http_addr, ':') ? "[" : "",
-                   srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "", srv->http_port);
-        st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
-        rc = 0;
-        for (;;) {
-            siginfo_t si;
-            int sig = sigwaitinfo(&sigs, &si);
-            if (sig == SIGHUP) {
-                char why[ST_ERRLEN];
-                st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
-                st_server_reload(srv, NULL, why);
-            } else if (sig == SIGTERM || sig == SIGINT) {
-                st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
-                       sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_timeout);
-                break;
-            }
-        }
-        atomic_store(&srv->stopping, 1);
-        wake_all(srv);
     }
-joined:
-    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
-    pthread_mutex_lock(&srv->q_lock);
-    srv->q_stop = 1;
-    pthread_cond_broadcast(&srv->q_cond);
-    pthread_mutex_unlock(&srv->q_lock);
-    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
-    st_free(hargs);
-out_loops:
-    for (int i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
+    stop_threads(srv, heavy_started, loops_started);
 out:
-    if (srv->maint_started) {
-        pthread_mutex_lock(&srv->maint_lock);
-        srv->maint_stop = 1;
-        pthread_cond_signal(&srv->maint_cond);
-        pthread_mutex_unlock(&srv->maint_lock);
-        pthread_join(srv->maint, NULL);
-    }
-    if (srv->journal) {
-        char why[ST_ERRLEN];
-        if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
-    }
-    if (srv->tcp.fd >= 0) close(srv->tcp.fd);
-    if (srv->http.fd >= 0) close(srv->http.fd);
-    if (srv->unx.fd >= 0) {
-        close(srv->unx.fd);
-        unlink(cfg->unixsocket);
-    }
-    st_served_release(srv->model);
-    st_free(srv->loops);
-    st_free(srv->heavy);
-    pthread_mutex_destroy(&srv->model_lock);
-    pthread_mutex_destroy(&srv->reload_lock);
-    pthread_mutex_destroy(&srv->q_lock);
-    pthread_cond_destroy(&srv->q_cond);
-    pthread_mutex_destroy(&srv->write_lock);
-    pthread_mutex_destroy(&srv->maint_lock);
-    pthread_cond_destroy(&srv->maint_cond);
-    st_ratelimit_destroy(&srv->limit);
-    st_free(srv);
+    st_free(hargs);
+    for (int i = 0; srv->loops && i < srv->nloops; i++)
+        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
+    server_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
-    if (log_file) {
-        fclose(log_file);
-        log_file = NULL;
-    }
+    st_log_close();
     return rc;
 }

@@ -63,7 +63,7 @@ int main(void)
     st_server_config cfg;
     st_server_config_default(&cfg);
     st_scratch scratch = {0};
-    ok(st_scratch_fit(&scratch, &sv->m, 0, &cfg) == 0, "scratch sized for the model");
+    ok(st_scratch_fit(&scratch, &sv->m, 0, cfg.max_args) == 0, "scratch sized for the model");
     resp_out out;
     resp_out_init(&out, cfg.output_limit);
     st_session session = {.id = 1, .authed = 1};
