@@ -11,33 +11,35 @@
 #   make soak-journal  the journal's kill loop at length: SIGKILL a server
 #                   under a stream of writes SOAK_ITERATIONS times (200)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
-#   make install    a portable build (no -march=native) of the binary, its
-#                   man page and the documents, under $(PREFIX)
+#   make install    build a portable binary (build-install/, no -march=native) and
+#                   install it, its man page and the docs under $(PREFIX)
 #   make clean      remove every build product
 #
 # Plain `make` installs nothing: when a Debian package is missing it names it
-# and the apt-get line that installs it, and stops. `make demo`, `make test`,
-# `make asan` and `make valgrind` install what they lack (as root).
+# and the apt-get line that installs it, and stops. `make demo` and `make test`
+# install what they need (as root; otherwise they print the line too).
 #
-# Two builds: the development build (./starling, build/) is tuned to this
-# machine (ARCH=-march=native), as the benchmarks are; `make install` builds
-# in build-install/ with PORTABLE_ARCH (-march=x86-64 -mtune=generic), a
-# binary that runs on any x86-64 (OpenBLAS picks its kernels at run time).
+# The development build (./starling) is tuned to this machine (-march=native)
+# so that the benchmarks measure what the CPU can do; `make install` builds
+# for any x86-64 (ARCH=-mtune=generic) in build-install/.
 #
-# Variables: PREFIX (/usr/local), ARCH (-march=native), PORTABLE_ARCH,
-# CFLAGS (-O3 -g), BUILD (build), JOBS (parallel test files, 2), MPI (1 when
-# Open MPI's mpi.h is there), V=1 (show the commands).
+# Variables: PREFIX (/usr/local), ARCH (-march=native), CFLAGS (-O3 -g),
+# BUILD (build), JOBS (parallel test files, 2), MPI (1 when Open MPI's mpi.h
+# is there), VERSION (from the VERSION file and `git describe`).
 
 PREFIX ?= /usr/local
 CC = gcc
+# -Wno-psabi: the 8-float vector helpers are static inline, so a portable build
+# (no AVX) changing how they would be passed across files changes nothing.
 ARCH ?= -march=native
 CFLAGS ?= -O3 -g
-WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
+WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare \
+       -Wno-psabi
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
 # MPI training is built in when Open MPI's development files are installed
-# (mpicc is on the PATH and finds mpi.h: openmpi-bin alone is not enough);
-# MPI=0 leaves it out. The plain build needs no MPI.
+# (mpicc compiles a file that includes mpi.h: openmpi-bin alone has mpicc but
+# not the header); MPI=0 leaves it out. The plain build needs no MPI.
 MPI ?= $(shell printf '\043include <mpi.h>\n' | mpicc -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
 ifeq ($(MPI),1)
 CPPFLAGS += -DSTARLING_MPI $(shell mpicc --showme:compile)
@@ -45,10 +47,9 @@ LDLIBS += $(shell mpicc --showme:link)
 endif
 BUILD ?= build
 JOBS ?= 2
-PORTABLE_ARCH ?= -march=x86-64 -mtune=generic
-# The version, set here once: `git describe` of a tagged checkout, else the
-# VERSION file. Only version.o sees it, so a new version rebuilds one file.
-VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
+# The version: the VERSION file, and where this is a git checkout, what `git
+# describe` says of it (commits since the tag, a dirty tree). Only version.c sees it.
+VERSION ?= $(shell v=$$(cat VERSION); d=$$(git describe --always --dirty 2>/dev/null); echo "$$v$${d:+ ($$d)}")
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
 
 LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
@@ -60,7 +61,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install man clean deps-build deps-test deps-fuzz \
+.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install clean deps-build deps-test deps-fuzz \
 	deps-bench FORCE
 .DELETE_ON_ERROR:
 
@@ -72,7 +73,7 @@ deps-build:
 deps-test:
 	@scripts/deps.sh test
 
-# The plain build only checks: it names what is missing and how to install it.
+# Checks, never installs (scripts/deps.sh --check): demo and test install.
 $(BUILD)/.deps: scripts/deps.sh
 	@scripts/deps.sh --check build
 	@mkdir -p $(BUILD) && touch $@
@@ -86,19 +87,21 @@ $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
 
-# Each object depends on the headers it includes (-MMD -MP writes them to
-# its .d file), not on every header.
+# Header dependencies come from the compiler (-MMD -MP, the .d files).
 $(BUILD)/%.o: src/%.c $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
 	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
 
+# The version reaches version.c alone, and it is rebuilt when the version changes.
 $(BUILD)/.version: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(BUILD)/version.o: src/version.c $(BUILD)/.version $(BUILD)/.deps $(BUILD)/.flags
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -DSTARLING_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
 
-$(BUILD)/version.o: CPPFLAGS += -DSTARLING_VERSION='"$(VERSION)"'
-$(BUILD)/version.o: $(BUILD)/.version
+-include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d $(BUILD)/fuzz/*.d)
 
 $(BUILD)/web_assets.c: $(WEB_FILES) scripts/embed_web.sh $(BUILD)/.deps
 	@mkdir -p $(dir $@)
@@ -202,25 +205,18 @@ fuzz: deps-fuzz
 deps-fuzz:
 	@scripts/deps.sh test fuzz
 
-# A portable binary (PORTABLE_ARCH, its own build directory so the tuned
-# development build stays as it is), the man page generated from the help
-# tables (scripts/man.sh runs `starling help` and each `starling CMD --help`)
-# and the documents.
-DOCS = README.md $(wildcard docs/*.md)
+# A portable build (any x86-64: OpenBLAS picks its own kernels at run time),
+# the man page made from the binary's own help tables, and the docs.
 install:
-	@$(MAKE) --no-print-directory BUILD=build-install ARCH="$(PORTABLE_ARCH)" build-install/starling build-install/starling.1
+	@$(MAKE) --no-print-directory BUILD=build-install ARCH=-mtune=generic build-install/starling \
+	    build-install/starling.1
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/starling
 	install -m 755 build-install/starling $(DESTDIR)$(PREFIX)/bin/starling
 	install -m 644 build-install/starling.1 $(DESTDIR)$(PREFIX)/share/man/man1/starling.1
-	install -m 644 $(DOCS) $(DESTDIR)$(PREFIX)/share/doc/starling/
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/starling/
 
-$(BUILD)/starling.1: $(BIN) scripts/man.sh
-	$(Q)scripts/man.sh $(BIN) '$(VERSION)' > $@
-
-man: $(BUILD)/starling.1
+$(BUILD)/starling.1: $(BIN) scripts/manpage.sh
+	$(Q)scripts/manpage.sh $(abspath $(BIN)) > $@
 
 clean:
 	rm -rf build build-asan build-fuzz build-vg build-install starling
-
-# Header dependencies of every object, test and fuzz replayer built so far.
--include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d $(BUILD)/fuzz/*.d)

@@ -1,12 +1,12 @@
 #!/bin/sh
 # deps.sh [--check] GROUP...: make sure the Debian packages a make target needs are
-# installed. As root it installs what is missing with apt-get; otherwise, or with
-# --check (plain `make`, which never installs anything), it names the missing
-# packages and the exact apt-get line to run, and fails. Groups: build, test, bench,
-# fuzz (see docs/DEPENDENCIES.md for why each package is there).
+# installed. As root it installs what is missing with apt-get; otherwise it prints the
+# exact apt-get line to run and fails. With --check it never installs: it names what is
+# missing and the line that installs it, and fails (plain `make` uses it). Groups: build,
+# test, bench, fuzz (see docs/DEPENDENCIES.md for why each package is there).
 set -e
 check=0
-if [ "$1" = --check ]; then
+if [ "${1:-}" = "--check" ]; then
     check=1
     shift
 fi
@@ -33,15 +33,17 @@ for p in $want; do
     fi
 done
 if [ -n "$missing" ]; then
-    if [ "$check" = 1 ] || [ "$(id -u)" != 0 ]; then
+    if [ "$check" = 1 ]; then
+        echo "starling needs these Debian packages:$missing" >&2
+        echo "install them with (make demo and make test do it for you as root):" >&2
+        if [ "$(id -u)" = 0 ]; then echo "  apt-get install -y$missing" >&2
+        else echo "  sudo apt-get install -y$missing" >&2; fi
+        exit 1
+    fi
+    if [ "$(id -u)" != 0 ]; then
         echo "starling needs these Debian packages:$missing" >&2
         echo "install them with:" >&2
-        if [ "$(id -u)" = 0 ]; then
-            echo "  apt-get install -y$missing" >&2
-            echo "(or run \`make demo\` or \`make test\`, which install what they need)" >&2
-        else
-            echo "  sudo apt-get install -y$missing" >&2
-        fi
+        echo "  sudo apt-get install -y$missing" >&2
         exit 1
     fi
     echo "installing Debian packages:$missing" >&2

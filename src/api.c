@@ -39,7 +39,12 @@
 
 /* ---- status codes and their counters --------------------------------------- */
 
-static void count(st_stats *stats, int status) { st_stats_http(stats, status); }
+static void count(st_stats *stats, int status)
+{
+    if (!stats) return;
+    atomic_uint_fast64_t *a = &stats->http_codes[st_http_code_slot(status)];
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1, memory_order_relaxed);
+}
 
 /* ---- the rate limiter ---------------------------------------------------------- */
 
@@ -941,6 +946,23 @@ st_api_action st_api_translate(const http_parser *req, uint64_t max_args, st_api
     return build(req, max_args, r, id, call, status, msg, msgbuf, msgcap);
 }
 
+/* /metrics: the server's figures, summed through its operations, formatted by metrics.c. */
+static void metrics_body(const st_api_env *env, resp_out *body)
+{
+    st_stats *s = st_calloc(1, sizeof *s);
+    if (!s) {
+        body->overflow = 1;
+        return;
+    }
+    st_server_info si;
+    env->ops->sum_stats(env->srv, s);
+    env->ops->get_info(env->srv, &si);
+    st_metrics_snapshot snap = {.stats = s, .info = &si, .model = env->model, .ncommands = st_command_count(),
+                                .command_name = st_command_name};
+    st_metrics_text(&snap, body);
+    st_free(s);
+}
+
 static int bearer_ok(const st_api_env *env, const http_parser *req)
 {
     if (!env->cfg->requirepass) return 1;
@@ -971,23 +993,6 @@ static void respond_file(const st_api_env *env, const http_parser *req, const st
     count(env->stats, 200);
     http_head(out, 200, f->content_type, f->len, req->keep_alive, extra);
     if (!head) resp_raw(out, f->data, f->len);
-}
-
-/* The /metrics body: a snapshot of the server (its summed statistics and
- * figures, through env->ops) formatted by metrics.c. */
-static void metrics_body(const st_api_env *env, resp_out *body)
-{
-    st_stats *stats = st_malloc(sizeof *stats);
-    if (!stats) {
-        body->overflow = 1;
-        return;
-    }
-    st_server_info si;
-    env->ops->sum_stats(env->srv, stats);
-    env->ops->get_info(env->srv, &si);
-    st_metrics_snapshot snap = {.stats = stats, .info = &si, .model = env->model};
-    st_metrics_text(&snap, body);
-    st_free(stats);
 }
 
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out)

@@ -26,12 +26,8 @@
 
 #include "http.h"
 #include "resp.h"
-#include "served.h"
-#include "services.h"
-#include "stats.h"
+#include "service.h"
 
-/* Responses are counted per status code in st_stats.http_codes
- * (st_stats_http, stats.h). */
 
 /* A request-rate limit per client address: a token bucket of `burst`
  * requests refilled at `rate` per second, for each of up to ST_RATE_SLOTS
@@ -68,8 +64,8 @@ typedef enum { ST_API_RESPONDED = 0, ST_API_RUN = 1 } st_api_action;
 
 /* What a request may need from the server. */
 typedef struct {
-    st_server *srv;               /* for /metrics, through ops; NULL: /metrics answers nothing */
-    const st_server_ops *ops;     /* the server's services (services.h) */
+    st_server *srv;               /* for /metrics and /readyz; NULL: answered as not ready */
+    const st_server_ops *ops;     /* srv's services (its figures, for /metrics) */
     const st_server_config *cfg;  /* requirepass, max-args */
     st_served *model;             /* NULL before a model is loaded */
     st_ratelimit *limit;          /* NULL = none */
@@ -98,6 +94,7 @@ void st_api_error(st_stats *stats, resp_out *out, int status, const char *msg, i
  * string) set. */
 st_api_action st_api_translate(const http_parser *req, uint64_t max_args, st_api_call *call, int *status,
                                const char **msg, char *msgbuf, size_t msgcap);
+
 
 /* The page's files (web/, compiled in by the Makefile): the file for a
  * path, or NULL. */

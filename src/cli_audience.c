@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "privacy.h"
 #include "score.h"
 #include "util.h"
 
@@ -83,24 +84,205 @@ static int read_seeds(const char *path, const char *list, seed_list *out, char *
     return 0;
 }
 
+/* One batch question over the model files (every shard of a model). */
+typedef struct {
+    const char *segment;
+    double min;
+    int reach, json;
+    uint64_t min_audience, min_seeds;
+    st_model *models;
+    int nmodels, loaded;
+    uint32_t maxusers, k, nseg, want, seg;
+    seed_list sl;
+    cand_t *cands;
+    float *scratch, *prior, *centroid, *top;
+    uint32_t *idx;
+} audience_job;
+
+static void job_free(audience_job *j)
+{
+    for (int i = 0; i < j->loaded && i < j->nmodels; i++) st_model_free(&j->models[i]);
+    st_free(j->models);
+    st_free(j->scratch);
+    st_free(j->prior);
+    st_free(j->idx);
+    st_free(j->top);
+    st_free(j->cands);
+    st_free(j->centroid);
+    seeds_free(&j->sl);
+}
+
+/* Loads every file, checks they are shards of one model, and sizes the buffers. */
+static int load_models(audience_job *j, char **paths)
+{
+    char err[ST_ERRLEN];
+    j->models = st_calloc((size_t)j->nmodels, sizeof *j->models);
+    if (!j->models) return st_cli_fail("audience", "out of memory");
+    for (int i = 0; i < j->nmodels; i++, j->loaded++) {
+        if (st_model_load(paths[i], &j->models[i], err) != 0) return st_cli_fail("audience", "%s", err);
+        const st_model *m = &j->models[i];
+        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].h.prior_weight)) {
+            j->loaded++;
+            return st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)",
+                               paths[i], paths[0]);
+        }
+        j->k = m->k;
+        j->nseg = m->segments;
+        if (m->users > j->maxusers) j->maxusers = m->users;
+    }
+    j->scratch = st_malloc(((size_t)j->maxusers + j->k + 1) * sizeof *j->scratch);
+    j->prior = st_malloc(((size_t)j->nseg + 1) * sizeof *j->prior);
+    j->idx = st_malloc((size_t)j->want * sizeof *j->idx);
+    j->top = st_malloc((size_t)j->want * sizeof *j->top);
+    j->cands = st_malloc((size_t)j->want * j->nmodels * sizeof *j->cands);
+    j->centroid = st_malloc((size_t)j->k * sizeof *j->centroid);
+    if (!j->scratch || !j->prior || !j->idx || !j->top || !j->cands || !j->centroid)
+        return st_cli_fail("audience", "out of memory");
+    st_score_prior(&j->models[0], j->prior);
+    return ST_EXIT_OK;
+}
+
+/* The centroid of the known seeds, wherever they live, under the seed floor. */
+static int seed_centroid(audience_job *j, const char *seeds_file, const char *seeds_list)
+{
+    char err[ST_ERRLEN];
+    if (read_seeds(seeds_file, seeds_list, &j->sl, err) != 0) return st_cli_fail("audience", "%s", err);
+    uint32_t k = j->k, n = j->sl.n, known = 0;
+    float *rows = st_malloc(((size_t)n * k + 1) * sizeof *rows);
+    uint32_t *seed_rows = st_malloc(((size_t)n + 1) * sizeof *seed_rows);
+    if (!rows || !seed_rows) {
+        st_free(rows);
+        st_free(seed_rows);
+        return st_cli_fail("audience", "out of memory");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        for (int f = 0; f < j->nmodels; f++) {
+            uint32_t u = st_idmap_find(&j->models[f].user_ids, j->sl.ids[i], strlen(j->sl.ids[i]));
+            if (u == ST_NOT_FOUND) continue;
+            int dup = 0;
+            for (uint32_t q = 0; q < i && !dup; q++) dup = strcmp(j->sl.ids[q], j->sl.ids[i]) == 0;
+            if (!dup) {
+                float *row = rows + (size_t)known * k;
+                memmove(row, st_model_user(&j->models[f], u, row), k * sizeof *rows);
+                seed_rows[known] = known;
+                known++;
+            }
+            break;
+        }
+    }
+    char msg[256];
+    int code = ST_EXIT_OK;
+    if (st_privacy_seeds(known, n, j->min_seeds, msg, sizeof msg) != 0) code = st_cli_fail("audience", "%s", msg);
+    else st_score_centroid(rows, k, seed_rows, known, j->centroid);
+    st_free(rows);
+    st_free(seed_rows);
+    return code;
+}
+
+/* Each file's best want users (or its reach), merged into j->cands. */
+static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
+{
+    uint64_t ncand = 0;
+    *total_reach = 0;
+    for (int f = 0; f < j->nmodels; f++) {
+        const st_model *m = &j->models[f];
+        uint32_t got;
+        if (j->segment) {
+            *total_reach += st_score_reach(m, j->prior, j->seg, (float)j->min, j->scratch);
+            if (j->reach) continue;
+            got = st_score_audience(m, j->prior, j->seg, j->want, (float)j->min, j->scratch, j->idx, j->top);
+        } else {
+            st_score_all_users(m, j->centroid, j->scratch);
+            /* Seeds are not their own look-alikes. */
+            for (uint32_t i = 0; i < j->sl.n; i++) {
+                uint32_t u = st_idmap_find(&m->user_ids, j->sl.ids[i], strlen(j->sl.ids[i]));
+                if (u != ST_NOT_FOUND) j->scratch[u] = NAN;
+            }
+            if (!isinf(j->min) || j->min > 0)
+                for (uint32_t u = 0; u < m->users; u++)
+                    if (!(j->scratch[u] >= j->min)) j->scratch[u] = NAN;
+            got = st_topk(j->scratch, m->users, j->want, NULL, 0, j->idx, j->top);
+        }
+        for (uint32_t i = 0; i < got; i++) j->cands[ncand++] = (cand_t){j->top[i], (uint32_t)f, j->idx[i]};
+    }
+    return ncand;
+}
+
+static void print_users(const audience_job *j, uint64_t ncand)
+{
+    json_t *arr = j->json ? json_array() : NULL;
+    for (uint64_t i = 0; i < ncand; i++) {
+        const char *id = st_idmap_name(&j->models[j->cands[i].file].user_ids, j->cands[i].idx, NULL);
+        if (j->json) {
+            json_t *e = json_object();
+            json_object_set_new(e, "user", json_string(id));
+            json_object_set_new(e, "score", json_real(j->cands[i].score));
+            json_array_append_new(arr, e);
+        } else {
+            printf("%s\t%.9g\n", id, j->cands[i].score);
+        }
+    }
+    if (j->json) {
+        json_t *o = json_object();
+        if (j->segment) json_object_set_new(o, "segment", json_string(j->segment));
+        json_object_set_new(o, "users", arr);
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+    }
+}
+
+/* Runs the question once the models are loaded. */
+static int answer(audience_job *j, const char *seeds_file, const char *seeds_list)
+{
+    if (j->segment) {
+        j->seg = st_idmap_find(&j->models[0].segment_ids, j->segment, strlen(j->segment));
+        if (j->seg == ST_NOT_FOUND) return st_cli_fail("audience", "unknown segment '%s'", j->segment);
+    } else {
+        int code = seed_centroid(j, seeds_file, seeds_list);
+        if (code != ST_EXIT_OK) return code;
+    }
+    uint64_t total_reach, ncand = scan_models(j, &total_reach);
+    char floor_msg[256];
+    if (j->segment && st_privacy_audience(total_reach, j->min_audience, floor_msg, sizeof floor_msg) != 0)
+        return st_cli_fail("audience", "'%s' at %g: %s", j->segment, j->min, floor_msg);
+    if (j->reach) {
+        if (j->json)
+            printf("{\"segment\": \"%s\", \"min\": %g, \"reach\": %llu}\n", j->segment, j->min,
+                   (unsigned long long)total_reach);
+        else printf("%llu\n", (unsigned long long)total_reach);
+        return ST_EXIT_OK;
+    }
+    qsort(j->cands, ncand, sizeof *j->cands, cand_cmp);
+    if (ncand > j->want) ncand = j->want;
+    if (!j->segment && st_privacy_audience(ncand, j->min_audience, floor_msg, sizeof floor_msg) != 0)
+        return st_cli_fail("audience", "look-alikes: %s", floor_msg);
+    print_users(j, ncand);
+    return ST_EXIT_OK;
+}
+
 int cli_audience(int argc, char **argv)
 {
-    const char *segment = NULL, *seeds_file = NULL, *seeds_list = NULL;
-    uint64_t count = 100, min_audience = 100, min_seeds = 100;
-    double min = -INFINITY;
-    int reach = 0, json = 0;
+    audience_job j;
+    memset(&j, 0, sizeof j);
+    const char *seeds_file = NULL, *seeds_list = NULL;
+    uint64_t count = 100;
+    j.min_audience = ST_PRIVACY_MIN_AUDIENCE;
+    j.min_seeds = ST_PRIVACY_MIN_SEEDS;
+    j.min = -INFINITY;
     const st_opt opts[] = {
-        {"segment", 's', ST_OPT_STRING, &segment, "SEGMENT", "the best users for this segment (AUDIENCE)", 0},
+        {"segment", 's', ST_OPT_STRING, &j.segment, "SEGMENT", "the best users for this segment (AUDIENCE)", 0},
         {"lookalike", 0, ST_OPT_STRING, &seeds_file, "FILE", "users closest to the seeds in FILE, one per line", 0},
         {"seeds", 0, ST_OPT_STRING, &seeds_list, "U1,U2,...", "the same with the seeds given inline", 0},
         {"count", 'n', ST_OPT_U64, &count, "N", "how many users", 0},
-        {"min", 0, ST_OPT_DOUBLE, &min, "SCORE", "only users scoring at least this (default none)", 0},
-        {"reach", 0, ST_OPT_FLAG, &reach, NULL, "print how many users score at least --min on --segment (REACH)", 0},
-        {"min-audience", 0, ST_OPT_U64, &min_audience, "N",
+        {"min", 0, ST_OPT_DOUBLE, &j.min, "SCORE", "only users scoring at least this (default none)", 0},
+        {"reach", 0, ST_OPT_FLAG, &j.reach, NULL, "print how many users score at least --min on --segment (REACH)", 0},
+        {"min-audience", 0, ST_OPT_U64, &j.min_audience, "N",
          "privacy floor: refuse to disclose an audience or reach smaller than N users", 0},
-        {"min-seeds", 0, ST_OPT_U64, &min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
+        {"min-seeds", 0, ST_OPT_U64, &j.min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
          0},
-        {"json", 0, ST_OPT_FLAG, &json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
+        {"json", 0, ST_OPT_FLAG, &j.json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
         {0},
     };
     const st_cmd_doc doc = {
@@ -115,169 +297,15 @@ int cli_audience(int argc, char **argv)
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
     if (npos < 1) return st_cli_usage(&doc, "give the model, or every shard of it");
-    int modes = (segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
-    if (modes != 1 || (seeds_file && seeds_list)) return st_cli_usage(&doc, "give one of --segment, --lookalike or --seeds");
-    if (reach && !segment) return st_cli_usage(&doc, "--reach needs --segment");
+    int modes = (j.segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
+    if (modes != 1 || (seeds_file && seeds_list))
+        return st_cli_usage(&doc, "give one of --segment, --lookalike or --seeds");
+    if (j.reach && !j.segment) return st_cli_usage(&doc, "--reach needs --segment");
     if (count < 1 || count > 10000000) return st_cli_usage(&doc, "-n must be between 1 and 10000000");
-
-    char err[ST_ERRLEN];
-    st_model *models = st_calloc((size_t)npos, sizeof *models);
-    seed_list sl = {0};
-    cand_t *cands = NULL;
-    float *scratch = NULL, *prior = NULL, *centroid = NULL;
-    uint32_t *idx = NULL, *seed_rows = NULL;
-    float *top = NULL;
-    int code = ST_EXIT_ERROR, loaded = 0;
-    if (!models) return st_cli_fail("audience", "out of memory");
-    uint32_t maxusers = 0, k = 0, nseg = 0;
-    for (int i = 0; i < npos; i++, loaded++) {
-        if (st_model_load(pos[i], &models[i], err) != 0) {
-            st_cli_fail("audience", "%s", err);
-            goto done;
-        }
-        if (i > 0 && (models[i].k != k || models[i].segments != nseg ||
-                      models[i].h.prior_weight != models[0].h.prior_weight)) {
-            st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)", pos[i],
-                        pos[0]);
-            loaded++;
-            goto done;
-        }
-        k = models[i].k;
-        nseg = models[i].segments;
-        if (models[i].users > maxusers) maxusers = models[i].users;
-    }
-    uint32_t want = (uint32_t)count;
-    scratch = st_malloc(((size_t)maxusers + k + 1) * sizeof *scratch);
-    prior = st_malloc(((size_t)nseg + 1) * sizeof *prior);
-    idx = st_malloc((size_t)want * sizeof *idx);
-    top = st_malloc((size_t)want * sizeof *top);
-    cands = st_malloc((size_t)want * npos * sizeof *cands);
-    centroid = st_malloc((size_t)k * sizeof *centroid);
-    if (!scratch || !prior || !idx || !top || !cands || !centroid) {
-        st_cli_fail("audience", "out of memory");
-        goto done;
-    }
-    uint32_t seg = 0;
-    if (segment) {
-        seg = st_idmap_find(&models[0].segment_ids, segment, strlen(segment));
-        if (seg == ST_NOT_FOUND) {
-            st_cli_fail("audience", "unknown segment '%s'", segment);
-            goto done;
-        }
-    } else {
-        if (read_seeds(seeds_file, seeds_list, &sl, err) != 0) {
-            st_cli_fail("audience", "%s", err);
-            goto done;
-        }
-        /* The centroid of the known seeds, wherever they live. */
-        float *rows = st_malloc(((size_t)sl.n * k + 1) * sizeof *rows);
-        seed_rows = st_malloc(((size_t)sl.n + 1) * sizeof *seed_rows);
-        if (!rows || !seed_rows) {
-            st_free(rows);
-            st_cli_fail("audience", "out of memory");
-            goto done;
-        }
-        uint32_t known = 0;
-        for (uint32_t i = 0; i < sl.n; i++) {
-            for (int f = 0; f < npos; f++) {
-                uint32_t u = st_idmap_find(&models[f].user_ids, sl.ids[i], strlen(sl.ids[i]));
-                if (u == ST_NOT_FOUND) continue;
-                int dup = 0;
-                for (uint32_t j = 0; j < i && !dup; j++) dup = strcmp(sl.ids[j], sl.ids[i]) == 0;
-                if (!dup) {
-                    float *row = rows + (size_t)known * k;
-                    memmove(row, st_model_user(&models[f], u, row), k * sizeof *rows);
-                    seed_rows[known] = known;
-                    known++;
-                }
-                break;
-            }
-        }
-        if (known == 0 || known < min_seeds) {
-            st_free(rows);
-            st_cli_fail("audience", "%u of the %u seeds are known users; look-alikes need at least %llu (the privacy "
-                                    "floor, --min-seeds)",
-                        known, sl.n, (unsigned long long)(min_seeds ? min_seeds : 1));
-            goto done;
-        }
-        st_score_centroid(rows, k, seed_rows, known, centroid);
-        st_free(rows);
-    }
-    st_score_prior(&models[0], prior);
-    uint64_t total_reach = 0, ncand = 0;
-    for (int f = 0; f < npos; f++) {
-        const st_model *m = &models[f];
-        uint32_t got;
-        if (segment) {
-            total_reach += st_score_reach(m, prior, seg, (float)min, scratch);
-            if (reach) continue;
-            got = st_score_audience(m, prior, seg, want, (float)min, scratch, idx, top);
-        } else {
-            st_score_all_users(m, centroid, scratch);
-            /* Seeds are not their own look-alikes. */
-            for (uint32_t i = 0; i < sl.n; i++) {
-                uint32_t u = st_idmap_find(&m->user_ids, sl.ids[i], strlen(sl.ids[i]));
-                if (u != ST_NOT_FOUND) scratch[u] = NAN;
-            }
-            if (!isinf(min) || min > 0)
-                for (uint32_t u = 0; u < m->users; u++)
-                    if (!(scratch[u] >= min)) scratch[u] = NAN;
-            got = st_topk(scratch, m->users, want, NULL, 0, idx, top);
-        }
-        for (uint32_t i = 0; i < got; i++) cands[ncand++] = (cand_t){top[i], (uint32_t)f, idx[i]};
-    }
-    if (segment && total_reach < min_audience) {
-        st_cli_fail("audience", "only %llu users score at least %g on '%s': below the privacy floor of %llu "
-                                "(--min-audience)",
-                    (unsigned long long)total_reach, min, segment, (unsigned long long)min_audience);
-        goto done;
-    }
-    if (reach) {
-        if (json) printf("{\"segment\": \"%s\", \"min\": %g, \"reach\": %llu}\n", segment, min,
-                         (unsigned long long)total_reach);
-        else printf("%llu\n", (unsigned long long)total_reach);
-        code = ST_EXIT_OK;
-        goto done;
-    }
-    qsort(cands, ncand, sizeof *cands, cand_cmp);
-    if (ncand > want) ncand = want;
-    if (!segment && ncand < min_audience) {
-        st_cli_fail("audience", "only %llu look-alikes: below the privacy floor of %llu (--min-audience)",
-                    (unsigned long long)ncand, (unsigned long long)min_audience);
-        goto done;
-    }
-    json_t *arr = json ? json_array() : NULL;
-    for (uint64_t i = 0; i < ncand; i++) {
-        const char *id = st_idmap_name(&models[cands[i].file].user_ids, cands[i].idx, NULL);
-        if (json) {
-            json_t *e = json_object();
-            json_object_set_new(e, "user", json_string(id));
-            json_object_set_new(e, "score", json_real(cands[i].score));
-            json_array_append_new(arr, e);
-        } else {
-            printf("%s\t%.9g\n", id, cands[i].score);
-        }
-    }
-    if (json) {
-        json_t *o = json_object();
-        if (segment) json_object_set_new(o, "segment", json_string(segment));
-        json_object_set_new(o, "users", arr);
-        char *s = json_dumps(o, JSON_PRESERVE_ORDER);
-        if (s) puts(s);
-        free(s);
-        json_decref(o);
-    }
-    code = ST_EXIT_OK;
-done:
-    for (int i = 0; i < loaded && i < npos; i++) st_model_free(&models[i]);
-    st_free(models);
-    st_free(scratch);
-    st_free(prior);
-    st_free(idx);
-    st_free(top);
-    st_free(cands);
-    st_free(centroid);
-    st_free(seed_rows);
-    seeds_free(&sl);
+    j.want = (uint32_t)count;
+    j.nmodels = npos;
+    int code = load_models(&j, pos);
+    if (code == ST_EXIT_OK) code = answer(&j, seeds_file, seeds_list);
+    job_free(&j);
     return code;
 }

@@ -11,32 +11,11 @@
 #ifndef STARLING_COMMANDS_H
 #define STARLING_COMMANDS_H
 
-#include <stddef.h>
 #include <stdint.h>
 
-#include "resp.h"
-#include "served.h"
-#include "services.h"
-#include "stats.h"
+#include "service.h"
 
 typedef struct st_command st_command;
-typedef struct st_command_set st_command_set;
-
-/* Everything a command handler gets. In the heavy pool, session is NULL.
- * The server's services are reached through ops (services.h), never by
- * calling server.c. */
-typedef struct {
-    st_server *srv;
-    const st_server_ops *ops;
-    const st_server_config *cfg;
-    st_session *session;
-    st_served *model; /* NULL until the first model is loaded (NOMODEL commands only) */
-    st_scratch *scratch;
-    resp_out *out;
-    int argc;
-    resp_arg *argv;
-    const st_command_set *commands; /* the table, for COMMAND, HELP and INFO (set by st_call) */
-} st_ctx;
 
 typedef enum { ST_CALL_DONE = 0, ST_CALL_DEFER = 1 } st_call_result;
 

@@ -1,6 +1,4 @@
-/* log: one line per call, with the process id, the time to the millisecond
- * and a mark for the level (". - * #", as Redis writes them). See log.h.
- */
+/* log: log lines in Redis's format (log.h). */
 #include "log.h"
 
 #include <errno.h>
@@ -19,15 +17,18 @@ int st_log_open(int level, const char *path, char *err)
 {
     log_level = level;
     if (!path) return 0;
-    log_file = fopen(path, "a");
-    if (!log_file) return st_seterr(err, "--logfile %s: %s", path, strerror(errno));
+    FILE *f = fopen(path, "a");
+    if (!f) return st_seterr(err, "--logfile %s: %s", path, strerror(errno));
+    log_file = f;
     return 0;
 }
 
 void st_log_close(void)
 {
-    if (log_file) fclose(log_file);
-    log_file = NULL;
+    if (log_file) {
+        fclose(log_file);
+        log_file = NULL;
+    }
 }
 
 void st_log(int level, const char *fmt, ...)

@@ -22,7 +22,7 @@ static const struct command {
     {"info", cli_info, "print a model's header and verify its checksums"},
     {"segments", cli_segments, "a user's best segments"},
     {"score", cli_score, "a user's scores for the given segments"},
-    {"eval", cli_eval, "evaluate a model on held-out events, against popularity and random"},
+    {"eval", cli_eval, "evaluate a model on held-out events, against popularity, item-kNN and EASE"},
     {"tune", cli_tune, "search hyper-parameters on a split; write the best model"},
     {"export", cli_export, "write a model's factors (.npy), ids and history for other tools"},
     {"audience", cli_audience, "audiences, look-alikes and reach over a model or all of its shards (batch)"},

@@ -1,9 +1,10 @@
 /* metrics: the server's state in the Prometheus text exposition format
- * (version 0.0.4), for GET /metrics (metrics.h).
+ * (version 0.0.4), for GET /metrics.
  *
- * Everything here is read from the snapshot api.c hands over, made of what
- * INFO reads (the per-thread statistics summed, the server's figures, the
- * served model), so the two never disagree.
+ * Everything here is formatted from the snapshot the caller hands over, the
+ * same figures INFO reads (the per-thread statistics summed, the server's
+ * info, the served model), so the two never disagree; metrics calls nothing
+ * of the server's.
  * Per command (only those called at least once, as INFO commandstats):
  * calls, failures, rejections and a latency histogram in seconds. The
  * histogram's buckets are cumulative counts taken from the server's own
@@ -11,15 +12,14 @@
  * at its middle, as INFO's percentiles are; its _count is the +Inf bucket
  * and its _sum the total time. docs/OPERATIONS.md lists every name.
  */
+#include "metrics.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "metrics.h"
-
-#include "commands.h"
 #include "util.h"
 #include "version.h"
 
@@ -51,17 +51,19 @@ static void label_value(resp_out *o, const char *s)
     }
 }
 
-#define ld st_stat_get
+static uint64_t ld(const atomic_uint_fast64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
 
 /* Bucket bounds in seconds: 1, 2.5, 5 per decade from 1 us to 10 s. */
 static const double bounds[] = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
                                 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,  0.25, 0.5,  1,    2.5,  5,    10};
 
-/* Per command (RESP and HTTP alike): calls, errors, rejections and the
- * latency histogram. */
-static void commands_section(resp_out *o, const st_stats *s)
+/* Commands, from either protocol. */
+static void commands_text(const st_metrics_snapshot *snap, resp_out *o)
 {
-    size_t ncmd = st_command_count();
+    const st_stats *s = snap->stats;
+    size_t ncmd = snap->ncommands;
+    const char *(*name)(size_t) = snap->command_name;
+#define st_command_name(i) name(i)
     family(o, "starling_commands_total", "counter", "Commands run, per command (RESP and HTTP alike).");
     for (size_t i = 0; i < ncmd; i++)
         if (ld(&s->cmd[i].calls) || ld(&s->cmd[i].rejected))
@@ -98,11 +100,14 @@ static void commands_section(resp_out *o, const st_stats *s)
         out(o, "starling_command_duration_seconds_count{command=\"%s\"} %llu\n", st_command_name(i),
             (unsigned long long)cum);
     }
-
+#undef st_command_name
 }
 
-static void http_section(resp_out *o, const st_stats *s)
+/* HTTP responses, connections and traffic. */
+static void traffic_text(const st_metrics_snapshot *snap, resp_out *o)
 {
+    const st_stats *s = snap->stats;
+    const st_server_info si = *snap->info;
     family(o, "starling_http_responses_total", "counter", "HTTP responses sent, per status code.");
     for (int i = 0; i < ST_HTTP_CODES; i++) {
         if (i < ST_HTTP_CODES - 1 && !st_http_codes[i]) continue;
@@ -114,18 +119,14 @@ static void http_section(resp_out *o, const st_stats *s)
         }
     }
 
-}
-
-/* Connections and traffic. */
-static void connections_section(resp_out *o, const st_stats *s, const st_server_info *si)
-{
+    /* Connections and traffic. */
     family(o, "starling_connections", "gauge", "Open client connections, per protocol.");
     /* The counters are read one after the other while connections come and
      * go: a difference is clamped at 0 rather than wrapping. */
     uint64_t http_acc = ld(&s->http_connections), all_acc = ld(&s->connections);
     out(o, "starling_connections{protocol=\"resp\"} %llu\n",
-        (unsigned long long)(si->clients > si->http_clients ? si->clients - si->http_clients : 0));
-    out(o, "starling_connections{protocol=\"http\"} %llu\n", (unsigned long long)si->http_clients);
+        (unsigned long long)(si.clients > si.http_clients ? si.clients - si.http_clients : 0));
+    out(o, "starling_connections{protocol=\"http\"} %llu\n", (unsigned long long)si.http_clients);
     family(o, "starling_connections_accepted_total", "counter", "Client connections accepted, per protocol.");
     out(o, "starling_connections_accepted_total{protocol=\"resp\"} %llu\n",
         (unsigned long long)(all_acc > http_acc ? all_acc - http_acc : 0));
@@ -133,11 +134,11 @@ static void connections_section(resp_out *o, const st_stats *s, const st_server_
     family(o, "starling_connections_rejected_total", "counter", "Connections refused at maxclients.");
     out(o, "starling_connections_rejected_total %llu\n", (unsigned long long)ld(&s->rejected_connections));
     family(o, "starling_maxclients", "gauge", "The maxclients setting.");
-    out(o, "starling_maxclients %llu\n", (unsigned long long)si->maxclients);
+    out(o, "starling_maxclients %llu\n", (unsigned long long)si.maxclients);
     family(o, "starling_blocked_clients", "gauge", "Clients waiting for a heavy command.");
-    out(o, "starling_blocked_clients %llu\n", (unsigned long long)si->blocked_clients);
+    out(o, "starling_blocked_clients %llu\n", (unsigned long long)si.blocked_clients);
     family(o, "starling_heavy_queue_length", "gauge", "Heavy commands waiting for a worker.");
-    out(o, "starling_heavy_queue_length %llu\n", (unsigned long long)si->heavy_queued);
+    out(o, "starling_heavy_queue_length %llu\n", (unsigned long long)si.heavy_queued);
     family(o, "starling_protocol_errors_total", "counter", "Malformed requests (RESP or HTTP); each closed its connection.");
     out(o, "starling_protocol_errors_total %llu\n", (unsigned long long)ld(&s->protocol_errors));
     family(o, "starling_output_limit_disconnections_total", "counter", "Clients dropped at the output limit.");
@@ -148,12 +149,13 @@ static void connections_section(resp_out *o, const st_stats *s, const st_server_
     out(o, "starling_network_received_bytes_total %llu\n", (unsigned long long)ld(&s->net_in));
     family(o, "starling_network_sent_bytes_total", "counter", "Bytes written to clients.");
     out(o, "starling_network_sent_bytes_total %llu\n", (unsigned long long)ld(&s->net_out));
-
 }
 
-/* The model, its reloads and its online quality. */
-static void model_section(resp_out *o, const st_served *model, const st_server_info *si)
+/* The model and its reloads. */
+static void model_text(const st_metrics_snapshot *snap, resp_out *o)
 {
+    const st_served *model = snap->model;
+    const st_server_info si = *snap->info;
     family(o, "starling_model_loaded", "gauge", "1 once a model is loaded and served.");
     out(o, "starling_model_loaded %d\n", model ? 1 : 0);
     if (model) {
@@ -191,14 +193,13 @@ static void model_section(resp_out *o, const st_served *model, const st_server_i
             (unsigned long long)ld(&model->q_pop50));
     }
     family(o, "starling_model_reloads_total", "counter", "Successful reloads.");
-    out(o, "starling_model_reloads_total %llu\n", (unsigned long long)si->reloads);
+    out(o, "starling_model_reloads_total %llu\n", (unsigned long long)si.reloads);
     family(o, "starling_model_reload_failures_total", "counter", "Reloads that failed (the previous model kept serving).");
-    out(o, "starling_model_reload_failures_total %llu\n", (unsigned long long)si->reload_failures);
-
+    out(o, "starling_model_reload_failures_total %llu\n", (unsigned long long)si.reload_failures);
 }
 
 /* The journal of online events: 0 while the server keeps none. */
-static void journal_section(resp_out *o, const st_server_info *si)
+static void journal_text(const st_server_info *si, resp_out *o)
 {
     family(o, "starling_journal_enabled", "gauge", "1 when online events are journaled.");
     out(o, "starling_journal_enabled %d\n", si->journal ? 1 : 0);
@@ -218,18 +219,14 @@ static void journal_section(resp_out *o, const st_server_info *si)
 
 void st_metrics_text(const st_metrics_snapshot *snap, resp_out *o)
 {
-    const st_stats *s = snap->stats;
-    const st_server_info *si = snap->info;
     family(o, "starling_build_info", "gauge", "The running starling's version.");
     out(o, "starling_build_info{version=\"%s\"} 1\n", st_version);
     family(o, "starling_start_time_seconds", "gauge", "When the server started, unix seconds.");
-    out(o, "starling_start_time_seconds %.0f\n", si->started_unix);
+    out(o, "starling_start_time_seconds %.0f\n", snap->info->started_unix);
     family(o, "starling_uptime_seconds", "gauge", "Seconds since the server started.");
-    out(o, "starling_uptime_seconds %.3f\n", st_now() - si->started);
-
-    commands_section(o, s);
-    http_section(o, s);
-    connections_section(o, s, si);
-    model_section(o, snap->model, si);
-    journal_section(o, si);
+    out(o, "starling_uptime_seconds %.3f\n", st_now() - snap->info->started);
+    commands_text(snap, o);
+    traffic_text(snap, o);
+    model_text(snap, o);
+    journal_text(snap->info, o);
 }

@@ -1,6 +1,4 @@
-/* served: loading a model for serving, its derived tables, its reference
- * count, and the per-thread scratch (served.h).
- */
+/* served: the served model and the handlers' scratch (served.h). */
 #include "served.h"
 
 #include <stdio.h>
@@ -10,6 +8,8 @@
 #include "als.h"
 #include "log.h"
 #include "util.h"
+
+/* ---- scratch ------------------------------------------------------------ */
 
 static int grow(void **p, uint64_t want, size_t elem)
 {
@@ -166,5 +166,3 @@ st_served *st_served_load(const char *path, char *err)
            n, k, st_now() - t0);
     return s;
 }
-
-void st_served_ref(st_served *s) { atomic_fetch_add(&s->refs, 1); }

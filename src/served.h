@@ -1,15 +1,14 @@
 /* served: a model as the server serves it, and the per-thread scratch that
- * handlers work in.
+ * command handlers reuse.
  *
- * st_served wraps the mapped model (st_model_load) with what serving derives
- * from it once (the Gram matrix for fold-in, the popularity prior and its
- * ranking, segment norms and the segment index) and the overlay of users
- * changed online. It is reference-counted: every loop and heavy job holds a
- * reference to the one it works with, and the last release unmaps it, so a
- * request never sees a model change under it (store.c swaps models).
- *
- * Owns: the derived tables, the scratch buffers. Never: locks, threads,
- * sockets or the journal (store.c, server.c).
+ * Shared state of the serve layer: below the command families, the HTTP API
+ * and the loops, above the model and scoring modules. An st_served is the
+ * mapped model plus what serving derives from it once at load (the Gram
+ * matrix for fold-in, the popularity prior and its ranking, the segment
+ * index for pruned SEGMENTS, the overlay of users changed online); it is
+ * reference-counted, so a reload can swap models while requests still hold
+ * the old one. Owns: those derived tables and the scratch buffers. Never:
+ * touches a socket, a thread or the journal.
  */
 #ifndef STARLING_SERVED_H
 #define STARLING_SERVED_H
@@ -37,23 +36,20 @@ typedef struct st_served {
     /* Online quality since this model was loaded: of the EVENTs on a segment
      * the user had not engaged with before, how many were in the user's top
      * 10 and top 50 of not-yet-engaged segments just before, by the model's
-     * ranking and by popularity's (cmd_writes.c, online_quality). */
+     * ranking and by popularity's (commands.c, online_quality). */
     atomic_uint_fast64_t q_new, q_repeat, q_hit10, q_hit50, q_pop10, q_pop50;
 } st_served;
 
 /* Loads and verifies path and derives what serving needs (the Gram matrix,
  * the prior and its ranking, segment norms, the segment index and an empty
  * overlay). The result has one reference, the caller's; NULL with err set
- * on failure. Blocks while the file loads. */
+ * on failure. */
 st_served *st_served_load(const char *path, char *err);
-/* Takes one more reference to s. */
-void st_served_ref(st_served *s);
-/* Drops one reference; the last one unmaps the model and frees the rest.
- * NULL is ignored. */
+/* Drops one reference; the last one unmaps the model and frees the rest. */
 void st_served_release(st_served *s);
 
 /* Per-thread buffers that handlers reuse, so the SEGMENTS and SCORE paths
- * never allocate: the thread sizes them when it takes up a model. */
+ * never allocate: server.c sizes them when a thread takes up a model. */
 typedef struct {
     float *scores;  /* max(m, n) */
     uint32_t *idx;  /* max(m, n) */
@@ -77,11 +73,11 @@ typedef struct {
 } st_scratch;
 
 /* Sizes s for model m (every user too when all_users, as the heavy pool
- * needs) and requests of up to max_args arguments; allocates only what must
- * grow. 0, or -1 on out-of-memory. */
+ * needs) and requests of at most max_args arguments; allocates only what must grow.
+ * 0, or -1 on out-of-memory. */
 int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, uint64_t max_args);
 /* Makes s->work hold at least n floats (allocates only to grow); 0, or -1
- * on out-of-memory. */
+ * on out-of-memory. server.c sizes the rest for each model it serves. */
 int st_scratch_work(st_scratch *s, uint64_t n);
 /* Makes s->scores, idx and top hold at least rows entries (the heavy pool's
  * scans over model and online users); 0, or -1 on out-of-memory. */

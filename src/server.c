@@ -55,110 +55,13 @@
 #include <unistd.h>
 
 #include "als.h"
-#include "api.h"
-#include "commands.h"
-#include "stats.h"
-#include "store.h"
-#include "http.h"
+#include "net.h"
+#include "privacy.h"
 #include "score.h"
+#include "server_impl.h"
 #include "util.h"
 
-#define READ_CHUNK (16u << 10)
-#define OUT_SOFT (256u << 10)
-#define MAX_EVENTS 256
-
-typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
-
-typedef struct {
-    int kind;
-    int fd;
-    int is_unix;
-    int is_http;
-} st_listener;
-
-typedef struct st_loop st_loop;
-typedef struct st_job st_job;
-
-typedef struct st_client {
-    int kind; /* H_CLIENT: first, so an epoll pointer says what it points to */
-    int fd;
-    st_loop *loop;
-    st_session sess;
-    char *in;
-    size_t in_len, in_cap, in_start;
-    resp_parser parser;
-    int is_http;       /* accepted on the HTTP port: http and call are used, not parser */
-    http_parser http;
-    st_api_call call;  /* the HTTP request's command, until its reply is translated */
-    resp_out out;
-    size_t out_pos;
-    int blocked;   /* a heavy command is in flight */
-    int dead;      /* closed while blocked: freed when the job returns */
-    int syncing;   /* on the loop's list of replies waiting for an fdatasync */
-    struct st_client *sync_prev, *sync_next;
-    uint32_t events; /* registered epoll events */
-    double last_active;
-    struct st_client *prev, *next;
-} st_client;
-
-struct st_job {
-    st_job *next;
-    st_client *c;
-    st_loop *loop;
-    st_served *model;
-    const st_command *cmd;
-    uint64_t t0;
-    int argc;
-    resp_arg *argv;
-    resp_out out;
-};
-
-struct st_loop {
-    int kind; /* H_WAKE: the loop's eventfd handle */
-    int id;
-    int epfd, evfd;
-    pthread_t tid;
-    st_server *srv;
-    st_served *model;
-    uint64_t model_gen;
-    st_client *clients;
-    uint64_t nclients;
-    pthread_mutex_t done_lock;
-    st_job *done;
-    st_scratch scratch;
-    st_stats stats;
-    resp_out http_reply; /* the RESP reply of an HTTP request's command, before it becomes JSON */
-    int draining;
-    double drain_deadline;
-    double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
-    st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
-    uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
-};
-
-struct st_server {
-    st_server_config cfg;
-    st_listener tcp, unx, http;
-    char tcp_addr[64], http_addr[64];
-    int tcp_port, http_port;
-    st_ratelimit limit;
-    atomic_uint_fast64_t nclients_http;
-    st_loop *loops;
-    int nloops;
-    st_store *store; /* the served model, reloads, writes, the journal */
-    pthread_mutex_t q_lock;
-    pthread_cond_t q_cond;
-    st_job *q_head, *q_tail;
-    uint64_t q_len;
-    int q_stop;
-    pthread_t *heavy;
-    int nheavy;
-    atomic_uint_fast64_t nclients, next_client_id, blocked;
-    atomic_int stopping;
-    double started, started_unix;
-};
-
 static void loop_refresh_model(st_loop *l);
-
 
 void st_server_config_default(st_server_config *c)
 {
@@ -180,73 +83,15 @@ void st_server_config_default(st_server_config *c)
     c->compact_min_bytes = 64u << 20;
     c->compact_percentage = 100;
     c->forget_compact_delay = 3600;
-    c->min_audience = 100;
-    c->min_seeds = 100;
+    c->min_audience = ST_PRIVACY_MIN_AUDIENCE;
+    c->min_seeds = ST_PRIVACY_MIN_SEEDS;
     c->http_bind = "127.0.0.1";
     c->http_port = -1;
     c->http_rate = 0;
     c->http_burst = 0;
 }
 
-static void wake_all(st_server *srv)
-{
-    for (int i = 0; i < srv->nloops; i++) {
-        uint64_t one = 1;
-        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* already signalled */
-        }
-    }
-}
 
-/* ---- info ---------------------------------------------------------------- */
-
-/* The operations handlers reach the server through (services.h). */
-static void server_info(st_server *srv, st_server_info *info)
-{
-    memset(info, 0, sizeof *info);
-    info->started = srv->started;
-    info->started_unix = srv->started_unix;
-    info->clients = atomic_load(&srv->nclients);
-    info->blocked_clients = atomic_load(&srv->blocked);
-    info->loops = (uint64_t)srv->nloops;
-    info->heavy_threads = (uint64_t)srv->nheavy;
-    pthread_mutex_lock(&srv->q_lock);
-    info->heavy_queued = srv->q_len;
-    pthread_mutex_unlock(&srv->q_lock);
-    info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
-    info->tcp_port = srv->tcp_port;
-    info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
-    info->maxclients = srv->cfg.maxclients;
-    info->http_clients = atomic_load(&srv->nclients_http);
-    info->http_addr = srv->http.fd >= 0 ? srv->http_addr : NULL;
-    info->http_port = srv->http_port;
-    st_store_get_info(srv->store, info);
-}
-
-static void server_sum_stats(st_server *srv, st_stats *out)
-{
-    memset(out, 0, sizeof *out);
-    for (int i = 0; i < srv->nloops; i++) st_stats_add(out, &srv->loops[i].stats);
-}
-
-static int server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err)
-{
-    return st_store_write(srv->store, r, sc, res, err);
-}
-
-static int server_reload(st_server *srv, const char *path, char *err) { return st_store_reload(srv->store, path, err); }
-
-static int server_compact(st_server *srv, char *err) { return st_store_compact(srv->store, err); }
-
-static void server_journal(st_server *srv, st_server_journal_info *info) { st_store_get_journal(srv->store, info); }
-
-static const st_server_ops server_ops = {
-    .write = server_write,
-    .reload = server_reload,
-    .compact = server_compact,
-    .get_info = server_info,
-    .sum_stats = server_sum_stats,
-    .get_journal = server_journal,
-};
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -345,7 +190,7 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     j->loop = l;
     j->cmd = cmd;
     j->t0 = t0;
-    st_served_ref(l->model);
+    atomic_fetch_add(&l->model->refs, 1);
     j->model = l->model;
     resp_out_init(&j->out, srv->cfg.output_limit);
     c->blocked = 1;
@@ -382,7 +227,7 @@ static int process_http(st_client *c)
             break;
         }
         if (st == HTTP_ERROR) {
-            st_stat_add(&l->stats.protocol_errors, 1);
+            st_stat_bump(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): HTTP %d: %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->http.error_status, c->http.error);
             st_api_error(&l->stats, &c->out, c->http.error_status, c->http.error, 0);
@@ -392,7 +237,7 @@ static int process_http(st_client *c)
         }
         c->last_active = l->now; /* a complete request is activity, as in process_input */
         st_api_env env = {.srv = srv,
-                          .ops = &server_ops,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .model = l->model,
                           .limit = &srv->limit,
@@ -403,7 +248,7 @@ static int process_http(st_client *c)
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
             st_ctx ctx = {.srv = srv,
-                          .ops = &server_ops,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
@@ -413,7 +258,7 @@ static int process_http(st_client *c)
                           .argv = c->call.argv};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            st_stat_add(&l->stats.commands, 1);
+            st_stat_bump(&l->stats.commands, 1);
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
                 if (defer(c, &ctx, cmd, t0) != 0) {
                     st_api_call_free(&c->call);
@@ -446,7 +291,7 @@ static int process_input(st_client *c)
         resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == RESP_NEED_MORE) break;
         if (st == RESP_ERROR) {
-            st_stat_add(&l->stats.protocol_errors, 1);
+            st_stat_bump(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->parser.error);
             resp_error(&c->out, "ERR %s", c->parser.error);
@@ -462,9 +307,9 @@ static int process_input(st_client *c)
             /* A reload swapped models: take the new one (and its overlay)
              * before this request, so that nothing acknowledged on another
              * loop after the swap is missing from this reply. */
-            if (st_store_generation(srv->store) != l->model_gen) loop_refresh_model(l);
+            if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
             st_ctx ctx = {.srv = srv,
-                          .ops = &server_ops,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
@@ -474,7 +319,7 @@ static int process_input(st_client *c)
                           .argv = c->parser.argv};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            st_stat_add(&l->stats.commands, 1);
+            st_stat_bump(&l->stats.commands, 1);
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER && defer(c, &ctx, cmd, t0) != 0)
                 resp_error(&c->out, "ERR out of memory");
         }
@@ -490,7 +335,7 @@ static int flush_out(st_client *c)
 {
     st_loop *l = c->loop;
     if (c->out.overflow) {
-        st_stat_add(&l->stats.dropped_output, 1);
+        st_stat_bump(&l->stats.dropped_output, 1);
         st_log(ST_LOG_WARNING, "client %llu (%s) dropped: replies over the output limit of %llu bytes",
                (unsigned long long)c->sess.id, c->sess.addr, (unsigned long long)l->srv->cfg.output_limit);
         client_close(c, "output limit");
@@ -500,7 +345,7 @@ static int flush_out(st_client *c)
         ssize_t n = write(c->fd, c->out.buf + c->out_pos, pending(c));
         if (n > 0) {
             c->out_pos += (size_t)n;
-            st_stat_add(&l->stats.net_out, (uint64_t)n);
+            st_stat_bump(&l->stats.net_out, (uint64_t)n);
             /* A client still reading a long reply is not idle. */
             c->last_active = l->now;
             continue;
@@ -523,7 +368,7 @@ static int flush_out(st_client *c)
  * durable yet under appendfsync always: they wait for loop_commit. */
 static int replies_wait_for_sync(const st_client *c)
 {
-    st_journal *j = st_store_journal(c->loop->srv->store);
+    st_journal *j = c->loop->srv->journal;
     return j && c->sess.journal_wait && st_journal_policy(j) == ST_APPENDFSYNC_ALWAYS &&
            c->sess.journal_wait > st_journal_durable_seq(j);
 }
@@ -591,7 +436,7 @@ static void client_read(st_client *c)
         return;
     }
     c->in_len += (size_t)n;
-    st_stat_add(&c->loop->stats.net_in, (uint64_t)n);
+    st_stat_bump(&c->loop->stats.net_in, (uint64_t)n);
     client_service(c);
 }
 
@@ -621,7 +466,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
             } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
             }
             close(fd);
-            st_stat_add(&l->stats.rejected_connections, 1);
+            st_stat_bump(&l->stats.rejected_connections, 1);
             continue;
         }
         st_client *c = st_calloc(1, sizeof *c);
@@ -686,10 +531,10 @@ static void accept_clients(st_loop *l, st_listener *ls)
         if (l->clients) l->clients->prev = c;
         l->clients = c;
         l->nclients++;
-        st_stat_add(&l->stats.connections, 1);
+        st_stat_bump(&l->stats.connections, 1);
         if (c->is_http) {
             atomic_fetch_add(&srv->nclients_http, 1);
-            st_stat_add(&l->stats.http_connections, 1);
+            st_stat_bump(&l->stats.http_connections, 1);
         }
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
@@ -699,7 +544,7 @@ static void accept_clients(st_loop *l, st_listener *ls)
 
 static void loop_refresh_model(st_loop *l)
 {
-    st_served *s = st_store_acquire(l->srv->store);
+    st_served *s = st_srv_model_acquire(l->srv);
     if (!s) return;
     if (st_scratch_fit(&l->scratch, &s->m, 0, l->srv->cfg.max_args) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
@@ -753,7 +598,7 @@ static void loop_commit(st_loop *l)
         for (st_client *c = l->sync_wait; c; c = c->sync_next)
             if (c->sess.journal_wait > want) want = c->sess.journal_wait;
         char err[ST_ERRLEN];
-        int rc = st_journal_sync(st_store_journal(l->srv->store), want, err);
+        int rc = st_journal_sync(l->srv->journal, want, err);
         st_client *list = l->sync_wait;
         l->sync_wait = NULL;
         for (st_client *c = list, *next; c; c = next) {
@@ -806,7 +651,7 @@ static void sweep_idle(st_loop *l, double now)
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
         if (!c->blocked && now - c->last_active > t) {
-            st_stat_add(&l->stats.idle_closed, 1);
+            st_stat_bump(&l->stats.idle_closed, 1);
             client_close(c, "idle timeout");
         }
     }
@@ -820,7 +665,7 @@ static void *loop_main(void *arg)
     l->now = loop_time();
     double last_sweep = l->now;
     for (;;) {
-        if (st_store_generation(srv->store) != l->model_gen) loop_refresh_model(l);
+        if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
         if (atomic_load(&srv->stopping) && !l->draining) loop_start_drain(l);
         if (l->draining && (l->nclients == 0 || st_now() > l->drain_deadline)) break;
         int n = epoll_wait(l->epfd, ev, MAX_EVENTS, l->draining ? 50 : 1000);
@@ -895,7 +740,7 @@ static void *heavy_main(void *arg)
             resp_error(&j->out, "ERR out of memory for this command");
         } else {
             st_ctx ctx = {.srv = srv,
-                          .ops = &server_ops,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .session = NULL,
                           .model = j->model,
@@ -927,38 +772,7 @@ static int listen_tcp(st_listener *ls, const char *bind_addr, int port, const ch
 {
     ls->fd = -1;
     if (port < 0) return 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(bind_addr, portstr, &hints, &res);
-    if (rc != 0) return st_seterr(err, "%s %s: %s", what, bind_addr, gai_strerror(rc));
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return st_seterr(err, "socket: %s", strerror(errno));
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        return st_seterr(err, "cannot listen on %s port %d: %s", bind_addr, port, strerror(e));
-    }
-    freeaddrinfo(res);
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    if (sa.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, addr, (socklen_t)addrcap);
-        *bound = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-    } else {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, addr, (socklen_t)addrcap);
-        *bound = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-    }
-    ls->fd = fd;
-    return 0;
+    return st_net_listen_tcp(bind_addr, port, what, addr, addrcap, bound, &ls->fd, err);
 }
 
 static int listen_unix(st_server *srv, char *err)
@@ -967,27 +781,7 @@ static int listen_unix(st_server *srv, char *err)
     srv->unx.fd = -1;
     srv->unx.is_unix = 1;
     if (!cfg->unixsocket) return 0;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(cfg->unixsocket) >= sizeof sa.sun_path)
-        return st_seterr(err, "--unixsocket %s: path too long (at most %zu bytes)", cfg->unixsocket,
-                         sizeof sa.sun_path - 1);
-    strcpy(sa.sun_path, cfg->unixsocket);
-    struct stat sb;
-    /* A socket file left by a previous run is replaced; anything else is not. */
-    if (lstat(cfg->unixsocket, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode)) return st_seterr(err, "--unixsocket %s: exists and is not a socket", cfg->unixsocket);
-        unlink(cfg->unixsocket);
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return st_seterr(err, "socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || chmod(cfg->unixsocket, (mode_t)cfg->unixsocket_perm) != 0 ||
-        listen(fd, 511) != 0) {
-        int e = errno;
-        close(fd);
-        return st_seterr(err, "cannot listen on %s: %s", cfg->unixsocket, strerror(e));
-    }
-    srv->unx.fd = fd;
-    return 0;
+    return st_net_listen_unix(cfg->unixsocket, cfg->unixsocket_perm, &srv->unx.fd, err);
 }
 
 /* ---- start and stop ------------------------------------------------------- */
@@ -1014,7 +808,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
             return st_seterr(err, "epoll_ctl: %s", strerror(errno));
     }
     /* No model yet: the loop takes it up when the first load publishes it. */
-    l->model = st_store_acquire(srv->store);
+    l->model = st_srv_model_acquire(srv);
     l->model_gen = l->model ? l->model->generation : 0;
     if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, srv->cfg.max_args) != 0)
         return st_seterr(err, "out of memory");
@@ -1032,18 +826,76 @@ static void loop_destroy(st_loop *l)
     pthread_mutex_destroy(&l->done_lock);
 }
 
-/* wake_all as the store's on_swap: idle loops take a new model up now. */
-static void on_swap(void *arg) { wake_all(arg); }
+/* Loads the first model while the loops already answer (health checks,
+ * and -LOADING or 503 for what needs a model), then publishes it. The
+ * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
+ * the load, so that tests can see the server before its model is ready. */
+static int load_first_model(st_server *srv, char *err)
+{
+    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
+    double d = delay ? atof(delay) : 0;
+    if (d > 0 && d <= 60) {
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    st_served *s = st_served_load(srv->cfg.model_path, err);
+    if (!s) return -1;
+    s->generation = 1;
+    /* The journal is replayed into the model's overlay before either is
+     * visible: until then every command that needs a model, writes
+     * included, answers -LOADING. */
+    const st_server_config *cfg = &srv->cfg;
+    if (cfg->journal) {
+        double t0 = st_now();
+        replay_ctx rc_ctx = {.ov = s->ov, .info = &srv->start_info};
+        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, st_srv_replay_record, &rc_ctx, &srv->start_info, err);
+        if (!srv->journal) {
+            st_served_release(s);
+            return -1;
+        }
+        char why[ST_ERRLEN];
+        if (st_overlay_solve(s->ov, why) != 0) {
+            st_seterr(err, "%s: %s", cfg->journal, why);
+            st_served_release(s);
+            return -1;
+        }
+        srv->start_seconds = st_now() - t0;
+        const st_journal_info *ji = &srv->start_info;
+        st_overlay_stats os;
+        st_overlay_get_stats(s->ov, &os);
+        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
+                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
+               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
+               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
+               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
+               (unsigned long long)os.forgotten);
+        if (ji->torn_bytes)
+            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
+                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
+                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
+        st_srv_check_lineage(srv, s);
+        srv->compact_base = ji->end;
+        if (pthread_create(&srv->maint, NULL, st_srv_maint_main, srv) != 0) {
+            st_seterr(err, "cannot start the journal's maintenance thread");
+            st_served_release(s);
+            return -1;
+        }
+        srv->maint_started = 1;
+    }
+    pthread_mutex_lock(&srv->model_lock);
+    srv->model = s;
+    atomic_store(&srv->model_gen, 1);
+    pthread_mutex_unlock(&srv->model_lock);
+    st_srv_wake_all(srv);
+    return 0;
+}
 
-/* The server with its configuration, store and locks, no socket or thread
- * yet; NULL with err set. */
-static st_server *server_new(const st_server_config *cfg, char *err)
+/* A server for cfg, its locks made, nothing started. */
+static st_server *server_new(const st_server_config *cfg)
 {
     st_server *srv = st_calloc(1, sizeof *srv);
-    if (!srv) {
-        st_seterr(err, "out of memory");
-        return NULL;
-    }
+    if (!srv) return NULL;
     srv->cfg = *cfg;
     if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
     if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
@@ -1051,36 +903,60 @@ static st_server *server_new(const st_server_config *cfg, char *err)
     srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
     srv->http.is_http = 1;
     st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
+    pthread_mutex_init(&srv->model_lock, NULL);
+    pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
+    pthread_mutex_init(&srv->write_lock, NULL);
+    pthread_mutex_init(&srv->maint_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->maint_cond, &ca);
+    pthread_condattr_destroy(&ca);
     srv->started = st_now();
     srv->started_unix = (double)time(NULL);
-    srv->store = st_store_new(&srv->cfg, on_swap, srv);
-    if (!srv->store) st_seterr(err, "out of memory");
     return srv;
 }
 
-/* Closes the sockets and frees what server_new and the threads left. */
+/* Stops the maintenance thread, closes the journal and the sockets, and
+ * frees the server (the loops and workers have stopped). */
 static void server_free(st_server *srv)
 {
-    st_store_free(srv->store);
+    if (srv->maint_started) {
+        pthread_mutex_lock(&srv->maint_lock);
+        srv->maint_stop = 1;
+        pthread_cond_signal(&srv->maint_cond);
+        pthread_mutex_unlock(&srv->maint_lock);
+        pthread_join(srv->maint, NULL);
+    }
+    if (srv->journal) {
+        char why[ST_ERRLEN];
+        if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
+    }
     if (srv->tcp.fd >= 0) close(srv->tcp.fd);
     if (srv->http.fd >= 0) close(srv->http.fd);
     if (srv->unx.fd >= 0) {
         close(srv->unx.fd);
         unlink(srv->cfg.unixsocket);
     }
+    st_served_release(srv->model);
     st_free(srv->loops);
     st_free(srv->heavy);
+    pthread_mutex_destroy(&srv->model_lock);
+    pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);
+    pthread_mutex_destroy(&srv->write_lock);
+    pthread_mutex_destroy(&srv->maint_lock);
+    pthread_cond_destroy(&srv->maint_cond);
     st_ratelimit_destroy(&srv->limit);
     st_free(srv);
 }
 
 /* Sockets first, the model last: the port answers health checks while a
- * large model loads (st_store_load). */
-static int server_listen(st_server *srv, char *err)
+ * large model loads (load_first_model). */
+static int open_listeners(st_server *srv, char *err)
 {
     const st_server_config *cfg = &srv->cfg;
     if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
@@ -1094,34 +970,40 @@ static int server_listen(st_server *srv, char *err)
     return 0;
 }
 
-/* Logs where the server answers while its model loads. */
-static void log_loading(st_server *srv)
+/* "host:port" in URL form ([v6]:port). */
+static void url_host(char *out, size_t len, const char *addr, int port)
 {
-    char where[256] = "";
+    int bracket = strchr(addr, ':') != NULL;
+    snprintf(out, len, "%s%s%s:%d", bracket ? "[" : "", addr, bracket ? "]" : "", port);
+}
+
+/* Loads the first model (the sockets answering meanwhile) and logs where the
+ * server listens. */
+static int load_and_announce(st_server *srv, char *err)
+{
+    const st_server_config *cfg = &srv->cfg;
+    char where[256] = "", host[160];
     if (srv->tcp.fd >= 0) snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
     if (srv->http.fd >= 0) {
-        int bracket = strchr(srv->http_addr, ':') != NULL;
         size_t n = strlen(where);
-        snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading", n ? " and" : "; until then",
-                 bracket ? "[" : "", srv->http_addr, bracket ? "]" : "", srv->http_port);
+        url_host(host, sizeof host, srv->http_addr, srv->http_port);
+        snprintf(where + n, sizeof where - n, "%s http://%s/readyz says loading", n ? " and" : "; until then", host);
     }
-    st_log(ST_LOG_NOTICE, "loading the model %s%s", srv->cfg.model_path, where);
-}
-
-static void log_ready(st_server *srv)
-{
-    if (srv->tcp.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
-    if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", srv->cfg.unixsocket);
-    if (srv->http.fd >= 0)
-        st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/",
-               strchr(srv->http_addr, ':') ? "[" : "", srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "",
-               srv->http_port);
+    st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
+    if (load_first_model(srv, err) != 0) return -1;
+    if (srv->tcp.fd >= 0)
+        st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
+    if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
+    if (srv->http.fd >= 0) {
+        url_host(host, sizeof host, srv->http_addr, srv->http_port);
+        st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s/", host);
+    }
     st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
+    return 0;
 }
 
-/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT
- * end it. */
-static void wait_signals(st_server *srv, const sigset_t *sigs)
+/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT end it. */
+static void wait_for_signals(st_server *srv, const sigset_t *sigs)
 {
     for (;;) {
         siginfo_t si;
@@ -1129,7 +1011,7 @@ static void wait_signals(st_server *srv, const sigset_t *sigs)
         if (sig == SIGHUP) {
             char why[ST_ERRLEN];
             st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
-            st_store_reload(srv->store, NULL, why);
+            st_srv_reload(srv, NULL, why);
         } else if (sig == SIGTERM || sig == SIGINT) {
             st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_timeout);
@@ -1138,34 +1020,31 @@ static void wait_signals(st_server *srv, const sigset_t *sigs)
     }
 }
 
-/* Starts the heavy workers, then the loops; the counts started go to
- * *heavy_started and *loops_started. 0 when all of them started. */
-static int start_threads(st_server *srv, heavy_arg *hargs, int *heavy_started, int *loops_started)
+/* The loops and the heavy workers, started; how many of each in *loops and *heavy. */
+static int start_threads(st_server *srv, heavy_arg *hargs, int *heavy, int *loops, char *err)
 {
-    *heavy_started = *loops_started = 0;
+    *heavy = *loops = 0;
     for (int i = 0; i < srv->nheavy; i++) {
         hargs[i].srv = srv;
         if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
-        (*heavy_started)++;
+        (*heavy)++;
     }
-    for (int i = 0; i < srv->nloops && *heavy_started == srv->nheavy; i++) {
+    for (int i = 0; i < srv->nloops && *heavy == srv->nheavy; i++) {
         if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
-        (*loops_started)++;
+        (*loops)++;
     }
-    return *loops_started == srv->nloops ? 0 : -1;
+    if (*loops < srv->nloops) return st_seterr(err, "cannot start threads");
+    return 0;
 }
 
-/* Stops the threads started: the loops drain, then the pool. */
-static void stop_threads(st_server *srv, int heavy_started, int loops_started)
+static void stop_threads(st_server *srv, int heavy, int loops)
 {
-    atomic_store(&srv->stopping, 1);
-    wake_all(srv);
-    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
+    for (int i = 0; i < loops; i++) pthread_join(srv->loops[i].tid, NULL);
     pthread_mutex_lock(&srv->q_lock);
     srv->q_stop = 1;
     pthread_cond_broadcast(&srv->q_cond);
     pthread_mutex_unlock(&srv->q_lock);
-    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
+    for (int i = 0; i < heavy; i++) pthread_join(srv->heavy[i], NULL);
 }
 
 int st_serve(const st_server_config *cfg, char *err)
@@ -1175,17 +1054,15 @@ int st_serve(const st_server_config *cfg, char *err)
      * and workers are the parallelism. */
     openblas_set_num_threads(1);
     st_commands_init();
-    st_server *srv = server_new(cfg, err);
+    st_server *srv = server_new(cfg);
     if (!srv) {
         st_log_close();
-        return -1;
+        return st_seterr(err, "out of memory");
     }
     int rc = -1;
-    heavy_arg *hargs = NULL;
-    if (!srv->store || server_listen(srv, err) != 0) goto out;
-
+    if (open_listeners(srv, err) != 0) goto out;
     /* Signals go to the main thread only: block them before any thread
-     * starts (threads inherit the mask), then wait for them below. */
+     * starts (threads inherit the mask), then wait for them. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -1193,35 +1070,33 @@ int st_serve(const st_server_config *cfg, char *err)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-
     srv->nloops = srv->cfg.threads;
     srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
     srv->nheavy = srv->cfg.heavy_threads;
     srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
-    hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
+    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
     if (!srv->loops || !srv->heavy || !hargs) {
+        st_free(hargs);
         st_seterr(err, "out of memory");
         goto out;
     }
     for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
-    for (int i = 0; i < srv->nloops; i++)
-        if (loop_init(srv, &srv->loops[i], i, err) != 0) goto out;
-    int heavy_started, loops_started;
-    if (start_threads(srv, hargs, &heavy_started, &loops_started) != 0) {
-        st_seterr(err, "cannot start threads");
-    } else {
-        log_loading(srv);
-        if (st_store_load(srv->store, err) == 0) {
-            log_ready(srv);
+    int ok = 1;
+    for (int i = 0; i < srv->nloops && ok; i++) ok = loop_init(srv, &srv->loops[i], i, err) == 0;
+    if (ok) {
+        int heavy, loops;
+        if (start_threads(srv, hargs, &heavy, &loops, err) == 0 && load_and_announce(srv, err) == 0) {
             rc = 0;
-            wait_signals(srv, &sigs);
+            wait_for_signals(srv, &sigs);
         }
+        atomic_store(&srv->stopping, 1);
+        st_srv_wake_all(srv);
+        stop_threads(srv, heavy, loops);
     }
-    stop_threads(srv, heavy_started, loops_started);
-out:
     st_free(hargs);
-    for (int i = 0; srv->loops && i < srv->nloops; i++)
+    for (int i = 0; i < srv->nloops; i++)
         if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
+out:
     server_free(srv);
     if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
     st_log_close();

@@ -15,7 +15,7 @@
  * reference goes, so a request never sees a model change under it.
  *
  * Online writes (EVENT, FORGET): with --journal, a write is applied by
- * the store (store.c), which prepares the change in the served model's overlay
+ * st_server_write, which prepares the change in the served model's overlay
  * (the user's vector solved, no lock held), then under one write lock
  * checks it still applies, appends the record to the journal, and only then
  * makes the change visible; the journal's order is therefore the order
@@ -32,19 +32,20 @@
  * the HTTP listener is parsed by http.c, and api.c turns each request into
  * the command that runs through the same call path as a RESP request's.
  *
- * Owns: sockets, connections, the loops and the heavy pool (server.c). The
- * served model, reloads, online writes and the journal's maintenance are
- * store.c's; server.c hands them to handlers as the operations table of
- * services.h. Never: parses the protocol (resp.c, http.c) or knows a
- * command (commands.c and its families, api.c).
+ * Owns: sockets, connections, threads, the served model, the journal. Never:
+ * parses the protocol (resp.c, http.c) or knows a command (commands.c, api.c).
+ *
+ * What command handlers see of the server is in service.h (the types and
+ * the table of operations server.c hands them); the served model and the
+ * scratch are served.h's; the counters stats.h's. server_write.c holds the
+ * write, reload and maintenance path; net.c the listening sockets.
  */
 #ifndef STARLING_SERVER_H
 #define STARLING_SERVER_H
 
 #include "log.h"
-#include "services.h"
+#include "service.h"
 
-/* The defaults `starling serve` documents. */
 void st_server_config_default(st_server_config *c);
 
 /* Opens the sockets, starts the threads, loads the model (meanwhile the

@@ -1,12 +1,13 @@
-/* version: the version of this build, set once by the Makefile (`git
- * describe` of a tagged checkout, else the VERSION file) and compiled into
- * version.c alone. Everything that prints a version (starling version, INFO,
- * HELLO, /metrics) reads it here.
+/* version: the one place the version string lives in the binary.
+ *
+ * The Makefile passes it (from the VERSION file, plus `git describe` when
+ * built from a checkout) to version.c alone, so a new version recompiles one
+ * file. Everything that prints it (starling version, INFO server, HELLO,
+ * /metrics' starling_build_info) reads st_version.
  */
 #ifndef STARLING_VERSION_H
 #define STARLING_VERSION_H
 
-/* "0.1.0", or what `git describe --tags --dirty` says. Static storage. */
 extern const char st_version[];
 
 #endif

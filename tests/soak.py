@@ -86,6 +86,8 @@ with tempfile.TemporaryDirectory() as d:
             if r.returncode != 0 or "requests per second" not in r.stdout:
                 errors += 1
                 note(f"redis-benchmark exit {r.returncode}: {(r.stdout + r.stderr)[-300:]!r}")
+                # also on stderr, which prove shows when the test fails
+                print(f"redis-benchmark exit {r.returncode}: {(r.stdout + r.stderr)[-300:]!r}", file=sys.stderr)
             if time.time() >= deadline:
                 break
     stop.set()

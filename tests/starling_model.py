@@ -55,6 +55,33 @@ class Model:
             np.zeros(len(self.popularity), np.float32)
         return np.float32(self.header["prior_weight"]) * q
 
+    def row_lambda(self, nnz):
+        """The lambda of a row with nnz nonzeros (docs/TRAINING.md): plain, or
+        lambda (nnz + reg_alpha0 cols)^reg_nu for frequency-scaled
+        regularisation, cols the other side's count (segments, for a user)."""
+        h = self.header
+        if h["regularization"] == 1:
+            return h["lambda_"] * (nnz + h["reg_alpha0"] * h["segments"]) ** h["reg_nu"]
+        return h["lambda_"]
+
+    def unobserved(self):
+        """w0, the weight of a pair never observed (1 in files before it)."""
+        w0 = self.header["unobserved_weight"]
+        return w0 if w0 > 0 else 1.0
+
+    def foldin(self, idx, r):
+        """The row the model gives a user with segments idx and raw values r
+        (log confidence), solved exactly in float64: (w0 V^T V + V_S^T (C_S -
+        w0) V_S + lambda_row I) x = V_S^T C_S 1 (docs/TRAINING.md)."""
+        h = self.header
+        assert h["confidence"] == 1, "foldin() implements the log confidence scheme"
+        V = self.V.astype(np.float64)
+        Vs = V[np.asarray(idx, dtype=np.int64)]
+        c = 1 + h["alpha"] * np.log1p(np.asarray(r, dtype=np.float64) / h["eps"])
+        w0 = self.unobserved()
+        A = w0 * V.T @ V + Vs.T @ ((c - w0)[:, None] * Vs) + self.row_lambda(len(Vs)) * np.eye(V.shape[1])
+        return A, c, np.linalg.solve(A, Vs.T @ c)
+
     def scores(self, u):
         """The ranking score of user row u for every segment, as starling ranks."""
         return (self.U[u].astype(np.float32) @ self.V.T) + self.blend()

@@ -67,8 +67,20 @@ static double brute_loss(const st_als_params *p, const st_interactions *x, const
             total += c * (pr - sc) * (pr - sc);
         }
     }
-    for (size_t i = 0; i < (size_t)m * k; i++) total += p->lambda * X[i] * X[i];
-    for (size_t i = 0; i < (size_t)n * k; i++) total += p->lambda * Y[i] * Y[i];
+    /* lambda per row: plain, or lambda (nnz + alpha0 cols)^nu (frequency) */
+    for (uint32_t u = 0; u < m; u++) {
+        double nnz = (double)(x->by_user.indptr[u + 1] - x->by_user.indptr[u]);
+        double lu = p->regularization == ST_REG_FREQUENCY ? p->lambda * pow(nnz + p->reg_alpha0 * n, p->reg_nu)
+                                                          : p->lambda;
+        for (uint32_t i = 0; i < k; i++) total += lu * X[(size_t)u * k + i] * X[(size_t)u * k + i];
+    }
+    for (uint32_t s = 0; s < n; s++) {
+        double nnz = 0;
+        for (uint64_t q = 0; q < x->by_user.indptr[m]; q++) nnz += x->by_user.indices[q] == s;
+        double ls = p->regularization == ST_REG_FREQUENCY ? p->lambda * pow(nnz + p->reg_alpha0 * m, p->reg_nu)
+                                                          : p->lambda;
+        for (uint32_t i = 0; i < k; i++) total += ls * Y[(size_t)s * k + i] * Y[(size_t)s * k + i];
+    }
     return total;
 }
 
@@ -86,6 +98,7 @@ int main(void)
     p.solver = ST_SOLVER_CHOLESKY;
     p.lambda = 0.3;
     p.threads = 2;
+    p.unobserved = 1.0; /* the classical form: the kernels see c - 1 as it is (w0 below) */
     st_als_data d;
     ok(st_als_confidence(&p, &x, &d, err) == 0, "confidence computed");
     /* Confidence: linear 1 + alpha r, so c - 1 = alpha r. */
@@ -187,8 +200,8 @@ int main(void)
     st_als_gram(Y, n, p.factors, G);
     uint32_t u = 3;
     uint64_t q0 = x.by_user.indptr[u];
-    ok(st_als_foldin(p.factors, Y, G, p.lambda, x.by_user.indices + q0, d.cu + q0,
-                     (uint32_t)(x.by_user.indptr[u + 1] - q0), xf, scratch) == 0,
+    ok(st_als_foldin(p.factors, Y, G, st_als_row_lambda(&p, x.by_user.indptr[u + 1] - q0, n),
+                     x.by_user.indices + q0, d.cu + q0, (uint32_t)(x.by_user.indptr[u + 1] - q0), xf, scratch) == 0,
        "fold-in solves");
     ok(max_abs_diff(xf, X + (size_t)u * p.factors, p.factors) < 1e-6, "fold-in equals the half-step's row");
     ok(st_als_foldin(p.factors, Y, G, p.lambda, NULL, NULL, 0, xf, scratch) == 0 && xf[0] == 0 && xf[5] == 0,
@@ -226,6 +239,16 @@ int main(void)
     for (uint64_t q = 0; q < x.by_user.nnz; q++)
         if (fabs(d.cu[q] - 3.0 * log(1 + x.by_user.data[q] / 2.0)) > 1e-5) conf_ok = 0;
     ok(conf_ok, "log confidence c - 1 = alpha log(1 + r / eps)");
+    st_als_data_free(&d);
+    /* Unobserved pairs weighted w0: the system divided by w0 has c / w0 - 1. */
+    st_als_params pw = pl;
+    pw.unobserved = 0.4;
+    st_als_confidence(&pw, &x, &d, err);
+    conf_ok = 1;
+    for (uint64_t q = 0; q < x.by_user.nnz; q++)
+        if (fabs(d.cu[q] - ((1 + 3.0 * log(1 + x.by_user.data[q] / 2.0)) / 0.4 - 1)) > 1e-4) conf_ok = 0;
+    ok(conf_ok, "unobserved weight w0: c / w0 - 1 per observed pair");
+    is_near(st_als_row_lambda(&pw, 5, 10), 0.3 * 5 / 0.4, 1e-12, "and lambda n / w0 (frequency-scaled, nu 1)");
     st_als_data_free(&d);
     st_als_params pb = p;
     pb.confidence = ST_CONF_BM25;

@@ -106,7 +106,8 @@ with tempfile.TemporaryDirectory() as d:
     want = r.execute_command("SEGMENTS", user, "COUNT", 3, "MIN", 0.2, "UNSEEN")
     ok(st == 200 and [(s["segment"], s["score"]) for s in j["segments"]] == pairs(want[1]),
        "min and unseen become MIN and UNSEEN")
-    st, j, _, _ = c.req("GET", "/v1/users/u%30%30%30" + user[4:] + "/segments?k=2")
+    st, j, _, _ = c.req("GET", "/v1/users/" + "".join("%%%02X" % ord(ch) for ch in user[:4]) + user[4:] +
+                        "/segments?k=2")
     ok(st == 200 and j["user"] == user, "a percent-encoded id in the path is decoded")
     st, j, _, _ = c.req("GET", "/v1/users/nobody-at-all/segments?k=4")
     want = r.execute_command("SEGMENTS", "nobody-at-all", "COUNT", 4)

@@ -137,10 +137,14 @@ with tempfile.TemporaryDirectory() as d:
     for u in range(m_):
         for q in range(mm.hist_ptr[u], mm.hist_ptr[u + 1]):
             R[u, mm.hist_idx[q]] = mm.hist_val[q]
-    C = 1 + 10 * np.log1p(R)  # defaults: log confidence, alpha 10, eps 1
     P = (R > 0).astype(float)
+    # defaults: log confidence, alpha 10, eps 1; unobserved pairs weigh 0.3
+    C = np.where(P > 0, 1 + 10 * np.log1p(R), 0.3)
     E = mm.U.astype(float) @ mm.V.astype(float).T
-    obj = (C * (P - E) ** 2).sum() + 0.1 * ((mm.U.astype(float) ** 2).sum() + (mm.V.astype(float) ** 2).sum())
-    rel = abs(obj / (m_ * n_ + (C - 1).sum()) - mm.header["final_loss"]) / mm.header["final_loss"]
+    # defaults: frequency-scaled lambda 1, nu 1, alpha0 0: lambda x the row's nonzeros
+    lu, ls = P.sum(axis=1), P.sum(axis=0)
+    obj = (C * (P - E) ** 2).sum() + (lu[:, None] * mm.U.astype(float) ** 2).sum() + \
+        (ls[:, None] * mm.V.astype(float) ** 2).sum()
+    rel = abs(obj / C.sum() - mm.header["final_loss"]) / mm.header["final_loss"]
     ok(rel < 1e-5, f"reported loss equals numpy's objective (relative difference {rel:.1e})")
 done()

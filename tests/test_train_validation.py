@@ -28,18 +28,13 @@ def meta(m):
     return dict(line.split("=", 1) for line in m.meta.splitlines() if "=" in line)
 
 
-def exact_rows(m, lam=0.1, alpha=10.0):
-    """Each user's row solved exactly against V (log confidence, eps 1)."""
-    V = m.V.astype(np.float64)
-    G = V.T @ V
-    X = np.zeros((len(m.users), V.shape[1]))
+def exact_rows(m):
+    """Each user's row solved exactly against V (the model's confidence,
+    unobserved weight and regularisation)."""
+    X = np.zeros((len(m.users), m.V.shape[1]))
     for u in range(len(m.users)):
         a, b = m.hist_ptr[u], m.hist_ptr[u + 1]
-        idx, r = m.hist_idx[a:b], m.hist_val[a:b].astype(np.float64)
-        cm1 = alpha * np.log1p(r)
-        Vs = V[idx]
-        A = G + (Vs * cm1[:, None]).T @ Vs + lam * np.eye(V.shape[1])
-        X[u] = np.linalg.solve(A, ((1 + cm1)[:, None] * Vs).sum(0))
+        X[u] = m.foldin(m.hist_idx[a:b], m.hist_val[a:b])[2]
     return X
 
 

@@ -1,20 +1,21 @@
-/* services: what the server offers the code that answers requests (the
- * command families, the HTTP API, metrics), as types and one table of
- * operations, so that those never call up into server.c.
+/* service: what a command handler (commands.c and the cmd_*.c families),
+ * the HTTP API (api.c) and /metrics get from the server: the configuration,
+ * the connection's session, the served model and scratch, and a small table
+ * of operations (st_server_ops) for what only the server can do (apply a
+ * write, reload the model, compact the journal, report its figures).
  *
- * st_server_config is the configuration they read; st_session what a
- * connection's commands can see and set; st_server_ops the server services a
- * handler may need (apply a write, reload, compact, read the server's
- * figures), each taking the opaque st_server the context carries. server.c
- * fills the table (its functions are thread-safe); handlers only call
- * through it.
+ * Types only: no module defines a function declared here, so handlers reach
+ * the server through the table it hands them and never link to server.c
+ * (the serve layer's arrows go one way: server -> commands, api, metrics ->
+ * served, stats -> model, score, resp).
  */
-#ifndef STARLING_SERVICES_H
-#define STARLING_SERVICES_H
+#ifndef STARLING_SERVICE_H
+#define STARLING_SERVICE_H
 
 #include <stdint.h>
 
 #include "journal.h"
+#include "resp.h"
 #include "served.h"
 #include "stats.h"
 
@@ -63,6 +64,8 @@ typedef struct {
     double created;
 } st_session;
 
+typedef struct st_server st_server;
+
 /* Server-wide figures for INFO. */
 typedef struct {
     double started;        /* monotonic seconds */
@@ -104,9 +107,8 @@ typedef struct {
     double start_seconds;
 } st_server_journal_info;
 
-typedef struct st_server st_server; /* opaque outside server.c */
-
-/* The server services handlers call, through st_ctx.ops / st_api_env.ops. */
+/* The server's services, through which handlers reach it. Each takes the
+ * st_server the table came with (ctx->srv). */
 typedef struct {
     /* Applies an EVENT or FORGET record (seq is assigned here) to the served
      * model's overlay and appends it to the journal: the change is prepared
@@ -118,20 +120,32 @@ typedef struct {
      * -1 with err: no journal, the journal could not take the record (a full
      * disk: err starts with "MISCONF"), or out of memory; nothing was applied. */
     int (*write)(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err);
-    /* Loads path (or the current model's path when NULL), verifies it,
-     * rebuilds its overlay from the journal and swaps it in. Serialised;
-     * blocks while loading (heavy pool only). 0, or -1 with err set and the
-     * current model unchanged. */
+    /* Loads path (or the current model's path when NULL), verifies it, rebuilds
+     * its overlay from the journal and swaps it in. Serialised; blocks while
+     * loading. 0, or -1 with err set and the current model unchanged. */
     int (*reload)(st_server *srv, const char *path, char *err);
-    /* Asks the maintenance thread to compact the journal now. 0, or -1 with
-     * err when there is no journal or a compaction is already running. */
+    /* Asks the maintenance thread to compact the journal now. 0, or -1 with err
+     * when there is no journal or a compaction is already running. */
     int (*compact)(st_server *srv, char *err);
-    /* Server-wide figures; never waits for a reload. */
+    /* Server-wide figures for INFO and /metrics. */
     void (*get_info)(st_server *srv, st_server_info *info);
-    /* Sums every thread's statistics into out (which it clears first). */
+    /* Every thread's statistics summed into out. */
     void (*sum_stats)(st_server *srv, st_stats *out);
     /* The journal and what was replayed at start. */
     void (*get_journal)(st_server *srv, st_server_journal_info *info);
 } st_server_ops;
+
+/* Everything a command handler gets. In the heavy pool, session is NULL. */
+typedef struct {
+    st_server *srv;
+    const st_server_ops *ops; /* srv's services */
+    const st_server_config *cfg;
+    st_session *session;
+    st_served *model;
+    st_scratch *scratch;
+    resp_out *out;
+    int argc;
+    resp_arg *argv;
+} st_ctx;
 
 #endif
