@@ -79,32 +79,17 @@ static int make_model(const char *dir, const char *path, char *err)
     return rc;
 }
 
-int main(void)
-{
-    const char *dir = tap_tmpdir();
-    char path[512], err0[ST_ERRLEN];
-    snprintf(path, sizeof path, "%s/m.model", dir);
-    if (!ok(make_model(dir, path, err0) == 0, "the test's model is made (synth, train, save)")) {
-        printf("#   %s\n", err0);
-        return tap_done();
-    }
-    char err[ST_ERRLEN];
-    st_served *sv = st_served_load(path, err);
-    ok(sv != NULL, "model loaded and served");
-    if (!sv) {
-        printf("#   %s\n", err);
-        return tap_done();
-    }
-    st_commands_init();
-    st_server_config cfg;
-    st_server_config_default(&cfg);
-    st_scratch scratch = {0};
-    ok(st_scratch_fit(&scratch, &sv->m, 0, cfg.max_args) == 0, "scratch sized for the model");
-    resp_out out;
-    resp_out_init(&out, cfg.output_limit);
-    st_session session = {.id = 1, .authed = 1};
-    ctx = (st_ctx){.cfg = &cfg, .session = &session, .model = sv, .scratch = &scratch, .out = &out};
+/* The served model and what a command runs with, made once by main. */
+static st_served *sv;
+static st_server_config cfg;
+static st_scratch scratch;
+static resp_out out;
+static st_session session = {.id = 1, .authed = 1};
 
+/* The hot path (SEGMENTS, SCORE, FOLDIN, the u: views) never allocates
+ * once its buffers have grown. Returns how many commands it runs per round. */
+static size_t test_hot_path(void)
+{
     const char *hot[] = {
         "SEGMENTS u000007",
         "SEGMENTS u000007 COUNT 20 MIN 0.1",
@@ -136,9 +121,14 @@ int main(void)
         }
     long allocs = st_alloc_count() - before;
     ok(allocs == 0, "2,400 hot-path commands after warm-up: %ld allocations", allocs);
+    return nhot;
+}
 
-    /* Users changed online answer through the overlay, on the same hot
-     * path, still without allocating. */
+/* Users changed online answer through the overlay, on the same hot
+ * path, still without allocating. */
+static size_t test_online_users(void)
+{
+    char err[ST_ERRLEN], line[512];
     st_jrecord recs[] = {
         {.type = ST_JREC_EVENT, .user = "online-1", .user_len = 8, .segment = "interest:sports:00",
          .segment_len = 18, .weight = 2, .ts = 1e9},
@@ -178,15 +168,23 @@ int main(void)
         snprintf(line, sizeof line, "%s", online[i]);
         run(line, NULL);
     }
-    before = st_alloc_count();
+    long before = st_alloc_count();
     for (int rep = 0; rep < 200; rep++)
         for (size_t i = 0; i < nonline; i++) {
             snprintf(line, sizeof line, "%s", online[i]);
             run(line, NULL);
         }
-    allocs = st_alloc_count() - before;
+    long allocs = st_alloc_count() - before;
     ok(allocs == 0, "1,800 hot-path commands on online and forgotten users: %ld allocations", allocs);
+    return nonline;
+}
 
+/* The call path: heavy commands deferred, arity and authentication checked
+ * before a handler runs, every call counted once (nhot and nonline: the
+ * commands per round of the two tests above, 201 rounds each). */
+static void test_call_path(size_t nhot, size_t nonline)
+{
+    char line[512];
     st_call_result r;
     snprintf(line, sizeof line, "AUDIENCE interest:sports:00 COUNT 10");
     run(line, &r);
@@ -204,6 +202,33 @@ int main(void)
     for (int i = 0; i < ST_MAX_COMMANDS; i++) calls += atomic_load(&stats.cmd[i].calls);
     ok(calls == (uint64_t)(201 * nhot + 201 * nonline + 3), "every call counted once in the statistics (%llu)",
        (unsigned long long)calls);
+}
+
+int main(void)
+{
+    const char *dir = tap_tmpdir();
+    char path[512], err0[ST_ERRLEN];
+    snprintf(path, sizeof path, "%s/m.model", dir);
+    if (!ok(make_model(dir, path, err0) == 0, "the test's model is made (synth, train, save)")) {
+        printf("#   %s\n", err0);
+        return tap_done();
+    }
+    char err[ST_ERRLEN];
+    sv = st_served_load(path, err);
+    ok(sv != NULL, "model loaded and served");
+    if (!sv) {
+        printf("#   %s\n", err);
+        return tap_done();
+    }
+    st_commands_init();
+    st_server_config_default(&cfg);
+    ok(st_scratch_fit(&scratch, &sv->m, 0, cfg.max_args) == 0, "scratch sized for the model");
+    resp_out_init(&out, cfg.output_limit);
+    ctx = (st_ctx){.cfg = &cfg, .session = &session, .model = sv, .scratch = &scratch, .out = &out};
+
+    size_t nhot = test_hot_path();
+    size_t nonline = test_online_users();
+    test_call_path(nhot, nonline);
 
     resp_out_free(&out);
     st_scratch_free(&scratch);
