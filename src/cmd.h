@@ -77,6 +77,7 @@ void cmd_command_docs(st_ctx *c);
 void cmd_command_info(st_ctx *c);
 void cmd_config_get(st_ctx *c);
 void cmd_debug_fsync_fail(st_ctx *c);
+void cmd_debug_fsync_delay(st_ctx *c);
 void cmd_debug_io_fail_after(st_ctx *c);
 void cmd_del(st_ctx *c);
 void cmd_echo(st_ctx *c);

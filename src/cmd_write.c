@@ -247,6 +247,14 @@ void cmd_debug_io_fail_after(st_ctx *c)
     resp_simple(c->out, "OK");
 }
 
+void cmd_debug_fsync_delay(st_ctx *c)
+{
+    int64_t ms;
+    if (!debug_allowed(c) || st_cmd_arg_i64(c, &c->argv[2], &ms) != 0) return;
+    st_io_delay_fsync(ms);
+    resp_simple(c->out, "OK");
+}
+
 void cmd_debug_fsync_fail(st_ctx *c)
 {
     int64_t on;

@@ -170,10 +170,12 @@ static const st_command commands[] = {
     {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
     {"info", cmd_info, -1, NOMODEL | R_READ, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
      "O(commands)"},
-    {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL (with --enable-debug-command)", "O(1)"},
+    {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL | FSYNC-DELAY (with --enable-debug-command)", "O(1)"},
     {"debug|io-fail-after", cmd_debug_io_fail_after, 3, R_ADMIN, 0, "server",
      "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
     {"debug|fsync-fail", cmd_debug_fsync_fail, 3, R_ADMIN, 0, "server", "Fail fsyncs (1) or not (0)", "O(1)"},
+    {"debug|fsync-delay", cmd_debug_fsync_delay, 3, R_ADMIN, 0, "server", "Make each fsync take N ms more (0 = off)",
+     "O(1)"},
     {"debug|help", cmd_help, 2, NOMODEL, 0, "server", "The DEBUG subcommands", "O(1)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

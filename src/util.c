@@ -187,6 +187,10 @@ static atomic_int fsync_fails;
 
 void st_io_fail_fsync(int on) { atomic_store(&fsync_fails, on); }
 
+static atomic_llong fsync_delay_ms;
+
+void st_io_delay_fsync(long long ms) { atomic_store(&fsync_delay_ms, ms > 0 ? ms : 0); }
+
 /* How many of n bytes the injected full disk still takes (n when off). */
 static size_t io_take(size_t n)
 {
@@ -224,6 +228,12 @@ int st_io_write_all(int fd, const void *buf, size_t n)
 
 int st_io_fsync(int fd)
 {
+    long long ms = atomic_load(&fsync_delay_ms);
+    if (ms > 0) {
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
     if (atomic_load(&fsync_fails)) {
         errno = EIO;
         return -1;

@@ -75,6 +75,9 @@ void st_io_fail_after(long long bytes);
 /* Fsync-failure injection: while on, st_io_fsync fails with EIO. */
 void st_io_fail_fsync(int on);
 
+/* Slow-disk injection: each st_io_fsync first sleeps ms milliseconds (0 = off). */
+void st_io_delay_fsync(long long ms);
+
 /* Writes all n bytes to fd (retrying short writes and EINTR), subject to
  * st_io_fail_after. 0, or -1 with errno set; some bytes may have been written
  * before a failure. */
