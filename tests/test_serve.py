@@ -189,6 +189,14 @@ with tempfile.TemporaryDirectory() as d:
     mi = r.execute_command("MODEL", "INFO")
     md = dict(zip(mi[::2], mi[1::2]))
     ok(md["users"] == 2000 and md["segments"] == 300 and md["factors"] == 16 and md["generation"] == 1, "MODEL INFO")
+    # Its array holds every pair it sends: the reply after it, in a pipeline, is the next command's.
+    pipe = r.pipeline(transaction=False)
+    pipe.execute_command("MODEL", "INFO")
+    pipe.execute_command("PING")
+    mi2, pong = pipe.execute()
+    last_meta = "meta." + M.meta.rstrip("\n").split("\n")[-1].split("=")[0]
+    ok(pong == "PONG" and len(mi2) == len(mi) and last_meta in md, "MODEL INFO sends what its array length says "
+       "(the last META line included; a pipelined PING after it answers PONG)")
     ok("--allow-reload-path" in err(lambda: r.execute_command("MODEL", "RELOAD", "/etc/passwd")),
        "MODEL RELOAD PATH is refused unless an admin option allows it")
     ok("unknown subcommand 'FLY'" in err(lambda: r.execute_command("MODEL", "FLY")), "unknown subcommand")
