@@ -14,8 +14,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from serve import free_port, nutcracker_config, wait_port  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import done, note, ok, skip_all, starling  # noqa: E402
 
 try:
@@ -56,8 +57,8 @@ try:
             total = 0
             for i in range(n):
                 m = Model(os.path.join(out, f"shard-{i}.model"))
-                total += len(m.users)
-                for u in m.users:
+                total += len(m.user_ids)
+                for u in m.user_ids:
                     owner[u] = i
             ports = [free_port() for _ in range(n)]
             servers = [start(["redis-server", "--port", str(pt), "--bind", "127.0.0.1", "--save", "",
