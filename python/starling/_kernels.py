@@ -24,24 +24,23 @@ CONF_LINEAR, CONF_LOG, CONF_BM25 = 0, 1, 2
 REG_PLAIN, REG_FREQUENCY = 0, 1
 
 
-def _lanes(rows, other, acc, tmp):
-    """The lane sums of rows[r] . other[r] (other: one k-vector for every
-    row, or as many rows as rows), combined as score.c's dot8 combines them."""
+def _lanes(rows, x, acc, tmp):
+    """rows[r] . x for every row: the eight lane sums into acc (r x 8), then
+    combined as score.c's dot8 combines them."""
     k = rows.shape[1]
     k8 = k - k % 8
     for i in range(0, k8, 8):
-        np.multiply(rows[:, i:i + 8], other[..., i:i + 8], out=tmp)
+        np.multiply(rows[:, i:i + 8], x[i:i + 8], out=tmp)
         acc += tmp
     for j, i in enumerate(range(k8, k)):
-        acc[:, j] += rows[:, i] * other[..., i]
+        acc[:, j] += rows[:, i] * x[i]
     return ((acc[:, 0] + acc[:, 4]) + (acc[:, 1] + acc[:, 5])) + ((acc[:, 2] + acc[:, 6]) + (acc[:, 3] + acc[:, 7]))
 
 
 def dot_rows(rows, x, scale=None):
     """rows[r] . x for every row, float32, as st_dot / scan_rows give them.
     With scale (int8 rows), row r is first dequantized to (float) q * scale[r]
-    in float32, as scan_rows_q8 does. x may also be a matrix of as many rows
-    as rows (a dot product per row pair)."""
+    in float32, as scan_rows_q8 does."""
     x = np.asarray(x, dtype=F32)
     r = rows.shape[0]
     out = np.empty(r, dtype=F32)
@@ -52,18 +51,13 @@ def dot_rows(rows, x, scale=None):
             block = block.astype(F32) * scale[a:e, None]
         acc = np.zeros((e - a, 8), dtype=F32)
         tmp = np.empty((e - a, 8), dtype=F32)
-        out[a:e] = _lanes(block, x if x.ndim == 1 else x[a:e], acc, tmp)
+        out[a:e] = _lanes(block, x, acc, tmp)
     return out
 
 
 def dot(a, b):
     """One dot product of two k-vectors, as st_dot."""
     return dot_rows(np.asarray(a, dtype=F32)[None, :], b)[0]
-
-
-def norms(V):
-    """|V[s]| of every row: sqrtf of the row's dot product with itself."""
-    return np.sqrt(dot_rows(V, V))
 
 
 def prior(popularity):

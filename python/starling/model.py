@@ -5,7 +5,7 @@ Each method computes what the server's command of the same name computes
 and the same errors, for a server started on this file (and this journal)
 with the privacy floors off: the model is the caller's own file, so no floor
 is applied here. Scores of model users are the server's float32 values bit
-for bit (see _kernels.py); fold-in, explanations and users changed online
+for bit (see _kernels.py); fold-in, explanations, SIMILAR and users changed online
 (solved from their history) agree to about 1e-6.
 
 Legend: users m, segments n, rank k. A score is U[u] . V[s] + w q[s] (w the
@@ -81,7 +81,7 @@ class Model(ModelFile):
         self.prior = K.prior(self.popularity)
         self.prior_weight = F32(h["prior_weight"])
         self._add = (self.prior_weight * self.prior).astype(F32)
-        self._G = self._rank = self._norms = None
+        self._G = self._rank = None
         self.online = None
         self.journal = None
         self._hidden = None
@@ -320,17 +320,18 @@ class Model(ModelFile):
         return Result(self._seg_pairs(u.seg, u.r), source=u.source)
 
     def similar(self, segment, n=10):
-        """SIMILAR seg COUNT n: segments by the cosine of their factors."""
+        """SIMILAR seg COUNT n: the segments a user whose only engagement is
+        segment (at the typical value of a pair: eps for the log scheme,
+        else 1) would be shown, ranked as segments() ranks; segment itself
+        left out."""
         s = self._segment(segment)
         count = _count(n, self.n)
-        if self._norms is None:
-            self._norms = K.norms(self.V)
-        nv = self._norms
-        d = nv[s] * nv
-        sc = K.dot_rows(self.V, self.V[s])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sc = np.where(d > 0, sc / np.where(d > 0, d, F32(1)), F32(0)).astype(F32)
-        idx, vals = K.topk(sc, count, exclude=[s])
+        h = self.header
+        r = F32(h["eps"]) if h["confidence"] == K.CONF_LOG and h["eps"] > 0 else F32(1)
+        x = self._solve([s], [r])
+        if x is None:
+            return Result([])
+        idx, vals = K.topk(self._blend(x), count, exclude=[s])
         return Result(self._seg_pairs(idx, vals))
 
     # ---- scans over every user -------------------------------------------
