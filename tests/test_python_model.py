@@ -31,6 +31,7 @@ except ImportError as e:
     print(f"1..0 # SKIP {e} (python3-numpy, python3-redis: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server, make_model  # noqa: E402
+from oracle import close  # noqa: E402
 from tap import done, note, ok, skip_all, starling  # noqa: E402
 
 PYDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
@@ -63,22 +64,6 @@ def install(d):
 def pairs(flat):
     """A server reply [id, score, ...] as (str, float32 value) pairs."""
     return [(flat[i], float(np.float32(float(flat[i + 1])))) for i in range(0, len(flat), 2)]
-
-
-def close(a, b, tol=TOL):
-    """The same ranking up to tol: scores within tol position by position, and
-    an id out of place only where another scored within tol of it."""
-    if len(a) != len(b):
-        return False
-    for (ia, sa), (ib, sb) in zip(a, b):
-        if abs(sa - sb) > tol:
-            return False
-    for p, (i, s) in enumerate(a):
-        if b[p][0] == i:
-            continue
-        if not any(bi == i and abs(bs - s) <= 2 * tol for bi, bs in b) and abs(s - b[-1][1]) > 2 * tol:
-            return False
-    return True
 
 
 def err(f):
