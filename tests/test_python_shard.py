@@ -15,37 +15,19 @@ also after the same EVENTs and FORGETs went to both. LOOKALIKE over several
 shards is refused with the reason; the privacy floor applies to the merge.
 """
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-try:
-    import redis
-except ImportError:
-    redis = None
-from serve import Server, free_port, make_model, nutcracker_config, wait_port  # noqa: E402
-from tap import done, note, ok, skip_all, starling as run  # noqa: E402
+from serve import Helpers, Server, free_port, make_model, need, nutcracker_config, wait_port  # noqa: E402
+from tap import done, note, ok, starling as run  # noqa: E402
 
-if redis is None or not shutil.which("redis-server") or not shutil.which("nutcracker"):
-    skip_all("needs python3-redis, redis-server and nutcracker (Debian packages)")
+redis = need("redis-server", "nutcracker")
 import starling  # noqa: E402
 
-procs = []
-
-
-def start(args):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs.append(p)
-    return p
-
-
-def stop(p):
-    p.terminate()
-    p.wait(timeout=10)
-    procs.remove(p)
+helpers = Helpers()
+start, stop = helpers.start, helpers.stop
 
 
 def routing(d, ids, hash_, dist, tag, servers):
@@ -169,6 +151,5 @@ try:
             s.stop()
         note("routing checked against nutcracker; merged answers against one unsharded server")
 finally:
-    for p in procs:
-        p.kill()
+    helpers.kill_all()
 done()
