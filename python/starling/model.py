@@ -1,7 +1,7 @@
 """starling.Model: the questions the server answers, asked of a model file.
 
 Each method computes what the server's command of the same name computes
-(src/commands.c, src/score.c), with the same options, the same tie-breaking
+(src/cmd_*.c, src/score.c), with the same options, the same tie-breaking
 and the same errors, for a server started on this file (and this journal)
 with the privacy floors off: the model is the caller's own file, so no floor
 is applied here. Scores of model users are the server's float32 values bit
@@ -48,7 +48,7 @@ def _number(v, what):
 
 
 class _User:
-    """A user as answers see them (commands.c's user_view)."""
+    """A user as answers see them (the server's user_view)."""
     __slots__ = ("source", "x", "seg", "r", "place")
 
     def __init__(self, source, x=None, seg=(), r=(), place=None):
