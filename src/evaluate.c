@@ -504,6 +504,7 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
     uint32_t seg[ST_HOLDOUT_SPARSE_MAX];
     float val[ST_HOLDOUT_SPARSE_MAX];
     char name[600];
+    uint32_t *t = NULL, tcap = 0;
     int rc = 0;
     for (uint32_t e = 0; e < dense && rc == 0; e++) {
         if (!set->validation[e] || set->model_user[e] == ST_NOT_FOUND) continue;
@@ -512,11 +513,22 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
         uint64_t seed = 0x5ba75e ^ st_idmap_hash(set->names[e], strlen(set->names[e]));
         uint32_t nf = sparse_pick(&h->train.by_user, &h->train.segments, u, ST_HOLDOUT_SPARSE_MAX, seed, seg, val);
         snprintf(name, sizeof name, "%s (sparse)", set->names[e]);
-        const uint32_t *t = set->test + set->test_ptr[e];
         uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]), before = set->users;
+        /* A copy of the user's test list: adding to the set may move set->test. */
+        if (nt + 1 > tcap) {
+            uint32_t *p = st_realloc(t, ((size_t)nt + 1) * sizeof *p);
+            if (!p) {
+                rc = st_seterr(err, "out of memory");
+                break;
+            }
+            t = p;
+            tcap = nt + 1;
+        }
+        memcpy(t, set->test + set->test_ptr[e], (size_t)nt * sizeof *t);
         rc = st_eval_set_add_cold(set, &f, name, seg, val, nf, t, nt, err);
         if (rc == 0 && set->users > before) set->validation[before] = 1;
     }
+    st_free(t);
     st_foldin_ctx_free(&f);
     if (rc != 0) st_eval_set_free(set);
     return rc;
