@@ -257,3 +257,26 @@ int st_cli_config(const char *file, char *text, const st_opt *opts, const char *
     }
     return count;
 }
+
+int st_cli_load_user(const char *cmd, const char *path, const char *user, st_model *m, uint32_t *u)
+{
+    char err[ST_ERRLEN];
+    if (st_model_load(path, m, err) != 0) return st_cli_fail(cmd, "%s", err);
+    *u = st_idmap_find(&m->user_ids, user, strlen(user));
+    if (*u == ST_NOT_FOUND) {
+        st_cli_fail(cmd, "unknown user '%s' (not in %s, which has %u users)", user, path, m->users);
+        st_model_free(m);
+        return ST_EXIT_ERROR;
+    }
+    return ST_EXIT_OK;
+}
+
+int st_cli_need_calibration(const char *cmd, const char *path, st_model *m)
+{
+    if (m->h.flags & ST_MODEL_CALIBRATED) return ST_EXIT_OK;
+    st_cli_fail(cmd, "--calibrated: %s has no calibration; fit one with `starling eval EVENTS --split SPEC -o MODEL` "
+                     "or `starling tune ... -o MODEL`",
+                path);
+    st_model_free(m);
+    return ST_EXIT_ERROR;
+}

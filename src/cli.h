@@ -11,6 +11,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "als.h"
+#include "events.h"
+#include "interactions.h"
+#include "model.h"
+
 enum { ST_EXIT_OK = 0, ST_EXIT_ERROR = 1, ST_EXIT_USAGE = 2, ST_CLI_GO = -1 };
 
 typedef enum { ST_OPT_FLAG, ST_OPT_INT, ST_OPT_U64, ST_OPT_DOUBLE, ST_OPT_STRING, ST_OPT_CHOICE } st_opt_type;
@@ -57,16 +62,20 @@ int st_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pri
 int st_cli_config(const char *file, char *text, const st_opt *opts, const char *extra, const char **extra_value,
                   char (*names)[64], char **out, int max, char *err);
 
+/* Loads path into m and finds user in it (`segments`, `score`): ST_EXIT_OK,
+ * or an exit code after printing why (the model is freed then). */
+int st_cli_load_user(const char *cmd, const char *path, const char *user, st_model *m, uint32_t *u);
+
+/* ST_EXIT_OK when m is calibrated; else prints what to do, frees m and
+ * returns ST_EXIT_ERROR (for --calibrated). */
+int st_cli_need_calibration(const char *cmd, const char *path, st_model *m);
+
 /* Parses a duration: a number with an optional unit s, m, h, d, w (seconds
  * when none). 0 on success. */
 int st_parse_duration(const char *s, double *seconds);
 
 /* The training options shared by `train`, `eval` and `tune` (cli_train.c):
  * one table, appended to each command's own. */
-#include "als.h"
-#include "events.h"
-#include "interactions.h"
-
 typedef struct {
     st_als_params p;
     const char *kinds, *half_life, *now;

@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "interactions.h"
 #include "model.h"
 #include "report.h"

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "segeval.h"
 
 #define ST_REPORT_HIST_BINS 40

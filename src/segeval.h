@@ -36,7 +36,7 @@
 
 #include <stdint.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "model.h"
 
 typedef struct {

@@ -16,18 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
 from starling import Model  # noqa: E402
-
-STARLING = os.environ.get("STARLING", os.path.join(os.path.dirname(__file__), "..", "starling"))
-n_test = 0
-failed = 0
-
-
-def ok(cond, desc):
-    global n_test, failed
-    n_test += 1
-    print(("ok" if cond else "not ok") + f" {n_test} - {desc}")
-    if not cond:
-        failed += 1
+from tap import STARLING, done, ok  # noqa: E402
 
 
 def run(*args):
@@ -114,9 +103,8 @@ def main():
                 for q in range(final.hist_ptr[u], final.hist_ptr[u + 1]):
                     H[u, final.hist_idx[q]] = final.hist_val[q]
             ok(np.array_equal(H, Rm), f"{conf}: the model's history is the input matrix")
-    print(f"1..{n_test}")
-    return 1 if failed else 0
+    done()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

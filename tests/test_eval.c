@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "rng.h"
 #include "tap.h"
 #include "util.h"
