@@ -28,7 +28,7 @@ void cmd_model_info(st_ctx *c)
     for (size_t i = 0; i < m->meta_len; i++)
         nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
     int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
-    resp_array(c->out, 2 * (14 + 13 + 2 + 2 * calibrated + nmeta));
+    resp_array(c->out, 2 * (14 + 14 + 2 + 2 * calibrated + nmeta));
     st_cmd_kv_str(c->out, "path", sv->path);
     st_cmd_kv_int(c->out, "generation", (int64_t)sv->generation);
     st_cmd_kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);

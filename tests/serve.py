@@ -5,12 +5,13 @@ back from its log), is stopped by its pid, and every wait is bounded.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
 
-from tap import STARLING, starling
+from tap import STARLING, skip_all, starling
 
 
 def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3, factors=16, validation=0):
@@ -147,3 +148,40 @@ def nutcracker_config(out, ports):
     with open(path, "w") as f:
         f.write(yml)
     return path, proxy_port
+
+
+def need(*programs):
+    """redis-py, after checking that it and the programs are installed; skips
+    the whole test (with the reason) when any is missing."""
+    try:
+        import redis
+    except ImportError:
+        redis = None
+    missing = [p for p in programs if not shutil.which(p)]
+    if redis is None or missing:
+        skip_all(f"needs python3-redis and {', '.join(programs)} (Debian packages)")
+    return redis
+
+
+class Helpers:
+    """Helper processes a test starts (redis-servers, nutcracker): each
+    stopped by its pid, and whatever is left killed by kill_all()."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        p.terminate()
+        p.wait(timeout=10)
+        self.procs.remove(p)
+
+    def kill_all(self):
+        for p in self.procs:
+            p.kill()
+            p.wait(timeout=10)
+        self.procs = []

@@ -13,8 +13,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok  # noqa: E402
 
 
@@ -76,8 +77,8 @@ def main():
             init = Model(os.path.join(d, "init.model"))
             final = Model(os.path.join(d, "final.model"))
             # Rows of R in the model's id order.
-            ui = [int(u[4:]) for u in init.users]
-            si = [int(s[3:]) for s in init.segments]
+            ui = [int(u[4:]) for u in init.user_ids]
+            si = [int(s[3:]) for s in init.segment_ids]
             Rm = R[np.ix_(ui, si)]
             # --eps defaults to the median pair value, to 1/16 of an octave below.
             vals = np.sort(Rm[Rm > 0])

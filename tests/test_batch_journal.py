@@ -18,9 +18,19 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from serve import Server, make_model  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model as PackageModel  # noqa: E402
 from tap import STARLING, done, note, ok, skip_all, starling  # noqa: E402
+
+
+def Model(path):
+    """The package's reader of a model file, with its ids as lists."""
+    m = PackageModel(path)
+    m.users = [str(u) for u in m.user_ids]
+    m.segments = [str(s) for s in m.segment_ids]
+    return m
+
 
 try:
     import numpy as np

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The strong baselines of `starling eval`, item-kNN and EASE, recomputed in
-numpy from the model file's training history (read by tests/starling_model.py):
+numpy from the model file's training history (read by the starling package, python/):
 
 - item-kNN: cosine of the segments' user sets with shrinkage, each segment's
   100 most similar others (ties by the lower index), a user's score the sum
@@ -20,9 +20,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
 from evalcheck import compare, metrics_of, read_dump  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, note, ok  # noqa: E402
 
 KS = [5, 10, 20]
@@ -30,9 +31,9 @@ KS = [5, 10, 20]
 
 def history(m):
     """The binary training matrix X (users x segments) of the model file."""
-    n = len(m.segments)
-    X = np.zeros((len(m.users), n))
-    for u in range(len(m.users)):
+    n = len(m.segment_ids)
+    X = np.zeros((len(m.user_ids), n))
+    for u in range(len(m.user_ids)):
         X[u, m.hist_idx[m.hist_ptr[u]:m.hist_ptr[u + 1]]] = 1
     return X
 
@@ -68,7 +69,7 @@ def ease_matrix(X):
 def check(name, dump, m, got):
     segs, users, seen, test = read_dump(dump)
     n = len(segs)
-    ok(segs == m.segments, f"{name}: the dump's segment order is the model's")
+    ok(segs == m.segment_ids.tolist(), f"{name}: the dump's segment order is the model's")
     X = history(m)
     rows = np.zeros((len(users), n))
     for i, s in enumerate(seen):

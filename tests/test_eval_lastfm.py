@@ -8,7 +8,7 @@ segments and the exact float32 scores the model ranking used. This script:
 - checks the split against the raw file: held-out and training artists of a
   user are disjoint and both come from the user's own listens;
 - checks the dumped scores against its own U V^T + w q from the model file
-  (read by tests/starling_model.py, not by starling);
+  (read by the starling package in python/, not by the C code);
 - recomputes popularity from the model's training history, ranks with
   training artists excluded (ties by lower index), and computes precision,
   recall (normalised by min(K, |test|)), NDCG, MAP, hit rate, AUC (ties 1/2),
@@ -23,8 +23,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from evalcheck import compare, metrics_of, read_dump  # noqa: E402
 from tap import SHARED, STARLING, done, note, ok, skip_all  # noqa: E402
 
@@ -44,7 +45,7 @@ with tempfile.TemporaryDirectory() as d:
     m = Model(model)
     got = json.load(open(os.path.join(dump, "metrics.json")))
     segs, users, seen, test = read_dump(dump)
-    ok(segs == m.segments, "the dump's segment order is the model's")
+    ok(segs == m.segment_ids.tolist(), "the dump's segment order is the model's")
     n = len(segs)
     ok(len(users) == got["test_users"] and len(users) > 1300, f"{len(users)} test users")
 
