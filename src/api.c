@@ -1099,7 +1099,7 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
     return ST_API_RUN;
 }
 
-void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
 {
     http_parser r = *req;
     r.keep_alive = 0;
@@ -1110,9 +1110,10 @@ void st_api_probe(const st_api_env *env, const http_parser *req, int status, con
     if (i >= 0 && (routes[i].kind == K_HEALTH || routes[i].kind == K_READY)) {
         st_api_call call;
         st_api_request(env, &r, &call, out);
-        return;
+        return 0;
     }
     st_api_error(env->stats, out, status, msg, 0);
+    return 1;
 }
 
 /* The HTTP status for a command's error reply. */

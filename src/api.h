@@ -84,8 +84,9 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
 
 /* For a connection allowed nothing but the probes (past http-maxclients, or
  * refused by protected mode): /healthz and /readyz answered as ever, any
- * other request status with msg; the response closes the connection. */
-void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
+ * other request status with msg; the response closes the connection.
+ * Returns 1 when the request was refused, 0 when a probe was answered. */
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
 
 /* Translates the RESP reply[0..len) of call's command into the JSON
  * response, appended to out, and frees the call. overflow: the reply was
