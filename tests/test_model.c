@@ -21,7 +21,7 @@ static long size;
 
 static void make_data(st_interactions *out, uint32_t users, uint64_t seed)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b = st_builder_new(&w, err);
@@ -72,7 +72,7 @@ static void expect_load_error(const char *file, const char *fragment, const char
 /* The round trip: what was saved loads back bit for bit. */
 static void test_round_trip(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_model_load(path, &m, err) == 0, "loaded (%s)", err);
     ok(m.users == x.users.count && m.segments == x.segments.count && m.k == 8, "dimensions");
     ok(memcmp(m.U, t.X, (size_t)m.users * 8 * 4) == 0, "user factors bit-exact");
@@ -96,7 +96,7 @@ static void test_round_trip(void)
 /* Damage of every kind: a clear error naming the file and what to do. */
 static void test_damage(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     expect_load_error("/nonexistent/x.model", "cannot open", "missing file");
     expect_load_error(tap_tmpdir(), "not a regular file", "a directory");
     long cuts[] = {0, 100, 255, 256, 300, size / 2, size - 1};
@@ -147,7 +147,7 @@ static void test_section_damage(void)
 /* Random garbage of model size never crashes the loader. */
 static void test_random_garbage(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_rng r;
     st_rng_seed(&r, 5);
     int fine = 1;
@@ -165,7 +165,7 @@ static void test_random_garbage(void)
 /* A crash mid-save leaves the old model or the new one, never a mix. */
 static void test_crash_mid_save(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_trained t2;
     memset(&t2, 0, sizeof t2);
     st_interactions big;
@@ -205,7 +205,7 @@ static void test_crash_mid_save(void)
 /* Saving into a missing directory fails cleanly and names the path. */
 static void test_unwritable(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_model_save("/nonexistent/dir/m.model", &mm, err) != 0 && strstr(err, "/nonexistent/dir/m.model"),
        "unwritable path: %s", err);
 }
