@@ -280,6 +280,8 @@ def compile_hiredis(d):
     """tests/clients/hiredis_client.c built against Debian's libhiredis; (path, why not)."""
     if not os.path.exists("/usr/include/hiredis/hiredis.h"):
         return None, "hiredis not installed (libhiredis-dev)"
+    if not shutil.which("gcc"):
+        return None, "no gcc to build tests/clients/hiredis_client.c"
     exe = os.path.join(d, "hiredis_client")
     r = subprocess.run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-Wall", "-Wextra", "-Werror", "-o", exe,
                         os.path.join(CLIENTS, "hiredis_client.c"), "-lhiredis", "-ljansson"],
