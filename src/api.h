@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "httpguard.h"
 #include "resp.h"
 #include "service.h"
 
@@ -55,6 +56,7 @@ typedef struct {
     int keep_alive;
     unsigned rights;          /* of the bearer token's user (acl.h), for the command's check */
     char user[ST_ACL_NAME_MAX + 1];
+    char cors[ST_GUARD_HEADERS_MAX]; /* header lines httpguard.c gave the request, for its reply */
     int argc;
     resp_arg *argv; /* into mem; NUL-terminated, binary-safe */
     char *mem;      /* owned; st_api_call_free */
