@@ -142,7 +142,7 @@ static int check_origin(const st_server_config *cfg, const http_parser *req, st_
     http_str o = req->origin;
     if (!o.ptr) return 0;
     if (o.len > ST_GUARD_ORIGIN_MAX) {
-        refuse(v, 403, "%.*s: the Origin header is too long", "", 0);
+        refuse(v, 403, "the Origin header is longer than the 256 bytes taken%.*s", "", 0);
         return -1;
     }
     if (listed(cfg->http_allow_origin, cfg->n_http_allow_origin, o.ptr, o.len)) {
@@ -184,9 +184,9 @@ void st_guard_check(const st_server_config *cfg, const http_parser *req, st_guar
     int write = http_str_is(req->method, "POST") || req->content_length > 0;
     if (to_api && write && !is_json_type(req->content_type)) {
         if (req->content_type.ptr)
-            refuse(v, 415, "a request with a body takes Content-Type: application/json, not '%.*s'",
+            refuse(v, 415, "writes to /v1 (POST, or a body) take Content-Type: application/json, not '%.*s'",
                    req->content_type.ptr, req->content_type.len);
         else
-            refuse(v, 415, "a request with a body takes Content-Type: application/json%.*s", "", 0);
+            refuse(v, 415, "writes to /v1 (POST, or a body) take Content-Type: application/json%.*s", "", 0);
     }
 }
