@@ -226,12 +226,28 @@ void cmd_client_getname(st_ctx *c)
 
 void cmd_client_id(st_ctx *c) { resp_int(c->out, (int64_t)c->session->id); }
 
+/* A repeatable setting's values joined by spaces, as Redis shows `bind`;
+ * ends in "..." when they do not fit in cap. */
+static void join_list(char *out, size_t cap, const char *const *v, int n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(out + used, cap - used, "%s%s", i ? " " : "", v[i]);
+        if (w < 0 || (size_t)w >= cap - used) {
+            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
+            return;
+        }
+        used += (size_t)w;
+    }
+}
+
 void cmd_config_get(st_ctx *c)
 {
     const st_server_config *f = c->cfg;
     char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
         heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
-        http_burst[32], reqto[32], httpmax[32];
+        http_burst[32], reqto[32], httpmax[32], allow_host[4096], allow_origin[4096];
     st_server_info si;
     c->ops->get_info(c->srv, &si);
     snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
@@ -254,6 +270,8 @@ void cmd_config_get(st_ctx *c)
     snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
     snprintf(reqto, sizeof reqto, "%g", f->request_timeout);
     snprintf(httpmax, sizeof httpmax, "%llu", (unsigned long long)f->http_maxclients);
+    join_list(allow_host, sizeof allow_host, f->http_allow_host, f->n_http_allow_host);
+    join_list(allow_origin, sizeof allow_origin, f->http_allow_origin, f->n_http_allow_origin);
     static const char *levels[] = {"debug", "verbose", "notice", "warning"};
     /* requirepass is never shown. save, appendonly and appendfsync answer
      * the tools (redis-benchmark) that ask about persistence. */
@@ -291,6 +309,8 @@ void cmd_config_get(st_ctx *c)
         {"protected-mode", f->protected_mode ? "yes" : "no"},
         {"request-timeout", reqto},
         {"http-maxclients", httpmax},
+        {"http-allow-host", allow_host},
+        {"http-allow-origin", allow_origin},
     };
     size_t np = sizeof params / sizeof params[0];
     int64_t n = 0;
