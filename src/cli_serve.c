@@ -214,6 +214,8 @@ static const st_cmd_doc serve_doc = {
         "Redis client works: redis-cli -p 6400 SEGMENTS u000123\n"
         "With --http-port, the same commands as a JSON API, Prometheus /metrics, /healthz,\n"
         "/readyz and an audience-explorer page at http://127.0.0.1:PORT/.",
+        "The model is read into the server's memory: deploy a new one by renaming it over the\n"
+        "path (never by writing into the served file), then MODEL RELOAD or SIGHUP.\n"
         "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
         "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
         "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"

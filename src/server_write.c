@@ -147,7 +147,7 @@ static int reload_locked(st_server *srv, const char *path, char *err)
         pthread_mutex_unlock(&srv->write_lock);
     }
     /* Loops pick the new model up before their next request; the old one
-     * is unmapped when the last loop or job holding it lets go. */
+     * is freed when the last loop or job holding it lets go. */
     st_served_release(old);
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     return 0;
