@@ -200,9 +200,11 @@ static const st_cmd_doc serve_doc = {
         "With --http-port, the same commands as a JSON API, Prometheus /metrics, /healthz,\n"
         "/readyz and an audience-explorer page at http://127.0.0.1:PORT/.",
         "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
-        "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
-        "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"
-        "running it, and what each appendfsync policy guarantees."};
+        "the journal is replayed against it); SIGUSR1 reopens --logfile (for logrotate);\n"
+        "SIGTERM and SIGINT answer the requests already received, then exit. Under systemd\n"
+        "(Type=notify) it reports READY=1 once the model serves, and each reload and the stop.\n"
+        "docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers running it (systemd,\n"
+        "log rotation), and what each appendfsync policy guarantees."};
 
 /* The config file (`name value` lines) read into argv form and parsed first,
  * so that the command line overrides it. *model is set when it names one. */
