@@ -88,6 +88,7 @@ typedef struct {
     char *line;
     size_t cap;
     uint64_t lineno, row, unknown, answered;
+    double t0; /* when the model was loaded */
 } user_source;
 
 /* The user on the next line (NULL at the end); blank lines are skipped. */
@@ -156,6 +157,7 @@ static int open_source(user_source *s, st_jmodel *jm, const char *cmd, const cha
     int rc = st_cli_model_load(cmd, model, jm);
     if (rc == ST_EXIT_OK && journal) rc = st_cli_model_replay(cmd, model, jm, journal, NULL, NULL, NULL);
     if (rc != ST_EXIT_OK) return rc;
+    s->t0 = st_now();
     if (users) {
         s->f = strcmp(users, "-") == 0 ? stdin : fopen(users, "r");
         if (!s->f) return st_cli_fail(cmd, "--users %s: %s", users, strerror(errno));
@@ -170,8 +172,9 @@ static int close_source(user_source *s, st_jmodel *jm, int rc)
     st_jmodel_free(jm);
     if (rc == ST_EXIT_OK && fflush(stdout) != 0) rc = st_cli_fail(s->cmd, "writing the output: %s", strerror(errno));
     if (rc == ST_EXIT_OK)
-        fprintf(stderr, "starling %s: %llu %s answered, %llu %s\n", s->cmd, (unsigned long long)s->answered, s->noun,
-                (unsigned long long)s->unknown, s->missing);
+        fprintf(stderr, "starling %s: %llu %s answered in %.3f s after the model load, %llu %s\n", s->cmd,
+                (unsigned long long)s->answered, s->noun, st_now() - s->t0, (unsigned long long)s->unknown,
+                s->missing);
     return rc;
 }
 
