@@ -97,6 +97,16 @@ with tempfile.TemporaryDirectory() as d:
     ok(len(js) == 20 and js[0] == one and all(j["user"] == u for j, u in zip(js, sample)),
        "--json: one JSON line per user, the single form's object")
 
+    r = run("segments", path, sample[0], "--users", listing)
+    r2 = run("segments", path, "--users", listing, "--all-users")
+    r3 = run("audience", path, "--all-segments", "--segment", segs[0])
+    ok(r.returncode == r2.returncode == r3.returncode == 2 and "MODEL alone" in r.stderr and "not both" in r2.stderr
+       and "--all-segments takes one model" in r3.stderr, "mixed forms are usage errors that say why")
+    empty = os.path.join(d, "empty.txt")
+    open(empty, "w").close()
+    r = run("segments", path, "--users", empty)
+    ok(r.returncode == 0 and r.stdout == "" and "0 users answered" in r.stderr, "an empty list answers nobody, cleanly")
+
     # score --users
     asked = [segs[3], segs[0], segs[11]]
     r = run("score", path, "--users", listing, *asked)
@@ -151,6 +161,20 @@ with tempfile.TemporaryDirectory() as d:
        f"--min and the privacy floor: a segment reaching fewer than --min-audience users is left out ({reach})")
     js = [json.loads(line) for line in run("audience", path, "--all-segments", "-n", 3, "--json").stdout.splitlines()]
     ok(len(js) == len(segs) and js[0]["segment"] == segs[0] and len(js[0]["users"]) == 3, "--all-segments --json")
+
+    # An int8 model: its user rows dequantized as every command reads them.
+    q = os.path.join(d, "q.model")
+    run("quantize", path, "-o", q)
+    qa = grouped(run("audience", q, "--all-segments", "-n", 10).stdout)
+    qs = grouped(run("segments", q, "--all-users", "-k", 5).stdout)
+    bad = [s for s in segs[:5]
+           if not ranked_alike(qa.get(s, []), [(u, float(v)) for u, v in (line.split("\t") for line in
+                                               run("audience", q, "--segment", s, "-n", 10).stdout.splitlines())])]
+    bad += [u for u in sample
+            if not ranked_alike(qs.get(u, []), [(line.split("\t")[1], float(line.split("\t")[2]))
+                                                for line in single("segments", q, u, "-k", 5)])]
+    ok(len(qa) == len(segs) and len(qs) == len(users) and not bad,
+       f"an int8 model: --all-segments and --all-users as the single forms rank (differ: {bad})")
 
     # --journal: a server forgets one user, changes another, learns a new one.
     journal = os.path.join(d, "events.journal")
