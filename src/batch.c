@@ -26,7 +26,7 @@ typedef struct {
     const st_batch_rows *r;
     const float *U;
     const uint8_t *skip;
-    uint64_t rows;
+    uint64_t rows, nskip;
     float min;
     uint32_t want, lo, hi;
     int gemm, failed;
@@ -162,7 +162,7 @@ static void audience_block(const batch_job *j, uint32_t s0, uint32_t ns, uint64_
         uint64_t n = 0;
         for (uint32_t b = 0; b < nu; b++) {
             c[b] += add;
-            if ((j->skip && j->skip[u0 + b]) || !(c[b] >= j->min)) c[b] = NAN;
+            if ((u0 + b < j->nskip && j->skip[u0 + b]) || !(c[b] >= j->min)) c[b] = NAN;
             else n++;
         }
         j->reach[s0 + a] += n;
@@ -202,12 +202,13 @@ static void *audiences_worker(void *arg)
 }
 
 int st_batch_audiences(const st_model *m, const float *q, const float *U, uint64_t rows, const uint8_t *skip,
-                       uint32_t want, float min, int threads, uint32_t *idx, float *score, uint32_t *got,
+                       uint64_t nskip, uint32_t want, float min, int threads, uint32_t *idx, float *score, uint32_t *got,
                        uint64_t *reach)
 {
     memset(got, 0, (size_t)m->segments * sizeof *got);
     memset(reach, 0, (size_t)m->segments * sizeof *reach);
-    batch_job proto = {.m = m, .q = q, .U = U, .rows = rows, .skip = skip, .min = min, .want = want,
+    batch_job proto = {.m = m, .q = q, .U = U, .rows = rows, .skip = skip, .nskip = skip ? nskip : 0, .min = min,
+                       .want = want,
                        .idx = idx, .got = got, .score = score, .reach = reach};
     batch_job jobs[256];
     int n = split_jobs(jobs, &proto, threads, m->segments, AUD_SEGS);

@@ -39,11 +39,11 @@ int st_batch_segments(const st_model *m, const float *q, const st_batch_rows *r,
 
 /* For every segment, the best `want` of `rows` user vectors U (rows x k) by
  * blended score (what AUDIENCE ranks), among the rows not marked in skip
- * (NULL = none) scoring at least min: idx and score (segments x want), got[s]
+ * (nskip flags for the first nskip rows; NULL = none) scoring at least min: idx and score (segments x want), got[s]
  * of them, and reach[s], how many rows scored at least min (REACH). By sgemm
  * blocks of segments x rows. 0, or -1 when memory ran out. */
 int st_batch_audiences(const st_model *m, const float *q, const float *U, uint64_t rows, const uint8_t *skip,
-                       uint32_t want, float min, int threads, uint32_t *idx, float *score, uint32_t *got,
+                       uint64_t nskip, uint32_t want, float min, int threads, uint32_t *idx, float *score, uint32_t *got,
                        uint64_t *reach);
 
 #endif

@@ -331,8 +331,8 @@ int st_cli_batch_audiences(const st_cli_batch *b)
         got = st_malloc((size_t)n * sizeof *got + 1);
         reach = st_malloc((size_t)n * sizeof *reach + 1);
         if (!U || !idx || !score || !got || !reach ||
-            st_batch_audiences(m, jm.prior, U, rows, jm.view.hidden, want, (float)b->min, b->threads, idx, score, got,
-                               reach) != 0)
+            st_batch_audiences(m, jm.prior, U, rows, jm.view.hidden, m->users, want, (float)b->min, b->threads, idx,
+                               score, got, reach) != 0)
             rc = st_cli_fail("audience", "out of memory");
     }
     for (uint32_t s = 0; s < n && rc == ST_EXIT_OK; s++) {

@@ -84,7 +84,7 @@ with tempfile.TemporaryDirectory() as d:
     ok(r.returncode == 0 and r.stdout.splitlines() == want,
        f"segments --users prints what `segments MODEL USER` prints for each user, to the last digit ({len(want)} lines)")
     ok(f"{listing}:6: unknown user 'nobody-at-all'" in r.stderr and re.search(r"20 users answered in [0-9.]+ s after the model load, 1 unknown", r.stderr),
-       f"an unknown user is reported with its line number and skipped: {r.stderr.strip()[:200]}")
+       f"an unknown user is reported with its line number and skipped: {r.stderr.splitlines()[:1]}")
     r2 = run("segments", path, "--users", "-", "-k", 7, "--threads", 1, stdin=open(listing).read())
     ok(r2.returncode == 0 and r2.stdout == r.stdout and "stdin:6: unknown user" in r2.stderr,
        "--users - reads stdin; one thread or two print the same")
@@ -202,9 +202,11 @@ with tempfile.TemporaryDirectory() as d:
        ranked_alike(allj[changed], [(line.split("\t")[1], float(line.split("\t")[2]))
                                     for line in single("segments", path, changed, "-k", 4, "--journal", journal)]),
        "--all-users --journal leaves the forgotten user out, ranks the changed one anew and adds the new one")
-    aud = grouped(run("audience", path, "--all-segments", "-n", 2000, "--journal", journal).stdout)
+    r = run("audience", path, "--all-segments", "-n", 2000, "--journal", journal)
+    aud = grouped(r.stdout)
     one = run("audience", path, "--segment", segs[41], "-n", 2000, "--journal", journal).stdout
-    ok(all(gone not in [u for u, _ in lst] for lst in aud.values()) and
-       ranked_alike(aud[segs[41]], [(u, float(v)) for u, v in (line.split("\t") for line in one.splitlines())]),
-       "--all-segments --journal: no forgotten user anywhere, and as `audience --segment S --journal` ranks")
+    good = all(gone not in [u for u, _ in lst] for lst in aud.values()) and \
+        ranked_alike(aud.get(segs[41], []), [(u, float(v)) for u, v in (line.split("\t") for line in one.splitlines())])
+    ok(good, "--all-segments --journal: no forgotten user anywhere, and as `audience --segment S --journal` ranks" +
+       ("" if good else f" (exit {r.returncode}: {r.stderr.strip()[:2500]})"))
 done()
