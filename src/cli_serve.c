@@ -217,9 +217,11 @@ static const st_cmd_doc serve_doc = {
         "The model is read into the server's memory: deploy a new one by renaming it over the\n"
         "path (never by writing into the served file), then MODEL RELOAD or SIGHUP.\n"
         "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
-        "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
-        "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"
-        "running it, and what each appendfsync policy guarantees."};
+        "the journal is replayed against it); SIGUSR1 reopens --logfile (for logrotate);\n"
+        "SIGTERM and SIGINT answer the requests already received, then exit. Under systemd\n"
+        "(Type=notify) it reports READY=1 once the model serves, and each reload and the stop.\n"
+        "docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers running it (systemd,\n"
+        "log rotation), and what each appendfsync policy guarantees."};
 
 /* The config file (`name value` lines) read into argv form and parsed first,
  * so that the command line overrides it. *model is set when it names one. */
