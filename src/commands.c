@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "als.h"
+#include "scan.h"
 #include "score.h"
 #include "util.h"
 
@@ -894,6 +895,20 @@ static int below_floor(st_ctx *c, uint64_t users)
     return 1;
 }
 
+/* One pass over every user (scan.c) for the query x + add, the overlay's
+ * view taken by scan_users: the best `want` into scratch idx/top, and with
+ * count the users scoring at least min. 0, or -1 (replied). */
+static int scan_best(st_ctx *c, const float *x, float add, double min, uint32_t want, int count,
+                     const uint32_t *exclude, uint64_t nexclude, st_scan_result *res)
+{
+    const st_overlay_view *v = &c->scratch->view;
+    st_scan_query q = {.x = x, .add = add, .min = (float)min, .want = want, .count = count, .skip = v->hidden,
+                       .exclude = exclude, .nexclude = nexclude, .extra = v->X, .nextra = v->n};
+    if (st_scan_best(&c->model->m, &q, c->scratch->idx, c->scratch->top, res) == 0) return 0;
+    resp_error(c->out, "ERR out of memory");
+    return -1;
+}
+
 static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
 {
     resp_array(c->out, 2 * (int64_t)n);
@@ -928,13 +943,14 @@ static void cmd_audience(st_ctx *c)
         resp_error(c->out, "ERR AUDIENCE needs COUNT n");
         return;
     }
-    int64_t n = scan_segment_users(c, s);
-    if (n < 0) return;
-    st_scratch *sc = c->scratch;
-    uint64_t matching = select_min(sc->scores, (uint64_t)n, min);
-    if (below_floor(c, matching)) return;
-    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
-    reply_user_pairs(c, sc->idx, sc->top, got);
+    const st_model *m = &c->model->m;
+    st_scan_result res;
+    if (scan_users(c) < 0 ||
+        scan_best(c, m->V + (size_t)s * m->k, (float)m->h.prior_weight * c->model->prior[s], min, count, 1, NULL, 0,
+                  &res) != 0)
+        return;
+    if (below_floor(c, res.matching)) return;
+    reply_user_pairs(c, c->scratch->idx, c->scratch->top, res.n);
 }
 
 /* The distinct known seeds: their vectors into *rows_out (k floats each,
@@ -1017,19 +1033,18 @@ static void cmd_lookalike(st_ctx *c)
         return;
     }
     /* The centroid of the seeds' vectors (summed in double), every user's
-     * score against it; seeds are not their own look-alikes. */
+     * score against it; seeds are not their own look-alikes: their scan
+     * positions (ascending, as keys are) are excluded. */
     uint32_t *iota = sc->segs;
     for (uint32_t i = 0; i < (uint32_t)nseeds; i++) iota[i] = i;
     float *centroid = sc->scores + n;
     st_score_centroid(rows, k, iota, (uint32_t)nseeds, centroid);
-    st_score_all_users(m, centroid, sc->scores);
-    hide_rows(c, sc->scores);
     const st_overlay_view *v = &sc->view;
-    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_dot(v->X + (size_t)i * k, centroid, k);
+    uint32_t *exclude = sc->segs, nexclude = 0;
     for (int64_t i = 0; i < nseeds; i++) {
         uint64_t place = keys[i] >> 20;
         if (place < m->users) {
-            sc->scores[place] = NAN;
+            exclude[nexclude++] = (uint32_t)place;
             continue;
         }
         uint32_t slot = (uint32_t)(place - m->users), lo = 0, hi = v->n;
@@ -1038,11 +1053,13 @@ static void cmd_lookalike(st_ctx *c)
             if (v->slots[mid] < slot) lo = mid + 1;
             else hi = mid;
         }
-        if (lo < v->n && v->slots[lo] == slot) sc->scores[m->users + lo] = NAN;
+        if (lo < v->n && v->slots[lo] == slot) exclude[nexclude++] = m->users + lo;
     }
     st_free(rows);
     st_free(keys);
-    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
+    st_scan_result res;
+    if (scan_best(c, centroid, -0.0f, -INFINITY, count, 0, exclude, nexclude, &res) != 0) return;
+    uint32_t got = res.n;
     if (got < c->cfg->min_audience) {
         resp_error(c->out, "ERR only %u look-alikes: below the privacy floor of %llu (--min-audience)", got,
                    (unsigned long long)c->cfg->min_audience);
@@ -1061,11 +1078,14 @@ static void cmd_reach(st_ctx *c)
         return;
     }
     if (arg_float(c, &c->argv[3], "MIN", &min) != 0) return;
-    int64_t n = scan_segment_users(c, s);
-    if (n < 0) return;
-    uint64_t reach = select_min(c->scratch->scores, (uint64_t)n, min);
-    if (below_floor(c, reach)) return;
-    resp_int(c->out, (int64_t)reach);
+    const st_model *m = &c->model->m;
+    st_scan_result res;
+    if (scan_users(c) < 0 ||
+        scan_best(c, m->V + (size_t)s * m->k, (float)m->h.prior_weight * c->model->prior[s], min, 0, 1, NULL, 0,
+                  &res) != 0)
+        return;
+    if (below_floor(c, res.matching)) return;
+    resp_int(c->out, (int64_t)res.matching);
 }
 
 static void cmd_similar(st_ctx *c)

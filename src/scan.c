@@ -1,0 +1,747 @@
+/* scan: one pass over every user's factors for AUDIENCE, LOOKALIKE, REACH
+ * and the reach curve, split among threads, scoring and selecting fused.
+ *
+ * What it is: the rows are cut into chunks of about 1 MiB that threads take
+ * in order from a shared counter (st_parallel_run), so a thread slowed by
+ * other work on the machine simply takes fewer. Each thread scores blocks
+ * of 64 rows into a buffer that stays in L1, counts the scores at least min,
+ * and appends the few above its running cut to a candidate buffer of about
+ * 2 want entries; when it fills, a quickselect keeps the best want and the
+ * cut rises to the worst of them. A thread takes its chunks in increasing
+ * order, so a later row that ties the cut loses to the kept one and strict
+ * "above the cut" is exact. The threads' survivors are merged at the end.
+ * Float rows are scored by st_score_rows: the very floats of st_dot.
+ *
+ * int8 rows: an integer kernel (scan_q8.c) forms D = q . xq against the
+ * query quantized to int16 (x = b xq + r, |r_i| <= b / 2, b = max |x_i| /
+ * st_q8_query_max), and A = D (a b) estimates the score of a row with scale
+ * a. The exact score S (the row dequantized, q_i a in float, then st_dot)
+ * differs from A by at most
+ *     |a| C + e |A|,   C = 127 (sum |r_i| + (k + 8) u sum |x_i|) (1 + 1e-4),
+ *                      e = 8 u,  u = 2^-24,
+ * plus a few units of the smallest subnormal: the first term is the query's
+ * rounding (|q_i| <= 127) and the rounding of dequantizing and summing in
+ * float (each product rounded twice, each lane summing k/8 terms, three
+ * pairwise sums: under (k/8 + 6) u of sum |q_i a x_i|); the second, the
+ * three roundings of A itself and the bounds' own sums. So every row has
+ * lo <= S <= hi, and since adding the blend is monotone, fl(lo + add) <=
+ * score <= fl(hi + add). A row whose hi cannot beat the cut, or whose lo and
+ * hi are on the same side of min, is decided without its exact score; only
+ * the rest are rescored exactly. The candidate stage therefore misses
+ * nothing: the users, scores and counts are those of the float scan, and
+ * st_scan_result.rescored says how many rows needed their exact score.
+ * A query that is not finite is scored in float throughout.
+ *
+ * What it is not: an approximate index, or a place that keeps state
+ * between calls (except the two process-wide settings below).
+ */
+#include "scan.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#include "scan_q8.h"
+#include "score.h"
+#include "util.h"
+
+enum {
+    BLOCK = 64,           /* rows scored together; bits of a uint64_t mask */
+    CHUNK_BYTES = 1 << 20, /* of user factors per task */
+};
+#ifndef PREFETCH
+#define PREFETCH 4096 /* bytes ahead a block asks for */
+#endif
+
+static atomic_int g_threads = 0, g_kernel = ST_SCAN_KERNEL_BEST;
+
+void st_scan_set_threads(int n) { atomic_store(&g_threads, n > 0 ? n : 0); }
+
+int st_scan_threads(void)
+{
+    int n = atomic_load(&g_threads);
+    return n > 0 ? n : st_cpu_count();
+}
+
+int st_scan_set_kernel(int id)
+{
+    if (id != ST_SCAN_KERNEL_BEST && id != ST_SCAN_KERNEL_FLOAT && !st_q8_kernel(id)) return -1;
+    atomic_store(&g_kernel, id);
+    return 0;
+}
+
+uint32_t st_scan_withhold(uint64_t *counts, uint32_t n, uint64_t floor)
+{
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (counts[i] < floor) {
+            counts[i] = ST_SCAN_WITHHELD;
+            w++;
+        }
+    return w;
+}
+
+/* ---- one thread's share -------------------------------------------------------- */
+
+typedef struct {
+    uint32_t *idx; /* candidates: positions and scores, cap of them */
+    float *sc;
+    uint32_t n;
+    float cut;     /* only a score above it can still be selected: the sampled first cut, then the worst kept */
+    uint32_t cuts; /* times the buffer was cut */
+    uint64_t count, rescored;
+    uint64_t *curve; /* 2 nt counts: by sorted threshold, then the whole blocks (curve_block) */
+    float *row;      /* k floats: an int8 row dequantized */
+    float *deq;      /* BLOCK x k floats: int8 rows dequantized, when scoring in float */
+    char pad[64];    /* threads' counters on different cache lines */
+} part;
+
+typedef struct {
+    const st_model *m;
+    const st_scan_query *q;
+    uint32_t k, want, cap, chunk; /* want: q->want, at most the positions */
+    uint64_t nchunks;
+    const float *t; /* the curve's thresholds, ascending, no NaN; NULL when selecting */
+    uint32_t nt;
+    float first_cut;    /* each part's cut at the start (sample_cut) */
+    st_q8_dots_fn dots; /* int8 rows through the candidate stage; NULL: float scores */
+    int kernel;
+    int16_t *xq;
+    float qb, qc, qe, qtiny; /* the query's scale and the bound's terms (above) */
+    part *parts;
+    int nparts;
+} job;
+
+static void prefetch(const void *p, size_t bytes)
+{
+    const char *c = p;
+    if (PREFETCH == 0) return;
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off + PREFETCH);
+}
+
+/* The exact score of position pos, as st_score_segment_users and
+ * st_score_all_users compute it. */
+static float exact_score(const job *j, part *p, uint64_t pos)
+{
+    const st_model *m = j->m;
+    const float *u = pos < m->users ? st_model_user(m, (uint32_t)pos, p->row) : j->q->extra + (pos - m->users) * j->k;
+    return st_dot(u, j->q->x, j->k) + j->q->add;
+}
+
+/* Row r0 + i's exact score, computed once per block (done: bit i). */
+static float exact_cached(const job *j, part *p, uint32_t r0, uint32_t i, float *ex, uint64_t *done)
+{
+    if (!(*done >> i & 1)) {
+        ex[i] = exact_score(j, p, r0 + i);
+        *done |= 1ull << i;
+        p->rescored++;
+    }
+    return ex[i];
+}
+
+/* lo[i] <= score of row r0 + i <= hi[i] for i < nb. Returns 1 when hi holds
+ * the exact scores (lo is then not written). */
+static int block_bounds(const job *j, part *p, uint32_t r0, uint32_t nb, float *lo, float *hi)
+{
+    const st_model *m = j->m;
+    uint32_t k = j->k;
+    float add = j->q->add;
+    if (m->U) {
+        prefetch(m->U + (size_t)r0 * k, (size_t)nb * k * sizeof(float));
+        st_score_rows(m->U + (size_t)r0 * k, nb, k, j->q->x, hi);
+    } else if (!j->dots) {
+        for (uint32_t i = 0; i < nb; i++) st_model_user(m, r0 + i, p->deq + (size_t)i * k);
+        st_score_rows(p->deq, nb, k, j->q->x, hi);
+    } else {
+        int32_t acc[BLOCK];
+        prefetch(m->Uq + (size_t)r0 * k, (size_t)nb * k);
+        j->dots(m->Uq + (size_t)r0 * k, nb, k, j->xq, acc);
+        const float *a = m->Uscale + r0;
+        float qb = j->qb, qc = j->qc, qe = j->qe, tiny = j->qtiny;
+        for (uint32_t i = 0; i < nb; i++) {
+            float A = (float)acc[i] * (a[i] * qb);
+            float E = (fabsf(a[i]) * qc + fabsf(A) * qe) + tiny;
+            hi[i] = (A + E) + add;
+            lo[i] = (A - E) + add;
+        }
+        return 0;
+    }
+    for (uint32_t i = 0; i < nb; i++) hi[i] += add;
+    return 1;
+}
+
+/* The block's users (skipped rows left out) scoring at least t. A NaN bound
+ * decides nothing: its row is rescored (an exact NaN counts for nothing). */
+static uint64_t count_block(const job *j, part *p, uint32_t r0, uint32_t nb, const float *lo, const float *hi,
+                            int exact, float t, float *ex, uint64_t *done)
+{
+    const uint8_t *skip = j->q->skip ? j->q->skip + r0 : NULL;
+    uint32_t c = 0;
+    int band = 0;
+    if (exact) {
+        if (skip)
+            for (uint32_t i = 0; i < nb; i++) c += (hi[i] >= t) & (skip[i] == 0);
+        else
+            for (uint32_t i = 0; i < nb; i++) c += hi[i] >= t;
+        return c;
+    }
+    if (skip)
+        for (uint32_t i = 0; i < nb; i++) {
+            c += (lo[i] >= t) & (skip[i] == 0);
+            band |= !(lo[i] >= t) & !(hi[i] < t);
+        }
+    else
+        for (uint32_t i = 0; i < nb; i++) {
+            c += lo[i] >= t;
+            band |= !(lo[i] >= t) & !(hi[i] < t);
+        }
+    if (band)
+        for (uint32_t i = 0; i < nb; i++)
+            if (!(lo[i] >= t) && !(hi[i] < t) && !(skip && skip[i])) c += exact_cached(j, p, r0, i, ex, done) >= t;
+    return c;
+}
+
+static int excluded(const st_scan_query *q, uint64_t pos)
+{
+    uint64_t lo = 0, hi = q->nexclude;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (q->exclude[mid] < pos) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < q->nexclude && q->exclude[lo] == pos;
+}
+
+/* Appends (pos, s) when it can still be selected; a full buffer is cut to
+ * the best want first, and the cut rises to the worst of them. */
+static void offer(const job *j, part *p, uint32_t pos, float s)
+{
+    if (!(s > p->cut && s >= j->q->min)) return;
+    if (p->n == j->cap) {
+        p->n = st_topk_keep(p->idx, p->sc, p->n, j->want);
+        float w = p->sc[0];
+        for (uint32_t i = 1; i < p->n; i++) w = p->sc[i] < w ? p->sc[i] : w;
+        p->cut = w;
+        p->cuts++;
+        if (!(s > p->cut)) return;
+    }
+    p->idx[p->n] = pos;
+    p->sc[p->n++] = s;
+}
+
+/* Bit i set when hi[i] could still be selected: not at or under the cut,
+ * not under min (a NaN bound decides nothing, so it is set). */
+static uint64_t candidates(const float *hi, uint32_t nb, float cut, float mn)
+{
+    uint64_t m = 0;
+#ifdef __AVX__
+    if (nb == BLOCK) {
+        __m256 c = _mm256_set1_ps(cut), n = _mm256_set1_ps(mn);
+        for (uint32_t i = 0; i < BLOCK; i += 8) {
+            __m256 v = _mm256_loadu_ps(hi + i);
+            __m256 k = _mm256_and_ps(_mm256_cmp_ps(v, c, _CMP_NLE_UQ), _mm256_cmp_ps(v, n, _CMP_NLT_UQ));
+            m |= (uint64_t)(uint32_t)_mm256_movemask_ps(k) << i;
+        }
+        return m;
+    }
+#endif
+    for (uint32_t i = 0; i < nb; i++) m |= (uint64_t)(!(hi[i] <= cut) & !(hi[i] < mn)) << i;
+    return m;
+}
+
+static void offer_block(const job *j, part *p, uint32_t r0, uint32_t nb, const float *hi, int exact, float *ex,
+                        uint64_t *done)
+{
+    const st_scan_query *q = j->q;
+    for (uint64_t m = candidates(hi, nb, p->cut, q->min); m; m &= m - 1) {
+        uint32_t i = (uint32_t)__builtin_ctzll(m), pos = r0 + i;
+        if (hi[i] <= p->cut) continue; /* the cut rose since */
+        if ((q->skip && q->skip[pos]) || (q->nexclude && excluded(q, pos))) continue;
+        offer(j, p, pos, exact ? hi[i] : exact_cached(j, p, r0, i, ex, done));
+    }
+}
+
+/* The first of the n ascending thresholds t above v. */
+static uint32_t first_above(const float *t, uint32_t n, float v)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t[mid] <= v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The block's counts at every threshold. Only the thresholds between the
+ * block's least lower bound and greatest upper bound are compared row by
+ * row; every row reaches those at or below the least bound (added to
+ * curve[nt + a - 1], summed into curve[0 .. a) at the end), none reaches
+ * those above the greatest. A block with a NaN bound is compared row by
+ * row at every threshold. */
+static void curve_block(const job *j, part *p, uint32_t r0, uint32_t nb, const float *lo, const float *hi, int exact,
+                        float *ex, uint64_t *done)
+{
+    float bmin = INFINITY, bmax = -INFINITY;
+    int nan = 0;
+    for (uint32_t i = 0; i < nb; i++) {
+        bmin = lo[i] < bmin ? lo[i] : bmin;
+        bmax = hi[i] > bmax ? hi[i] : bmax;
+        nan |= (lo[i] != lo[i]) | (hi[i] != hi[i]);
+    }
+    uint32_t a = 0, b = j->nt;
+    if (!nan) {
+        a = first_above(j->t, j->nt, bmin);
+        b = first_above(j->t, j->nt, bmax);
+        if (a > 0) {
+            uint32_t keep = nb;
+            if (j->q->skip)
+                for (uint32_t i = 0; i < nb; i++) keep -= j->q->skip[r0 + i] != 0;
+            p->curve[j->nt + a - 1] += keep;
+        }
+    }
+    for (uint32_t c = a; c < b; c++) p->curve[c] += count_block(j, p, r0, nb, lo, hi, exact, j->t[c], ex, done);
+}
+
+static void scan_task(void *ctx, uint64_t task, int thread)
+{
+    job *j = ctx;
+    part *p = &j->parts[thread];
+    const st_scan_query *q = j->q;
+    uint32_t from = (uint32_t)(task * j->chunk), to = from + j->chunk;
+    if (to > j->m->users || to < from) to = j->m->users;
+    float lo[BLOCK], hi[BLOCK], ex[BLOCK];
+    for (uint32_t r0 = from; r0 < to; r0 += BLOCK) {
+        uint32_t nb = to - r0 < BLOCK ? to - r0 : BLOCK;
+        int exact = block_bounds(j, p, r0, nb, lo, hi);
+        const float *l = exact ? hi : lo;
+        uint64_t done = 0;
+        if (j->t) {
+            curve_block(j, p, r0, nb, l, hi, exact, ex, &done);
+            continue;
+        }
+        if (q->count) p->count += count_block(j, p, r0, nb, l, hi, exact, q->min, ex, &done);
+        if (j->want) offer_block(j, p, r0, nb, hi, exact, ex, &done);
+    }
+}
+
+/* ---- setting a scan up ----------------------------------------------------------- */
+
+/* Quantizes the query for the integer kernel and derives the bound (the
+ * design comment). 0, or 1 when the query is not finite (score in float). */
+static int quantize_query(job *j)
+{
+    const float *x = j->q->x;
+    uint32_t k = j->k;
+    double top = 0, l1 = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        if (!isfinite(x[i])) return 1;
+        double a = fabs((double)x[i]);
+        top = a > top ? a : top;
+        l1 += a;
+    }
+    int32_t qmax = st_q8_query_max(k);
+    float b = top > 0 ? (float)(top / qmax) : 1.0f;
+    if (!(b > 0) || !isfinite(b)) return 1;
+    double rsum = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        long v = lrint((double)x[i] / b);
+        v = v > qmax ? qmax : v < -qmax ? -qmax : v;
+        j->xq[i] = (int16_t)v;
+        rsum += fabs((double)x[i] - (double)b * (double)v);
+    }
+    const double u = 1.0 / 16777216.0;
+    double C = 127.0 * (rsum + (double)(k + 8) * u * l1) * (1.0 + 1e-4);
+    if (!isfinite(C) || C > 1e30) return 1;
+    j->qb = b;
+    j->qc = (float)C;
+    j->qe = (float)(8 * u);
+    j->qtiny = (float)((2.0 * k + 16) * ldexp(1.0, -149));
+    return 0;
+}
+
+static void job_free(job *j)
+{
+    for (int i = 0; j->parts && i < j->nparts; i++) {
+        st_free(j->parts[i].idx);
+        st_free(j->parts[i].sc);
+        st_free(j->parts[i].curve);
+        st_free(j->parts[i].row);
+        st_free(j->parts[i].deq);
+    }
+    st_free(j->parts);
+    st_free(j->xq);
+}
+
+/* Allocates the job's parts and chooses the kernel. 0, or -1 on
+ * out-of-memory (the job freed). */
+static int job_init(job *j, const st_model *m, const st_scan_query *q, const float *t, uint32_t nt)
+{
+    memset(j, 0, sizeof *j);
+    j->m = m;
+    j->q = q;
+    j->k = m->k;
+    j->t = t;
+    j->nt = nt;
+    j->kernel = -1;
+    size_t row_bytes = m->U ? (size_t)m->k * sizeof(float) : (size_t)m->k + sizeof(float);
+    size_t rows = CHUNK_BYTES / (row_bytes ? row_bytes : 1);
+    j->chunk = (uint32_t)(rows < BLOCK ? BLOCK : rows / BLOCK * BLOCK);
+    j->nchunks = ((uint64_t)m->users + j->chunk - 1) / j->chunk;
+    int threads = st_scan_threads();
+    if ((uint64_t)threads > j->nchunks) threads = j->nchunks > 0 ? (int)j->nchunks : 1;
+    j->nparts = threads;
+    /* More than every position is never selected; the buffers hold about 2 want. */
+    uint64_t want = q->want < (uint64_t)m->users + q->nextra ? q->want : (uint64_t)m->users + q->nextra;
+    j->want = (uint32_t)want;
+    uint64_t cap = want ? 2 * want + BLOCK : 0;
+    j->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+    int setting = atomic_load(&g_kernel);
+    if (m->Uq && setting != ST_SCAN_KERNEL_FLOAT) {
+        j->kernel = setting == ST_SCAN_KERNEL_BEST ? st_q8_best() : setting;
+        j->xq = st_calloc(st_q8_padded(m->k), sizeof *j->xq);
+        if (!j->xq) return -1;
+        if (quantize_query(j) == 0) j->dots = st_q8_kernel(j->kernel);
+        if (!j->dots) j->kernel = -1;
+    }
+    j->parts = st_aligned_alloc(64, (size_t)threads * sizeof *j->parts);
+    if (!j->parts) {
+        job_free(j);
+        return -1;
+    }
+    memset(j->parts, 0, (size_t)threads * sizeof *j->parts);
+    for (int i = 0; i < threads; i++) {
+        part *p = &j->parts[i];
+        p->cut = -INFINITY;
+        int bad = 0;
+        if (j->cap) {
+            p->idx = st_malloc((size_t)j->cap * sizeof *p->idx);
+            p->sc = st_malloc((size_t)j->cap * sizeof *p->sc);
+            bad |= !p->idx || !p->sc;
+        }
+        if (nt) bad |= !(p->curve = st_calloc(2 * (size_t)nt, sizeof *p->curve));
+        bad |= !(p->row = st_malloc(((size_t)m->k + 1) * sizeof *p->row));
+        if (m->Uq && !j->dots) bad |= !(p->deq = st_malloc(((size_t)BLOCK * m->k + 1) * sizeof *p->deq));
+        if (bad) {
+            job_free(j);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the questions ---------------------------------------------------------------- */
+
+/* A first cut from a sample of the rows: the score that about 3 want of
+ * the users beat (the 16th best of a sample of 16 m / (3 want) rows, lower
+ * bounds for int8 rows), or -inf when the sample would not be small. A cut
+ * from the start spares the candidate stage the rows that only the first
+ * few thousand would offer (for int8, their exact rescores). It is a guess:
+ * cut_held checks it afterwards. */
+static float sample_cut(job *j)
+{
+    enum { RUNS = 32, RANK = 16 };
+    uint64_t m = j->m->users;
+    uint64_t rows = (uint64_t)RANK * m / (3 * (uint64_t)j->want + 1);
+    uint64_t per = (rows / RUNS + BLOCK - 1) / BLOCK * BLOCK;
+    if (j->want == 0 || per * RUNS * 8 > m) return -INFINITY;
+    float best[RANK], lo[BLOCK], hi[BLOCK]; /* best: the RANK largest, ascending */
+    uint32_t have = 0;
+    for (uint32_t run = 0; run < RUNS; run++) {
+        uint32_t from = (uint32_t)((m - per) * run / (RUNS - 1) / BLOCK * BLOCK);
+        for (uint32_t r0 = from; r0 < from + per; r0 += BLOCK) {
+            const float *l = block_bounds(j, &j->parts[0], r0, BLOCK, lo, hi) ? hi : lo;
+            for (uint32_t i = 0; i < BLOCK; i++) {
+                float v = l[i];
+                if (!(v > (have == RANK ? best[0] : -INFINITY))) continue;
+                uint32_t at = have < RANK ? have++ : 0;
+                while (at > 0 && best[at - 1] > v) {
+                    best[at] = best[at - 1];
+                    at--;
+                }
+                while (at + 1 < have && best[at + 1] < v) {
+                    best[at] = best[at + 1];
+                    at++;
+                }
+                best[at] = v;
+            }
+        }
+    }
+    return have == RANK ? best[0] : -INFINITY;
+}
+
+/* Did the first cut hold: were at least want users selectable above it, so
+ * the best want were all kept? (Below min it never mattered.) */
+static int cut_held(const job *j)
+{
+    if (!(j->first_cut > -INFINITY) || j->first_cut < j->q->min) return 1;
+    uint64_t n = 0;
+    for (int i = 0; i < j->nparts; i++) {
+        if (j->parts[i].cuts) return 1; /* this part alone kept want above it */
+        n += j->parts[i].n;
+    }
+    return n >= j->want;
+}
+
+/* The scan itself: every part from its first cut, then the online users
+ * (after every model row, so part 0's positions stay ascending). */
+static void run_best(job *j)
+{
+    const st_scan_query *q = j->q;
+    for (int i = 0; i < j->nparts; i++) {
+        part *p = &j->parts[i];
+        p->n = p->cuts = 0;
+        p->count = 0;
+        p->cut = j->first_cut;
+    }
+    st_parallel_run(j->nparts, j->nchunks, scan_task, j);
+    part *p0 = &j->parts[0];
+    for (uint32_t i = 0; i < q->nextra; i++) {
+        uint64_t pos = (uint64_t)j->m->users + i;
+        float s = exact_score(j, p0, pos);
+        if (q->count && s >= q->min) p0->count++;
+        if (j->want && !(q->nexclude && excluded(q, pos))) offer(j, p0, (uint32_t)pos, s);
+    }
+}
+
+/* Writes the n (idx, sc) pairs best first (higher score, then lower
+ * position) into out_*: each pair becomes one u64 whose ascending order is
+ * that order (the score's bits made monotone and reversed, -0 as +0, then
+ * the position), sorted with its slot by eight passes of a byte-wise radix
+ * sort, which has no branch to mispredict. keys: 2 n entries, slots: 2 n. */
+static void sort_best(const uint32_t *idx, const float *sc, uint32_t n, uint64_t *keys, uint32_t *slots,
+                      uint32_t *out_idx, float *out_score)
+{
+    uint64_t *a = keys, *b = keys + n;
+    uint32_t *sa = slots, *sb = slots + n;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &sc[i], 4);
+        if (bits == 0x80000000u) bits = 0;
+        bits = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+        a[i] = (uint64_t)~bits << 32 | idx[i];
+        sa[i] = i;
+    }
+    for (int shift = 0; shift < 64; shift += 8) {
+        uint32_t count[257] = {0};
+        for (uint32_t i = 0; i < n; i++) count[(a[i] >> shift & 255) + 1]++;
+        if (n == 0 || count[(a[0] >> shift & 255) + 1] == n) continue; /* one digit throughout */
+        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t at = count[a[i] >> shift & 255]++;
+            b[at] = a[i];
+            sb[at] = sa[i];
+        }
+        uint64_t *t = a;
+        a = b;
+        b = t;
+        uint32_t *ts = sa;
+        sa = sb;
+        sb = ts;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        out_idx[i] = idx[sa[i]];
+        out_score[i] = sc[sa[i]];
+    }
+}
+
+/* The parts' best merged, sorted, into out_*; r->n. -1 on out-of-memory. */
+static int merge_best(job *j, uint32_t *out_idx, float *out_score, st_scan_result *r)
+{
+    part *p0 = &j->parts[0];
+    uint64_t total = 0;
+    for (int i = 0; i < j->nparts; i++) {
+        part *p = &j->parts[i];
+        p->n = st_topk_keep(p->idx, p->sc, p->n, j->want);
+        total += p->n;
+    }
+    /* Gathered into part 0's buffer when they fit (two parts do), else a new one. */
+    uint32_t *idx = p0->idx;
+    float *sc = p0->sc;
+    if (total > j->cap) {
+        idx = st_malloc(total * sizeof *idx);
+        sc = st_malloc(total * sizeof *sc);
+        if (!idx || !sc) {
+            st_free(idx);
+            st_free(sc);
+            return -1;
+        }
+        memcpy(idx, p0->idx, p0->n * sizeof *idx);
+        memcpy(sc, p0->sc, p0->n * sizeof *sc);
+    }
+    uint64_t n = p0->n;
+    for (int i = 1; i < j->nparts; i++) {
+        memcpy(idx + n, j->parts[i].idx, j->parts[i].n * sizeof *idx);
+        memcpy(sc + n, j->parts[i].sc, j->parts[i].n * sizeof *sc);
+        n += j->parts[i].n;
+    }
+    r->n = st_topk_keep(idx, sc, (uint32_t)n, j->want);
+    uint64_t *keys = st_malloc((2 * (size_t)r->n + 1) * sizeof *keys);
+    uint32_t *slots = st_malloc((2 * (size_t)r->n + 1) * sizeof *slots);
+    int rc = keys && slots ? 0 : -1;
+    if (rc == 0) sort_best(idx, sc, r->n, keys, slots, out_idx, out_score);
+    st_free(keys);
+    st_free(slots);
+    if (idx != p0->idx) {
+        st_free(idx);
+        st_free(sc);
+    }
+    return rc;
+}
+
+int st_scan_best(const st_model *m, const st_scan_query *q, uint32_t *out_idx, float *out_score, st_scan_result *r)
+{
+    job j;
+    memset(r, 0, sizeof *r);
+    if (job_init(&j, m, q, NULL, 0) != 0) return -1;
+    r->kernel = j.dots ? j.kernel : -1;
+    if (j.want || q->count || q->nextra) {
+        j.first_cut = sample_cut(&j);
+        run_best(&j);
+        r->passes = 1;
+        if (!cut_held(&j)) {
+            j.first_cut = -INFINITY;
+            run_best(&j);
+            r->passes = 2;
+        }
+    }
+    for (int i = 0; i < j.nparts; i++) {
+        r->matching += j.parts[i].count;
+        r->rescored += j.parts[i].rescored;
+    }
+    int rc = j.want ? merge_best(&j, out_idx, out_score, r) : 0;
+    job_free(&j);
+    return rc;
+}
+
+typedef struct {
+    float t;
+    uint32_t at;
+} threshold;
+
+static int threshold_order(const void *a, const void *b)
+{
+    float x = ((const threshold *)a)->t, y = ((const threshold *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+int st_scan_curve(const st_model *m, const st_scan_query *q, const float *t, uint32_t nt, uint64_t *counts,
+                  st_scan_result *r)
+{
+    job j;
+    memset(r, 0, sizeof *r);
+    memset(counts, 0, (size_t)nt * sizeof *counts);
+    /* The thresholds ascending; a NaN one counts nobody and is left out. */
+    threshold *ord = st_malloc(((size_t)nt + 1) * sizeof *ord);
+    float *sorted = st_malloc(((size_t)nt + 1) * sizeof *sorted);
+    if (!ord || !sorted) {
+        st_free(ord);
+        st_free(sorted);
+        return -1;
+    }
+    uint32_t n = 0;
+    for (uint32_t c = 0; c < nt; c++)
+        if (t[c] == t[c]) ord[n++] = (threshold){t[c], c};
+    qsort(ord, n, sizeof *ord, threshold_order);
+    for (uint32_t c = 0; c < n; c++) sorted[c] = ord[c].t;
+    int rc = n ? job_init(&j, m, q, sorted, n) : 0;
+    if (n && rc == 0) {
+        r->kernel = j.dots ? j.kernel : -1;
+        st_parallel_run(j.nparts, j.nchunks, scan_task, &j);
+        for (int i = 0; i < j.nparts; i++) {
+            const uint64_t *cv = j.parts[i].curve;
+            uint64_t whole = 0; /* blocks wholly at or above sorted[c] */
+            for (uint32_t c = n; c-- > 0;) {
+                whole += cv[n + c];
+                counts[ord[c].at] += cv[c] + whole;
+            }
+            r->rescored += j.parts[i].rescored;
+        }
+        for (uint32_t i = 0; i < q->nextra; i++) {
+            float s = exact_score(&j, &j.parts[0], (uint64_t)m->users + i);
+            for (uint32_t c = 0; c < n; c++) counts[ord[c].at] += s >= sorted[c];
+        }
+        job_free(&j);
+    }
+    st_free(ord);
+    st_free(sorted);
+    return rc;
+}
+
+/* ---- the references ---------------------------------------------------------------- */
+
+/* Every position's exact score, one at a time; NaN for skipped rows. */
+static float *reference_scores(const st_model *m, const st_scan_query *q)
+{
+    uint64_t n = (uint64_t)m->users + q->nextra;
+    float *s = st_malloc((n + 1) * sizeof *s), *buf = st_malloc(((size_t)m->k + 1) * sizeof *buf);
+    if (!s || !buf) {
+        st_free(s);
+        st_free(buf);
+        return NULL;
+    }
+    for (uint64_t pos = 0; pos < n; pos++) {
+        const float *u = pos < m->users ? st_model_user(m, (uint32_t)pos, buf) : q->extra + (pos - m->users) * m->k;
+        s[pos] = pos < m->users && q->skip && q->skip[pos] ? NAN : st_dot(u, q->x, m->k) + q->add;
+    }
+    st_free(buf);
+    return s;
+}
+
+static const float *g_ref_scores;
+static int ref_order(const void *a, const void *b)
+{
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    float x = g_ref_scores[i], y = g_ref_scores[j];
+    if (x != y) return x > y ? -1 : 1;
+    return i < j ? -1 : 1;
+}
+
+int st_scan_best_reference(const st_model *m, const st_scan_query *q, uint32_t *out_idx, float *out_score,
+                           st_scan_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->kernel = -1;
+    uint64_t n = (uint64_t)m->users + q->nextra, sel = 0;
+    float *s = reference_scores(m, q);
+    uint32_t *pos = st_malloc((n + 1) * sizeof *pos);
+    if (!s || !pos) {
+        st_free(s);
+        st_free(pos);
+        return -1;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        if (!(s[i] >= q->min)) continue; /* NaN too */
+        if (q->count) r->matching++;
+        int ex = 0;
+        for (uint64_t e = 0; e < q->nexclude; e++) ex |= q->exclude[e] == i;
+        if (!ex) pos[sel++] = (uint32_t)i;
+    }
+    g_ref_scores = s; /* tests only: not reentrant */
+    qsort(pos, sel, sizeof *pos, ref_order);
+    r->n = (uint32_t)(sel < q->want ? sel : q->want);
+    for (uint32_t i = 0; i < r->n; i++) {
+        out_idx[i] = pos[i];
+        out_score[i] = s[pos[i]];
+    }
+    st_free(s);
+    st_free(pos);
+    return 0;
+}
+
+int st_scan_curve_reference(const st_model *m, const st_scan_query *q, const float *t, uint32_t nt,
+                            uint64_t *counts)
+{
+    float *s = reference_scores(m, q);
+    if (!s) return -1;
+    for (uint32_t c = 0; c < nt; c++) {
+        counts[c] = 0;
+        for (uint64_t i = 0; i < (uint64_t)m->users + q->nextra; i++) counts[c] += s[i] >= t[c];
+    }
+    st_free(s);
+    return 0;
+}
