@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "scan.h"
 #include "server.h"
 #include "util.h"
 
@@ -61,7 +62,7 @@ int cli_serve(int argc, char **argv)
     st_server_config cfg;
     st_server_config_default(&cfg);
     const char *config = NULL, *unixperm = "700";
-    int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, port = cfg.port, allow_path = 0, debug = 0;
+    int loglevel = ST_LOG_NOTICE, threads = 0, heavy = 1, scan = 0, port = cfg.port, allow_path = 0, debug = 0;
     int fsync_policy = (int)cfg.appendfsync;
     const char *bind = cfg.bind;
     int http_port = cfg.http_port;
@@ -74,6 +75,8 @@ int cli_serve(int argc, char **argv)
         {"unixsocketperm", 0, ST_OPT_STRING, &unixperm, "MODE", "octal mode of the Unix socket file", 0},
         {"threads", 't', ST_OPT_INT, &threads, "N", "event loops (0 = one per CPU)", 0},
         {"heavy-threads", 0, ST_OPT_INT, &heavy, "N", "workers for AUDIENCE, LOOKALIKE, REACH, s: ranges, reloads", 0},
+        {"scan-threads", 0, ST_OPT_INT, &scan, "N",
+         "threads one AUDIENCE, LOOKALIKE or REACH splits its scan of the users among (0 = one per CPU)", 0},
         {"requirepass", 0, ST_OPT_STRING, &cfg.requirepass, "SECRET",
          "clients must AUTH with SECRET first (prefer the config file: flags show in ps)", 0},
         {"maxclients", 0, ST_OPT_U64, &cfg.maxclients, "N", "connections at once; more are refused", 0},
@@ -173,6 +176,7 @@ int cli_serve(int argc, char **argv)
     else if (!(cfg.http_rate >= 0) || !(cfg.http_burst >= 0)) bad = "--http-rate and --http-burst must be >= 0";
     else if (threads < 0 || threads > 256) bad = "--threads must be between 0 and 256";
     else if (heavy < 1 || heavy > 256) bad = "--heavy-threads must be between 1 and 256";
+    else if (scan < 0 || scan > 256) bad = "--scan-threads must be between 0 and 256";
     else if (cfg.maxclients < 1) bad = "--maxclients must be at least 1";
     else if (cfg.max_request < 64 || cfg.max_request > (1ull << 30)) bad = "--max-request must be between 64 and 1073741824";
     else if (cfg.max_args < 2 || cfg.max_args > 1000000) bad = "--max-args must be between 2 and 1000000";
@@ -199,6 +203,7 @@ int cli_serve(int argc, char **argv)
     cfg.loglevel = loglevel;
     cfg.appendfsync = (st_appendfsync)fsync_policy;
     cfg.enable_debug = debug;
+    st_scan_set_threads(scan);
     char err[ST_ERRLEN];
     rc = st_serve(&cfg, err);
     st_free(text);

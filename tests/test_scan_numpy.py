@@ -7,13 +7,20 @@ int8 models, on one and two threads, must give the same users, the same
 score bits, the same counts and the same reach curve, ties broken by the
 lower user index."""
 import os
+import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
+from serve import Server  # noqa: E402
 from starling_model import Model  # noqa: E402
-from tap import done, ok, starling  # noqa: E402
+from tap import STARLING, done, ok, skip, starling  # noqa: E402
+
+try:
+    import redis
+except ImportError:
+    redis = None
 
 
 def dot_rows(U, x):
@@ -28,6 +35,14 @@ def dot_rows(U, x):
         acc[:, j] += P[:, i]
     a = acc
     return ((a[:, 0] + a[:, 4]) + (a[:, 1] + a[:, 5])) + ((a[:, 2] + a[:, 6]) + (a[:, 3] + a[:, 7]))
+
+
+def centroid(U, seeds):
+    """The seeds' mean as starling takes it: summed in double, in seed order."""
+    c = np.zeros(U.shape[1])
+    for i in seeds:
+        c += U[i].astype(np.float64)
+    return (c / len(seeds)).astype(np.float32)
 
 
 def best(scores, n, skip=()):
@@ -82,11 +97,7 @@ with tempfile.TemporaryDirectory() as d:
                 good &= got == want[:50]
             ok(good, f"{kind}, {threads} thread(s): AUDIENCE top 1000, REACH and AUDIENCE MIN equal numpy's, bit for bit")
             seeds = [int(i) for i in rng.choice(m, 150, replace=False)]
-            c = np.zeros(k)
-            for i in seeds:
-                c += Uf[i].astype(np.float64)
-            c = (c / len(seeds)).astype(np.float32)
-            sc = dot_rows(Uf, c)
+            sc = dot_rows(Uf, centroid(Uf, seeds))
             want = [(users[i], f"{sc[i]:.9g}") for i in best(sc, 700, skip=seeds)]
             got = lines(starling("audience", path, "--seeds", ",".join(users[i] for i in seeds), "-n", 700, *t))
             ok(got == want, f"{kind}, {threads} thread(s): LOOKALIKE of 150 seeds equals numpy's, seeds left out")
@@ -100,4 +111,29 @@ with tempfile.TemporaryDirectory() as d:
                 want.append(str(cnt) if cnt >= 100 else "withheld")
             ok(got == want, f"{kind}, {threads} thread(s): the reach curve in one pass equals numpy's counts, "
                             f"those under 100 withheld ({', '.join(got)})")
+    # The server's AUDIENCE, REACH and LOOKALIKE run the same scans, split as --scan-threads says.
+    M = Model(i8)
+    Uf = M.U.astype(np.float32)
+    sc = dot_rows(Uf, V[7]) + np.float32(0)
+    order = best(sc, 500)
+    seeds = [int(i) for i in rng.choice(m, 120, replace=False)]
+    lsc = dot_rows(Uf, centroid(Uf, seeds))
+    lorder = best(lsc, 300, skip=seeds)
+    if redis is None:
+        skip("the server's scans equal numpy's", "needs python3-redis")
+    else:
+        for threads in (1, 2):
+            srv = Server(i8, "--scan-threads", threads, d=d)
+            r = redis.Redis(host="127.0.0.1", port=srv.port)
+            a = r.execute_command("AUDIENCE", "s007", "COUNT", 500)
+            got = [(a[i].decode(), np.float32(float(a[i + 1]))) for i in range(0, len(a), 2)]
+            good = got == [(users[i], sc[i]) for i in order]
+            good &= r.execute_command("REACH", "s007", "MIN", repr(float(sc[order[-1]]))) == 500
+            la = r.execute_command("LOOKALIKE", "COUNT", 300, *[users[i] for i in seeds])
+            good &= [x.decode() for x in la[::2]] == [users[i] for i in lorder]
+            good &= [np.float32(float(x)) for x in la[1::2]] == [lsc[i] for i in lorder]
+            ok(good, f"int8 model served with --scan-threads {threads}: AUDIENCE, REACH and LOOKALIKE equal numpy's")
+            srv.stop()
+    bad = subprocess.run([STARLING, "serve", i8, "--scan-threads", "-1"], capture_output=True, text=True)
+    ok(bad.returncode == 2 and "--scan-threads" in bad.stderr, "serve --scan-threads -1 is refused with a reason")
 done()
