@@ -117,6 +117,54 @@ static void row(const char *what, timing t, double bytes, double floor_ms, const
            t.best / floor_ms, note);
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* How tight the int8 bound is on segment 0's scores: every row's bounds
+ * beside its exact score (the bounds must hold on every row), the median
+ * and largest half-width against the scores' standard deviation, and how
+ * many rows the bound leaves undecided at the 1,000th best score. */
+static void bound_report(const st_model *m, const float *prior)
+{
+    uint32_t n = m->users;
+    float *lo = malloc((size_t)n * sizeof *lo), *hi = malloc((size_t)n * sizeof *hi);
+    float *ex = malloc((size_t)n * sizeof *ex), *ex2 = malloc((size_t)n * sizeof *ex2);
+    if (!lo || !hi || !ex || !ex2) return;
+    float add = (float)m->h.prior_weight * prior[0];
+    st_scan_bounds(m, m->V, add, 0, n, lo, hi);
+    st_scan_set_kernel(ST_SCAN_KERNEL_FLOAT);
+    st_scan_bounds(m, m->V, add, 0, n, ex, ex2);
+    st_scan_set_kernel(ST_SCAN_KERNEL_BEST);
+    uint64_t broken = 0, undecided = 0, straddle = 0;
+    double sum = 0, sum2 = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        sum += ex[i];
+        sum2 += (double)ex[i] * ex[i];
+        if (lo[i] != lo[i] || hi[i] != hi[i]) undecided++;
+        else if (!(lo[i] <= ex[i] && ex[i] <= hi[i])) broken++;
+        ex2[i] = (hi[i] - lo[i]) / 2;
+    }
+    double sd = sqrt(sum2 / n - (sum / n) * (sum / n));
+    qsort(ex2, n, sizeof *ex2, cmp_float);
+    float med = ex2[n / 2], top = ex2[n - 1];
+    memcpy(ex2, ex, (size_t)n * sizeof *ex2);
+    qsort(ex2, n, sizeof *ex2, cmp_float);
+    float t = ex2[n > WANT ? n - WANT : 0];
+    for (uint32_t i = 0; i < n; i++) straddle += lo[i] < t && hi[i] >= t;
+    printf("\nint8 bound on segment 0's %u scores: half-width median %.3g, largest %.3g (%.2e and %.2e of the scores' "
+           "standard deviation %.3g); rows outside their bounds: %llu; undecided rows: %llu; rows the bound leaves "
+           "undecided at the 1,000th score: %llu\n",
+           n, med, top, med / sd, top / sd, sd, (unsigned long long)broken, (unsigned long long)undecided,
+           (unsigned long long)straddle);
+    free(lo);
+    free(hi);
+    free(ex);
+    free(ex2);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -231,6 +279,7 @@ int main(int argc, char **argv)
     snprintf(note, sizeof note, "%d thresholds; %.2fx one AUDIENCE", CURVE, cur.best / aud.best);
     row("reach curve", cur, bytes, floor.best, note);
     row("AUDIENCE before (all scores, then top-k, 1 thread)", summarize(to, reps), bytes, floor.best, "");
+    if (m.Uq) bound_report(&m, prior);
     if (m.Uq)
         printf("\nint8 candidate stage: %.1f exact rescores per AUDIENCE, %.1f per REACH, %.1f per curve (of %u users); "
                "answers equal to the float scan's: %s\n",

@@ -30,15 +30,20 @@
  * the rest are rescored exactly. The candidate stage therefore misses
  * nothing: the users, scores and counts are those of the float scan, and
  * st_scan_result.rescored says how many rows needed their exact score.
- * The bound assumes nothing overflows: a row whose scale makes 127 |a|
- * sum |x_i| exceed 1e37 (or is not finite) is left undecided and rescored,
- * and a query that is not finite is scored in float throughout.
+ * The bound assumes nothing overflows and that a, a b and the query's
+ * terms are normal floats (relative rounding): a row whose scale makes
+ * 127 |a| sum |x_i| exceed 1e37, or makes a or a b subnormal, or is not
+ * finite, is left undecided and rescored; a query that is not finite, or
+ * whose largest value is under 1e-30, is scored in float throughout. Below
+ * that, subnormal results round with an absolute error of 2^-150 at most
+ * per operation, which the "tiny" term covers.
  *
  * What it is not: an approximate index, or a place that keeps state
  * between calls (except the two process-wide settings below).
  */
 #include "scan.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #ifdef __AVX__
@@ -166,8 +171,9 @@ static float exact_cached(const job *j, part *p, block *b, uint32_t i)
 
 /* The bounds of the design comment from the integer sums acc and the row
  * scales a: A = acc (a b), E = |a| C + e |A| + tiny, hi = (A + E) + add,
- * lo = (A - E) + add; NaN for a row whose scale is not sane (huge or NaN),
- * for which the bound does not hold, so that it is rescored. */
+ * lo = (A - E) + add; NaN for a row whose scale is not sane, for which the
+ * bound does not hold (a scale that is NaN, too large, or so small that a
+ * or a b is subnormal), so that it is rescored. */
 static void q8_bounds(const job *j, const int32_t *acc, const float *a, uint32_t nb, float *lo, float *hi)
 {
     float qb = j->qb, qc = j->qc, qe = j->qe, tiny = j->qtiny, amax = j->qamax, add = j->q->add;
@@ -175,21 +181,24 @@ static void q8_bounds(const job *j, const int32_t *acc, const float *a, uint32_t
 #ifdef __AVX__
     const __m256 vb = _mm256_set1_ps(qb), vc = _mm256_set1_ps(qc), ve = _mm256_set1_ps(qe), vt = _mm256_set1_ps(tiny);
     const __m256 vmax = _mm256_set1_ps(amax), vadd = _mm256_set1_ps(add), vnan = _mm256_set1_ps(NAN);
-    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), vmin = _mm256_set1_ps(FLT_MIN);
+    const __m256 zero = _mm256_setzero_ps();
     for (; i + 8 <= nb; i += 8) {
-        __m256 av = _mm256_loadu_ps(a + i), aa = _mm256_and_ps(av, abs);
-        __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + i))),
-                                 _mm256_mul_ps(av, vb));
+        __m256 av = _mm256_loadu_ps(a + i), aa = _mm256_and_ps(av, abs), f = _mm256_mul_ps(av, vb);
+        __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + i))), f);
         __m256 E = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(aa, vc), _mm256_mul_ps(_mm256_and_ps(A, abs), ve)), vt);
-        __m256 sane = _mm256_cmp_ps(aa, vmax, _CMP_LE_OQ);
+        __m256 normal = _mm256_and_ps(_mm256_cmp_ps(aa, vmin, _CMP_GE_OQ),
+                                      _mm256_cmp_ps(_mm256_and_ps(f, abs), vmin, _CMP_GE_OQ));
+        __m256 sane = _mm256_and_ps(_mm256_cmp_ps(aa, vmax, _CMP_LE_OQ),
+                                    _mm256_or_ps(normal, _mm256_cmp_ps(av, zero, _CMP_EQ_OQ)));
         _mm256_storeu_ps(hi + i, _mm256_blendv_ps(vnan, _mm256_add_ps(_mm256_add_ps(A, E), vadd), sane));
         _mm256_storeu_ps(lo + i, _mm256_blendv_ps(vnan, _mm256_add_ps(_mm256_sub_ps(A, E), vadd), sane));
     }
 #endif
     for (; i < nb; i++) {
-        float A = (float)acc[i] * (a[i] * qb);
+        float f = a[i] * qb, A = (float)acc[i] * f;
         float E = (fabsf(a[i]) * qc + fabsf(A) * qe) + tiny;
-        int sane = fabsf(a[i]) <= amax;
+        int sane = fabsf(a[i]) <= amax && ((fabsf(a[i]) >= FLT_MIN && fabsf(f) >= FLT_MIN) || a[i] == 0);
         hi[i] = sane ? (A + E) + add : NAN;
         lo[i] = sane ? (A - E) + add : NAN;
     }
@@ -508,6 +517,9 @@ static int quantize_query(job *j)
         top = a > top ? a : top;
         l1 += a;
     }
+    /* Tiny queries would make b and C subnormal, where relative rounding
+     * no longer holds: they are scored in float. */
+    if (top > 0 && top < 1e-30) return 1;
     int32_t qmax = st_q8_query_max(k);
     float b = top > 0 ? (float)(top / qmax) : 1.0f;
     if (!(b > 0) || !isfinite(b)) return 1;
@@ -837,6 +849,21 @@ int st_scan_curve(const st_model *m, const st_scan_query *q, const float *t, uin
     st_free(ord);
     st_free(sorted);
     return rc;
+}
+
+int st_scan_bounds(const st_model *m, const float *x, float add, uint32_t r0, uint32_t n, float *lo, float *hi)
+{
+    job j;
+    st_scan_query q = {.x = x, .add = add, .min = -INFINITY};
+    if (job_init(&j, m, &q, NULL, 0) != 0) return -1;
+    int exact = 1;
+    for (uint32_t i = 0; i < n; i += BLOCK) {
+        uint32_t nb = n - i < BLOCK ? n - i : BLOCK;
+        exact = block_bounds(&j, &j.parts[0], r0 + i, nb, lo + i, hi + i);
+        if (exact) memcpy(lo + i, hi + i, nb * sizeof *lo);
+    }
+    job_free(&j);
+    return exact;
 }
 
 /* ---- the references ---------------------------------------------------------------- */

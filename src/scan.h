@@ -71,6 +71,14 @@ int st_scan_best_reference(const st_model *m, const st_scan_query *q, uint32_t *
 int st_scan_curve_reference(const st_model *m, const st_scan_query *q, const float *t, uint32_t nt,
                             uint64_t *counts);
 
+/* The bounds the candidate stage puts on the scores of model rows r0 ..
+ * r0 + n - 1 for the query x + add: lo[i] <= score <= hi[i] (NaN: the row
+ * is always rescored), with the kernel st_scan_set_kernel chose. Returns 1
+ * when they are the exact scores (a float model, or a query scored in float;
+ * lo = hi), 0 for bounds, -1 on out-of-memory. For tests and benchmarks: it
+ * shows how tight the bound is, and that it holds. */
+int st_scan_bounds(const st_model *m, const float *x, float add, uint32_t r0, uint32_t n, float *lo, float *hi);
+
 /* Threads a scan uses: n > 0, or 0 for every CPU (the default). Process-wide. */
 void st_scan_set_threads(int n);
 int st_scan_threads(void);
