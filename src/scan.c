@@ -101,6 +101,7 @@ typedef struct {
     uint32_t cuts; /* times the buffer was cut */
     uint64_t count, rescored;
     uint64_t *curve; /* 2 nt counts: by sorted threshold, then the whole blocks (curve_block) */
+    int32_t *lanes;  /* 8 nt: by sorted threshold, counts in vector lanes (curve_block) */
     float *row;      /* k floats: an int8 row dequantized */
     float *deq;      /* BLOCK x k floats: int8 rows dequantized, when scoring in float */
     char pad[64];    /* threads' counters on different cache lines */
@@ -475,6 +476,30 @@ static void curve_block(const job *j, part *p, block *b)
         end = first_above(j->t, j->nt, bmax);
         if (first > 0) p->curve[j->nt + first - 1] += (uint64_t)__builtin_popcountll(b->keep);
     }
+#ifdef __AVX2__
+    /* A whole block of users without NaN: each threshold's count stays in
+     * vector lanes (no sum per block), and a straddling row shows as a lane
+     * where lo and hi compare differently. */
+    if (b->nb == BLOCK && b->keep == ~0ull && !b->nan) {
+        for (uint32_t c = first; c < end; c++) {
+            __m256 tv = _mm256_set1_ps(j->t[c]);
+            __m256i acc = _mm256_load_si256((const __m256i *)(p->lanes + 8 * c)), band = _mm256_setzero_si256();
+            for (uint32_t i = 0; i < BLOCK; i += 8) {
+                __m256i lo = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(b->l + i), tv, _CMP_GE_OQ));
+                acc = _mm256_sub_epi32(acc, lo);
+                if (!b->exact)
+                    band = _mm256_or_si256(
+                        band, _mm256_xor_si256(lo, _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(b->hi + i), tv,
+                                                                                    _CMP_GE_OQ))));
+            }
+            _mm256_store_si256((__m256i *)(p->lanes + 8 * c), acc);
+            if (!_mm256_testz_si256(band, band))
+                for (uint64_t m = straddle(b->lo, b->hi, BLOCK, j->t[c]); m; m &= m - 1)
+                    p->curve[c] += exact_cached(j, p, b, (uint32_t)__builtin_ctzll(m)) >= j->t[c];
+        }
+        return;
+    }
+#endif
     for (uint32_t c = first; c < end; c++) p->curve[c] += count_block(j, p, b, j->t[c]);
 }
 
@@ -549,6 +574,7 @@ static void job_free(job *j)
         st_free(j->parts[i].idx);
         st_free(j->parts[i].sc);
         st_free(j->parts[i].curve);
+        st_free(j->parts[i].lanes);
         st_free(j->parts[i].row);
         st_free(j->parts[i].deq);
     }
@@ -603,6 +629,8 @@ static int job_init(job *j, const st_model *m, const st_scan_query *q, const flo
             bad |= !p->idx || !p->sc;
         }
         if (nt) bad |= !(p->curve = st_calloc(2 * (size_t)nt, sizeof *p->curve));
+        if (nt) bad |= !(p->lanes = st_aligned_alloc(32, 8 * (size_t)nt * sizeof *p->lanes));
+        if (p->lanes) memset(p->lanes, 0, 8 * (size_t)nt * sizeof *p->lanes);
         bad |= !(p->row = st_malloc(((size_t)m->k + 1) * sizeof *p->row));
         if (m->Uq && !j->dots) bad |= !(p->deq = st_malloc(((size_t)BLOCK * m->k + 1) * sizeof *p->deq));
         if (bad) {
@@ -837,6 +865,7 @@ int st_scan_curve(const st_model *m, const st_scan_query *q, const float *t, uin
             for (uint32_t c = n; c-- > 0;) {
                 whole += cv[n + c];
                 counts[ord[c].at] += cv[c] + whole;
+                for (int l = 0; l < 8; l++) counts[ord[c].at] += (uint32_t)j.parts[i].lanes[8 * c + l];
             }
             r->rescored += j.parts[i].rescored;
         }
