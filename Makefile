@@ -11,28 +11,45 @@
 #   make soak-journal  the journal's kill loop at length: SIGKILL a server
 #                   under a stream of writes SOAK_ITERATIONS times (200)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
-#   make install    install the binary under $(PREFIX)/bin
+#   make install    build a portable binary (build-install/, no -march=native) and
+#                   install it, its man page and the docs under $(PREFIX)
 #   make clean      remove every build product
 #
+# Plain `make` installs nothing: when a Debian package is missing it names it
+# and the apt-get line that installs it, and stops. `make demo` and `make test`
+# install what they need (as root; otherwise they print the line too).
+#
+# The development build (./starling) is tuned to this machine (-march=native)
+# so that the benchmarks measure what the CPU can do; `make install` builds
+# for any x86-64 (ARCH=-mtune=generic) in build-install/.
+#
 # Variables: PREFIX (/usr/local), ARCH (-march=native), CFLAGS (-O3 -g),
-# BUILD (build), JOBS (parallel test files, 2).
+# BUILD (build), JOBS (parallel test files, 2), MPI (1 when Open MPI's mpi.h
+# is there), VERSION (from the VERSION file and `git describe`).
 
 PREFIX ?= /usr/local
 CC = gcc
+# -Wno-psabi: the 8-float vector helpers are static inline, so a portable build
+# (no AVX) changing how they would be passed across files changes nothing.
 ARCH ?= -march=native
 CFLAGS ?= -O3 -g
-WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare
+WARN = -std=c11 -ffp-contract=fast -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-sign-compare \
+       -Wno-psabi
 CPPFLAGS += -D_GNU_SOURCE -Isrc
 LDLIBS = -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
 # MPI training is built in when Open MPI's development files are installed
-# (mpicc is on the PATH); MPI=0 leaves it out. The plain build needs no MPI.
-MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+# (mpicc compiles a file that includes mpi.h: openmpi-bin alone has mpicc but
+# not the header); MPI=0 leaves it out. The plain build needs no MPI.
+MPI ?= $(shell printf '\043include <mpi.h>\n' | mpicc -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
 ifeq ($(MPI),1)
 CPPFLAGS += -DSTARLING_MPI $(shell mpicc --showme:compile)
 LDLIBS += $(shell mpicc --showme:link)
 endif
 BUILD ?= build
 JOBS ?= 2
+# The version: the VERSION file, and where this is a git checkout, what `git
+# describe` says of it (commits since the tag, a dirty tree). Only version.c sees it.
+VERSION ?= $(shell v=$$(cat VERSION); d=$$(git describe --always --dirty 2>/dev/null); echo "$$v$${d:+ ($$d)}")
 BIN = $(if $(filter build,$(BUILD)),starling,$(BUILD)/starling)
 
 LIB_SRC = $(filter-out src/main.c,$(wildcard src/*.c))
@@ -56,8 +73,9 @@ deps-build:
 deps-test:
 	@scripts/deps.sh test
 
+# Checks, never installs (scripts/deps.sh --check): demo and test install.
 $(BUILD)/.deps: scripts/deps.sh
-	@scripts/deps.sh build
+	@scripts/deps.sh --check build
 	@mkdir -p $(BUILD) && touch $@
 
 # V=1 shows the whole commands.
@@ -69,10 +87,21 @@ $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/.deps $(BUILD)/.flags
+# Header dependencies come from the compiler (-MMD -MP, the .d files).
+$(BUILD)/%.o: src/%.c $(BUILD)/.deps $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -c $< -o $@
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+
+# The version reaches version.c alone, and it is rebuilt when the version changes.
+$(BUILD)/.version: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(BUILD)/version.o: src/version.c $(BUILD)/.version $(BUILD)/.deps $(BUILD)/.flags
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -DSTARLING_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
+
+-include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d $(BUILD)/fuzz/*.d)
 
 $(BUILD)/web_assets.c: $(WEB_FILES) scripts/embed_web.sh $(BUILD)/.deps
 	@mkdir -p $(dir $@)
@@ -90,17 +119,17 @@ $(BIN): $(BUILD)/main.o $(BUILD)/libstarling.a
 	@$(if $(V),,echo "  LINK  $@")
 	$(Q)$(CC) $(ARCH) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/tap.h $(BUILD)/libstarling.a $(BUILD)/.flags
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # Every fuzz target, linked with a plain main that replays files: `make test`
 # replays the committed corpus and past crash inputs with them.
-$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/memfile.h $(BUILD)/libstarling.a $(BUILD)/.flags
+$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c $(BUILD)/libstarling.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<")
-	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
+	$(Q)$(CC) $(WARN) $(ARCH) $(CFLAGS) $(CPPFLAGS) -Ifuzz -MMD -MP -o $@ $< fuzz/replay.c $(BUILD)/libstarling.a $(LDFLAGS) $(LDLIBS)
 
 # The suite: C unit tests (TAP), then the command-line, numpy and real-data
 # tests, all run by prove. STARLING, TEST_BIN and FUZZ_BIN tell the scripts what to run;
@@ -176,9 +205,18 @@ fuzz: deps-fuzz
 deps-fuzz:
 	@scripts/deps.sh test fuzz
 
-install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/starling
+# A portable build (any x86-64: OpenBLAS picks its own kernels at run time),
+# the man page made from the binary's own help tables, and the docs.
+install:
+	@$(MAKE) --no-print-directory BUILD=build-install ARCH=-mtune=generic build-install/starling \
+	    build-install/starling.1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/starling
+	install -m 755 build-install/starling $(DESTDIR)$(PREFIX)/bin/starling
+	install -m 644 build-install/starling.1 $(DESTDIR)$(PREFIX)/share/man/man1/starling.1
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/starling/
+
+$(BUILD)/starling.1: $(BIN) scripts/manpage.sh
+	$(Q)scripts/manpage.sh $(abspath $(BIN)) > $@
 
 clean:
-	rm -rf build build-asan build-fuzz build-vg starling
+	rm -rf build build-asan build-fuzz build-vg build-install starling

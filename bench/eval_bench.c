@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "rng.h"
 #include "util.h"
 

@@ -16,7 +16,8 @@ higgs-twitter mention graph: user, mentioned user, count), synth (the
 built-in synthetic default, one row per distinct pair).
 
 usage: bench/quality.py [--data lastfm,mention,synth] [--splits known,new,sparse]
-                        [--work DIR] [--json] [-- TRAIN OPTIONS...]
+                        [--work DIR] [--json] [--baselines item-knn,ease] [--lookalike]
+                        [--settings 'NAME=OPTS;NAME=OPTS'] [-- TRAIN OPTIONS...]
 """
 import argparse
 import json
@@ -101,14 +102,52 @@ def make_split(name, split, pairs):
     return train, test
 
 
-def run_eval(model, test, split):
-    cmd = [STARLING, "eval", model, test, "-k", "10,20", "--validation", "0", "--json", "-q"]
+def run_eval(model, test, split, baselines, lookalike):
+    cmd = [STARLING, "eval", model, test, "-k", "10,20", "--validation", "0", "--json", "-q", "--baselines",
+           baselines]
     if split == "sparse":
         cmd += ["--fold-in-max", "3"]
+    if lookalike and split == "known":
+        cmd += ["--lookalike"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit("eval failed: %s\n%s" % (" ".join(cmd), r.stderr))
     return json.loads(r.stdout)
+
+
+def cell(x):
+    return "%.4f +- %.4f" % (x["mean"], x["ci95"])
+
+
+def print_table(out):
+    print("%-8s %-7s %-14s %-16s %16s %16s %16s %16s %7s %7s %7s" % (
+        "data", "split", "setting", "metric", "model", "popularity", "item-knn", "ease", "x pop", "x knn", "x ease"))
+    for name, split, tag, res in out:
+        rankers = res["rankers"]
+        at = {k: i for i, k in enumerate(res["k"])}
+        K = 10 if split != "known" else 20
+        for metric in ("recall", "ndcg"):
+            m = rankers["model"][metric][at[K]]
+            row = ["%-8s %-7s %-14s %-16s %16s" % (name, split, tag, "%s@%d" % (metric, K), cell(m))]
+            lifts = []
+            for rk in ("popularity", "item-knn", "ease"):
+                if rk in rankers:
+                    b = rankers[rk][metric][at[K]]
+                    row.append("%16s" % cell(b))
+                    lifts.append("%6.2fx" % (m["mean"] / b["mean"]) if b["mean"] > 0 else "%7s" % "-")
+                else:
+                    row.append("%16s" % "skipped")
+                    lifts.append("%7s" % "-")
+            print(" ".join(row + lifts))
+        if "lookalike" in res:
+            la, si = res["lookalike"]["rankers"], res["similar"]["rankers"]
+            print("%-8s %-7s %-14s LOOKALIKE recall@N=|held|: model %s, most active %s, co-occurrence %s" % (
+                name, split, tag, cell(la["model"]["recall_at_held_out"]),
+                cell(la["most active"]["recall_at_held_out"]), cell(la["co-occurrence"]["recall_at_held_out"])))
+            print("%-8s %-7s %-14s SIMILAR overlap@10: model %s, factor cosine %s, popularity %s" % (
+                name, split, tag, cell(si["model"]["overlap_at_10"]), cell(si["factor cosine"]["overlap_at_10"]),
+                cell(si["popularity"]["overlap_at_10"])))
+    sys.stdout.flush()
 
 
 def main():
@@ -118,11 +157,17 @@ def main():
     ap.add_argument("--splits", default="known,new,sparse")
     ap.add_argument("--work", default="/tmp/starling-quality")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--tag", default="")
+    ap.add_argument("--baselines", default="item-knn,ease", help="passed to eval --baselines")
+    ap.add_argument("--lookalike", action="store_true", help="also LOOKALIKE and SIMILAR on the known split")
+    ap.add_argument("--settings", default="", help="NAME=TRAIN OPTIONS;NAME=...: several training settings "
+                    "(default: the train options after --, named 'defaults')")
     ap.add_argument("train", nargs="*")
     a = ap.parse_args()
     WORK = a.work
     os.makedirs(WORK, exist_ok=True)
+    settings = [("defaults", a.train)]
+    if a.settings:
+        settings = [(kv.split("=", 1)[0], kv.split("=", 1)[1].split()) for kv in a.settings.split(";") if kv]
     out = []
     for name in a.data.split(","):
         if name != "synth" and not os.path.isdir(SHARED):
@@ -132,29 +177,17 @@ def main():
         for split in a.splits.split(","):
             base = "known" if split == "known" else "new"
             train, test = make_split(name, base, pairs)
-            model = os.path.join(WORK, name, base, "m%s.model" % a.tag)
-            r = subprocess.run([STARLING, "train", train, "-o", model, "-q"] + a.train, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit("train failed on %s: %s" % (name, r.stderr))
-            res = run_eval(model, test, split)
-            out.append((name, split, res))
+            for tag, opts in settings:
+                model = os.path.join(WORK, name, base, "m-%s.model" % tag)
+                r = subprocess.run([STARLING, "train", train, "-o", model, "-q"] + opts, capture_output=True,
+                                   text=True)
+                if r.returncode != 0:
+                    raise SystemExit("train failed on %s: %s" % (name, r.stderr))
+                out.append((name, split, tag, run_eval(model, test, split, a.baselines, a.lookalike)))
+                if not a.json:
+                    print_table(out[-1:])
     if a.json:
-        print(json.dumps([{"data": n, "split": s, "result": r} for n, s, r in out]))
-        return
-    print("%-8s %-7s %-11s %16s %16s %16s %7s" % ("data", "split", "ranker", "recall@10", "recall@20", "ndcg@20",
-                                                    "lift"))
-    for name, split, res in out:
-        rankers = res["rankers"]
-        ks = res["k"]
-        at = {k: i for i, k in enumerate(ks)}
-        key = at[10] if split != "known" else at[20]
-        pop = rankers["popularity"]["recall"][key]["mean"]
-        for rk, m in rankers.items():
-            cell = lambda x: "%.4f +- %.4f" % (x["mean"], x["ci95"])
-            lift = m["recall"][key]["mean"] / pop if pop else float("nan")
-            print("%-8s %-7s %-11s %16s %16s %16s %6.2fx" % (name, split, rk, cell(m["recall"][at[10]]),
-                                                           cell(m["recall"][at[20]]), cell(m["ndcg"][at[20]]), lift))
-    sys.stdout.flush()
+        print(json.dumps([{"data": n, "split": s, "setting": t, "result": r} for n, s, t, r in out]))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ static uv_loop_t *loop;
 static resp_limits limits;
 static st_stats stats;
 static st_server_config config;
-static st_session session = {.authed = 1};
+static st_session session = {.rights = ST_RIGHT_ALL | ST_RIGHT_AUTHED};
 
 static void on_close(uv_handle_t *h)
 {

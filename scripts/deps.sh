@@ -1,12 +1,19 @@
 #!/bin/sh
-# deps.sh GROUP...: make sure the Debian packages a make target needs are installed.
-# As root it installs what is missing with apt-get; otherwise it prints the exact
-# apt-get line to run and fails. Groups: build, test, bench, fuzz (see docs/DEPENDENCIES.md
-# for why each package is there).
+# deps.sh [--check] GROUP...: make sure the Debian packages a make target needs are
+# installed. As root it installs what is missing with apt-get; otherwise it prints the
+# exact apt-get line to run and fails. With --check it never installs: it names what is
+# missing and the line that installs it, and fails (plain `make` uses it). Groups: build,
+# test, bench, fuzz (see docs/DEPENDENCIES.md for why each package is there).
 set -e
+check=0
+if [ "${1:-}" = "--check" ]; then
+    check=1
+    shift
+fi
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
-      python3-redis nutcracker tmux python3-prometheus-client python3-selenium chromium-driver"
+      python3-redis nutcracker tmux python3-prometheus-client python3-selenium chromium-driver
+      python3-xxhash python3-venv python3-setuptools python3-wheel"
 bench="$test libuv1-dev"
 fuzz="clang libclang-rt-14-dev"
 want=""
@@ -27,6 +34,13 @@ for p in $want; do
     fi
 done
 if [ -n "$missing" ]; then
+    if [ "$check" = 1 ]; then
+        echo "starling needs these Debian packages:$missing" >&2
+        echo "install them with (make demo and make test do it for you as root):" >&2
+        if [ "$(id -u)" = 0 ]; then echo "  apt-get install -y$missing" >&2
+        else echo "  sudo apt-get install -y$missing" >&2; fi
+        exit 1
+    fi
     if [ "$(id -u)" != 0 ]; then
         echo "starling needs these Debian packages:$missing" >&2
         echo "install them with:" >&2

@@ -35,13 +35,13 @@ void st_als_params_default(st_als_params *p)
     memset(p, 0, sizeof *p);
     p->factors = 64;
     p->iterations = 15;
-    p->lambda = 0.1;
+    p->lambda = 1.0;
     p->alpha = 10.0;
     p->confidence = ST_CONF_LOG;
     p->eps = 0.0; /* auto */
     p->bm25_k1 = 100.0;
     p->bm25_b = 0.8;
-    p->regularization = ST_REG_PLAIN;
+    p->regularization = ST_REG_FREQUENCY;
     p->reg_alpha0 = 0.0;
     p->reg_nu = 1.0;
     p->solver = ST_SOLVER_CG;
@@ -49,7 +49,7 @@ void st_als_params_default(st_als_params *p)
     p->seed = 42;
     p->threads = 0;
     p->init_scale = 0.01;
-    p->unobserved = 1.0;
+    p->unobserved = 0.3;
 }
 
 void st_als_eps_histogram(const float *vals, uint64_t n, uint64_t *hist)

@@ -34,24 +34,15 @@
 #include <strings.h>
 
 #include "commands.h"
+#include "metrics.h"
 #include "util.h"
 
 /* ---- status codes and their counters --------------------------------------- */
 
-const int st_api_codes[ST_HTTP_CODES] = {200, 304, 400, 401, 404, 405, 413, 417, 429, 431,
-                                         500, 501, 503, 505, 0,   0,   0,   0,   0,   0};
-
-int st_api_code_slot(int status)
-{
-    for (int i = 0; i < ST_HTTP_CODES - 1; i++)
-        if (st_api_codes[i] == status) return i;
-    return ST_HTTP_CODES - 1;
-}
-
 static void count(st_stats *stats, int status)
 {
     if (!stats) return;
-    atomic_uint_fast64_t *a = &stats->http_codes[st_api_code_slot(status)];
+    atomic_uint_fast64_t *a = &stats->http_codes[st_http_code_slot(status)];
     atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
@@ -955,15 +946,44 @@ st_api_action st_api_translate(const http_parser *req, uint64_t max_args, st_api
     return build(req, max_args, r, id, call, status, msg, msgbuf, msgcap);
 }
 
-static int bearer_ok(const st_api_env *env, const http_parser *req)
+/* /metrics: the server's figures, summed through its operations, formatted by metrics.c. */
+static void metrics_body(const st_api_env *env, resp_out *body)
 {
-    if (!env->cfg->requirepass) return 1;
+    st_stats *s = st_calloc(1, sizeof *s);
+    if (!s) {
+        body->overflow = 1;
+        return;
+    }
+    st_server_info si;
+    env->ops->sum_stats(env->srv, s);
+    env->ops->get_info(env->srv, &si);
+    st_metrics_snapshot snap = {.stats = s, .info = &si, .model = env->model, .ncommands = st_command_count(),
+                                .command_name = st_command_name};
+    st_metrics_text(&snap, body);
+    st_free(s);
+}
+
+/* The rights of the request's bearer token (acl.h), with the user's name in
+ * call: `Bearer <requirepass>` is the default user, `Bearer <user>:<password>`
+ * any other. 0 when the token is missing or wrong. */
+static unsigned bearer_rights(const st_api_env *env, const http_parser *req, st_api_call *call)
+{
+    const st_acl *acl = env->cfg->acl;
+    snprintf(call->user, sizeof call->user, "default");
+    if (!st_acl_required(acl)) return st_acl_initial_rights(acl);
     http_str a = req->authorization;
     if (a.len < 7 || strncasecmp(a.ptr, "Bearer ", 7) != 0) return 0;
     const char *t = a.ptr + 7;
     size_t n = a.len - 7;
     while (n && *t == ' ') t++, n--;
-    return st_auth_check(env->cfg, t, n);
+    unsigned r = acl->requirepass ? st_acl_check(acl, NULL, 0, t, n) : 0;
+    const char *colon = memchr(t, ':', n);
+    if (!r && colon) {
+        size_t ul = (size_t)(colon - t);
+        r = st_acl_check(acl, t, ul, colon + 1, n - ul - 1);
+        if (r) snprintf(call->user, sizeof call->user, "%.*s", (int)ul, t);
+    }
+    return r;
 }
 
 static void respond_file(const st_api_env *env, const http_parser *req, const st_web_file *f, resp_out *out)
@@ -1021,10 +1041,15 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
         respond_file(env, req, file, out);
         return ST_API_RESPONDED;
     }
-    if (!(flags & PUBLIC) && !bearer_ok(env, req)) {
+    if (!(flags & PUBLIC) && !(call->rights = bearer_rights(env, req, call))) {
+        if (req->authorization.len) {
+            st_stat_bump(&env->stats->auth_failures, 1);
+            if (env->auth_failures && ++*env->auth_failures >= ST_AUTH_MAX_FAILURES) keep = 0;
+        }
         st_api_error(env->stats, out, 401,
-                     req->authorization.len ? "invalid bearer token" : "authentication required: send Authorization: "
-                                                                       "Bearer <requirepass>",
+                     req->authorization.len ? "invalid bearer token"
+                                            : "authentication required: send Authorization: Bearer <requirepass> "
+                                              "or Bearer <user>:<password>",
                      keep);
         return ST_API_RESPONDED;
     }
@@ -1048,7 +1073,7 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
     case K_METRICS: {
         resp_out body;
         resp_out_init(&body, 0);
-        if (env->srv) st_metrics_text(env->srv, env->model, &body);
+        if (env->srv) metrics_body(env, &body);
         if (body.overflow) {
             st_api_error(env->stats, out, 503, "out of memory", keep);
         } else {
@@ -1074,6 +1099,23 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
     return ST_API_RUN;
 }
 
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
+{
+    http_parser r = *req;
+    r.keep_alive = 0;
+    http_str id;
+    const st_web_file *file = NULL;
+    char allow[128];
+    int st = 0, i = find_route(&r, &id, &file, &st, allow, sizeof allow);
+    if (i >= 0 && (routes[i].kind == K_HEALTH || routes[i].kind == K_READY)) {
+        st_api_call call;
+        st_api_request(env, &r, &call, out);
+        return 0;
+    }
+    st_api_error(env->stats, out, status, msg, 0);
+    return 1;
+}
+
 /* The HTTP status for a command's error reply. */
 static int error_status(const char *m)
 {
@@ -1084,6 +1126,7 @@ static int error_status(const char *m)
         {"ERR unknown command", 501}, {"ERR unknown subcommand", 501}, {"ERR unknown segment", 404},
         {"ERR unknown user", 404},    {"ERR none of the", 404},        {"NOAUTH", 401},
         {"WRONGPASS", 401},           {"LOADING", 503},                {"ERR out of memory", 503},
+        {"NOPERM", 403}, /* the user lacks the right (acl.h) */
         {"MISCONF", 503}, /* writes refused: no journal, or it cannot be written */
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)

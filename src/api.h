@@ -26,13 +26,8 @@
 
 #include "http.h"
 #include "resp.h"
-#include "server.h"
+#include "service.h"
 
-/* Responses are counted per status code in st_stats.http_codes, slot
- * st_api_code_slot(status); st_api_codes lists the codes of the slots (the
- * last slot, code 0, counts any other). */
-extern const int st_api_codes[ST_HTTP_CODES];
-int st_api_code_slot(int status);
 
 /* A request-rate limit per client address: a token bucket of `burst`
  * requests refilled at `rate` per second, for each of up to ST_RATE_SLOTS
@@ -58,6 +53,8 @@ int st_ratelimit_take(st_ratelimit *r, const char *addr, size_t len, double now)
 typedef struct {
     int route;      /* row of the route table */
     int keep_alive;
+    unsigned rights;          /* of the bearer token's user (acl.h), for the command's check */
+    char user[ST_ACL_NAME_MAX + 1];
     int argc;
     resp_arg *argv; /* into mem; NUL-terminated, binary-safe */
     char *mem;      /* owned; st_api_call_free */
@@ -70,11 +67,13 @@ typedef enum { ST_API_RESPONDED = 0, ST_API_RUN = 1 } st_api_action;
 /* What a request may need from the server. */
 typedef struct {
     st_server *srv;               /* for /metrics and /readyz; NULL: answered as not ready */
+    const st_server_ops *ops;     /* srv's services (its figures, for /metrics) */
     const st_server_config *cfg;  /* requirepass, max-args */
     st_served *model;             /* NULL before a model is loaded */
     st_ratelimit *limit;          /* NULL = none */
     const char *addr;             /* the client, "host:port" */
     st_stats *stats;              /* the calling loop's: responses are counted here */
+    uint32_t *auth_failures;      /* the connection's wrong bearer tokens; NULL = not counted */
 } st_api_env;
 
 /* Decides what the parsed request req is. ST_API_RESPONDED: the whole
@@ -82,6 +81,12 @@ typedef struct {
  * run; pass its reply to st_api_reply. Allocates (the call's arguments, JSON
  * trees); out of memory is a 503. */
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out);
+
+/* For a connection allowed nothing but the probes (past http-maxclients, or
+ * refused by protected mode): /healthz and /readyz answered as ever, any
+ * other request status with msg; the response closes the connection.
+ * Returns 1 when the request was refused, 0 when a probe was answered. */
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
 
 /* Translates the RESP reply[0..len) of call's command into the JSON
  * response, appended to out, and frees the call. overflow: the reply was
@@ -99,9 +104,6 @@ void st_api_error(st_stats *stats, resp_out *out, int status, const char *msg, i
 st_api_action st_api_translate(const http_parser *req, uint64_t max_args, st_api_call *call, int *status,
                                const char **msg, char *msgbuf, size_t msgcap);
 
-/* The Prometheus text exposition of the server's state (metrics.c):
- * appended to out as one text/plain body. Allocates the summed statistics. */
-void st_metrics_text(st_server *srv, st_served *model, resp_out *out);
 
 /* The page's files (web/, compiled in by the Makefile): the file for a
  * path, or NULL. */

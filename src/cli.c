@@ -39,7 +39,8 @@ static void default_text(const st_opt *o, char *out, size_t n)
 {
     out[0] = '\0';
     switch (o->type) {
-    case ST_OPT_FLAG: break;
+    case ST_OPT_FLAG:
+    case ST_OPT_LIST: break;
     case ST_OPT_INT: snprintf(out, n, "%d", *(int *)o->dest); break;
     case ST_OPT_U64: snprintf(out, n, "%llu", (unsigned long long)*(uint64_t *)o->dest); break;
     case ST_OPT_DOUBLE: snprintf(out, n, "%g", *(double *)o->dest); break;
@@ -111,6 +112,12 @@ static int set_value(const st_cmd_doc *doc, const st_opt *o, const char *v)
         return 0;
     }
     case ST_OPT_STRING: *(const char **)o->dest = v; return 0;
+    case ST_OPT_LIST: {
+        st_opt_list *l = o->dest;
+        if (l->n >= l->max) return st_cli_usage(doc, "--%s given more than %d times", o->name, l->max);
+        l->v[l->n++] = v;
+        return 0;
+    }
     case ST_OPT_CHOICE: {
         int i = 0;
         size_t vl = strlen(v);

@@ -11,15 +11,36 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "als.h"
+#include "events.h"
+#include "interactions.h"
+#include "jinput.h"
+#include "model.h"
+
 enum { ST_EXIT_OK = 0, ST_EXIT_ERROR = 1, ST_EXIT_USAGE = 2, ST_CLI_GO = -1 };
 
-typedef enum { ST_OPT_FLAG, ST_OPT_INT, ST_OPT_U64, ST_OPT_DOUBLE, ST_OPT_STRING, ST_OPT_CHOICE } st_opt_type;
+typedef enum {
+    ST_OPT_FLAG,
+    ST_OPT_INT,
+    ST_OPT_U64,
+    ST_OPT_DOUBLE,
+    ST_OPT_STRING,
+    ST_OPT_CHOICE,
+    ST_OPT_LIST
+} st_opt_type;
+
+/* A repeatable option's values, in the order given (ST_OPT_LIST): the
+ * caller provides room for max of them; one more is a usage error. */
+typedef struct {
+    const char **v;
+    int n, max;
+} st_opt_list;
 
 typedef struct {
     const char *name; /* long name without the dashes */
     char shortname;   /* 0 for none */
     st_opt_type type;
-    void *dest;       /* int*, int*, uint64_t*, double*, const char**, int* (choice index) */
+    void *dest;       /* int*, int*, uint64_t*, double*, const char**, int* (choice index), st_opt_list* */
     const char *metavar;
     const char *help;
     const char *choices; /* "a|b|c" for ST_OPT_CHOICE */
@@ -57,16 +78,53 @@ int st_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pri
 int st_cli_config(const char *file, char *text, const st_opt *opts, const char *extra, const char **extra_value,
                   char (*names)[64], char **out, int max, char *err);
 
+/* ---- models and journals (cli_model.c) ---------------------------------------
+ *
+ * A batch command that reads a model takes the journal of the server that
+ * serves it (--journal, once per model file, in the same order): a user the
+ * journal forgot never appears in what it prints or writes (jinput.h). */
+
+/* ST_CLI_GO when journals is empty or has one entry per model file; else a
+ * usage error, said. */
+int st_cli_journals(const st_cmd_doc *doc, const st_opt_list *journals, int nmodels);
+
+/* The model files and journals of `audience`, `segments`, `score` (jinput.h,
+ * st_jmodel): each prints why it failed and returns an exit code. */
+int st_cli_model_load(const char *cmd, const char *path, st_jmodel *jm);
+/* Replays journal beside the model loaded from path (check: st_jmodel_replay)
+ * and says on stderr what it applied; *id (may be NULL) receives the
+ * journal's id. */
+int st_cli_model_replay(const char *cmd, const char *path, st_jmodel *jm, const char *journal, st_jrecord_fn check,
+                        void *ctx, uint64_t *id);
+/* Loads path with journal (may be NULL) and finds user: ST_EXIT_OK, or an
+ * exit code after printing why, the forgotten answered as the unknown are
+ * (jm is freed then). */
+int st_cli_load_user(const char *cmd, const char *path, const char *journal, const char *user, st_jmodel *jm,
+                     st_juser *u);
+
+/* ST_EXIT_OK when m is calibrated; else prints what to do and returns
+ * ST_EXIT_ERROR (for --calibrated). */
+int st_cli_need_calibration(const char *cmd, const char *path, const st_model *m);
+
+/* A model as `export`, `shard` and `quantize` read it: *m is the file, or
+ * with a journal the file less every user the journal forgot. */
+typedef struct {
+    st_model src;
+    st_jerased erased;
+    const st_model *m;
+    int loaded;
+} st_cli_erased;
+
+/* ST_EXIT_OK, or an exit code after printing why (e is freed then). */
+int st_cli_load_erased(const char *cmd, const char *path, const char *journal, st_cli_erased *e);
+void st_cli_erased_free(st_cli_erased *e);
+
 /* Parses a duration: a number with an optional unit s, m, h, d, w (seconds
  * when none). 0 on success. */
 int st_parse_duration(const char *s, double *seconds);
 
 /* The training options shared by `train`, `eval` and `tune` (cli_train.c):
  * one table, appended to each command's own. */
-#include "als.h"
-#include "events.h"
-#include "interactions.h"
-
 typedef struct {
     st_als_params p;
     const char *kinds, *half_life, *now;

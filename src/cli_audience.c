@@ -6,6 +6,20 @@
  * its reach count), and the results are merged. Over one unsharded model it
  * answers what AUDIENCE, LOOKALIKE and REACH answer on the server, with the
  * same privacy floors.
+ *
+ * With --journal, once per file and in the same order (the journal of the
+ * server serving each shard), each file is read with its journal replayed
+ * beside it as that server replays it (jinput.h, st_jmodel): the rows of users it
+ * forgot or changed are hidden, the online users scanned after the file's
+ * rows. Since twemproxy sends a user's writes to the shard that holds the
+ * user, a journal with records of a user another given file holds, whose
+ * own journal has none, was paired with the wrong file, and one journal
+ * given for two files belongs to one of them only: both are refused.
+ *
+ * Each file is read in one pass split across threads (scan.h): scores and
+ * the best users (or the count, or the counts at every threshold of a
+ * reach curve) fused, the journal's hidden rows skipped and its online
+ * users scanned after the file's rows, as the server's scans do.
  */
 #include <jansson.h>
 #include <errno.h>
@@ -15,6 +29,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "privacy.h"
 #include "scan.h"
 #include "score.h"
 #include "util.h"
@@ -108,160 +123,247 @@ static int parse_curve(const char *list, float *t, uint32_t max, uint32_t *n)
     return *n > 0 ? 0 : -1;
 }
 
-/* What one run asks and what it holds, shared by the steps below. */
+/* One batch question over the model files (every shard of a model). */
 typedef struct {
-    int nfiles, loaded;
-    st_model *models;
-    uint32_t k, nseg, seg, want;
     const char *segment;
-    seed_list sl;
-    float *centroid, *prior;
     double min;
     int reach, json;
-    float *thresholds;
-    uint32_t nt;
-    uint64_t *curve, total_reach, ncand;
+    uint64_t min_audience, min_seeds;
+    st_jmodel *models;
+    int nmodels, loaded;
+    uint32_t k, nseg, want, seg;
+    seed_list sl;
     cand_t *cands;
-} aud_run;
+    float *centroid, *top;
+    uint32_t *idx;
+    float *thresholds; /* the reach curve's (nt); NULL: no curve */
+    uint32_t nt;
+    uint64_t *curve; /* nt counts, summed over the files */
+} audience_job;
 
-/* Loads every file; they must be shards of one model. 0, or -1 (reported). */
-static int load_files(aud_run *a, char **paths)
+static void job_free(audience_job *j)
 {
-    char err[ST_ERRLEN];
-    for (int i = 0; i < a->nfiles; i++, a->loaded++) {
-        if (st_model_load(paths[i], &a->models[i], err) != 0) return st_cli_fail("audience", "%s", err), -1;
-        const st_model *m = &a->models[i];
-        if (i > 0 && (m->k != a->k || m->segments != a->nseg || m->h.prior_weight != a->models[0].h.prior_weight)) {
-            a->loaded++;
-            st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)", paths[i],
-                        paths[0]);
-            return -1;
-        }
-        a->k = m->k;
-        a->nseg = m->segments;
+    for (int i = 0; i < j->loaded && i < j->nmodels; i++) st_jmodel_free(&j->models[i]);
+    st_free(j->models);
+    st_free(j->curve);
+    st_free(j->idx);
+    st_free(j->top);
+    st_free(j->cands);
+    st_free(j->centroid);
+    seeds_free(&j->sl);
+}
+
+/* Records of users another file holds (the check in the design comment),
+ * kept until every journal is replayed: the first few are enough to say. */
+enum { MISPLACED_MAX = 16 };
+typedef struct {
+    audience_job *j;
+    int file, n;
+    int from[MISPLACED_MAX], owner[MISPLACED_MAX];
+    char users[MISPLACED_MAX][256];
+} misplaced_t;
+
+static int note_misplaced(const st_jrecord *r, void *ctx, char *err)
+{
+    (void)err; /* never refuses: replay_journals decides once every journal is read */
+    misplaced_t *mp = ctx;
+    audience_job *j = mp->j;
+    if (mp->n == MISPLACED_MAX ||
+        st_idmap_find(&j->models[mp->file].m.user_ids, r->user, r->user_len) != ST_NOT_FOUND)
+        return 0;
+    for (int f = 0; f < j->nmodels; f++) {
+        if (f == mp->file || st_idmap_find(&j->models[f].m.user_ids, r->user, r->user_len) == ST_NOT_FOUND) continue;
+        snprintf(mp->users[mp->n], sizeof mp->users[0], "%.*s", (int)(r->user_len > 200 ? 200 : r->user_len), r->user);
+        mp->from[mp->n] = mp->file;
+        mp->owner[mp->n++] = f;
+        break;
     }
     return 0;
 }
 
-/* The centroid of the known seeds, wherever they live, into a->centroid.
- * 0, or -1 (reported). */
-static int seed_centroid(aud_run *a, const char *file, const char *list, uint64_t min_seeds)
+/* Replays each file's journal; then refuses a pairing the check finds wrong. */
+static int replay_journals(audience_job *j, char **paths, const st_opt_list *journals)
+{
+    misplaced_t *mp = st_calloc(1, sizeof *mp);
+    if (!mp) return st_cli_fail("audience", "out of memory");
+    mp->j = j;
+    uint64_t *ids = st_calloc((size_t)journals->n + 1, sizeof *ids);
+    int code = ids ? ST_EXIT_OK : st_cli_fail("audience", "out of memory");
+    for (int i = 0; i < journals->n && code == ST_EXIT_OK; i++) {
+        mp->file = i;
+        code = st_cli_model_replay("audience", paths[i], &j->models[i], journals->v[i],
+                                   j->nmodels > 1 ? note_misplaced : NULL, mp, &ids[i]);
+        /* Every shard server has a journal of its own (a random id each). */
+        for (int q = 0; q < i && code == ST_EXIT_OK; q++)
+            if (ids[q] == ids[i])
+                code = st_cli_fail("audience", "--journal %s and --journal %s are the same journal (%016llx), given "
+                                               "for %s and %s: each shard server keeps a journal of its own; give "
+                                               "each file its server's",
+                                   journals->v[q], journals->v[i], (unsigned long long)ids[i], paths[q], paths[i]);
+    }
+    st_free(ids);
+    for (int q = 0; q < mp->n && code == ST_EXIT_OK; q++) {
+        int i = mp->from[q], f = mp->owner[q];
+        st_juser u;
+        st_jmodel_user(&j->models[f], mp->users[q], strlen(mp->users[q]), &u);
+        /* The user's own journal has records of them too (a FORGET sent to
+         * every shard, say): not a wrong pairing. */
+        if (u.forgotten || (u.known && u.pos >= j->models[f].m.users)) continue;
+        code = st_cli_fail("audience", "--journal %s (journal %d, paired with %s) has records of user '%s', whom %s "
+                                       "holds, and %s has none: give one journal per model file, in the same order "
+                                       "as the files",
+                           journals->v[i], i + 1, paths[i], mp->users[q], paths[f], journals->v[f]);
+    }
+    st_free(mp);
+    return code;
+}
+
+/* Loads every file (and its journal), checks they are shards of one model,
+ * and sizes the buffers. */
+static int load_models(audience_job *j, char **paths, const st_opt_list *journals)
+{
+    j->models = st_calloc((size_t)j->nmodels, sizeof *j->models);
+    if (!j->models) return st_cli_fail("audience", "out of memory");
+    for (int i = 0; i < j->nmodels; i++, j->loaded++) {
+        int code = st_cli_model_load("audience", paths[i], &j->models[i]);
+        if (code != ST_EXIT_OK) {
+            j->loaded++;
+            return code;
+        }
+        const st_model *m = &j->models[i].m;
+        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].m.h.prior_weight)) {
+            j->loaded++;
+            return st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)",
+                               paths[i], paths[0]);
+        }
+        j->k = m->k;
+        j->nseg = m->segments;
+    }
+    int code = replay_journals(j, paths, journals);
+    if (code != ST_EXIT_OK) return code;
+    j->curve = st_calloc((size_t)j->nt + 1, sizeof *j->curve);
+    j->idx = st_malloc((size_t)j->want * sizeof *j->idx);
+    j->top = st_malloc((size_t)j->want * sizeof *j->top);
+    j->cands = st_malloc((size_t)j->want * j->nmodels * sizeof *j->cands);
+    j->centroid = st_malloc((size_t)j->k * sizeof *j->centroid);
+    if (!j->curve || !j->idx || !j->top || !j->cands || !j->centroid) return st_cli_fail("audience", "out of memory");
+    return ST_EXIT_OK;
+}
+
+/* The centroid of the known seeds, wherever they live, under the seed floor. */
+static int seed_centroid(audience_job *j, const char *seeds_file, const char *seeds_list)
 {
     char err[ST_ERRLEN];
-    if (read_seeds(file, list, &a->sl, err) != 0) return st_cli_fail("audience", "%s", err), -1;
-    uint32_t k = a->k, known = 0, *iota = st_malloc(((size_t)a->sl.n + 1) * sizeof *iota);
-    float *rows = st_malloc(((size_t)a->sl.n * k + 1) * sizeof *rows);
-    if (!rows || !iota) {
+    if (read_seeds(seeds_file, seeds_list, &j->sl, err) != 0) return st_cli_fail("audience", "%s", err);
+    uint32_t k = j->k, n = j->sl.n, known = 0;
+    float *rows = st_malloc(((size_t)n * k + 1) * sizeof *rows);
+    uint32_t *seed_rows = st_malloc(((size_t)n + 1) * sizeof *seed_rows);
+    if (!rows || !seed_rows) {
         st_free(rows);
-        st_free(iota);
-        return st_cli_fail("audience", "out of memory"), -1;
+        st_free(seed_rows);
+        return st_cli_fail("audience", "out of memory");
     }
-    for (uint32_t i = 0; i < a->sl.n; i++) {
-        int dup = 0;
-        for (uint32_t j = 0; j < i && !dup; j++) dup = strcmp(a->sl.ids[j], a->sl.ids[i]) == 0;
-        for (int f = 0; f < a->nfiles && !dup; f++) {
-            uint32_t u = st_idmap_find(&a->models[f].user_ids, a->sl.ids[i], strlen(a->sl.ids[i]));
-            if (u == ST_NOT_FOUND) continue;
-            float *row = rows + (size_t)known * k;
-            memmove(row, st_model_user(&a->models[f], u, row), k * sizeof *rows);
-            iota[known] = known;
-            known++;
+    for (uint32_t i = 0; i < n; i++) {
+        for (int f = 0; f < j->nmodels; f++) {
+            st_juser u;
+            st_jmodel_user(&j->models[f], j->sl.ids[i], strlen(j->sl.ids[i]), &u);
+            if (u.forgotten) break; /* unknown, as on the server */
+            if (!u.known) continue;
+            int dup = 0;
+            for (uint32_t q = 0; q < i && !dup; q++) dup = strcmp(j->sl.ids[q], j->sl.ids[i]) == 0;
+            if (!dup) {
+                memcpy(rows + (size_t)known * k, u.x, k * sizeof *rows);
+                seed_rows[known] = known;
+                known++;
+            }
             break;
         }
     }
-    if (known == 0 || known < min_seeds) {
-        st_free(rows);
-        st_free(iota);
-        st_cli_fail("audience", "%u of the %u seeds are known users; look-alikes need at least %llu (the privacy floor, "
-                                "--min-seeds)",
-                    known, a->sl.n, (unsigned long long)(min_seeds ? min_seeds : 1));
-        return -1;
-    }
-    st_score_centroid(rows, k, iota, known, a->centroid);
+    char msg[256];
+    int code = ST_EXIT_OK;
+    if (st_privacy_seeds(known, n, j->min_seeds, msg, sizeof msg) != 0) code = st_cli_fail("audience", "%s", msg);
+    else st_score_centroid(rows, k, seed_rows, known, j->centroid);
     st_free(rows);
-    st_free(iota);
-    return 0;
+    st_free(seed_rows);
+    return code;
 }
 
-/* The smallest float at least v: comparing a float score with it is
- * comparing with v itself. */
-static float float_at_least(double v)
+/* The positions of the seeds in file f's scan, ascending, into ex (sl.n
+ * entries): seeds are not their own look-alikes. Returns how many. */
+static uint64_t seed_positions(audience_job *j, int f, uint32_t *ex)
 {
-    float f = (float)v;
-    return (double)f < v ? nextafterf(f, INFINITY) : f;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < j->sl.n; i++) {
+        st_juser u;
+        st_jmodel_user(&j->models[f], j->sl.ids[i], strlen(j->sl.ids[i]), &u);
+        if (u.pos != UINT64_MAX) ex[n++] = (uint32_t)u.pos;
+    }
+    qsort(ex, n, sizeof *ex, cmp_u32);
+    return n;
 }
 
-/* One pass over each file (scan.c): its best users into a->cands, its
- * count at min into total_reach, or its curve into a->curve. 0, or -1. */
-static int scan_files(aud_run *a)
+/* One pass over each file (scan.c): its best want users merged into
+ * j->cands, its count at --min into *total_reach, or its reach curve added
+ * to j->curve. Returns the candidates, or UINT64_MAX on out-of-memory
+ * (said). */
+static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
 {
-    uint32_t *idx = st_malloc(((size_t)a->want + 1) * sizeof *idx), *ex = NULL;
-    float *top = st_malloc(((size_t)a->want + 1) * sizeof *top);
-    uint64_t *counts = st_calloc((size_t)a->nt + 1, sizeof *counts);
-    int rc = idx && top && counts ? 0 : -1;
-    for (int f = 0; f < a->nfiles && rc == 0; f++) {
-        const st_model *m = &a->models[f];
-        st_scan_query q = {.min = (float)a->min, .want = a->reach || a->nt ? 0 : a->want, .count = 1};
-        st_scan_result res;
-        if (a->segment) {
-            q.x = m->V + (size_t)a->seg * a->k;
-            q.add = (float)m->h.prior_weight * a->prior[a->seg];
+    uint64_t ncand = 0, *counts = st_calloc((size_t)j->nt + 1, sizeof *counts);
+    uint32_t *ex = j->segment ? NULL : st_malloc(((size_t)j->sl.n + 1) * sizeof *ex);
+    int rc = counts && (j->segment || ex) ? 0 : -1;
+    *total_reach = 0;
+    for (int f = 0; f < j->nmodels && rc == 0; f++) {
+        const st_jmodel *cm = &j->models[f];
+        const st_model *m = &cm->m;
+        st_scan_query q = {.min = (float)j->min, .want = j->reach || j->thresholds ? 0 : j->want, .count = 1,
+                           .skip = cm->view.hidden, .extra = cm->view.X, .nextra = cm->view.n};
+        if (j->segment) {
+            q.x = m->V + (size_t)j->seg * j->k;
+            q.add = (float)m->h.prior_weight * cm->prior[j->seg];
         } else {
-            /* Look-alikes: the seeds in this file are not their own. */
-            q.x = a->centroid;
+            q.x = j->centroid;
             q.add = -0.0f;
-            q.min = float_at_least(a->min);
-            st_free(ex);
-            ex = st_malloc(((size_t)a->sl.n + 1) * sizeof *ex);
-            if (!ex) {
-                rc = -1;
-                break;
-            }
-            for (uint32_t i = 0; i < a->sl.n; i++) {
-                uint32_t u = st_idmap_find(&m->user_ids, a->sl.ids[i], strlen(a->sl.ids[i]));
-                if (u != ST_NOT_FOUND) ex[q.nexclude++] = u;
-            }
-            qsort(ex, q.nexclude, sizeof *ex, cmp_u32);
             q.exclude = ex;
+            q.nexclude = seed_positions(j, f, ex);
         }
-        if (a->nt) {
-            rc = st_scan_curve(m, &q, a->thresholds, a->nt, counts, &res);
-            for (uint32_t c = 0; c < a->nt && rc == 0; c++) a->curve[c] += counts[c];
+        st_scan_result res;
+        if (j->thresholds) {
+            rc = st_scan_curve(m, &q, j->thresholds, j->nt, counts, &res);
+            for (uint32_t c = 0; c < j->nt && rc == 0; c++) j->curve[c] += counts[c];
             continue;
         }
-        rc = st_scan_best(m, &q, idx, top, &res);
-        a->total_reach += res.matching;
-        for (uint32_t i = 0; i < res.n && rc == 0; i++) a->cands[a->ncand++] = (cand_t){top[i], (uint32_t)f, idx[i]};
+        rc = st_scan_best(m, &q, j->idx, j->top, &res);
+        *total_reach += res.matching;
+        for (uint32_t i = 0; i < res.n && rc == 0; i++) j->cands[ncand++] = (cand_t){j->top[i], (uint32_t)f, j->idx[i]};
     }
-    st_free(idx);
-    st_free(top);
     st_free(counts);
     st_free(ex);
-    if (rc != 0) st_cli_fail("audience", "out of memory");
-    return rc;
+    if (rc != 0) return st_cli_fail("audience", "out of memory"), UINT64_MAX;
+    return ncand;
 }
 
-/* The curve, each count under the privacy floor withheld as REACH does. */
-static void print_curve(const aud_run *a, uint64_t floor)
+/* The reach curve, each count under the privacy floor withheld as REACH
+ * withholds it (st_privacy_audience). */
+static void print_curve(const audience_job *j)
 {
-    st_scan_withhold(a->curve, a->nt, floor);
-    json_t *arr = a->json ? json_array() : NULL;
-    for (uint32_t c = 0; c < a->nt; c++) {
-        int held = a->curve[c] == ST_SCAN_WITHHELD;
-        if (!a->json) {
-            if (held) printf("%.9g\twithheld\n", a->thresholds[c]);
-            else printf("%.9g\t%llu\n", a->thresholds[c], (unsigned long long)a->curve[c]);
+    st_scan_withhold(j->curve, j->nt, j->min_audience);
+    json_t *arr = j->json ? json_array() : NULL;
+    for (uint32_t c = 0; c < j->nt; c++) {
+        int held = j->curve[c] == ST_SCAN_WITHHELD;
+        if (!j->json) {
+            if (held) printf("%.9g\twithheld\n", j->thresholds[c]);
+            else printf("%.9g\t%llu\n", j->thresholds[c], (unsigned long long)j->curve[c]);
             continue;
         }
         json_t *e = json_object();
-        json_object_set_new(e, "min", json_real(a->thresholds[c]));
-        json_object_set_new(e, "reach", held ? json_null() : json_integer((json_int_t)a->curve[c]));
+        json_object_set_new(e, "min", json_real(j->thresholds[c]));
+        json_object_set_new(e, "reach", held ? json_null() : json_integer((json_int_t)j->curve[c]));
         json_array_append_new(arr, e);
     }
-    if (!a->json) return;
+    if (!j->json) return;
     json_t *o = json_object();
-    json_object_set_new(o, "segment", json_string(a->segment));
-    json_object_set_new(o, "min_audience", json_integer((json_int_t)floor));
+    json_object_set_new(o, "segment", json_string(j->segment));
+    json_object_set_new(o, "min_audience", json_integer((json_int_t)j->min_audience));
     json_object_set_new(o, "curve", arr);
     char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
     if (txt) puts(txt);
@@ -269,83 +371,118 @@ static void print_curve(const aud_run *a, uint64_t floor)
     json_decref(o);
 }
 
-static void print_users(const aud_run *a)
+static void print_users(const audience_job *j, uint64_t ncand)
 {
-    json_t *arr = a->json ? json_array() : NULL;
-    for (uint64_t i = 0; i < a->ncand; i++) {
-        const char *id = st_idmap_name(&a->models[a->cands[i].file].user_ids, a->cands[i].idx, NULL);
-        if (a->json) {
+    json_t *arr = j->json ? json_array() : NULL;
+    for (uint64_t i = 0; i < ncand; i++) {
+        const char *id = st_jmodel_row_name(&j->models[j->cands[i].file], j->cands[i].idx);
+        if (j->json) {
             json_t *e = json_object();
             json_object_set_new(e, "user", json_string(id));
-            json_object_set_new(e, "score", json_real(a->cands[i].score));
+            json_object_set_new(e, "score", json_real(j->cands[i].score));
             json_array_append_new(arr, e);
         } else {
-            printf("%s\t%.9g\n", id, a->cands[i].score);
+            printf("%s\t%.9g\n", id, j->cands[i].score);
         }
     }
-    if (!a->json) return;
-    json_t *o = json_object();
-    if (a->segment) json_object_set_new(o, "segment", json_string(a->segment));
-    json_object_set_new(o, "users", arr);
-    char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
-    if (txt) puts(txt);
-    free(txt);
-    json_decref(o);
+    if (j->json) {
+        json_t *o = json_object();
+        if (j->segment) json_object_set_new(o, "segment", json_string(j->segment));
+        json_object_set_new(o, "users", arr);
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+    }
 }
 
-/* After the scans: the privacy floors, then the answer. An exit code. */
-static int answer(aud_run *a, uint64_t min_audience)
+/* Runs the question once the models are loaded. */
+static int answer(audience_job *j, const char *seeds_file, const char *seeds_list)
 {
-    if (a->nt) {
-        print_curve(a, min_audience);
+    if (j->segment) {
+        j->seg = st_idmap_find(&j->models[0].m.segment_ids, j->segment, strlen(j->segment));
+        if (j->seg == ST_NOT_FOUND) return st_cli_fail("audience", "unknown segment '%s'", j->segment);
+    } else {
+        int code = seed_centroid(j, seeds_file, seeds_list);
+        if (code != ST_EXIT_OK) return code;
+    }
+    uint64_t total_reach, ncand = scan_models(j, &total_reach);
+    if (ncand == UINT64_MAX) return ST_EXIT_ERROR;
+    if (j->thresholds) {
+        print_curve(j);
         return ST_EXIT_OK;
     }
-    if (a->segment && a->total_reach < min_audience)
-        return st_cli_fail("audience", "only %llu users score at least %g on '%s': below the privacy floor of %llu "
-                                       "(--min-audience)",
-                           (unsigned long long)a->total_reach, a->min, a->segment, (unsigned long long)min_audience);
-    if (a->reach) {
-        if (a->json)
-            printf("{\"segment\": \"%s\", \"min\": %g, \"reach\": %llu}\n", a->segment, a->min,
-                   (unsigned long long)a->total_reach);
-        else printf("%llu\n", (unsigned long long)a->total_reach);
+    char floor_msg[256];
+    if (j->segment && st_privacy_audience(total_reach, j->min_audience, floor_msg, sizeof floor_msg) != 0)
+        return st_cli_fail("audience", "'%s' at %g: %s", j->segment, j->min, floor_msg);
+    if (j->reach) {
+        if (j->json)
+            printf("{\"segment\": \"%s\", \"min\": %g, \"reach\": %llu}\n", j->segment, j->min,
+                   (unsigned long long)total_reach);
+        else printf("%llu\n", (unsigned long long)total_reach);
         return ST_EXIT_OK;
     }
-    qsort(a->cands, a->ncand, sizeof *a->cands, cand_cmp);
-    if (a->ncand > a->want) a->ncand = a->want;
-    if (!a->segment && a->ncand < min_audience)
-        return st_cli_fail("audience", "only %llu look-alikes: below the privacy floor of %llu (--min-audience)",
-                           (unsigned long long)a->ncand, (unsigned long long)min_audience);
-    print_users(a);
+    qsort(j->cands, ncand, sizeof *j->cands, cand_cmp);
+    if (ncand > j->want) ncand = j->want;
+    if (!j->segment && st_privacy_audience(ncand, j->min_audience, floor_msg, sizeof floor_msg) != 0)
+        return st_cli_fail("audience", "look-alikes: %s", floor_msg);
+    print_users(j, ncand);
     return ST_EXIT_OK;
+}
+
+/* The checks of the arguments: ST_CLI_GO, or a usage error, said. */
+static int check_args(const st_cmd_doc *doc, const audience_job *j, int npos, const char *seeds_file,
+                      const char *seeds_list, const char *curve, uint64_t count, int threads,
+                      const st_opt_list *journals)
+{
+    if (npos < 1) return st_cli_usage(doc, "give the model, or every shard of it");
+    int modes = (j->segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
+    if (modes != 1 || (seeds_file && seeds_list))
+        return st_cli_usage(doc, "give one of --segment, --lookalike or --seeds");
+    if ((j->reach || curve) && !j->segment) return st_cli_usage(doc, "--reach and --curve need --segment");
+    if (j->reach && curve) return st_cli_usage(doc, "give --reach or --curve, not both");
+    if (count < 1 || count > 10000000) return st_cli_usage(doc, "-n must be between 1 and 10000000");
+    if (threads < 0 || threads > 1024) return st_cli_usage(doc, "--threads must be between 0 and 1024");
+    return st_cli_journals(doc, journals, npos);
 }
 
 int cli_audience(int argc, char **argv)
 {
-    const char *segment = NULL, *seeds_file = NULL, *seeds_list = NULL, *curve = NULL;
-    uint64_t count = 100, min_audience = 100, min_seeds = 100;
-    double min = -INFINITY;
-    int reach = 0, json = 0, threads = 0;
+    audience_job j;
+    memset(&j, 0, sizeof j);
+    const char *seeds_file = NULL, *seeds_list = NULL, *curve = NULL;
+    uint64_t count = 100;
+    int threads = 0;
+    float thresholds[1024];
+    j.min_audience = ST_PRIVACY_MIN_AUDIENCE;
+    j.min_seeds = ST_PRIVACY_MIN_SEEDS;
+    j.min = -INFINITY;
+    const char **jv = st_calloc((size_t)(argc > 0 ? argc : 1), sizeof *jv);
+    if (!jv) return st_cli_fail("audience", "out of memory");
+    st_opt_list journals = {jv, 0, argc > 0 ? argc : 1};
     const st_opt opts[] = {
-        {"segment", 's', ST_OPT_STRING, &segment, "SEGMENT", "the best users for this segment (AUDIENCE)", 0},
+        {"segment", 's', ST_OPT_STRING, &j.segment, "SEGMENT", "the best users for this segment (AUDIENCE)", 0},
         {"lookalike", 0, ST_OPT_STRING, &seeds_file, "FILE", "users closest to the seeds in FILE, one per line", 0},
         {"seeds", 0, ST_OPT_STRING, &seeds_list, "U1,U2,...", "the same with the seeds given inline", 0},
         {"count", 'n', ST_OPT_U64, &count, "N", "how many users", 0},
-        {"min", 0, ST_OPT_DOUBLE, &min, "SCORE", "only users scoring at least this (default none)", 0},
-        {"reach", 0, ST_OPT_FLAG, &reach, NULL, "print how many users score at least --min on --segment (REACH)", 0},
+        {"min", 0, ST_OPT_DOUBLE, &j.min, "SCORE", "only users scoring at least this (default none)", 0},
+        {"reach", 0, ST_OPT_FLAG, &j.reach, NULL, "print how many users score at least --min on --segment (REACH)", 0},
         {"curve", 0, ST_OPT_STRING, &curve, "T1,T2,...",
          "the reach curve of --segment: how many users score at least each threshold, in one pass", 0},
-        {"min-audience", 0, ST_OPT_U64, &min_audience, "N",
+        {"min-audience", 0, ST_OPT_U64, &j.min_audience, "N",
          "privacy floor: refuse to disclose an audience or reach smaller than N users", 0},
-        {"min-seeds", 0, ST_OPT_U64, &min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
+        {"min-seeds", 0, ST_OPT_U64, &j.min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
          0},
+        {"journal", 'j', ST_OPT_LIST, &journals, "FILE",
+         "the journal of the server serving the model; with shards, once per shard file, in the same order", 0},
         {"threads", 't', ST_OPT_INT, &threads, "N", "threads that scan the users (0 = one per CPU)", 0},
-        {"json", 0, ST_OPT_FLAG, &json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
+        {"json", 0, ST_OPT_FLAG, &j.json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
         {0},
     };
     const st_cmd_doc doc = {
         "audience",
-        "MODEL... (--segment S | --lookalike FILE | --seeds U,...) [-n N] [--min SCORE] [--reach | --curve T,...]",
+        "MODEL... (--segment S | --lookalike FILE | --seeds U,...) [-n N] [--min SCORE] [--reach | --curve T,...] "
+        "[--journal FILE]...",
         "Audiences over every user of a model, or of all the shards `starling shard` wrote (give\n"
         "every shard file): the best users for a segment, the look-alikes of a seed list, the\n"
         "reach of a segment at a score, or its reach curve. The answer is the one an unsharded\n"
@@ -353,53 +490,29 @@ int cli_audience(int argc, char **argv)
         "Ties between equal scores go to the earlier file, then the earlier user in it. The same\n"
         "privacy floors as the server: no audience or reach below --min-audience users (a curve\n"
         "says 'withheld' for such a point), no look-alikes of fewer than --min-seeds known seeds.\n"
-        "Each file is read once, by every thread at once: scores and top users fused in one pass."};
+        "Each file is read once, by every thread at once: scores and top users fused in one pass.\n\n"
+        "--journal: whenever the model (or each shard) is served with a journal, pass it (one\n"
+        "per file, in the order of the files; read-only, a server may be appending to it).\n"
+        "The answer is then the one a server started on the model and journal gives: no user\n"
+        "the journal forgot, and the users it changed online scored from their new vectors."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
-    if (rc != ST_CLI_GO) return rc;
-    if (npos < 1) return st_cli_usage(&doc, "give the model, or every shard of it");
-    int modes = (segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
-    if (modes != 1 || (seeds_file && seeds_list)) return st_cli_usage(&doc, "give one of --segment, --lookalike or --seeds");
-    if ((reach || curve) && !segment) return st_cli_usage(&doc, "--reach and --curve need --segment");
-    if (reach && curve) return st_cli_usage(&doc, "give --reach or --curve, not both");
-    if (count < 1 || count > 10000000) return st_cli_usage(&doc, "-n must be between 1 and 10000000");
-    if (threads < 0 || threads > 1024) return st_cli_usage(&doc, "--threads must be between 0 and 1024");
-    float thresholds[1024];
-    aud_run a = {.nfiles = npos, .segment = segment, .want = (uint32_t)count, .min = min, .reach = reach, .json = json,
-                 .thresholds = thresholds};
-    if (curve && parse_curve(curve, thresholds, 1024, &a.nt) != 0)
-        return st_cli_usage(&doc, "--curve takes up to 1024 comma-separated scores, not '%s'", curve);
+    if (rc == ST_CLI_GO) rc = check_args(&doc, &j, npos, seeds_file, seeds_list, curve, count, threads, &journals);
+    if (rc == ST_CLI_GO && curve) {
+        if (parse_curve(curve, thresholds, 1024, &j.nt) != 0)
+            rc = st_cli_usage(&doc, "--curve takes up to 1024 comma-separated scores, not '%s'", curve);
+        j.thresholds = thresholds;
+    }
+    if (rc != ST_CLI_GO) {
+        st_free(jv);
+        return rc;
+    }
+    j.want = (uint32_t)count;
     st_scan_set_threads(threads);
-    a.models = st_calloc((size_t)npos, sizeof *a.models);
-    if (!a.models) return st_cli_fail("audience", "out of memory");
-    int code = ST_EXIT_ERROR;
-    if (load_files(&a, pos) != 0) goto done;
-    a.prior = st_malloc(((size_t)a.nseg + 1) * sizeof *a.prior);
-    a.centroid = st_malloc(((size_t)a.k + 1) * sizeof *a.centroid);
-    a.cands = st_malloc(((size_t)a.want * npos + 1) * sizeof *a.cands);
-    a.curve = st_calloc((size_t)a.nt + 1, sizeof *a.curve);
-    if (!a.prior || !a.centroid || !a.cands || !a.curve) {
-        st_cli_fail("audience", "out of memory");
-        goto done;
-    }
-    if (segment) {
-        a.seg = st_idmap_find(&a.models[0].segment_ids, segment, strlen(segment));
-        if (a.seg == ST_NOT_FOUND) {
-            st_cli_fail("audience", "unknown segment '%s'", segment);
-            goto done;
-        }
-    } else if (seed_centroid(&a, seeds_file, seeds_list, min_seeds) != 0) {
-        goto done;
-    }
-    st_score_prior(&a.models[0], a.prior);
-    if (scan_files(&a) == 0) code = answer(&a, min_audience);
-done:
-    for (int i = 0; i < a.loaded && i < npos; i++) st_model_free(&a.models[i]);
-    st_free(a.models);
-    st_free(a.prior);
-    st_free(a.centroid);
-    st_free(a.cands);
-    st_free(a.curve);
-    seeds_free(&a.sl);
+    j.nmodels = npos;
+    int code = load_models(&j, pos, &journals);
+    if (code == ST_EXIT_OK) code = answer(&j, seeds_file, seeds_list);
+    job_free(&j);
+    st_free(jv);
     return code;
 }

@@ -1,78 +1,19 @@
-/* cli_train: `starling synth` and `starling train`.
+/* cli_train: `starling train`.
  *
  * main_* style: parse options, read data, check, train, save, free. Progress
  * goes to stderr (a line per iteration, with an ETA on a terminal; nothing
  * with --quiet); the closing summary goes to stdout.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "als.h"
 #include "cli.h"
 #include "dist.h"
 #include "evaluate.h"
-#include "events.h"
-#include "interactions.h"
-#include "journal.h"
-#include "model.h"
-#include "synth.h"
-#include "train.h"
+#include "jinput.h"
 #include "util.h"
-
-/* ---- synth ---------------------------------------------------------------- */
-
-int cli_synth(int argc, char **argv)
-{
-    st_synth_params p;
-    st_synth_params_default(&p);
-    const char *out = NULL, *end = NULL;
-    const st_opt opts[] = {
-        {"output", 'o', ST_OPT_STRING, &out, "EVENTS", "where to write the log (.gz compresses, - for stdout)", 0},
-        {"users", 0, ST_OPT_U64, &p.users, "N", "number of users", 0},
-        {"segments", 0, ST_OPT_U64, &p.segments, "N", "number of segments", 0},
-        {"events", 0, ST_OPT_U64, &p.events, "N", "number of events (exact)", 0},
-        {"seed", 0, ST_OPT_U64, &p.seed, "S", "random seed: the same seed writes the same bytes", 0},
-        {"truth", 0, ST_OPT_STRING, &p.truth_path, "FILE", "also write the planted user-segment affinities here", 0},
-        {"window-days", 0, ST_OPT_DOUBLE, &p.window_days, "D", "days the timestamps span", 0},
-        {"end", 0, ST_OPT_STRING, &end, "TIME", "end of the window (unix seconds or ISO 8601; default 2026-01-01)", 0},
-        {"pairs", 0, ST_OPT_FLAG, &p.pairs, NULL,
-         "write distinct user,segment,count pairs (counts 1-50) instead of events; --events counts pairs", 0},
-        {0},
-    };
-    const st_cmd_doc doc = {
-        "synth", "-o EVENTS [options]",
-        "Write a deterministic synthetic ad-engagement log: a taxonomy of segments,\n"
-        "users with sparse planted interests, power-law activity, event kinds at\n"
-        "ad-funnel ratios (impression, click, follow, conversion), timestamps.",
-        "Output columns: user,segment,weight,kind,timestamp. With --truth, a CSV of\n"
-        "user,segment,affinity (each user's affinities sum to 1)."};
-    char *pos[argc > 0 ? argc : 1];
-    int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
-    if (rc != ST_CLI_GO) return rc;
-    if (npos) return st_cli_usage(&doc, "unexpected argument '%s'", pos[0]);
-    if (!out) return st_cli_usage(&doc, "-o EVENTS is required");
-    if (end) {
-        double t;
-        if (st_parse_timestamp(end, strlen(end), &t) != 0)
-            return st_cli_usage(&doc, "--end: '%s' is not a time (unix seconds or ISO 8601)", end);
-        p.end = (int64_t)t;
-    }
-    const char *bad = st_synth_check(&p);
-    if (bad) return st_cli_usage(&doc, "%s", bad);
-    char err[ST_ERRLEN];
-    double t0 = st_now();
-    if (st_synth_write(&p, out, err) != 0) return st_cli_fail("synth", "%s", err);
-    if (strcmp(out, "-") != 0)
-        fprintf(stderr, "wrote %llu events of %llu users over %llu segments to %s in %.1f s\n",
-                (unsigned long long)p.events, (unsigned long long)(p.users < p.events ? p.users : p.events),
-                (unsigned long long)p.segments, out, st_now() - t0);
-    return ST_EXIT_OK;
-}
 
 /* ---- train ---------------------------------------------------------------- */
 
@@ -170,16 +111,6 @@ static int append_meta(char **meta, size_t *len, size_t *cap, const char *key, c
 }
 
 typedef struct {
-    uint64_t id, last_seq;       /* the journal's id, and the last record read */
-    uint64_t events, forgets;    /* records read */
-    uint64_t added;              /* events added to the training data */
-    uint64_t erased;             /* journal events erased by a later FORGET */
-    uint64_t dropped;            /* input events of forgotten users dropped */
-    uint64_t forgotten;          /* distinct users forgotten */
-    uint64_t torn_bytes;
-} journal_use;
-
-typedef struct {
     st_als_params p;
     const st_weighting *w;
     const st_read_opts *ro;
@@ -188,7 +119,7 @@ typedef struct {
     int nfiles, quiet, threads, int8;
     uint32_t checkpoint_every;
     st_holdout_opts hold;     /* the validation holdout (share 0 = none) */
-    journal_use ju;
+    st_jinput_use ju;
     double x_newest; /* the newest event, when decay is relative to it */
     int x_newest_set;
 } train_job;
@@ -334,126 +265,16 @@ static int save_and_report(const train_job *j, const st_interactions *x, st_trai
 
 /* ---- the journal of a server ------------------------------------------------ */
 
-/* Users the journal forgot, each with the seq of their last FORGET. */
-typedef struct {
-    st_idmap users;
-    uint64_t *seq;
-    uint32_t cap;
-} forget_set;
-
-static int collect_forget(const st_jrecord *r, void *ctx, char *err)
-{
-    forget_set *f = ctx;
-    if (r->type != ST_JREC_FORGET) return 0;
-    uint32_t u;
-    if (st_idmap_intern(&f->users, r->user, r->user_len, &u, NULL, err) != 0) return -1;
-    if (u >= f->cap) {
-        uint32_t cap = f->cap ? f->cap * 2 : 256;
-        uint64_t *q = st_realloc(f->seq, (size_t)cap * sizeof *q);
-        if (!q) return st_seterr(err, "out of memory");
-        f->seq = q;
-        f->cap = cap;
-    }
-    f->seq[u] = r->seq;
-    return 0;
-}
-
-typedef struct {
-    st_builder *b;
-    const forget_set *f;
-    journal_use *ju;
-    const char *path;
-} journal_feed;
-
-/* An input event is dropped when the journal forgot its user: all of that
- * user's input events, since a log line cannot be placed before or after a
- * FORGET. */
-static int add_input_event(const st_event *ev, void *ctx, char *err)
-{
-    journal_feed *jf = ctx;
-    if (st_idmap_find(&jf->f->users, ev->user, ev->user_len) != ST_NOT_FOUND) {
-        jf->ju->dropped++;
-        return 0;
-    }
-    return st_builder_add(jf->b, ev, err);
-}
-
-/* A journal event counts unless a later FORGET of its user erased it. */
-static int add_journal_event(const st_jrecord *r, void *ctx, char *err)
-{
-    journal_feed *jf = ctx;
-    if (r->type != ST_JREC_EVENT) return 0;
-    uint32_t u = st_idmap_find(&jf->f->users, r->user, r->user_len);
-    if (u != ST_NOT_FOUND && r->seq < jf->f->seq[u]) {
-        jf->ju->erased++;
-        return 0;
-    }
-    st_event ev = {.user = r->user,
-                   .user_len = r->user_len,
-                   .segment = r->segment,
-                   .segment_len = r->segment_len,
-                   .weight = r->weight,
-                   .kind = r->kind,
-                   .kind_len = r->kind ? r->kind_len : 0,
-                   .ts = r->ts,
-                   .has_ts = 1,
-                   .file = jf->path,
-                   .line = r->seq};
-    jf->ju->added++;
-    return st_builder_add(jf->b, &ev, err);
-}
-
-/* Reads the event files and the journal into x: the journal's events after
- * their user's last FORGET are added; every input event of a user the
- * journal forgot is dropped. Both passes over the journal read one open
- * file, up to where the first ended: a server may append meanwhile, and
- * what it appends is for the next model. */
+/* Reads the event files and the journal into x (jinput.h has the rules). */
 static int read_with_journal(train_job *j, st_interactions *x, st_read_stats *stats, char *err)
 {
-    memset(x, 0, sizeof *x);
-    forget_set f = {0};
-    st_idmap_init(&f.users);
-    st_builder *b = NULL;
-    int rc = -1;
-    int fd = open(j->journal, O_RDONLY | O_CLOEXEC);
-    st_journal_info info, again;
-    if (fd < 0) {
-        st_seterr(err, "--journal %s: %s", j->journal, strerror(errno));
-        goto done;
-    }
-    if (st_journal_read_fd(fd, j->journal, 0, 0, collect_forget, &f, &info, err) != 0) goto done;
-    j->ju.id = info.id;
-    j->ju.last_seq = info.last_seq;
-    j->ju.events = info.events;
-    j->ju.forgets = info.forgets;
-    j->ju.torn_bytes = info.torn_bytes;
-    j->ju.forgotten = f.users.count;
-    b = st_builder_new(j->w, err);
-    if (!b) goto done;
-    journal_feed jf = {b, &f, &j->ju, j->journal};
-    for (int i = 0; i < j->nfiles; i++)
-        if (st_events_read(j->files[i], j->ro, add_input_event, &jf, stats, err) != 0) goto done;
-    if (st_journal_read_fd(fd, j->journal, 0, info.end, add_journal_event, &jf, &again, err) != 0) goto done;
-    char why[ST_ERRLEN];
-    st_builder *bb = b;
-    b = NULL;
-    if (st_builder_finish(bb, x, why) != 0) {
-        st_seterr(err, "%s (event files and journal together)", why);
-        goto done;
-    }
-    rc = 0;
-done:
-    if (fd >= 0) close(fd);
-    st_builder_free(b);
-    st_idmap_free(&f.users);
-    st_free(f.seq);
-    return rc;
+    return st_jinput_interactions(j->journal, j->files, j->nfiles, j->ro, j->w, x, stats, &j->ju, err);
 }
 
 static void print_journal(const train_job *j)
 {
     if (j->quiet || !j->journal) return;
-    const journal_use *u = &j->ju;
+    const st_jinput_use *u = &j->ju;
     fprintf(stderr, "journal %s (%016llx) up to seq %llu: %llu events added (%llu erased by a later FORGET); %llu users "
                     "forgotten, %llu input events of theirs dropped\n",
             j->journal, (unsigned long long)u->id, (unsigned long long)u->last_seq, (unsigned long long)u->added,
@@ -522,9 +343,12 @@ static void print_validation(const train_job *j, const st_holdout *h, const st_e
         return;
     }
     double mr = r->sum[ST_EV_MODEL].m[1][ST_M_RECALL].mean, pr = r->sum[ST_EV_POPULARITY].m[1][ST_M_RECALL].mean;
+    uint32_t fit = h->users - r->test_users;
     printf("validation: %u users, %u fit the prior weight (%g) and the calibration; on the other %u, recall@20 "
-           "%.4f, popularity %.4f (%.2fx)\n",
-           h->users, r->validation_users, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0);
+           "%.4f, popularity %.4f (%.2fx); the fit also used %u sparse copies of its users (at most %d segments "
+           "each)\n",
+           h->users, fit, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
+           ST_HOLDOUT_SPARSE_MAX);
 }
 
 static int train_local(train_job *j)

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "server.h"
+#include "service.h"
 
 typedef struct st_command st_command;
 
@@ -34,20 +34,12 @@ void st_call_heavy(st_ctx *ctx, const st_command *cmd);
  * starting with first_byte) is back on the loop. */
 void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte);
 
-/* Monotonic nanoseconds. */
-uint64_t st_nanos(void);
-
 /* The command table, for /metrics: how many rows, and row i's name ("segments",
  * "model|info"); the indices are those of st_stats.cmd. */
 size_t st_command_count(void);
 const char *st_command_name(size_t i);
 
-/* The latency histogram's bucket b (st_cmdstat.hist): the middle of its
- * range in nanoseconds, the value INFO's percentiles report. */
-double st_latency_bucket_ns(int b);
-
-/* Does secret (len bytes) equal --requirepass? In time that depends only on
- * the lengths. 1 when no password is set. */
-int st_auth_check(const st_server_config *cfg, const char *secret, size_t len);
+/* Failed AUTHs after which a connection is closed. */
+#define ST_AUTH_MAX_FAILURES 3
 
 #endif

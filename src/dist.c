@@ -409,32 +409,31 @@ static void gather_rows(const void *mine, uint64_t count, const uint64_t *beg, i
     st_free(displs);
 }
 
-int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weighting *w, st_trained *t,
-                  st_interactions *x, st_read_stats *stats, const st_train_hooks *hooks, int *is_root,
-                  st_dist_info *info, char *err)
-{
-    ensure_mpi();
+/* The state of one distributed run, across its phases. */
+typedef struct {
     int rank, R;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
-    memset(info, 0, sizeof *info);
-    memset(x, 0, sizeof *x);
-    info->rank = rank;
-    info->ranks = R;
-    *is_root = rank == 0;
-    const st_als_params *p = &t->params;
-    uint32_t k = p->factors;
-    const char *bad = st_als_check(p);
-    if (bad) return st_seterr(err, "%s", bad);
+    uint32_t k, m, n, mu, ms;   /* rank, global users and segments, mine */
+    st_idmap gu, gs;            /* global ids */
+    uint64_t events_all;
+    uint64_t *ubeg, *sbeg;      /* R + 1: each rank's first user / segment */
+    MPI_Datatype rt, rowtype;
+    st_csr A;                   /* my users' rows: global segment indices, raw values */
+    st_csr B;                   /* my segments' columns: global user indices */
+    float *cu, *cs;             /* c - 1 of A's and B's nonzeros */
+    uint32_t *hist_idx;         /* A's global segment indices, kept for the history */
+    double weight;              /* m n + sum (c - 1) */
+    halo_t hy, hx;
+    float *X, *Y, *Xh, *Yh, *GX, *GY, *Gtmp;
+} dist_run;
 
-    /* 1. Read this rank's part. */
-    double t0 = st_now();
-    st_interactions local;
+/* 1. This rank's part of the input; the read statistics summed on rank 0. */
+static int read_phase(dist_run *d, char **paths, int npaths, const st_read_opts *o, const st_weighting *w,
+                      st_interactions *local, st_read_stats *stats, char *err)
+{
+    int rank = d->rank, R = d->R;
     st_read_stats mystats;
     memset(&mystats, 0, sizeof mystats);
-    if (read_part(paths, npaths, o, w, rank, R, &local, &mystats, err) != 0) return -1;
-    info->read_seconds = st_now() - t0;
-    t0 = st_now();
+    if (read_part(paths, npaths, o, w, rank, R, local, &mystats, err) != 0) return -1;
     uint64_t counts_in[3] = {mystats.lines, mystats.events, mystats.skipped}, counts[3];
     MPI_Reduce(counts_in, counts, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
     char *reasons = rank == 0 ? xmalloc((size_t)R * sizeof mystats.reasons, "stats") : NULL;
@@ -455,175 +454,198 @@ int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weig
     }
     st_free(reasons);
     st_free(skipped_all);
+    return 0;
+}
 
-    /* 2. Global ids. */
-    st_idmap gu, gs;
+/* 2 and 3. Global ids, contiguous ownership blocks, and my users' rows (A)
+ * moved to me from whichever rank read them. -1 with err when there is no
+ * nonzero anywhere (local is freed either way). */
+static int own_phase(dist_run *d, st_interactions *local, char *err)
+{
+    int R = d->R, rank = d->rank;
     uint32_t *lu2g, *ls2g;
-    if (gather_ids(&local.users, R, &gu, &lu2g, err) != 0) return -1;
-    if (gather_ids(&local.segments, R, &gs, &ls2g, err) != 0) return -1;
-    uint32_t m = gu.count, n = gs.count;
-    uint64_t events_local = local.events, events_all = 0;
-    MPI_Allreduce(&events_local, &events_all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-    uint64_t nnz_local = local.by_user.nnz, nnz_any = 0;
+    if (gather_ids(&local->users, R, &d->gu, &lu2g, err) != 0) return -1;
+    if (gather_ids(&local->segments, R, &d->gs, &ls2g, err) != 0) return -1;
+    d->m = d->gu.count;
+    d->n = d->gs.count;
+    uint64_t events_local = local->events, nnz_local = local->by_user.nnz, nnz_any = 0;
+    MPI_Allreduce(&events_local, &d->events_all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(&nnz_local, &nnz_any, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     if (nnz_any == 0) {
-        st_interactions_free(&local);
+        st_interactions_free(local);
         st_free(lu2g);
         st_free(ls2g);
-        st_idmap_free(&gu);
-        st_idmap_free(&gs);
-        return st_seterr(err, events_all ? "every event has zero weight" : "no events in the input");
+        return st_seterr(err, d->events_all ? "every event has zero weight" : "no events in the input");
     }
-
-    /* 3. Ownership: contiguous blocks. */
-    uint64_t *ubeg = xmalloc(((size_t)R + 1) * 8, "ownership"), *sbeg = xmalloc(((size_t)R + 1) * 8, "ownership");
+    d->ubeg = xmalloc(((size_t)R + 1) * 8, "ownership");
+    d->sbeg = xmalloc(((size_t)R + 1) * 8, "ownership");
     for (int r = 0; r <= R; r++) {
-        ubeg[r] = (uint64_t)m * (uint64_t)r / (uint64_t)R;
-        sbeg[r] = (uint64_t)n * (uint64_t)r / (uint64_t)R;
+        d->ubeg[r] = (uint64_t)d->m * (uint64_t)r / (uint64_t)R;
+        d->sbeg[r] = (uint64_t)d->n * (uint64_t)r / (uint64_t)R;
     }
-    uint32_t mu = (uint32_t)(ubeg[rank + 1] - ubeg[rank]), ms = (uint32_t)(sbeg[rank + 1] - sbeg[rank]);
-    MPI_Datatype rt, rowtype;
-    MPI_Type_contiguous((int)sizeof(rec_t), MPI_BYTE, &rt);
-    MPI_Type_commit(&rt);
-    MPI_Type_contiguous((int)k, MPI_FLOAT, &rowtype);
-    MPI_Type_commit(&rowtype);
-
-    rec_t *recs = xmalloc((local.by_user.nnz + 1) * sizeof *recs, "pairs");
-    for (uint32_t u = 0; u < local.by_user.rows; u++)
-        for (uint64_t q = local.by_user.indptr[u]; q < local.by_user.indptr[u + 1]; q++)
-            recs[q] = (rec_t){lu2g[u], ls2g[local.by_user.indices[q]], local.by_user.data[q]};
-    uint64_t nrecs = local.by_user.nnz;
-    st_interactions_free(&local);
+    d->mu = (uint32_t)(d->ubeg[rank + 1] - d->ubeg[rank]);
+    d->ms = (uint32_t)(d->sbeg[rank + 1] - d->sbeg[rank]);
+    MPI_Type_contiguous((int)sizeof(rec_t), MPI_BYTE, &d->rt);
+    MPI_Type_commit(&d->rt);
+    MPI_Type_contiguous((int)d->k, MPI_FLOAT, &d->rowtype);
+    MPI_Type_commit(&d->rowtype);
+    rec_t *recs = xmalloc((local->by_user.nnz + 1) * sizeof *recs, "pairs");
+    for (uint32_t u = 0; u < local->by_user.rows; u++)
+        for (uint64_t q = local->by_user.indptr[u]; q < local->by_user.indptr[u + 1]; q++)
+            recs[q] = (rec_t){lu2g[u], ls2g[local->by_user.indices[q]], local->by_user.data[q]};
+    uint64_t nrecs = local->by_user.nnz;
+    st_interactions_free(local);
     st_free(lu2g);
     st_free(ls2g);
     uint64_t *keys;
     float *vals;
-    size_t nown = to_owners(recs, nrecs, ubeg, R, rank, 0, &keys, &vals, rt);
+    size_t nown = to_owners(recs, nrecs, d->ubeg, R, rank, 0, &keys, &vals, d->rt);
     st_free(recs);
-    st_csr A; /* my users' rows: global segment indices, raw values */
-    pairs_to_csr(keys, vals, nown, mu, n, &A);
+    pairs_to_csr(keys, vals, nown, d->mu, d->n, &d->A);
+    return 0;
+}
 
-    /* eps auto: the median of every rank's values, from one histogram. */
+/* bm25's global statistics: idf per segment (n) and my users' row norms (mu). */
+static void bm25_stats(const dist_run *d, const st_als_params *p, double **idf_out, double **norm_out)
+{
+    uint32_t n = d->n, mu = d->mu;
+    uint32_t *df = xcalloc((size_t)n + 1, 4, "bm25"), *dfall = xcalloc((size_t)n + 1, 4, "bm25");
+    double sums[2] = {0, 0}, sumall[2];
+    double *norm = xmalloc(((size_t)mu + 1) * sizeof *norm, "bm25");
+    for (uint32_t u = 0; u < mu; u++) {
+        double rsum = 0;
+        for (uint64_t q = d->A.indptr[u]; q < d->A.indptr[u + 1]; q++) {
+            df[d->A.indices[q]]++;
+            rsum += d->A.data[q];
+        }
+        norm[u] = rsum;
+        sums[0] += rsum;
+    }
+    MPI_Allreduce(df, dfall, (int)n, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(sums, sumall, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    double mean = d->m ? sumall[0] / d->m : 1.0;
+    if (mean <= 0) mean = 1.0;
+    double *idf = xmalloc(((size_t)n + 1) * sizeof *idf, "bm25");
+    for (uint32_t s = 0; s < n; s++) idf[s] = log((double)d->m) - log1p((double)dfall[s]);
+    for (uint32_t u = 0; u < mu; u++) norm[u] = (1.0 - p->bm25_b) + p->bm25_b * norm[u] / mean;
+    st_free(df);
+    st_free(dfall);
+    *idf_out = idf;
+    *norm_out = norm;
+}
+
+/* eps (auto: from every rank's values), the confidences of my users'
+ * nonzeros, the total weight, and my segments' columns (B) with the
+ * confidences their user owners computed. */
+static void confidence_phase(dist_run *d, st_trained *t)
+{
+    const st_als_params *p = &t->params;
+    uint32_t mu = d->mu;
     if (p->eps == 0) {
         uint64_t *h = xcalloc(ST_EPS_BUCKETS, sizeof *h, "eps"), *hall = xcalloc(ST_EPS_BUCKETS, sizeof *h, "eps");
-        st_als_eps_histogram(A.data, A.nnz, h);
+        st_als_eps_histogram(d->A.data, d->A.nnz, h);
         MPI_Allreduce(h, hall, ST_EPS_BUCKETS, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
         t->params.eps = st_als_eps_of(hall);
         st_free(h);
         st_free(hall);
     }
-    /* Confidence of my users' nonzeros (bm25 needs global statistics). */
-    float *cu = xmalloc((A.nnz + 1) * sizeof *cu, "confidence");
+    d->cu = xmalloc((d->A.nnz + 1) * sizeof *d->cu, "confidence");
     double *idf = NULL, *norm = NULL;
-    if (p->confidence == ST_CONF_BM25) {
-        uint32_t *df = xcalloc((size_t)n + 1, 4, "bm25"), *dfall = xcalloc((size_t)n + 1, 4, "bm25");
-        double sums[2] = {0, 0}, sumall[2];
-        norm = xmalloc(((size_t)mu + 1) * sizeof *norm, "bm25");
-        for (uint32_t u = 0; u < mu; u++) {
-            double rsum = 0;
-            for (uint64_t q = A.indptr[u]; q < A.indptr[u + 1]; q++) {
-                df[A.indices[q]]++;
-                rsum += A.data[q];
-            }
-            norm[u] = rsum;
-            sums[0] += rsum;
-        }
-        MPI_Allreduce(df, dfall, (int)n, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD);
-        MPI_Allreduce(sums, sumall, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        double mean = m ? sumall[0] / m : 1.0;
-        if (mean <= 0) mean = 1.0;
-        idf = xmalloc(((size_t)n + 1) * sizeof *idf, "bm25");
-        for (uint32_t s = 0; s < n; s++) idf[s] = log((double)m) - log1p((double)dfall[s]);
-        for (uint32_t u = 0; u < mu; u++) norm[u] = (1.0 - p->bm25_b) + p->bm25_b * norm[u] / mean;
-        st_free(df);
-        st_free(dfall);
-    }
-    double wlocal = 0, weight = 0;
+    if (p->confidence == ST_CONF_BM25) bm25_stats(d, p, &idf, &norm);
+    double wlocal = 0;
     for (uint32_t u = 0; u < mu; u++)
-        for (uint64_t q = A.indptr[u]; q < A.indptr[u + 1]; q++) {
-            cu[q] = st_als_conf1(p, A.data[q], idf ? idf[A.indices[q]] : 0, norm ? norm[u] : 1);
-            wlocal += cu[q];
+        for (uint64_t q = d->A.indptr[u]; q < d->A.indptr[u + 1]; q++) {
+            d->cu[q] = st_als_conf1(p, d->A.data[q], idf ? idf[d->A.indices[q]] : 0, norm ? norm[u] : 1);
+            wlocal += d->cu[q];
         }
     st_free(idf);
     st_free(norm);
-    MPI_Allreduce(&wlocal, &weight, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    weight += (double)m * n;
-
-    /* My segments' columns, with the confidences their user owners computed. */
-    recs = xmalloc((A.nnz + 1) * sizeof *recs, "pairs");
+    MPI_Allreduce(&wlocal, &d->weight, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    d->weight += (double)d->m * d->n;
+    rec_t *recs = xmalloc((d->A.nnz + 1) * sizeof *recs, "pairs");
     for (uint32_t u = 0; u < mu; u++)
-        for (uint64_t q = A.indptr[u]; q < A.indptr[u + 1]; q++)
-            recs[q] = (rec_t){(uint32_t)(ubeg[rank] + u), A.indices[q], cu[q]};
-    nown = to_owners(recs, A.nnz, sbeg, R, rank, 1, &keys, &vals, rt);
+        for (uint64_t q = d->A.indptr[u]; q < d->A.indptr[u + 1]; q++)
+            recs[q] = (rec_t){(uint32_t)(d->ubeg[d->rank] + u), d->A.indices[q], d->cu[q]};
+    uint64_t *keys;
+    float *vals;
+    size_t nown = to_owners(recs, d->A.nnz, d->sbeg, d->R, d->rank, 1, &keys, &vals, d->rt);
     st_free(recs);
-    st_csr B; /* my segments' columns: global user indices; data = c - 1 */
-    pairs_to_csr(keys, vals, nown, ms, m, &B);
-    float *cs = B.data;
-    B.data = NULL;
-
+    pairs_to_csr(keys, vals, nown, d->ms, d->m, &d->B);
+    d->cs = d->B.data; /* data = c - 1 */
+    d->B.data = NULL;
     /* Keep the global segment index of my users' nonzeros for the history:
      * the halo plan rewrites A.indices. */
-    uint32_t *hist_idx = xmalloc((A.nnz + 1) * sizeof *hist_idx, "history");
-    memcpy(hist_idx, A.indices, A.nnz * sizeof *hist_idx);
+    d->hist_idx = xmalloc((d->A.nnz + 1) * sizeof *d->hist_idx, "history");
+    memcpy(d->hist_idx, d->A.indices, d->A.nnz * sizeof *d->hist_idx);
+}
 
-    /* 4. Halos. */
-    halo_t hy, hx;
-    halo_plan(&A, sbeg, R, rank, k, &hy);
-    halo_plan(&B, ubeg, R, rank, k, &hx);
-    float *X = st_aligned_alloc(64, ((size_t)mu + 1) * k * sizeof(float));
-    float *Y = st_aligned_alloc(64, ((size_t)ms + 1) * k * sizeof(float));
-    float *Yh = st_aligned_alloc(64, (hy.nneed + 1) * k * sizeof(float));
-    float *Xh = st_aligned_alloc(64, (hx.nneed + 1) * k * sizeof(float));
-    float *GX = st_aligned_alloc(64, (size_t)k * k * sizeof(float)), *GY = st_aligned_alloc(64, (size_t)k * k * sizeof(float));
-    float *Gtmp = st_aligned_alloc(64, (size_t)k * k * sizeof(float));
-    if (!X || !Y || !Yh || !Xh || !GX || !GY || !Gtmp) die("factors");
-    for (uint32_t u = 0; u < mu; u++) {
+/* 4. Halos (which factor rows each rank fetches from whom) and my factors,
+ * initialised from the ids as a single process would. */
+static void halo_phase(dist_run *d, const st_als_params *p, st_dist_info *info)
+{
+    uint32_t k = d->k;
+    halo_plan(&d->A, d->sbeg, d->R, d->rank, k, &d->hy);
+    halo_plan(&d->B, d->ubeg, d->R, d->rank, k, &d->hx);
+    d->X = st_aligned_alloc(64, ((size_t)d->mu + 1) * k * sizeof(float));
+    d->Y = st_aligned_alloc(64, ((size_t)d->ms + 1) * k * sizeof(float));
+    d->Yh = st_aligned_alloc(64, (d->hy.nneed + 1) * k * sizeof(float));
+    d->Xh = st_aligned_alloc(64, (d->hx.nneed + 1) * k * sizeof(float));
+    d->GX = st_aligned_alloc(64, (size_t)k * k * sizeof(float));
+    d->GY = st_aligned_alloc(64, (size_t)k * k * sizeof(float));
+    d->Gtmp = st_aligned_alloc(64, (size_t)k * k * sizeof(float));
+    if (!d->X || !d->Y || !d->Yh || !d->Xh || !d->GX || !d->GY || !d->Gtmp) die("factors");
+    for (uint32_t u = 0; u < d->mu; u++) {
         size_t len;
-        const char *id = st_idmap_name(&gu, (uint32_t)(ubeg[rank] + u), &len);
-        st_als_init_row(p, id, len, 0, X + (size_t)u * k);
+        const char *id = st_idmap_name(&d->gu, (uint32_t)(d->ubeg[d->rank] + u), &len);
+        st_als_init_row(p, id, len, 0, d->X + (size_t)u * k);
     }
-    for (uint32_t s = 0; s < ms; s++) {
+    for (uint32_t s = 0; s < d->ms; s++) {
         size_t len;
-        const char *id = st_idmap_name(&gs, (uint32_t)(sbeg[rank] + s), &len);
-        st_als_init_row(p, id, len, 1, Y + (size_t)s * k);
+        const char *id = st_idmap_name(&d->gs, (uint32_t)(d->sbeg[d->rank] + s), &len);
+        st_als_init_row(p, id, len, 1, d->Y + (size_t)s * k);
     }
-    uint64_t off[2] = {hy.offrank, hx.offrank}, offall[2];
+    uint64_t off[2] = {d->hy.offrank, d->hx.offrank}, offall[2];
     MPI_Allreduce(off, offall, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     info->halo_bytes = (offall[0] + offall[1]) * k * sizeof(float);
     /* Two k x k float Gram matrices and two doubles per iteration, all-reduced. */
     info->allreduce_bytes = 2 * (uint64_t)k * k * sizeof(float) + 2 * sizeof(double);
-    info->setup_seconds = st_now() - t0;
+}
 
-    /* 5. Iterations. */
+/* 5. The iterations: users, then segments, each with the halo rows it
+ * needs; the loss summed across ranks. */
+static int iterate_phase(dist_run *d, st_trained *t, const st_train_hooks *hooks, char *err)
+{
+    const st_als_params *p = &t->params;
+    uint32_t k = d->k;
     double *loss = st_realloc(t->loss, ((size_t)p->iterations + 1) * sizeof *loss);
     if (!loss) die("loss history");
     t->loss = loss;
     t->iterations = 0;
-    t->weight = weight;
-    allreduce_gram(Y, ms, k, GY, Gtmp);
+    t->weight = d->weight;
+    allreduce_gram(d->Y, d->ms, k, d->GY, d->Gtmp);
     int rc = 0;
     while (t->iterations < p->iterations) {
         double it0 = st_now(), seg_part = 0, local_loss, total;
-        halo_exchange(&hy, Y, Yh, k, rowtype);
-        rc = st_als_solve_rows(p, &A, cu, Yh, GY, X, NULL, err);
+        halo_exchange(&d->hy, d->Y, d->Yh, k, d->rowtype);
+        rc = st_als_solve_rows(p, &d->A, d->cu, d->Yh, d->GY, d->X, NULL, err);
         if (st_dist_any_failed(rc)) break;
-        allreduce_gram(X, mu, k, GX, Gtmp);
-        halo_exchange(&hx, X, Xh, k, rowtype);
-        rc = st_als_solve_rows(p, &B, cs, Xh, GX, Y, &seg_part, err);
+        allreduce_gram(d->X, d->mu, k, d->GX, d->Gtmp);
+        halo_exchange(&d->hx, d->X, d->Xh, k, d->rowtype);
+        rc = st_als_solve_rows(p, &d->B, d->cs, d->Xh, d->GX, d->Y, &seg_part, err);
         if (st_dist_any_failed(rc)) break;
-        allreduce_gram(Y, ms, k, GY, Gtmp);
+        allreduce_gram(d->Y, d->ms, k, d->GY, d->Gtmp);
         local_loss = seg_part;
-        for (uint32_t u = 0; u < mu; u++) {
-            const float *xr = X + (size_t)u * k;
+        for (uint32_t u = 0; u < d->mu; u++) {
+            const float *xr = d->X + (size_t)u * k;
             double sq = 0;
             for (uint32_t i = 0; i < k; i++) sq += (double)xr[i] * xr[i];
-            local_loss += st_als_row_lambda(p, A.indptr[u + 1] - A.indptr[u], n) * sq;
+            local_loss += st_als_row_lambda(p, d->A.indptr[u + 1] - d->A.indptr[u], d->n) * sq;
         }
         MPI_Allreduce(&local_loss, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        for (size_t i = 0; i < (size_t)k * k; i++) total += (double)GX[i] * GY[i];
+        for (size_t i = 0; i < (size_t)k * k; i++) total += (double)d->GX[i] * d->GY[i];
         double dt = st_now() - it0;
         t->seconds += dt;
-        t->loss[t->iterations++] = total / weight;
+        t->loss[t->iterations++] = total / d->weight;
         int stop = hooks && hooks->progress ? hooks->progress(hooks->ctx, t, dt) != 0 : 0, any;
         MPI_Allreduce(&stop, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         if (any) {
@@ -631,88 +653,131 @@ int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weig
             break;
         }
     }
-    t->m = m;
-    t->n = n;
+    t->m = d->m;
+    t->n = d->n;
     t->k = k;
+    return rc;
+}
 
-    /* 6. Rank 0 gathers the factors and the history. */
-    if (rc == 0) {
-        if (!fits_int(m) || !fits_int(n)) die("more than 2^31 rows");
-        if (rank == 0) {
-            st_free(t->X);
-            st_free(t->Y);
-            t->X = st_aligned_alloc(64, ((size_t)m + 1) * k * sizeof(float));
-            t->Y = st_aligned_alloc(64, ((size_t)n + 1) * k * sizeof(float));
-            if (!t->X || !t->Y) die("gathered factors");
-        }
-        gather_rows(X, mu, ubeg, R, rowtype, t->X);
-        gather_rows(Y, ms, sbeg, R, rowtype, t->Y);
-        uint64_t *rowlen = xmalloc(((size_t)mu + 1) * 8, "history");
-        for (uint32_t u = 0; u < mu; u++) rowlen[u] = A.indptr[u + 1] - A.indptr[u];
-        uint64_t *lens = rank == 0 ? xmalloc(((size_t)m + 1) * 8, "history") : NULL;
-        gather_rows(rowlen, mu, ubeg, R, MPI_UINT64_T, lens);
-        st_free(rowlen);
-        /* Nonzeros per rank, then the indices and values in rank order. */
-        uint64_t mynnz = A.nnz, *nnzs = xmalloc(((size_t)R + 1) * 8, "history");
-        MPI_Allgather(&mynnz, 1, MPI_UINT64_T, nnzs, 1, MPI_UINT64_T, MPI_COMM_WORLD);
-        uint64_t *nbeg = xmalloc(((size_t)R + 1) * 8, "history");
-        nbeg[0] = 0;
-        for (int r = 0; r < R; r++) nbeg[r + 1] = nbeg[r] + nnzs[r];
-        if (!fits_int(nbeg[R])) die("more than 2^31 nonzeros to gather");
-        if (rank == 0) {
-            st_csr *h = &x->by_user;
-            h->rows = m;
-            h->cols = n;
-            h->nnz = nbeg[R];
-            h->indptr = xmalloc(((size_t)m + 1) * 8, "history");
-            h->indices = xmalloc((nbeg[R] + 1) * 4, "history");
-            h->data = xmalloc((nbeg[R] + 1) * 4, "history");
-            h->indptr[0] = 0;
-            for (uint32_t u = 0; u < m; u++) h->indptr[u + 1] = h->indptr[u] + lens[u];
-        }
-        gather_rows(hist_idx, A.nnz, nbeg, R, MPI_UINT32_T, rank == 0 ? x->by_user.indices : NULL);
-        gather_rows(A.data, A.nnz, nbeg, R, MPI_FLOAT, rank == 0 ? x->by_user.data : NULL);
-        st_free(lens);
-        st_free(nnzs);
-        st_free(nbeg);
-        if (rank == 0) {
-            x->users = gu;
-            x->segments = gs;
-            memset(&gu, 0, sizeof gu);
-            memset(&gs, 0, sizeof gs);
-            x->events = events_all;
-            if (st_csr_transpose(&x->by_user, &x->by_segment, 0, err) != 0) die("segment index");
-        }
+/* 6. Rank 0 gathers the factors, and the history into x. */
+static void gather_phase(dist_run *d, st_trained *t, st_interactions *x, char *err)
+{
+    int rank = d->rank, R = d->R;
+    uint32_t m = d->m, n = d->n, k = d->k, mu = d->mu;
+    if (!fits_int(m) || !fits_int(n)) die("more than 2^31 rows");
+    if (rank == 0) {
+        st_free(t->X);
+        st_free(t->Y);
+        t->X = st_aligned_alloc(64, ((size_t)m + 1) * k * sizeof(float));
+        t->Y = st_aligned_alloc(64, ((size_t)n + 1) * k * sizeof(float));
+        if (!t->X || !t->Y) die("gathered factors");
     }
+    gather_rows(d->X, mu, d->ubeg, R, d->rowtype, t->X);
+    gather_rows(d->Y, d->ms, d->sbeg, R, d->rowtype, t->Y);
+    uint64_t *rowlen = xmalloc(((size_t)mu + 1) * 8, "history");
+    for (uint32_t u = 0; u < mu; u++) rowlen[u] = d->A.indptr[u + 1] - d->A.indptr[u];
+    uint64_t *lens = rank == 0 ? xmalloc(((size_t)m + 1) * 8, "history") : NULL;
+    gather_rows(rowlen, mu, d->ubeg, R, MPI_UINT64_T, lens);
+    st_free(rowlen);
+    /* Nonzeros per rank, then the indices and values in rank order. */
+    uint64_t mynnz = d->A.nnz, *nnzs = xmalloc(((size_t)R + 1) * 8, "history");
+    MPI_Allgather(&mynnz, 1, MPI_UINT64_T, nnzs, 1, MPI_UINT64_T, MPI_COMM_WORLD);
+    uint64_t *nbeg = xmalloc(((size_t)R + 1) * 8, "history");
+    nbeg[0] = 0;
+    for (int r = 0; r < R; r++) nbeg[r + 1] = nbeg[r] + nnzs[r];
+    if (!fits_int(nbeg[R])) die("more than 2^31 nonzeros to gather");
+    if (rank == 0) {
+        st_csr *h = &x->by_user;
+        h->rows = m;
+        h->cols = n;
+        h->nnz = nbeg[R];
+        h->indptr = xmalloc(((size_t)m + 1) * 8, "history");
+        h->indices = xmalloc((nbeg[R] + 1) * 4, "history");
+        h->data = xmalloc((nbeg[R] + 1) * 4, "history");
+        h->indptr[0] = 0;
+        for (uint32_t u = 0; u < m; u++) h->indptr[u + 1] = h->indptr[u] + lens[u];
+    }
+    gather_rows(d->hist_idx, d->A.nnz, nbeg, R, MPI_UINT32_T, rank == 0 ? x->by_user.indices : NULL);
+    gather_rows(d->A.data, d->A.nnz, nbeg, R, MPI_FLOAT, rank == 0 ? x->by_user.data : NULL);
+    st_free(lens);
+    st_free(nnzs);
+    st_free(nbeg);
+    if (rank == 0) {
+        x->users = d->gu;
+        x->segments = d->gs;
+        memset(&d->gu, 0, sizeof d->gu);
+        memset(&d->gs, 0, sizeof d->gs);
+        x->events = d->events_all;
+        if (st_csr_transpose(&x->by_user, &x->by_segment, 0, err) != 0) die("segment index");
+    }
+}
+
+static void dist_run_free(dist_run *d)
+{
+    if (d->ubeg) { /* the datatypes exist once ownership was decided */
+        MPI_Type_free(&d->rt);
+        MPI_Type_free(&d->rowtype);
+    }
+    halo_free(&d->hy);
+    halo_free(&d->hx);
+    st_free(d->X);
+    st_free(d->Y);
+    st_free(d->Xh);
+    st_free(d->Yh);
+    st_free(d->GX);
+    st_free(d->GY);
+    st_free(d->Gtmp);
+    st_free(d->cu);
+    st_free(d->cs);
+    st_free(d->hist_idx);
+    st_csr_free(&d->A);
+    st_csr_free(&d->B);
+    st_free(d->ubeg);
+    st_free(d->sbeg);
+    st_idmap_free(&d->gu);
+    st_idmap_free(&d->gs);
+}
+
+int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weighting *w, st_trained *t,
+                  st_interactions *x, st_read_stats *stats, const st_train_hooks *hooks, int *is_root,
+                  st_dist_info *info, char *err)
+{
+    ensure_mpi();
+    dist_run d;
+    memset(&d, 0, sizeof d);
+    MPI_Comm_rank(MPI_COMM_WORLD, &d.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d.R);
+    memset(info, 0, sizeof *info);
+    memset(x, 0, sizeof *x);
+    info->rank = d.rank;
+    info->ranks = d.R;
+    *is_root = d.rank == 0;
+    d.k = t->params.factors;
+    const char *bad = st_als_check(&t->params);
+    if (bad) return st_seterr(err, "%s", bad);
+    double t0 = st_now();
+    st_interactions local;
+    if (read_phase(&d, paths, npaths, o, w, &local, stats, err) != 0) return -1;
+    info->read_seconds = st_now() - t0;
+    t0 = st_now();
+    if (own_phase(&d, &local, err) != 0) {
+        dist_run_free(&d);
+        return -1;
+    }
+    confidence_phase(&d, t);
+    halo_phase(&d, &t->params, info);
+    info->setup_seconds = st_now() - t0;
+    int rc = iterate_phase(&d, t, hooks, err);
+    if (rc == 0) gather_phase(&d, t, x, err);
     /* The formula of docs/SCALING.md: each rank fetches the rows its
      * nonzeros point at, of which a fraction (R - 1) / R lives elsewhere when
      * ownership is independent of the data. */
-    uint64_t needs[2] = {hy.nneed, hx.nneed}, needs_all[2];
+    uint64_t needs[2] = {d.hy.nneed, d.hx.nneed}, needs_all[2];
     MPI_Allreduce(needs, needs_all, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-    info->formula_bytes = (uint64_t)((double)(needs_all[0] + needs_all[1]) * (R - 1) / R * k * sizeof(float));
-
-    MPI_Type_free(&rt);
-    MPI_Type_free(&rowtype);
-    halo_free(&hy);
-    halo_free(&hx);
-    st_free(X);
-    st_free(Y);
-    st_free(Xh);
-    st_free(Yh);
-    st_free(GX);
-    st_free(GY);
-    st_free(Gtmp);
-    st_free(cu);
-    st_free(cs);
-    st_free(hist_idx);
-    st_csr_free(&A);
-    st_csr_free(&B);
-    st_free(ubeg);
-    st_free(sbeg);
-    st_idmap_free(&gu);
-    st_idmap_free(&gs);
-    if (rc != 0) return -1;
-    return 0;
+    info->formula_bytes =
+        (uint64_t)((double)(needs_all[0] + needs_all[1]) * (d.R - 1) / d.R * d.k * sizeof(float));
+    dist_run_free(&d);
+    return rc != 0 ? -1 : 0;
 }
 
 #endif

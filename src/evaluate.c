@@ -7,15 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "baseline.h"
 #include "rng.h"
 #include "score.h"
 #include "util.h"
 
+const st_rank_kind st_ev_kind[ST_EV_RANKERS] = {ST_RANK_MODEL, ST_RANK_POPULARITY, ST_RANK_RANDOM, ST_RANK_KNN,
+                                                 ST_RANK_EASE};
 
+void st_evaluate_opts_baselines(st_evaluate_opts *o)
+{
+    o->baselines = ST_BASELINE_KNN | ST_BASELINE_EASE;
+    o->knn_neighbours = ST_KNN_NEIGHBOURS;
+    o->knn_shrink = ST_KNN_SHRINK;
+    o->ease_lambda = 0;
+    o->ease_max_segments = ST_EASE_MAX_SEGMENTS;
+}
 
 void st_evaluation_free(st_evaluation *r)
 {
-    for (int i = 0; i < 3; i++) st_eval_run_free(&r->run[i]);
+    for (int i = 0; i < ST_EV_RANKERS; i++) st_eval_run_free(&r->run[i]);
     st_free(r->prior);
     memset(r, 0, sizeof *r);
 }
@@ -54,6 +65,70 @@ static void score_histogram(const st_eval_samples *x, st_evaluation *r)
         r->hist_pos[b] = wp > 0 ? r->hist_pos[b] / wp : 0;
         r->hist_neg[b] = wn > 0 ? r->hist_neg[b] / wn : 0;
     }
+}
+
+/* Fits the strong baselines o asks for on m's training history and ranks the
+ * test users with them. A baseline that cannot be fitted (EASE over too many
+ * segments) is left out with the reason in r->why; only running out of
+ * memory while ranking fails the evaluation. */
+static int rank_baselines(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r,
+                          char *err)
+{
+    st_history h = {.users = m->users, .segments = m->segments, .ptr = m->hist_ptr, .idx = m->hist_idx};
+    uint8_t test = 0;
+    if (o->baselines & ST_BASELINE_KNN) {
+        st_knn knn;
+        double t0 = st_now();
+        if (st_knn_build(&h, o->knn_neighbours, o->knn_shrink, o->threads, &knn, r->why[ST_EV_KNN]) == 0) {
+            r->build_seconds[ST_EV_KNN] = st_now() - t0;
+            st_ranker rk = {.kind = ST_RANK_KNN, .knn = &knn};
+            int rc = st_eval_rank(set, &rk, m->segments, o->ks, o->nk, &test, o->threads, &r->run[ST_EV_KNN], err);
+            st_knn_free(&knn);
+            if (rc != 0) return -1;
+            st_eval_summarize(set, &r->run[ST_EV_KNN], &test, &r->sum[ST_EV_KNN]);
+            r->ranked[ST_EV_KNN] = 1;
+        }
+    }
+    if (o->baselines & ST_BASELINE_EASE) {
+        st_ease ease;
+        double t0 = st_now();
+        if (st_ease_build(&h, o->ease_lambda, o->ease_max_segments, o->threads, &ease, r->why[ST_EV_EASE]) == 0) {
+            r->build_seconds[ST_EV_EASE] = st_now() - t0;
+            r->ease_lambda = ease.lambda;
+            r->ease_segments = ease.active;
+            st_ranker rk = {.kind = ST_RANK_EASE, .ease = &ease};
+            int rc =
+                st_eval_rank(set, &rk, m->segments, o->ks, o->nk, &test, o->threads, &r->run[ST_EV_EASE], err);
+            st_ease_free(&ease);
+            if (rc != 0) return -1;
+            st_eval_summarize(set, &r->run[ST_EV_EASE], &test, &r->sum[ST_EV_EASE]);
+            r->ranked[ST_EV_EASE] = 1;
+        }
+    }
+    return 0;
+}
+
+int st_evaluate_baseline_scores(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, int ranker,
+                                float *out, char *err)
+{
+    st_history h = {.users = m->users, .segments = m->segments, .ptr = m->hist_ptr, .idx = m->hist_idx};
+    uint8_t test = 0;
+    st_knn knn;
+    st_ease ease;
+    st_ranker rk = {.kind = st_ev_kind[ranker]};
+    if (ranker == ST_EV_KNN) {
+        if (st_knn_build(&h, o->knn_neighbours, o->knn_shrink, o->threads, &knn, err) != 0) return -1;
+        rk.knn = &knn;
+    } else if (ranker == ST_EV_EASE) {
+        if (st_ease_build(&h, o->ease_lambda, o->ease_max_segments, o->threads, &ease, err) != 0) return -1;
+        rk.ease = &ease;
+    } else {
+        return st_seterr(err, "not a baseline ranker: %d", ranker);
+    }
+    int rc = st_eval_scores(set, &rk, m->segments, &test, o->threads, out, err);
+    if (ranker == ST_EV_KNN) st_knn_free(&knn);
+    else st_ease_free(&ease);
+    return rc;
 }
 
 int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r, char *err)
@@ -99,7 +174,9 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
         r1.no_auc = o->quick;
         if (st_eval_rank(set, &r1, n, o->ks, o->nk, &test, threads, &r->run[i], err) != 0) return -1;
         st_eval_summarize(set, &r->run[i], &test, &r->sum[i]);
+        r->ranked[i] = 1;
     }
+    if (!o->quick && rank_baselines(m, set, o, r, err) != 0) return -1;
     /* Calibration: fitted on validation users, checked on test users. */
     if (r->validation_users > 0 && !(o->prior_mode == ST_PRIOR_MODEL && (m->h.flags & ST_MODEL_CALIBRATED))) {
         st_eval_samples v;
@@ -175,8 +252,15 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
     static const char *names[ST_NMETRICS] = {"precision", "recall", "ndcg", "map", "hit_rate"};
     for (int mt = 0; mt < ST_NMETRICS; mt++)
         LINE("eval.%s@%u=%.4f\n", names[mt], k, r->sum[0].m[o->metric_ki][mt].mean);
-    LINE("eval.recall@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_RECALL].mean);
-    LINE("eval.ndcg@%u.popularity=%.4f\n", k, r->sum[1].m[o->metric_ki][ST_M_NDCG].mean);
+    for (int i = ST_EV_POPULARITY; i < ST_EV_RANKERS; i++) {
+        if (i == ST_EV_RANDOM || !r->ranked[i]) continue;
+        const char *name = st_rank_name(st_ev_kind[i]);
+        LINE("eval.recall@%u.%s=%.4f\n", k, name, r->sum[i].m[o->metric_ki][ST_M_RECALL].mean);
+        LINE("eval.ndcg@%u.%s=%.4f\n", k, name, r->sum[i].m[o->metric_ki][ST_M_NDCG].mean);
+        double base = r->sum[i].m[o->metric_ki][ST_M_RECALL].mean;
+        if (base > 0)
+            LINE("eval.lift.recall@%u.%s=%.4f\n", k, name, r->sum[0].m[o->metric_ki][ST_M_RECALL].mean / base);
+    }
     if (!o->quick) {
         LINE("eval.auc=%.4f\n", r->sum[0].auc.mean);
         LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
@@ -348,6 +432,53 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
     return 0;
 }
 
+/* Up to want of a validation user's training segments (ascending, with their
+ * values), chosen by a hash of (segment, seed): a sparse user made of a dense
+ * one. */
+static uint64_t pick_key(const st_idmap *ids, uint32_t s, uint64_t seed)
+{
+    size_t len;
+    const char *name = st_idmap_name(ids, s, &len);
+    uint64_t x = seed ^ st_idmap_hash(name, len);
+    return st_splitmix64(&x);
+}
+
+static uint32_t sparse_pick(const st_csr *a, const st_idmap *ids, uint32_t u, uint32_t want, uint64_t seed,
+                            uint32_t *seg, float *val)
+{
+    uint64_t p0 = a->indptr[u], n = a->indptr[u + 1] - p0;
+    if (n <= want) {
+        memcpy(seg, a->indices + p0, n * sizeof *seg);
+        memcpy(val, a->data + p0, n * sizeof *val);
+        return (uint32_t)n;
+    }
+    /* The want smallest hashes of the segments' ids (so the choice does not
+     * depend on the input's order), kept in index order. */
+    uint64_t best[ST_HOLDOUT_SPARSE_MAX];
+    uint32_t got = 0;
+    for (uint64_t q = 0; q < n; q++) {
+        uint64_t hv = pick_key(ids, a->indices[p0 + q], seed);
+        if (got < want) best[got++] = hv;
+        else {
+            uint32_t worst = 0;
+            for (uint32_t i = 1; i < got; i++)
+                if (best[i] > best[worst]) worst = i;
+            if (hv < best[worst]) best[worst] = hv;
+        }
+    }
+    uint64_t cut = 0;
+    for (uint32_t i = 0; i < got; i++)
+        if (best[i] > cut) cut = best[i];
+    uint32_t w = 0;
+    for (uint64_t q = 0; q < n && w < want; q++) {
+        if (pick_key(ids, a->indices[p0 + q], seed) <= cut) {
+            seg[w] = a->indices[p0 + q];
+            val[w++] = a->data[p0 + q];
+        }
+    }
+    return w;
+}
+
 int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, char *err)
 {
     st_eval_set_init(set, m->k);
@@ -360,7 +491,47 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
         }
     }
     st_eval_set_partition(set, 0.5, 0x5eed ^ (uint64_t)h->users);
-    return 0;
+    /* Every fitting user also stands for a sparse user: folded in from at
+     * most ST_HOLDOUT_SPARSE_MAX of its training segments, tested on the
+     * same held-out ones, so the prior weight fits users with a handful of
+     * events (new users, most users of an ad platform) as well as known ones. */
+    uint32_t dense = set->users;
+    st_foldin_ctx f;
+    if (st_foldin_ctx_init(&f, m, err) != 0) {
+        st_eval_set_free(set);
+        return -1;
+    }
+    uint32_t seg[ST_HOLDOUT_SPARSE_MAX];
+    float val[ST_HOLDOUT_SPARSE_MAX];
+    char name[600];
+    uint32_t *t = NULL, tcap = 0;
+    int rc = 0;
+    for (uint32_t e = 0; e < dense && rc == 0; e++) {
+        if (!set->validation[e] || set->model_user[e] == ST_NOT_FOUND) continue;
+        uint32_t u = set->model_user[e];
+        /* seeded by the id, so the choice does not depend on the input's order */
+        uint64_t seed = 0x5ba75e ^ st_idmap_hash(set->names[e], strlen(set->names[e]));
+        uint32_t nf = sparse_pick(&h->train.by_user, &h->train.segments, u, ST_HOLDOUT_SPARSE_MAX, seed, seg, val);
+        snprintf(name, sizeof name, "%s (sparse)", set->names[e]);
+        /* A copy: adding to the set may move its test lists. */
+        uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]), before = set->users;
+        if (nt > tcap) {
+            uint32_t *p = st_realloc(t, nt * sizeof *t);
+            if (!p) {
+                rc = st_seterr(err, "out of memory");
+                break;
+            }
+            t = p;
+            tcap = nt;
+        }
+        memcpy(t, set->test + set->test_ptr[e], nt * sizeof *t);
+        rc = st_eval_set_add_cold(set, &f, name, seg, val, nf, t, nt, err);
+        if (rc == 0 && set->users > before) set->validation[before] = 1;
+    }
+    st_free(t);
+    st_foldin_ctx_free(&f);
+    if (rc != 0) st_eval_set_free(set);
+    return rc;
 }
 
 int st_holdout_restore(const st_holdout *h, const st_interactions *x, const st_model *m, float *U, char *err)

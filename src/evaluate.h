@@ -22,10 +22,11 @@
 
 #include <stdint.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "interactions.h"
 #include "model.h"
 #include "report.h"
+#include "segeval.h"
 
 #define ST_EVALUATE_SEGMENT_ROWS 50 /* rows of the per-segment recall table, at most */
 
@@ -42,14 +43,35 @@ typedef struct {
     uint32_t segments;             /* rows of the per-segment recall table */
     int threads;
     int quick;                     /* the model and popularity only, no AUC, no per-segment table (train) */
+    unsigned baselines;            /* ST_BASELINE_* bits: the strong baselines to rank with too */
+    uint32_t knn_neighbours;       /* item-kNN: neighbours kept per segment */
+    double knn_shrink;             /* item-kNN: shrinkage of the cosine */
+    double ease_lambda;            /* EASE: lambda, <= 0 for the data-scaled default (baseline.h) */
+    uint32_t ease_max_segments;    /* EASE: skipped above this many segments with training users */
 } st_evaluate_opts;
 
+#define ST_BASELINE_KNN 1u
+#define ST_BASELINE_EASE 2u
+
+/* Sets the baseline fields of o to their defaults (both baselines on). */
+void st_evaluate_opts_baselines(st_evaluate_opts *o);
+
 /* Rankers in st_evaluation.run and .sum, in this order. */
-enum { ST_EV_MODEL = 0, ST_EV_POPULARITY = 1, ST_EV_RANDOM = 2, ST_EV_RANKERS = 3 };
+enum { ST_EV_MODEL = 0, ST_EV_POPULARITY = 1, ST_EV_RANDOM = 2, ST_EV_KNN = 3, ST_EV_EASE = 4, ST_EV_RANKERS = 5 };
+
+/* The st_rank_kind of each ranker of an evaluation. */
+extern const st_rank_kind st_ev_kind[ST_EV_RANKERS];
 
 typedef struct {
     st_eval_run run[ST_EV_RANKERS];
     st_eval_summary sum[ST_EV_RANKERS]; /* test users */
+    int ranked[ST_EV_RANKERS];          /* 1 when run and sum hold this ranker's results */
+    char why[ST_EV_RANKERS][200];       /* a baseline not ranked: why (empty when it was not asked for) */
+    double build_seconds[ST_EV_RANKERS]; /* a baseline's fitting time */
+    double ease_lambda;                 /* the lambda EASE used */
+    uint32_t ease_segments;             /* the segments EASE took part with */
+    st_segeval seg_eval;                /* LOOKALIKE and SIMILAR (eval --lookalike) */
+    int have_seg_eval;
     float *prior;            /* n */
     double prior_weight;
     const char *prior_how;
@@ -70,6 +92,12 @@ typedef struct {
  * tested) into r (zeroed here). Fails when there is no test user. */
 int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, st_evaluation *r, char *err);
 void st_evaluation_free(st_evaluation *r);
+
+/* The scores of the test users by the baseline ranker (ST_EV_KNN or
+ * ST_EV_EASE), fitted again as st_evaluate fits it: one row of n per test
+ * user, in the set's order (for --dump and its checks). */
+int st_evaluate_baseline_scores(const st_model *m, const st_eval_set *set, const st_evaluate_opts *o, int ranker,
+                                float *out, char *err);
 
 /* The value of the selection metric in a summary. */
 double st_evaluate_metric(const st_eval_summary *s, const st_evaluate_opts *o);
@@ -113,9 +141,15 @@ typedef struct {
 int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdout *h, char *err);
 void st_holdout_free(st_holdout *h);
 
+#define ST_HOLDOUT_SPARSE_MAX 3 /* segments a fitting user's sparse copy is folded in from */
+
 /* The evaluation set of the validation users of h, for the model m trained
  * on h->train: every user's own row, its training segments excluded, its
- * held-out segments the truth; half of them (by hash) fit, half report. */
+ * held-out segments the truth; half of them (by hash) fit, half report.
+ * Each fitting user also gets a sparse copy (a validation user too): folded
+ * in from at most ST_HOLDOUT_SPARSE_MAX of its training segments, tested on
+ * the same held-out segments, so the prior weight is fitted on known and on
+ * sparse users alike. */
 int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, char *err);
 
 /* Folds every validation user of h back in with all its segments in x:

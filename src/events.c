@@ -384,155 +384,196 @@ static int bad_line(reader_t *r, uint64_t lineno, uint64_t offset, const char *w
     return 0;
 }
 
+/* The input as a sequence of lines: gzip or not, a byte range of it
+ * (o->begin, o->end), lines longer than max_line reported and skipped. */
+typedef struct {
+    reader_t *rd;
+    gzFile gz;
+    char *buf;
+    size_t cap, len, pos, max_line;
+    uint64_t base;   /* offset in the (uncompressed) input of buf[0] */
+    uint64_t lineno; /* lines counted (reported in errors) */
+    int eof, discarding;
+} lines_t;
+
+static int lines_open(lines_t *ls, reader_t *rd, size_t max_line)
+{
+    const char *path = rd->path, *name = rd->name;
+    memset(ls, 0, sizeof *ls);
+    ls->rd = rd;
+    ls->max_line = max_line;
+    if (strcmp(path, "-") == 0) {
+        int fd = dup(STDIN_FILENO);
+        if (fd < 0) return st_seterr(rd->err, "%s: %s", name, strerror(errno));
+        ls->gz = gzdopen(fd, "rb");
+        if (!ls->gz) close(fd);
+    } else {
+        ls->gz = gzopen(path, "rb");
+    }
+    if (!ls->gz) return st_seterr(rd->err, "%s: cannot open: %s", name, errno ? strerror(errno) : "out of memory");
+    gzbuffer(ls->gz, 1u << 15);
+    /* Room for two of the longest lines, and at least 64 KiB. */
+    ls->cap = max_line < (32u << 10) ? (64u << 10) : 2 * max_line;
+    ls->buf = st_malloc(ls->cap + 1);
+    if (!ls->buf) {
+        gzclose(ls->gz);
+        return st_seterr(rd->err, "%s: out of memory", name);
+    }
+    if (rd->o->begin > 0) {
+        /* A range starting mid-file: its first line is the one after the
+         * newline before `begin` (a line belongs to the range of its first byte). */
+        char c;
+        if (gzseek(ls->gz, (z_off_t)(rd->o->begin - 1), SEEK_SET) < 0 || gzread(ls->gz, &c, 1) != 1)
+            ls->eof = 1;
+        else
+            ls->discarding = c != '\n';
+        ls->base = rd->o->begin;
+    }
+    return 0;
+}
+
+/* Keeps the partial line, reads more. 1 to go on, 0 at the range's end, -1
+ * on a read error or a malformed line in stop mode. */
+static int lines_refill(lines_t *ls)
+{
+    reader_t *rd = ls->rd;
+    if (ls->pos > 0) {
+        memmove(ls->buf, ls->buf + ls->pos, ls->len - ls->pos);
+        ls->len -= ls->pos;
+        ls->base += ls->pos;
+        ls->pos = 0;
+    }
+    if (rd->o->end && ls->base >= rd->o->end && !ls->discarding) return 0;
+    if (ls->len >= ls->max_line) {
+        /* The line is already too long whatever follows. */
+        if (!ls->discarding) {
+            ls->lineno++;
+            rd->stats->lines++;
+            char why[200];
+            snprintf(why, sizeof why, "line longer than %zu bytes", ls->max_line);
+            if (bad_line(rd, ls->lineno, ls->base, why) != 0) return -1;
+            ls->discarding = 2; /* an over-long line, counted */
+        }
+        ls->base += ls->len;
+        ls->len = 0;
+    }
+    int n = gzread(ls->gz, ls->buf + ls->len, (unsigned)(ls->cap - ls->len));
+    int zerr;
+    if (n < 0) {
+        const char *msg = gzerror(ls->gz, &zerr);
+        return st_seterr(rd->err, "%s: read error: %s", rd->name, zerr == Z_ERRNO ? strerror(errno) : msg);
+    }
+    if (n == 0) {
+        const char *msg = gzerror(ls->gz, &zerr);
+        if (zerr != Z_OK && zerr != Z_STREAM_END)
+            return st_seterr(rd->err, "%s: read error: %s", rd->name, zerr == Z_ERRNO ? strerror(errno) : msg);
+        ls->eof = 1;
+    }
+    ls->len += (size_t)n;
+    return 1;
+}
+
+/* The next whole line of the range (NUL-terminated in place, without its
+ * newline), counted. 1 with *line, *llen and *at set; 0 at the end; -1 on
+ * an error. Lines over max_line are reported and skipped here. */
+static int lines_next(lines_t *ls, char **line, size_t *llen, uint64_t *at)
+{
+    reader_t *rd = ls->rd;
+    for (;;) {
+        char *nl = ls->pos < ls->len ? memchr(ls->buf + ls->pos, '\n', ls->len - ls->pos) : NULL;
+        if (!nl && !ls->eof) {
+            int r = lines_refill(ls);
+            if (r <= 0) return r;
+            continue;
+        }
+        size_t end = nl ? (size_t)(nl - ls->buf) : ls->len;
+        if (!nl && ls->pos >= ls->len) return 0; /* eof and nothing left */
+        *line = ls->buf + ls->pos;
+        *at = ls->base + ls->pos;
+        *llen = end - ls->pos;
+        ls->pos = nl ? end + 1 : ls->len;
+        if (ls->discarding) {
+            /* The tail of an over-long line, or the part of a line that
+             * belongs to the previous range. */
+            ls->discarding = 0;
+            continue;
+        }
+        if (rd->o->end && *at >= rd->o->end) return 0;
+        ls->lineno++;
+        rd->stats->lines++;
+        (*line)[*llen] = '\0';
+        if (*llen + 1 > ls->max_line) {
+            char why[200];
+            snprintf(why, sizeof why, "line longer than %zu bytes", ls->max_line);
+            if (bad_line(rd, ls->lineno, *at, why) != 0) return -1;
+            continue;
+        }
+        return 1;
+    }
+}
+
+static int blank(const char *line, size_t llen)
+{
+    size_t k = 0;
+    while (k < llen && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+    return k == llen;
+}
+
+/* One data line: parsed and handed to fn, or reported. 0 or -1 (stop). */
+static int handle_line(lines_t *ls, char *line, size_t llen, uint64_t at, char sep, st_event_fn fn, void *ctx)
+{
+    reader_t *rd = ls->rd;
+    char why[200];
+    st_event ev;
+    int r = st_events_parse_line(line, llen, sep, &ev, why, sizeof why);
+    if (r == 1) return 0;
+    if (r < 0) return bad_line(rd, ls->lineno, at, why);
+    /* Terminate the ids in place (the separator after them is no longer needed). */
+    ((char *)ev.user)[ev.user_len] = '\0';
+    ((char *)ev.segment)[ev.segment_len] = '\0';
+    if (ev.kind) ((char *)ev.kind)[ev.kind_len] = '\0';
+    ev.file = rd->name;
+    ev.line = rd->o->begin > 0 ? 0 : ls->lineno;
+    if (fn(&ev, ctx, rd->err) != 0) return -1;
+    rd->stats->events++;
+    return 0;
+}
+
 int st_events_read(const char *path, const st_read_opts *o, st_event_fn fn, void *ctx,
                    st_read_stats *stats, char *err)
 {
     size_t max_line = o->max_line ? o->max_line : DEFAULT_MAX_LINE;
     const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
     reader_t rd = {path, name, o, stats, err};
-    gzFile gz;
-    if (strcmp(path, "-") == 0) {
-        int fd = dup(STDIN_FILENO);
-        if (fd < 0) return st_seterr(err, "%s: %s", name, strerror(errno));
-        gz = gzdopen(fd, "rb");
-        if (!gz) close(fd);
-    } else {
-        gz = gzopen(path, "rb");
-    }
-    if (!gz) return st_seterr(err, "%s: cannot open: %s", name, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1u << 15);
-    /* Room for two of the longest lines, and at least 64 KiB. */
-    size_t cap = max_line < (32u << 10) ? (64u << 10) : 2 * max_line;
-    char *buf = st_malloc(cap + 1);
-    if (!buf) {
-        gzclose(gz);
-        return st_seterr(err, "%s: out of memory", name);
-    }
-    int rc = 0, eof = 0, first = o->begin == 0, discarding = 0;
-    char sep = ',';
-    size_t len = 0, pos = 0;
-    uint64_t base = 0;  /* offset in the (uncompressed) input of buf[0] */
-    uint64_t lineno = 0, dataline = 0;
-    char why[200];
-    if (o->begin > 0) {
-        /* A range starting mid-file: its first line is the one after the
-         * newline before `begin` (a line belongs to the range of its first byte). */
-        char c;
-        if (gzseek(gz, (z_off_t)(o->begin - 1), SEEK_SET) < 0 || gzread(gz, &c, 1) != 1) {
-            eof = 1;
-        } else {
-            discarding = c != '\n';
-            first = 1;
-        }
-        base = o->begin;
-    }
+    lines_t ls;
+    if (lines_open(&ls, &rd, max_line) != 0) return -1;
+    int rc = 0, first = 1;
+    char sep = ',', *line;
+    size_t llen;
+    uint64_t at, dataline = 0;
     for (;;) {
-        char *nl = pos < len ? memchr(buf + pos, '\n', len - pos) : NULL;
-        if (!nl && !eof) {
-            /* Need more bytes: keep the partial line, refill. */
-            if (pos > 0) {
-                memmove(buf, buf + pos, len - pos);
-                len -= pos;
-                base += pos;
-                pos = 0;
-            }
-            if (o->end && base >= o->end && !discarding) break;
-            if (len >= max_line) {
-                /* The line is already too long whatever follows. */
-                if (!discarding) {
-                    lineno++;
-                    stats->lines++;
-                    snprintf(why, sizeof why, "line longer than %zu bytes", max_line);
-                    if (bad_line(&rd, lineno, base, why) != 0) {
-                        rc = -1;
-                        break;
-                    }
-                    discarding = 2; /* an over-long line, counted */
-                }
-                base += len;
-                len = 0;
-            }
-            int n = gzread(gz, buf + len, (unsigned)(cap - len));
-            if (n < 0) {
-                int zerr;
-                const char *msg = gzerror(gz, &zerr);
-                rc = st_seterr(err, "%s: read error: %s", name, zerr == Z_ERRNO ? strerror(errno) : msg);
-                break;
-            }
-            if (n == 0) {
-                int zerr;
-                const char *msg = gzerror(gz, &zerr);
-                if (zerr != Z_OK && zerr != Z_STREAM_END) {
-                    rc = st_seterr(err, "%s: read error: %s", name, zerr == Z_ERRNO ? strerror(errno) : msg);
-                    break;
-                }
-                eof = 1;
-            }
-            len += (size_t)n;
-            continue;
-        }
-        size_t end = nl ? (size_t)(nl - buf) : len;
-        if (!nl && pos >= len) break; /* eof and nothing left */
-        char *line = buf + pos;
-        uint64_t line_at = base + pos;
-        size_t llen = end - pos;
-        pos = nl ? end + 1 : len;
-        if (discarding) {
-            /* The tail of an over-long line, or the part of a line that
-             * belongs to the previous range. */
-            discarding = 0;
-            continue;
-        }
-        if (o->end && line_at >= o->end) break;
-        lineno++;
-        stats->lines++;
-        line[llen] = '\0';
-        if (llen + 1 > max_line) {
-            snprintf(why, sizeof why, "line longer than %zu bytes", max_line);
-            if (bad_line(&rd, lineno, line_at, why) != 0) {
-                rc = -1;
-                break;
-            }
-            continue;
+        int r = lines_next(&ls, &line, &llen, &at);
+        if (r <= 0) {
+            rc = r;
+            break;
         }
         if (first) {
-            size_t k = 0;
-            while (k < llen && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
-            if (k == llen) continue;
+            if (blank(line, llen)) continue;
             first = 0;
             sep = detect_sep(line, llen);
             if (o->begin == 0 && (o->header == 1 || (o->header < 0 && looks_like_header(line, llen, sep)))) continue;
         }
         if (o->stride > 1) {
-            size_t k = 0;
-            while (k < llen && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
-            if (k == llen) continue;
+            if (blank(line, llen)) continue;
             if (dataline++ % o->stride != o->phase) continue;
         }
-        st_event ev;
-        int r = st_events_parse_line(line, llen, sep, &ev, why, sizeof why);
-        if (r == 1) continue;
-        if (r < 0) {
-            if (bad_line(&rd, lineno, line_at, why) != 0) {
-                rc = -1;
-                break;
-            }
-            continue;
-        }
-        /* Terminate the ids in place (the separator after them is no longer needed). */
-        ((char *)ev.user)[ev.user_len] = '\0';
-        ((char *)ev.segment)[ev.segment_len] = '\0';
-        if (ev.kind) ((char *)ev.kind)[ev.kind_len] = '\0';
-        ev.file = name;
-        ev.line = o->begin > 0 ? 0 : lineno;
-        if (fn(&ev, ctx, err) != 0) {
+        if (handle_line(&ls, line, llen, at, sep, fn, ctx) != 0) {
             rc = -1;
             break;
         }
-        stats->events++;
     }
-    st_free(buf);
-    int zc = gzclose(gz);
+    st_free(ls.buf);
+    int zc = gzclose(ls.gz);
     if (rc == 0 && zc != Z_OK && !(o->end && zc == Z_BUF_ERROR))
         rc = st_seterr(err, "%s: error closing the input (truncated gzip?)", name);
     return rc;

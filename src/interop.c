@@ -557,86 +557,64 @@ static int choice(json_t *o, const char *key, const char *a, const char *b, cons
     return def;
 }
 
-int st_import(const st_import_spec *spec, const char *out, char *err)
-{
+/* Where the pieces of an import come from: the spec's paths, or a
+ * directory's standard names (what `starling export` writes). */
+typedef struct {
     char up[4096], sp[4096], uid[4096], sid[4096], hp[4096], jp[4096];
-    const char *ufp = spec->user_factors, *sfp = spec->segment_factors, *uidp = spec->user_ids,
-               *sidp = spec->segment_ids;
+    const char *ufp, *sfp, *uidp, *sidp;
     char *hist_default[1];
-    char **history = spec->history;
-    int nhistory = spec->nhistory;
-    json_t *params = NULL;
-    if (spec->dir) {
-        snprintf(up, sizeof up, "%s/user_factors.npy", spec->dir);
-        snprintf(sp, sizeof sp, "%s/segment_factors.npy", spec->dir);
-        snprintf(uid, sizeof uid, "%s/users.txt", spec->dir);
-        snprintf(sid, sizeof sid, "%s/segments.txt", spec->dir);
-        snprintf(hp, sizeof hp, "%s/history.csv", spec->dir);
-        snprintf(jp, sizeof jp, "%s/model.json", spec->dir);
-        ufp = ufp ? ufp : up;
-        sfp = sfp ? sfp : sp;
-        uidp = uidp ? uidp : uid;
-        sidp = sidp ? sidp : sid;
-        struct stat sb;
-        if (!history && stat(hp, &sb) == 0) {
-            hist_default[0] = hp;
-            history = hist_default;
-            nhistory = 1;
-        }
-        if (stat(jp, &sb) == 0) {
-            json_error_t je;
-            params = json_load_file(jp, 0, &je);
-            if (!params) return st_seterr(err, "%s:%d: %s", jp, je.line, je.text);
-        }
+    char **history;
+    int nhistory;
+} import_paths;
+
+static int resolve_paths(const st_import_spec *spec, import_paths *ip, json_t **params, char *err)
+{
+    ip->ufp = spec->user_factors;
+    ip->sfp = spec->segment_factors;
+    ip->uidp = spec->user_ids;
+    ip->sidp = spec->segment_ids;
+    ip->history = spec->history;
+    ip->nhistory = spec->nhistory;
+    *params = NULL;
+    if (!spec->dir) return 0;
+    snprintf(ip->up, sizeof ip->up, "%s/user_factors.npy", spec->dir);
+    snprintf(ip->sp, sizeof ip->sp, "%s/segment_factors.npy", spec->dir);
+    snprintf(ip->uid, sizeof ip->uid, "%s/users.txt", spec->dir);
+    snprintf(ip->sid, sizeof ip->sid, "%s/segments.txt", spec->dir);
+    snprintf(ip->hp, sizeof ip->hp, "%s/history.csv", spec->dir);
+    snprintf(ip->jp, sizeof ip->jp, "%s/model.json", spec->dir);
+    ip->ufp = ip->ufp ? ip->ufp : ip->up;
+    ip->sfp = ip->sfp ? ip->sfp : ip->sp;
+    ip->uidp = ip->uidp ? ip->uidp : ip->uid;
+    ip->sidp = ip->sidp ? ip->sidp : ip->sid;
+    struct stat sb;
+    if (!ip->history && stat(ip->hp, &sb) == 0) {
+        ip->hist_default[0] = ip->hp;
+        ip->history = ip->hist_default;
+        ip->nhistory = 1;
     }
-    factors_t fu, fs;
-    memset(&fs, 0, sizeof fs);
-    st_idmap_init(&fs.ids);
-    int rc = -1;
-    float *pop = NULL;
-    hist_t h = {0};
-    uint64_t *indptr = NULL;
-    uint32_t *indices = NULL;
-    if (load_factors(ufp, uidp, "user", &fu, err) != 0 || load_factors(sfp, sidp, "segment", &fs, err) != 0) goto out;
-    if (fu.k != fs.k) {
-        st_seterr(err, "user factors have %u columns but segment factors %u", fu.k, fs.k);
-        goto out;
+    if (stat(ip->jp, &sb) == 0) {
+        json_error_t je;
+        *params = json_load_file(ip->jp, 0, &je);
+        if (!*params) return st_seterr(err, "%s:%d: %s", ip->jp, je.line, je.text);
     }
-    if (fu.rows > ST_IDMAP_MAX || fs.rows > ST_IDMAP_MAX) {
-        st_seterr(err, "too many rows");
-        goto out;
-    }
-    h.u = &fu;
-    h.s = &fs;
-    st_read_stats stats;
-    memset(&stats, 0, sizeof stats);
-    for (int i = 0; i < nhistory; i++)
-        if (st_events_read(history[i], &spec->read, hist_add, &h, &stats, err) != 0) goto out;
-    h.n = st_pairs_sort_merge(h.keys, h.vals, h.n);
-    uint32_t m = (uint32_t)fu.rows, n = (uint32_t)fs.rows, k = fu.k;
-    indptr = st_calloc((size_t)m + 1, sizeof *indptr);
-    indices = st_malloc((h.n + 1) * sizeof *indices);
-    pop = st_calloc((size_t)n + 1, sizeof *pop);
-    if (!indptr || !indices || !pop) {
-        st_seterr(err, "out of memory");
-        goto out;
-    }
-    uint64_t w = 0;
-    for (size_t i = 0; i < h.n; i++) {
-        if (!(h.vals[i] > 0)) continue;
-        indptr[(h.keys[i] >> 32) + 1]++;
-        indices[w] = (uint32_t)h.keys[i];
-        h.vals[w++] = h.vals[i];
-        pop[(uint32_t)h.keys[i]] += 1;
-    }
-    for (uint32_t u = 0; u < m; u++) indptr[u + 1] += indptr[u];
-    st_model mod;
-    memset(&mod, 0, sizeof mod);
+    return 0;
+}
+
+/* The hyper-parameters and the fitted prior and calibration of model.json
+ * into the header; without one, those of classical implicit ALS (plain
+ * lambda, unobserved pairs weighing 1), as other tools train. */
+static void header_from_json(json_t *params, uint32_t k, st_model_header *h)
+{
     st_als_params p;
     st_als_params_default(&p);
     p.factors = k;
     p.iterations = 0;
-    if (params) {
+    if (!params) {
+        p.regularization = ST_REG_PLAIN;
+        p.lambda = 0.1;
+        p.unobserved = 1;
+    } else {
         p.lambda = json_num(params, "lambda", p.lambda);
         p.alpha = json_num(params, "alpha", p.alpha);
         p.eps = json_num(params, "eps", p.eps);
@@ -652,20 +630,79 @@ int st_import(const st_import_spec *spec, const char *out, char *err)
         p.regularization = (st_reg_scheme)choice(params, "regularization", "plain", "frequency", NULL,
                                                  (int)p.regularization);
     }
-    st_model_header_from_params(&mod.h, &p);
+    st_model_header_from_params(h, &p);
     if (params) {
-        mod.h.prior_weight = json_num(params, "prior_weight", 0);
+        h->prior_weight = json_num(params, "prior_weight", 0);
         if (json_object_get(params, "calib_a")) {
-            mod.h.calib_a = json_num(params, "calib_a", 0);
-            mod.h.calib_b = json_num(params, "calib_b", 0);
-            mod.h.flags |= ST_MODEL_CALIBRATED;
+            h->calib_a = json_num(params, "calib_a", 0);
+            h->calib_b = json_num(params, "calib_b", 0);
+            h->flags |= ST_MODEL_CALIBRATED;
         }
     }
+}
+
+/* The history's pairs (sorted, merged, positive) as a CSR over m users, and
+ * the users per segment; h->vals is compacted to the kept values. */
+static int history_csr(hist_t *h, uint32_t m, uint32_t n, uint64_t **indptr, uint32_t **indices, float **pop,
+                       uint64_t *nnz, char *err)
+{
+    h->n = st_pairs_sort_merge(h->keys, h->vals, h->n);
+    *indptr = st_calloc((size_t)m + 1, sizeof **indptr);
+    *indices = st_malloc((h->n + 1) * sizeof **indices);
+    *pop = st_calloc((size_t)n + 1, sizeof **pop);
+    if (!*indptr || !*indices || !*pop) return st_seterr(err, "out of memory");
+    uint64_t w = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (!(h->vals[i] > 0)) continue;
+        (*indptr)[(h->keys[i] >> 32) + 1]++;
+        (*indices)[w] = (uint32_t)h->keys[i];
+        h->vals[w++] = h->vals[i];
+        (*pop)[(uint32_t)h->keys[i]] += 1;
+    }
+    for (uint32_t u = 0; u < m; u++) (*indptr)[u + 1] += (*indptr)[u];
+    *nnz = w;
+    return 0;
+}
+
+int st_import(const st_import_spec *spec, const char *out, char *err)
+{
+    import_paths ip;
+    json_t *params = NULL;
+    if (resolve_paths(spec, &ip, &params, err) != 0) return -1;
+    factors_t fu, fs;
+    memset(&fs, 0, sizeof fs);
+    st_idmap_init(&fs.ids);
+    int rc = -1;
+    float *pop = NULL;
+    hist_t h = {0};
+    uint64_t *indptr = NULL, nnz = 0;
+    uint32_t *indices = NULL;
+    if (load_factors(ip.ufp, ip.uidp, "user", &fu, err) != 0 || load_factors(ip.sfp, ip.sidp, "segment", &fs, err) != 0)
+        goto out;
+    if (fu.k != fs.k) {
+        st_seterr(err, "user factors have %u columns but segment factors %u", fu.k, fs.k);
+        goto out;
+    }
+    if (fu.rows > ST_IDMAP_MAX || fs.rows > ST_IDMAP_MAX) {
+        st_seterr(err, "too many rows");
+        goto out;
+    }
+    h.u = &fu;
+    h.s = &fs;
+    st_read_stats stats;
+    memset(&stats, 0, sizeof stats);
+    for (int i = 0; i < ip.nhistory; i++)
+        if (st_events_read(ip.history[i], &spec->read, hist_add, &h, &stats, err) != 0) goto out;
+    uint32_t m = (uint32_t)fu.rows, n = (uint32_t)fs.rows, k = fu.k;
+    if (history_csr(&h, m, n, &indptr, &indices, &pop, &nnz, err) != 0) goto out;
+    st_model mod;
+    memset(&mod, 0, sizeof mod);
+    header_from_json(params, k, &mod.h);
     st_interactions x;
     memset(&x, 0, sizeof x);
     x.users = fu.ids;
     x.segments = fs.ids;
-    x.by_user = (st_csr){.rows = m, .cols = n, .nnz = w, .indptr = indptr, .indices = indices, .data = h.vals};
+    x.by_user = (st_csr){.rows = m, .cols = n, .nnz = nnz, .indptr = indptr, .indices = indices, .data = h.vals};
     mod.h.fingerprint = st_interactions_fingerprint(&x);
     mod.h.events = stats.events;
     mod.h.created = (int64_t)time(NULL);
@@ -681,7 +718,7 @@ int st_import(const st_import_spec *spec, const char *out, char *err)
     mod.hist_val = h.vals ? h.vals : (float *)pop; /* any valid pointer when empty */
     mod.popularity = pop;
     char meta[4200];
-    snprintf(meta, sizeof meta, "imported_from=%s\n", spec->dir ? spec->dir : ufp);
+    snprintf(meta, sizeof meta, "imported_from=%s\n", spec->dir ? spec->dir : ip.ufp);
     mod.meta = meta;
     mod.meta_len = strlen(meta);
     rc = st_model_save(out, &mod, err);

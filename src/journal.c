@@ -408,6 +408,8 @@ struct st_journal {
     atomic_uint_fast64_t written_seq, synced_seq;
     atomic_int broken;
     uint64_t end, records; /* under append_lock */
+    uint64_t synced_end, synced_records; /* what the last fdatasync covered; under sync_lock */
+    uint64_t rolled_back;  /* records cut off by st_journal_rollback (under append_lock) */
     unsigned char *ebuf;
     size_t ecap;
     /* under stat_lock */
@@ -600,6 +602,8 @@ st_journal *st_journal_open(const char *path, st_appendfsync policy, st_jrecord_
     j->records = info->records;
     atomic_init(&j->written_seq, info->last_seq);
     atomic_init(&j->synced_seq, info->last_seq);
+    j->synced_end = j->end;
+    j->synced_records = j->records;
     j->synced_at = st_now();
     atomic_init(&j->broken, 0);
     if (policy == ST_APPENDFSYNC_EVERYSEC) {
@@ -683,6 +687,12 @@ int st_journal_append(st_journal *j, st_jrecord *r, char *err)
 int st_journal_sync(st_journal *j, uint64_t seq, char *err)
 {
     if (atomic_load(&j->synced_seq) >= seq) return 0;
+    /* What the fdatasync will cover, read before sync_lock (compaction takes
+     * append_lock, then sync_lock); a compaction in between makes every
+     * record durable, which the check below sees. */
+    pthread_mutex_lock(&j->append_lock);
+    uint64_t target = atomic_load(&j->written_seq), tend = j->end, trecords = j->records;
+    pthread_mutex_unlock(&j->append_lock);
     pthread_mutex_lock(&j->sync_lock);
     if (atomic_load(&j->synced_seq) >= seq) {
         pthread_mutex_unlock(&j->sync_lock);
@@ -694,13 +704,17 @@ int st_journal_sync(st_journal *j, uint64_t seq, char *err)
     }
     /* Every record up to target is wholly in the file: written_seq moves
      * only after a write completes. */
-    uint64_t target = atomic_load(&j->written_seq);
     double t0 = st_now();
     int rc = st_io_fsync(j->fd);
     int e = errno;
     double dt = st_now() - t0;
-    if (rc == 0) atomic_store(&j->synced_seq, target);
-    else atomic_store(&j->broken, 1);
+    if (rc == 0 && target > atomic_load(&j->synced_seq)) {
+        j->synced_end = tend;
+        j->synced_records = trecords;
+        atomic_store(&j->synced_seq, target);
+    } else if (rc != 0) {
+        atomic_store(&j->broken, 1);
+    }
     pthread_mutex_unlock(&j->sync_lock);
     pthread_mutex_lock(&j->stat_lock);
     j->last_fsync_seconds = dt;
@@ -719,6 +733,27 @@ int st_journal_sync(st_journal *j, uint64_t seq, char *err)
 int st_journal_commit(st_journal *j, uint64_t seq, char *err)
 {
     return j->policy == ST_APPENDFSYNC_ALWAYS ? st_journal_sync(j, seq, err) : 0;
+}
+
+int st_journal_rollback(st_journal *j, uint64_t *dropped, char *err)
+{
+    pthread_mutex_lock(&j->append_lock);
+    pthread_mutex_lock(&j->sync_lock);
+    int rc = 0;
+    uint64_t w = atomic_load(&j->written_seq), s = atomic_load(&j->synced_seq);
+    *dropped = w > s ? w - s : 0;
+    if (j->end > j->synced_end && ftruncate(j->fd, (off_t)j->synced_end) != 0)
+        rc = st_seterr(err, "%s: cannot cut the records a failed fsync left off: %s", j->path, strerror(errno));
+    if (rc == 0) {
+        j->end = j->synced_end;
+        j->records = j->synced_records;
+        atomic_store(&j->written_seq, s);
+        j->rolled_back += *dropped;
+    }
+    atomic_store(&j->broken, 1);
+    pthread_mutex_unlock(&j->sync_lock);
+    pthread_mutex_unlock(&j->append_lock);
+    return rc;
 }
 
 uint64_t st_journal_durable_seq(st_journal *j) { return atomic_load(&j->synced_seq); }
@@ -751,6 +786,7 @@ void st_journal_get_status(st_journal *j, st_journal_status *s)
     pthread_mutex_lock(&j->append_lock);
     s->bytes = j->end;
     s->records = j->records;
+    s->rolled_back = j->rolled_back;
     pthread_mutex_unlock(&j->append_lock);
     s->last_seq = atomic_load(&j->written_seq);
     s->durable_seq = atomic_load(&j->synced_seq);
@@ -939,9 +975,9 @@ int st_journal_compact(st_journal *j, st_journal_compaction *out, char *err)
     j->fd = w.fd;
     w.fd = -1;
     atomic_store(&j->synced_seq, atomic_load(&j->written_seq));
+    j->end = j->synced_end = (uint64_t)sb.st_size;
+    j->records = j->synced_records = w.kept + (records2 - records1);
     pthread_mutex_unlock(&j->sync_lock);
-    j->end = (uint64_t)sb.st_size;
-    j->records = w.kept + (records2 - records1);
     pthread_mutex_unlock(&j->append_lock);
     close(old);
 

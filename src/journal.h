@@ -134,6 +134,14 @@ int st_journal_sync(st_journal *j, uint64_t seq, char *err);
 int st_journal_commit(st_journal *j, uint64_t seq, char *err);
 
 /* The highest seq known durable, and the highest appended. */
+/* After a failed fdatasync: cuts the file back to what the last successful
+ * one covered, so that the records it may have lost are gone from the file
+ * as from the sequence (last_seq = durable_seq), and leaves the journal out
+ * of service (appends refused until a restart). *dropped: records cut. 0, or
+ * -1 with err when the file could not be cut (the records stay; a restart
+ * would replay them, as after a crash before their acknowledgement). */
+int st_journal_rollback(st_journal *j, uint64_t *dropped, char *err);
+
 uint64_t st_journal_durable_seq(st_journal *j);
 uint64_t st_journal_last_seq(st_journal *j);
 st_appendfsync st_journal_policy(const st_journal *j);
@@ -176,6 +184,7 @@ typedef struct {
     double last_fsync_seconds;
     double synced_at;         /* st_now() of the last successful fdatasync (or of the open) */
     int broken;               /* a failed fdatasync: appends are refused */
+    uint64_t rolled_back;     /* records a failed fdatasync left that st_journal_rollback cut off */
     char last_error[256];     /* the last write, fsync or compaction error; empty when none */
     st_journal_compaction last_compaction;
 } st_journal_status;

@@ -6,10 +6,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 static int cli_help(int argc, char **argv);
 static int cli_version(int argc, char **argv);
@@ -24,7 +22,7 @@ static const struct command {
     {"info", cli_info, "print a model's header and verify its checksums"},
     {"segments", cli_segments, "a user's best segments"},
     {"score", cli_score, "a user's scores for the given segments"},
-    {"eval", cli_eval, "evaluate a model on held-out events, against popularity and random"},
+    {"eval", cli_eval, "evaluate a model on held-out events, against popularity, item-kNN and EASE"},
     {"tune", cli_tune, "search hyper-parameters on a split; write the best model"},
     {"export", cli_export, "write a model's factors (.npy), ids and history for other tools"},
     {"audience", cli_audience, "audiences, look-alikes and reach over a model or all of its shards (batch)"},
@@ -74,7 +72,7 @@ static int cli_version(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    printf("starling %s\n", STARLING_VERSION);
+    printf("starling %s\n", st_version);
     return ST_EXIT_OK;
 }
 

@@ -1,8 +1,10 @@
 /* metrics: the server's state in the Prometheus text exposition format
  * (version 0.0.4), for GET /metrics.
  *
- * Everything here is read from what INFO reads (the per-thread statistics
- * summed, st_server_get_info, the served model), so the two never disagree.
+ * Everything here is formatted from the snapshot the caller hands over, the
+ * same figures INFO reads (the per-thread statistics summed, the server's
+ * info, the served model), so the two never disagree; metrics calls nothing
+ * of the server's.
  * Per command (only those called at least once, as INFO commandstats):
  * calls, failures, rejections and a latency histogram in seconds. The
  * histogram's buckets are cumulative counts taken from the server's own
@@ -10,19 +12,17 @@
  * at its middle, as INFO's percentiles are; its _count is the +Inf bucket
  * and its _sum the total time. docs/OPERATIONS.md lists every name.
  */
+#include "metrics.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
-#include "commands.h"
 #include "util.h"
+#include "version.h"
 
-#ifndef STARLING_VERSION
-#define STARLING_VERSION "0.1.0"
-#endif
 
 static void out(resp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out(resp_out *o, const char *fmt, ...)
@@ -57,26 +57,13 @@ static uint64_t ld(const atomic_uint_fast64_t *a) { return atomic_load_explicit(
 static const double bounds[] = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
                                 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,  0.25, 0.5,  1,    2.5,  5,    10};
 
-void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
+/* Commands, from either protocol. */
+static void commands_text(const st_metrics_snapshot *snap, resp_out *o)
 {
-    st_stats *s = st_malloc(sizeof *s);
-    if (!s) {
-        o->overflow = 1;
-        return;
-    }
-    st_server_sum_stats(srv, s);
-    st_server_info si;
-    st_server_get_info(srv, &si);
-    size_t ncmd = st_command_count();
-
-    family(o, "starling_build_info", "gauge", "The running starling's version.");
-    out(o, "starling_build_info{version=\"%s\"} 1\n", STARLING_VERSION);
-    family(o, "starling_start_time_seconds", "gauge", "When the server started, unix seconds.");
-    out(o, "starling_start_time_seconds %.0f\n", si.started_unix);
-    family(o, "starling_uptime_seconds", "gauge", "Seconds since the server started.");
-    out(o, "starling_uptime_seconds %.3f\n", st_now() - si.started);
-
-    /* Commands, from either protocol. */
+    const st_stats *s = snap->stats;
+    size_t ncmd = snap->ncommands;
+    const char *(*name)(size_t) = snap->command_name;
+#define st_command_name(i) name(i)
     family(o, "starling_commands_total", "counter", "Commands run, per command (RESP and HTTP alike).");
     for (size_t i = 0; i < ncmd; i++)
         if (ld(&s->cmd[i].calls) || ld(&s->cmd[i].rejected))
@@ -113,16 +100,22 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
         out(o, "starling_command_duration_seconds_count{command=\"%s\"} %llu\n", st_command_name(i),
             (unsigned long long)cum);
     }
+#undef st_command_name
+}
 
-    /* HTTP. */
+/* HTTP responses, connections and traffic. */
+static void traffic_text(const st_metrics_snapshot *snap, resp_out *o)
+{
+    const st_stats *s = snap->stats;
+    const st_server_info si = *snap->info;
     family(o, "starling_http_responses_total", "counter", "HTTP responses sent, per status code.");
     for (int i = 0; i < ST_HTTP_CODES; i++) {
-        if (i < ST_HTTP_CODES - 1 && !st_api_codes[i]) continue;
+        if (i < ST_HTTP_CODES - 1 && !st_http_codes[i]) continue;
         uint64_t n = ld(&s->http_codes[i]);
         if (i == ST_HTTP_CODES - 1) {
             if (n) out(o, "starling_http_responses_total{code=\"other\"} %llu\n", (unsigned long long)n);
         } else {
-            out(o, "starling_http_responses_total{code=\"%d\"} %llu\n", st_api_codes[i], (unsigned long long)n);
+            out(o, "starling_http_responses_total{code=\"%d\"} %llu\n", st_http_codes[i], (unsigned long long)n);
         }
     }
 
@@ -152,12 +145,30 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
     out(o, "starling_output_limit_disconnections_total %llu\n", (unsigned long long)ld(&s->dropped_output));
     family(o, "starling_idle_timeout_disconnections_total", "counter", "Clients closed after the idle timeout.");
     out(o, "starling_idle_timeout_disconnections_total %llu\n", (unsigned long long)ld(&s->idle_closed));
+    family(o, "starling_auth_failures_total", "counter", "Failed AUTHs and wrong HTTP bearer tokens.");
+    out(o, "starling_auth_failures_total %llu\n", (unsigned long long)ld(&s->auth_failures));
+    family(o, "starling_acl_denied_total", "counter", "Commands refused because the user lacks the right (NOPERM, 403).");
+    out(o, "starling_acl_denied_total %llu\n", (unsigned long long)ld(&s->acl_denied));
+    family(o, "starling_cross_protocol_total", "counter",
+           "Connections to the RESP port closed for sending an HTTP request line or a Host: header.");
+    out(o, "starling_cross_protocol_total %llu\n", (unsigned long long)ld(&s->cross_protocol));
+    family(o, "starling_request_timeout_disconnections_total", "counter",
+           "Connections cut for not completing a started request within request-timeout.");
+    out(o, "starling_request_timeout_disconnections_total %llu\n", (unsigned long long)ld(&s->request_timeouts));
+    family(o, "starling_protected_mode_refusals_total", "counter",
+           "Non-loopback clients refused by protected mode (bound beyond loopback with no password).");
+    out(o, "starling_protected_mode_refusals_total %llu\n", (unsigned long long)ld(&s->protected_refused));
     family(o, "starling_network_received_bytes_total", "counter", "Bytes read from clients.");
     out(o, "starling_network_received_bytes_total %llu\n", (unsigned long long)ld(&s->net_in));
     family(o, "starling_network_sent_bytes_total", "counter", "Bytes written to clients.");
     out(o, "starling_network_sent_bytes_total %llu\n", (unsigned long long)ld(&s->net_out));
+}
 
-    /* The model. */
+/* The model and its reloads. */
+static void model_text(const st_metrics_snapshot *snap, resp_out *o)
+{
+    const st_served *model = snap->model;
+    const st_server_info si = *snap->info;
     family(o, "starling_model_loaded", "gauge", "1 once a model is loaded and served.");
     out(o, "starling_model_loaded %d\n", model ? 1 : 0);
     if (model) {
@@ -198,21 +209,43 @@ void st_metrics_text(st_server *srv, st_served *model, resp_out *o)
     out(o, "starling_model_reloads_total %llu\n", (unsigned long long)si.reloads);
     family(o, "starling_model_reload_failures_total", "counter", "Reloads that failed (the previous model kept serving).");
     out(o, "starling_model_reload_failures_total %llu\n", (unsigned long long)si.reload_failures);
+}
 
-    /* The journal of online events: 0 while the server keeps none. */
+/* The journal of online events: 0 while the server keeps none. */
+static void journal_text(const st_server_info *si, resp_out *o)
+{
     family(o, "starling_journal_enabled", "gauge", "1 when online events are journaled.");
-    out(o, "starling_journal_enabled %d\n", si.journal ? 1 : 0);
+    out(o, "starling_journal_enabled %d\n", si->journal ? 1 : 0);
     family(o, "starling_journal_lag_events", "gauge",
            "Online writes appended to the journal but not yet fdatasync'ed (under appendfsync always, none is "
            "acknowledged before its fdatasync).");
-    out(o, "starling_journal_lag_events %llu\n", (unsigned long long)si.journal_lag_events);
+    out(o, "starling_journal_lag_events %llu\n", (unsigned long long)si->journal_lag_events);
     family(o, "starling_journal_lag_seconds", "gauge",
            "While writes wait for an fdatasync: seconds since the last one (0 when every write is durable).");
-    out(o, "starling_journal_lag_seconds %.3f\n", si.journal_lag_seconds);
+    out(o, "starling_journal_lag_seconds %.3f\n", si->journal_lag_seconds);
     family(o, "starling_journal_bytes", "gauge", "Size of the journal file.");
-    out(o, "starling_journal_bytes %llu\n", (unsigned long long)si.journal_bytes);
+    out(o, "starling_journal_bytes %llu\n", (unsigned long long)si->journal_bytes);
     family(o, "starling_journal_write_failures_total", "counter",
            "Journal appends and fdatasyncs that failed (the writes were refused, never acknowledged).");
-    out(o, "starling_journal_write_failures_total %llu\n", (unsigned long long)si.journal_write_failures);
-    st_free(s);
+    out(o, "starling_journal_write_failures_total %llu\n", (unsigned long long)si->journal_write_failures);
+    family(o, "starling_journal_writable", "gauge",
+           "0 after a failed fdatasync: writes are refused (MISCONF) until the server is restarted.");
+    out(o, "starling_journal_writable %d\n", si->journal && !si->journal_broken ? 1 : 0);
+    family(o, "starling_journal_rolled_back_writes_total", "counter",
+           "Writes a failed fdatasync lost under appendfsync always: cut from the journal and never served.");
+    out(o, "starling_journal_rolled_back_writes_total %llu\n", (unsigned long long)si->journal_rolled_back);
+}
+
+void st_metrics_text(const st_metrics_snapshot *snap, resp_out *o)
+{
+    family(o, "starling_build_info", "gauge", "The running starling's version.");
+    out(o, "starling_build_info{version=\"%s\"} 1\n", st_version);
+    family(o, "starling_start_time_seconds", "gauge", "When the server started, unix seconds.");
+    out(o, "starling_start_time_seconds %.0f\n", snap->info->started_unix);
+    family(o, "starling_uptime_seconds", "gauge", "Seconds since the server started.");
+    out(o, "starling_uptime_seconds %.3f\n", st_now() - snap->info->started);
+    commands_text(snap, o);
+    traffic_text(snap, o);
+    model_text(snap, o);
+    journal_text(snap->info, o);
 }

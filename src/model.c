@@ -219,6 +219,140 @@ static int need(const char *path, const st_section *table, uint32_t n, const cha
     return 0;
 }
 
+/* The header: magic, version, section table, its checksum, the size. */
+static int check_header(const char *path, uint64_t size, const st_model_header *h, const st_section *table,
+                        char *err)
+{
+    if (memcmp(h->magic, STARLING_MAGIC, 8) != 0)
+        return st_seterr(err, "%s: not a starling model (bad magic number); train one with `starling train EVENTS "
+                              "-o MODEL`",
+                         path);
+    if (h->version < STARLING_FORMAT_OLDEST || h->version > STARLING_FORMAT_VERSION)
+        return st_seterr(err, "%s: model format version %u, but this starling reads versions %u to %u; " RETRAIN_HINT
+                              " using this version, or serve it with the starling that wrote it",
+                         path, h->version, STARLING_FORMAT_OLDEST, STARLING_FORMAT_VERSION);
+    if (h->nsections == 0 || h->nsections > MAX_SECTIONS ||
+        sizeof *h + (uint64_t)h->nsections * sizeof(st_section) > size)
+        return st_seterr(err, "%s: header is damaged (section count %u); " RETRAIN_HINT, path, h->nsections);
+    if (header_checksum(h, table, h->nsections) != h->header_checksum)
+        return st_seterr(err, "%s: header checksum mismatch: the file is damaged; " RETRAIN_HINT, path);
+    if (h->file_bytes != size)
+        return st_seterr(err, "%s: truncated: the header says %llu bytes but the file has %llu; " RETRAIN_HINT, path,
+                         (unsigned long long)h->file_bytes, (unsigned long long)size);
+    return 0;
+}
+
+/* Every section inside the file with its checksum right; no overlap, and
+ * every byte outside the sections zero padding: so any change to any byte
+ * of the file is detected. */
+static int check_sections(const char *path, const char *base, uint64_t size, const st_model_header *h,
+                          const st_section *table, char *err)
+{
+    for (uint32_t i = 0; i < h->nsections; i++) {
+        const st_section *s = &table[i];
+        if (s->offset % ST_SECTION_ALIGN || s->offset > size || s->bytes > size - s->offset)
+            return st_seterr(err, "%s: section %.4s lies outside the file: the file is damaged; " RETRAIN_HINT, path,
+                             s->tag);
+        if (XXH3_64bits(base + s->offset, s->bytes) != s->checksum)
+            return st_seterr(err, "%s: section %.4s checksum mismatch: the file is damaged; " RETRAIN_HINT, path,
+                             s->tag);
+    }
+    uint32_t order[MAX_SECTIONS];
+    for (uint32_t i = 0; i < h->nsections; i++) {
+        uint32_t j = i;
+        while (j > 0 && table[order[j - 1]].offset > table[i].offset) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+    uint64_t pos = sizeof *h + (uint64_t)h->nsections * sizeof(st_section);
+    for (uint32_t i = 0; i <= h->nsections; i++) {
+        uint64_t next = i < h->nsections ? table[order[i]].offset : size;
+        if (next < pos) return st_seterr(err, "%s: sections overlap: the file is damaged; " RETRAIN_HINT, path);
+        for (uint64_t b = pos; b < next; b++)
+            if (base[b] != 0)
+                return st_seterr(err, "%s: non-zero padding at byte %llu: the file is damaged; " RETRAIN_HINT, path,
+                                 (unsigned long long)b);
+        if (i < h->nsections) pos = next + table[order[i]].bytes;
+    }
+    return 0;
+}
+
+/* The history's offsets increase within nnz and name known segments. */
+static int check_history(const char *path, const uint64_t *hp, const uint32_t *hi, uint64_t mu, uint64_t n,
+                         uint64_t nnz, char *err)
+{
+    if (hp[0] != 0 || hp[mu] != nnz)
+        return st_seterr(err, "%s: history offsets are inconsistent; " RETRAIN_HINT, path);
+    for (uint64_t u = 0; u < mu; u++)
+        if (hp[u + 1] < hp[u] || hp[u + 1] > nnz)
+            return st_seterr(err, "%s: history offsets are inconsistent at user %llu; " RETRAIN_HINT, path,
+                             (unsigned long long)u);
+    for (uint64_t q = 0; q < nnz; q++)
+        if (hi[q] >= n)
+            return st_seterr(err, "%s: history names segment %u of %llu; " RETRAIN_HINT, path, hi[q],
+                             (unsigned long long)n);
+    return 0;
+}
+
+/* Points m's arrays at their sections, each of the size the header implies. */
+static int bind_sections(const char *path, const char *base, const st_model_header *h, const st_section *table,
+                         st_model *m, char *err)
+{
+    uint64_t mu = h->users, n = h->segments, k = h->factors;
+    if (k == 0 || k > 1024 || n == 0 || mu > ST_IDMAP_MAX || n > ST_IDMAP_MAX)
+        return st_seterr(err, "%s: header has impossible dimensions (%llu users, %llu segments, rank %llu); "
+                              RETRAIN_HINT,
+                         path, (unsigned long long)mu, (unsigned long long)n, (unsigned long long)k);
+    const void *p[14] = {0};
+    uint32_t ns = h->nsections;
+    const st_section *ub = find_section(table, ns, "UIDB"), *sb2 = find_section(table, ns, "SIDB");
+    const st_section *ux = find_section(table, ns, "UIDX"), *sx = find_section(table, ns, "SIDX");
+    const st_section *meta = find_section(table, ns, "META");
+    int q8 = (h->flags & ST_MODEL_INT8) != 0;
+    const void *qscale = NULL;
+    if ((q8 ? need(path, table, ns, "UQ8 ", mu * k, base, &p[0], err) ||
+                  need(path, table, ns, "UQSC", mu * 4, base, &qscale, err)
+            : need(path, table, ns, "UFAC", mu * k * 4, base, &p[0], err)) ||
+        need(path, table, ns, "SFAC", n * k * 4, base, &p[1], err) ||
+        need(path, table, ns, "UIDO", (mu + 1) * 8, base, &p[2], err) ||
+        need(path, table, ns, "UIDB", UINT64_MAX, base, &p[3], err) ||
+        need(path, table, ns, "UIDX", UINT64_MAX, base, &p[4], err) ||
+        need(path, table, ns, "SIDO", (n + 1) * 8, base, &p[5], err) ||
+        need(path, table, ns, "SIDB", UINT64_MAX, base, &p[6], err) ||
+        need(path, table, ns, "SIDX", UINT64_MAX, base, &p[7], err) ||
+        need(path, table, ns, "HPTR", (mu + 1) * 8, base, &p[8], err) ||
+        need(path, table, ns, "HIDX", h->nnz * 4, base, &p[9], err) ||
+        need(path, table, ns, "HVAL", h->nnz * 4, base, &p[10], err) ||
+        need(path, table, ns, "SPOP", n * 4, base, &p[11], err) ||
+        need(path, table, ns, "LOSS", (uint64_t)h->iterations * 8, base, &p[12], err) ||
+        need(path, table, ns, "META", UINT64_MAX, base, &p[13], err))
+        return -1;
+    char why[ST_ERRLEN];
+    if (ux->bytes % 4 || sx->bytes % 4) return st_seterr(err, "%s: id index has a bad size; " RETRAIN_HINT, path);
+    if (st_idmap_view(&m->user_ids, (uint32_t)mu, p[2], p[3], ub->bytes, p[4], ux->bytes / 4, why) != 0 ||
+        st_idmap_view(&m->segment_ids, (uint32_t)n, p[5], p[6], sb2->bytes, p[7], sx->bytes / 4, why) != 0)
+        return st_seterr(err, "%s: %s: the file is damaged; " RETRAIN_HINT, path, why);
+    if (check_history(path, p[8], p[9], mu, n, h->nnz, err) != 0) return -1;
+    m->h = *h;
+    m->users = (uint32_t)mu;
+    m->segments = (uint32_t)n;
+    m->k = (uint32_t)k;
+    m->U = q8 ? NULL : p[0];
+    m->Uq = q8 ? p[0] : NULL;
+    m->Uscale = q8 ? qscale : NULL;
+    m->V = p[1];
+    m->hist_ptr = p[8];
+    m->hist_idx = p[9];
+    m->hist_val = p[10];
+    m->popularity = p[11];
+    m->loss = p[12];
+    m->meta = p[13];
+    m->meta_len = meta->bytes;
+    return 0;
+}
+
 int st_model_load(const char *path, st_model *m, char *err)
 {
     memset(m, 0, sizeof *m);
@@ -246,155 +380,15 @@ int st_model_load(const char *path, st_model *m, char *err)
     st_model_header h;
     memcpy(&h, base, sizeof h);
     const st_section *table = (const st_section *)(base + sizeof h);
-    int rc = -1;
-    if (memcmp(h.magic, STARLING_MAGIC, 8) != 0) {
-        st_seterr(err, "%s: not a starling model (bad magic number); train one with `starling train EVENTS -o MODEL`",
-                  path);
-        goto fail;
+    if (check_header(path, size, &h, table, err) != 0 || check_sections(path, base, size, &h, table, err) != 0 ||
+        bind_sections(path, base, &h, table, m, err) != 0) {
+        munmap(map, (size_t)size);
+        memset(m, 0, sizeof *m);
+        return -1;
     }
-    if (h.version < STARLING_FORMAT_OLDEST || h.version > STARLING_FORMAT_VERSION) {
-        st_seterr(err, "%s: model format version %u, but this starling reads versions %u to %u; " RETRAIN_HINT
-                       " using this version, or serve it with the starling that wrote it",
-                  path, h.version, STARLING_FORMAT_OLDEST, STARLING_FORMAT_VERSION);
-        goto fail;
-    }
-    if (h.nsections == 0 || h.nsections > MAX_SECTIONS ||
-        sizeof h + (uint64_t)h.nsections * sizeof(st_section) > size) {
-        st_seterr(err, "%s: header is damaged (section count %u); " RETRAIN_HINT, path, h.nsections);
-        goto fail;
-    }
-    if (header_checksum(&h, table, h.nsections) != h.header_checksum) {
-        st_seterr(err, "%s: header checksum mismatch: the file is damaged; " RETRAIN_HINT, path);
-        goto fail;
-    }
-    if (h.file_bytes != size) {
-        st_seterr(err, "%s: truncated: the header says %llu bytes but the file has %llu; " RETRAIN_HINT, path,
-                  (unsigned long long)h.file_bytes, (unsigned long long)size);
-        goto fail;
-    }
-    for (uint32_t i = 0; i < h.nsections; i++) {
-        const st_section *s = &table[i];
-        if (s->offset % ST_SECTION_ALIGN || s->offset > size || s->bytes > size - s->offset) {
-            st_seterr(err, "%s: section %.4s lies outside the file: the file is damaged; " RETRAIN_HINT, path,
-                      s->tag);
-            goto fail;
-        }
-        if (XXH3_64bits(base + s->offset, s->bytes) != s->checksum) {
-            st_seterr(err, "%s: section %.4s checksum mismatch: the file is damaged; " RETRAIN_HINT, path, s->tag);
-            goto fail;
-        }
-    }
-    /* Sections must not overlap, and every byte outside them is zero padding:
-     * so any change to any byte of the file is detected. */
-    {
-        uint32_t order[MAX_SECTIONS];
-        for (uint32_t i = 0; i < h.nsections; i++) {
-            uint32_t j = i;
-            while (j > 0 && table[order[j - 1]].offset > table[i].offset) {
-                order[j] = order[j - 1];
-                j--;
-            }
-            order[j] = i;
-        }
-        uint64_t pos = sizeof h + (uint64_t)h.nsections * sizeof(st_section);
-        for (uint32_t i = 0; i <= h.nsections; i++) {
-            uint64_t next = i < h.nsections ? table[order[i]].offset : size;
-            if (next < pos) {
-                st_seterr(err, "%s: sections overlap: the file is damaged; " RETRAIN_HINT, path);
-                goto fail;
-            }
-            for (uint64_t b = pos; b < next; b++) {
-                if (base[b] != 0) {
-                    st_seterr(err, "%s: non-zero padding at byte %llu: the file is damaged; " RETRAIN_HINT, path,
-                              (unsigned long long)b);
-                    goto fail;
-                }
-            }
-            if (i < h.nsections) pos = next + table[order[i]].bytes;
-        }
-    }
-    uint64_t mu = h.users, n = h.segments, k = h.factors;
-    if (k == 0 || k > 1024 || n == 0 || mu > ST_IDMAP_MAX || n > ST_IDMAP_MAX) {
-        st_seterr(err, "%s: header has impossible dimensions (%llu users, %llu segments, rank %llu); " RETRAIN_HINT,
-                  path, (unsigned long long)mu, (unsigned long long)n, (unsigned long long)k);
-        goto fail;
-    }
-    const void *p[14] = {0};
-    uint32_t ns = h.nsections;
-    const st_section *ub = find_section(table, ns, "UIDB"), *sb2 = find_section(table, ns, "SIDB");
-    const st_section *ux = find_section(table, ns, "UIDX"), *sx = find_section(table, ns, "SIDX");
-    const st_section *meta = find_section(table, ns, "META");
-    int q8 = (h.flags & ST_MODEL_INT8) != 0;
-    const void *qscale = NULL;
-    if ((q8 ? need(path, table, ns, "UQ8 ", mu * k, base, &p[0], err) ||
-                  need(path, table, ns, "UQSC", mu * 4, base, &qscale, err)
-            : need(path, table, ns, "UFAC", mu * k * 4, base, &p[0], err)) ||
-        need(path, table, ns, "SFAC", n * k * 4, base, &p[1], err) ||
-        need(path, table, ns, "UIDO", (mu + 1) * 8, base, &p[2], err) ||
-        need(path, table, ns, "UIDB", UINT64_MAX, base, &p[3], err) ||
-        need(path, table, ns, "UIDX", UINT64_MAX, base, &p[4], err) ||
-        need(path, table, ns, "SIDO", (n + 1) * 8, base, &p[5], err) ||
-        need(path, table, ns, "SIDB", UINT64_MAX, base, &p[6], err) ||
-        need(path, table, ns, "SIDX", UINT64_MAX, base, &p[7], err) ||
-        need(path, table, ns, "HPTR", (mu + 1) * 8, base, &p[8], err) ||
-        need(path, table, ns, "HIDX", h.nnz * 4, base, &p[9], err) ||
-        need(path, table, ns, "HVAL", h.nnz * 4, base, &p[10], err) ||
-        need(path, table, ns, "SPOP", n * 4, base, &p[11], err) ||
-        need(path, table, ns, "LOSS", (uint64_t)h.iterations * 8, base, &p[12], err) ||
-        need(path, table, ns, "META", UINT64_MAX, base, &p[13], err))
-        goto fail;
-    char why[ST_ERRLEN];
-    if (ux->bytes % 4 || sx->bytes % 4) {
-        st_seterr(err, "%s: id index has a bad size; " RETRAIN_HINT, path);
-        goto fail;
-    }
-    if (st_idmap_view(&m->user_ids, (uint32_t)mu, p[2], p[3], ub->bytes, p[4], ux->bytes / 4, why) != 0 ||
-        st_idmap_view(&m->segment_ids, (uint32_t)n, p[5], p[6], sb2->bytes, p[7], sx->bytes / 4, why) != 0) {
-        st_seterr(err, "%s: %s: the file is damaged; " RETRAIN_HINT, path, why);
-        goto fail;
-    }
-    const uint64_t *hp = p[8];
-    const uint32_t *hi = p[9];
-    if (hp[0] != 0 || hp[mu] != h.nnz) {
-        st_seterr(err, "%s: history offsets are inconsistent; " RETRAIN_HINT, path);
-        goto fail;
-    }
-    for (uint64_t u = 0; u < mu; u++) {
-        if (hp[u + 1] < hp[u] || hp[u + 1] > h.nnz) {
-            st_seterr(err, "%s: history offsets are inconsistent at user %llu; " RETRAIN_HINT, path,
-                      (unsigned long long)u);
-            goto fail;
-        }
-    }
-    for (uint64_t q = 0; q < h.nnz; q++) {
-        if (hi[q] >= n) {
-            st_seterr(err, "%s: history names segment %u of %llu; " RETRAIN_HINT, path, hi[q], (unsigned long long)n);
-            goto fail;
-        }
-    }
-    m->h = h;
-    m->users = (uint32_t)mu;
-    m->segments = (uint32_t)n;
-    m->k = (uint32_t)k;
-    m->U = q8 ? NULL : p[0];
-    m->Uq = q8 ? p[0] : NULL;
-    m->Uscale = q8 ? qscale : NULL;
-    m->V = p[1];
-    m->hist_ptr = hp;
-    m->hist_idx = hi;
-    m->hist_val = p[10];
-    m->popularity = p[11];
-    m->loss = p[12];
-    m->meta = p[13];
-    m->meta_len = meta->bytes;
     m->map = map;
     m->map_len = (size_t)size;
-    rc = 0;
-    return rc;
-fail:
-    munmap(map, (size_t)size);
-    memset(m, 0, sizeof *m);
-    return rc;
+    return 0;
 }
 
 int st_model_meta(const st_model *m, const char *key, char *out, size_t outlen)

@@ -25,7 +25,7 @@
 #define MT 34
 #define MB 46
 
-static const char *colour[] = {"#1f6feb", "#d1242f", "#6e7781", "#2da44e"};
+static const char *colour[] = {"#1f6feb", "#d1242f", "#6e7781", "#2da44e", "#8250df"};
 
 static void html_text(FILE *f, const char *s)
 {
@@ -111,7 +111,7 @@ static void chart_write(FILE *f, const chart *c, const series *s, uint32_t ns)
     }
     for (uint32_t i = 0; i < ns; i++) {
         const series *q = &s[i];
-        const char *col = colour[i % 4];
+        const char *col = colour[i % 5];
         fprintf(f, "<g class=\"series\" data-name=\"");
         html_text(f, q->name);
         fprintf(f, "\" data-points=\"%u\">\n<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", q->n,
@@ -166,24 +166,26 @@ static void y_range(const series *s, uint32_t ns, int from_zero, double *y0, dou
 static void metric_chart(FILE *f, const st_report *r, int metric, const char *id, const char *title)
 {
     const st_eval_summary *m = r->sum[0];
-    uint32_t nk = m->nk;
-    double x[ST_EVAL_MAXK], y[3][ST_EVAL_MAXK], e[3][ST_EVAL_MAXK];
-    for (uint32_t j = 0; j < nk; j++) {
-        x[j] = m->ks[j];
-        for (int i = 0; i < 3; i++) {
-            y[i][j] = r->sum[i]->m[j][metric].mean;
-            e[i][j] = r->sum[i]->m[j][metric].half;
+    uint32_t nk = m->nk, ns = 0;
+    double x[ST_EVAL_MAXK], y[ST_REPORT_RANKERS][ST_EVAL_MAXK], e[ST_REPORT_RANKERS][ST_EVAL_MAXK];
+    series s[ST_REPORT_RANKERS];
+    for (uint32_t j = 0; j < nk; j++) x[j] = m->ks[j];
+    for (int i = 0; i < ST_REPORT_RANKERS; i++) {
+        if (!r->sum[i]) continue;
+        for (uint32_t j = 0; j < nk; j++) {
+            y[ns][j] = r->sum[i]->m[j][metric].mean;
+            e[ns][j] = r->sum[i]->m[j][metric].half;
         }
+        s[ns] = (series){r->names[i], x, y[ns], e[ns], nk, i != 0, 1};
+        ns++;
     }
-    series s[3] = {{"model", x, y[0], e[0], nk, 0, 1}, {"popularity", x, y[1], e[1], nk, 1, 1},
-                   {"random", x, y[2], e[2], nk, 1, 1}};
     chart c = {id, title, "K (log scale)", title, x[0], x[nk - 1], 0, 1, nk > 1, x, nk, 0};
     if (nk == 1) {
         c.x0 = x[0] - 1;
         c.x1 = x[0] + 1;
     }
-    y_range(s, 3, 1, &c.y0, &c.y1);
-    chart_write(f, &c, s, 3);
+    y_range(s, ns, 1, &c.y0, &c.y1);
+    chart_write(f, &c, s, ns);
 }
 
 static const char *css =
@@ -215,41 +217,98 @@ static const char *script =
     "});\n"
     "</script>\n";
 
+/* Columns: every ranker's value, then the model's lift over each baseline. */
+static void table_row(FILE *f, const st_report *r, int is_auc, uint32_t j, int mt)
+{
+    for (int i = 0; i < ST_REPORT_RANKERS; i++) {
+        if (!r->sum[i]) continue;
+        st_stat s = is_auc ? r->sum[i]->auc : r->sum[i]->m[j][mt];
+        fprintf(f, "<td%s>%.4f ± %.4f</td>", i == 0 ? " class=best" : "", s.mean, s.half);
+    }
+    double a = is_auc ? r->sum[0]->auc.mean : r->sum[0]->m[j][mt].mean;
+    for (int i = 1; i < ST_REPORT_RANKERS; i++) {
+        if (!r->sum[i]) continue;
+        double b = is_auc ? r->sum[i]->auc.mean : r->sum[i]->m[j][mt].mean;
+        if (b > 0 && isfinite(a)) fprintf(f, "<td>%.2fx</td>", a / b);
+        else fprintf(f, "<td>-</td>");
+    }
+    fprintf(f, "</tr>\n");
+}
+
 static void metric_table(FILE *f, const st_report *r)
 {
     static const char *label[ST_NMETRICS] = {"precision", "recall", "NDCG", "MAP", "hit rate"};
     static const int order[] = {ST_M_RECALL, ST_M_NDCG, ST_M_PRECISION, ST_M_MAP, ST_M_HIT};
     const st_eval_summary *m = r->sum[0];
-    fprintf(f, "<table><tr><th class=l>metric</th><th>K</th><th>model</th><th>popularity</th><th>random</th>"
-               "<th>lift over popularity</th><th>lift over random</th></tr>\n");
+    fprintf(f, "<table><tr><th class=l>metric</th><th>K</th>");
+    for (int i = 0; i < ST_REPORT_RANKERS; i++)
+        if (r->sum[i]) {
+            fprintf(f, "<th>");
+            html_text(f, r->names[i]);
+            fprintf(f, "</th>");
+        }
+    for (int i = 1; i < ST_REPORT_RANKERS; i++)
+        if (r->sum[i]) {
+            fprintf(f, "<th>lift over ");
+            html_text(f, r->names[i]);
+            fprintf(f, "</th>");
+        }
+    fprintf(f, "</tr>\n");
     for (size_t q = 0; q < sizeof order / sizeof order[0]; q++)
         for (uint32_t j = 0; j < m->nk; j++) {
-            int mt = order[q];
-            fprintf(f, "<tr><td class=l>%s</td><td>%u</td>", j == 0 ? label[mt] : "", m->ks[j]);
-            for (int i = 0; i < 3; i++)
-                fprintf(f, "<td%s>%.4f ± %.4f</td>", i == 0 ? " class=best" : "", r->sum[i]->m[j][mt].mean,
-                        r->sum[i]->m[j][mt].half);
-            for (int i = 1; i < 3; i++) {
-                double b = r->sum[i]->m[j][mt].mean;
-                if (b > 0) fprintf(f, "<td>%.2fx</td>", m->m[j][mt].mean / b);
-                else fprintf(f, "<td>-</td>");
-            }
-            fprintf(f, "</tr>\n");
+            fprintf(f, "<tr><td class=l>%s</td><td>%u</td>", j == 0 ? label[order[q]] : "", m->ks[j]);
+            table_row(f, r, 0, j, order[q]);
         }
     fprintf(f, "<tr><td class=l>AUC</td><td>all</td>");
-    for (int i = 0; i < 3; i++)
-        fprintf(f, "<td%s>%.4f ± %.4f</td>", i == 0 ? " class=best" : "", r->sum[i]->auc.mean, r->sum[i]->auc.half);
-    fprintf(f, "<td>%.2fx</td><td>%.2fx</td></tr>\n", m->auc.mean / r->sum[1]->auc.mean,
-            m->auc.mean / r->sum[2]->auc.mean);
+    table_row(f, r, 1, 0, 0);
     for (uint32_t j = 0; j < m->nk; j++) {
         fprintf(f, "<tr><td class=l>%s</td><td>%u</td>", j == 0 ? "coverage" : "", m->ks[j]);
-        for (int i = 0; i < 3; i++) fprintf(f, "<td>%.4f</td>", r->sum[i]->coverage[j]);
-        fprintf(f, "<td></td><td></td></tr>\n");
+        for (int i = 0; i < ST_REPORT_RANKERS; i++)
+            if (r->sum[i]) fprintf(f, "<td>%.4f</td>", r->sum[i]->coverage[j]);
+        for (int i = 1; i < ST_REPORT_RANKERS; i++)
+            if (r->sum[i]) fprintf(f, "<td></td>");
+        fprintf(f, "</tr>\n");
     }
     fprintf(f, "</table>\n<p class=note>Mean over %u test users ± the half-width of its 95%% confidence interval. "
                "recall@K is normalised by min(K, held-out segments), so 1 is reachable; a user's training segments "
                "are excluded from its ranking. Coverage: the share of all segments in anyone's top K.</p>\n",
             m->users);
+    if (r->notes) {
+        fprintf(f, "<p class=note>");
+        html_text(f, r->notes);
+        fprintf(f, "</p>\n");
+    }
+}
+
+/* LOOKALIKE and SIMILAR, two small tables. */
+static void segeval_tables(FILE *f, const st_segeval *g)
+{
+    fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
+               "segment's training users is expanded to N users who do not have the segment; the recall is that of "
+               "its %.1f held-out users on average. Offline, on the owner's own data: the serving privacy floors do "
+               "not apply. Members: the recall of the segment's %.1f other training users among all users but the "
+               "seeds.</p>\n<table><tr><th class=l>ranker</th><th>recall@N = held out</th>"
+               "<th>recall@N = 10 x held out</th><th>model's lift</th><th>members recall</th></tr>\n",
+            g->lal_segments, g->lal_seeds, g->lal_targets, g->lal_members_n);
+    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td><td>%.4f ± %.4f</td>", st_lal_name(i),
+                i == 0 ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
+                g->lal_recall10[i].half);
+        if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->lal_recall[0].mean / g->lal_recall[i].mean);
+        else fprintf(f, "<td></td>");
+        fprintf(f, "<td>%.4f ± %.4f</td></tr>\n", g->lal_members[i].mean, g->lal_members[i].half);
+    }
+    fprintf(f, "</table>\n<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
+               "10 segments most co-engaged with the segment in held-out engagement (cosine of their held-out user "
+               "sets).</p>\n<table><tr><th class=l>ranker</th><th>overlap@10</th><th>model's lift</th></tr>\n",
+            g->sim_segments);
+    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == 0 ? " class=best" : "",
+                g->sim_overlap[i].mean, g->sim_overlap[i].half);
+        if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td></tr>\n", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
+        else fprintf(f, "<td></td></tr>\n");
+    }
+    fprintf(f, "</table>\n");
 }
 
 static int write_page(FILE *f, void *ctx, char *err)
@@ -339,6 +398,7 @@ static int write_page(FILE *f, void *ctx, char *err)
         }
         fprintf(f, "</table>\n");
     }
+    if (r->seg_eval) segeval_tables(f, r->seg_eval);
     fprintf(f, "<h2>How to read this</h2>\n<p class=note>Every metric is defined in docs/EVALUATION.md. The model "
                "should sit well above popularity in recall@K and NDCG@K at every K; random is the floor. Interval "
                "bars that do not overlap mean a difference the test users support. In the reliability diagram, "

@@ -13,14 +13,18 @@
 
 #include <stdint.h>
 
-#include "eval.h"
+#include "ranking.h"
+#include "segeval.h"
 
 #define ST_REPORT_HIST_BINS 40
 
 typedef struct {
     const char *title;           /* "starling eval: ..." */
     const char *const *facts;    /* "key", "value" pairs, NULL-terminated */
-    const st_eval_summary *sum[3]; /* model, popularity, random */
+#define ST_REPORT_RANKERS 5
+    const st_eval_summary *sum[ST_REPORT_RANKERS]; /* model first, then the baselines; NULL = not ranked */
+    const char *names[ST_REPORT_RANKERS];          /* their names */
+    const char *notes;                             /* baselines left out and why, may be NULL */
     const double *loss;          /* per iteration, may be NULL */
     uint32_t iterations;
     const st_reliability *rel;   /* may be NULL (uncalibrated) */
@@ -33,6 +37,7 @@ typedef struct {
     const char *const *seg_names;
     const uint32_t *seg_users;
     const double *seg_recall;
+    const st_segeval *seg_eval;  /* LOOKALIKE and SIMILAR, may be NULL */
 } st_report;
 
 /* Writes DIR/index.html (creating DIR). -1 with a reason. */

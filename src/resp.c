@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util.h"
 
@@ -58,6 +59,11 @@ void resp_parser_reset(resp_parser *p)
     p->bulk_len = -1;
     p->argc = 0;
     p->error = NULL;
+    p->cross_protocol = 0;
+    /* After a request of many arguments the table goes back to nothing (the
+     * next request grows it from 16), so an idle connection keeps no trace
+     * of its largest request. */
+    if (p->argcap > RESP_KEEP_ARGS) resp_parser_free(p);
 }
 
 static resp_status fail(resp_parser *p, const char *msg)
@@ -213,6 +219,23 @@ static resp_status split_inline(resp_parser *p, char *buf, size_t end)
     return RESP_OK;
 }
 
+/* 1 when the line buf[0..end) is an HTTP request line (`METHOD target
+ * HTTP/1.1`) or a Host: header: what a browser or an SSRF-prone service sends
+ * when it is made to POST to this port. No Redis command looks like either. */
+static int looks_like_http(const char *buf, size_t end)
+{
+    if (end >= 5 && strncasecmp(buf, "host:", 5) == 0) return 1;
+    size_t i = 0;
+    while (i < end && buf[i] >= 'A' && buf[i] <= 'Z') i++;
+    if (i == 0 || i >= end || buf[i] != ' ') return 0;
+    size_t t = ++i;
+    while (i < end && buf[i] != ' ' && buf[i] != '\t') i++;
+    if (i == t || i >= end) return 0;
+    i++;
+    return end - i == 8 && memcmp(buf + i, "HTTP/", 5) == 0 && buf[i + 5] >= '0' && buf[i + 5] <= '9' &&
+           buf[i + 6] == '.' && buf[i + 7] >= '0' && buf[i + 7] <= '9';
+}
+
 static resp_status parse_inline(resp_parser *p, char *buf, size_t len, size_t *consumed)
 {
     /* p->pos remembers how far the line was already searched for its end. */
@@ -225,6 +248,11 @@ static resp_status parse_inline(resp_parser *p, char *buf, size_t len, size_t *c
     size_t at = (size_t)(nl - buf);
     if (at > p->lim.max_inline) return fail(p, "Protocol error: too big inline request");
     size_t end = at > 0 && buf[at - 1] == '\r' ? at - 1 : at;
+    if (looks_like_http(buf, end)) {
+        p->cross_protocol = 1;
+        return fail(p, "Possible SECURITY ATTACK detected: an HTTP request line or a Host: header on the Redis "
+                       "protocol port (cross-protocol scripting)");
+    }
     resp_status st = split_inline(p, buf, end);
     if (st != RESP_OK) return st;
     finish(p, buf);

@@ -50,12 +50,19 @@ typedef struct {
     uint32_t argcap;
     resp_arg *argv; /* filled on RESP_OK, argc entries */
     const char *error; /* set on RESP_ERROR: a static message */
+    int cross_protocol; /* ... and the request was an HTTP request line or a Host: header:
+                           the connection is closed without a reply */
 } resp_parser;
 
 void resp_parser_init(resp_parser *p, const resp_limits *lim);
 void resp_parser_free(resp_parser *p);
 
-/* Forgets the request in progress (call after RESP_OK, before the next). */
+/* Argument-table entries a parser keeps between requests: past this, reset
+ * frees the table. */
+#define RESP_KEEP_ARGS 256
+
+/* Forgets the request in progress (call after RESP_OK, before the next);
+ * frees an argument table grown past RESP_KEEP_ARGS. */
 void resp_parser_reset(resp_parser *p);
 
 /* Parses one request from buf[0..len), the bytes from the start of the

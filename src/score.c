@@ -701,6 +701,24 @@ void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_
     }
 }
 
+void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch)
+{
+    uint32_t k = m->k;
+    float *c = scratch + m->users;
+    if (m->Uq) {
+        /* Dequantized seeds, summed as the float rows would be. */
+        for (uint32_t j = 0; j < k; j++) {
+            double sum = 0;
+            for (uint32_t i = 0; i < nseeds; i++)
+                sum += (float)m->Uq[(size_t)seeds[i] * k + j] * m->Uscale[seeds[i]];
+            c[j] = nseeds > 0 ? (float)(sum / nseeds) : 0.0f;
+        }
+    } else {
+        st_score_centroid(m->U, k, seeds, nseeds, c);
+    }
+    st_score_all_users(m, c, scratch);
+}
+
 void st_score_segment_norms(const st_model *m, float *norms)
 {
     for (uint32_t s = 0; s < m->segments; s++) {
@@ -709,14 +727,18 @@ void st_score_segment_norms(const st_model *m, float *norms)
     }
 }
 
-uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
-                          uint32_t *out_idx, float *out_score)
+uint64_t st_score_similar_scratch(const st_model *m) { return (uint64_t)m->k + st_score_foldin_scratch(m, 1); }
+
+uint32_t st_score_similar(const st_model *m, const float *G, const float *q, uint32_t s, uint32_t want,
+                          float *scores, float *work, uint32_t *out_idx, float *out_score)
 {
-    st_score_all_segments(m, m->V + (size_t)s * m->k, scratch);
-    for (uint32_t t = 0; t < m->segments; t++) {
-        float d = norms[s] * norms[t];
-        scratch[t] = d > 0 ? scratch[t] / d : 0.0f;
-    }
+    /* A user whose only engagement is s, at the typical value of a pair (the
+     * scale eps of the log scheme, else 1), folded in and ranked exactly as
+     * SEGMENTS ranks a user: the segments such a user is most likely to
+     * engage with next. */
+    float *x = work, r = m->h.confidence == ST_CONF_LOG && m->h.eps > 0 ? (float)m->h.eps : 1.0f;
+    if (st_score_foldin(m, G, &s, &r, 1, x, work + m->k) != 0) return 0;
+    st_score_blend(m, q, x, scores);
     uint32_t self = s;
-    return st_topk(scratch, m->segments, want, &self, 1, out_idx, out_score);
+    return st_topk(scores, m->segments, want, &self, 1, out_idx, out_score);
 }

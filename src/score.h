@@ -137,6 +137,12 @@ void st_score_all_users(const st_model *m, const float *y, float *out);
  * st_score_one gives each (q from st_score_prior; out: m floats). */
 void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out);
 
+/* The scores LOOKALIKE ranks (scan.c selects them in one pass; this is
+ * the batch form for evaluations): scratch[u] = U[u] . c for every user u
+ * (seeds included), c = the mean of the seeds' vectors (user indices,
+ * distinct), left at scratch + m. scratch: m + k floats. */
+void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch);
+
 /* c = the mean of rows rows[0..n) of U (k columns), summed in double so that
  * it does not depend on their order. */
 void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c);
@@ -144,9 +150,15 @@ void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_
 /* norms[s] = |V[s]| for every segment. */
 void st_score_segment_norms(const st_model *m, float *norms);
 
-/* Segments most similar to s by cosine of their factor vectors, s excluded.
- * norms from st_score_segment_norms; scratch: n floats. */
-uint32_t st_score_similar(const st_model *m, const float *norms, uint32_t s, uint32_t want, float *scratch,
-                          uint32_t *out_idx, float *out_score);
+/* Segments most similar to s: the segments a user whose only engagement is
+ * s (at the typical value of a pair) would be ranked, folded in against G
+ * (V^T V) and blended with the prior q as SEGMENTS blends: co-engagement in
+ * the model's own metric, so a rare segment's small, noisy vector does not
+ * win as it does under the cosine of factors. s is excluded. scores: n
+ * floats; work: st_score_similar_scratch floats. Returns how many (0 when
+ * the fold-in cannot be solved). */
+uint64_t st_score_similar_scratch(const st_model *m);
+uint32_t st_score_similar(const st_model *m, const float *G, const float *q, uint32_t s, uint32_t want,
+                          float *scores, float *work, uint32_t *out_idx, float *out_score);
 
 #endif

@@ -55,725 +55,22 @@
 #include <unistd.h>
 
 #include "als.h"
-#include "api.h"
-#include "commands.h"
-#include "http.h"
+#include "net.h"
+#include "privacy.h"
 #include "score.h"
+#include "server_impl.h"
 #include "util.h"
-
-#define READ_CHUNK (16u << 10)
-#define OUT_SOFT (256u << 10)
-#define MAX_EVENTS 256
-
-typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
-
-typedef struct {
-    int kind;
-    int fd;
-    int is_unix;
-    int is_http;
-} st_listener;
-
-typedef struct st_loop st_loop;
-typedef struct st_job st_job;
-
-typedef struct st_client {
-    int kind; /* H_CLIENT: first, so an epoll pointer says what it points to */
-    int fd;
-    st_loop *loop;
-    st_session sess;
-    char *in;
-    size_t in_len, in_cap, in_start;
-    resp_parser parser;
-    int is_http;       /* accepted on the HTTP port: http and call are used, not parser */
-    http_parser http;
-    st_api_call call;  /* the HTTP request's command, until its reply is translated */
-    resp_out out;
-    size_t out_pos;
-    int blocked;   /* a heavy command is in flight */
-    int dead;      /* closed while blocked: freed when the job returns */
-    int syncing;   /* on the loop's list of replies waiting for an fdatasync */
-    struct st_client *sync_prev, *sync_next;
-    uint32_t events; /* registered epoll events */
-    double last_active;
-    struct st_client *prev, *next;
-} st_client;
-
-struct st_job {
-    st_job *next;
-    st_client *c;
-    st_loop *loop;
-    st_served *model;
-    const st_command *cmd;
-    uint64_t t0;
-    int argc;
-    resp_arg *argv;
-    resp_out out;
-};
-
-struct st_loop {
-    int kind; /* H_WAKE: the loop's eventfd handle */
-    int id;
-    int epfd, evfd;
-    pthread_t tid;
-    st_server *srv;
-    st_served *model;
-    uint64_t model_gen;
-    st_client *clients;
-    uint64_t nclients;
-    pthread_mutex_t done_lock;
-    st_job *done;
-    st_scratch scratch;
-    st_stats stats;
-    resp_out http_reply; /* the RESP reply of an HTTP request's command, before it becomes JSON */
-    int draining;
-    double drain_deadline;
-    double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
-    st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
-    uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
-};
-
-struct st_server {
-    st_server_config cfg;
-    st_listener tcp, unx, http;
-    char tcp_addr[64], http_addr[64];
-    int tcp_port, http_port;
-    st_ratelimit limit;
-    atomic_uint_fast64_t nclients_http;
-    st_loop *loops;
-    int nloops;
-    pthread_mutex_t model_lock;
-    st_served *model;
-    atomic_uint_fast64_t model_gen;
-    pthread_mutex_t reload_lock; /* one reload at a time; held while a file loads */
-    uint64_t reloads, reload_failures; /* these three under model_lock, which is never held long */
-    char last_reload_error[256];
-    pthread_mutex_t q_lock;
-    pthread_cond_t q_cond;
-    st_job *q_head, *q_tail;
-    uint64_t q_len;
-    int q_stop;
-    pthread_t *heavy;
-    int nheavy;
-    atomic_uint_fast64_t nclients, next_client_id, blocked;
-    atomic_int stopping;
-    double started, started_unix;
-    /* Online writes: the journal, and the lock that puts a change and its
-     * record in the same order (held while a reload swaps models, too). */
-    st_journal *journal;
-    pthread_mutex_t write_lock;
-    st_journal_info start_info; /* what the journal held at start */
-    double start_seconds;
-    uint64_t refused_writes;    /* under write_lock: refused since the last log line */
-    double refused_logged_at;
-    /* The maintenance thread: compactions. */
-    pthread_t maint;
-    int maint_started;
-    pthread_mutex_t maint_lock;
-    pthread_cond_t maint_cond;
-    int maint_stop, compact_requested, compacting, broken_logged;
-    uint64_t compact_base;      /* the journal's size after the last compaction (or at start) */
-    double forget_pending_since; /* monotonic time a FORGET was first seen not yet compacted; 0 = none */
-};
 
 static void loop_refresh_model(st_loop *l);
 
-/* ---- logging ------------------------------------------------------------ */
+static const char st_protected_message[] =
+    "DENIED starling is running in protected mode: it listens beyond loopback and no password is set, so only "
+    "loopback clients are served. Either set a password (requirepass, or users in the config file or an aclfile: "
+    "docs/SECURITY.md) and connect with it, or, if every host that can reach this address may use the server, "
+    "start it with --protected-mode no (protected-mode no in the config file).";
 
-static int log_level = ST_LOG_NOTICE;
-static FILE *log_file;
 
-void st_log(int level, const char *fmt, ...)
-{
-    if (level < log_level) return;
-    FILE *f = log_file ? log_file : stderr;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
-    char when[64];
-    strftime(when, sizeof when, "%d %b %Y %H:%M:%S", &tm);
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    static const char marks[] = ".-*#";
-    /* One fprintf per line: stdio locks the stream, so lines never interleave. */
-    fprintf(f, "%d:M %s.%03d %c %s\n", (int)getpid(), when, (int)(ts.tv_nsec / 1000000), marks[level & 3], msg);
-    fflush(f);
-}
 
-void st_server_config_default(st_server_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->bind = "127.0.0.1";
-    c->port = 6400;
-    c->unixsocket_perm = 0700;
-    c->threads = 0;
-    c->heavy_threads = 1;
-    c->maxclients = 10000;
-    c->max_request = 1u << 20;
-    c->max_args = 65536;
-    c->output_limit = 64u << 20;
-    c->max_count = 100000;
-    c->timeout = 0;
-    c->shutdown_timeout = 10;
-    c->loglevel = ST_LOG_NOTICE;
-    c->appendfsync = ST_APPENDFSYNC_EVERYSEC;
-    c->compact_min_bytes = 64u << 20;
-    c->compact_percentage = 100;
-    c->forget_compact_delay = 3600;
-    c->min_audience = 100;
-    c->min_seeds = 100;
-    c->http_bind = "127.0.0.1";
-    c->http_port = -1;
-    c->http_rate = 0;
-    c->http_burst = 0;
-}
-
-/* ---- scratch ------------------------------------------------------------ */
-
-static int grow(void **p, uint64_t want, size_t elem)
-{
-    void *q = st_realloc(*p, want * elem);
-    if (!q) return -1;
-    *p = q;
-    return 0;
-}
-
-int st_scratch_work(st_scratch *s, uint64_t n)
-{
-    if (n <= s->cap_work) return 0;
-    if (grow((void **)&s->work, n, sizeof(float)) != 0) return -1;
-    s->cap_work = n;
-    return 0;
-}
-
-int st_scratch_rows(st_scratch *s, uint64_t rows)
-{
-    if (rows <= s->cap_rows) return 0;
-    if (grow((void **)&s->scores, rows, sizeof(float)) != 0 || grow((void **)&s->idx, rows, sizeof(uint32_t)) != 0 ||
-        grow((void **)&s->top, rows, sizeof(float)) != 0)
-        return -1;
-    s->cap_rows = rows;
-    return 0;
-}
-
-int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, const st_server_config *cfg)
-{
-    uint64_t rows = m->segments;
-    if (all_users && m->users > rows) rows = m->users;
-    rows += m->k; /* look-alike keeps its centroid after the user scores */
-    if (st_scratch_rows(s, rows) != 0) return -1;
-    if (m->k > s->cap_ux) {
-        if (grow((void **)&s->ux, m->k, sizeof(float)) != 0) return -1;
-        s->cap_ux = m->k;
-    }
-    if (m->segments > s->cap_hist) {
-        if (grow((void **)&s->hseg, m->segments, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->hr, m->segments, sizeof(float)) != 0)
-            return -1;
-        s->cap_hist = m->segments;
-    }
-    uint64_t args = cfg->max_args + 1;
-    if (args > s->cap_args) {
-        if (grow((void **)&s->segs, args, sizeof(uint32_t)) != 0 ||
-            grow((void **)&s->vals, args, sizeof(float)) != 0)
-            return -1;
-        s->cap_args = args;
-    }
-    if (m->segments > s->cap_skip) {
-        uint8_t *p = st_realloc(s->skip, m->segments);
-        if (!p) return -1;
-        memset(p + s->cap_skip, 0, m->segments - s->cap_skip);
-        s->skip = p;
-        s->cap_skip = m->segments;
-    }
-    if (m->k > s->cap_user) {
-        if (grow((void **)&s->user, m->k, sizeof(float)) != 0) return -1;
-        s->cap_user = m->k;
-    }
-    /* Fold-in of a request's worth of segments, without allocating. */
-    return st_scratch_work(s, st_score_foldin_scratch(m, (uint32_t)(cfg->max_args / 2 + 1)));
-}
-
-void st_scratch_free(st_scratch *s)
-{
-    st_free(s->scores);
-    st_free(s->idx);
-    st_free(s->top);
-    st_free(s->work);
-    st_free(s->segs);
-    st_free(s->vals);
-    st_free(s->skip);
-    st_free(s->ux);
-    st_free(s->hseg);
-    st_free(s->hr);
-    st_overlay_view_free(&s->view);
-    st_free(s->user);
-    memset(s, 0, sizeof *s);
-}
-
-/* ---- the served model ---------------------------------------------------- */
-
-static void served_free(st_served *s)
-{
-    st_overlay_free(s->ov);
-    st_free(s->G);
-    st_free(s->prior);
-    st_free(s->prior_rank);
-    st_free(s->seg_norms);
-    st_segment_index_free(&s->seg_index);
-    st_model_free(&s->m);
-    st_free(s);
-}
-
-void st_served_release(st_served *s)
-{
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
-        st_log(ST_LOG_VERBOSE, "unmapped model %s (generation %llu)", s->path, (unsigned long long)s->generation);
-        served_free(s);
-    }
-}
-
-st_served *st_served_load(const char *path, char *err)
-{
-    double t0 = st_now();
-    st_served *s = st_calloc(1, sizeof *s);
-    if (!s) {
-        st_seterr(err, "out of memory");
-        return NULL;
-    }
-    if (st_model_load(path, &s->m, err) != 0) {
-        st_free(s);
-        return NULL;
-    }
-    const st_model *m = &s->m;
-    if (m->users == 0 || m->segments == 0) {
-        st_seterr(err, "%s: the model has no users or no segments", path);
-        served_free(s);
-        return NULL;
-    }
-    uint32_t n = m->segments, k = m->k;
-    s->G = st_aligned_alloc(64, (size_t)k * k * sizeof *s->G);
-    s->prior = st_malloc((size_t)n * sizeof *s->prior);
-    s->prior_rank = st_malloc((size_t)n * sizeof *s->prior_rank);
-    s->seg_norms = st_malloc((size_t)n * sizeof *s->seg_norms);
-    float *tmp = st_malloc((size_t)n * sizeof *tmp);
-    if (!s->G || !s->prior || !s->prior_rank || !s->seg_norms || !tmp) {
-        st_free(tmp);
-        served_free(s);
-        st_seterr(err, "%s: out of memory for the model's derived tables", path);
-        return NULL;
-    }
-    st_als_gram(m->V, n, k, s->G);
-    st_score_prior(m, s->prior);
-    st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
-    st_free(tmp);
-    st_score_segment_norms(m, s->seg_norms);
-    if (st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
-        served_free(s);
-        st_seterr(err, "%s: out of memory for the segment index", path);
-        return NULL;
-    }
-    s->ov = st_overlay_new(m, s->G, s->prior, err);
-    if (!s->ov) {
-        served_free(s);
-        return NULL;
-    }
-    snprintf(s->path, sizeof s->path, "%s", path);
-    s->loaded_at = (double)time(NULL);
-    atomic_init(&s->refs, 1);
-    st_log(ST_LOG_NOTICE, "model %s: %u users, %u segments, rank %u, loaded and verified in %.3f s", path, m->users,
-           n, k, st_now() - t0);
-    return s;
-}
-
-/* The served model with a reference for the caller, or NULL while the
- * first model is still loading. */
-static st_served *model_acquire(st_server *srv)
-{
-    pthread_mutex_lock(&srv->model_lock);
-    st_served *s = srv->model;
-    if (s) atomic_fetch_add(&s->refs, 1);
-    pthread_mutex_unlock(&srv->model_lock);
-    return s;
-}
-
-static void wake_all(st_server *srv)
-{
-    for (int i = 0; i < srv->nloops; i++) {
-        uint64_t one = 1;
-        if (write(srv->loops[i].evfd, &one, sizeof one) < 0) { /* already signalled */
-        }
-    }
-}
-
-/* ---- the journal and the overlays ------------------------------------------ */
-
-typedef struct {
-    st_overlay *ov;
-    const st_journal_info *info; /* at start: the id is read before the first record */
-    uint64_t id;
-} replay_ctx;
-
-static int replay_record(const st_jrecord *r, void *vctx, char *err)
-{
-    replay_ctx *c = vctx;
-    return st_overlay_replay(c->ov, c->info ? c->info->id : c->id, r, err);
-}
-
-/* Replays journal bytes [from, to) into ov and solves the users touched. */
-static int replay_range(st_server *srv, st_overlay *ov, uint64_t from, uint64_t to, char *err)
-{
-    replay_ctx c = {.ov = ov, .id = st_journal_id(srv->journal)};
-    st_journal_info info;
-    if (st_journal_read(st_journal_path(srv->journal), from, to, replay_record, &c, &info, err) != 0) return -1;
-    return st_overlay_solve(ov, err);
-}
-
-/* What s's model says about this journal. A model trained with it holds its
- * records up to some seq, which replay skipped; if the journal ends before
- * that seq (an older copy was restored), new records must still come after
- * it, or the next reload would take them for records the model holds. */
-static void check_lineage(st_server *srv, const st_served *s)
-{
-    uint64_t id, seq;
-    st_overlay_lineage(s->ov, &id, &seq);
-    if (!id) return;
-    uint64_t jid = st_journal_id(srv->journal), last = st_journal_last_seq(srv->journal);
-    if (id != jid) {
-        st_log(ST_LOG_NOTICE, "model %s was trained with journal %016llx, not with this one (%016llx): every record "
-                              "of this journal applies on top of it",
-               s->path, (unsigned long long)id, (unsigned long long)jid);
-        return;
-    }
-    st_log(ST_LOG_NOTICE, "model %s holds this journal's records up to seq %llu; later ones apply on top", s->path,
-           (unsigned long long)seq);
-    if (seq > last) {
-        st_log(ST_LOG_WARNING, "model %s holds records up to seq %llu but the journal ends at seq %llu (an older "
-                               "copy of it?): new records are numbered from %llu",
-               s->path, (unsigned long long)seq, (unsigned long long)last, (unsigned long long)seq + 1);
-        st_journal_raise_seq(srv->journal, seq);
-    }
-}
-
-static int reload_failed(st_server *srv, st_served *s, const char *err)
-{
-    if (s) st_served_release(s);
-    pthread_mutex_lock(&srv->model_lock);
-    srv->reload_failures++;
-    snprintf(srv->last_reload_error, sizeof srv->last_reload_error, "%s", err);
-    pthread_mutex_unlock(&srv->model_lock);
-    st_log(ST_LOG_WARNING, "reload failed, still serving the previous model: %s", err);
-    pthread_mutex_unlock(&srv->reload_lock);
-    return -1;
-}
-
-int st_server_reload(st_server *srv, const char *path, char *err)
-{
-    pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
-    char cur[4096];
-    pthread_mutex_lock(&srv->model_lock);
-    snprintf(cur, sizeof cur, "%s", path ? path : srv->model->path);
-    pthread_mutex_unlock(&srv->model_lock);
-    st_served *s = st_served_load(cur, err);
-    if (!s) return reload_failed(srv, NULL, err);
-    /* The online changes carry over: the journal is replayed against the
-     * new model, first up to where it ends now (writes go on meanwhile),
-     * then, holding writes, the little appended since. */
-    uint64_t e1 = 0;
-    char why[ST_ERRLEN];
-    if (srv->journal) {
-        e1 = st_journal_end(srv->journal);
-        if (replay_range(srv, s->ov, 0, e1, why) != 0) {
-            st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
-        }
-        pthread_mutex_lock(&srv->write_lock);
-        uint64_t e2 = st_journal_end(srv->journal);
-        if (e2 > e1 && replay_range(srv, s->ov, e1, e2, why) != 0) {
-            pthread_mutex_unlock(&srv->write_lock);
-            st_seterr(err, "replaying the journal against %s: %s", cur, why);
-            return reload_failed(srv, s, err);
-        }
-    }
-    pthread_mutex_lock(&srv->model_lock);
-    st_served *old = srv->model;
-    s->generation = old->generation + 1;
-    srv->model = s;
-    atomic_store(&srv->model_gen, s->generation);
-    srv->reloads++;
-    srv->last_reload_error[0] = '\0';
-    pthread_mutex_unlock(&srv->model_lock);
-    if (srv->journal) {
-        check_lineage(srv, s);
-        pthread_mutex_unlock(&srv->write_lock);
-    }
-    /* Loops pick the new model up before their next request; the old one
-     * is unmapped when the last loop or job holding it lets go. */
-    st_served_release(old);
-    st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
-    pthread_mutex_unlock(&srv->reload_lock);
-    wake_all(srv); /* idle loops take the new model up now, not at their next event */
-    return 0;
-}
-
-int st_server_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result *res, char *err)
-{
-    memset(res, 0, sizeof *res);
-    if (!srv->journal)
-        return st_seterr(err, "MISCONF this server has no journal, so a write would not survive a restart: start it "
-                              "with --journal FILE");
-    char why[ST_ERRLEN];
-    st_overlay_change chg;
-    /* Optimistic: the change is prepared (the user's vector solved, the
-     * costly part) with no lock held, then checked, journaled and committed
-     * under the write lock, and prepared again in the rare case another
-     * write changed the same user, or a reload swapped models, meanwhile.
-     * After a few such retries it is prepared under the lock. */
-    for (int attempt = 0;; attempt++) {
-        int locked = attempt >= 4;
-        if (locked) pthread_mutex_lock(&srv->write_lock);
-        st_served *sv = model_acquire(srv);
-        if (st_scratch_work(sc, st_overlay_work(sv->ov)) != 0) {
-            if (locked) pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR out of memory");
-        }
-        if (st_overlay_prepare(sv->ov, r, sc->work, &chg, why) != 0) {
-            st_overlay_discard(&chg);
-            if (locked) pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR %s", why);
-        }
-        if (!locked) pthread_mutex_lock(&srv->write_lock);
-        int ok = srv->model == sv ? st_overlay_check(sv->ov, &chg, why) : 0;
-        if (ok < 0) {
-            st_overlay_discard(&chg);
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "ERR %s", why);
-        }
-        if (ok == 0) {
-            st_overlay_discard(&chg);
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            continue;
-        }
-        if (st_journal_append(srv->journal, r, why) != 0) {
-            st_overlay_discard(&chg);
-            /* Logged at most once a second: a full disk under load refuses
-             * every write. */
-            srv->refused_writes++;
-            double now = st_now();
-            if (now - srv->refused_logged_at >= 1.0) {
-                st_log(ST_LOG_WARNING, "journal: %llu writes refused since the last message: %s",
-                       (unsigned long long)srv->refused_writes, why);
-                srv->refused_writes = 0;
-                srv->refused_logged_at = now;
-            }
-            pthread_mutex_unlock(&srv->write_lock);
-            st_served_release(sv);
-            return st_seterr(err, "MISCONF Errors writing to the journal: %s; the write was not applied", why);
-        }
-        res->seq = r->seq;
-        res->existed = chg.existed;
-        res->known_segment = chg.known_segment;
-        res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
-        st_overlay_commit(sv->ov, &chg);
-        pthread_mutex_unlock(&srv->write_lock);
-        st_served_release(sv);
-        return 0;
-    }
-}
-
-int st_server_compact(st_server *srv, char *err)
-{
-    if (!srv->journal) return st_seterr(err, "ERR this server has no journal (start it with --journal FILE)");
-    pthread_mutex_lock(&srv->maint_lock);
-    int busy = srv->compacting || srv->compact_requested;
-    if (!busy) {
-        srv->compact_requested = 1;
-        pthread_cond_signal(&srv->maint_cond);
-    }
-    pthread_mutex_unlock(&srv->maint_lock);
-    if (busy) return st_seterr(err, "ERR a journal compaction is already in progress");
-    return 0;
-}
-
-void st_server_get_journal(st_server *srv, st_server_journal_info *info)
-{
-    memset(info, 0, sizeof *info);
-    /* Set before the first model is published (load_first_model). */
-    pthread_mutex_lock(&srv->model_lock);
-    st_journal *j = srv->model ? srv->journal : NULL;
-    pthread_mutex_unlock(&srv->model_lock);
-    if (!j) return;
-    info->has_journal = 1;
-    st_journal_get_status(j, &info->j);
-    info->path = st_journal_path(j);
-    info->policy = st_journal_policy(j);
-    info->id = st_journal_id(j);
-    pthread_mutex_lock(&srv->maint_lock);
-    info->compacting = srv->compacting || srv->compact_requested;
-    pthread_mutex_unlock(&srv->maint_lock);
-    info->start_records = srv->start_info.records;
-    info->start_torn_bytes = srv->start_info.torn_bytes;
-    info->start_torn_at = srv->start_info.torn_at;
-    info->start_seconds = srv->start_seconds;
-}
-
-/* Compacts on request (JOURNAL COMPACT), when the journal has grown by
- * compact-percentage since the last compaction (and is past
- * compact-min-bytes), and forget-compact-delay seconds after a FORGET, so
- * that what it erased leaves the file too. */
-static void *maint_main(void *arg)
-{
-    st_server *srv = arg;
-    const st_server_config *cfg = &srv->cfg;
-    pthread_mutex_lock(&srv->maint_lock);
-    while (!srv->maint_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
-        if (!srv->compact_requested) pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &ts);
-        if (srv->maint_stop) break;
-        const char *why = srv->compact_requested ? "requested" : NULL;
-        st_journal_status js;
-        st_journal_get_status(srv->journal, &js);
-        double now = st_now();
-        if (js.broken && !srv->broken_logged) {
-            st_log(ST_LOG_WARNING, "journal: out of service (%s): writes are refused until the server is restarted; "
-                                   "reads go on",
-                   js.last_error);
-            srv->broken_logged = 1;
-        }
-        int forgets = js.last_forget_seq > js.last_compaction.through_seq ||
-                      (srv->start_info.forgets > 0 && js.compactions == 0);
-        if (!forgets || cfg->forget_compact_delay <= 0) srv->forget_pending_since = 0;
-        else if (srv->forget_pending_since == 0) srv->forget_pending_since = now;
-        if (!why && cfg->compact_percentage && js.bytes >= cfg->compact_min_bytes && js.bytes > srv->compact_base &&
-            js.bytes - srv->compact_base >= srv->compact_base / 100 * cfg->compact_percentage)
-            why = "the journal grew past compact-percentage";
-        if (!why && srv->forget_pending_since && now - srv->forget_pending_since >= cfg->forget_compact_delay)
-            why = "erasing what FORGETs erased from the file (forget-compact-delay)";
-        if (!why || js.broken) {
-            srv->compact_requested = 0;
-            continue;
-        }
-        srv->compacting = 1;
-        srv->compact_requested = 0;
-        pthread_mutex_unlock(&srv->maint_lock);
-        st_log(ST_LOG_NOTICE, "journal: compaction started (%s)", why);
-        st_journal_compaction c;
-        char err[ST_ERRLEN];
-        pthread_mutex_lock(&srv->reload_lock);
-        int rc = st_journal_compact(srv->journal, &c, err);
-        pthread_mutex_unlock(&srv->reload_lock);
-        if (rc == 0)
-            st_log(ST_LOG_NOTICE, "journal: compacted in %.3f s: %llu -> %llu bytes, %llu -> %llu records (%llu "
-                                  "events of forgotten users and %llu older FORGETs dropped)",
-                   c.seconds, (unsigned long long)c.bytes_before, (unsigned long long)c.bytes_after,
-                   (unsigned long long)c.records_before, (unsigned long long)c.records_after,
-                   (unsigned long long)c.events_erased, (unsigned long long)c.forgets_merged);
-        else
-            st_log(ST_LOG_WARNING, "journal: %s", err);
-        pthread_mutex_lock(&srv->maint_lock);
-        srv->compacting = 0;
-        if (rc == 0) {
-            srv->compact_base = c.bytes_after;
-            srv->forget_pending_since = 0;
-        } else if (srv->forget_pending_since) {
-            srv->forget_pending_since = now; /* try again a delay later, not every second */
-        }
-    }
-    pthread_mutex_unlock(&srv->maint_lock);
-    return NULL;
-}
-
-/* ---- info ---------------------------------------------------------------- */
-
-void st_server_get_info(st_server *srv, st_server_info *info)
-{
-    memset(info, 0, sizeof *info);
-    info->started = srv->started;
-    info->started_unix = srv->started_unix;
-    info->clients = atomic_load(&srv->nclients);
-    info->blocked_clients = atomic_load(&srv->blocked);
-    info->loops = (uint64_t)srv->nloops;
-    info->heavy_threads = (uint64_t)srv->nheavy;
-    pthread_mutex_lock(&srv->q_lock);
-    info->heavy_queued = srv->q_len;
-    pthread_mutex_unlock(&srv->q_lock);
-    /* Not reload_lock: INFO on an event loop must not wait for a file to load. */
-    pthread_mutex_lock(&srv->model_lock);
-    info->reloads = srv->reloads;
-    info->reload_failures = srv->reload_failures;
-    snprintf(info->last_reload_error, sizeof info->last_reload_error, "%s", srv->last_reload_error);
-    pthread_mutex_unlock(&srv->model_lock);
-    info->tcp_addr = srv->tcp.fd >= 0 ? srv->tcp_addr : NULL;
-    info->tcp_port = srv->tcp_port;
-    info->unixsocket = srv->unx.fd >= 0 ? srv->cfg.unixsocket : NULL;
-    info->maxclients = srv->cfg.maxclients;
-    info->http_clients = atomic_load(&srv->nclients_http);
-    info->http_addr = srv->http.fd >= 0 ? srv->http_addr : NULL;
-    info->http_port = srv->http_port;
-    /* srv->journal is set before the first model is published under
-     * model_lock, so it is safe to read once a model has been seen. */
-    pthread_mutex_lock(&srv->model_lock);
-    st_journal *j = srv->model ? srv->journal : NULL;
-    pthread_mutex_unlock(&srv->model_lock);
-    if (j) {
-        st_journal_status js;
-        st_journal_get_status(j, &js);
-        info->journal = 1;
-        info->journal_bytes = js.bytes;
-        info->journal_lag_events = js.last_seq > js.durable_seq ? js.last_seq - js.durable_seq : 0;
-        info->journal_lag_seconds = info->journal_lag_events ? st_now() - js.synced_at : 0;
-        info->journal_write_failures = js.append_failures + js.fsync_failures;
-    }
-}
-
-static void add_stat(atomic_uint_fast64_t *to, const atomic_uint_fast64_t *from)
-{
-    atomic_store_explicit(to,
-                          atomic_load_explicit(to, memory_order_relaxed) +
-                              atomic_load_explicit(from, memory_order_relaxed),
-                          memory_order_relaxed);
-}
-
-void st_server_sum_stats(st_server *srv, st_stats *out)
-{
-    memset(out, 0, sizeof *out);
-    for (int i = 0; i < srv->nloops; i++) {
-        const st_stats *s = &srv->loops[i].stats;
-        for (int c = 0; c < ST_MAX_COMMANDS; c++) {
-            add_stat(&out->cmd[c].calls, &s->cmd[c].calls);
-            add_stat(&out->cmd[c].nanos, &s->cmd[c].nanos);
-            add_stat(&out->cmd[c].failed, &s->cmd[c].failed);
-            add_stat(&out->cmd[c].rejected, &s->cmd[c].rejected);
-            if (atomic_load_explicit(&s->cmd[c].calls, memory_order_relaxed) == 0) continue;
-            for (int b = 0; b < ST_LAT_BUCKETS; b++) add_stat(&out->cmd[c].hist[b], &s->cmd[c].hist[b]);
-        }
-        add_stat(&out->connections, &s->connections);
-        add_stat(&out->rejected_connections, &s->rejected_connections);
-        add_stat(&out->commands, &s->commands);
-        add_stat(&out->protocol_errors, &s->protocol_errors);
-        add_stat(&out->net_in, &s->net_in);
-        add_stat(&out->net_out, &s->net_out);
-        add_stat(&out->dropped_output, &s->dropped_output);
-        add_stat(&out->idle_closed, &s->idle_closed);
-        add_stat(&out->http_connections, &s->http_connections);
-        for (int c = 0; c < ST_HTTP_CODES; c++) add_stat(&out->http_codes[c], &s->http_codes[c]);
-    }
-}
-
-static void bump(atomic_uint_fast64_t *a, uint64_t v)
-{
-    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v, memory_order_relaxed);
-}
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -820,7 +117,7 @@ static void client_close(st_client *c, const char *why)
     if (c->next) c->next->prev = c->prev;
     l->nclients--;
     atomic_fetch_sub(&l->srv->nclients, 1);
-    if (c->is_http) atomic_fetch_sub(&l->srv->nclients_http, 1);
+    atomic_fetch_sub(c->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
     if (c->blocked) c->dead = 1; /* the job still points here */
     else client_free(c);
 }
@@ -887,6 +184,43 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     return 0;
 }
 
+/* Under appendfsync always, a reply leaves only once every write it may have
+ * seen is durable: the connection's replies wait for the last record
+ * appended when the command ran (loop_commit's fdatasync covers it). A
+ * reply computed from a model tainted by a failed fdatasync (writes applied
+ * that are not durable and never will be) waits forever, which closes the
+ * connection without it, until the model rebuilt without them is served. */
+static void reply_saw_journal(st_client *c, const st_served *model)
+{
+    st_server *srv = c->loop->srv;
+    if (!model || !srv->journal || st_journal_policy(srv->journal) != ST_APPENDFSYNC_ALWAYS) return;
+    uint64_t seen = st_journal_last_seq(srv->journal);
+    uint64_t tainted = atomic_load(&srv->tainted_gen);
+    if (tainted && model->generation <= tainted) seen = UINT64_MAX;
+    if (seen > c->sess.journal_wait) c->sess.journal_wait = seen;
+}
+
+/* After a pass over the input: forgets what was consumed, gives a buffer
+ * grown by a large request back, and times the request still incomplete
+ * (from its first byte, or from the last request completed: a client
+ * pipelining at full speed always has a partial request in its buffer). */
+static void input_consumed(st_client *c, int progressed)
+{
+    if (c->in_start == c->in_len) {
+        c->in_start = c->in_len = 0;
+        c->req_started = 0;
+        if (c->in_cap > IN_KEEP) {
+            char *p = st_realloc(c->in, IN_KEEP);
+            if (p) {
+                c->in = p;
+                c->in_cap = IN_KEEP;
+            }
+        }
+    } else if (progressed || !c->req_started) {
+        c->req_started = c->loop->now;
+    }
+}
+
 /* process_input for a connection on the HTTP port: each request is parsed
  * by http.c and handed to api.c, which answers it or names a command; the
  * command runs through st_call exactly as a RESP request's does (deferred to
@@ -896,6 +230,7 @@ static int process_http(st_client *c)
 {
     st_loop *l = c->loop;
     st_server *srv = l->srv;
+    int progressed = 0;
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
@@ -909,7 +244,7 @@ static int process_http(st_client *c)
             break;
         }
         if (st == HTTP_ERROR) {
-            bump(&l->stats.protocol_errors, 1);
+            st_stat_bump(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): HTTP %d: %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->http.error_status, c->http.error);
             st_api_error(&l->stats, &c->out, c->http.error_status, c->http.error, 0);
@@ -919,41 +254,60 @@ static int process_http(st_client *c)
         }
         c->last_active = l->now; /* a complete request is activity, as in process_input */
         st_api_env env = {.srv = srv,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .model = l->model,
                           .limit = &srv->limit,
                           .addr = c->sess.addr,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .auth_failures = &c->sess.auth_failures};
+        if (c->probes_only) {
+            int full = c->probes_only == PROBES_FULL;
+            if (st_api_probe(&env, &c->http, full ? 429 : 403,
+                             full ? "max number of HTTP clients reached (http-maxclients)" : st_protected_message,
+                             &c->out) &&
+                !full)
+                st_stat_bump(&l->stats.protected_refused, 1);
+            c->sess.close_after_reply = 1;
+            c->in_start = c->in_len;
+            break;
+        }
         if (st_api_request(&env, &c->http, &c->call, &c->out) == ST_API_RUN) {
-            c->sess.authed = 1; /* api.c checked the bearer token */
+            /* api.c checked the bearer token: its user's rights hold for this request */
+            c->sess.rights = c->call.rights;
+            snprintf(c->sess.user, sizeof c->sess.user, "%s", c->call.user);
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
             st_ctx ctx = {.srv = srv,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
                           .scratch = &l->scratch,
                           .out = &l->http_reply,
                           .argc = c->call.argc,
-                          .argv = c->call.argv};
+                          .argv = c->call.argv,
+                          .stats = &l->stats};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            bump(&l->stats.commands, 1);
+            st_stat_bump(&l->stats.commands, 1);
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
                 if (defer(c, &ctx, cmd, t0) != 0) {
                     st_api_call_free(&c->call);
                     st_api_error(&l->stats, &c->out, 503, "out of memory", c->http.keep_alive);
                 }
             } else {
+                reply_saw_journal(c, l->model);
                 st_api_reply(&l->stats, &c->call, l->http_reply.buf, l->http_reply.len, l->http_reply.overflow,
                              &c->out);
             }
         }
-        if (!c->http.keep_alive) c->sess.close_after_reply = 1;
+        if (!c->http.keep_alive || c->sess.auth_failures >= ST_AUTH_MAX_FAILURES) c->sess.close_after_reply = 1;
         c->in_start += consumed;
+        progressed = 1;
         http_parser_reset(&c->http);
     }
-    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    input_consumed(c, progressed);
     return 0;
 }
 
@@ -965,13 +319,27 @@ static int process_input(st_client *c)
     st_loop *l = c->loop;
     st_server *srv = l->srv;
     if (c->is_http) return process_http(c);
+    int progressed = 0;
     while (!c->blocked && !c->sess.close_after_reply && c->in_start < c->in_len) {
         if (pending(c) >= out_soft(c)) return 1;
         size_t consumed = 0;
+        /* Before AUTH, requests are held to a few small arguments (AUTH,
+         * HELLO, PING, QUIT need no more): a client without the password
+         * cannot make the server buffer a large request. */
+        c->parser.lim = (c->sess.rights & ST_RIGHT_AUTHED) ? srv->lim : srv->lim_preauth;
         resp_status st = resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == RESP_NEED_MORE) break;
+        if (st == RESP_ERROR && c->parser.cross_protocol) {
+            st_stat_bump(&l->stats.cross_protocol, 1);
+            st_log(ST_LOG_WARNING, "client %llu (%s): possible SECURITY ATTACK detected: it sent an HTTP request line "
+                                   "or a Host: header to the Redis protocol port (cross-protocol scripting, e.g. a "
+                                   "browser made to POST here); connection closed, nothing it sent was run",
+                   (unsigned long long)c->sess.id, c->sess.addr);
+            client_close(c, "cross-protocol request");
+            return -1;
+        }
         if (st == RESP_ERROR) {
-            bump(&l->stats.protocol_errors, 1);
+            st_stat_bump(&l->stats.protocol_errors, 1);
             st_log(ST_LOG_VERBOSE, "client %llu (%s): %s", (unsigned long long)c->sess.id, c->sess.addr,
                    c->parser.error);
             resp_error(&c->out, "ERR %s", c->parser.error);
@@ -989,23 +357,29 @@ static int process_input(st_client *c)
              * loop after the swap is missing from this reply. */
             if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
             st_ctx ctx = {.srv = srv,
+                          .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
                           .session = &c->sess,
                           .model = l->model,
                           .scratch = &l->scratch,
                           .out = &c->out,
                           .argc = (int)c->parser.argc,
-                          .argv = c->parser.argv};
+                          .argv = c->parser.argv,
+                          .stats = &l->stats};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
-            bump(&l->stats.commands, 1);
-            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER && defer(c, &ctx, cmd, t0) != 0)
-                resp_error(&c->out, "ERR out of memory");
+            st_stat_bump(&l->stats.commands, 1);
+            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
+                if (defer(c, &ctx, cmd, t0) != 0) resp_error(&c->out, "ERR out of memory");
+            } else {
+                reply_saw_journal(c, l->model);
+            }
         }
         c->in_start += consumed;
+        progressed = 1;
         resp_parser_reset(&c->parser);
     }
-    if (c->in_start == c->in_len) c->in_start = c->in_len = 0;
+    input_consumed(c, progressed);
     return 0;
 }
 
@@ -1014,7 +388,7 @@ static int flush_out(st_client *c)
 {
     st_loop *l = c->loop;
     if (c->out.overflow) {
-        bump(&l->stats.dropped_output, 1);
+        st_stat_bump(&l->stats.dropped_output, 1);
         st_log(ST_LOG_WARNING, "client %llu (%s) dropped: replies over the output limit of %llu bytes",
                (unsigned long long)c->sess.id, c->sess.addr, (unsigned long long)l->srv->cfg.output_limit);
         client_close(c, "output limit");
@@ -1024,7 +398,7 @@ static int flush_out(st_client *c)
         ssize_t n = write(c->fd, c->out.buf + c->out_pos, pending(c));
         if (n > 0) {
             c->out_pos += (size_t)n;
-            bump(&l->stats.net_out, (uint64_t)n);
+            st_stat_bump(&l->stats.net_out, (uint64_t)n);
             /* A client still reading a long reply is not idle. */
             c->last_active = l->now;
             continue;
@@ -1036,6 +410,7 @@ static int flush_out(st_client *c)
     }
     if (c->out_pos == c->out.len) {
         c->out.len = c->out_pos = 0;
+        if (c->out.cap > OUT_KEEP) resp_out_free(&c->out); /* a large reply's buffer goes back */
     } else if (c->out_pos > c->out.len / 2) {
         resp_out_consume(&c->out, c->out_pos);
         c->out_pos = 0;
@@ -1057,6 +432,7 @@ static void client_service(st_client *c)
 {
     for (;;) {
         int piled = process_input(c);
+        if (piled < 0) return; /* closed */
         if (replies_wait_for_sync(c)) {
             /* Held, not sent: the loop fdatasyncs once for every connection
              * in this state at the end of its iteration (loop_commit). */
@@ -1082,7 +458,6 @@ static void client_service(st_client *c)
 
 static void client_read(st_client *c)
 {
-    st_server *srv = c->loop->srv;
     if (c->in_cap - c->in_len < READ_CHUNK) {
         if (c->in_start > 0) {
             memmove(c->in, c->in + c->in_start, c->in_len - c->in_start);
@@ -1091,7 +466,7 @@ static void client_read(st_client *c)
         }
         /* The parser refuses any request longer than max-request long before
          * the buffer grows past this bound. */
-        size_t limit = srv->cfg.max_request + 2 * READ_CHUNK + 64;
+        size_t limit = c->parser.lim.max_request + 2 * READ_CHUNK + 64;
         if (c->in_cap - c->in_len < READ_CHUNK && c->in_cap < limit) {
             size_t cap = c->in_cap * 2;
             if (cap > limit) cap = limit;
@@ -1115,8 +490,110 @@ static void client_read(st_client *c)
         return;
     }
     c->in_len += (size_t)n;
-    bump(&c->loop->stats.net_in, (uint64_t)n);
+    st_stat_bump(&c->loop->stats.net_in, (uint64_t)n);
     client_service(c);
+}
+
+
+/* The peer's "host:port" into addr; 1 when it is a loopback address. */
+static int peer_name(const struct sockaddr_storage *sa, char *addr, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0, loop = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+        loop = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+        loop = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) || (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127);
+    }
+    snprintf(addr, cap, "%s:%d", host, port);
+    return loop;
+}
+
+/* Refuses fd with a last word (an error reply, or an HTTP response). */
+static void refuse(st_loop *l, int fd, int http, int status, const char *msg)
+{
+    if (http) {
+        resp_out o;
+        resp_out_init(&o, 4096);
+        st_api_error(&l->stats, &o, status, msg, 0);
+        if (o.len && write(fd, o.buf, o.len) < 0) { /* the client is going away either way */
+        }
+        resp_out_free(&o);
+    } else {
+        char line[1024];
+        int n = snprintf(line, sizeof line, "-%s\r\n", msg);
+        if (n > 0 && write(fd, line, (size_t)n) < 0) { /* as above */
+        }
+    }
+    close(fd);
+}
+
+/* Whether a new connection is let in, by its protocol's budget and, in
+ * protected mode, its address: 0 in full, PROBES_* to ask /healthz and
+ * /readyz alone, -1 refused (fd closed, the budget given back). */
+static int admit(st_loop *l, const st_listener *ls, int fd, int loopback)
+{
+    st_server *srv = l->srv;
+    if (srv->protected_mode && !ls->is_unix && !loopback && !ls->is_http) {
+        st_stat_bump(&l->stats.protected_refused, 1);
+        refuse(l, fd, 0, 0, st_protected_message);
+        return -1;
+    }
+    if (ls->is_http) {
+        uint64_t n = atomic_fetch_add(&srv->nclients_http, 1);
+        if (n < srv->cfg.http_maxclients)
+            return srv->protected_mode && !loopback ? PROBES_PROTECTED : 0;
+        if (n < srv->cfg.http_maxclients + HTTP_PROBE_SLOTS) return PROBES_FULL;
+        atomic_fetch_sub(&srv->nclients_http, 1);
+        st_stat_bump(&l->stats.rejected_connections, 1);
+        refuse(l, fd, 1, 429, "max number of HTTP clients reached (http-maxclients)");
+        return -1;
+    }
+    if (atomic_fetch_add(&srv->nclients_resp, 1) < srv->cfg.maxclients) return 0;
+    atomic_fetch_sub(&srv->nclients_resp, 1);
+    st_stat_bump(&l->stats.rejected_connections, 1);
+    refuse(l, fd, 0, 0, "ERR max number of clients reached");
+    return -1;
+}
+
+/* A connection's state, from its first byte on. NULL when out of memory. */
+static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
+{
+    st_server *srv = l->srv;
+    st_client *c = st_calloc(1, sizeof *c);
+    char *in = st_malloc(IN_KEEP);
+    if (!c || !in) {
+        st_free(c);
+        st_free(in);
+        return NULL;
+    }
+    c->kind = H_CLIENT;
+    c->fd = fd;
+    c->loop = l;
+    if (ls->is_http) {
+        http_limits hl;
+        http_limits_default(&hl);
+        hl.max_body = srv->cfg.max_request;
+        http_parser_init(&c->http, &hl);
+        c->is_http = 1;
+    }
+    c->in = in;
+    c->in_cap = IN_KEEP;
+    resp_parser_init(&c->parser, &srv->lim_preauth);
+    resp_out_init(&c->out, srv->cfg.output_limit);
+    c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+    c->sess.rights = st_acl_initial_rights(srv->cfg.acl);
+    snprintf(c->sess.user, sizeof c->sess.user, "default");
+    c->sess.created = st_now();
+    c->last_active = l->now;
+    c->events = EPOLLIN;
+    return c;
 }
 
 static void accept_clients(st_loop *l, st_listener *ls)
@@ -1132,89 +609,33 @@ static void accept_clients(st_loop *l, st_listener *ls)
                 st_log(ST_LOG_WARNING, "accept: %s (raise the file limit or lower --maxclients)", strerror(errno));
             return;
         }
-        if (atomic_fetch_add(&srv->nclients, 1) >= srv->cfg.maxclients) {
-            atomic_fetch_sub(&srv->nclients, 1);
-            static const char full[] = "-ERR max number of clients reached\r\n";
-            if (ls->is_http) {
-                resp_out o;
-                resp_out_init(&o, 4096);
-                st_api_error(&l->stats, &o, 429, "max number of clients reached (maxclients)", 0);
-                if (o.len && write(fd, o.buf, o.len) < 0) { /* as below */
-                }
-                resp_out_free(&o);
-            } else if (write(fd, full, sizeof full - 1) < 0) { /* the client is going away either way */
-            }
+        char addr[64];
+        int loopback = 1;
+        if (ls->is_unix) snprintf(addr, sizeof addr, "%s:0", srv->cfg.unixsocket);
+        else loopback = peer_name(&sa, addr, sizeof addr);
+        int probes = admit(l, ls, fd, loopback);
+        if (probes < 0) continue;
+        st_client *c = client_new(l, ls, fd);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
-            bump(&l->stats.rejected_connections, 1);
-            continue;
-        }
-        st_client *c = st_calloc(1, sizeof *c);
-        char *in = st_malloc(READ_CHUNK * 2);
-        if (!c || !in) {
-            st_free(c);
-            st_free(in);
-            close(fd);
-            atomic_fetch_sub(&srv->nclients, 1);
+            if (c) client_free(c);
+            atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
             continue;
         }
         if (!ls->is_unix) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            char host[INET6_ADDRSTRLEN] = "?";
-            int port = 0;
-            if (sa.ss_family == AF_INET) {
-                struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
-                inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-                port = ntohs(s4->sin_port);
-            } else if (sa.ss_family == AF_INET6) {
-                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
-                inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-                port = ntohs(s6->sin6_port);
-            }
-            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:%d", host, port);
-        } else {
-            snprintf(c->sess.addr, sizeof c->sess.addr, "%s:0", srv->cfg.unixsocket);
         }
-        c->kind = H_CLIENT;
-        c->fd = fd;
-        c->loop = l;
-        if (ls->is_http) {
-            http_limits hl;
-            http_limits_default(&hl);
-            hl.max_body = srv->cfg.max_request;
-            http_parser_init(&c->http, &hl);
-            c->is_http = 1;
-        }
-        c->in = in;
-        c->in_cap = READ_CHUNK * 2;
-        resp_limits lim;
-        resp_limits_default(&lim);
-        lim.max_args = (uint32_t)srv->cfg.max_args;
-        lim.max_request = srv->cfg.max_request;
-        if (lim.max_inline > srv->cfg.max_request) lim.max_inline = (uint32_t)srv->cfg.max_request;
-        resp_parser_init(&c->parser, &lim);
-        resp_out_init(&c->out, srv->cfg.output_limit);
-        c->sess.id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
-        c->sess.authed = srv->cfg.requirepass == NULL;
-        c->sess.created = st_now();
-        c->last_active = l->now;
-        c->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
-            client_free(c);
-            atomic_fetch_sub(&srv->nclients, 1);
-            continue;
-        }
+        snprintf(c->sess.addr, sizeof c->sess.addr, "%s", addr);
+        c->probes_only = probes;
         c->next = l->clients;
         if (l->clients) l->clients->prev = c;
         l->clients = c;
         l->nclients++;
-        bump(&l->stats.connections, 1);
-        if (c->is_http) {
-            atomic_fetch_add(&srv->nclients_http, 1);
-            bump(&l->stats.http_connections, 1);
-        }
+        atomic_fetch_add(&srv->nclients, 1);
+        st_stat_bump(&l->stats.connections, 1);
+        if (c->is_http) st_stat_bump(&l->stats.http_connections, 1);
         st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
     }
 }
@@ -1223,9 +644,9 @@ static void accept_clients(st_loop *l, st_listener *ls)
 
 static void loop_refresh_model(st_loop *l)
 {
-    st_served *s = model_acquire(l->srv);
+    st_served *s = st_srv_model_acquire(l->srv);
     if (!s) return;
-    if (st_scratch_fit(&l->scratch, &s->m, 0, &l->srv->cfg) != 0) {
+    if (st_scratch_fit(&l->scratch, &s->m, 0, l->srv->cfg.max_args) != 0) {
         /* Keep serving the model this loop has; try again next time round. */
         st_log(ST_LOG_WARNING, "loop %d: out of memory sizing scratch for the new model", l->id);
         st_served_release(s);
@@ -1236,7 +657,7 @@ static void loop_refresh_model(st_loop *l)
     l->model_gen = s->generation;
 }
 
-static void finish_jobs(st_loop *l)
+void st_srv_finish_jobs(st_loop *l)
 {
     pthread_mutex_lock(&l->done_lock);
     st_job *j = l->done;
@@ -1254,6 +675,8 @@ static void finish_jobs(st_loop *l)
             if (c->is_http) st_api_reply(&l->stats, &c->call, j->out.buf, j->out.len, j->out.overflow, &c->out);
             else if (j->out.overflow) c->out.overflow = 1;
             else resp_raw(&c->out, j->out.buf, j->out.len);
+            reply_saw_journal(c, j->model);
+            if (c->req_started) c->req_started = l->now; /* the rest of its pipeline waited for us, not for it */
             client_service(c);
         }
         resp_out_free(&j->out);
@@ -1291,10 +714,14 @@ static void loop_commit(st_loop *l)
                 client_service(c);
             }
         }
-        if (rc != 0)
-            st_log(ST_LOG_WARNING, "journal: %s; replies that waited for it were not sent (their connections are "
-                                   "closed) and writes are refused until restart",
-                   err);
+        if (rc != 0) {
+            if (!atomic_load(&l->srv->tainted_gen))
+                st_log(ST_LOG_WARNING, "journal: %s; replies that waited for it were not sent (their connections are "
+                                       "closed), the writes it lost are being undone and writes are refused until "
+                                       "restart",
+                       err);
+            st_srv_lost_writes(l->srv);
+        }
     }
 }
 
@@ -1323,20 +750,30 @@ static void loop_start_drain(st_loop *l)
     loop_commit(l);
 }
 
+/* Once a second: closes connections idle past --timeout, and cuts those
+ * whose started request has not completed within --request-timeout (a
+ * client trickling bytes holds a connection slot without ever asking
+ * anything). A request waiting on us (a heavy command in flight, replies
+ * the client has not read, a held reply) is not the client's delay. */
 static void sweep_idle(st_loop *l, double now)
 {
-    double t = l->srv->cfg.timeout;
-    if (t <= 0) return;
+    double t = l->srv->cfg.timeout, rt = l->srv->cfg.request_timeout;
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
-        if (!c->blocked && now - c->last_active > t) {
-            bump(&l->stats.idle_closed, 1);
+        if (c->blocked) continue;
+        if (t > 0 && now - c->last_active > t) {
+            st_stat_bump(&l->stats.idle_closed, 1);
             client_close(c, "idle timeout");
+        } else if (rt > 0 && c->req_started && now - c->req_started > rt && !c->syncing && pending(c) < out_soft(c)) {
+            st_stat_bump(&l->stats.request_timeouts, 1);
+            st_log(ST_LOG_VERBOSE, "client %llu (%s): request not complete after %g s (request-timeout): closed",
+                   (unsigned long long)c->sess.id, c->sess.addr, rt);
+            client_close(c, "request timeout");
         }
     }
 }
 
-static void *loop_main(void *arg)
+void *st_srv_loop_main(void *arg)
 {
     st_loop *l = arg;
     st_server *srv = l->srv;
@@ -1357,7 +794,7 @@ static void *loop_main(void *arg)
                 uint64_t v;
                 if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
                 }
-                finish_jobs(l);
+                st_srv_finish_jobs(l);
             } else {
                 st_client *c = ev[i].data.ptr;
                 if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -1391,408 +828,3 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* ---- the heavy pool ------------------------------------------------------- */
-
-typedef struct {
-    st_server *srv;
-    st_scratch scratch;
-} heavy_arg;
-
-static void *heavy_main(void *arg)
-{
-    heavy_arg *h = arg;
-    st_server *srv = h->srv;
-    for (;;) {
-        pthread_mutex_lock(&srv->q_lock);
-        while (!srv->q_head && !srv->q_stop) pthread_cond_wait(&srv->q_cond, &srv->q_lock);
-        st_job *j = srv->q_head;
-        if (!j) {
-            pthread_mutex_unlock(&srv->q_lock);
-            break;
-        }
-        srv->q_head = j->next;
-        if (!srv->q_head) srv->q_tail = NULL;
-        srv->q_len--;
-        pthread_mutex_unlock(&srv->q_lock);
-        j->next = NULL;
-        if (st_scratch_fit(&h->scratch, &j->model->m, 1, &srv->cfg) != 0) {
-            resp_error(&j->out, "ERR out of memory for this command");
-        } else {
-            st_ctx ctx = {.srv = srv,
-                          .cfg = &srv->cfg,
-                          .session = NULL,
-                          .model = j->model,
-                          .scratch = &h->scratch,
-                          .out = &j->out,
-                          .argc = j->argc,
-                          .argv = j->argv};
-            st_call_heavy(&ctx, j->cmd);
-        }
-        st_loop *l = j->loop;
-        pthread_mutex_lock(&l->done_lock);
-        j->next = l->done;
-        l->done = j;
-        pthread_mutex_unlock(&l->done_lock);
-        uint64_t one = 1;
-        if (write(l->evfd, &one, sizeof one) < 0) { /* a saturated counter still wakes the loop */
-        }
-    }
-    st_scratch_free(&h->scratch);
-    return NULL;
-}
-
-/* ---- sockets ---------------------------------------------------------------- */
-
-/* Listens on bind:port (port -1: not at all); the address and port bound
- * (the port chosen for port 0) go to addr and *bound. */
-static int listen_tcp(st_listener *ls, const char *bind_addr, int port, const char *what, char *addr, size_t addrcap,
-                      int *bound, char *err)
-{
-    ls->fd = -1;
-    if (port < 0) return 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(bind_addr, portstr, &hints, &res);
-    if (rc != 0) return st_seterr(err, "%s %s: %s", what, bind_addr, gai_strerror(rc));
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return st_seterr(err, "socket: %s", strerror(errno));
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        return st_seterr(err, "cannot listen on %s port %d: %s", bind_addr, port, strerror(e));
-    }
-    freeaddrinfo(res);
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    if (sa.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, addr, (socklen_t)addrcap);
-        *bound = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-    } else {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, addr, (socklen_t)addrcap);
-        *bound = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-    }
-    ls->fd = fd;
-    return 0;
-}
-
-static int listen_unix(st_server *srv, char *err)
-{
-    const st_server_config *cfg = &srv->cfg;
-    srv->unx.fd = -1;
-    srv->unx.is_unix = 1;
-    if (!cfg->unixsocket) return 0;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(cfg->unixsocket) >= sizeof sa.sun_path)
-        return st_seterr(err, "--unixsocket %s: path too long (at most %zu bytes)", cfg->unixsocket,
-                         sizeof sa.sun_path - 1);
-    strcpy(sa.sun_path, cfg->unixsocket);
-    struct stat sb;
-    /* A socket file left by a previous run is replaced; anything else is not. */
-    if (lstat(cfg->unixsocket, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode)) return st_seterr(err, "--unixsocket %s: exists and is not a socket", cfg->unixsocket);
-        unlink(cfg->unixsocket);
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return st_seterr(err, "socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || chmod(cfg->unixsocket, (mode_t)cfg->unixsocket_perm) != 0 ||
-        listen(fd, 511) != 0) {
-        int e = errno;
-        close(fd);
-        return st_seterr(err, "cannot listen on %s: %s", cfg->unixsocket, strerror(e));
-    }
-    srv->unx.fd = fd;
-    return 0;
-}
-
-/* ---- start and stop ------------------------------------------------------- */
-
-static int loop_init(st_server *srv, st_loop *l, int id, char *err)
-{
-    l->kind = H_WAKE;
-    l->id = id;
-    l->srv = srv;
-    pthread_mutex_init(&l->done_lock, NULL);
-    resp_out_init(&l->http_reply, srv->cfg.output_limit);
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->epfd < 0 || l->evfd < 0) return st_seterr(err, "epoll/eventfd: %s", strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return st_seterr(err, "epoll_ctl: %s", strerror(errno));
-    /* Every loop waits on the shared listeners; EPOLLEXCLUSIVE wakes one
-     * loop per connection instead of all of them. */
-    st_listener *ls[3] = {&srv->tcp, &srv->unx, &srv->http};
-    for (int i = 0; i < 3; i++) {
-        if (ls[i]->fd < 0) continue;
-        struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ls[i]};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls[i]->fd, &le) != 0)
-            return st_seterr(err, "epoll_ctl: %s", strerror(errno));
-    }
-    /* No model yet: the loop takes it up when the first load publishes it. */
-    l->model = model_acquire(srv);
-    l->model_gen = l->model ? l->model->generation : 0;
-    if (l->model && st_scratch_fit(&l->scratch, &l->model->m, 0, &srv->cfg) != 0)
-        return st_seterr(err, "out of memory");
-    return 0;
-}
-
-static void loop_destroy(st_loop *l)
-{
-    finish_jobs(l);
-    if (l->epfd >= 0) close(l->epfd);
-    if (l->evfd >= 0) close(l->evfd);
-    st_served_release(l->model);
-    st_scratch_free(&l->scratch);
-    resp_out_free(&l->http_reply);
-    pthread_mutex_destroy(&l->done_lock);
-}
-
-/* Loads the first model while the loops already answer (health checks,
- * and -LOADING or 503 for what needs a model), then publishes it. The
- * environment variable STARLING_TEST_LOAD_DELAY (seconds, at most 60) delays
- * the load, so that tests can see the server before its model is ready. */
-static int load_first_model(st_server *srv, char *err)
-{
-    const char *delay = getenv("STARLING_TEST_LOAD_DELAY");
-    double d = delay ? atof(delay) : 0;
-    if (d > 0 && d <= 60) {
-        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
-    st_served *s = st_served_load(srv->cfg.model_path, err);
-    if (!s) return -1;
-    s->generation = 1;
-    /* The journal is replayed into the model's overlay before either is
-     * visible: until then every command that needs a model, writes
-     * included, answers -LOADING. */
-    const st_server_config *cfg = &srv->cfg;
-    if (cfg->journal) {
-        double t0 = st_now();
-        replay_ctx rc_ctx = {.ov = s->ov, .info = &srv->start_info};
-        srv->journal = st_journal_open(cfg->journal, cfg->appendfsync, replay_record, &rc_ctx, &srv->start_info, err);
-        if (!srv->journal) {
-            st_served_release(s);
-            return -1;
-        }
-        char why[ST_ERRLEN];
-        if (st_overlay_solve(s->ov, why) != 0) {
-            st_seterr(err, "%s: %s", cfg->journal, why);
-            st_served_release(s);
-            return -1;
-        }
-        srv->start_seconds = st_now() - t0;
-        const st_journal_info *ji = &srv->start_info;
-        st_overlay_stats os;
-        st_overlay_get_stats(s->ov, &os);
-        st_log(ST_LOG_NOTICE, "journal %s (%016llx, appendfsync %s): %llu records replayed in %.3f s (%llu events, "
-                              "%llu forgets; %llu already in the model); %llu users online, %llu forgotten",
-               cfg->journal, (unsigned long long)ji->id, st_appendfsync_name(cfg->appendfsync),
-               (unsigned long long)ji->records, srv->start_seconds, (unsigned long long)ji->events,
-               (unsigned long long)ji->forgets, (unsigned long long)os.skipped_in_model, (unsigned long long)os.live,
-               (unsigned long long)os.forgotten);
-        if (ji->torn_bytes)
-            st_log(ST_LOG_WARNING, "journal %s: the last record was torn (a write cut short by a crash): dropped %llu "
-                                   "bytes at byte %llu; it was never acknowledged under appendfsync always",
-                   cfg->journal, (unsigned long long)ji->torn_bytes, (unsigned long long)ji->torn_at);
-        check_lineage(srv, s);
-        srv->compact_base = ji->end;
-        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
-            st_seterr(err, "cannot start the journal's maintenance thread");
-            st_served_release(s);
-            return -1;
-        }
-        srv->maint_started = 1;
-    }
-    pthread_mutex_lock(&srv->model_lock);
-    srv->model = s;
-    atomic_store(&srv->model_gen, 1);
-    pthread_mutex_unlock(&srv->model_lock);
-    wake_all(srv);
-    return 0;
-}
-
-int st_serve(const st_server_config *cfg, char *err)
-{
-    log_level = cfg->loglevel;
-    if (cfg->logfile) {
-        log_file = fopen(cfg->logfile, "a");
-        if (!log_file) return st_seterr(err, "--logfile %s: %s", cfg->logfile, strerror(errno));
-    }
-    /* BLAS inside a request must not start threads of its own: the loops
-     * and workers are the parallelism. */
-    openblas_set_num_threads(1);
-    st_commands_init();
-    st_server *srv = st_calloc(1, sizeof *srv);
-    if (!srv) return st_seterr(err, "out of memory");
-    srv->cfg = *cfg;
-    if (srv->cfg.threads <= 0) srv->cfg.threads = st_cpu_count();
-    if (srv->cfg.heavy_threads <= 0) srv->cfg.heavy_threads = 1;
-    srv->tcp.kind = srv->unx.kind = srv->http.kind = H_LISTENER;
-    srv->tcp.fd = srv->unx.fd = srv->http.fd = -1;
-    srv->http.is_http = 1;
-    st_ratelimit_init(&srv->limit, cfg->http_rate, cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate);
-    pthread_mutex_init(&srv->model_lock, NULL);
-    pthread_mutex_init(&srv->reload_lock, NULL);
-    pthread_mutex_init(&srv->q_lock, NULL);
-    pthread_cond_init(&srv->q_cond, NULL);
-    pthread_mutex_init(&srv->write_lock, NULL);
-    pthread_mutex_init(&srv->maint_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->maint_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    srv->started = st_now();
-    srv->started_unix = (double)time(NULL);
-    int rc = -1;
-    /* Sockets first, the model last: the port answers health checks while a
-     * large model loads (load_first_model). */
-    if (listen_tcp(&srv->tcp, cfg->bind, cfg->port, "--bind", srv->tcp_addr, sizeof srv->tcp_addr, &srv->tcp_port,
-                   err) != 0 ||
-        listen_unix(srv, err) != 0 ||
-        listen_tcp(&srv->http, cfg->http_bind, cfg->http_port, "--http-bind", srv->http_addr, sizeof srv->http_addr,
-                   &srv->http_port, err) != 0)
-        goto out;
-    if (srv->tcp.fd < 0 && srv->unx.fd < 0 && srv->http.fd < 0) {
-        st_seterr(err, "nothing to listen on: give a --port, a --unixsocket or an --http-port");
-        goto out;
-    }
-
-    /* Signals go to the main thread only: block them before any thread
-     * starts (threads inherit the mask), then wait for them below. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    srv->nloops = srv->cfg.threads;
-    srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);
-    srv->nheavy = srv->cfg.heavy_threads;
-    srv->heavy = st_calloc((size_t)srv->nheavy, sizeof *srv->heavy);
-    heavy_arg *hargs = st_calloc((size_t)srv->nheavy, sizeof *hargs);
-    if (!srv->loops || !srv->heavy || !hargs) {
-        st_free(hargs);
-        st_seterr(err, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < srv->nloops; i++) srv->loops[i].epfd = srv->loops[i].evfd = -1;
-    for (int i = 0; i < srv->nloops; i++)
-        if (loop_init(srv, &srv->loops[i], i, err) != 0) {
-            st_free(hargs);
-            goto out_loops;
-        }
-    int heavy_started = 0, loops_started = 0;
-    for (int i = 0; i < srv->nheavy; i++) {
-        hargs[i].srv = srv;
-        if (pthread_create(&srv->heavy[i], NULL, heavy_main, &hargs[i]) != 0) break;
-        heavy_started++;
-    }
-    for (int i = 0; i < srv->nloops && heavy_started == srv->nheavy; i++) {
-        if (pthread_create(&srv->loops[i].tid, NULL, loop_main, &srv->loops[i]) != 0) break;
-        loops_started++;
-    }
-    if (loops_started < srv->nloops) {
-        st_seterr(err, "cannot start threads");
-        atomic_store(&srv->stopping, 1);
-        wake_all(srv);
-    } else {
-        char where[256] = "";
-        if (srv->tcp.fd >= 0)
-            snprintf(where, sizeof where, "; until then RESP port %d answers -LOADING", srv->tcp_port);
-        if (srv->http.fd >= 0) {
-            int bracket = strchr(srv->http_addr, ':') != NULL;
-            size_t n = strlen(where);
-            snprintf(where + n, sizeof where - n, "%s http://%s%s%s:%d/readyz says loading",
-                     n ? " and" : "; until then", bracket ? "[" : "", srv->http_addr, bracket ? "]" : "",
-                     srv->http_port);
-        }
-        st_log(ST_LOG_NOTICE, "loading the model %s%s", cfg->model_path, where);
-        if (load_first_model(srv, err) != 0) {
-            atomic_store(&srv->stopping, 1);
-            wake_all(srv);
-            goto joined;
-        }
-        if (srv->tcp.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept connections on tcp %s:%d", srv->tcp_addr, srv->tcp_port);
-        if (srv->unx.fd >= 0) st_log(ST_LOG_NOTICE, "ready to accept connections on unix %s", cfg->unixsocket);
-        if (srv->http.fd >= 0)
-            st_log(ST_LOG_NOTICE, "ready to accept HTTP connections on http://%s%s%s:%d/", strchr(srv->http_addr, ':') ? "[" : "",
-                   srv->http_addr, strchr(srv->http_addr, ':') ? "]" : "", srv->http_port);
-        st_log(ST_LOG_NOTICE, "%d event loops, %d heavy workers, pid %d", srv->nloops, srv->nheavy, (int)getpid());
-        rc = 0;
-        for (;;) {
-            siginfo_t si;
-            int sig = sigwaitinfo(&sigs, &si);
-            if (sig == SIGHUP) {
-                char why[ST_ERRLEN];
-                st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
-                st_server_reload(srv, NULL, why);
-            } else if (sig == SIGTERM || sig == SIGINT) {
-                st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
-                       sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_timeout);
-                break;
-            }
-        }
-        atomic_store(&srv->stopping, 1);
-        wake_all(srv);
-    }
-joined:
-    for (int i = 0; i < loops_started; i++) pthread_join(srv->loops[i].tid, NULL);
-    pthread_mutex_lock(&srv->q_lock);
-    srv->q_stop = 1;
-    pthread_cond_broadcast(&srv->q_cond);
-    pthread_mutex_unlock(&srv->q_lock);
-    for (int i = 0; i < heavy_started; i++) pthread_join(srv->heavy[i], NULL);
-    st_free(hargs);
-out_loops:
-    for (int i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].srv) loop_destroy(&srv->loops[i]);
-out:
-    if (srv->maint_started) {
-        pthread_mutex_lock(&srv->maint_lock);
-        srv->maint_stop = 1;
-        pthread_cond_signal(&srv->maint_cond);
-        pthread_mutex_unlock(&srv->maint_lock);
-        pthread_join(srv->maint, NULL);
-    }
-    if (srv->journal) {
-        char why[ST_ERRLEN];
-        if (st_journal_close(srv->journal, why) != 0) st_log(ST_LOG_WARNING, "journal: %s", why);
-    }
-    if (srv->tcp.fd >= 0) close(srv->tcp.fd);
-    if (srv->http.fd >= 0) close(srv->http.fd);
-    if (srv->unx.fd >= 0) {
-        close(srv->unx.fd);
-        unlink(cfg->unixsocket);
-    }
-    st_served_release(srv->model);
-    st_free(srv->loops);
-    st_free(srv->heavy);
-    pthread_mutex_destroy(&srv->model_lock);
-    pthread_mutex_destroy(&srv->reload_lock);
-    pthread_mutex_destroy(&srv->q_lock);
-    pthread_cond_destroy(&srv->q_cond);
-    pthread_mutex_destroy(&srv->write_lock);
-    pthread_mutex_destroy(&srv->maint_lock);
-    pthread_cond_destroy(&srv->maint_cond);
-    st_ratelimit_destroy(&srv->limit);
-    st_free(srv);
-    if (rc == 0) st_log(ST_LOG_NOTICE, "bye");
-    if (log_file) {
-        fclose(log_file);
-        log_file = NULL;
-    }
-    return rc;
-}

@@ -169,6 +169,12 @@ int st_trim_free_memory(void)
     return 1;
 }
 
+void st_alloc_fixed_mmap_threshold(void)
+{
+    pthread_once(&allocator_once, detect_allocator);
+    if (glibc_allocator) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+}
+
 uint64_t st_trim_count(void) { return atomic_load_explicit(&trims, memory_order_relaxed); }
 
 /* Write-failure injection: a stream that accepts `budget` bytes, then fails
@@ -180,6 +186,10 @@ void st_io_fail_after(long long bytes) { atomic_store(&io_budget, bytes); }
 static atomic_int fsync_fails;
 
 void st_io_fail_fsync(int on) { atomic_store(&fsync_fails, on); }
+
+static atomic_llong fsync_delay_ms;
+
+void st_io_delay_fsync(long long ms) { atomic_store(&fsync_delay_ms, ms > 0 ? ms : 0); }
 
 /* How many of n bytes the injected full disk still takes (n when off). */
 static size_t io_take(size_t n)
@@ -218,6 +228,12 @@ int st_io_write_all(int fd, const void *buf, size_t n)
 
 int st_io_fsync(int fd)
 {
+    long long ms = atomic_load(&fsync_delay_ms);
+    if (ms > 0) {
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
     if (atomic_load(&fsync_fails)) {
         errno = EIO;
         return -1;

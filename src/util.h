@@ -50,6 +50,12 @@ size_t st_current_rss(void);
  * know (it would walk glibc's never-initialised arenas, and two threads doing
  * so at once crash). Safe from any thread: trims are serialised. Returns 1
  * when it trimmed, 0 when it did nothing. May block for a few milliseconds. */
+/* glibc: allocations of 128 KiB and more always come from mmap and go back
+ * to the system when freed (by default glibc raises that threshold after
+ * the first such free, so a server's large request buffers, once freed,
+ * stay resident in its arenas). A no-op with another allocator. */
+void st_alloc_fixed_mmap_threshold(void);
+
 int st_trim_free_memory(void);
 
 /* "libc" when glibc's allocator serves malloc (and st_trim_free_memory
@@ -68,6 +74,9 @@ void st_io_fail_after(long long bytes);
 
 /* Fsync-failure injection: while on, st_io_fsync fails with EIO. */
 void st_io_fail_fsync(int on);
+
+/* Slow-disk injection: each st_io_fsync first sleeps ms milliseconds (0 = off). */
+void st_io_delay_fsync(long long ms);
 
 /* Writes all n bytes to fd (retrying short writes and EINTR), subject to
  * st_io_fail_after. 0, or -1 with errno set; some bytes may have been written

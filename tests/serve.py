@@ -5,12 +5,13 @@ back from its log), is stopped by its pid, and every wait is bounded.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
 
-from tap import STARLING, starling
+from tap import STARLING, skip_all, starling
 
 
 def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3, factors=16, validation=0):
@@ -27,9 +28,11 @@ def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3
 
 
 class Server:
-    def __init__(self, model, *args, d, port=0, wait=True, env=None):
+    def __init__(self, model, *args, d, port=0, wait=True, env=None, wrap=()):
+        """wrap: a command the server runs under (it must exec it), e.g.
+        ("ip", "netns", "exec", NAME)."""
         self.log = os.path.join(d, f"serve-{time.monotonic_ns()}.log")
-        cmd = [STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
+        cmd = [*wrap, STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
                "--logfile", self.log, *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log + ".err", "w"), env={**os.environ, **(env or {})})
@@ -88,6 +91,18 @@ class Server:
         return s
 
 
+def rss_kib(pid):
+    """The resident set of process pid, in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def read_until_closed(s, limit=1 << 20):
     """Everything the server sends until it closes the connection (bounded)."""
     out = b""
@@ -135,3 +150,40 @@ def nutcracker_config(out, ports):
     with open(path, "w") as f:
         f.write(yml)
     return path, proxy_port
+
+
+def need(*programs):
+    """redis-py, after checking that it and the programs are installed; skips
+    the whole test (with the reason) when any is missing."""
+    try:
+        import redis
+    except ImportError:
+        redis = None
+    missing = [p for p in programs if not shutil.which(p)]
+    if redis is None or missing:
+        skip_all(f"needs python3-redis and {', '.join(programs)} (Debian packages)")
+    return redis
+
+
+class Helpers:
+    """Helper processes a test starts (redis-servers, nutcracker): each
+    stopped by its pid, and whatever is left killed by kill_all()."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        p.terminate()
+        p.wait(timeout=10)
+        self.procs.remove(p)
+
+    def kill_all(self):
+        for p in self.procs:
+            p.kill()
+            p.wait(timeout=10)
+        self.procs = []

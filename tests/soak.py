@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import Server, make_model  # noqa: E402
+from serve import Server, make_model, rss_kib  # noqa: E402
 from tap import done, note, ok, skip, skip_all  # noqa: E402
 
 try:
@@ -40,14 +40,6 @@ ap.add_argument("--slow", type=int, default=20)
 ap.add_argument("--maxclients", type=int, default=300)
 ap.add_argument("--rss-growth", type=float, default=0.05, help="largest RSS growth allowed (a short run is noisy)")
 args = ap.parse_args()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def info_stats(c):
@@ -86,6 +78,8 @@ with tempfile.TemporaryDirectory() as d:
             if r.returncode != 0 or "requests per second" not in r.stdout:
                 errors += 1
                 note(f"redis-benchmark exit {r.returncode}: {(r.stdout + r.stderr)[-300:]!r}")
+                # also on stderr, which prove shows when the test fails
+                print(f"redis-benchmark exit {r.returncode}: {(r.stdout + r.stderr)[-300:]!r}", file=sys.stderr)
             if time.time() >= deadline:
                 break
     stop.set()

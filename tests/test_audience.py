@@ -7,8 +7,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from serve import Server, make_model  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok, skip_all, starling  # noqa: E402
 
 try:
@@ -40,7 +41,7 @@ with tempfile.TemporaryDirectory() as d:
     shards = [os.path.join(d, "sh", f"shard-{i}.model") for i in range(3)]
     srv = Server(model, d=d)
     c = redis.Redis(host="127.0.0.1", port=srv.port)
-    seg = m.segments[3]
+    seg = m.segment_ids[3]
     want = pairs(c.execute_command("AUDIENCE", seg, "COUNT", 200))
     one = lines(starling("audience", model, "--segment", seg, "-n", 200))
     many = lines(starling("audience", *shards, "--segment", seg, "-n", 200))
@@ -50,7 +51,7 @@ with tempfile.TemporaryDirectory() as d:
     r_srv = c.execute_command("REACH", seg, "MIN", repr(thr))
     r_sh = int(starling("audience", *shards, "--segment", seg, "--reach", "--min", repr(thr)))
     ok(r_srv == r_sh and r_sh >= 150, f"REACH over the shards equals the server's ({r_sh})")
-    seeds = m.users[100:230]
+    seeds = m.user_ids[100:230]
     want = pairs(c.execute_command("LOOKALIKE", "COUNT", 150, *seeds))
     with open(os.path.join(d, "seeds.txt"), "w") as f:
         f.write("\n".join(seeds) + "\n")
@@ -64,7 +65,7 @@ with tempfile.TemporaryDirectory() as d:
     r = subprocess.run([STARLING, "audience", *shards, "--segment", seg, "--min", repr(top[5][1])],
                        capture_output=True, text=True)
     ok(r.returncode == 1 and "below the privacy floor of 100" in r.stderr, f"a small audience is refused ({r.stderr.strip()})")
-    r = subprocess.run([STARLING, "audience", *shards, "--seeds", ",".join(m.users[:10])], capture_output=True, text=True)
+    r = subprocess.run([STARLING, "audience", *shards, "--seeds", ",".join(m.user_ids[:10])], capture_output=True, text=True)
     ok(r.returncode == 1 and "look-alikes need at least 100" in r.stderr, f"a short seed list is refused ({r.stderr.strip()})")
     r = subprocess.run([STARLING, "audience", *shards, "--segment", "nope"], capture_output=True, text=True)
     ok(r.returncode == 1 and "unknown segment 'nope'" in r.stderr, "unknown segment")

@@ -11,7 +11,9 @@
 #include "commands.h"
 #include "overlay.h"
 #include "server.h"
+#include "synth.h"
 #include "tap.h"
+#include "train.h"
 #include "util.h"
 
 static st_ctx ctx;
@@ -38,37 +40,56 @@ static char run(char *line, st_call_result *res)
     return ctx.out->len ? ctx.out->buf[0] : 0;
 }
 
-int main(void)
+/* The test's own model, made with the library (a synthetic log, trained
+ * and saved): a failure here fails the test. */
+static int make_model(const char *dir, const char *path, char *err)
 {
-    const char *bin = getenv("STARLING");
-    const char *dir = tap_tmpdir();
-    char cmd[2048], path[512];
-    snprintf(path, sizeof path, "%s/m.model", dir);
-    snprintf(cmd, sizeof cmd,
-             "'%s' synth -o '%s/ev.csv' --users 500 --segments 120 --events 8000 --seed 5 2>/dev/null && "
-             "'%s' train '%s/ev.csv' -o '%s' --factors 12 --iterations 3 -q",
-             bin ? bin : "./starling", dir, bin ? bin : "./starling", dir, path);
-    if (system(cmd) != 0) {
-        printf("1..0 # SKIP cannot make a model with %s\n", bin ? bin : "./starling");
-        return 0;
+    char ev[512];
+    snprintf(ev, sizeof ev, "%s/ev.csv", dir);
+    st_synth_params sp;
+    st_synth_params_default(&sp);
+    sp.users = 500;
+    sp.segments = 120;
+    sp.events = 8000;
+    sp.seed = 5;
+    if (st_synth_write(&sp, ev, err) != 0) return -1;
+    st_read_opts ro;
+    st_read_opts_default(&ro);
+    st_weighting w;
+    st_weighting_default(&w);
+    st_interactions x;
+    st_read_stats rs = {0};
+    char *files[1] = {ev};
+    if (st_interactions_read(files, 1, &ro, &w, &x, &rs, err) != 0) return -1;
+    st_trained t;
+    memset(&t, 0, sizeof t);
+    st_als_params_default(&t.params);
+    t.params.factors = 12;
+    t.params.iterations = 3;
+    int rc = st_train_run(&x, &t, NULL, err);
+    float *pop = malloc((x.segments.count + 1) * sizeof *pop);
+    if (rc == 0) {
+        st_model m;
+        st_train_model(&x, &t, "", pop, &m);
+        rc = st_model_save(path, &m, err);
     }
-    char err[ST_ERRLEN];
-    st_served *sv = st_served_load(path, err);
-    ok(sv != NULL, "model loaded and served");
-    if (!sv) {
-        printf("#   %s\n", err);
-        return tap_done();
-    }
-    st_commands_init();
-    st_server_config cfg;
-    st_server_config_default(&cfg);
-    st_scratch scratch = {0};
-    ok(st_scratch_fit(&scratch, &sv->m, 0, &cfg) == 0, "scratch sized for the model");
-    resp_out out;
-    resp_out_init(&out, cfg.output_limit);
-    st_session session = {.id = 1, .authed = 1};
-    ctx = (st_ctx){.cfg = &cfg, .session = &session, .model = sv, .scratch = &scratch, .out = &out};
+    free(pop);
+    st_trained_free(&t);
+    st_interactions_free(&x);
+    return rc;
+}
 
+/* The served model and what a command runs with, made once by main. */
+static st_served *sv;
+static st_server_config cfg;
+static st_scratch scratch;
+static resp_out out;
+static st_session session = {.id = 1, .rights = ST_RIGHT_ALL | ST_RIGHT_AUTHED};
+
+/* The hot path (SEGMENTS, SCORE, FOLDIN, the u: views) never allocates
+ * once its buffers have grown. Returns how many commands it runs per round. */
+static size_t test_hot_path(void)
+{
     const char *hot[] = {
         "SEGMENTS u000007",
         "SEGMENTS u000007 COUNT 20 MIN 0.1",
@@ -100,9 +121,14 @@ int main(void)
         }
     long allocs = st_alloc_count() - before;
     ok(allocs == 0, "2,400 hot-path commands after warm-up: %ld allocations", allocs);
+    return nhot;
+}
 
-    /* Users changed online answer through the overlay, on the same hot
-     * path, still without allocating. */
+/* Users changed online answer through the overlay, on the same hot
+ * path, still without allocating. */
+static size_t test_online_users(void)
+{
+    char err[ST_ERRLEN], line[512];
     st_jrecord recs[] = {
         {.type = ST_JREC_EVENT, .user = "online-1", .user_len = 8, .segment = "interest:sports:00",
          .segment_len = 18, .weight = 2, .ts = 1e9},
@@ -142,15 +168,23 @@ int main(void)
         snprintf(line, sizeof line, "%s", online[i]);
         run(line, NULL);
     }
-    before = st_alloc_count();
+    long before = st_alloc_count();
     for (int rep = 0; rep < 200; rep++)
         for (size_t i = 0; i < nonline; i++) {
             snprintf(line, sizeof line, "%s", online[i]);
             run(line, NULL);
         }
-    allocs = st_alloc_count() - before;
+    long allocs = st_alloc_count() - before;
     ok(allocs == 0, "1,800 hot-path commands on online and forgotten users: %ld allocations", allocs);
+    return nonline;
+}
 
+/* The call path: heavy commands deferred, arity and authentication checked
+ * before a handler runs, every call counted once (nhot and nonline: the
+ * commands per round of the two tests above, 201 rounds each). */
+static void test_call_path(size_t nhot, size_t nonline)
+{
+    char line[512];
     st_call_result r;
     snprintf(line, sizeof line, "AUDIENCE interest:sports:00 COUNT 10");
     run(line, &r);
@@ -160,18 +194,115 @@ int main(void)
     ok(r == ST_CALL_DEFER, "a range over s:<segment> is deferred");
     snprintf(line, sizeof line, "SCORE u000007");
     ok(run(line, &r) == '-' && r == ST_CALL_DONE, "wrong arity is answered on the spot");
-    session.authed = 0;
-    cfg.requirepass = "x";
-    snprintf(line, sizeof line, "SEGMENTS u000007");
-    ok(run(line, NULL) == '-' && strncmp(out.buf, "-NOAUTH", 7) == 0, "NOAUTH before AUTH");
     uint64_t calls = 0;
     for (int i = 0; i < ST_MAX_COMMANDS; i++) calls += atomic_load(&stats.cmd[i].calls);
     ok(calls == (uint64_t)(201 * nhot + 201 * nonline + 3), "every call counted once in the statistics (%llu)",
        (unsigned long long)calls);
+}
+
+static void stub_info(st_server *srv, st_server_info *info)
+{
+    (void)srv;
+    memset(info, 0, sizeof *info);
+}
+static const st_server_ops stub_ops = {.get_info = stub_info};
+
+/* Roles: what a user with each right may run, AUTH with users, and the
+ * connection closed after ST_AUTH_MAX_FAILURES wrong passwords. */
+static void test_rights(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_acl acl;
+    st_acl_init(&acl);
+    err[0] = '\0';
+    ok(st_acl_add_line(&acl, "user adserver read s3cret", err) == 0 &&
+           st_acl_add_line(&acl, "user pipeline write \"pipe-pass\"", err) == 0 &&
+           st_acl_add_line(&acl, "user ops admin,read opspass", err) == 0,
+       "users parse: %s", err);
+    ok(st_acl_add_line(&acl, "user adserver read again", err) != 0 && strstr(err, "twice"), "a user defined twice is refused");
+    ok(st_acl_add_line(&acl, "user x readwrite p", err) != 0 && strstr(err, "rights"), "unknown rights are refused: %s", err);
+    ok(st_acl_add_line(&acl, "user default all p", err) != 0, "`default` cannot be redefined");
+    acl.requirepass = "x";
+    cfg.requirepass = "x";
+    cfg.acl = &acl;
+    session.rights = st_acl_initial_rights(&acl);
+    ctx.ops = &stub_ops; /* CONFIG GET asks for the bound port */
+    char line[256];
+    snprintf(line, sizeof line, "SEGMENTS u000007");
+    ok(run(line, NULL) == '-' && strncmp(out.buf, "-NOAUTH", 7) == 0, "NOAUTH before AUTH");
+    snprintf(line, sizeof line, "PING");
+    ok(run(line, NULL) == '+', "PING runs before AUTH");
+    struct {
+        const char *auth, *cmd;
+        char first;
+        const char *what;
+    } cases[] = {
+        {"AUTH adserver s3cret", "SEGMENTS u000007", '*', "a read user runs SEGMENTS"},
+        {NULL, "FORGET u000007", '-', "a read user cannot FORGET"},
+        {NULL, "EVENT u000007 interest:sports:00 1", '-', "a read user cannot EVENT"},
+        {NULL, "CONFIG GET maxclients", '-', "a read user cannot CONFIG GET"},
+        {NULL, "MODEL RELOAD", '-', "a read user cannot MODEL RELOAD"},
+        {NULL, "CLIENT SETNAME x", '+', "a read user names its connection"},
+        {"AUTH pipeline pipe-pass", "SEGMENTS u000007", '-', "a write user cannot read segments"},
+        {NULL, "JOURNAL COMPACT", '-', "a write user cannot compact the journal"},
+        {"AUTH ops opspass", "CONFIG GET maxclients", '*', "an admin user runs CONFIG GET"},
+        {NULL, "FORGET u000007", '-', "an admin (and read) user without write cannot FORGET"},
+        {"AUTH x", "CONFIG GET port", '*', "the default user (requirepass) has every right"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].auth) {
+            snprintf(line, sizeof line, "%s", cases[i].auth);
+            ok(run(line, NULL) == '+', "%s: OK", cases[i].auth);
+        }
+        snprintf(line, sizeof line, "%s", cases[i].cmd);
+        char got = run(line, NULL);
+        int noperm = out.len > 7 && strncmp(out.buf, "-NOPERM", 7) == 0;
+        ok(got == cases[i].first && (cases[i].first != '-' || noperm == (strstr(cases[i].what, "cannot") != NULL)),
+           "%s (%.*s)", cases[i].what, (int)strcspn(out.buf, "\r"), out.buf);
+    }
+    session.close_after_reply = 0;
+    for (int i = 1; i <= ST_AUTH_MAX_FAILURES; i++) {
+        snprintf(line, sizeof line, "AUTH adserver wrong%d", i);
+        ok(run(line, NULL) == '-' && strncmp(out.buf, "-WRONGPASS", 10) == 0 &&
+               session.close_after_reply == (i == ST_AUTH_MAX_FAILURES),
+           "wrong password %d: WRONGPASS%s", i, i == ST_AUTH_MAX_FAILURES ? ", and the connection closes" : "");
+    }
+    cfg.acl = NULL;
+    ctx.ops = NULL;
+    st_acl_free(&acl);
+}
+
+int main(void)
+{
+    const char *dir = tap_tmpdir();
+    char path[512], err0[ST_ERRLEN];
+    snprintf(path, sizeof path, "%s/m.model", dir);
+    if (!ok(make_model(dir, path, err0) == 0, "the test's model is made (synth, train, save)")) {
+        printf("#   %s\n", err0);
+        return tap_done();
+    }
+    char err[ST_ERRLEN] = "";
+    sv = st_served_load(path, err);
+    ok(sv != NULL, "model loaded and served");
+    if (!sv) {
+        printf("#   %s\n", err);
+        return tap_done();
+    }
+    st_commands_init();
+    st_server_config_default(&cfg);
+    ok(st_scratch_fit(&scratch, &sv->m, 0, cfg.max_args) == 0, "scratch sized for the model");
+    resp_out_init(&out, cfg.output_limit);
+    ctx = (st_ctx){.cfg = &cfg, .session = &session, .model = sv, .scratch = &scratch, .out = &out};
+
+    size_t nhot = test_hot_path();
+    size_t nonline = test_online_users();
+    test_call_path(nhot, nonline);
+    test_rights();
 
     resp_out_free(&out);
     st_scratch_free(&scratch);
     st_served_release(sv);
+    char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("# could not remove %s\n", dir);
     return tap_done();

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "eval.h"
+#include "ranking.h"
 #include "rng.h"
 #include "tap.h"
 #include "util.h"
@@ -157,7 +157,7 @@ static void calibration(void)
         x.weight[i] = 1;
     }
     double a, b;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_calib_fit(&x, &a, &b, err) == 0, "calibration fit runs");
     is_near(a, 2, 0.05, "fitted slope");
     is_near(b, -1, 0.05, "fitted intercept");
@@ -231,7 +231,7 @@ static void splits(void)
     add(&t, "u0", "late", 15); /* the one pair first seen after the middle of the range */
     uint8_t role[512];
     double cut;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_split sp;
     memset(&sp, 0, sizeof sp);
     sp.seed = 3;
@@ -303,8 +303,118 @@ static void splits(void)
     st_event_table_free(&t);
 }
 
+/* The prior-weight grid (st_eval_fit_prior, which ranks only a few
+ * candidates per weight when that is provably the full ranking) against the
+ * obvious computation: every weight, every segment, a full selection. Prior
+ * values with ties and users with long histories exercise both paths. */
+static void prior_grid(void)
+{
+    st_rng g;
+    st_rng_seed(&g, 21);
+    uint32_t mu = 120, n = 400, k = 6;
+    float *U = malloc((size_t)mu * k * 4), *V = malloc((size_t)n * k * 4), *pop = malloc(n * 4), *q = malloc(n * 4);
+    uint64_t *hp = calloc(mu + 1, 8);
+    uint32_t *hi = malloc((size_t)mu * n * 4);
+    float *hv = malloc((size_t)mu * n * 4);
+    for (size_t i = 0; i < (size_t)mu * k; i++) U[i] = (float)(st_rng_uniform(&g) - 0.5);
+    for (size_t i = 0; i < (size_t)n * k; i++) V[i] = (float)(st_rng_uniform(&g) - 0.5);
+    for (uint32_t j = 0; j < n; j++) pop[j] = (float)st_rng_below(&g, 30); /* many ties */
+    float top = 0;
+    for (uint32_t j = 0; j < n; j++) top = pop[j] > top ? pop[j] : top;
+    for (uint32_t j = 0; j < n; j++) q[j] = (float)(log1p(pop[j]) / log1p(top));
+    st_model m;
+    memset(&m, 0, sizeof m);
+    m.users = mu;
+    m.segments = n;
+    m.k = k;
+    m.U = U;
+    m.V = V;
+    st_idmap_init(&m.user_ids);
+    char err[ST_ERRLEN] = "";
+    for (uint32_t u = 0; u < mu; u++) {
+        char name[16];
+        uint32_t idx;
+        int added;
+        snprintf(name, sizeof name, "u%u", u);
+        st_idmap_intern(&m.user_ids, name, strlen(name), &idx, &added, err);
+        uint32_t len = u % 4 == 0 ? 150 + (uint32_t)st_rng_below(&g, 100) : (uint32_t)st_rng_below(&g, 12);
+        hp[u + 1] = hp[u];
+        for (uint32_t j = 0; j < n && hp[u + 1] - hp[u] < len; j++)
+            if (st_rng_uniform(&g) < 0.5) {
+                hi[hp[u + 1]] = j;
+                hv[hp[u + 1]++] = 1;
+            }
+    }
+    m.hist_ptr = hp;
+    m.hist_idx = hi;
+    m.hist_val = hv;
+    st_eval_set set;
+    st_eval_set_init(&set, k);
+    for (uint32_t u = 0; u < mu; u++) {
+        uint32_t test[5];
+        for (int t = 0; t < 5; t++) test[t] = (uint32_t)st_rng_below(&g, n);
+        st_eval_set_add_known(&set, &m, u, test, 5, err);
+    }
+    for (uint32_t e = 0; e < set.users; e++) set.validation[e] = 1;
+    uint32_t ks[1] = {10};
+    st_ranker r = {.kind = ST_RANK_MODEL, .V = V, .prior = q};
+    double best, values[64];
+    ok(st_eval_fit_prior(&set, &r, n, ks, 1, 0, ST_M_RECALL, 2, &best, values, err) == 0, "the prior grid runs");
+    double worst = 0;
+    float *sc = malloc(n * 4);
+    uint32_t *cand = malloc(n * 4);
+    /* Exact rows: st_eval_scores gives the scores the grid starts from. */
+    float *rows = malloc((size_t)set.users * n * 4);
+    st_ranker r0 = r;
+    r0.prior_weight = 0;
+    st_eval_scores(&set, &r0, n, NULL, 1, rows, err);
+    for (uint32_t gi = 0; gi < st_prior_grid_len; gi++) {
+        float w = (float)st_prior_grid[gi];
+        double sum = 0;
+        for (uint32_t e = 0; e < set.users; e++) {
+            for (uint32_t j = 0; j < n; j++) sc[j] = w != 0 ? rows[(size_t)e * n + j] + w * q[j] : rows[(size_t)e * n + j];
+            /* a full ranking: candidates not seen, by score then index */
+            uint32_t nc = 0;
+            const uint32_t *seen = set.seen + set.seen_ptr[e];
+            uint64_t ns = set.seen_ptr[e + 1] - set.seen_ptr[e];
+            for (uint32_t j = 0; j < n; j++) {
+                int is_seen = 0;
+                for (uint64_t t = 0; t < ns; t++) is_seen |= seen[t] == j;
+                if (!is_seen) cand[nc++] = j;
+            }
+            for (uint32_t a = 1; a < nc; a++)
+                for (uint32_t b = a; b > 0 && (sc[cand[b]] > sc[cand[b - 1]] ||
+                                               (sc[cand[b]] == sc[cand[b - 1]] && cand[b] < cand[b - 1])); b--) {
+                    uint32_t t = cand[b];
+                    cand[b] = cand[b - 1];
+                    cand[b - 1] = t;
+                }
+            double mt[ST_NMETRICS];
+            uint32_t nt = (uint32_t)(set.test_ptr[e + 1] - set.test_ptr[e]);
+            st_eval_metrics_ref(cand, nc, set.test + set.test_ptr[e], nt, ks, 1, mt);
+            sum += mt[ST_M_RECALL];
+        }
+        double d = fabs(sum / set.users - values[gi]);
+        if (d > worst) worst = d;
+    }
+    ok(worst < 1e-12, "every grid weight's recall@10 equals a full ranking's (largest difference %.2g)", worst);
+    free(rows);
+    free(sc);
+    free(cand);
+    st_eval_set_free(&set);
+    st_idmap_free(&m.user_ids);
+    free(U);
+    free(V);
+    free(pop);
+    free(q);
+    free(hp);
+    free(hi);
+    free(hv);
+}
+
 int main(void)
 {
+    prior_grid();
     hand_made();
     auc_hand();
     random_cases();

@@ -41,7 +41,7 @@ for sp in leave:1 time:0.8 users:0.2; do
 done
 grep -q '"split": "users:0.2, seed 42; held-out users fold in 0.8' "$T/users:0.2.json"; ok $? "the seed is recorded"
 $S eval "$T/ev.csv" --split holdout:0.2 $TRAIN --csv >"$T/a.csv"; ok $? "--csv"
-head -1 "$T/a.csv" | grep -qx "ranker,metric,k,mean,ci95,users" && [ "$(wc -l <"$T/a.csv")" -eq 94 ]; ok $? "CSV: header and 3 x (25 + 1 + 5) rows"
+head -1 "$T/a.csv" | grep -qx "ranker,metric,k,mean,ci95,users" && [ "$(wc -l <"$T/a.csv")" -eq 156 ] && grep -q "^ease,recall,20," "$T/a.csv" && grep -q "^item-knn,auc," "$T/a.csv"; ok $? "CSV: header and 5 rankers x (25 + 1 + 5) rows"
 $S eval "$T/ev.csv" --split holdout:0.2 $TRAIN --csv --threads 1 | cmp -s - "$T/a.csv"; ok $? "same results on 1 thread as on all"
 
 # Plain commands run: -k alone fits the prior at a K it lists, and a metric

@@ -8,7 +8,7 @@ segments and the exact float32 scores the model ranking used. This script:
 - checks the split against the raw file: held-out and training artists of a
   user are disjoint and both come from the user's own listens;
 - checks the dumped scores against its own U V^T + w q from the model file
-  (read by tests/starling_model.py, not by starling);
+  (read by the starling package in python/, not by the C code);
 - recomputes popularity from the model's training history, ranks with
   training artists excluded (ties by lower index), and computes precision,
   recall (normalised by min(K, |test|)), NDCG, MAP, hit rate, AUC (ties 1/2),
@@ -23,8 +23,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
+from evalcheck import compare, metrics_of, read_dump  # noqa: E402
 from tap import SHARED, STARLING, done, note, ok, skip_all  # noqa: E402
 
 DATA = os.path.join(SHARED, "data", "lastfm-2k", "user_artists.dat")
@@ -32,89 +34,18 @@ if not os.path.exists(DATA):
     skip_all(f"{DATA} is absent (needs ../shared beside the checkout)")
 
 KS = [5, 10, 20, 50, 100]
-METRICS = ["precision", "recall", "ndcg", "map", "hit"]
-
-
-def metrics_of(score_rows, seen, test, n):
-    """Per-user metrics at each K, and AUC, from a (users x n) score source."""
-    out = {m: np.zeros((len(test), len(KS))) for m in METRICS}
-    auc = np.zeros(len(test))
-    tops = []
-    disc = 1.0 / np.log2(np.arange(2, max(KS) + 2))
-    for i in range(len(test)):
-        s = score_rows(i).astype(np.float64)
-        cand = np.ones(n, bool)
-        cand[seen[i]] = False
-        idx = np.nonzero(cand)[0]
-        # score descending, ties by the lower index: a stable sort of -score
-        ranked = idx[np.argsort(-s[idx], kind="stable")]
-        tops.append(ranked[:max(KS)])
-        t = np.zeros(n, bool)
-        t[test[i]] = True
-        rel = t[ranked[:max(KS)]].astype(np.float64)
-        nt = len(test[i])
-        hits = np.cumsum(rel)
-        for j, K in enumerate(KS):
-            h = hits[min(K, len(rel)) - 1]
-            norm = min(K, nt)
-            out["precision"][i, j] = h / K
-            out["recall"][i, j] = h / norm
-            out["ndcg"][i, j] = (rel[:K] * disc[:len(rel[:K])]).sum() / disc[:norm].sum()
-            prec_at = hits[:K] / np.arange(1, len(rel[:K]) + 1)
-            out["map"][i, j] = (prec_at * rel[:K]).sum() / norm
-            out["hit"][i, j] = 1.0 if h > 0 else 0.0
-        neg = s[cand & ~t]
-        pos = s[t]
-        if len(neg):
-            greater = (pos[:, None] > neg[None, :]).sum()
-            equal = (pos[:, None] == neg[None, :]).sum()
-            auc[i] = (greater + 0.5 * equal) / (len(pos) * len(neg))
-        else:
-            auc[i] = np.nan
-    return out, auc, tops
-
-
-def ci(x):
-    x = x[~np.isnan(x)]
-    return x.mean(), 1.959963984540054 * x.std(ddof=1) / np.sqrt(len(x))
-
-
-def compare(name, out, auc, tops, n, got):
-    worst = 0.0
-    for m in METRICS:
-        for j in range(len(KS)):
-            mean, half = ci(out[m][:, j])
-            g = got[m][j]
-            worst = max(worst, abs(mean - g["mean"]), abs(half - g["ci95"]))
-    mean, half = ci(auc)
-    worst = max(worst, abs(mean - got["auc"]["mean"]), abs(half - got["auc"]["ci95"]))
-    for j, K in enumerate(KS):
-        cov = len(set(np.concatenate([t[:K] for t in tops]).tolist())) / n
-        worst = max(worst, abs(cov - got["coverage"][j]))
-    ok(worst < 1e-6, f"{name}: every metric, interval and coverage equals numpy's (largest difference {worst:.2e})")
 
 
 with tempfile.TemporaryDirectory() as d:
     dump, model = os.path.join(d, "dump"), os.path.join(d, "lastfm.model")
     r = subprocess.run([STARLING, "eval", DATA, "--split", "holdout:0.2", "--min-events", "5", "--split-seed", "7",
-                        "--seed", "1", "--dump", dump, "-o", model, "-q"], capture_output=True, text=True)
+                        "--seed", "1", "--baselines", "item-knn", "--dump", dump, "-o", model, "-q"], capture_output=True, text=True)
     ok(r.returncode == 0, "starling eval --split holdout:0.2 runs" + ("" if r.returncode == 0 else r.stderr))
     note("\n# ".join(r.stdout.splitlines()[:30]))
     m = Model(model)
     got = json.load(open(os.path.join(dump, "metrics.json")))
-    segs = [line.rstrip("\n") for line in open(os.path.join(dump, "segments.tsv"))]
-    ok(segs == m.segments, "the dump's segment order is the model's")
-    sidx = {s: i for i, s in enumerate(segs)}
-    users = [line.rstrip("\n").split("\t") for line in open(os.path.join(dump, "users.tsv"))]
-    uidx = {u[0]: i for i, u in enumerate(users)}
-    seen = [[] for _ in users]
-    test = [[] for _ in users]
-    for line in open(os.path.join(dump, "seen.tsv")):
-        u, s = line.rstrip("\n").split("\t")
-        seen[uidx[u]].append(sidx[s])
-    for line in open(os.path.join(dump, "test.tsv")):
-        u, s = line.rstrip("\n").split("\t")
-        test[uidx[u]].append(sidx[s])
+    segs, users, seen, test = read_dump(dump)
+    ok(segs == m.segment_ids.tolist(), "the dump's segment order is the model's")
     n = len(segs)
     ok(len(users) == got["test_users"] and len(users) > 1300, f"{len(users)} test users")
 
@@ -137,8 +68,8 @@ with tempfile.TemporaryDirectory() as d:
     # Popularity recomputed from the training history.
     pop = np.bincount(m.hist_idx, minlength=n).astype(np.float64)
     ok(np.array_equal(pop, m.popularity.astype(np.float64)), "popularity = users per segment in training")
-    out, auc, tops = metrics_of(lambda i: pop, seen, test, n)
-    compare("popularity", out, auc, tops, n, got["rankers"]["popularity"])
+    out, auc, tops = metrics_of(lambda i: pop, seen, test, n, KS)
+    compare("popularity", out, auc, tops, n, got["rankers"]["popularity"], KS)
     rec_pop = out["recall"][:, KS.index(20)].mean()
 
     # The model: the dumped scores are U V^T + w q of the model file ...
@@ -151,8 +82,8 @@ with tempfile.TemporaryDirectory() as d:
     err = np.abs(mine - scores).max()
     ok(err < 1e-4, f"dumped scores equal numpy's U V^T + w q (largest difference {err:.2e})")
     # ... and every metric follows from them.
-    out, auc, tops = metrics_of(lambda i: scores[i], seen, test, n)
-    compare("model", out, auc, tops, n, got["rankers"]["model"])
+    out, auc, tops = metrics_of(lambda i: scores[i], seen, test, n, KS)
+    compare("model", out, auc, tops, n, got["rankers"]["model"], KS)
     rec_model = out["recall"][:, KS.index(20)].mean()
     note(f"recall@20: model {rec_model:.4f}, popularity {rec_pop:.4f}, lift {rec_model / rec_pop:.2f}x")
     ok(rec_model >= 2 * rec_pop, "the model beats popularity at least twofold in recall@20")

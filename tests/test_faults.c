@@ -35,9 +35,16 @@ static int temp_files_left(void)
     return n;
 }
 
-int main(void)
+/* What the tests below share, each made by the one before: the interactions
+ * read, the model trained on them, and that model as saved and loaded. */
+static st_interactions x;
+static st_trained t;
+static st_model old;
+
+/* Reading and building: every allocation, until one run succeeds. */
+static void test_read(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     const char *ev = write_events();
     char *paths[1] = {(char *)ev};
     st_read_opts o;
@@ -46,10 +53,7 @@ int main(void)
     st_weighting_default(&w);
     st_weighting_parse_kinds(&w, "click=2", err);
     w.half_life = 3600;
-
-    /* Reading and building: every allocation, until one run succeeds. */
     int clean = 1, n;
-    st_interactions x;
     for (n = 1; n < 10000; n++) {
         st_read_stats st;
         memset(&st, 0, sizeof st);
@@ -65,10 +69,14 @@ int main(void)
     }
     ok(clean && n > 5, "reading events: each of the first %d allocations failing gives 'out of memory'", n - 1);
     ok(x.by_user.nnz > 0, "and the run after them succeeds");
+    st_weighting_free(&w);
+}
 
-    /* Training set-up and iterations. */
-    clean = 1;
-    st_trained t;
+/* Training set-up and iterations. */
+static void test_train(void)
+{
+    char err[ST_ERRLEN] = "";
+    int clean = 1, n;
     for (n = 1; n < 10000; n++) {
         memset(&t, 0, sizeof t);
         st_als_params_default(&t.params);
@@ -87,14 +95,18 @@ int main(void)
         st_trained_free(&t);
     }
     ok(clean && n > 3, "training: each of the first %d allocations failing gives 'out of memory'", n - 1);
+}
 
-    /* Saving: allocation failures, then a full disk at every point. */
+/* Saving: allocation failures, then a full disk at every point. */
+static void test_save(void)
+{
+    char err[ST_ERRLEN] = "";
     char path[512];
     snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
     float *pop = malloc(x.segments.count * sizeof *pop);
     st_model m;
     st_train_model(&x, &t, "k=v\n", pop, &m);
-    clean = 1;
+    int clean = 1, n;
     for (n = 1; n < 100; n++) {
         st_alloc_fail_at(n);
         int rc = st_model_save(path, &m, err);
@@ -103,7 +115,6 @@ int main(void)
         if (!strstr(err, "out of memory")) clean = 0;
     }
     ok(clean, "saving: allocation failures give 'out of memory' (%d tried)", n - 1);
-    st_model old;
     ok(st_model_load(path, &old, err) == 0, "the saved model loads");
     uint64_t size = old.h.file_bytes;
     /* A different model to write over it. */
@@ -131,21 +142,31 @@ int main(void)
     ok(st_model_load(path, &now, err) == 0 && memcmp(now.U, t2.X, (size_t)t.m * t.k * 4) == 0,
        "and the new model replaced the old one");
     st_model_free(&now);
+    free(t2.X);
+    free(pop);
+}
 
-    /* Export on a full disk: an error, no partial .npy. */
+/* Export on a full disk: an error, no partial .npy. */
+static void test_export(void)
+{
+    char err[ST_ERRLEN] = "";
     char dir[512];
     snprintf(dir, sizeof dir, "%s/exp", tap_tmpdir());
     st_io_fail_after(100);
     int rc = st_export(&old, dir, err);
     st_io_fail_after(-1);
     ok(rc != 0 && strstr(err, "No space left on device"), "export on a full disk fails cleanly (%s)", err);
+}
 
+int main(void)
+{
+    test_read();
+    test_train();
+    test_save();
+    test_export();
     st_model_free(&old);
-    free(t2.X);
-    free(pop);
     st_trained_free(&t);
     st_interactions_free(&x);
-    st_weighting_free(&w);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tap_tmpdir());
     if (system(cmd) != 0) return 1;

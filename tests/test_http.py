@@ -106,7 +106,8 @@ with tempfile.TemporaryDirectory() as d:
     want = r.execute_command("SEGMENTS", user, "COUNT", 3, "MIN", 0.2, "UNSEEN")
     ok(st == 200 and [(s["segment"], s["score"]) for s in j["segments"]] == pairs(want[1]),
        "min and unseen become MIN and UNSEEN")
-    st, j, _, _ = c.req("GET", "/v1/users/u%30%30%30" + user[4:] + "/segments?k=2")
+    st, j, _, _ = c.req("GET", "/v1/users/" + "".join("%%%02X" % ord(ch) for ch in user[:4]) + user[4:] +
+                        "/segments?k=2")
     ok(st == 200 and j["user"] == user, "a percent-encoded id in the path is decoded")
     st, j, _, _ = c.req("GET", "/v1/users/nobody-at-all/segments?k=4")
     want = r.execute_command("SEGMENTS", "nobody-at-all", "COUNT", 4)
@@ -154,7 +155,8 @@ with tempfile.TemporaryDirectory() as d:
        j["clients"]["connected_clients"] >= 2, "GET /v1/stats is INFO all, with percentiles per command")
 
     ok(r.execute_command("CONFIG", "GET", "http-*") ==
-       ["http-port", str(srv.http_port), "http-bind", "127.0.0.1", "http-rate", "0", "http-burst", "0"],
+       ["http-port", str(srv.http_port), "http-bind", "127.0.0.1", "http-rate", "0", "http-burst", "0",
+        "http-maxclients", "1000"],
        "CONFIG GET http-*: the bound HTTP port and the HTTP settings")
 
     # EVENT and FORGET.
@@ -382,14 +384,26 @@ with tempfile.TemporaryDirectory() as d:
     ok(lim.req("GET", "/v1/model")[0] == 200, "the bucket refills with time")
     srv.stop()
 
-    srv = Server(path, "--http-port", 0, "--maxclients", 2, d=d)
+    srv = Server(path, "--http-port", 0, "--http-maxclients", 2, "--maxclients", 2, d=d)
     held = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) for _ in range(2)]
     for h in held:
         h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         h.recv(4096)
+    resp = raw_exchange(srv.http_port, b"GET /v1/model HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok(status_of(resp) == 429 and b"http-maxclients" in resp, "a request past --http-maxclients: 429")
+    resp = raw_exchange(srv.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok(status_of(resp) == 200 and b"Connection: close" in resp, "/healthz still answers past --http-maxclients")
+    resp = raw_exchange(srv.http_port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok(status_of(resp) == 200, "and /readyz")
+    probes = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) for _ in range(16)]
+    time.sleep(0.3)
     resp = raw_exchange(srv.http_port, b"")
-    ok(status_of(resp) == 429 and b"maxclients" in resp, "a connection past --maxclients: 429")
-    for h in held:
+    ok(status_of(resp) == 429, "past the 16 connections kept for probes: refused at once with 429")
+    rr = redis.Redis(port=srv.port, socket_timeout=5)
+    ok(rr.ping() and rr.execute_command("MODEL", "INFO") is not None,
+       "the HTTP connections take nothing of the RESP budget (--maxclients 2)")
+    rr.close()
+    for h in held + probes:
         h.close()
     srv.stop()
 

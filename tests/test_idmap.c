@@ -3,45 +3,61 @@
 #include "tap.h"
 #include "util.h"
 
-int main(void)
+/* Interning gives dense indices in order; lookup is exact. */
+static void test_intern_and_find(st_idmap *m)
 {
-    st_idmap m;
-    st_idmap_init(&m);
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     uint32_t idx;
     int added;
-    ok(st_idmap_intern(&m, "alice", 5, &idx, &added, err) == 0 && idx == 0 && added, "first id gets 0");
-    ok(st_idmap_intern(&m, "bob", 3, &idx, &added, err) == 0 && idx == 1 && added, "second id gets 1");
-    ok(st_idmap_intern(&m, "alice", 5, &idx, &added, err) == 0 && idx == 0 && !added, "existing id found");
-    ok(st_idmap_find(&m, "bob", 3) == 1, "find");
-    ok(st_idmap_find(&m, "bo", 2) == ST_NOT_FOUND, "prefix is not a match");
-    ok(st_idmap_find(&m, "carol", 5) == ST_NOT_FOUND, "absent id");
+    ok(st_idmap_intern(m, "alice", 5, &idx, &added, err) == 0 && idx == 0 && added, "first id gets 0");
+    ok(st_idmap_intern(m, "bob", 3, &idx, &added, err) == 0 && idx == 1 && added, "second id gets 1");
+    ok(st_idmap_intern(m, "alice", 5, &idx, &added, err) == 0 && idx == 0 && !added, "existing id found");
+    ok(st_idmap_find(m, "bob", 3) == 1, "find");
+    ok(st_idmap_find(m, "bo", 2) == ST_NOT_FOUND, "prefix is not a match");
+    ok(st_idmap_find(m, "carol", 5) == ST_NOT_FOUND, "absent id");
     /* Ids with NUL-free arbitrary bytes and the empty-looking ones. */
-    ok(st_idmap_intern(&m, "\xff\xfe", 2, &idx, &added, err) == 0 && idx == 2, "binary id");
+    ok(st_idmap_intern(m, "\xff\xfe", 2, &idx, &added, err) == 0 && idx == 2, "binary id");
     size_t len;
-    const char *name = st_idmap_name(&m, 2, &len);
+    const char *name = st_idmap_name(m, 2, &len);
     ok(len == 2 && memcmp(name, "\xff\xfe", 2) == 0 && name[2] == '\0', "name is NUL-terminated");
-    /* Growth through many rehashes keeps every id. */
-    char buf[32];
+}
+
+/* Growth through many rehashes keeps every id (m holds the 3 ids above). */
+static void test_growth(st_idmap *m)
+{
+    char buf[32], err[ST_ERRLEN];
+    uint32_t idx;
     int all = 1;
     for (int i = 0; i < 100000; i++) {
         int n = snprintf(buf, sizeof buf, "user-%d", i);
-        if (st_idmap_intern(&m, buf, (size_t)n, &idx, NULL, err) != 0 || idx != (uint32_t)(i + 3)) all = 0;
+        if (st_idmap_intern(m, buf, (size_t)n, &idx, NULL, err) != 0 || idx != (uint32_t)(i + 3)) all = 0;
     }
     ok(all, "100000 ids interned in order");
     all = 1;
     for (int i = 0; i < 100000; i += 7) {
         int n = snprintf(buf, sizeof buf, "user-%d", i);
-        if (st_idmap_find(&m, buf, (size_t)n) != (uint32_t)(i + 3)) all = 0;
+        if (st_idmap_find(m, buf, (size_t)n) != (uint32_t)(i + 3)) all = 0;
     }
     ok(all, "every id found after growth");
-    ok(m.nslots >= 2 * (uint64_t)m.count, "load factor at most 1/2");
-    /* A view over the same arrays answers identically and refuses to grow. */
+    ok(m->nslots >= 2 * (uint64_t)m->count, "load factor at most 1/2");
+}
+
+/* A view over the same arrays answers identically and refuses to grow. */
+static void test_view(const st_idmap *m)
+{
+    char err[ST_ERRLEN] = "";
+    uint32_t idx;
     st_idmap v;
-    ok(st_idmap_view(&v, m.count, m.offsets, m.bytes, m.offsets[m.count], m.slots, m.nslots, err) == 0, "view");
+    ok(st_idmap_view(&v, m->count, m->offsets, m->bytes, m->offsets[m->count], m->slots, m->nslots, err) == 0, "view");
     ok(st_idmap_find(&v, "user-99999", 10) == 100002, "view finds");
     ok(st_idmap_intern(&v, "new", 3, &idx, NULL, err) != 0 && strstr(err, "read-only"), "view is read-only");
-    /* Views reject inconsistent arrays. */
+}
+
+/* Views reject inconsistent arrays. */
+static void test_view_checks(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_idmap v;
     uint64_t offs[3] = {0, 2, 9};
     char bytes[4] = {'a', '\0', 'b', 'c'};
     uint32_t slots[16] = {0};
@@ -55,7 +71,13 @@ int main(void)
     for (int i = 0; i < 16; i++) bad[i] = 1000;
     ok(st_idmap_view(&v, 2, offs2, bytes2, 4, bad, 16, err) == 0 && st_idmap_find(&v, "a", 1) == ST_NOT_FOUND,
        "out-of-range slots are ignored");
-    /* Allocation failure while interning is a clean error. */
+}
+
+/* Allocation failure while interning is a clean error. */
+static void test_out_of_memory(void)
+{
+    char err[ST_ERRLEN] = "";
+    uint32_t idx;
     st_idmap f;
     st_idmap_init(&f);
     st_alloc_fail_at(1);
@@ -63,6 +85,17 @@ int main(void)
     st_alloc_fail_at(0);
     ok(st_idmap_intern(&f, "x", 1, &idx, NULL, err) == 0 && idx == 0, "works again after the failure");
     st_idmap_free(&f);
+}
+
+int main(void)
+{
+    st_idmap m;
+    st_idmap_init(&m);
+    test_intern_and_find(&m);
+    test_growth(&m);
+    test_view(&m);
+    test_view_checks();
+    test_out_of_memory();
     st_idmap_free(&m);
     return tap_done();
 }

@@ -34,13 +34,12 @@ static double value(const st_interactions *x, const char *u, const char *s)
     return -1;
 }
 
-int main(void)
+/* Kind weights. */
+static void test_kind_weights(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
-
-    /* Kind weights. */
     ok(st_weighting_parse_kinds(&w, "click=1,conversion=20,*=0.5", err) == 0, "kind weights parse");
     is_near(st_weighting_kind(&w, "conversion", 10), 20, 0, "conversion weight");
     is_near(st_weighting_kind(&w, "impression", 10), 0.5, 0, "other kinds get *");
@@ -49,8 +48,13 @@ int main(void)
     ok(st_weighting_parse_kinds(&w, "click=x", err) != 0, "bad weight rejected");
     ok(st_weighting_parse_kinds(&w, "click=-1", err) != 0, "negative weight rejected");
     st_weighting_free(&w);
+}
 
-    /* Aggregation with kind weights, by hand. */
+/* Aggregation with kind weights, by hand. */
+static uint64_t test_aggregation(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
     st_weighting_default(&w);
     st_weighting_parse_kinds(&w, "click=2,conversion=10", err);
     st_builder *b = st_builder_new(&w, err);
@@ -75,8 +79,17 @@ int main(void)
     uint64_t fp = st_interactions_fingerprint(&x);
     st_interactions_free(&x);
     st_weighting_free(&w);
+    return fp;
+}
 
-    /* Decay relative to --now: one half-life old weighs 1/2; future events weigh 1. */
+/* Decay relative to --now: one half-life old weighs 1/2; future events weigh 1. */
+static void test_decay_now(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
+    st_builder *b;
+    st_event e;
+    st_interactions x;
     st_weighting_default(&w);
     w.half_life = 100;
     w.now = 1000;
@@ -90,9 +103,17 @@ int main(void)
     is_near(value(&x, "u", "older"), 0.25, 1e-7, "two half-lives: 0.25");
     is_near(value(&x, "u", "future"), 1, 1e-7, "future events are not boosted");
     st_interactions_free(&x);
+}
 
-    /* Decay relative to the newest event, across the rescaling of the
-     * reference (events 80 half-lives apart, in increasing time). */
+/* Decay relative to the newest event, across the rescaling of the
+ * reference (events 80 half-lives apart, in increasing time). */
+static void test_decay_newest(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
+    st_builder *b;
+    st_event e;
+    st_interactions x;
     st_weighting_default(&w);
     w.half_life = 1;
     b = st_builder_new(&w, err);
@@ -113,8 +134,16 @@ int main(void)
     e = ev("u", "a", 1, NULL, -1);
     ok(st_builder_add(b, &e, err) != 0 && strstr(err, "test:7: no timestamp"), "missing timestamp: %s", err);
     st_builder_free(b);
+}
 
-    /* Many events: compaction and growth against a dense brute force. */
+/* Many events: compaction and growth against a dense brute force. */
+static void test_many_events(uint64_t fp)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
+    st_builder *b;
+    st_event e;
+    st_interactions x;
     st_weighting_default(&w);
     b = st_builder_new(&w, err);
     enum { U = 300, S = 500, N = 400000 };
@@ -168,13 +197,31 @@ int main(void)
     ok(st_interactions_fingerprint(&x) != fp, "different data, different fingerprint");
     st_interactions_free(&x);
     free(dense);
+}
 
-    /* Only zero weights: an error, not an empty matrix. */
-    b = st_builder_new(&w, err);
-    e = ev("u", "a", 0, NULL, -1), st_builder_add(b, &e, err);
+/* Only zero weights: an error, not an empty matrix. */
+static void test_all_zero(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
+    st_weighting_default(&w);
+    st_builder *b = st_builder_new(&w, err);
+    st_event e = ev("u", "a", 0, NULL, -1);
+    st_builder_add(b, &e, err);
+    st_interactions x;
     ok(st_builder_finish(b, &x, err) != 0 && strstr(err, "zero weight"), "all-zero input: %s", err);
+}
 
-    /* Out-of-memory on every allocation of a small build: clean errors. */
+/* Out-of-memory on every allocation of a small build: clean errors. */
+static void test_out_of_memory(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_weighting w;
+    st_weighting_default(&w);
+    st_builder *b;
+    st_event e;
+    st_interactions x;
+    char us[16], ss[16];
     int clean = 1;
     for (long n = 1; n < 40; n++) {
         st_alloc_fail_at(n);
@@ -196,5 +243,16 @@ int main(void)
     }
     st_alloc_fail_at(0);
     ok(clean, "every failed allocation gives an out-of-memory error");
+}
+
+int main(void)
+{
+    test_kind_weights();
+    uint64_t fp = test_aggregation();
+    test_decay_now();
+    test_decay_newest();
+    test_many_events(fp);
+    test_all_zero();
+    test_out_of_memory();
     return tap_done();
 }

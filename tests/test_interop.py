@@ -9,8 +9,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok, starling  # noqa: E402
 
 
@@ -29,11 +30,11 @@ with tempfile.TemporaryDirectory() as d:
     m = Model(p("m.model"))
     starling("export", p("m.model"), p("exp"))
     U, V = np.load(p("exp/user_factors.npy")), np.load(p("exp/segment_factors.npy"))
-    ok(U.dtype == np.float32 and U.shape == (len(m.users), 8) and V.shape == (len(m.segments), 8),
+    ok(U.dtype == np.float32 and U.shape == (len(m.user_ids), 8) and V.shape == (len(m.segment_ids), 8),
        "numpy reads the exported .npy: float32, one row per id")
     ok(np.array_equal(U, m.U) and np.array_equal(V, m.V), "exported factors equal the model's bit for bit")
     users = open(p("exp/users.txt")).read().split("\n")[:-1]
-    ok(users == m.users, "users.txt lists the ids in row order")
+    ok(users == m.user_ids.tolist(), "users.txt lists the ids in row order")
     meta = json.load(open(p("exp/model.json")))
     ok(meta["factors"] == 8 and meta["iterations"] == 4 and meta["confidence"] == "log", "model.json has the header")
 
@@ -41,11 +42,12 @@ with tempfile.TemporaryDirectory() as d:
     b = Model(p("back.model"))
     ok(np.array_equal(b.U.view(np.uint32), m.U.view(np.uint32)) and
        np.array_equal(b.V.view(np.uint32), m.V.view(np.uint32)), "export then import: factors bit-exact")
-    ok(b.users == m.users and b.segments == m.segments, "the same ids in the same order")
+    ok(b.user_ids.tolist() == m.user_ids.tolist() and b.segment_ids.tolist() == m.segment_ids.tolist(),
+       "the same ids in the same order")
     ok(np.array_equal(b.hist_ptr, m.hist_ptr) and np.array_equal(b.hist_idx, m.hist_idx) and
        np.array_equal(b.hist_val, m.hist_val), "the same history")
     ok(b.header["fingerprint"] == m.header["fingerprint"], "the same data fingerprint")
-    u0 = m.users[5]
+    u0 = m.user_ids[5]
     ok(starling("segments", p("back.model"), u0, "-k", 5, "--exclude-seen") ==
        starling("segments", p("m.model"), u0, "-k", 5, "--exclude-seen"), "answers like the original")
 

@@ -42,6 +42,14 @@ static int collect(const st_jrecord *r, void *ctx, char *err)
     return 0;
 }
 
+/* The journal every test below reads, written by test_write_read: its path,
+ * size and record boundaries (ends[0] is the header's end); cut is where
+ * damaged copies go. */
+static const char *dir;
+static char path[512], cut[512];
+static long long full, ends[32];
+static int nends;
+
 static st_jrecord ev(const char *user, const char *seg, const char *kind, double w, double ts)
 {
     st_jrecord r = {.type = ST_JREC_EVENT, .user = user, .user_len = (uint32_t)strlen(user), .segment = seg,
@@ -56,10 +64,10 @@ static st_jrecord fg(const char *user)
     return r;
 }
 
-static long long file_size(const char *path)
+static long long file_size(const char *file)
 {
     struct stat sb;
-    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+    return stat(file, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
 static int copy_prefix(const char *from, const char *to, long long n)
@@ -81,9 +89,9 @@ static int copy_prefix(const char *from, const char *to, long long n)
     return n == 0 ? 0 : -1;
 }
 
-static void flip_byte(const char *path, long long off)
+static void flip_byte(const char *file, long long off)
 {
-    int fd = open(path, O_RDWR);
+    int fd = open(file, O_RDWR);
     unsigned char c;
     if (pread(fd, &c, 1, off) == 1) {
         c ^= 0x5a;
@@ -92,9 +100,9 @@ static void flip_byte(const char *path, long long off)
     close(fd);
 }
 
-static void append_bytes(const char *path, const void *p, size_t n)
+static void append_bytes(const char *file, const void *p, size_t n)
 {
-    int fd = open(path, O_WRONLY | O_APPEND);
+    int fd = open(file, O_WRONLY | O_APPEND);
     if (write(fd, p, n) != (ssize_t)n) perror("write");
     close(fd);
 }
@@ -116,20 +124,16 @@ static void *append_many(void *arg)
     return NULL;
 }
 
-int main(void)
+/* Write, close, read back. */
+static int test_write_read(void)
 {
-    const char *dir = tap_tmpdir();
-    char path[512], cut[512], err[ST_ERRLEN];
-    snprintf(path, sizeof path, "%s/events.journal", dir);
-    snprintf(cut, sizeof cut, "%s/cut.journal", dir);
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
-
-    /* Write, close, read back. */
     st_journal *j = st_journal_open(path, ST_APPENDFSYNC_ALWAYS, NULL, NULL, &info, err);
     ok(j != NULL && info.records == 0 && info.last_seq == 0, "a new journal is created empty");
     if (!j) {
         printf("#   %s\n", err);
-        return tap_done();
+        return -1;
     }
     uint64_t id = st_journal_id(j);
     ok(id != 0, "it has an id");
@@ -147,7 +151,7 @@ int main(void)
     }
     ok(st_journal_sync(j, 30, err) == 0 && st_journal_durable_seq(j) == 30, "synced through 30");
     ok(st_journal_close(j, err) == 0, "closed");
-    long long full = file_size(path);
+    full = file_size(path);
     got.n = 0;
     ok(st_journal_read(path, 0, 0, collect, NULL, &info, err) == 0 && got.n == 30 && info.records == 30 &&
            info.id == id && info.last_seq == 30 && info.torn_bytes == 0 && info.end == (uint64_t)full,
@@ -166,10 +170,15 @@ int main(void)
         }
     }
     ok(same, "every field of every record as written");
+    return 0;
+}
 
-    /* A torn tail, cut at every byte of the file. */
-    long long ends[32];
-    int nends = 0;
+/* A torn tail, cut at every byte of the file. */
+static void test_torn_tail(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    nends = 0;
     {
         got.n = 0;
         uint64_t pos = 0;
@@ -209,15 +218,25 @@ int main(void)
     }
     ok(torn_ok, "a cut at any byte: the whole records before it are read, the rest is reported torn");
     ok(open_ok, "opening a cut journal drops the torn bytes from the file, and appends continue after it");
+}
 
-    /* Zeros after the last record: torn. */
+/* Zeros after the last record: torn. */
+static void test_zero_tail(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
     copy_prefix(path, cut, full);
     char zeros[100] = {0};
     append_bytes(cut, zeros, sizeof zeros);
     ok(st_journal_read(cut, 0, 0, NULL, NULL, &info, err) == 0 && info.records == 30 && info.torn_bytes == 100,
        "a zero-filled tail is a torn write");
+}
 
-    /* Damage in the middle is refused; in the last record it is a torn tail. */
+/* Damage in the middle is refused; in the last record it is a torn tail. */
+static void test_damage(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
     copy_prefix(path, cut, full);
     flip_byte(cut, ends[10] + 20);
     ok(st_journal_read(cut, 0, 0, NULL, NULL, &info, err) == -1 && strstr(err, "damaged") &&
@@ -240,14 +259,25 @@ int main(void)
     flip_byte(cut, 20);
     ok(st_journal_read(cut, 0, 0, NULL, NULL, &info, err) == -1 && strstr(err, "header is damaged"),
        "a damaged header is refused");
+}
 
-    /* Reading from an offset: what was appended since. */
+/* Reading from an offset: what was appended since. */
+static void test_read_offset(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
     got.n = 0;
     ok(st_journal_read(path, (uint64_t)ends[20], 0, collect, NULL, &info, err) == 0 && got.n == 10 &&
            got.seq[0] == 21,
        "reading from a record boundary gives the records after it");
+}
 
-    /* A full disk at every byte of a record. */
+/* A full disk at every byte of a record. */
+static void test_full_disk(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    st_journal *j;
     j = st_journal_open(path, ST_APPENDFSYNC_EVERYSEC, NULL, NULL, &info, err);
     ok(j != NULL && info.records == 30, "reopened (everysec)");
     int disk_ok = 1;
@@ -275,8 +305,15 @@ int main(void)
            strcmp(got.user[30], "diskfull") == 0 && info.torn_bytes == 0,
        "the file holds exactly the records acknowledged, in order");
     if (got.n != 32) printf("#   %d records: %s\n", got.n, err);
+}
 
-    /* A failed fsync puts the journal out of service. */
+/* A failed fsync puts the journal out of service. */
+static void test_failed_fsync(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    st_journal *j;
+    st_jrecord r;
     j = st_journal_open(path, ST_APPENDFSYNC_ALWAYS, NULL, NULL, &info, err);
     r = ev("x", "y", NULL, 1, 1);
     st_journal_append(j, &r, err);
@@ -286,8 +323,15 @@ int main(void)
     r = ev("x", "y", NULL, 1, 1);
     ok(st_journal_append(j, &r, err) == -1 && strstr(err, "out of service"), "then appends are refused");
     st_journal_close(j, err);
+}
 
-    /* Compaction. */
+/* Compaction. */
+static void test_compaction(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    st_journal *j;
+    st_jrecord r;
     char cpath[512];
     snprintf(cpath, sizeof cpath, "%s/compact.journal", dir);
     j = st_journal_open(cpath, ST_APPENDFSYNC_EVERYSEC, NULL, NULL, &info, err);
@@ -320,8 +364,18 @@ int main(void)
     ok(got.n == 7 && strcmp(got.user[1], "a") == 0 && got.seq[1] == 5 && got.type[2] == ST_JREC_FORGET &&
            got.seq[2] == 7,
        "events after a user's FORGET stay; the last FORGET stays");
+}
 
-    /* Everything erased: the sequence still never goes back. */
+/* Everything erased: the sequence still never goes back; then appends during
+ * a compaction all survive it. */
+static void test_sequence_floor(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    st_journal *j;
+    st_jrecord r;
+    st_journal_compaction cc;
+    char cpath[512];
     snprintf(cpath, sizeof cpath, "%s/floor.journal", dir);
     j = st_journal_open(cpath, ST_APPENDFSYNC_NO, NULL, NULL, &info, err);
     for (int i = 0; i < 5; i++) {
@@ -343,7 +397,7 @@ int main(void)
     r = ev("new", "s", NULL, 1, 1);
     ok(st_journal_append(j, &r, err) == 0 && r.seq == 101, "raise_seq moves the counter forward");
 
-    /* Appends during a compaction all survive it. */
+    /* Appends during a compaction. */
     for (int i = 0; i < 2000; i++) {
         char u[16];
         snprintf(u, sizeof u, "bulk%d", i % 50);
@@ -364,8 +418,17 @@ int main(void)
     for (int i = 0; i < got.n; i++) late += strncmp(got.user[i], "late", 4) == 0;
     ok(compacted == 5 && ap.failed == 0 && late == 500 && info.last_seq == last,
        "5 compactions while 500 records were appended: every one of them is in the file");
+}
 
-    /* A full disk during compaction leaves the old file in use. */
+/* A full disk during compaction leaves the old file in use. */
+static void test_compaction_full_disk(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
+    st_journal *j;
+    st_journal_compaction cc;
+    char cpath[512];
+    snprintf(cpath, sizeof cpath, "%s/floor.journal", dir); /* the journal test_sequence_floor left */
     long long before = file_size(cpath);
     j = st_journal_open(cpath, ST_APPENDFSYNC_NO, NULL, NULL, &info, err);
     uint64_t records = info.records;
@@ -389,8 +452,13 @@ int main(void)
         leftovers = system(cmd) == 0;
     }
     ok(!leftovers, "no temporary file left behind");
+}
 
-    /* Every allocation of open and replay may fail. */
+/* Every allocation of open and replay may fail. */
+static void test_open_oom(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_journal_info info;
     int clean = 1, n;
     for (n = 1; n < 1000; n++) {
         got.n = 0;
@@ -404,7 +472,24 @@ int main(void)
         if (!strstr(err, "out of memory")) clean = 0;
     }
     ok(clean && n > 1, "every allocation of opening and replaying failed in turn (%d): a clean error each time", n - 1);
+}
 
+int main(void)
+{
+    dir = tap_tmpdir();
+    snprintf(path, sizeof path, "%s/events.journal", dir);
+    snprintf(cut, sizeof cut, "%s/cut.journal", dir);
+    if (test_write_read() != 0) return tap_done();
+    test_torn_tail();
+    test_zero_tail();
+    test_damage();
+    test_read_offset();
+    test_full_disk();
+    test_failed_fsync();
+    test_compaction();
+    test_sequence_floor();
+    test_compaction_full_disk();
+    test_open_oom();
     st_io_fail_after(-1);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -28,6 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 try:
     import numpy as np
     import redis
@@ -35,8 +36,7 @@ except ImportError as e:  # pragma: no cover
     print(f"1..0 # SKIP {e} (install python3-redis and python3-numpy: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server, make_model  # noqa: E402
-from starling_journal import Journal  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Journal, Model  # noqa: E402
 from tap import STARLING, done, note, ok  # noqa: E402
 
 f32 = np.float32
@@ -74,15 +74,15 @@ def command(user, op):
 
 def kill_loop(d, path, M):
     rng = random.Random(os.getpid())
-    known = set(M.segments)
-    segs = M.segments[:24] + ["a-segment-the-model-lacks"]
+    known = set(M.segment_ids)
+    segs = M.segment_ids[:24].tolist() + ["a-segment-the-model-lacks"]
     users, owner, state = [], {}, {}
     for t in range(THREADS):
         for i in range(6):
-            new, old = f"k{t}-{i}", M.users[100 + t * 6 + i]
+            new, old = f"k{t}-{i}", M.user_ids[100 + t * 6 + i]
             lo, hi = int(M.hist_ptr[100 + t * 6 + i]), int(M.hist_ptr[100 + t * 6 + i + 1])
             state[new] = None
-            state[old] = {M.segments[int(s)]: f32(v) for s, v in zip(M.hist_idx[lo:hi], M.hist_val[lo:hi])}
+            state[old] = {M.segment_ids[int(s)]: f32(v) for s, v in zip(M.hist_idx[lo:hi], M.hist_val[lo:hi])}
             for u in (new, old):
                 users.append(u)
                 owner[u] = t
@@ -177,10 +177,10 @@ def kill_loop(d, path, M):
             total_inflight += len(batch)
         # No forgotten user anywhere: AUDIENCE over everyone, an s: range,
         # EXISTS, look-alikes.
-        everyone = len(M.users) + len(users)
-        aud = set(r.execute_command("AUDIENCE", M.segments[0], "COUNT", everyone)[::2])
-        zr = set(r.execute_command("ZRANGE", f"s:{M.segments[1]}", 0, -1))
-        la = set(r.execute_command("LOOKALIKE", "COUNT", everyone, *M.users[1000:1010])[::2])
+        everyone = len(M.user_ids) + len(users)
+        aud = set(r.execute_command("AUDIENCE", M.segment_ids[0], "COUNT", everyone)[::2])
+        zr = set(r.execute_command("ZRANGE", f"s:{M.segment_ids[1]}", 0, -1))
+        la = set(r.execute_command("LOOKALIKE", "COUNT", everyone, *M.user_ids[1000:1010])[::2])
         for u in users:
             present = state[u] is not None
             shown = [u in aud, u in zr, u in la, r.execute_command("EXISTS", f"u:{u}") == 1]
@@ -233,7 +233,7 @@ def full_disk_injected(d, path, M):
     flags = ["--journal", journal, "--appendfsync", "always", "--enable-debug-command"]
     srv = Server(path, *flags, d=d)
     r = connect(srv)
-    seg = M.segments[2]
+    seg = M.segment_ids[2]
     total, refused, failed_ok = 0, 0, True
     for budget in list(range(0, 90, 3)) + [1000]:
         r.execute_command("DEBUG", "IO-FAIL-AFTER", budget)

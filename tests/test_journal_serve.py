@@ -18,6 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 try:
     import numpy as np
     import redis
@@ -25,8 +26,7 @@ except ImportError as e:  # pragma: no cover
     print(f"1..0 # SKIP {e} (install python3-redis and python3-numpy: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server  # noqa: E402
-from starling_journal import Journal  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Journal, Model  # noqa: E402
 from tap import done, note, ok, starling  # noqa: E402
 
 f32 = np.float32
@@ -39,7 +39,7 @@ def hist(r, user):
 
 def model_hist(M, u):
     lo, hi = int(M.hist_ptr[u]), int(M.hist_ptr[u + 1])
-    return {M.segments[int(s)]: f32(v) for s, v in zip(M.hist_idx[lo:hi], M.hist_val[lo:hi])}
+    return {M.segment_ids[int(s)]: f32(v) for s, v in zip(M.hist_idx[lo:hi], M.hist_val[lo:hi])}
 
 
 def foldin(r, h, count=10):
@@ -76,10 +76,10 @@ with tempfile.TemporaryDirectory() as d:
     flags = ["--journal", J, "--appendfsync", "always", "--min-audience", 0, "--min-seeds", 0, "--allow-reload-path"]
     srv = Server(path, *flags, d=d)
     r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
-    n_users = len(M.users)
+    n_users = len(M.user_ids)
 
     # EVENT on a user the model has never seen: created, solved as FOLDIN.
-    sa, sb, sc = M.segments[0], M.segments[5], M.segments[9]
+    sa, sb, sc = M.segment_ids[0], M.segment_ids[5], M.segment_ids[9]
     ok(r.execute_command("EVENT", "new-1", sa, 2) == "OK", "EVENT on a new user: +OK")
     ok(r.execute_command("EVENT", "new-1", sb, 1, "KIND", "conversion", "TS", "2026-01-01T00:00:00Z") == "OK",
        "EVENT with KIND and TS")
@@ -89,7 +89,7 @@ with tempfile.TemporaryDirectory() as d:
        "SEGMENTS of the new user = FOLDIN of the same engagement, score for score")
 
     # EVENT on a model user: the model's history plus the event, re-solved.
-    u7 = M.users[7]
+    u7 = M.user_ids[7]
     want = model_hist(M, 7)
     ok(hist(r, u7) == ("model", want), "HISTORY of a model user is the model's training history")
     r.execute_command("EVENT", u7, sa, 3, "KIND", "click")
@@ -134,8 +134,8 @@ with tempfile.TemporaryDirectory() as d:
        "and the vector is the one its final history gives")
 
     # FORGET: gone from every reply.
-    victim = M.users[3]
-    seeds = M.users[20:40]
+    victim = M.user_ids[3]
+    seeds = M.user_ids[20:40]
     ok(victim in everyone(r, sa, n_users + 10), "before FORGET the user is in AUDIENCE")
     ok(r.execute_command("FORGET", victim) == "OK", "FORGET: +OK")
 
@@ -163,18 +163,18 @@ with tempfile.TemporaryDirectory() as d:
     gone(victim, "after FORGET")
     card = r.execute_command("ZCARD", f"s:{sa}")
     ok(card == n_users + 2 - 1, f"ZCARD s: counts model users - forgotten + online (new-1, contended) ({card})")
-    ok(r.execute_command("DEL", f"u:{M.users[4]}", "u:nobody-at-all", "plainkey") == 1,
+    ok(r.execute_command("DEL", f"u:{M.user_ids[4]}", "u:nobody-at-all", "plainkey") == 1,
        "DEL counts the users that existed")
-    ok(r.execute_command("UNLINK", f"u:{M.users[4]}") == 0, "UNLINK of a forgotten user: 0")
+    ok(r.execute_command("UNLINK", f"u:{M.user_ids[4]}") == 0, "UNLINK of a forgotten user: 0")
     ok("cannot be deleted" in err(lambda: r.execute_command("DEL", f"s:{sa}")), "DEL s:<segment> is refused")
     ok(r.execute_command("REACH", sa, "MIN", -1e30) == reach_before - 1, "REACH counts one user fewer")
-    gone(M.users[4], "after DEL")
+    gone(M.user_ids[4], "after DEL")
     # A forgotten user who engages again starts from nothing.
-    r.execute_command("EVENT", M.users[5], sb, 1)
-    r.execute_command("FORGET", M.users[5])
-    r.execute_command("EVENT", M.users[5], sc, 2)
-    ok(hist(r, M.users[5]) == ("online", {sc: f32(2)}), "after FORGET, new events start a new history")
-    r.execute_command("FORGET", M.users[5])
+    r.execute_command("EVENT", M.user_ids[5], sb, 1)
+    r.execute_command("FORGET", M.user_ids[5])
+    r.execute_command("EVENT", M.user_ids[5], sc, 2)
+    ok(hist(r, M.user_ids[5]) == ("online", {sc: f32(2)}), "after FORGET, new events start a new history")
+    r.execute_command("FORGET", M.user_ids[5])
 
     # MODEL RELOAD, then a SIGKILL and restart: still gone, still there.
     ok(r.execute_command("MODEL", "RELOAD") == "OK", "MODEL RELOAD")
@@ -185,7 +185,7 @@ with tempfile.TemporaryDirectory() as d:
     srv = Server(path, *flags, d=d)
     r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
     gone(victim, "after SIGKILL and restart")
-    gone(M.users[5], "after SIGKILL and restart")
+    gone(M.user_ids[5], "after SIGKILL and restart")
     ok(hist(r, "new-1") == ("online", {sa: f32(2), sb: f32(5)}) and hist(r, u7) == ("online", want),
        "online users are replayed from the journal")
     ok(r.execute_command("SEGMENTS", u7, "COUNT", 10)[1] == foldin(r, want)[1], "with the same vectors")
@@ -194,8 +194,8 @@ with tempfile.TemporaryDirectory() as d:
 
     # Compaction: the events a FORGET erased leave the file.
     before = Journal(J)
-    f5 = max(x["seq"] for x in before.records if x["type"] == "forget" and x["user"] == M.users[5])
-    ok(any(x["type"] == "event" and x["user"] == M.users[5] for x in before.records),
+    f5 = max(x["seq"] for x in before.records if x["type"] == "forget" and x["user"] == M.user_ids[5])
+    ok(any(x["type"] == "event" and x["user"] == M.user_ids[5] for x in before.records),
        "before compaction the journal still holds the forgotten user's events")
     ok(r.execute_command("JOURNAL", "COMPACT") == "Background journal compaction started", "JOURNAL COMPACT")
     deadline = time.monotonic() + 10
@@ -203,7 +203,7 @@ with tempfile.TemporaryDirectory() as d:
         time.sleep(0.05)
     after = Journal(J)
     forgets = [x for x in after.records if x["type"] == "forget"]
-    ok(not any(x["user"] in (victim, M.users[4], M.users[5]) and x["type"] == "event" and x["seq"] < f5
+    ok(not any(x["user"] in (victim, M.user_ids[4], M.user_ids[5]) and x["type"] == "event" and x["seq"] < f5
                for x in after.records), "after compaction no event of a forgotten user remains before its FORGET")
     ok(len(forgets) == len({x["user"] for x in forgets}), "one FORGET per user remains (it hides older copies)")
     ok(after.id == before.id and [x["seq"] for x in after.records] == sorted(x["seq"] for x in after.records),
@@ -215,9 +215,9 @@ with tempfile.TemporaryDirectory() as d:
     m2 = os.path.join(d, "m2.model")
     out = starling("train", ev, "--journal", J, "-o", m2, *[a for a in train_args if a != "-q"])
     M2 = Model(m2)
-    ok(victim not in M2.users and M.users[4] not in M2.users and M.users[5] not in M2.users,
+    ok(victim not in M2.user_ids and M.user_ids[4] not in M2.user_ids and M.user_ids[5] not in M2.user_ids,
        "the model trained with --journal holds no forgotten user")
-    i_new = M2.users.index("new-1") if "new-1" in M2.users else None
+    i_new = M2.user_index("new-1") if "new-1" in M2.user_ids else None
     ok(i_new is not None and model_hist(M2, i_new) == {sa: f32(2), sb: f32(5)},
        "and holds the online events, weighted by its own kind weights")
     ok(f"journal_seq={last}" in M2.meta, f"its META records the journal position (seq {last})")
@@ -244,7 +244,7 @@ with tempfile.TemporaryDirectory() as d:
         c = redis.Redis(host="127.0.0.1", port=s1.port, decode_responses=True, socket_timeout=10)
         p = c.pipeline(transaction=False)
         for i in range(200):
-            p.execute_command("EVENT", f"p-{i % 20}", M.segments[i % 7], 1)
+            p.execute_command("EVENT", f"p-{i % 20}", M.segment_ids[i % 7], 1)
         p.execute_command("FORGET", "p-3")
         acked = p.execute()
         s1.stop(signal.SIGKILL)
@@ -265,14 +265,14 @@ with tempfile.TemporaryDirectory() as d:
     s3 = Server(q8, "--journal", os.path.join(d, "q8.journal"), "--min-audience", 0, "--min-seeds", 0, d=d)
     c = redis.Redis(host="127.0.0.1", port=s3.port, decode_responses=True, socket_timeout=10)
     base = model_hist(Q, 11)
-    c.execute_command("EVENT", Q.users[11], sa, 2)
+    c.execute_command("EVENT", Q.user_ids[11], sa, 2)
     base[sa] = f32(float(base.get(sa, 0)) + 2)
-    ok(hist(c, Q.users[11]) == ("online", base) and
-       c.execute_command("SEGMENTS", Q.users[11], "COUNT", 10)[1] == foldin(c, base)[1],
+    ok(hist(c, Q.user_ids[11]) == ("online", base) and
+       c.execute_command("SEGMENTS", Q.user_ids[11], "COUNT", 10)[1] == foldin(c, base)[1],
        "int8 model: an event re-solves a model user from their history, as FOLDIN does")
-    c.execute_command("FORGET", Q.users[12])
-    la = c.execute_command("LOOKALIKE", "COUNT", len(Q.users), *Q.users[30:40])
-    ok(Q.users[12] not in la[::2] and Q.users[11] in la[::2] and len(la) == 2 * (len(Q.users) - 11),
+    c.execute_command("FORGET", Q.user_ids[12])
+    la = c.execute_command("LOOKALIKE", "COUNT", len(Q.user_ids), *Q.user_ids[30:40])
+    ok(Q.user_ids[12] not in la[::2] and Q.user_ids[11] in la[::2] and len(la) == 2 * (len(Q.user_ids) - 11),
        "int8 model: LOOKALIKE covers every user but the seeds and the forgotten one")
     s3.stop()
 
@@ -289,11 +289,11 @@ with tempfile.TemporaryDirectory() as d:
     ok("privacy floor" in err(lambda: c.execute_command("ZRANGEBYSCORE", f"s:{sa}", thr, "+inf")),
        "ZRANGEBYSCORE s: of 51 users: refused")
     ok("privacy floor" in err(lambda: c.execute_command("ZCOUNT", f"s:{sa}", thr, "+inf")), "ZCOUNT s: refused")
-    ok("look-alikes need at least 100" in err(lambda: c.execute_command("LOOKALIKE", "COUNT", 200, *M.users[:99])),
+    ok("look-alikes need at least 100" in err(lambda: c.execute_command("LOOKALIKE", "COUNT", 200, *M.user_ids[:99])),
        "LOOKALIKE of 99 seeds: refused (min-seeds)")
-    ok("privacy floor of 100" in err(lambda: c.execute_command("LOOKALIKE", "COUNT", 20, *M.users[:120])),
+    ok("privacy floor of 100" in err(lambda: c.execute_command("LOOKALIKE", "COUNT", 20, *M.user_ids[:120])),
        "20 look-alikes: refused (min-audience)")
-    ok(len(c.execute_command("LOOKALIKE", "COUNT", 100, *M.users[:120])) == 200, "100 look-alikes of 120 seeds")
+    ok(len(c.execute_command("LOOKALIKE", "COUNT", 100, *M.user_ids[:120])) == 200, "100 look-alikes of 120 seeds")
     ok("no journal" in err(lambda: c.execute_command("EVENT", "x", sa, 1)), "EVENT without a journal is refused")
     ok("no journal" in err(lambda: c.execute_command("FORGET", "x")), "FORGET without a journal is refused")
     s2.stop()

@@ -12,8 +12,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from serve import Server, free_port, make_model, nutcracker_config, wait_port  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import done, ok, skip_all, starling  # noqa: E402
 
 try:
@@ -31,7 +32,7 @@ with tempfile.TemporaryDirectory() as d:
     starling("shard", model, "--shards", 2, "-o", out)
     owners = {}
     for i in range(2):
-        for u in Model(os.path.join(out, f"shard-{i}.model")).users:
+        for u in Model(os.path.join(out, f"shard-{i}.model")).user_ids:
             owners[u] = i
     servers = [Server(os.path.join(out, f"shard-{i}.model"), "--journal", os.path.join(out, f"j{i}.journal"),
                       "--appendfsync", "always", d=d) for i in range(2)]
@@ -42,8 +43,8 @@ with tempfile.TemporaryDirectory() as d:
         ok(wait_port(proxy_port), "nutcracker is up in front of two shards with journals")
         c = redis.Redis(host="127.0.0.1", port=proxy_port, decode_responses=True)
         direct = [redis.Redis(host="127.0.0.1", port=s.port, decode_responses=True) for s in servers]
-        seg = m.segments[3]
-        users = [u for u in m.users if owners[u] == 0][:20] + [u for u in m.users if owners[u] == 1][:20]
+        seg = m.segment_ids[3]
+        users = [u for u in m.user_ids if owners[u] == 0][:20] + [u for u in m.user_ids if owners[u] == 1][:20]
         gone = users[:5] + users[20:25]
         scores = {u: c.execute_command("ZINCRBY", f"u:{u}", 2, seg) for u in users}
         placed = [u for u in users if direct[owners[u]].execute_command("HISTORY", u)[0] == "online"

@@ -13,8 +13,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import SHARED, done, note, ok, skip_all, starling  # noqa: E402
 
 DATA = os.path.join(SHARED, "data", "lastfm-2k", "user_artists.dat")
@@ -48,8 +49,8 @@ def split(path, frac, seed):
 
 
 def recall_at(rank_fn, m, test, k=20):
-    uidx = {u: i for i, u in enumerate(m.users)}
-    sidx = {s: i for i, s in enumerate(m.segments)}
+    uidx = {u: i for i, u in enumerate(m.user_ids)}
+    sidx = {s: i for i, s in enumerate(m.segment_ids)}
     rec = []
     for u, held in test.items():
         if u not in uidx:
@@ -72,7 +73,7 @@ with tempfile.TemporaryDirectory() as d:
     model = os.path.join(d, "lastfm.model")
     starling("train", tr, "-o", model, "--iterations", 15, "--seed", 1, "-q")
     m = Model(model)
-    rm, n = recall_at(lambda ui: m.scores(ui), m, test)
+    rm, n = recall_at(lambda ui: m.row_scores(ui), m, test)
     rp, _ = recall_at(lambda ui: m.popularity, m, test)
     note(f"recall@20 over {n} users: model {rm:.4f}, popularity {rp:.4f}, lift {rm / rp:.2f}x")
     ok(n > 1800, f"{n} test users")
@@ -81,14 +82,14 @@ with tempfile.TemporaryDirectory() as d:
     ok(rm >= 0.20, f"recall@20 {rm:.4f} >= 0.20")
     # The command line ranks as the factors do.
     same = True
-    sidx = {s: i for i, s in enumerate(m.segments)}
+    sidx = {s: i for i, s in enumerate(m.segment_ids)}
     for u in list(test)[:25]:
-        ui = m.users.index(u)
+        ui = m.user_index(u)
         out = starling("segments", model, u, "-k", 20, "--exclude-seen").splitlines()
         got = [line.split("\t")[0] for line in out]
-        scores = m.scores(ui).astype(np.float64)
+        scores = m.row_scores(ui).astype(np.float64)
         scores[m.hist_idx[m.hist_ptr[ui]:m.hist_ptr[ui + 1]]] = -np.inf
-        want = [m.segments[i] for i in np.argsort(-scores, kind="stable")[:20]]
+        want = [m.segment_ids[i] for i in np.argsort(-scores, kind="stable")[:20]]
         if got != want:
             # Equal scores may tie differently in float32 vs float64; compare score sets then.
             got_scores = sorted(round(float(scores[sidx[s]]), 4) for s in got)

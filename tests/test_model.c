@@ -11,9 +11,17 @@
 #include "train.h"
 #include "util.h"
 
-static void make_data(st_interactions *x, uint32_t users, uint64_t seed)
+/* What every test below works on, made once by main: a small model trained
+ * and saved at path (bad is where damaged copies go), loaded back into m. */
+static char path[512], bad[512];
+static st_interactions x;
+static st_trained t;
+static st_model mm, m;
+static long size;
+
+static void make_data(st_interactions *out, uint32_t users, uint64_t seed)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b = st_builder_new(&w, err);
@@ -26,12 +34,12 @@ static void make_data(st_interactions *x, uint32_t users, uint64_t seed)
         st_event e = {.user = us, .user_len = strlen(us), .segment = ss, .segment_len = strlen(ss), .weight = 1};
         st_builder_add(b, &e, err);
     }
-    st_builder_finish(b, x, err);
+    st_builder_finish(b, out, err);
 }
 
-static long file_size(const char *path)
+static long file_size(const char *file)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(file, "rb");
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fclose(f);
@@ -52,35 +60,19 @@ static void copy_damaged(const char *src, const char *dst, long offset, int xor_
     free(buf);
 }
 
-static void expect_load_error(const char *path, const char *fragment, const char *what)
+static void expect_load_error(const char *file, const char *fragment, const char *what)
 {
-    st_model m;
+    st_model lm;
     char err[ST_ERRLEN] = "";
-    int rc = st_model_load(path, &m, err);
+    int rc = st_model_load(file, &lm, err);
     ok(rc != 0 && strstr(err, fragment) != NULL, "%s: '%s' (got: %s)", what, fragment, err);
-    if (rc == 0) st_model_free(&m);
+    if (rc == 0) st_model_free(&lm);
 }
 
-int main(void)
+/* The round trip: what was saved loads back bit for bit. */
+static void test_round_trip(void)
 {
-    char err[ST_ERRLEN] = "", path[512], bad[512];
-    snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
-    snprintf(bad, sizeof bad, "%s/bad.model", tap_tmpdir());
-    st_interactions x;
-    make_data(&x, 200, 1);
-    st_trained t;
-    memset(&t, 0, sizeof t);
-    st_als_params_default(&t.params);
-    t.params.factors = 8;
-    t.params.iterations = 3;
-    t.params.seed = 99;
-    ok(st_train_run(&x, &t, NULL, err) == 0, "trained");
-    float *pop = malloc(x.segments.count * sizeof *pop);
-    st_model mm;
-    st_train_model(&x, &t, "inputs=test\nnote=hello\n", pop, &mm);
-    ok(st_model_save(path, &mm, err) == 0, "saved (%s)", err);
-
-    st_model m;
+    char err[ST_ERRLEN] = "";
     ok(st_model_load(path, &m, err) == 0, "loaded (%s)", err);
     ok(m.users == x.users.count && m.segments == x.segments.count && m.k == 8, "dimensions");
     ok(memcmp(m.U, t.X, (size_t)m.users * 8 * 4) == 0, "user factors bit-exact");
@@ -97,10 +89,14 @@ int main(void)
     char val[64];
     ok(st_model_meta(&m, "note", val, sizeof val) == 0 && strcmp(val, "hello") == 0, "metadata readable");
     ok(st_model_meta(&m, "missing", val, sizeof val) != 0, "absent metadata key");
-    long size = file_size(path);
+    size = file_size(path);
     ok(size % 64 == 0 && (uint64_t)size == m.h.file_bytes, "file size recorded and aligned");
+}
 
-    /* Damage of every kind. */
+/* Damage of every kind: a clear error naming the file and what to do. */
+static void test_damage(void)
+{
+    char err[ST_ERRLEN] = "";
     expect_load_error("/nonexistent/x.model", "cannot open", "missing file");
     expect_load_error(tap_tmpdir(), "not a regular file", "a directory");
     long cuts[] = {0, 100, 255, 256, 300, size / 2, size - 1};
@@ -117,7 +113,7 @@ int main(void)
         /* A valid header of another version: says which, and what to do. */
         st_model_header h;
         FILE *f = fopen(path, "rb");
-        if (fread(&h, sizeof h, 1, f) != 1) return 2;
+        if (fread(&h, sizeof h, 1, f) != 1) exit(2);
         fclose(f);
         copy_damaged(path, bad, -1, 0, -1);
         h.version = 99;
@@ -129,12 +125,16 @@ int main(void)
     }
     copy_damaged(path, bad, 30, 1, -1);
     expect_load_error(bad, "header checksum mismatch", "flipped header byte");
-    /* One flipped byte in each section. */
+}
+
+/* One flipped byte in each section. */
+static void test_section_damage(void)
+{
     for (uint32_t i = 0; i < m.h.nsections; i++) {
         st_section s;
         FILE *f = fopen(path, "rb");
         fseek(f, (long)(sizeof(st_model_header) + i * sizeof s), SEEK_SET);
-        if (fread(&s, sizeof s, 1, f) != 1) return 2;
+        if (fread(&s, sizeof s, 1, f) != 1) exit(2);
         fclose(f);
         if (s.bytes == 0) continue;
         copy_damaged(path, bad, (long)(s.offset + s.bytes / 2), 0x10, -1);
@@ -142,62 +142,95 @@ int main(void)
         snprintf(want, sizeof want, "section %.4s checksum mismatch", s.tag);
         expect_load_error(bad, want, "flipped byte in a section");
     }
-    /* Random garbage of model size never crashes the loader. */
-    {
-        st_rng r;
-        st_rng_seed(&r, 5);
-        int fine = 1;
-        for (int trial = 0; trial < 200; trial++) {
-            copy_damaged(path, bad, (long)st_rng_below(&r, (uint64_t)size), 1 + (int)st_rng_below(&r, 255), -1);
-            st_model mb;
-            if (st_model_load(bad, &mb, err) == 0) {
-                fine = 0; /* every single-byte change must be detected */
-                st_model_free(&mb);
-            }
-        }
-        ok(fine, "200 random single-byte changes are all detected");
-    }
+}
 
-    /* A crash mid-save leaves the old model or the new one, never a mix. */
-    {
-        st_trained t2;
-        memset(&t2, 0, sizeof t2);
-        st_interactions big;
-        make_data(&big, 20000, 2);
-        t2.params = t.params;
-        t2.params.factors = 64;
-        t2.params.iterations = 1;
-        st_train_run(&big, &t2, NULL, err);
-        float *pop2 = malloc(big.segments.count * sizeof *pop2);
-        st_model m2;
-        st_train_model(&big, &t2, NULL, pop2, &m2);
-        int always_whole = 1, saw_old = 0;
-        for (int round = 0; round < 12; round++) {
-            pid_t pid = fork();
-            if (pid == 0) {
-                for (;;) st_model_save(path, &m2, err);
-            }
-            usleep(2000 + 3000 * (useconds_t)round);
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            st_model lm;
-            if (st_model_load(path, &lm, err) != 0) {
-                always_whole = 0;
-                printf("# after kill %d: %s\n", round, err);
-                continue;
-            }
-            if (lm.users == x.users.count) saw_old++;
-            else if (lm.users != big.users.count) always_whole = 0;
-            st_model_free(&lm);
+/* Random garbage of model size never crashes the loader. */
+static void test_random_garbage(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_rng r;
+    st_rng_seed(&r, 5);
+    int fine = 1;
+    for (int trial = 0; trial < 200; trial++) {
+        copy_damaged(path, bad, (long)st_rng_below(&r, (uint64_t)size), 1 + (int)st_rng_below(&r, 255), -1);
+        st_model mb;
+        if (st_model_load(bad, &mb, err) == 0) {
+            fine = 0; /* every single-byte change must be detected */
+            st_model_free(&mb);
         }
-        ok(always_whole, "12 saves killed mid-write: the file always loads whole (%d still the old one)", saw_old);
-        free(pop2);
-        st_trained_free(&t2);
-        st_interactions_free(&big);
     }
-    /* Saving into a missing directory fails cleanly and names the path. */
+    ok(fine, "200 random single-byte changes are all detected");
+}
+
+/* A crash mid-save leaves the old model or the new one, never a mix. */
+static void test_crash_mid_save(void)
+{
+    char err[ST_ERRLEN] = "";
+    st_trained t2;
+    memset(&t2, 0, sizeof t2);
+    st_interactions big;
+    make_data(&big, 20000, 2);
+    t2.params = t.params;
+    t2.params.factors = 64;
+    t2.params.iterations = 1;
+    st_train_run(&big, &t2, NULL, err);
+    float *pop2 = malloc(big.segments.count * sizeof *pop2);
+    st_model m2;
+    st_train_model(&big, &t2, NULL, pop2, &m2);
+    int always_whole = 1, saw_old = 0;
+    for (int round = 0; round < 12; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;) st_model_save(path, &m2, err);
+        }
+        usleep(2000 + 3000 * (useconds_t)round);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        st_model lm;
+        if (st_model_load(path, &lm, err) != 0) {
+            always_whole = 0;
+            printf("# after kill %d: %s\n", round, err);
+            continue;
+        }
+        if (lm.users == x.users.count) saw_old++;
+        else if (lm.users != big.users.count) always_whole = 0;
+        st_model_free(&lm);
+    }
+    ok(always_whole, "12 saves killed mid-write: the file always loads whole (%d still the old one)", saw_old);
+    free(pop2);
+    st_trained_free(&t2);
+    st_interactions_free(&big);
+}
+
+/* Saving into a missing directory fails cleanly and names the path. */
+static void test_unwritable(void)
+{
+    char err[ST_ERRLEN] = "";
     ok(st_model_save("/nonexistent/dir/m.model", &mm, err) != 0 && strstr(err, "/nonexistent/dir/m.model"),
        "unwritable path: %s", err);
+}
+
+int main(void)
+{
+    char err[ST_ERRLEN] = "";
+    snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.model", tap_tmpdir());
+    make_data(&x, 200, 1);
+    memset(&t, 0, sizeof t);
+    st_als_params_default(&t.params);
+    t.params.factors = 8;
+    t.params.iterations = 3;
+    t.params.seed = 99;
+    ok(st_train_run(&x, &t, NULL, err) == 0, "trained");
+    float *pop = malloc(x.segments.count * sizeof *pop);
+    st_train_model(&x, &t, "inputs=test\nnote=hello\n", pop, &mm);
+    ok(st_model_save(path, &mm, err) == 0, "saved (%s)", err);
+    test_round_trip();
+    test_damage();
+    test_section_damage();
+    test_random_garbage();
+    test_crash_mid_save();
+    test_unwritable();
 
     st_model_free(&m);
     free(pop);

@@ -15,8 +15,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, note, ok, skip_all, starling  # noqa: E402
 
 if not shutil.which("mpirun"):
@@ -36,8 +37,8 @@ def mpirun(np_, *args):
 
 
 def predictions(m, users, segments):
-    ui = [m.users.index(u) for u in users]
-    si = [m.segments.index(s) for s in segments]
+    ui = [m.user_index(u) for u in users]
+    si = [m.segment_index(s) for s in segments]
     return m.U[ui].astype(float) @ m.V[si].astype(float).T
 
 
@@ -59,7 +60,7 @@ with tempfile.TemporaryDirectory() as d:
     # Under mpirun there is no validation holdout: compare with a run without one.
     starling("train", *inputs, "-o", p("single.model"), *opts, "--validation", 0, "-q")
     single = Model(p("single.model"))
-    users, segments = single.users, single.segments
+    users, segments = single.user_ids, single.segment_ids
     ref = predictions(single, users, segments)
     for ranks in (2, 3):
         out = p(f"mpi{ranks}.model")
@@ -69,7 +70,7 @@ with tempfile.TemporaryDirectory() as d:
             continue
         ok(f"on {ranks} ranks" in r.stderr and "MPI: " in r.stderr, f"-np {ranks}: reports ranks and traffic")
         m = Model(out)
-        ok(sorted(m.users) == sorted(users) and sorted(m.segments) == sorted(segments),
+        ok(sorted(m.user_ids) == sorted(users) and sorted(m.segment_ids) == sorted(segments),
            f"-np {ranks}: the same users and segments")
         ok(m.header["nnz"] == single.header["nnz"] and m.header["events"] == single.header["events"],
            f"-np {ranks}: the same interactions and event count")
@@ -80,9 +81,9 @@ with tempfile.TemporaryDirectory() as d:
         # The history equals the single run's, by id.
         def hist(model):
             h = {}
-            for u in range(len(model.users)):
+            for u in range(len(model.user_ids)):
                 for q in range(model.hist_ptr[u], model.hist_ptr[u + 1]):
-                    h[(model.users[u], model.segments[model.hist_idx[q]])] = float(model.hist_val[q])
+                    h[(model.user_ids[u], model.segment_ids[model.hist_idx[q]])] = float(model.hist_val[q])
             return h
         hs, hm = hist(single), hist(m)
         close = hs.keys() == hm.keys() and all(abs(hs[key] - hm[key]) <= 1e-5 * max(1.0, hs[key]) for key in hs)

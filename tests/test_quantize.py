@@ -8,9 +8,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
 from serve import Server, make_model  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import SHARED, STARLING, done, note, ok, skip_all, starling  # noqa: E402
 
 try:
@@ -28,10 +29,10 @@ with tempfile.TemporaryDirectory() as d:
     err = float(np.abs(q.U - f.U).max() / np.abs(f.U).max())
     ok(err < 0.01, f"dequantized factors within 1% of the float32 ones (max error {err:.4f} of the largest)")
     # The CLI ranks from the dequantized floats.
-    u = q.users[17]
+    u = q.user_ids[17]
     got = [line.split("\t")[0] for line in starling("segments", q8, u, "-k", 10).splitlines()]
-    sc = q.scores(17)
-    want = [q.segments[i] for i in np.argsort(-sc, kind="stable")[:10]]
+    sc = q.row_scores(17)
+    want = [q.segment_ids[i] for i in np.argsort(-sc, kind="stable")[:10]]
     ok(got == want, "segments on the int8 model ranks by the dequantized vector")
     trained_q8 = os.path.join(d, "t8.model")
     starling("train", ev, "-o", trained_q8, "--factors", 16, "--iterations", 5, "--seed", 4, "--quantize", "int8", "-q",
@@ -50,10 +51,10 @@ with tempfile.TemporaryDirectory() as d:
         c = redis.Redis(host="127.0.0.1", port=srv.port)
         rep = c.execute_command("ZREVRANGE", f"u:{u}", 0, 9)
         ok([x.decode() for x in rep] == want, "the server's view of the int8 user ranks the same")
-        seg = q.segments[5]
+        seg = q.segment_ids[5]
         aud = c.execute_command("AUDIENCE", seg, "COUNT", 20)
         scores = q.U.astype(np.float32) @ q.V[5].astype(np.float32)
-        want_aud = [q.users[i] for i in np.argsort(-scores, kind="stable")[:20]]
+        want_aud = [q.user_ids[i] for i in np.argsort(-scores, kind="stable")[:20]]
         ok([aud[i].decode() for i in range(0, len(aud), 2)] == want_aud, "AUDIENCE scans the int8 rows as numpy does")
         srv.stop()
     # Quality on real data: recall@20 within 1% of float32.

@@ -11,8 +11,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import done, note, ok, starling  # noqa: E402
 
 with tempfile.TemporaryDirectory() as d:
@@ -22,8 +23,8 @@ with tempfile.TemporaryDirectory() as d:
     starling("train", ev, "-o", model, "--factors", 32, "--iterations", 10, "--seed", 1, "-q",
              "--kind-weight", "impression=0.2,click=1,follow=3,conversion=5")
     m = Model(model)
-    uidx = {u: i for i, u in enumerate(m.users)}
-    sidx = {s: i for i, s in enumerate(m.segments)}
+    uidx = {u: i for i, u in enumerate(m.user_ids)}
+    sidx = {s: i for i, s in enumerate(m.segment_ids)}
     planted = {}
     with open(truth) as f:
         next(f)

@@ -12,9 +12,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
 from serve import Server  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok, skip, starling  # noqa: E402
 
 try:

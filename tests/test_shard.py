@@ -8,31 +8,18 @@ server whose shard file holds that user. Several hash / distribution /
 hash_tag settings, ids with non-ASCII bytes included.
 """
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import free_port, nutcracker_config, wait_port  # noqa: E402
-from starling_model import Model  # noqa: E402
-from tap import done, note, ok, skip_all, starling  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from serve import Helpers, free_port, need, nutcracker_config, wait_port  # noqa: E402
+from starling import Model  # noqa: E402
+from tap import done, note, ok, starling  # noqa: E402
 
-try:
-    import redis
-except ImportError:
-    redis = None
-if redis is None or not shutil.which("redis-server") or not shutil.which("nutcracker"):
-    skip_all("needs python3-redis, redis-server and nutcracker (Debian packages)")
-
-
-procs = []
-
-
-def start(args, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    procs.append(p)
-    return p
+redis = need("redis-server", "nutcracker")
+helpers = Helpers()
+start = helpers.start
 
 
 try:
@@ -56,8 +43,8 @@ try:
             total = 0
             for i in range(n):
                 m = Model(os.path.join(out, f"shard-{i}.model"))
-                total += len(m.users)
-                for u in m.users:
+                total += len(m.user_ids)
+                for u in m.user_ids:
                     owner[u] = i
             ports = [free_port() for _ in range(n)]
             servers = [start(["redis-server", "--port", str(pt), "--bind", "127.0.0.1", "--save", "",
@@ -79,11 +66,8 @@ try:
                f"{hash_}/{dist}/tag {tag}/{n} shards: all {len(owner)} users on the shard twemproxy routes them to"
                + (f" (wrong: {wrong[:3]})" if wrong else ""))
             for pr in servers + [proxy]:
-                pr.terminate()
-                pr.wait(timeout=10)
-                procs.remove(pr)
+                helpers.stop(pr)
         note("every user id was written through nutcracker and found on its shard's server")
 finally:
-    for pr in procs:
-        pr.kill()
+    helpers.kill_all()
 done()

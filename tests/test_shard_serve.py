@@ -15,8 +15,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from serve import Server, free_port, make_model, nutcracker_config, wait_port  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import done, ok, skip_all, starling  # noqa: E402
 
 try:
@@ -30,8 +31,8 @@ if redis is None or not shutil.which("nutcracker"):
 with tempfile.TemporaryDirectory() as d:
     model, _ = make_model(d, users=1500, segments=200, events=30000, seed=7)
     m = Model(model)
-    users = m.users + ["nobody-at-all", "ünknown"]
-    segs = [m.segments[0], m.segments[7], "no-such-segment"]
+    users = m.user_ids.tolist() + ["nobody-at-all", "ünknown"]
+    segs = [m.segment_ids[0], m.segment_ids[7], "no-such-segment"]
     whole = Server(model, d=d)
     direct = redis.Redis(host="127.0.0.1", port=whole.port)
     want_range = {u: direct.execute_command("ZREVRANGE", f"u:{u}", 0, 9, "WITHSCORES") for u in users}
@@ -55,9 +56,9 @@ with tempfile.TemporaryDirectory() as d:
             # Each user is answered by the shard that holds it.
             owners = {}
             for i in range(n):
-                for u in Model(os.path.join(out, f"shard-{i}.model")).users:
+                for u in Model(os.path.join(out, f"shard-{i}.model")).user_ids:
                     owners[u] = i
-            ok(len(owners) == len(m.users), f"{n} shards: every user is in exactly one shard")
+            ok(len(owners) == len(m.user_ids), f"{n} shards: every user is in exactly one shard")
         finally:
             proxy.terminate()
             proxy.wait(timeout=10)

@@ -10,8 +10,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
-from starling_model import Model  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok, starling  # noqa: E402
 
 
@@ -61,8 +62,8 @@ with tempfile.TemporaryDirectory() as d:
     full, sh = Model(p("full_v.model")), Model(p("shuf.model"))
     ok(full.header["flags"] & 1 and sh.header["prior_weight"] == full.header["prior_weight"],
        "shuffled input: both calibrated, the same prior weight fitted")
-    perm_u = [sh.users.index(u) for u in full.users]
-    perm_s = [sh.segments.index(s) for s in full.segments]
+    perm_u = [sh.user_index(u) for u in full.user_ids]
+    perm_s = [sh.segment_index(s) for s in full.segment_ids]
     pred_full = full.U.astype(float) @ full.V.astype(float).T
     pred_shuf = sh.U[perm_u].astype(float) @ sh.V[perm_s].astype(float).T
     diff = float(np.abs(pred_full - pred_shuf).max())
@@ -126,21 +127,25 @@ with tempfile.TemporaryDirectory() as d:
     m = Model(p("int.model"))
     ok(1 <= m.header["iterations"] < 50 and len(m.loss) == m.header["iterations"],
        f"the saved model is whole ({m.header['iterations']} iterations)")
-    out = starling("segments", p("int.model"), m.users[0], "-k", 3)
+    out = starling("segments", p("int.model"), m.user_ids[0], "-k", 3)
     ok(len(out.splitlines()) == 3, "and answers queries")
 
     # The loss reported equals numpy's objective from the model's factors.
     starling("train", ev, "-o", p("t0.model"), "--iterations", 3, *common, *nv)
     mm = Model(p("t0.model"))
-    m_, n_ = len(mm.users), len(mm.segments)
+    m_, n_ = len(mm.user_ids), len(mm.segment_ids)
     R = np.zeros((m_, n_))
     for u in range(m_):
         for q in range(mm.hist_ptr[u], mm.hist_ptr[u + 1]):
             R[u, mm.hist_idx[q]] = mm.hist_val[q]
-    C = 1 + 10 * np.log1p(R)  # defaults: log confidence, alpha 10, eps 1
     P = (R > 0).astype(float)
+    # defaults: log confidence, alpha 10, eps 1; unobserved pairs weigh 0.3
+    C = np.where(P > 0, 1 + 10 * np.log1p(R), 0.3)
     E = mm.U.astype(float) @ mm.V.astype(float).T
-    obj = (C * (P - E) ** 2).sum() + 0.1 * ((mm.U.astype(float) ** 2).sum() + (mm.V.astype(float) ** 2).sum())
-    rel = abs(obj / (m_ * n_ + (C - 1).sum()) - mm.header["final_loss"]) / mm.header["final_loss"]
+    # defaults: frequency-scaled lambda 1, nu 1, alpha0 0: lambda x the row's nonzeros
+    lu, ls = P.sum(axis=1), P.sum(axis=0)
+    obj = (C * (P - E) ** 2).sum() + (lu[:, None] * mm.U.astype(float) ** 2).sum() + \
+        (ls[:, None] * mm.V.astype(float) ** 2).sum()
+    rel = abs(obj / C.sum() - mm.header["final_loss"]) / mm.header["final_loss"]
     ok(rel < 1e-5, f"reported loss equals numpy's objective (relative difference {rel:.1e})")
 done()

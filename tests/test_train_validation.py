@@ -13,9 +13,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import numpy as np  # noqa: E402
 from serve import Server  # noqa: E402
-from starling_model import Model  # noqa: E402
+import oracle  # noqa: E402
+from starling import Model  # noqa: E402
 from tap import STARLING, done, ok, starling  # noqa: E402
 
 try:
@@ -28,18 +30,13 @@ def meta(m):
     return dict(line.split("=", 1) for line in m.meta.splitlines() if "=" in line)
 
 
-def exact_rows(m, lam=0.1, alpha=10.0):
-    """Each user's row solved exactly against V (log confidence, eps 1)."""
-    V = m.V.astype(np.float64)
-    G = V.T @ V
-    X = np.zeros((len(m.users), V.shape[1]))
-    for u in range(len(m.users)):
+def exact_rows(m):
+    """Each user's row solved exactly against V (the model's confidence,
+    unobserved weight and regularisation)."""
+    X = np.zeros((len(m.user_ids), m.V.shape[1]))
+    for u in range(len(m.user_ids)):
         a, b = m.hist_ptr[u], m.hist_ptr[u + 1]
-        idx, r = m.hist_idx[a:b], m.hist_val[a:b].astype(np.float64)
-        cm1 = alpha * np.log1p(r)
-        Vs = V[idx]
-        A = G + (Vs * cm1[:, None]).T @ Vs + lam * np.eye(V.shape[1])
-        X[u] = np.linalg.solve(A, ((1 + cm1)[:, None] * Vs).sum(0))
+        X[u] = oracle.foldin(m, m.hist_idx[a:b], m.hist_val[a:b])[2]
     return X
 
 
@@ -76,7 +73,7 @@ with tempfile.TemporaryDirectory() as d:
     X = exact_rows(v)
     err = np.abs(X - v.U).max(1) / (np.abs(X).max(1) + 1e-12)
     exact = int((err < 1e-3).sum())
-    ok(nval <= exact < len(v.users) // 2,
+    ok(nval <= exact < len(v.user_ids) // 2,
        f"{exact} rows are exact solves over all of their segments (the {nval} validation users folded back in), "
        f"the others are the trainer's")
 
@@ -106,22 +103,22 @@ with tempfile.TemporaryDirectory() as d:
             c = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
             same, calib, worst = True, True, 0.0
             for ui in (0, 7, 123, 999):
-                u = v.users[ui]
-                sc = v.scores(ui)
-                want = [v.segments[i] for i in np.argsort(-sc, kind="stable")[:10]]
+                u = v.user_ids[ui]
+                sc = v.row_scores(ui)
+                want = [v.segment_ids[i] for i in np.argsort(-sc, kind="stable")[:10]]
                 src, pairs = c.execute_command("SEGMENTS", u, "COUNT", 10)
                 got = [pairs[i] for i in range(0, len(pairs), 2)]
                 if got != want:
-                    tie = sorted(round(float(sc[v.segments.index(s)]), 4) for s in got) == \
-                        sorted(round(float(sc[v.segments.index(s)]), 4) for s in want)
+                    tie = sorted(round(float(sc[v.segment_index(s)]), 4) for s in got) == \
+                        sorted(round(float(sc[v.segment_index(s)]), 4) for s in want)
                     same = same and tie
                 segs = want[:3]
                 _, raw = c.execute_command("SCORE", u, *segs)
                 _, pr = c.execute_command("SCORE", u, *segs, "CALIBRATED")
                 for s, a, b in zip(segs, raw, pr):
-                    si = v.segments.index(s)
+                    si = v.segment_index(s)
                     worst = max(worst, abs(float(a) - float(sc[si])))
-                    calib = calib and abs(float(b) - float(v.calibrated(float(sc[si])))) < 1e-5 and 0 < float(b) < 1
+                    calib = calib and abs(float(b) - float(v.calibrate(float(sc[si])))) < 1e-5 and 0 < float(b) < 1
             ok(same, "SEGMENTS ranks by U.V + the fitted prior blend, as numpy does")
             ok(worst < 1e-4, f"SCORE is U.V + w q (largest difference {worst:.1e})")
             ok(calib, "SCORE ... CALIBRATED is the model's sigmoid of the score, in (0, 1)")
@@ -139,22 +136,22 @@ with tempfile.TemporaryDirectory() as d:
                 q = plain.popularity  # the prior's order is popularity's
                 sent = 0
                 for ui in range(300, 600):
-                    sc = plain.scores(ui).astype(np.float64)
+                    sc = plain.row_scores(ui).astype(np.float64)
                     seen = set(plain.hist_idx[plain.hist_ptr[ui]:plain.hist_ptr[ui + 1]].tolist())
                     order = [j for j in np.argsort(-sc, kind="stable") if j not in seen]
                     at = (4, 29, 149)[ui % 3]
                     s = order[at]
                     want10 += at < 10
                     want50 += at < 50
-                    ahead = sum(1 for j in range(len(plain.segments)) if j not in seen and j != s and q[j] > q[s])
+                    ahead = sum(1 for j in range(len(plain.segment_ids)) if j not in seen and j != s and q[j] > q[s])
                     pop10 += ahead < 10
                     pop50 += ahead < 50
-                    tied = sum(1 for j in range(len(plain.segments)) if j not in seen and j != s and q[j] >= q[s])
+                    tied = sum(1 for j in range(len(plain.segment_ids)) if j not in seen and j != s and q[j] >= q[s])
                     lo10 += tied < 10
                     lo50 += tied < 50
-                    c2.execute_command("EVENT", plain.users[ui], plain.segments[s], 1)
+                    c2.execute_command("EVENT", plain.user_ids[ui], plain.segment_ids[s], 1)
                     sent += 1
-                c2.execute_command("EVENT", plain.users[0], plain.segments[int(plain.hist_idx[plain.hist_ptr[0]])], 1)
+                c2.execute_command("EVENT", plain.user_ids[0], plain.segment_ids[int(plain.hist_idx[plain.hist_ptr[0]])], 1)
                 qi = c2.info("quality")
                 ok(qi.get("online_new_engagements") == sent and qi.get("online_repeat_engagements") == 1,
                    f"INFO quality counts {sent} new engagements and 1 repeat")
@@ -170,7 +167,7 @@ with tempfile.TemporaryDirectory() as d:
                 c2.execute_command("MODEL", "RELOAD")
                 ok(c2.info("quality").get("online_new_engagements") == 0, "a reloaded model starts counting again")
                 try:
-                    c2.execute_command("SCORE", v.users[0], v.segments[0], "CALIBRATED")
+                    c2.execute_command("SCORE", v.user_ids[0], v.segment_ids[0], "CALIBRATED")
                     msg = ""
                 except redis.ResponseError as e:
                     msg = str(e)

@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""Targeting quality as a user meets it: `starling train` with its defaults,
+then `starling eval MODEL TEST` on held-out data, against popularity and
+item-kNN on the same users, and LOOKALIKE and SIMILAR on held-out engagement.
+
+Data sets: the built-in synthetic default (always), Last.fm 2K and the
+Twitter mention graph (../shared/data, research use: skipped with the reason
+when absent). The split is bench/quality.py's known-user split: 20% of each
+user's distinct segments held out (users with at least 5), seed 42.
+
+The thresholds are the lifts measured with the defaults (docs/EVALUATION.md,
+bench/README.md) less a margin for the run-to-run spread: a regression of
+the trainer, the prior fit, the baselines or the metrics fails here.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bench"))
+import quality  # noqa: E402
+from tap import SHARED, STARLING, done, note, ok, skip  # noqa: E402
+
+# data set: (least lift of the model's recall@20 over popularity, over
+# item-kNN or None where item-kNN still wins, LOOKALIKE over the most active
+# users or None, SIMILAR over popularity or None)
+EXPECT = {
+    "synth": (1.03, 1.02, None, None),
+    "lastfm": (2.4, 1.05, 1.3, 1.5),
+    "mention": (1.5, None, 1.3, 1.05),
+}
+
+
+def lift(a, b):
+    return a / b if b > 0 else float("inf")
+
+
+quality.SHARED = os.path.join(SHARED, "data")
+quality.STARLING = STARLING
+with tempfile.TemporaryDirectory() as d:
+    quality.WORK = d
+    for name, (pop_min, knn_min, lal_min, sim_min) in EXPECT.items():
+        if name != "synth" and not os.path.isdir(quality.SHARED):
+            skip(f"{name}: the model beats popularity and item-kNN", f"{quality.SHARED} is absent")
+            continue
+        train, test = quality.make_split(name, "known", quality.read_pairs(name))
+        model = os.path.join(d, name + ".model")
+        r = subprocess.run([STARLING, "train", train, "-o", model, "-q"], capture_output=True, text=True)
+        ok(r.returncode == 0, f"{name}: starling train with defaults" + ("" if r.returncode == 0 else r.stderr))
+        r = subprocess.run([STARLING, "eval", model, test, "-k", "20", "--baselines", "item-knn", "--lookalike",
+                            "--json", "-q"], capture_output=True, text=True)
+        if not ok(r.returncode == 0, f"{name}: starling eval --lookalike" + ("" if r.returncode == 0 else r.stderr)):
+            continue
+        j = json.loads(r.stdout)
+        rk = j["rankers"]
+        rec = {k: rk[k]["recall"][0]["mean"] for k in ("model", "popularity", "item-knn")}
+        note(f"{name}: recall@20 model {rec['model']:.4f}, popularity {rec['popularity']:.4f}, "
+             f"item-kNN {rec['item-knn']:.4f}; prior weight {j['prior']['weight']}")
+        ok(lift(rec["model"], rec["popularity"]) >= pop_min,
+           f"{name}: the model beats popularity {lift(rec['model'], rec['popularity']):.3f}x (at least {pop_min}x)")
+        if knn_min is not None:
+            ok(lift(rec["model"], rec["item-knn"]) >= knn_min,
+               f"{name}: the model beats item-kNN {lift(rec['model'], rec['item-knn']):.3f}x (at least {knn_min}x)")
+        else:
+            note(f"{name}: item-kNN still wins ({lift(rec['item-knn'], rec['model']):.3f}x the model; "
+                 "docs/EVALUATION.md)")
+        la, si = j["lookalike"]["rankers"], j["similar"]["rankers"]
+        lm, la_act, la_co = (la[k]["recall_at_held_out"]["mean"] for k in ("model", "most active", "co-occurrence"))
+        sm, s_pop, s_cos = (si[k]["overlap_at_10"]["mean"] for k in ("model", "popularity", "factor cosine"))
+        note(f"{name}: LOOKALIKE model {lm:.4f}, most active {la_act:.4f}, co-occurrence {la_co:.4f}; "
+             f"SIMILAR model {sm:.4f}, popularity {s_pop:.4f}, factor cosine {s_cos:.4f}")
+        if lal_min is not None:
+            ok(lift(lm, la_act) >= lal_min and lm > la_co,
+               f"{name}: LOOKALIKE beats the most active users {lift(lm, la_act):.2f}x (at least {lal_min}x) "
+               "and co-occurrence")
+        if sim_min is not None:
+            ok(lift(sm, s_pop) >= sim_min,
+               f"{name}: SIMILAR beats popularity {lift(sm, s_pop):.2f}x (at least {sim_min}x)")
+done()
