@@ -262,13 +262,59 @@ void cmd_lookalike(st_ctx *c)
     reply_user_pairs(c, sc->idx, sc->top, got);
 }
 
+enum { CURVE_MAX = 1024 }; /* thresholds of one REACH CURVE */
+
+/* REACH seg CURVE t1 [t2 ...]: the users scoring at least each threshold,
+ * counted in one pass (st_scan_curve); a count under --min-audience is
+ * withheld as REACH withholds it, and replied as a nil. */
+static void reach_curve(st_ctx *c, uint32_t s)
+{
+    uint32_t nt = (uint32_t)(c->argc - 3);
+    if (nt > CURVE_MAX) {
+        resp_error(c->out, "ERR REACH CURVE takes at most %d thresholds", CURVE_MAX);
+        return;
+    }
+    float *t = st_malloc((size_t)nt * sizeof *t);
+    uint64_t *counts = st_malloc((size_t)nt * sizeof *counts);
+    int rc = t && counts ? 0 : -1;
+    if (rc != 0) resp_error(c->out, "ERR out of memory");
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        double v;
+        rc = st_cmd_arg_float(c, &c->argv[3 + i], "a CURVE threshold", &v);
+        t[i] = (float)v;
+    }
+    float add;
+    const float *x = segment_query(c, s, &add);
+    const st_overlay_view *v = &c->scratch->view;
+    st_scan_result res;
+    if (rc == 0 && scan_users(c) >= 0) {
+        st_scan_query q = {.x = x, .add = add, .skip = v->hidden, .extra = v->X, .nextra = v->n};
+        if (st_scan_curve(&c->model->m, &q, t, nt, counts, &res) == 0) {
+            st_scan_withhold(counts, nt, c->cfg->min_audience);
+            resp_array(c->out, nt);
+            for (uint32_t i = 0; i < nt; i++) {
+                if (counts[i] == ST_SCAN_WITHHELD) resp_null(c->out);
+                else resp_int(c->out, (int64_t)counts[i]);
+            }
+        } else {
+            resp_error(c->out, "ERR out of memory");
+        }
+    }
+    st_free(t);
+    st_free(counts);
+}
+
 void cmd_reach(st_ctx *c)
 {
     uint32_t s;
     double min;
     if (st_cmd_need_segment(c, &c->argv[1], &s) != 0) return;
-    if (!st_cmd_is_word(&c->argv[2], "MIN")) {
-        resp_error(c->out, "ERR syntax error: REACH seg MIN score");
+    if (st_cmd_is_word(&c->argv[2], "CURVE")) {
+        reach_curve(c, s);
+        return;
+    }
+    if (!st_cmd_is_word(&c->argv[2], "MIN") || c->argc != 4) {
+        resp_error(c->out, "ERR syntax error: REACH seg MIN score | REACH seg CURVE t1 [t2 ...]");
         return;
     }
     if (st_cmd_arg_float(c, &c->argv[3], "MIN", &min) != 0) return;

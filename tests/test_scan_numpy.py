@@ -135,6 +135,43 @@ with tempfile.TemporaryDirectory() as d:
             good &= [np.float32(float(x)) for x in la[1::2]] == [lsc[i] for i in lorder]
             ok(good, f"int8 model served with --scan-threads {threads}: AUDIENCE, REACH and LOOKALIKE equal numpy's")
             srv.stop()
+    # REACH seg CURVE: every threshold's count from one pass, withheld (nil) under the floor, as
+    # REACH refuses; then with a user forgotten and another changed online, as REACH MIN counts.
+    if redis is None:
+        skip("REACH CURVE equals numpy's counts", "needs python3-redis")
+    else:
+        above = float(np.nextafter(sc[order[99]], np.float32(np.inf)))  # under 100 users reach it
+        ts = [-1.0, 0.0, 0.1, 0.3, float(sc[order[99]]), above, float(sc.max()), 5.0]
+        srv = Server(i8, "--scan-threads", 2, "--journal", os.path.join(d, "curve.journal"), d=d)
+        r = redis.Redis(host="127.0.0.1", port=srv.port)
+        got = r.execute_command("REACH", "s007", "CURVE", *map(repr, ts))
+        want = [int((sc >= np.float32(x)).sum()) for x in ts]
+        ok(got == [w if w >= 100 else None for w in want] and want[4] >= 100 and got[5] is None,
+           f"REACH CURVE: numpy's counts at 8 thresholds in one reply, those under 100 nil ({got})")
+        top = users[order[0]]
+        r.execute_command("FORGET", top)
+        r.execute_command("EVENT", users[order[-1]], "s007", 50)
+        got = r.execute_command("REACH", "s007", "CURVE", *map(repr, ts[:5]))
+        each = []
+        for x in ts[:5]:
+            try:
+                each.append(r.execute_command("REACH", "s007", "MIN", repr(x)))
+            except redis.ResponseError:
+                each.append(None)
+        ok(got == each and got[0] == want[0] - 1,
+           f"REACH CURVE after FORGET and EVENT: the counts REACH MIN gives one at a time ({got})")
+        errs = []
+        for args in (("s007", "CURVE", "x"), ("s007", "CURVE", *["0.1"] * 1025), ("s007", "CURVE"),
+                     ("s007", "MIN", "0.1", "0.2"), ("nope", "CURVE", "0.1")):
+            try:
+                r.execute_command("REACH", *args)
+                errs.append(None)
+            except redis.ResponseError as e:
+                errs.append(str(e))
+        ok(errs[0] == "a CURVE threshold is not a valid number" and "at most 1024" in errs[1]
+           and "wrong number of arguments" in errs[2] and "syntax" in errs[3] and "unknown segment" in errs[4],
+           f"REACH CURVE refuses a bad threshold, too many, none, and REACH MIN extra arguments ({errs})")
+        srv.stop()
     bad = subprocess.run([STARLING, "serve", i8, "--scan-threads", "-1"], capture_output=True, text=True)
     ok(bad.returncode == 2 and "--scan-threads" in bad.stderr, "serve --scan-threads -1 is refused with a reason")
 done()
