@@ -16,24 +16,7 @@ echo "| users | user factors | model file MiB | bytes per user | server RSS MiB 
 echo "|---:|---|---:|---:|---:|---:|"
 for users in $SIZES; do
     d="$OUT/u$users"
-    mkdir -p "$d"
-    if [ ! -s "$d/f32.model" ]; then
-        /usr/bin/python3 - "$d" "$users" "$SEGS" "$K" <<'PY'
-import sys, numpy as np
-d, m, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = np.random.default_rng(1)
-np.save(f"{d}/u.npy", (rng.standard_normal((m, k), dtype=np.float32) * 0.1))
-np.save(f"{d}/v.npy", (rng.standard_normal((n, k), dtype=np.float32) * 0.1))
-with open(f"{d}/u.txt", "w") as f:
-    f.write("".join(f"user-{i:09d}\n" for i in range(m)))
-with open(f"{d}/v.txt", "w") as f:
-    f.write("".join(f"segment-{i:06d}\n" for i in range(n)))
-PY
-        "$S" import --user-factors "$d/u.npy" --user-ids "$d/u.txt" --segment-factors "$d/v.npy" \
-            --segment-ids "$d/v.txt" -o "$d/f32.model"
-        "$S" quantize "$d/f32.model" -o "$d/i8.model"
-        rm -f "$d/u.npy" "$d/v.npy"
-    fi
+    bench/lib/random_models.sh "$d" "$users" "$SEGS" "$K"
     for kind in f32 i8; do
         model="$d/$kind.model"
         bytes=$(stat -c %s "$model")

@@ -15,6 +15,11 @@
  * user, a journal with records of a user another given file holds, whose
  * own journal has none, was paired with the wrong file, and one journal
  * given for two files belongs to one of them only: both are refused.
+ *
+ * Each file is read in one pass split across threads (scan.h): scores and
+ * the best users (or the count, or the counts at every threshold of a
+ * reach curve) fused, the journal's hidden rows skipped and its online
+ * users scanned after the file's rows, as the server's scans do.
  */
 #include <jansson.h>
 #include <errno.h>
@@ -25,6 +30,7 @@
 #include "cli.h"
 #include "model.h"
 #include "privacy.h"
+#include "scan.h"
 #include "score.h"
 #include "util.h"
 
@@ -40,6 +46,12 @@ static int cand_cmp(const void *a, const void *b)
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     if (x->file != y->file) return x->file < y->file ? -1 : 1;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 typedef struct {
@@ -93,6 +105,24 @@ static int read_seeds(const char *path, const char *list, seed_list *out, char *
     return 0;
 }
 
+/* Parses "T1,T2,..." into at most max thresholds; -1 on a bad number. */
+static int parse_curve(const char *list, float *t, uint32_t max, uint32_t *n)
+{
+    char buf[64];
+    *n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        double v;
+        if (len == 0 || len >= sizeof buf || *n == max) return -1;
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        if (st_parse_double(buf, &v) != 0 && strcmp(buf, "-inf") != 0) return -1;
+        t[(*n)++] = strcmp(buf, "-inf") == 0 ? -INFINITY : (float)v;
+        p += len + (p[len] == ',');
+    }
+    return *n > 0 ? 0 : -1;
+}
+
 /* One batch question over the model files (every shard of a model). */
 typedef struct {
     const char *segment;
@@ -101,19 +131,21 @@ typedef struct {
     uint64_t min_audience, min_seeds;
     st_jmodel *models;
     int nmodels, loaded;
-    uint64_t maxrows;
     uint32_t k, nseg, want, seg;
     seed_list sl;
     cand_t *cands;
-    float *scratch, *centroid, *top;
+    float *centroid, *top;
     uint32_t *idx;
+    float *thresholds; /* the reach curve's (nt); NULL: no curve */
+    uint32_t nt;
+    uint64_t *curve; /* nt counts, summed over the files */
 } audience_job;
 
 static void job_free(audience_job *j)
 {
     for (int i = 0; i < j->loaded && i < j->nmodels; i++) st_jmodel_free(&j->models[i]);
     st_free(j->models);
-    st_free(j->scratch);
+    st_free(j->curve);
     st_free(j->idx);
     st_free(j->top);
     st_free(j->cands);
@@ -209,14 +241,12 @@ static int load_models(audience_job *j, char **paths, const st_opt_list *journal
     }
     int code = replay_journals(j, paths, journals);
     if (code != ST_EXIT_OK) return code;
-    for (int i = 0; i < j->nmodels; i++)
-        if (st_jmodel_rows(&j->models[i]) > j->maxrows) j->maxrows = st_jmodel_rows(&j->models[i]);
-    j->scratch = st_malloc((j->maxrows + j->k + 1) * sizeof *j->scratch);
+    j->curve = st_calloc((size_t)j->nt + 1, sizeof *j->curve);
     j->idx = st_malloc((size_t)j->want * sizeof *j->idx);
     j->top = st_malloc((size_t)j->want * sizeof *j->top);
     j->cands = st_malloc((size_t)j->want * j->nmodels * sizeof *j->cands);
     j->centroid = st_malloc((size_t)j->k * sizeof *j->centroid);
-    if (!j->scratch || !j->idx || !j->top || !j->cands || !j->centroid) return st_cli_fail("audience", "out of memory");
+    if (!j->curve || !j->idx || !j->top || !j->cands || !j->centroid) return st_cli_fail("audience", "out of memory");
     return ST_EXIT_OK;
 }
 
@@ -258,38 +288,87 @@ static int seed_centroid(audience_job *j, const char *seeds_file, const char *se
     return code;
 }
 
-/* Each file's best want users (or its reach), merged into j->cands. */
+/* The positions of the seeds in file f's scan, ascending, into ex (sl.n
+ * entries): seeds are not their own look-alikes. Returns how many. */
+static uint64_t seed_positions(audience_job *j, int f, uint32_t *ex)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < j->sl.n; i++) {
+        st_juser u;
+        st_jmodel_user(&j->models[f], j->sl.ids[i], strlen(j->sl.ids[i]), &u);
+        if (u.pos != UINT64_MAX) ex[n++] = (uint32_t)u.pos;
+    }
+    qsort(ex, n, sizeof *ex, cmp_u32);
+    return n;
+}
+
+/* One pass over each file (scan.c): its best want users merged into
+ * j->cands, its count at --min into *total_reach, or its reach curve added
+ * to j->curve. Returns the candidates, or UINT64_MAX on out-of-memory
+ * (said). */
 static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
 {
-    uint64_t ncand = 0;
+    uint64_t ncand = 0, *counts = st_calloc((size_t)j->nt + 1, sizeof *counts);
+    uint32_t *ex = j->segment ? NULL : st_malloc(((size_t)j->sl.n + 1) * sizeof *ex);
+    int rc = counts && (j->segment || ex) ? 0 : -1;
     *total_reach = 0;
-    float fmin = (float)j->min;
-    int all = isinf(j->min) && j->min < 0;
-    for (int f = 0; f < j->nmodels; f++) {
-        st_jmodel *cm = &j->models[f];
-        uint64_t rows = st_jmodel_rows(cm);
+    for (int f = 0; f < j->nmodels && rc == 0; f++) {
+        const st_jmodel *cm = &j->models[f];
+        const st_model *m = &cm->m;
+        st_scan_query q = {.min = (float)j->min, .want = j->reach || j->thresholds ? 0 : j->want, .count = 1,
+                           .skip = cm->view.hidden, .extra = cm->view.X, .nextra = cm->view.n};
         if (j->segment) {
-            st_jmodel_segment_scores(cm, j->seg, j->scratch);
+            q.x = m->V + (size_t)j->seg * j->k;
+            q.add = (float)m->h.prior_weight * cm->prior[j->seg];
         } else {
-            st_jmodel_centroid_scores(cm, j->centroid, j->scratch);
-            /* Seeds are not their own look-alikes. */
-            for (uint32_t i = 0; i < j->sl.n; i++) {
-                st_juser u;
-                st_jmodel_user(cm, j->sl.ids[i], strlen(j->sl.ids[i]), &u);
-                if (u.pos != UINT64_MAX) j->scratch[u.pos] = NAN;
-            }
+            q.x = j->centroid;
+            q.add = -0.0f;
+            q.exclude = ex;
+            q.nexclude = seed_positions(j, f, ex);
         }
-        /* NaN, which st_topk skips, for the scores under --min. */
-        for (uint64_t u = 0; u < rows; u++) {
-            if (isnan(j->scratch[u])) continue;
-            if (all || j->scratch[u] >= fmin) (*total_reach)++;
-            else j->scratch[u] = NAN;
+        st_scan_result res;
+        if (j->thresholds) {
+            rc = st_scan_curve(m, &q, j->thresholds, j->nt, counts, &res);
+            for (uint32_t c = 0; c < j->nt && rc == 0; c++) j->curve[c] += counts[c];
+            continue;
         }
-        if (j->reach) continue;
-        uint32_t got = st_topk(j->scratch, (uint32_t)rows, j->want, NULL, 0, j->idx, j->top);
-        for (uint32_t i = 0; i < got; i++) j->cands[ncand++] = (cand_t){j->top[i], (uint32_t)f, j->idx[i]};
+        rc = st_scan_best(m, &q, j->idx, j->top, &res);
+        *total_reach += res.matching;
+        for (uint32_t i = 0; i < res.n && rc == 0; i++) j->cands[ncand++] = (cand_t){j->top[i], (uint32_t)f, j->idx[i]};
     }
+    st_free(counts);
+    st_free(ex);
+    if (rc != 0) return st_cli_fail("audience", "out of memory"), UINT64_MAX;
     return ncand;
+}
+
+/* The reach curve, each count under the privacy floor withheld as REACH
+ * withholds it (st_privacy_audience). */
+static void print_curve(const audience_job *j)
+{
+    st_scan_withhold(j->curve, j->nt, j->min_audience);
+    json_t *arr = j->json ? json_array() : NULL;
+    for (uint32_t c = 0; c < j->nt; c++) {
+        int held = j->curve[c] == ST_SCAN_WITHHELD;
+        if (!j->json) {
+            if (held) printf("%.9g\twithheld\n", j->thresholds[c]);
+            else printf("%.9g\t%llu\n", j->thresholds[c], (unsigned long long)j->curve[c]);
+            continue;
+        }
+        json_t *e = json_object();
+        json_object_set_new(e, "min", json_real(j->thresholds[c]));
+        json_object_set_new(e, "reach", held ? json_null() : json_integer((json_int_t)j->curve[c]));
+        json_array_append_new(arr, e);
+    }
+    if (!j->json) return;
+    json_t *o = json_object();
+    json_object_set_new(o, "segment", json_string(j->segment));
+    json_object_set_new(o, "min_audience", json_integer((json_int_t)j->min_audience));
+    json_object_set_new(o, "curve", arr);
+    char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
+    if (txt) puts(txt);
+    free(txt);
+    json_decref(o);
 }
 
 static void print_users(const audience_job *j, uint64_t ncand)
@@ -328,6 +407,11 @@ static int answer(audience_job *j, const char *seeds_file, const char *seeds_lis
         if (code != ST_EXIT_OK) return code;
     }
     uint64_t total_reach, ncand = scan_models(j, &total_reach);
+    if (ncand == UINT64_MAX) return ST_EXIT_ERROR;
+    if (j->thresholds) {
+        print_curve(j);
+        return ST_EXIT_OK;
+    }
     char floor_msg[256];
     if (j->segment && st_privacy_audience(total_reach, j->min_audience, floor_msg, sizeof floor_msg) != 0)
         return st_cli_fail("audience", "'%s' at %g: %s", j->segment, j->min, floor_msg);
@@ -348,7 +432,8 @@ static int answer(audience_job *j, const char *seeds_file, const char *seeds_lis
 
 /* The checks of the arguments: ST_CLI_GO, or a usage error, said. */
 static int check_args(const st_cmd_doc *doc, const audience_job *j, int npos, const char *seeds_file,
-                      const char *seeds_list, uint64_t count, const st_opt_list *journals)
+                      const char *seeds_list, const char *curve, uint64_t count, int threads,
+                      const st_opt_list *journals)
 {
     if (npos < 1) return st_cli_usage(doc, "give the model, or every shard of it");
     if (j->all_segments && (npos != 1 || j->segment || seeds_file || seeds_list || j->reach))
@@ -356,8 +441,10 @@ static int check_args(const st_cmd_doc *doc, const audience_job *j, int npos, co
     int modes = (j->segment != NULL) + (seeds_file != NULL || seeds_list != NULL) + j->all_segments;
     if (modes != 1 || (seeds_file && seeds_list))
         return st_cli_usage(doc, "give one of --segment, --lookalike, --seeds or --all-segments");
-    if (j->reach && !j->segment) return st_cli_usage(doc, "--reach needs --segment");
+    if ((j->reach || curve) && !j->segment) return st_cli_usage(doc, "--reach and --curve need --segment");
+    if (j->reach && curve) return st_cli_usage(doc, "give --reach or --curve, not both");
     if (count < 1 || count > 10000000) return st_cli_usage(doc, "-n must be between 1 and 10000000");
+    if (threads < 0 || threads > 1024) return st_cli_usage(doc, "--threads must be between 0 and 1024");
     return st_cli_journals(doc, journals, npos);
 }
 
@@ -365,8 +452,9 @@ int cli_audience(int argc, char **argv)
 {
     audience_job j;
     memset(&j, 0, sizeof j);
-    const char *seeds_file = NULL, *seeds_list = NULL;
+    const char *seeds_file = NULL, *seeds_list = NULL, *curve = NULL;
     uint64_t count = 100;
+    float thresholds[1024];
     j.min_audience = ST_PRIVACY_MIN_AUDIENCE;
     j.min_seeds = ST_PRIVACY_MIN_SEEDS;
     j.min = -INFINITY;
@@ -380,6 +468,8 @@ int cli_audience(int argc, char **argv)
         {"count", 'n', ST_OPT_U64, &count, "N", "how many users", 0},
         {"min", 0, ST_OPT_DOUBLE, &j.min, "SCORE", "only users scoring at least this (default none)", 0},
         {"reach", 0, ST_OPT_FLAG, &j.reach, NULL, "print how many users score at least --min on --segment (REACH)", 0},
+        {"curve", 0, ST_OPT_STRING, &curve, "T1,T2,...",
+         "the reach curve of --segment: how many users score at least each threshold, in one pass", 0},
         {"min-audience", 0, ST_OPT_U64, &j.min_audience, "N",
          "privacy floor: refuse to disclose an audience or reach smaller than N users", 0},
         {"min-seeds", 0, ST_OPT_U64, &j.min_seeds, "N", "privacy floor: refuse seed lists of fewer than N known users",
@@ -391,33 +481,38 @@ int cli_audience(int argc, char **argv)
          "every segment's best -n users, by sgemm blocks: SEGMENT<TAB>USER<TAB>SCORE lines, or a JSON line per "
          "segment; a segment under the --min-audience floor is left out (said on stderr)",
          0},
-        {"threads", 't', ST_OPT_INT, &j.threads, "N", "threads for --all-segments (0 = one per CPU)", 0},
+        {"threads", 't', ST_OPT_INT, &j.threads, "N",
+         "threads that scan the users, or rank the segments of --all-segments (0 = one per CPU)", 0},
         {0},
     };
     const st_cmd_doc doc = {
         "audience",
-        "MODEL... (--segment S | --lookalike FILE | --seeds U,... | --all-segments) [-n N] [--min SCORE] [--reach] "
+        "MODEL... (--segment S | --lookalike FILE | --seeds U,... | --all-segments) [-n N] [--min SCORE] "
+        "[--reach | --curve T,...] [--threads N] "
         "[--journal FILE]...",
         "Audiences over every user of a model, or of all the shards `starling shard` wrote (give\n"
-        "every shard file): the best users for a segment, the look-alikes of a seed list, or the\n"
-        "reach of a segment at a score. The answer is the one an unsharded server gives.",
+        "every shard file): the best users for a segment, the look-alikes of a seed list, the\n"
+        "reach of a segment at a score, or its reach curve. The answer is the one an unsharded\n"
+        "server gives.",
         "Ties between equal scores go to the earlier file, then the earlier user in it. The same\n"
-        "privacy floors as the server: no audience or reach below --min-audience users, no\n"
-        "look-alikes of fewer than --min-seeds known seeds.\n\n"
+        "privacy floors as the server: no audience or reach below --min-audience users (a curve\n"
+        "says 'withheld' for such a point), no look-alikes of fewer than --min-seeds known seeds.\n"
+        "Each file is read once, by every thread at once: scores and top users fused in one pass.\n\n"
         "--journal: whenever the model (or each shard) is served with a journal, pass it (one\n"
         "per file, in the order of the files; read-only, a server may be appending to it).\n"
         "The answer is then the one a server started on the model and journal gives: no user\n"
         "the journal forgot, and the users it changed online scored from their new vectors."};
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
-    if (rc == ST_CLI_GO) rc = check_args(&doc, &j, npos, seeds_file, seeds_list, count, &journals);
+    if (rc == ST_CLI_GO) rc = check_args(&doc, &j, npos, seeds_file, seeds_list, curve, count, j.threads, &journals);
+    if (rc == ST_CLI_GO && curve) {
+        if (parse_curve(curve, thresholds, 1024, &j.nt) != 0)
+            rc = st_cli_usage(&doc, "--curve takes up to 1024 comma-separated scores, not '%s'", curve);
+        j.thresholds = thresholds;
+    }
     if (rc != ST_CLI_GO) {
         st_free(jv);
         return rc;
-    }
-    if (j.threads < 0 || j.threads > 256) {
-        st_free(jv);
-        return st_cli_usage(&doc, "--threads must be between 0 and 256");
     }
     if (j.all_segments) {
         st_cli_batch b = {.model = pos[0], .journal = journals.n ? jv[0] : NULL, .count = count, .min = j.min,
@@ -427,6 +522,7 @@ int cli_audience(int argc, char **argv)
         return st_cli_batch_audiences(&b);
     }
     j.want = (uint32_t)count;
+    st_scan_set_threads(j.threads);
     j.nmodels = npos;
     int code = load_models(&j, pos, &journals);
     if (code == ST_EXIT_OK) code = answer(&j, seeds_file, seeds_list);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "scan.h"
 #include "server.h"
 #include "util.h"
 
@@ -107,7 +108,7 @@ static int read_config(const char *path, const st_opt *opts, char **text, char (
 typedef struct {
     st_server_config cfg;
     const char *config, *unixperm, *bind, *http_bind, *aclfile;
-    int loglevel, threads, heavy, port, allow_path, debug, fsync_policy, http_port, protected_mode;
+    int loglevel, threads, heavy, scan, port, allow_path, debug, fsync_policy, http_port, protected_mode;
     st_acl acl;
     const char *allow_host_v[SERVE_MAX_ALLOW], *allow_origin_v[SERVE_MAX_ALLOW];
     st_opt_list allow_host, allow_origin; /* --http-allow-host, --http-allow-origin */
@@ -144,6 +145,8 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"unixsocketperm", 0, ST_OPT_STRING, &a->unixperm, "MODE", "octal mode of the Unix socket file", 0},
         {"threads", 't', ST_OPT_INT, &a->threads, "N", "event loops (0 = one per CPU)", 0},
         {"heavy-threads", 0, ST_OPT_INT, &a->heavy, "N", "workers for AUDIENCE, LOOKALIKE, REACH, s: ranges, reloads", 0},
+        {"scan-threads", 0, ST_OPT_INT, &a->scan, "N",
+         "threads one AUDIENCE, LOOKALIKE or REACH splits its scan of the users among (0 = one per CPU)", 0},
         {"requirepass", 0, ST_OPT_STRING, &a->cfg.requirepass, "SECRET",
          "clients must AUTH with SECRET first (prefer the config file: flags show in ps)", 0},
         {"aclfile", 0, ST_OPT_STRING, &a->aclfile, "FILE",
@@ -276,6 +279,7 @@ static const char *serve_check(const serve_args *a, long *perm)
     if (!(cfg->http_rate >= 0) || !(cfg->http_burst >= 0)) return "--http-rate and --http-burst must be >= 0";
     if (a->threads < 0 || a->threads > 256) return "--threads must be between 0 and 256";
     if (a->heavy < 1 || a->heavy > 256) return "--heavy-threads must be between 1 and 256";
+    if (a->scan < 0 || a->scan > 256) return "--scan-threads must be between 0 and 256";
     if (cfg->maxclients < 1) return "--maxclients must be at least 1";
     if (cfg->max_request < 64 || cfg->max_request > (1ull << 30)) return "--max-request must be between 64 and 1073741824";
     if (cfg->max_args < 2 || cfg->max_args > 1000000) return "--max-args must be between 2 and 1000000";
@@ -340,6 +344,7 @@ int cli_serve(int argc, char **argv)
     cfg.unixsocket_perm = (int)perm;
     cfg.threads = a.threads;
     cfg.heavy_threads = a.heavy;
+    st_scan_set_threads(a.scan);
     cfg.allow_reload_path = a.allow_path;
     cfg.loglevel = a.loglevel;
     cfg.appendfsync = (st_appendfsync)a.fsync_policy;

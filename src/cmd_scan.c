@@ -1,7 +1,9 @@
 /* cmd_scan: scans: AUDIENCE, LOOKALIKE and REACH, which score every user on
  * the heavy pool (the model's rows, less those the overlay hides, plus the
  * overlay's users), and the privacy floors (privacy.c) every disclosure of an
- * audience passes.
+ * audience passes. The three select or count in one pass split across
+ * threads (scan.c); the s: views still score every user into the scratch
+ * (st_cmd_scan_segment_users) and rank them.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "cmd.h"
 #include "privacy.h"
+#include "scan.h"
 #include "util.h"
 
 /* ---- scans over every user ------------------------------------------------------ */
@@ -85,6 +88,28 @@ int st_cmd_below_floor(st_ctx *c, uint64_t users)
     return 1;
 }
 
+/* One pass over every user (scan.c) for the query x + add, the overlay's
+ * view taken by scan_users: the best `want` into scratch idx/top, and with
+ * count the users scoring at least min. 0, or -1 (replied). */
+static int scan_best(st_ctx *c, const float *x, float add, double min, uint32_t want, int count,
+                     const uint32_t *exclude, uint64_t nexclude, st_scan_result *res)
+{
+    const st_overlay_view *v = &c->scratch->view;
+    st_scan_query q = {.x = x, .add = add, .min = (float)min, .want = want, .count = count, .skip = v->hidden,
+                       .exclude = exclude, .nexclude = nexclude, .extra = v->X, .nextra = v->n};
+    if (st_scan_best(&c->model->m, &q, c->scratch->idx, c->scratch->top, res) == 0) return 0;
+    resp_error(c->out, "ERR out of memory");
+    return -1;
+}
+
+/* The query of segment s: its factors, and its blend w q[s] to add. */
+static const float *segment_query(st_ctx *c, uint32_t s, float *add)
+{
+    const st_model *m = &c->model->m;
+    *add = (float)m->h.prior_weight * c->model->prior[s];
+    return m->V + (size_t)s * m->k;
+}
+
 static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
 {
     resp_array(c->out, 2 * (int64_t)n);
@@ -119,13 +144,12 @@ void cmd_audience(st_ctx *c)
         resp_error(c->out, "ERR AUDIENCE needs COUNT n");
         return;
     }
-    int64_t n = st_cmd_scan_segment_users(c, s);
-    if (n < 0) return;
-    st_scratch *sc = c->scratch;
-    uint64_t matching = st_cmd_select_min(sc->scores, (uint64_t)n, min);
-    if (st_cmd_below_floor(c, matching)) return;
-    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
-    reply_user_pairs(c, sc->idx, sc->top, got);
+    float add;
+    const float *x = segment_query(c, s, &add);
+    st_scan_result res;
+    if (scan_users(c) < 0 || scan_best(c, x, add, min, count, 1, NULL, 0, &res) != 0) return;
+    if (st_cmd_below_floor(c, res.matching)) return;
+    reply_user_pairs(c, c->scratch->idx, c->scratch->top, res.n);
 }
 
 /* The distinct known seeds: their vectors into *rows_out (k floats each,
@@ -203,19 +227,18 @@ void cmd_lookalike(st_ctx *c)
         return;
     }
     /* The centroid of the seeds' vectors (summed in double), every user's
-     * score against it; seeds are not their own look-alikes. */
+     * score against it; seeds are not their own look-alikes: their scan
+     * positions (ascending, as keys are) are excluded. */
     uint32_t *iota = sc->segs;
     for (uint32_t i = 0; i < (uint32_t)nseeds; i++) iota[i] = i;
     float *centroid = sc->scores + n;
     st_score_centroid(rows, k, iota, (uint32_t)nseeds, centroid);
-    st_score_all_users(m, centroid, sc->scores);
-    hide_rows(c, sc->scores);
     const st_overlay_view *v = &sc->view;
-    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_dot(v->X + (size_t)i * k, centroid, k);
+    uint32_t *exclude = sc->segs, nexclude = 0;
     for (int64_t i = 0; i < nseeds; i++) {
         uint64_t place = keys[i] >> 20;
         if (place < m->users) {
-            sc->scores[place] = NAN;
+            exclude[nexclude++] = (uint32_t)place;
             continue;
         }
         uint32_t slot = (uint32_t)(place - m->users), lo = 0, hi = v->n;
@@ -224,11 +247,13 @@ void cmd_lookalike(st_ctx *c)
             if (v->slots[mid] < slot) lo = mid + 1;
             else hi = mid;
         }
-        if (lo < v->n && v->slots[lo] == slot) sc->scores[m->users + lo] = NAN;
+        if (lo < v->n && v->slots[lo] == slot) exclude[nexclude++] = m->users + lo;
     }
     st_free(rows);
     st_free(keys);
-    uint32_t got = st_topk(sc->scores, (uint32_t)n, count, NULL, 0, sc->idx, sc->top);
+    st_scan_result res;
+    if (scan_best(c, centroid, -0.0f, -INFINITY, count, 0, exclude, nexclude, &res) != 0) return;
+    uint32_t got = res.n;
     if (got < c->cfg->min_audience) {
         resp_error(c->out, "ERR only %u look-alikes: below the privacy floor of %llu (--min-audience)", got,
                    (unsigned long long)c->cfg->min_audience);
@@ -237,19 +262,66 @@ void cmd_lookalike(st_ctx *c)
     reply_user_pairs(c, sc->idx, sc->top, got);
 }
 
+enum { CURVE_MAX = 1024 }; /* thresholds of one REACH CURVE */
+
+/* REACH seg CURVE t1 [t2 ...]: the users scoring at least each threshold,
+ * counted in one pass (st_scan_curve); a count under --min-audience is
+ * withheld as REACH withholds it, and replied as a nil. */
+static void reach_curve(st_ctx *c, uint32_t s)
+{
+    uint32_t nt = (uint32_t)(c->argc - 3);
+    if (nt > CURVE_MAX) {
+        resp_error(c->out, "ERR REACH CURVE takes at most %d thresholds", CURVE_MAX);
+        return;
+    }
+    float *t = st_malloc((size_t)nt * sizeof *t);
+    uint64_t *counts = st_malloc((size_t)nt * sizeof *counts);
+    int rc = t && counts ? 0 : -1;
+    if (rc != 0) resp_error(c->out, "ERR out of memory");
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        double v;
+        rc = st_cmd_arg_float(c, &c->argv[3 + i], "a CURVE threshold", &v);
+        t[i] = (float)v;
+    }
+    float add;
+    const float *x = segment_query(c, s, &add);
+    const st_overlay_view *v = &c->scratch->view;
+    st_scan_result res;
+    if (rc == 0 && scan_users(c) >= 0) {
+        st_scan_query q = {.x = x, .add = add, .skip = v->hidden, .extra = v->X, .nextra = v->n};
+        if (st_scan_curve(&c->model->m, &q, t, nt, counts, &res) == 0) {
+            st_scan_withhold(counts, nt, c->cfg->min_audience);
+            resp_array(c->out, nt);
+            for (uint32_t i = 0; i < nt; i++) {
+                if (counts[i] == ST_SCAN_WITHHELD) resp_null(c->out);
+                else resp_int(c->out, (int64_t)counts[i]);
+            }
+        } else {
+            resp_error(c->out, "ERR out of memory");
+        }
+    }
+    st_free(t);
+    st_free(counts);
+}
+
 void cmd_reach(st_ctx *c)
 {
     uint32_t s;
     double min;
     if (st_cmd_need_segment(c, &c->argv[1], &s) != 0) return;
-    if (!st_cmd_is_word(&c->argv[2], "MIN")) {
-        resp_error(c->out, "ERR syntax error: REACH seg MIN score");
+    if (st_cmd_is_word(&c->argv[2], "CURVE")) {
+        reach_curve(c, s);
+        return;
+    }
+    if (!st_cmd_is_word(&c->argv[2], "MIN") || c->argc != 4) {
+        resp_error(c->out, "ERR syntax error: REACH seg MIN score | REACH seg CURVE t1 [t2 ...]");
         return;
     }
     if (st_cmd_arg_float(c, &c->argv[3], "MIN", &min) != 0) return;
-    int64_t n = st_cmd_scan_segment_users(c, s);
-    if (n < 0) return;
-    uint64_t reach = st_cmd_select_min(c->scratch->scores, (uint64_t)n, min);
-    if (st_cmd_below_floor(c, reach)) return;
-    resp_int(c->out, (int64_t)reach);
+    float add;
+    const float *x = segment_query(c, s, &add);
+    st_scan_result res;
+    if (scan_users(c) < 0 || scan_best(c, x, add, min, 0, 1, NULL, 0, &res) != 0) return;
+    if (st_cmd_below_floor(c, res.matching)) return;
+    resp_int(c->out, (int64_t)res.matching);
 }

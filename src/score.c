@@ -6,7 +6,8 @@
  * quickselect for small k, a bounded heap otherwise), an exact top-k over
  * segments that stops early (segments visited by decreasing norm), the
  * Redis sorted-set order for the server's views, fold-in of an unseen user,
- * explanations, audiences, look-alikes, reach and similar segments.
+ * explanations, every user's score for a segment, and similar segments.
+ * (AUDIENCE, LOOKALIKE and REACH select and count in one pass: scan.c.)
  * What it is not: a place that allocates per request; every buffer is the
  * caller's.
  */
@@ -94,6 +95,11 @@ static void scan_rows(const float *rows, uint32_t nrows, uint32_t k, const float
         scores[r + 3] = hsum8(tail8(c3, a3, x, i, k));
     }
     for (; r < nrows; r++) scores[r] = dot8(rows + (size_t)r * k, x, k);
+}
+
+void st_score_rows(const float *rows, uint32_t nrows, uint32_t k, const float *x, float *scores)
+{
+    scan_rows(rows, nrows, k, x, scores);
 }
 
 void st_score_all_segments(const st_model *m, const float *x, float *scores)
@@ -387,6 +393,13 @@ static void heap_to_sorted(uint32_t *idx, float *sc, uint32_t size)
     }
 }
 
+uint32_t st_topk_keep(uint32_t *idx, float *sc, uint32_t n, uint32_t want)
+{
+    if (n <= want) return n;
+    select_best(idx, sc, n, want);
+    return want;
+}
+
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score)
 {
@@ -677,24 +690,6 @@ void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float
     for (uint32_t u = 0; u < m->users; u++) out[u] += add;
 }
 
-uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch)
-{
-    st_score_segment_users(m, q, s, scratch);
-    uint64_t n = 0;
-    for (uint32_t u = 0; u < m->users; u++) n += scratch[u] >= min;
-    return n;
-}
-
-uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
-                           uint32_t *out_idx, float *out_score)
-{
-    st_score_segment_users(m, q, s, scratch);
-    if (!(isinf(min) && min < 0)) /* NaN, which st_topk skips, for the scores under min */
-        for (uint32_t u = 0; u < m->users; u++)
-            if (!(scratch[u] >= min)) scratch[u] = NAN;
-    return st_topk(scratch, m->users, want, NULL, 0, out_idx, out_score);
-}
-
 void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c)
 {
     /* In double, so the mean does not depend on the order of the rows (the
@@ -704,13 +699,6 @@ void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_
         for (uint32_t i = 0; i < n; i++) sum += U[(size_t)rows[i] * k + j];
         c[j] = n > 0 ? (float)(sum / n) : 0.0f;
     }
-}
-
-uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
-                            float *scratch, uint32_t *out_idx, float *out_score)
-{
-    st_score_lookalike_scores(m, seeds, nseeds, scratch);
-    return st_topk(scratch, m->users, want, seeds, nseeds, out_idx, out_score);
 }
 
 void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch)

@@ -1,6 +1,7 @@
 /* score: scores and top-k selections over a model, and the questions built
- * on them: a user's segments, fold-in of an unseen user, audiences,
- * look-alikes, reach, similar segments, explanations, the popularity prior.
+ * on them: a user's segments, fold-in of an unseen user, every user's
+ * score for a segment (the scans over all users that select or count are
+ * in scan.h), similar segments, explanations, the popularity prior.
  *
  * Legend: users m, segments n, rank k. A score is U[u] . V[s] + w q[s]: the
  * dot product plus the model's prior blend (w = prior_weight, 0 unless
@@ -31,6 +32,11 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores);
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
                  uint32_t *out_idx, float *out_score);
 
+/* Of n (index, score) pairs, moves the best `want` (higher score, then
+ * lower index; no NaN among them) to [0, want) in no particular order and
+ * returns min(n, want). Quickselect: O(n), no allocation. */
+uint32_t st_topk_keep(uint32_t *idx, float *sc, uint32_t n, uint32_t want);
+
 /* The popularity prior of every segment (n floats into q):
  *   q[s] = log(1 + popularity[s]) / log(1 + max popularity), in [0, 1].
  * Computed once per model (at load); a caller keeps it beside the model. */
@@ -49,6 +55,10 @@ float st_score_one(const st_model *m, const float *q, const float *x, uint32_t s
  * logistic calibration: 1 / (1 + exp(-(calib_a score + calib_b))). NaN when
  * the model is not calibrated (flags lack ST_MODEL_CALIBRATED). */
 double st_score_calibrated(const st_model *m, float score);
+
+/* scores[r] = rows[r] . x for the nrows x k matrix rows (row-major): each
+ * score the very float st_dot gives, several rows sharing each load of x. */
+void st_score_rows(const float *rows, uint32_t nrows, uint32_t k, const float *x, float *scores);
 
 /* The dot product of two k-vectors: the one scoring kernel, with a fixed
  * summation order, so a pair scores the same in every command. */
@@ -127,23 +137,10 @@ void st_score_all_users(const st_model *m, const float *y, float *out);
  * st_score_one gives each (q from st_score_prior; out: m floats). */
 void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out);
 
-/* Users scoring at least min on segment s (blended scores; q from
- * st_score_prior). scratch: m floats. */
-uint64_t st_score_reach(const st_model *m, const float *q, uint32_t s, float min, float *scratch);
-
-/* The best `want` users for segment s (blended scores) among those scoring
- * at least min, best first; returns how many. scratch: m floats; out_*: want entries. */
-uint32_t st_score_audience(const st_model *m, const float *q, uint32_t s, uint32_t want, float min, float *scratch,
-                           uint32_t *out_idx, float *out_score);
-
-/* Look-alikes of a seed list (user indices, sorted ascending, distinct): the
- * users closest to the seeds' centroid c = mean of their vectors, by U[u] . c,
- * seeds excluded. scratch: m + k floats; out_*: want entries. */
-uint32_t st_score_lookalike(const st_model *m, const uint32_t *seeds, uint32_t nseeds, uint32_t want,
-                            float *scratch, uint32_t *out_idx, float *out_score);
-
-/* The scores st_score_lookalike ranks: scratch[u] for every user u (seeds
- * included), the centroid left at scratch + m. scratch: m + k floats. */
+/* The scores LOOKALIKE ranks (scan.c selects them in one pass; this is
+ * the batch form for evaluations): scratch[u] = U[u] . c for every user u
+ * (seeds included), c = the mean of the seeds' vectors (user indices,
+ * distinct), left at scratch + m. scratch: m + k floats. */
 void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch);
 
 /* c = the mean of rows rows[0..n) of U (k columns), summed in double so that

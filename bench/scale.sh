@@ -1,0 +1,34 @@
+#!/bin/bash
+# Scale: the scans over every user (AUDIENCE top 1,000, LOOKALIKE of 100
+# seeds, REACH, the reach curve of 26 thresholds) at 1M, 4M and 10M users,
+# rank 64, 10,000 segments, float32 and int8 user factors, each beside the
+# streaming-read floor of the bytes it scans, measured in the same run on the
+# same threads (bench/scan_bench.c). Models are built from random factors
+# with `starling import` (a scan's cost does not depend on the values) and
+# kept in bench/out/scale/ for the next run. BENCH_SCALE_USERS overrides the
+# sizes, BENCH_THREADS the threads (default: every CPU), BENCH_REPEAT the
+# repetitions (default 9). bench/README.md explains the columns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench/out/scale
+mkdir -p "$OUT"
+make -s starling build/libstarling.a
+gcc -std=c11 -O3 -march=native -D_GNU_SOURCE -Isrc -o "$OUT/scan_bench" bench/scan_bench.c build/libstarling.a \
+    -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
+SIZES=${BENCH_SCALE_USERS:-"1000000 4000000 10000000"}
+THREADS=${BENCH_THREADS:-$(nproc)}
+REPEAT=${BENCH_REPEAT:-9}
+K=64
+SEGS=10000
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
+     "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
+for users in $SIZES; do
+    d="$OUT/u$users"
+    bench/lib/random_models.sh "$d" "$users" "$SEGS" "$K"
+    for kind in f32 i8; do
+        echo
+        "$OUT/scan_bench" "$d/$kind.model" "$THREADS" "$REPEAT"
+    done
+done
+echo
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
