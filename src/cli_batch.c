@@ -25,6 +25,31 @@
 #include "score.h"
 #include "util.h"
 
+void st_cli_print_segments(const st_model *m, const char *user, const uint32_t *idx, const float *top, uint32_t n,
+                           int calibrated, int json, int with_user)
+{
+    if (json) {
+        json_t *o = json_object(), *arr = json_array();
+        json_object_set_new(o, "user", json_string(user));
+        for (uint32_t i = 0; i < n; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "segment", json_string(st_idmap_name(&m->segment_ids, idx[i], NULL)));
+            json_object_set_new(e, calibrated ? "probability" : "score",
+                                json_real(calibrated ? st_score_calibrated(m, top[i]) : top[i]));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(o, "segments", arr);
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+    } else {
+        for (uint32_t i = 0; i < n; i++)
+            printf(calibrated ? "%s%s%s\t%.6g\n" : "%s%s%s\t%.6f\n", with_user ? user : "", with_user ? "\t" : "",
+                   st_idmap_name(&m->segment_ids, idx[i], NULL), calibrated ? st_score_calibrated(m, top[i]) : top[i]);
+    }
+}
+
 enum { CHUNK_ROWS = 8192 };
 
 /* Users being answered: their ids, vectors and histories. */

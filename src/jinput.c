@@ -288,14 +288,6 @@ void st_jmodel_segment_scores(const st_jmodel *jm, uint32_t s, float *out)
         out[m->users + i] = st_score_one(m, jm->prior, jm->view.X + (size_t)i * m->k, s);
 }
 
-void st_jmodel_centroid_scores(const st_jmodel *jm, const float *c, float *out)
-{
-    const st_model *m = &jm->m;
-    st_score_all_users(m, c, out);
-    hide_rows(jm, out);
-    for (uint32_t i = 0; i < jm->view.n; i++) out[m->users + i] = st_dot(jm->view.X + (size_t)i * m->k, c, m->k);
-}
-
 /* ---- a model less the users a journal forgot ------------------------------- */
 
 /* Copies row u of src (factors and history) to row r of e; q: history written so far. */

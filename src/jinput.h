@@ -123,8 +123,6 @@ const char *st_jmodel_row_name(const st_jmodel *jm, uint64_t i);
 /* out (st_jmodel_rows floats): every user's blended score for segment s,
  * NaN for the rows the journal hides: what AUDIENCE and REACH scan. */
 void st_jmodel_segment_scores(const st_jmodel *jm, uint32_t s, float *out);
-/* The same for the dot product with a centroid c (k), as LOOKALIKE scans. */
-void st_jmodel_centroid_scores(const st_jmodel *jm, const float *c, float *out);
 
 /* ---- a model less the users a journal forgot (`export`, `shard`, `quantize`) - */
 
