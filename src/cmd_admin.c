@@ -1,6 +1,5 @@
 /* cmd_admin: administration and the connection: MODEL INFO and RELOAD, PING,
- * ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, CONFIG GET and INFO (its sections
- * laid out as Redis lays them out).
+ * ECHO, QUIT, AUTH, SELECT, CONFIG GET (CLIENT and HELLO: cmd_client.c).
  */
 #include <fnmatch.h>
 #include <stdlib.h>
@@ -28,7 +27,7 @@ void cmd_model_info(st_ctx *c)
     for (size_t i = 0; i < m->meta_len; i++)
         nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
     int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
-    resp_array(c->out, 2 * (14 + 14 + 2 + 2 * calibrated + nmeta));
+    resp_map(c->out, 14 + 14 + 2 + 2 * calibrated + nmeta);
     st_cmd_kv_str(c->out, "path", sv->path);
     st_cmd_kv_int(c->out, "generation", (int64_t)sv->generation);
     st_cmd_kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
@@ -136,75 +135,6 @@ void cmd_auth(st_ctx *c)
     if (st_cmd_check_auth(c, c->argc == 3 ? &c->argv[1] : NULL, &c->argv[c->argc - 1]) == 0) resp_simple(c->out, "OK");
 }
 
-static int valid_client_name(const resp_arg *a)
-{
-    for (size_t i = 0; i < a->len; i++)
-        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
-    return 1;
-}
-
-static int set_name(st_ctx *c, const resp_arg *a)
-{
-    if (!valid_client_name(a)) {
-        resp_error(c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-        return -1;
-    }
-    if (a->len >= sizeof c->session->name) {
-        resp_error(c->out, "ERR client name too long (at most %zu bytes)", sizeof c->session->name - 1);
-        return -1;
-    }
-    memcpy(c->session->name, a->ptr, a->len);
-    c->session->name[a->len] = '\0';
-    return 0;
-}
-
-void cmd_hello(st_ctx *c)
-{
-    if (c->argc >= 2) {
-        int64_t ver;
-        char *end;
-        ver = strtoll(c->argv[1].ptr, &end, 10);
-        if (c->argv[1].len == 0 || end != c->argv[1].ptr + c->argv[1].len) {
-            resp_error(c->out, "ERR Protocol version is not an integer or out of range");
-            return;
-        }
-        if (ver != 2) {
-            /* RESP3 replies would break proxies that only parse RESP2. */
-            resp_error(c->out, "NOPROTO unsupported protocol version");
-            return;
-        }
-    }
-    const resp_arg *name = NULL;
-    for (int i = 2; i < c->argc; i++) {
-        if (st_cmd_is_word(&c->argv[i], "AUTH") && i + 2 < c->argc) {
-            if (st_cmd_check_auth(c, &c->argv[i + 1], &c->argv[i + 2]) != 0) return;
-            i += 2;
-        } else if (st_cmd_is_word(&c->argv[i], "SETNAME") && i + 1 < c->argc) {
-            name = &c->argv[++i];
-        } else {
-            resp_error(c->out, "ERR Syntax error in HELLO option '%.*s'", (int)(c->argv[i].len > 64 ? 64 : c->argv[i].len),
-                       c->argv[i].ptr);
-            return;
-        }
-    }
-    if (!(c->session->rights & ST_RIGHT_AUTHED)) {
-        resp_error(c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
-                           "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
-                           "RESP protocol version at the same time");
-        return;
-    }
-    if (name && set_name(c, name) != 0) return;
-    resp_array(c->out, 14);
-    st_cmd_kv_str(c->out, "server", "starling");
-    st_cmd_kv_str(c->out, "version", st_version);
-    st_cmd_kv_int(c->out, "proto", 2);
-    st_cmd_kv_int(c->out, "id", (int64_t)c->session->id);
-    st_cmd_kv_str(c->out, "mode", "standalone");
-    st_cmd_kv_str(c->out, "role", "master");
-    resp_bulk_str(c->out, "modules");
-    resp_array(c->out, 0);
-}
-
 void cmd_select(st_ctx *c)
 {
     int64_t db;
@@ -212,19 +142,6 @@ void cmd_select(st_ctx *c)
     if (db != 0) resp_error(c->out, "ERR DB index is out of range");
     else resp_simple(c->out, "OK");
 }
-
-void cmd_client_setname(st_ctx *c)
-{
-    if (set_name(c, &c->argv[2]) == 0) resp_simple(c->out, "OK");
-}
-
-void cmd_client_getname(st_ctx *c)
-{
-    if (c->session->name[0]) resp_bulk_str(c->out, c->session->name);
-    else resp_null(c->out);
-}
-
-void cmd_client_id(st_ctx *c) { resp_int(c->out, (int64_t)c->session->id); }
 
 void cmd_config_get(st_ctx *c)
 {
@@ -300,7 +217,7 @@ void cmd_config_get(st_ctx *c)
                 n++;
                 break;
             }
-    resp_array(c->out, 2 * n);
+    resp_map(c->out, n);
     for (size_t p = 0; p < np; p++)
         for (int i = 2; i < c->argc; i++)
             if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {

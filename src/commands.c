@@ -146,17 +146,33 @@ static const st_command commands[] = {
      "O(1) per key, then journal writes"},
     {"unlink", cmd_del, -2, WRITE | MULTIKEY | R_WRITE, 1, "generic", "DEL", "O(1) per key, then journal writes"},
     {"type", cmd_type, 2, FAST | R_READ, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
+    {"dbsize", cmd_dbsize, 1, FAST | R_READ, 0, "generic", "How many u:<user> and s:<segment> keys exist", "O(1)"},
+    {"scan", cmd_scan, -2, R_READ, 0, "generic", "Walk the u:<user> and s:<segment> keys from a cursor",
+     "O(COUNT) per call"},
+    {"time", cmd_time, 1, FAST | NOMODEL, 0, "server", "The server's clock: unix seconds and microseconds", "O(1)"},
     /* connection and server */
     {"ping", cmd_ping, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
     {"echo", cmd_echo, 2, FAST | NOMODEL, 0, "connection", "The message given", "O(1)"},
     {"quit", cmd_quit, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Close the connection after replying", "O(1)"},
     {"auth", cmd_auth, -2, NOAUTH | FAST | NOMODEL, 0, "connection", "Authenticate with --requirepass", "O(1)"},
-    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
+    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake: protocol 2 or 3, AUTH, SETNAME", "O(1)"},
     {"select", cmd_select, 2, FAST | NOMODEL, 0, "connection", "Database 0 is the only one", "O(1)"},
-    {"client", NULL, -2, CONTAINER, 0, "connection", "CLIENT SETNAME | GETNAME | ID", "O(1)"},
+    {"client", NULL, -2, CONTAINER, 0, "connection",
+     "CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | REPLY | NO-EVICT | NO-TOUCH", "O(1)"},
     {"client|setname", cmd_client_setname, 3, FAST | NOMODEL, 0, "connection", "Name this connection", "O(1)"},
     {"client|getname", cmd_client_getname, 2, FAST | NOMODEL, 0, "connection", "This connection's name", "O(1)"},
     {"client|id", cmd_client_id, 2, FAST | NOMODEL, 0, "connection", "This connection's id", "O(1)"},
+    {"client|setinfo", cmd_client_setinfo, 4, FAST | NOMODEL, 0, "connection", "Record the client library's name or version",
+     "O(1)"},
+    {"client|info", cmd_client_info, 2, NOMODEL, 0, "connection", "This connection, as a CLIENT LIST line", "O(1)"},
+    {"client|list", cmd_client_list, -2, NOMODEL | R_ADMIN, 0, "connection", "Every connection, one line each",
+     "O(connections)"},
+    {"client|kill", cmd_client_kill, -3, NOMODEL | R_ADMIN, 0, "connection",
+     "Close connections by address, ID, USER, LADDR, MAXAGE", "O(connections)"},
+    {"client|reply", cmd_client_reply, 3, FAST | NOMODEL, 0, "connection", "Replies ON, OFF, or SKIP the next one", "O(1)"},
+    {"client|no-evict", cmd_client_onoff, 3, FAST | NOMODEL, 0, "connection", "Accepted: nothing is evicted here", "O(1)"},
+    {"client|no-touch", cmd_client_onoff, 3, FAST | NOMODEL, 0, "connection", "Accepted: no access times are kept",
+     "O(1)"},
     {"client|help", cmd_help, 2, NOMODEL, 0, "connection", "The CLIENT subcommands", "O(1)"},
     {"command", cmd_command, -1, CONTAINER | NOMODEL, 0, "server", "Every command's name, arity, flags and key position",
      "O(commands)"},
@@ -310,6 +326,7 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
         resp_error(c->out, "LOADING starling is loading the model in memory");
         return ST_CALL_DONE;
     }
+    if (c->session) atomic_store_explicit(&c->session->last_cmd, (int)(cmd - commands) + 1, memory_order_relaxed);
     uint64_t start = st_nanos();
     if ((cmd->flags & HEAVY) || ((cmd->flags & HEAVY_SKEY) && is_skey(&c->argv[1]))) {
         *out_cmd = cmd;
@@ -416,7 +433,7 @@ void cmd_command_info(st_ctx *c)
 static void doc_entry(resp_out *o, const st_command *cmd)
 {
     resp_bulk_str(o, cmd->name);
-    resp_array(o, 8);
+    resp_map(o, 4);
     st_cmd_kv_str(o, "summary", cmd->summary);
     st_cmd_kv_str(o, "since", "0.1.0");
     st_cmd_kv_str(o, "group", cmd->group);
@@ -429,7 +446,7 @@ void cmd_command_docs(st_ctx *c)
     if (c->argc == 2) {
         int64_t n = 0;
         for (size_t i = 0; i < NCOMMANDS; i++) n += is_top(&commands[i]);
-        resp_array(c->out, 2 * n);
+        resp_map(c->out, n);
         for (size_t i = 0; i < NCOMMANDS; i++)
             if (is_top(&commands[i])) doc_entry(c->out, &commands[i]);
         return;
@@ -439,38 +456,10 @@ void cmd_command_docs(st_ctx *c)
         const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
         n += cmd && is_top(cmd);
     }
-    resp_array(c->out, 2 * n);
+    resp_map(c->out, n);
     for (int i = 2; i < c->argc; i++) {
         const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
         if (cmd && is_top(cmd)) doc_entry(c->out, cmd);
-    }
-}
-
-/* INFO text: "key:value" lines under "# Section" headings, CRLF-terminated. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} text;
-
-static void tprintf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tprintf(text *t, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (t->buf && t->len + (size_t)n < t->cap) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap ? t->cap * 2 : 8192;
-        while (cap < t->len + (size_t)n + 1) cap *= 2;
-        char *b = st_realloc(t->buf, cap);
-        if (!b) return;
-        t->buf = b;
-        t->cap = cap;
     }
 }
 
@@ -507,42 +496,42 @@ typedef struct {
     const st_model *m;
 } info_ctx;
 
-static void info_server(text *t, const info_ctx *x)
+static void info_server(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+    st_text_printf(t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
                 "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
                 "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
             st_version, (int)getpid(), x->si->tcp_addr ? x->si->tcp_port : 0, x->si->unixsocket ? x->si->unixsocket : "",
             (long long)(st_now() - x->si->started), (unsigned long long)x->si->loops, (unsigned long long)x->si->heavy_threads);
 }
 
-static void info_clients(text *t, const info_ctx *x)
+static void info_clients(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
+    st_text_printf(t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
             (unsigned long long)x->si->clients, (unsigned long long)x->si->blocked_clients,
             (unsigned long long)x->c->cfg->maxclients);
 }
 
-static void info_memory(text *t, const info_ctx *x)
+static void info_memory(st_text *t, const info_ctx *x)
 {
     (void)x;
     /* mem_allocator says whether the once-a-second trim of freed pages runs
      * (libc) or is skipped because glibc's allocator is not in use (other:
      * a sanitizer's, a preloaded one). */
     size_t rss = st_current_rss();
-    tprintf(t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
+    st_text_printf(t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
                 "allocator_trims:%llu\r\n\r\n",
             rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
 }
 
-static void info_model(text *t, const info_ctx *x)
+static void info_model(st_text *t, const info_ctx *x)
 {
     if (!x->sv) {
-        tprintf(t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", x->c->cfg->model_path);
+        st_text_printf(t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", x->c->cfg->model_path);
 
         return;
     }
-    tprintf(t,
+    st_text_printf(t,
             "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
             "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
             "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
@@ -553,13 +542,13 @@ static void info_model(text *t, const info_ctx *x)
             (unsigned long long)x->si->reload_failures, x->si->last_reload_error);
 }
 
-static void info_quality(text *t, const info_ctx *x)
+static void info_quality(st_text *t, const info_ctx *x)
 {
     if (!x->sv) return;
     /* Online quality since the model was loaded (online_quality). */
     uint64_t n = atomic_load_explicit(&x->sv->q_new, memory_order_relaxed);
     double d = n ? (double)n : 1.0;
-    tprintf(t,
+    st_text_printf(t,
             "# Quality\r\nonline_new_engagements:%llu\r\nonline_repeat_engagements:%llu\r\n"
             "online_hit_rate_top10:%.4f\r\nonline_hit_rate_top50:%.4f\r\n"
             "online_popularity_hit_rate_top10:%.4f\r\nonline_popularity_hit_rate_top50:%.4f\r\n\r\n",
@@ -570,7 +559,7 @@ static void info_quality(text *t, const info_ctx *x)
             (double)atomic_load_explicit(&x->sv->q_pop50, memory_order_relaxed) / d);
 }
 
-static void info_persistence(text *t, const info_ctx *x)
+static void info_persistence(st_text *t, const info_ctx *x)
 {
     st_server_journal_info ji;
     x->c->ops->get_journal(x->c->srv, &ji);
@@ -578,7 +567,7 @@ static void info_persistence(text *t, const info_ctx *x)
     if (x->sv) st_overlay_get_stats(x->sv->ov, &os); /* no model yet: nothing online */
     const st_journal_status *js = &ji.j;
     const st_journal_compaction *lc = &js->last_compaction;
-    tprintf(t,
+    st_text_printf(t,
             "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
             "appendfsync:%s\r\njournal_status:%s\r\naof_last_write_status:%s\r\njournal_rolled_back_writes:%llu\r\n"
             "journal_bytes:%llu\r\njournal_records:%llu\r\n"
@@ -604,10 +593,10 @@ static void info_persistence(text *t, const info_ctx *x)
             (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
 }
 
-static void info_stats(text *t, const info_ctx *x)
+static void info_stats(st_text *t, const info_ctx *x)
 {
 #define S(f) (unsigned long long)atomic_load_explicit(&x->stats->f, memory_order_relaxed)
-    tprintf(t,
+    st_text_printf(t,
             "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
             "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
             "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
@@ -619,33 +608,33 @@ static void info_stats(text *t, const info_ctx *x)
 #undef S
 }
 
-static void info_commandstats(text *t, const info_ctx *x)
+static void info_commandstats(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Commandstats\r\n");
+    st_text_printf(t, "# Commandstats\r\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         const st_cmdstat *s = &x->stats->cmd[i];
         uint64_t calls = atomic_load_explicit(&s->calls, memory_order_relaxed),
                  rej = atomic_load_explicit(&s->rejected, memory_order_relaxed);
         if (calls == 0 && rej == 0) continue;
         double usec = (double)atomic_load_explicit(&s->nanos, memory_order_relaxed) / 1000.0;
-        tprintf(t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
+        st_text_printf(t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
                 commands[i].name, (unsigned long long)calls, usec, calls ? usec / (double)calls : 0.0,
                 (unsigned long long)rej,
                 (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed));
     }
-    tprintf(t, "\r\n");
+    st_text_printf(t, "\r\n");
 }
 
-static void info_latencystats(text *t, const info_ctx *x)
+static void info_latencystats(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Latencystats\r\n");
+    st_text_printf(t, "# Latencystats\r\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         const st_cmdstat *s = &x->stats->cmd[i];
         if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
-        tprintf(t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
+        st_text_printf(t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
                 percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
     }
-    tprintf(t, "\r\n");
+    st_text_printf(t, "\r\n");
 }
 
 /* INFO's sections, in order: name, in the default set or only when asked
@@ -653,7 +642,7 @@ static void info_latencystats(text *t, const info_ctx *x)
 static const struct {
     const char *name;
     int in_default;
-    void (*write)(text *t, const info_ctx *x);
+    void (*write)(st_text *t, const info_ctx *x);
 } info_sections[] = {
     {"server", 1, info_server},           {"clients", 1, info_clients}, {"memory", 1, info_memory},
     {"model", 1, info_model},             {"quality", 1, info_quality}, {"persistence", 1, info_persistence},
@@ -671,7 +660,7 @@ void cmd_info(st_ctx *c)
         return;
     }
     c->ops->sum_stats(c->srv, stats);
-    text t = {0};
+    st_text t = {0};
     info_ctx x = {.c = c, .si = &si, .stats = stats, .sv = c->model, .m = c->model ? &c->model->m : NULL};
     for (size_t i = 0; i < sizeof info_sections / sizeof info_sections[0]; i++)
         if (want_section(c, info_sections[i].name, info_sections[i].in_default)) info_sections[i].write(&t, &x);

@@ -277,6 +277,7 @@ static st_server *server_new(const st_server_config *cfg)
         srv->lim_preauth.max_inline = ST_PREAUTH_MAX_REQUEST;
     }
     pthread_mutex_init(&srv->model_lock, NULL);
+    pthread_mutex_init(&srv->clients_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
@@ -317,6 +318,7 @@ static void server_free(st_server *srv)
     st_free(srv->loops);
     st_free(srv->heavy);
     pthread_mutex_destroy(&srv->model_lock);
+    pthread_mutex_destroy(&srv->clients_lock);
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);

@@ -27,6 +27,8 @@ const st_server_ops st_srv_ops = {
     .get_info = st_srv_get_info,
     .sum_stats = st_srv_sum_stats,
     .get_journal = st_srv_get_journal,
+    .lock_clients = st_srv_lock_clients,
+    .clients = st_srv_clients,
 };
 
 /* The served model with a reference for the caller, or NULL while the

@@ -17,7 +17,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define ST_MAX_COMMANDS 64
+#define ST_MAX_COMMANDS 96
 #define ST_LAT_BUCKETS (32 + 40 * 16)
 #define ST_HTTP_CODES 20
 

@@ -1,0 +1,242 @@
+#!/usr/bin/python3
+"""Redis compatibility: what clients and tools send on connect and for
+administration (CLIENT, HELLO 2|3 and RESP3 replies, TIME, DBSIZE, SCAN,
+SELECT, TYPE, CONFIG, SLOWLOG, LATENCY, INFO sections, COMMAND), with
+redis-py, redis-cli (RESP2 and -3) and raw sockets, values checked.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import redis
+except ImportError as e:  # pragma: no cover
+    print(f"1..0 # SKIP {e} (install python3-redis: scripts/deps.sh test)")
+    sys.exit(0)
+from serve import Server, make_model, read_until_closed  # noqa: E402
+from tap import done, note, ok, skip  # noqa: E402
+
+# Redis 7.2's CLIENT LIST fields, in its order.
+CLIENT_FIELDS = ["id", "addr", "laddr", "fd", "name", "age", "idle", "flags", "db", "sub", "psub", "ssub", "multi",
+                 "qbuf", "qbuf-free", "argv-mem", "multi-mem", "rbs", "rbp", "obl", "oll", "omem", "tot-mem",
+                 "events", "cmd", "user", "redir", "resp", "lib-name", "lib-ver"]
+
+
+def parse_line(line):
+    return dict(kv.split("=", 1) for kv in line.split(" "))
+
+
+def client_list(r, *args):
+    text = r.execute_command("CLIENT", "LIST", *args)
+    text = text.decode() if isinstance(text, bytes) else text
+    return [parse_line(x) for x in text.split("\n") if x]
+
+
+def recv_until(s, want, limit=1 << 20, deadline=5.0):
+    """Bytes from s until `want` has been seen (or the time runs out)."""
+    out = b""
+    end = time.monotonic() + deadline
+    while want not in out and len(out) < limit and time.monotonic() < end:
+        try:
+            chunk = s.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def cli(port, *args, resp3=False, password=None):
+    cmd = ["redis-cli", "-p", str(port), *(["-3"] if resp3 else []), *(["-a", password, "--no-auth-warning"] if password else []),
+           *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    return r.stdout.strip(), r.returncode
+
+
+def error_of(r, *cmd):
+    try:
+        r.execute_command(*cmd)
+        return None
+    except redis.ResponseError as e:
+        return str(e)
+
+
+def test_client(srv):
+    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    ok(r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "go-redis(app)") == "OK" and
+       r.execute_command("CLIENT", "SETINFO", "LIB-VER", "9.5.0") == "OK", "CLIENT SETINFO LIB-NAME and LIB-VER")
+    ok(error_of(r, "CLIENT", "SETINFO", "LIB-NAME", "has space") is not None and
+       "Unrecognized option" in (error_of(r, "CLIENT", "SETINFO", "LIB-FOO", "x") or ""),
+       "CLIENT SETINFO refuses spaces and unknown attributes")
+    ok(r.execute_command("CLIENT", "SETNAME", "admin-conn") == "OK" and
+       r.execute_command("CLIENT", "GETNAME") == "admin-conn", "CLIENT SETNAME, GETNAME")
+    my_id = r.execute_command("CLIENT", "ID")
+    info = parse_line(r.execute_command("CLIENT", "INFO").strip())
+    ok(list(info) == CLIENT_FIELDS, "CLIENT INFO has Redis 7.2's fields in its order")
+    ok(int(info["id"]) == my_id and info["name"] == "admin-conn" and info["lib-name"] == "go-redis(app)" and
+       info["lib-ver"] == "9.5.0" and info["cmd"] == "client|info" and info["resp"] == "2" and
+       info["laddr"] == f"127.0.0.1:{srv.port}" and info["db"] == "0" and info["user"] == "default",
+       f"CLIENT INFO describes this connection: {info}")
+
+    # Connections spread over the two event loops: every one is listed from any of them.
+    others = []
+    for i in range(8):
+        o = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+        o.execute_command("CLIENT", "SETNAME", f"worker-{i}")
+        others.append(o)
+    seen = {}
+    for o in [r] + others:
+        seen[o.execute_command("CLIENT", "ID")] = {c["name"] for c in client_list(o)}
+    want = {f"worker-{i}" for i in range(8)} | {"admin-conn"}
+    ok(all(want <= names for names in seen.values()), "CLIENT LIST from every connection lists all nine")
+    ids = [o.execute_command("CLIENT", "ID") for o in others[:2]]
+    rows = client_list(r, "ID", *ids)
+    ok(sorted(int(x["id"]) for x in rows) == sorted(ids), "CLIENT LIST ID id ... lists those alone")
+    ok(client_list(r, "TYPE", "pubsub") == [] and len(client_list(r, "TYPE", "normal")) >= 9, "CLIENT LIST TYPE")
+    ok(all(list(x) == CLIENT_FIELDS for x in client_list(r)), "every CLIENT LIST line has Redis's fields")
+
+    # KILL: by ID, by ADDR, the old form, by USER (sparing the caller), and the right it needs.
+    victim = srv.raw()
+    victim.sendall(b"AUTH rootpass\r\nCLIENT ID\r\n")
+    got = recv_until(victim, b":", deadline=5)
+    got += recv_until(victim, b"\r\n", deadline=2) if not got.endswith(b"\r\n") else b""
+    vid = int(got.split(b":")[1].split(b"\r\n")[0])
+    ok(r.execute_command("CLIENT", "KILL", "ID", vid) == 1, "CLIENT KILL ID kills one")
+    victim.settimeout(5)
+    ok(read_until_closed(victim) == b"", "the killed connection is closed by its loop")
+    ok(r.execute_command("CLIENT", "KILL", "ID", vid) == 0, "a second KILL of the same id finds none")
+    addr = [c["addr"] for c in client_list(r) if c["name"] == "worker-0"][0]
+    ok(r.execute_command("CLIENT", "KILL", addr) in ("OK", True), "CLIENT KILL ip:port (old form): OK")
+    ok(not any(c["name"] == "worker-0" for c in client_list(r)), "... and the connection is gone")
+    ok("No such client" in (error_of(r, "CLIENT", "KILL", "10.9.9.9:1") or ""), "old form, unknown address: an error")
+    ok(r.execute_command("CLIENT", "KILL", "ADDR", addr) == 0, "CLIENT KILL ADDR of a closed address: 0")
+    reader = redis.Redis(port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
+    ok("no permissions" in (error_of(reader, "CLIENT", "KILL", "ID", my_id) or "") and
+       "no permissions" in (error_of(reader, "CLIENT", "LIST") or ""),
+       "CLIENT KILL and LIST need the admin right")
+    ok(reader.execute_command("CLIENT", "INFO").startswith("id="), "CLIENT INFO needs none")
+    n = r.execute_command("CLIENT", "KILL", "USER", "default")
+    ok(n >= 7 and r.ping(), f"CLIENT KILL USER default kills the others ({n}) and spares the caller")
+    ok(len([c for c in client_list(r) if c["user"] == "default"]) == 1, "only the caller is left of that user")
+    ok(r.execute_command("CLIENT", "KILL", "USER", "reader", "SKIPME", "no") == 1, "CLIENT KILL USER reader")
+    for o in others:
+        o.close()
+
+    # NO-EVICT, NO-TOUCH, REPLY.
+    ok(all(r.execute_command("CLIENT", sub, v) == "OK" for sub in ("NO-EVICT", "NO-TOUCH") for v in ("on", "OFF")),
+       "CLIENT NO-EVICT and NO-TOUCH ON|OFF: OK")
+    ok(error_of(r, "CLIENT", "NO-EVICT", "maybe") == "syntax error", "... anything else is a syntax error")
+    s = srv.raw()
+    s.sendall(b"AUTH rootpass\r\nCLIENT REPLY OFF\r\nPING one\r\nPING two\r\nCLIENT REPLY ON\r\nPING three\r\n"
+              b"CLIENT REPLY SKIP\r\nPING four\r\nPING five\r\nQUIT\r\n")
+    s.settimeout(5)
+    got = read_until_closed(s)
+    ok(got == b"+OK\r\n+OK\r\n$5\r\nthree\r\n$4\r\nfive\r\n+OK\r\n",
+       f"CLIENT REPLY OFF drops replies until ON; SKIP drops the next one: {got!r}")
+    s = srv.raw()
+    s.sendall(b"AUTH rootpass\r\nCLIENT REPLY SKIP\r\nAUDIENCE interest:sports:00 COUNT 2\r\nPING after\r\nQUIT\r\n")
+    s.settimeout(10)
+    got = read_until_closed(s)
+    ok(got == b"+OK\r\n$5\r\nafter\r\n+OK\r\n", f"REPLY SKIP drops a heavy command's reply too: {got!r}")
+    r.close()
+    reader.close()
+
+
+def test_hello(srv):
+    s = srv.raw()
+    s.sendall(b"HELLO 3 AUTH default rootpass SETNAME r3\r\nSEGMENTS u000001 COUNT 2\r\nZSCORE u:u000001 nosuch\r\n"
+              b"CLIENT GETNAME\r\nCONFIG GET maxclients\r\nZSCORE u:u000001 interest:sports:00\r\nQUIT\r\n")
+    s.settimeout(5)
+    got = read_until_closed(s)
+    ok(got.startswith(b"%7\r\n$6\r\nserver\r\n$8\r\nstarling\r\n") and b"$5\r\nproto\r\n:3\r\n" in got and
+       b"$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n" in got,
+       "HELLO 3 AUTH ... SETNAME: the server map in RESP3")
+    after = got.split(b"*0\r\n", 1)[1]
+    ok(after.startswith(b"*2\r\n+model\r\n*4\r\n$") and after.count(b"\r\n,") >= 2,
+       f"SEGMENTS scores are RESP3 doubles: {after[:80]!r}")
+    ok(b"\r\n_\r\n$2\r\nr3\r\n%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n," in after,
+       "a missing member is `_`, the name was set, CONFIG GET is a map, ZSCORE a double")
+    r2 = redis.Redis(port=srv.port, password="rootpass", socket_timeout=10)
+    seg2 = r2.execute_command("SEGMENTS", "u000001", "COUNT", 2)
+    z2 = float(r2.execute_command("ZSCORE", "u:u000001", "interest:sports:00"))
+    z3 = float(after.rsplit(b",", 1)[1].split(b"\r\n")[0])
+    ok(z2 == z3, "the RESP3 double is the RESP2 score")
+    hello2 = r2.execute_command("HELLO", "2")
+    ok(dict(zip(hello2[::2], hello2[1::2]))[b"proto"] == 2, "HELLO 2: a flat map, proto 2")
+    ok("NOPROTO" in (error_of(r2, "HELLO", "4") or ""), "HELLO 4: NOPROTO")
+    out, rc = cli(srv.port, "PING", resp3=True, password="rootpass")
+    ok(rc == 0 and out == "PONG", f"redis-cli -3 PING: {out}")
+    out3, rc3 = cli(srv.port, "SEGMENTS", "u000001", "COUNT", 2, resp3=True, password="rootpass")
+    lines = out3.split("\n")
+    ok(rc3 == 0 and lines[0] == "model" and lines[1] == seg2[1][0].decode() and
+       float(lines[2]) == float(seg2[1][1]), f"redis-cli -3 SEGMENTS: the RESP2 answer ({lines})")
+    out3, rc3 = cli(srv.port, "ZRANGE", "u:u000001", 0, 1, "WITHSCORES", resp3=True, password="rootpass")
+    z = r2.execute_command("ZRANGE", "u:u000001", 0, 1, "WITHSCORES")
+    ok(rc3 == 0 and out3.split("\n")[0] == z[0].decode() and float(out3.split("\n")[1]) == float(z[1]),
+       "redis-cli -3 ZRANGE ... WITHSCORES")
+    r2.close()
+
+
+def test_keyspace(srv, model_users, model_segments):
+    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    t0 = time.time()
+    sec, usec = r.execute_command("TIME")
+    ok(abs(int(sec) + int(usec) / 1e6 - t0) < 2 and 0 <= int(usec) < 1000000, "TIME: seconds and microseconds")
+    ok(r.execute_command("SELECT", 0) in ("OK", True) and "out of range" in (error_of(r, "SELECT", 1) or ""),
+       "SELECT 0 OK, SELECT 1 out of range")
+    ok(r.type("u:u000001") == "zset" and r.type("s:interest:sports:00") == "zset" and r.type("x") == "none",
+       "TYPE u:<user>, s:<segment>: zset")
+    size = r.dbsize()
+    ok(size == model_users + model_segments, f"DBSIZE: users + segments ({size})")
+    keys = list(r.scan_iter(count=37))
+    want = {f"u:{u}" for u in [f"u{i:06d}" for i in range(model_users)]}
+    ok(len(keys) == len(set(keys)) == size and {k for k in keys if k.startswith("u:")} == want and
+       sum(k.startswith("s:") for k in keys) == model_segments,
+       f"SCAN walks each key once ({len(keys)})")
+    ok(set(r.scan_iter(match="s:interest:*", count=50)) == {k for k in keys if k.startswith("s:interest:")},
+       "SCAN MATCH")
+    ok(list(r.scan_iter(_type="string", count=1000)) == [] and len(list(r.scan_iter(_type="zset", count=1000))) == size,
+       "SCAN TYPE")
+    ok("invalid cursor" in (error_of(r, "SCAN", "abc") or ""), "SCAN of a bad cursor: an error")
+    # Online changes during a scan: keys there all along come back once; added ones are counted by DBSIZE.
+    cursor, got = 0, []
+    cursor, part = r.scan(cursor, count=100)
+    got += part
+    r.execute_command("EVENT", "brand-new-user", "interest:sports:00", 2)
+    r.execute_command("FORGET", "u000150")
+    while True:
+        cursor, part = r.scan(cursor, count=100)
+        got += part
+        if cursor == 0:
+            break
+    stable = set(keys) - {"u:u000150"}
+    ok(stable <= set(got) and len(got) == len(set(got)), "keys present for the whole scan are each returned once")
+    ok("u:brand-new-user" in got and "u:u000150" not in got[len(part):], "a user added online is scanned")
+    ok(r.dbsize() == size, "DBSIZE: one user added, one forgotten")
+    r.close()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as d:
+        model, _ = make_model(d, users=2000, segments=300, events=40000)
+        conf = os.path.join(d, "compat.conf")
+        with open(conf, "w") as f:
+            f.write("# compat test\nrequirepass rootpass\nuser reader read rpw\nmin-audience 0\nmin-seeds 0\n")
+        os.chmod(conf, 0o600)
+        srv = Server(model, "--config", conf, "--journal", os.path.join(d, "j.aof"), d=d)
+        try:
+            test_client(srv)
+            test_hello(srv)
+            test_keyspace(srv, 2000, 300)
+        finally:
+            rc = srv.stop()
+            ok(rc == 0, f"the server stops cleanly ({rc})")
+    done()
+
+
+if __name__ == "__main__":
+    main()
