@@ -182,6 +182,9 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"min-audience", 0, ST_OPT_U64, &a->cfg.min_audience, "N",
          "privacy floor: AUDIENCE, REACH, LOOKALIKE and s: ranges never disclose fewer than N users (0 = none)", 0},
         {"min-seeds", 0, ST_OPT_U64, &a->cfg.min_seeds, "N", "privacy floor: LOOKALIKE needs N known seed users", 0},
+        {"slowlog-log-slower-than", 0, ST_OPT_DOUBLE, &a->cfg.slowlog_slower_than, "USEC",
+         "SLOWLOG keeps commands slower than this (-1 = none, 0 = every command)", 0},
+        {"slowlog-max-len", 0, ST_OPT_U64, &a->cfg.slowlog_max_len, "N", "entries SLOWLOG keeps", 0},
         {"enable-debug-command", 0, ST_OPT_FLAG, &a->debug, NULL,
          "allow DEBUG (injects write and fsync failures: for tests only)", 0},
         {0},
@@ -306,6 +309,7 @@ int cli_serve(int argc, char **argv)
     cfg.appendfsync = (st_appendfsync)a.fsync_policy;
     cfg.enable_debug = a.debug;
     cfg.protected_mode = a.protected_mode == 0;
+    cfg.config_file = a.config;
     a.acl.requirepass = cfg.requirepass;
     cfg.acl = &a.acl;
     rc = st_serve(&cfg, err);

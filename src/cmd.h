@@ -9,7 +9,7 @@
  * with the privacy floors), cmd_views.c (the u:<user> and s:<segment>
  * sorted-set views), cmd_write.c (EVENT, FORGET, ZINCRBY, DEL, JOURNAL,
  * DEBUG) and cmd_admin.c (CONFIG, INFO, MODEL, AUTH, PING), cmd_client.c (CLIENT,
- * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN).
+ * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN), cmd_config.c (CONFIG).
  * Internal to the command layer: nothing outside these files includes it.
  *
  * Checklist: a new command needs a row in commands.c's table, its handler
@@ -96,6 +96,9 @@ void cmd_command_count(st_ctx *c);
 void cmd_command_docs(st_ctx *c);
 void cmd_command_info(st_ctx *c);
 void cmd_config_get(st_ctx *c);
+void cmd_config_resetstat(st_ctx *c);
+void cmd_config_rewrite(st_ctx *c);
+void cmd_config_set(st_ctx *c);
 void cmd_debug_fsync_fail(st_ctx *c);
 void cmd_debug_fsync_delay(st_ctx *c);
 void cmd_debug_io_fail_after(st_ctx *c);

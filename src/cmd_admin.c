@@ -1,7 +1,6 @@
 /* cmd_admin: administration and the connection: MODEL INFO and RELOAD, PING,
- * ECHO, QUIT, AUTH, SELECT, CONFIG GET (CLIENT and HELLO: cmd_client.c).
+ * ECHO, QUIT, AUTH, SELECT (CLIENT and HELLO: cmd_client.c; CONFIG: cmd_config.c).
  */
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,87 +140,4 @@ void cmd_select(st_ctx *c)
     if (st_cmd_arg_i64(c, &c->argv[1], &db) != 0) return;
     if (db != 0) resp_error(c->out, "ERR DB index is out of range");
     else resp_simple(c->out, "OK");
-}
-
-void cmd_config_get(st_ctx *c)
-{
-    const st_server_config *f = c->cfg;
-    char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
-        heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
-        http_burst[32], reqto[32], httpmax[32];
-    st_server_info si;
-    c->ops->get_info(c->srv, &si);
-    snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
-    snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
-    snprintf(timeout, sizeof timeout, "%g", f->timeout);
-    snprintf(maxreq, sizeof maxreq, "%llu", (unsigned long long)f->max_request);
-    snprintf(maxargs, sizeof maxargs, "%llu", (unsigned long long)f->max_args);
-    snprintf(outlim, sizeof outlim, "%llu", (unsigned long long)f->output_limit);
-    snprintf(maxcount, sizeof maxcount, "%llu", (unsigned long long)f->max_count);
-    snprintf(threads, sizeof threads, "%d", f->threads);
-    snprintf(heavy, sizeof heavy, "%d", f->heavy_threads);
-    snprintf(shut, sizeof shut, "%g", f->shutdown_timeout);
-    snprintf(minaud, sizeof minaud, "%llu", (unsigned long long)f->min_audience);
-    snprintf(minseeds, sizeof minseeds, "%llu", (unsigned long long)f->min_seeds);
-    snprintf(cminb, sizeof cminb, "%llu", (unsigned long long)f->compact_min_bytes);
-    snprintf(cpct, sizeof cpct, "%llu", (unsigned long long)f->compact_percentage);
-    snprintf(fdelay, sizeof fdelay, "%g", f->forget_compact_delay);
-    snprintf(http_port, sizeof http_port, "%d", si.http_addr ? si.http_port : f->http_port);
-    snprintf(http_rate, sizeof http_rate, "%g", f->http_rate);
-    snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
-    snprintf(reqto, sizeof reqto, "%g", f->request_timeout);
-    snprintf(httpmax, sizeof httpmax, "%llu", (unsigned long long)f->http_maxclients);
-    static const char *levels[] = {"debug", "verbose", "notice", "warning"};
-    /* requirepass is never shown. save, appendonly and appendfsync answer
-     * the tools (redis-benchmark) that ask about persistence. */
-    const char *params[][2] = {
-        {"bind", f->bind},
-        {"port", port},
-        {"unixsocket", f->unixsocket ? f->unixsocket : ""},
-        {"maxclients", maxclients},
-        {"timeout", timeout},
-        {"max-request", maxreq},
-        {"max-args", maxargs},
-        {"output-limit", outlim},
-        {"max-count", maxcount},
-        {"threads", threads},
-        {"heavy-threads", heavy},
-        {"shutdown-timeout", shut},
-        {"allow-reload-path", f->allow_reload_path ? "yes" : "no"},
-        {"loglevel", levels[f->loglevel & 3]},
-        {"model", f->model_path},
-        {"http-port", http_port},
-        {"http-bind", f->http_bind ? f->http_bind : ""},
-        {"http-rate", http_rate},
-        {"http-burst", http_burst},
-        {"databases", "1"},
-        {"save", ""},
-        {"appendonly", f->journal ? "yes" : "no"},
-        {"appendfsync", st_appendfsync_name(f->appendfsync)},
-        {"journal", f->journal ? f->journal : ""},
-        {"compact-min-bytes", cminb},
-        {"compact-percentage", cpct},
-        {"forget-compact-delay", fdelay},
-        {"min-audience", minaud},
-        {"min-seeds", minseeds},
-        {"enable-debug-command", f->enable_debug ? "yes" : "no"},
-        {"protected-mode", f->protected_mode ? "yes" : "no"},
-        {"request-timeout", reqto},
-        {"http-maxclients", httpmax},
-    };
-    size_t np = sizeof params / sizeof params[0];
-    int64_t n = 0;
-    for (size_t p = 0; p < np; p++)
-        for (int i = 2; i < c->argc; i++)
-            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
-                n++;
-                break;
-            }
-    resp_map(c->out, n);
-    for (size_t p = 0; p < np; p++)
-        for (int i = 2; i < c->argc; i++)
-            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
-                st_cmd_kv_str(c->out, params[p][0], params[p][1]);
-                break;
-            }
 }

@@ -137,6 +137,7 @@ struct st_server {
     /* Taken to link and unlink connections on any loop's list and to change
      * their names, so CLIENT LIST and KILL on one loop can walk them all. */
     pthread_mutex_t clients_lock;
+    pthread_mutex_t cfg_lock; /* CONFIG SET's stores (server_config.c) */
     atomic_int stopping;
     double started, started_unix;
     /* Online writes: the journal, and the lock that puts a change and its
@@ -177,6 +178,11 @@ void st_srv_client_publish(st_client *c);
 /* The client-lock and listing operations of st_srv_ops (service.h). */
 void st_srv_lock_clients(st_server *srv, int on);
 uint64_t st_srv_clients(st_server *srv, st_client_fn fn, void *arg, int kill, uint64_t self_id, int *self_hit);
+
+/* ---- server_config.c ------------------------------------------------------ */
+
+void st_srv_update_config(st_server *srv, void (*fn)(st_server_config *cfg, void *arg), void *arg);
+void st_srv_reset_stats(st_server *srv);
 
 /* ---- server_write.c ------------------------------------------------------ */
 

@@ -67,6 +67,8 @@ void st_server_config_default(st_server_config *c)
     c->protected_mode = 1;
     c->request_timeout = 5;
     c->http_maxclients = 1000;
+    c->slowlog_slower_than = 10000;
+    c->slowlog_max_len = 128;
 }
 
 /* ---- the heavy pool ------------------------------------------------------- */
@@ -278,6 +280,7 @@ static st_server *server_new(const st_server_config *cfg)
     }
     pthread_mutex_init(&srv->model_lock, NULL);
     pthread_mutex_init(&srv->clients_lock, NULL);
+    pthread_mutex_init(&srv->cfg_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
@@ -319,6 +322,7 @@ static void server_free(st_server *srv)
     st_free(srv->heavy);
     pthread_mutex_destroy(&srv->model_lock);
     pthread_mutex_destroy(&srv->clients_lock);
+    pthread_mutex_destroy(&srv->cfg_lock);
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);

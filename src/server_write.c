@@ -29,6 +29,8 @@ const st_server_ops st_srv_ops = {
     .get_journal = st_srv_get_journal,
     .lock_clients = st_srv_lock_clients,
     .clients = st_srv_clients,
+    .update_config = st_srv_update_config,
+    .reset_stats = st_srv_reset_stats,
 };
 
 /* The served model with a reference for the caller, or NULL while the

@@ -56,6 +56,10 @@ typedef struct {
     int http_port;           /* -1 = no HTTP (the default), 0 = any free port (logged) */
     double http_rate;        /* requests per second per client address; 0 = no limit */
     double http_burst;       /* requests an address may send at once before the rate applies */
+    double slowlog_slower_than;  /* microseconds; commands slower go to the slow log; -1 = none, 0 = all */
+    uint64_t slowlog_max_len;    /* entries the slow log keeps */
+    const char *config_file;     /* the --config file, for CONFIG REWRITE; NULL = none */
+    uint64_t config_changed;     /* CONFIG SET's parameters changed since start (cmd_config.c's rows) */
 } st_server_config;
 
 /* What a connection's commands can see and set. */
@@ -177,6 +181,12 @@ typedef struct {
      * loop soon after (the caller's own connection, self_id, is not marked:
      * *self_hit says it matched). Returns how many fn accepted. */
     uint64_t (*clients)(st_server *srv, st_client_fn fn, void *arg, int kill, uint64_t self_id, int *self_hit);
+    /* CONFIG SET: calls fn on the server's configuration under its lock
+     * (fn stores the new values), then applies what depends on them (the
+     * HTTP rate limiter, the journal's fsync policy). */
+    void (*update_config)(st_server *srv, void (*fn)(st_server_config *cfg, void *arg), void *arg);
+    /* CONFIG RESETSTAT: every loop's counters and latency histograms to zero. */
+    void (*reset_stats)(st_server *srv);
 } st_server_ops;
 
 /* Everything a command handler gets. In the heavy pool, session is NULL. */

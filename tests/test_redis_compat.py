@@ -220,6 +220,57 @@ def test_keyspace(srv, model_users, model_segments):
     r.close()
 
 
+def test_config(srv, conf, model, d):
+    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    ok(r.execute_command("CONFIG", "SET", "timeout", 0) in ("OK", True), "CONFIG SET timeout 0")
+    ok(r.execute_command("CONFIG", "SET", "timeout", 1, "maxclients", 500) in ("OK", True) and
+       r.config_get("timeout") == {"timeout": "1"} and r.config_get("maxclients") == {"maxclients": "500"},
+       "CONFIG SET of two pairs")
+    e = error_of(r, "CONFIG", "SET", "maxclients", 600, "timeout", -1)
+    ok("'timeout'" in (e or "") and r.config_get("maxclients") == {"maxclients": "500"},
+       f"a bad value refuses the whole SET, naming the parameter ({e})")
+    e = error_of(r, "CONFIG", "SET", "port", 1)
+    ok("'port'" in (e or "") and "immutable" in e, f"a setting unsafe to change is refused by name ({e})")
+    e = error_of(r, "CONFIG", "SET", "no-such-thing", 1)
+    ok("'no-such-thing'" in (e or ""), f"an unknown one too ({e})")
+    ok("duplicate" in (error_of(r, "CONFIG", "SET", "timeout", 2, "timeout", 3) or ""), "a parameter given twice")
+    idle = srv.raw()
+    idle.sendall(b"AUTH rootpass\r\n")
+    t0 = time.monotonic()
+    idle.settimeout(8)
+    got = read_until_closed(idle)
+    ok(got == b"+OK\r\n" and time.monotonic() - t0 < 7, "the new timeout closes an idle connection")
+    r.execute_command("CONFIG", "SET", "timeout", 0, "min-audience", 1000000, "appendfsync", "always")
+    ok("privacy floor" in (error_of(r, "AUDIENCE", "interest:sports:00", "COUNT", 5) or ""),
+       "CONFIG SET min-audience applies to the next AUDIENCE")
+    ok(r.info("persistence")["appendfsync"] == "always" and
+       r.execute_command("EVENT", "u000003", "interest:sports:00", 1) in ("OK", True), "CONFIG SET appendfsync always")
+    r.execute_command("CONFIG", "SET", "min-audience", 0, "appendfsync", "everysec", "slowlog-max-len", 64)
+    reader = redis.Redis(port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
+    ok("no permissions" in (error_of(reader, "CONFIG", "SET", "min-audience", 0) or ""), "CONFIG SET needs the admin right")
+    reader.close()
+    r.ping()
+    ok("cmdstat_ping" in r.execute_command("INFO", "commandstats"), "commandstats before RESETSTAT")
+    ok(r.execute_command("CONFIG", "RESETSTAT") in ("OK", True), "CONFIG RESETSTAT")
+    ok("cmdstat_ping" not in r.execute_command("INFO", "commandstats"), "... clears commandstats")
+    before = open(conf).read()
+    ok(r.execute_command("CONFIG", "REWRITE") in ("OK", True), "CONFIG REWRITE")
+    after = open(conf).read().split("\n")
+    ok(after[0] == "# compat test" and "user reader read rpw" in after and "min-audience 0" in after and
+       "timeout 0" in after and "maxclients 500" in after and "appendfsync everysec" in after and
+       "slowlog-max-len 64" in after and os.stat(conf).st_mode & 0o777 == 0o600,
+       f"the file keeps its comments, lines and mode, with the changed settings ({after})")
+    ok(before != "\n".join(after), "the file changed")
+    r.close()
+    plain = Server(model, d=d)
+    try:
+        p = redis.Redis(port=plain.port, decode_responses=True, socket_timeout=10)
+        ok("without a config file" in (error_of(p, "CONFIG", "REWRITE") or ""), "CONFIG REWRITE without a config file")
+        p.close()
+    finally:
+        plain.stop()
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         model, _ = make_model(d, users=2000, segments=300, events=40000)
@@ -232,6 +283,7 @@ def main():
             test_client(srv)
             test_hello(srv)
             test_keyspace(srv, 2000, 300)
+            test_config(srv, conf, model, d)
         finally:
             rc = srv.stop()
             ok(rc == 0, f"the server stops cleanly ({rc})")
