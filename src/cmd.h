@@ -9,7 +9,7 @@
  * with the privacy floors), cmd_views.c (the u:<user> and s:<segment>
  * sorted-set views), cmd_write.c (EVENT, FORGET, ZINCRBY, DEL, JOURNAL,
  * DEBUG) and cmd_admin.c (CONFIG, INFO, MODEL, AUTH, PING), cmd_client.c (CLIENT,
- * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN), cmd_config.c (CONFIG).
+ * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN, SLOWLOG, LATENCY), cmd_config.c (CONFIG).
  * Internal to the command layer: nothing outside these files includes it.
  *
  * Checklist: a new command needs a row in commands.c's table, its handler
@@ -115,6 +115,9 @@ void cmd_help(st_ctx *c);
 void cmd_history(st_ctx *c);
 void cmd_info(st_ctx *c);
 void cmd_journal_compact(st_ctx *c);
+void cmd_latency_histogram(st_ctx *c);
+void cmd_latency_latest(st_ctx *c);
+void cmd_latency_reset(st_ctx *c);
 void cmd_lookalike(st_ctx *c);
 void cmd_model_info(st_ctx *c);
 void cmd_model_reload(st_ctx *c);
@@ -126,6 +129,9 @@ void cmd_segments(st_ctx *c);
 void cmd_scan(st_ctx *c);
 void cmd_select(st_ctx *c);
 void cmd_similar(st_ctx *c);
+void cmd_slowlog_get(st_ctx *c);
+void cmd_slowlog_len(st_ctx *c);
+void cmd_slowlog_reset(st_ctx *c);
 void cmd_time(st_ctx *c);
 void cmd_type(st_ctx *c);
 void cmd_zcard(st_ctx *c);

@@ -35,6 +35,8 @@
 #include "commands.h"
 
 #include <ctype.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -192,6 +194,19 @@ static const st_command commands[] = {
     {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
     {"info", cmd_info, -1, NOMODEL | R_READ, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
      "O(commands)"},
+    {"slowlog", NULL, -2, CONTAINER, 0, "server", "SLOWLOG GET | LEN | RESET", "O(1)"},
+    {"slowlog|get", cmd_slowlog_get, -2, NOMODEL | R_ADMIN, 0, "server", "The newest slow log entries", "O(N)"},
+    {"slowlog|len", cmd_slowlog_len, 2, NOMODEL | R_ADMIN, 0, "server", "How many entries the slow log holds", "O(1)"},
+    {"slowlog|reset", cmd_slowlog_reset, 2, NOMODEL | R_ADMIN | WRITE, 0, "server", "Empty the slow log", "O(N)"},
+    {"slowlog|help", cmd_help, 2, NOMODEL, 0, "server", "The SLOWLOG subcommands", "O(1)"},
+    {"latency", NULL, -2, CONTAINER, 0, "server", "LATENCY LATEST | HISTOGRAM | RESET", "O(1)"},
+    {"latency|latest", cmd_latency_latest, 2, NOMODEL | R_ADMIN, 0, "server", "The latest and worst slow command",
+     "O(1)"},
+    {"latency|histogram", cmd_latency_histogram, -2, NOMODEL | R_ADMIN, 0, "server",
+     "Per-command latency histograms, as Redis 7 lays them out", "O(commands)"},
+    {"latency|reset", cmd_latency_reset, -2, NOMODEL | R_ADMIN | WRITE, 0, "server", "Forget the latest slow command",
+     "O(1)"},
+    {"latency|help", cmd_help, 2, NOMODEL, 0, "server", "The LATENCY subcommands", "O(1)"},
     {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL | FSYNC-DELAY (with --enable-debug-command)", "O(1)"},
     {"debug|io-fail-after", cmd_debug_io_fail_after, 3, R_ADMIN, 0, "server",
      "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
@@ -285,7 +300,31 @@ static void unknown_command(st_ctx *c)
                (int)(c->argv[0].len > 64 ? 64 : c->argv[0].len), c->argv[0].ptr, args);
 }
 
+/* An error reply's code, counted for INFO errorstats. */
+static void count_error(st_stats *stats, const char *reply, size_t len)
+{
+    if (len > 1 && reply[0] == '-') st_stat_bump(&stats->errors[st_error_slot(reply + 1, len - 1)], 1);
+}
+
+/* A command that ran past slowlog-log-slower-than goes to the slow log. */
+static void slow(st_ctx *c, uint64_t ns)
+{
+    if (!c->slowlog) return;
+    st_slowlog_record(c->slowlog, c->cfg->slowlog_slower_than, c->cfg->slowlog_max_len, ns / 1000, c->argc, c->argv,
+                      c->session ? c->session->addr : "", c->session ? c->session->name : "");
+}
+
+static st_call_result call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0);
+
 st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0)
+{
+    size_t before = c->out->len;
+    st_call_result r = call(c, stats, out_cmd, t0);
+    if (r == ST_CALL_DONE && c->out->len > before) count_error(stats, c->out->buf + before, c->out->len - before);
+    return r;
+}
+
+static st_call_result call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0)
 {
     const st_command *cmd = find_name(c->argv[0].ptr, c->argv[0].len);
     if (!cmd || strchr(cmd->name, '|')) {
@@ -341,7 +380,9 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
     }
     size_t before = c->out->len;
     cmd->fn(c);
-    record(stats, cmd, st_nanos() - start, c->out->len > before && c->out->buf[before] == '-');
+    uint64_t ns = st_nanos() - start;
+    record(stats, cmd, ns, c->out->len > before && c->out->buf[before] == '-');
+    slow(c, ns);
     return ST_CALL_DONE;
 }
 
@@ -351,9 +392,13 @@ size_t st_command_count(void) { return NCOMMANDS; }
 
 const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
 
-void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
+void st_call_finish(st_ctx *c, st_stats *stats, const st_command *cmd, uint64_t t0, const char *reply, size_t len)
 {
-    record(stats, cmd, st_nanos() - t0, first_byte == '-');
+    uint64_t ns = st_nanos() - t0;
+    record(stats, cmd, ns, len == 0 || reply[0] == '-');
+    if (len == 0) st_stat_bump(&stats->errors[0], 1); /* out of memory for the reply */
+    else count_error(stats, reply, len);
+    slow(c, ns);
 }
 
 /* HELP of a container: its subcommands, one line each. */
@@ -518,16 +563,68 @@ static void info_clients(st_text *t, const info_ctx *x)
             (unsigned long long)x->c->cfg->maxclients);
 }
 
+/* Bytes as Redis's *_human fields show them: 1.50K, 12.34M, 1.02G. */
+static void human(char *buf, size_t cap, double b)
+{
+    static const char unit[] = "BKMGTP";
+    int u = 0;
+    while (b >= 1024 && u < 5) {
+        b /= 1024;
+        u++;
+    }
+    if (u == 0) snprintf(buf, cap, "%.0fB", b);
+    else snprintf(buf, cap, "%.2f%c", b, unit[u]);
+}
+
+static atomic_uint_fast64_t used_memory_peak; /* the most used_memory INFO has seen */
+
 static void info_memory(st_text *t, const info_ctx *x)
 {
-    (void)x;
-    /* mem_allocator says whether the once-a-second trim of freed pages runs
+    /* used_memory: what malloc has handed out (glibc's count; 0 under another
+     * allocator); the model is a file mapping and shows in RSS, not here.
+     * mem_allocator says whether the once-a-second trim of freed pages runs
      * (libc) or is skipped because glibc's allocator is not in use (other:
      * a sanitizer's, a preloaded one). */
+    struct mallinfo2 mi = mallinfo2();
+    uint64_t used = (uint64_t)mi.uordblks, peak = atomic_load(&used_memory_peak);
+    while (used > peak && !atomic_compare_exchange_weak(&used_memory_peak, &peak, used)) {
+    }
+    if (used > peak) peak = used;
     size_t rss = st_current_rss();
-    st_text_printf(t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
-                "allocator_trims:%llu\r\n\r\n",
-            rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
+    char h_used[32], h_peak[32], h_rss[32], h_model[32];
+    human(h_used, sizeof h_used, (double)used);
+    human(h_peak, sizeof h_peak, (double)peak);
+    human(h_rss, sizeof h_rss, (double)rss);
+    uint64_t model = x->m ? x->m->h.file_bytes : 0;
+    human(h_model, sizeof h_model, (double)model);
+    st_text_printf(t,
+                   "# Memory\r\nused_memory:%llu\r\nused_memory_human:%s\r\nused_memory_rss:%zu\r\n"
+                   "used_memory_rss_human:%s\r\nused_memory_peak:%llu\r\nused_memory_peak_human:%s\r\n"
+                   "used_memory_model_mapped:%llu\r\nused_memory_model_mapped_human:%s\r\nmaxmemory:0\r\n"
+                   "maxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:%.2f\r\n"
+                   "mem_allocator:%s\r\nallocator_trims:%llu\r\n\r\n",
+                   (unsigned long long)used, h_used, rss, h_rss, (unsigned long long)peak, h_peak,
+                   (unsigned long long)model, h_model, used ? (double)rss / (double)used : 0.0, st_allocator_name(),
+                   (unsigned long long)st_trim_count());
+}
+
+static void info_keyspace(st_text *t, const info_ctx *x)
+{
+    st_text_printf(t, "# Keyspace\r\n");
+    if (x->sv)
+        st_text_printf(t, "db0:keys=%llu,expires=0,avg_ttl=0\r\n",
+                       (unsigned long long)(st_overlay_users(x->sv->ov) + x->m->segments));
+    st_text_printf(t, "\r\n");
+}
+
+static void info_errorstats(st_text *t, const info_ctx *x)
+{
+    st_text_printf(t, "# Errorstats\r\n");
+    for (int i = 0; i < ST_ERROR_CODES; i++) {
+        uint64_t n = atomic_load_explicit(&x->stats->errors[i], memory_order_relaxed);
+        if (n) st_text_printf(t, "errorstat_%s:count=%llu\r\n", st_error_codes[i], (unsigned long long)n);
+    }
+    st_text_printf(t, "\r\n");
 }
 
 static void info_model(st_text *t, const info_ctx *x)
@@ -602,15 +699,18 @@ static void info_persistence(st_text *t, const info_ctx *x)
 static void info_stats(st_text *t, const info_ctx *x)
 {
 #define S(f) (unsigned long long)atomic_load_explicit(&x->stats->f, memory_order_relaxed)
+    uint64_t errors = 0;
+    for (int i = 0; i < ST_ERROR_CODES; i++) errors += atomic_load_explicit(&x->stats->errors[i], memory_order_relaxed);
     st_text_printf(t,
             "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
             "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
             "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
             "heavy_queue_length:%llu\r\nacl_access_denied_auth:%llu\r\nacl_access_denied_cmd:%llu\r\n"
-            "cross_protocol_attempts:%llu\r\nrequest_timeout_disconnections:%llu\r\nprotected_mode_refusals:%llu\r\n\r\n",
+            "cross_protocol_attempts:%llu\r\nrequest_timeout_disconnections:%llu\r\nprotected_mode_refusals:%llu\r\n"
+            "total_error_replies:%llu\r\n\r\n",
             S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
             S(dropped_output), S(idle_closed), (unsigned long long)x->si->heavy_queued, S(auth_failures),
-            S(acl_denied), S(cross_protocol), S(request_timeouts), S(protected_refused));
+            S(acl_denied), S(cross_protocol), S(request_timeouts), S(protected_refused), (unsigned long long)errors);
 #undef S
 }
 
@@ -653,7 +753,8 @@ static const struct {
     {"server", 1, info_server},           {"clients", 1, info_clients}, {"memory", 1, info_memory},
     {"model", 1, info_model},             {"quality", 1, info_quality}, {"persistence", 1, info_persistence},
     {"stats", 1, info_stats},             {"commandstats", 0, info_commandstats},
-    {"latencystats", 0, info_latencystats},
+    {"latencystats", 0, info_latencystats}, {"errorstats", 0, info_errorstats},
+    {"keyspace", 1, info_keyspace},
 };
 
 void cmd_info(st_ctx *c)

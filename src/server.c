@@ -289,7 +289,8 @@ static int process_http(st_client *c)
                           .out = &l->http_reply,
                           .argc = c->call.argc,
                           .argv = c->call.argv,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .slowlog = &srv->slowlog};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
@@ -367,7 +368,8 @@ static int process_input(st_client *c)
                           .out = &c->out,
                           .argc = (int)c->parser.argc,
                           .argv = c->parser.argv,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .slowlog = &srv->slowlog};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
@@ -697,7 +699,9 @@ void st_srv_finish_jobs(st_loop *l)
     while (j) {
         st_job *next = j->next;
         st_client *c = j->c;
-        st_call_finish(&l->stats, j->cmd, j->t0, j->out.len ? j->out.buf[0] : '-');
+        st_ctx fctx = {.cfg = &l->srv->cfg, .session = c->dead ? NULL : &c->sess, .argc = j->argc, .argv = j->argv,
+                       .slowlog = &l->srv->slowlog};
+        st_call_finish(&fctx, &l->stats, j->cmd, j->t0, j->out.buf, j->out.len);
         atomic_fetch_sub(&l->srv->blocked, 1);
         c->blocked = 0;
         if (c->dead) {

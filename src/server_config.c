@@ -37,6 +37,7 @@ void st_srv_reset_stats(st_server *srv)
 {
     /* st_stats is made of counters alone (stats.h), so it is zeroed as an array of them. */
     _Static_assert(sizeof(st_stats) % sizeof(atomic_uint_fast64_t) == 0, "st_stats holds counters only");
+    st_slowlog_reset(&srv->slowlog);
     for (int i = 0; i < srv->nloops; i++)
         zero((atomic_uint_fast64_t *)&srv->loops[i].stats, sizeof(st_stats) / sizeof(atomic_uint_fast64_t));
 }

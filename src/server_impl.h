@@ -138,6 +138,7 @@ struct st_server {
      * their names, so CLIENT LIST and KILL on one loop can walk them all. */
     pthread_mutex_t clients_lock;
     pthread_mutex_t cfg_lock; /* CONFIG SET's stores (server_config.c) */
+    st_slowlog slowlog;
     atomic_int stopping;
     double started, started_unix;
     /* Online writes: the journal, and the lock that puts a change and its

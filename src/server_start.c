@@ -106,7 +106,8 @@ static void *heavy_main(void *arg)
                           .scratch = &h->scratch,
                           .out = &j->out,
                           .argc = j->argc,
-                          .argv = j->argv};
+                          .argv = j->argv,
+                          .slowlog = &srv->slowlog};
             st_call_heavy(&ctx, j->cmd);
         }
         st_loop *l = j->loop;
@@ -280,6 +281,7 @@ static st_server *server_new(const st_server_config *cfg)
     }
     pthread_mutex_init(&srv->model_lock, NULL);
     pthread_mutex_init(&srv->clients_lock, NULL);
+    st_slowlog_init(&srv->slowlog);
     pthread_mutex_init(&srv->cfg_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
@@ -322,6 +324,7 @@ static void server_free(st_server *srv)
     st_free(srv->heavy);
     pthread_mutex_destroy(&srv->model_lock);
     pthread_mutex_destroy(&srv->clients_lock);
+    st_slowlog_free(&srv->slowlog);
     pthread_mutex_destroy(&srv->cfg_lock);
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);

@@ -18,6 +18,7 @@
 #include "journal.h"
 #include "resp.h"
 #include "served.h"
+#include "slowlog.h"
 #include "stats.h"
 
 typedef struct {
@@ -201,6 +202,7 @@ typedef struct {
     int argc;
     resp_arg *argv;
     st_stats *stats; /* the loop's counters; NULL in the heavy pool */
+    st_slowlog *slowlog; /* the server's slow log; NULL = none (tests) */
 } st_ctx;
 
 #endif

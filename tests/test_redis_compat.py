@@ -271,6 +271,85 @@ def test_config(srv, conf, model, d):
         plain.stop()
 
 
+def test_diagnostics(srv):
+    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=30)
+    r.execute_command("CONFIG", "SET", "slowlog-log-slower-than", 0, "slowlog-max-len", 5)
+    ok(r.execute_command("SLOWLOG", "RESET") in ("OK", True) and r.execute_command("SLOWLOG", "LEN") in (0, 1),
+       "SLOWLOG RESET")
+    r.execute_command("CLIENT", "SETNAME", "slowpoke")
+    r.execute_command("SEGMENTS", "u000002", "COUNT", 3)
+    r.execute_command("AUDIENCE", "interest:sports:00", "COUNT", 3)
+    r.execute_command("ECHO", "x" * 300)
+    r.execute_command("SCORE", "u000002", *[f"seg{i}" for i in range(40)])
+    entries = r.execute_command("SLOWLOG", "GET", 10)
+    ok(len(entries) == 5 and r.execute_command("SLOWLOG", "LEN") == 5, "slowlog-max-len 5 keeps five entries")
+    e0 = entries[0]
+    ok(len(e0) == 6 and e0[3][:2] == ["SCORE", "u000002"] and len(e0[3]) == 32 and
+       e0[3][31] == "... (11 more arguments)" and e0[5] == "slowpoke" and e0[4].startswith("127.0.0.1:") and
+       abs(int(e0[1]) - time.time()) < 5 and int(e0[2]) >= 0,
+       f"SLOWLOG GET: id, time, usec, args cut at 32, address, name ({e0[:3]})")
+    ok(entries[1][3] == ["ECHO", "x" * 128 + "... (172 more bytes)"], "a long argument is cut at 128 bytes")
+    ok(entries[2][3][0] == "AUDIENCE" and entries[3][3][0] == "SEGMENTS", "heavy commands are logged too, newest first")
+    ok([int(x[0]) for x in entries] == sorted((int(x[0]) for x in entries), reverse=True), "ids decrease")
+    latest = r.execute_command("LATENCY", "LATEST")
+    ok(len(latest) == 1 and latest[0][0] == "command" and int(latest[0][3]) >= int(latest[0][2]) >= 0,
+       f"LATENCY LATEST: the command event ({latest})")
+    r.execute_command("CONFIG", "SET", "slowlog-log-slower-than", 10000000)
+    r.execute_command("SLOWLOG", "RESET")
+    r.execute_command("PING")
+    ok(r.execute_command("SLOWLOG", "LEN") == 0 and r.execute_command("SLOWLOG", "GET") == [],
+       "a fast command stays out of the slow log")
+    for _ in range(20):
+        r.execute_command("ZSCORE", "u:u000001", "interest:sports:00")
+    h = r.execute_command("LATENCY", "HISTOGRAM", "zscore", "ping")
+    hd = dict(zip(h[::2], h[1::2]))
+    z = dict(zip(hd["zscore"][::2], hd["zscore"][1::2]))
+    buckets = z["histogram_usec"]
+    ok(set(hd) == {"zscore", "ping"} and z["calls"] == 20 and buckets[-1] == 20 and
+       all(b & (b - 1) == 0 for b in buckets[::2]) and buckets[1::2] == sorted(buckets[1::2]),
+       f"LATENCY HISTOGRAM: calls, cumulative counts at powers of two of microseconds ({z})")
+    mem = r.info("memory")
+    ok(mem["used_memory"] > 0 and mem["used_memory_rss"] > 0 and mem["used_memory_peak"] >= mem["used_memory"] and
+       mem["used_memory_human"].endswith(("K", "M", "G")) and mem["maxmemory_policy"] == "noeviction",
+       "INFO memory: used_memory, rss, peak, human forms")
+    ks = r.info("keyspace")
+    ok(ks == {"db0": {"keys": r.dbsize(), "expires": 0, "avg_ttl": 0}}, f"INFO keyspace: db0 as Redis lays it out ({ks})")
+    r.execute_command("CONFIG", "RESETSTAT")
+    for _ in range(3):
+        error_of(r, "SEGMENTS", "u1", "COUNT", "x")
+    error_of(r, "NOSUCHCMD")
+    es = r.execute_command("INFO", "errorstats")
+    ok(es in ({"errorstat_ERR": {"count": 4}}, {"errorstat_ERR": "count=4"}), f"INFO errorstats counts error replies by code ({es})")
+    ok(r.info("stats")["total_error_replies"] == 4, "total_error_replies")
+    r.close()
+
+
+# The 23 commands clients and tools send on connect or for administration (issue 16).
+HANDSHAKE = [["CLIENT", "SETINFO", "LIB-NAME", "x"], ["CLIENT", "SETINFO", "LIB-VER", "x"], ["CLIENT", "SETNAME", "x"],
+             ["CLIENT", "GETNAME"], ["CLIENT", "ID"], ["CLIENT", "LIST"], ["CLIENT", "INFO"], ["HELLO", "3"],
+             ["HELLO", "2"], ["SELECT", "0"], ["CONFIG", "SET", "timeout", "0"], ["CONFIG", "RESETSTAT"],
+             ["SLOWLOG", "GET", "10"], ["SLOWLOG", "LEN"], ["DBSIZE"], ["SCAN", "0", "COUNT", "10"],
+             ["TYPE", "u:u000001"], ["TIME"], ["INFO", "memory"], ["INFO", "keyspace"], ["INFO", "commandstats"],
+             ["COMMAND", "DOCS", "GET"], ["LATENCY", "LATEST"]]
+
+
+def test_handshake(srv):
+    s = srv.raw()
+    s.settimeout(10)
+    ok(len(HANDSHAKE) == 23, "23 commands")
+    s.sendall(b"AUTH rootpass\r\n")
+    recv_until(s, b"\r\n")
+    failed = []
+    for cmd in HANDSHAKE:
+        s.sendall(("*%d\r\n" % len(cmd) + "".join(f"${len(a)}\r\n{a}\r\n" for a in cmd)).encode())
+        s.sendall(b"PING marker\r\n")
+        got = recv_until(s, b"$6\r\nmarker\r\n")
+        if got.startswith(b"-") or not got.endswith(b"$6\r\nmarker\r\n"):
+            failed.append((cmd, got[:80]))
+    ok(failed == [], f"each of the 23 is answered, none with an error ({failed})")
+    s.close()
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         model, _ = make_model(d, users=2000, segments=300, events=40000)
@@ -284,6 +363,8 @@ def main():
             test_hello(srv)
             test_keyspace(srv, 2000, 300)
             test_config(srv, conf, model, d)
+            test_diagnostics(srv)
+            test_handshake(srv)
         finally:
             rc = srv.stop()
             ok(rc == 0, f"the server stops cleanly ({rc})")
