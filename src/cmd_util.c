@@ -221,8 +221,11 @@ int st_cmd_check_auth(st_ctx *c, const resp_arg *user, const resp_arg *pass)
         return -1;
     }
     c->session->rights = r;
+    /* CLIENT LIST on another loop reads the name under the client lock. */
+    if (c->ops) c->ops->lock_clients(c->srv, 1);
     snprintf(c->session->user, sizeof c->session->user, "%.*s", user ? (int)user->len : 7,
              user ? user->ptr : "default");
+    if (c->ops) c->ops->lock_clients(c->srv, 0);
     return 0;
 }
 

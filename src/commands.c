@@ -776,3 +776,64 @@ void cmd_info(st_ctx *c)
     st_free(t.buf);
     st_free(stats);
 }
+
+/* ---- LATENCY HISTOGRAM ------------------------------------------------------------ */
+
+static int histogram_wanted(const st_ctx *c, const char *name)
+{
+    if (c->argc == 2) return 1;
+    for (int i = 2; i < c->argc; i++)
+        if (st_cmd_is_word(&c->argv[i], name)) return 1;
+    return 0;
+}
+
+/* One command's histogram as Redis 7 lays it out: calls, then cumulative
+ * counts at powers of two of microseconds (only where the count grows). */
+static void histogram_entry(resp_out *o, const char *name, const st_cmdstat *s)
+{
+    uint64_t at[64] = {0}, calls = atomic_load_explicit(&s->calls, memory_order_relaxed);
+    for (int b = 0; b < ST_LAT_BUCKETS; b++) {
+        uint64_t n = atomic_load_explicit(&s->hist[b], memory_order_relaxed);
+        if (!n) continue;
+        double us = st_latency_bucket_ns(b) / 1000.0;
+        int k = 0;
+        while (k < 63 && (double)(UINT64_C(1) << k) < us) k++;
+        at[k] += n;
+    }
+    int64_t nonzero = 0;
+    for (int k = 0; k < 64; k++) nonzero += at[k] != 0;
+    resp_bulk_str(o, name);
+    resp_map(o, 2);
+    resp_bulk_str(o, "calls");
+    resp_int(o, (int64_t)calls);
+    resp_bulk_str(o, "histogram_usec");
+    resp_map(o, nonzero);
+    uint64_t cum = 0;
+    for (int k = 0; k < 64; k++) {
+        if (!at[k]) continue;
+        cum += at[k];
+        resp_int(o, (int64_t)(UINT64_C(1) << k));
+        resp_int(o, (int64_t)cum);
+    }
+}
+
+/* LATENCY HISTOGRAM [command ...]: every command called so far, or those
+ * named ("segments", "client|list"). */
+void cmd_latency_histogram(st_ctx *c)
+{
+    st_stats *stats = st_malloc(sizeof *stats);
+    if (!stats) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    c->ops->sum_stats(c->srv, stats);
+    size_t n = NCOMMANDS;
+    int64_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += atomic_load_explicit(&stats->cmd[i].calls, memory_order_relaxed) && histogram_wanted(c, commands[i].name);
+    resp_map(c->out, k);
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load_explicit(&stats->cmd[i].calls, memory_order_relaxed) && histogram_wanted(c, commands[i].name))
+            histogram_entry(c->out, commands[i].name, &stats->cmd[i]);
+    st_free(stats);
+}
