@@ -12,7 +12,8 @@
 #                   under a stream of writes SOAK_ITERATIONS times (200)
 #   make bench      benchmarks (not part of the tests), see bench/README.md
 #   make install    build a portable binary (build-install/, no -march=native) and
-#                   install it, its man page and the docs under $(PREFIX)
+#                   install it, its man page and the docs under $(PREFIX), and the
+#                   systemd unit, sample config and logrotate file (install-service)
 #   make clean      remove every build product
 #
 # Plain `make` installs nothing: when a Debian package is missing it names it
@@ -23,7 +24,7 @@
 # so that the benchmarks measure what the CPU can do; `make install` builds
 # for any x86-64 (ARCH=-mtune=generic) in build-install/.
 #
-# Variables: PREFIX (/usr/local), ARCH (-march=native), CFLAGS (-O3 -g),
+# Variables: PREFIX (/usr/local), DESTDIR, SYSCONFDIR (/etc), ARCH (-march=native), CFLAGS (-O3 -g),
 # BUILD (build), JOBS (parallel test files, 2), MPI (1 when Open MPI's mpi.h
 # is there), VERSION (from the VERSION file and `git describe`).
 
@@ -61,7 +62,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_NAMES = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install clean deps-build deps-test deps-fuzz \
+.PHONY: all demo test check asan valgrind soak soak-journal bench fuzz install install-service clean deps-build deps-test deps-fuzz \
 	deps-bench FORCE
 .DELETE_ON_ERROR:
 
@@ -206,7 +207,13 @@ deps-fuzz:
 	@scripts/deps.sh test fuzz
 
 # A portable build (any x86-64: OpenBLAS picks its own kernels at run time),
-# the man page made from the binary's own help tables, and the docs.
+# the man page made from the binary's own help tables, and the docs; then
+# install-service: the systemd unit (its paths rewritten for PREFIX and
+# SYSCONFDIR), the logrotate file and the sample config, which goes to
+# SYSCONFDIR/starling/starling.conf only when there is none (an operator's
+# file is never overwritten) and always to PREFIX/share/doc/starling/examples.
+SYSCONFDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 install:
 	@$(MAKE) --no-print-directory BUILD=build-install ARCH=-mtune=generic build-install/starling \
 	    build-install/starling.1
@@ -214,6 +221,19 @@ install:
 	install -m 755 build-install/starling $(DESTDIR)$(PREFIX)/bin/starling
 	install -m 644 build-install/starling.1 $(DESTDIR)$(PREFIX)/share/man/man1/starling.1
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/starling/
+	@$(MAKE) --no-print-directory install-service
+
+install-service:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/starling $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
+	    $(DESTDIR)$(PREFIX)/share/doc/starling/examples
+	sed -e 's|/usr/local/bin/starling|$(PREFIX)/bin/starling|' -e 's|/etc/starling/|$(SYSCONFDIR)/starling/|' \
+	    packaging/starling.service > $(DESTDIR)$(UNITDIR)/starling.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/starling.service
+	install -m 644 packaging/logrotate.d/starling $(DESTDIR)$(SYSCONFDIR)/logrotate.d/starling
+	install -m 644 packaging/starling.conf packaging/starling.service $(DESTDIR)$(PREFIX)/share/doc/starling/examples/
+	install -m 644 packaging/logrotate.d/starling $(DESTDIR)$(PREFIX)/share/doc/starling/examples/logrotate.starling
+	test -e $(DESTDIR)$(SYSCONFDIR)/starling/starling.conf || \
+	    install -m 640 packaging/starling.conf $(DESTDIR)$(SYSCONFDIR)/starling/starling.conf
 
 $(BUILD)/starling.1: $(BIN) scripts/manpage.sh
 	$(Q)scripts/manpage.sh $(abspath $(BIN)) > $@

@@ -8,13 +8,15 @@
  * is translated by st_api_translate: a command's arguments must be
  * NUL-terminated and within --max-args, and the input itself is then fed to
  * st_api_reply as the command's RESP reply, which must not crash whatever
- * it holds. */
+ * it holds. httpguard.c judges every request too: its verdict must be one
+ * of its statuses, with header lines that fit. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "http.h"
+#include "httpguard.h"
 
 typedef struct {
     int status;        /* the last status: HTTP_OK when the stream ran out cleanly */
@@ -27,6 +29,19 @@ typedef struct {
 static void inside(const char *p, size_t n, const char *lo, const char *hi)
 {
     if (n && (p < lo || p + n > hi)) abort();
+}
+
+/* httpguard's verdict on p, under allow lists that hold a name, an origin and `*`. */
+static void judge(const http_parser *p)
+{
+    static const char *hosts[] = {"api.example.test"}, *origins[] = {"https://a.example", "*"};
+    st_server_config cfg = {.http_bind = "box.internal", .http_allow_host = hosts, .n_http_allow_host = 1,
+                            .http_allow_origin = origins, .n_http_allow_origin = p->body.len & 1 ? 2 : 1};
+    st_guard_verdict v;
+    st_guard_check(&cfg, p, &v);
+    if (v.status != 0 && v.status != 204 && v.status != 403 && v.status != 415 && v.status != 421) abort();
+    if (v.status && v.status != 204 && !v.error) abort();
+    if (!memchr(v.headers, '\0', sizeof v.headers) || !memchr(v.msg, '\0', sizeof v.msg)) abort();
 }
 
 static outcome run(const uint8_t *data, size_t size, const uint8_t *steps, size_t nsteps, int translate)
@@ -52,6 +67,10 @@ static outcome run(const uint8_t *data, size_t size, const uint8_t *steps, size_
             inside(p.target.ptr, p.target.len, lo, hi);
             inside(p.body.ptr, p.body.len, lo, hi);
             inside(p.authorization.ptr, p.authorization.len, lo, hi);
+            inside(p.host.ptr, p.host.len, lo, hi);
+            inside(p.origin.ptr, p.origin.len, lo, hi);
+            inside(p.content_type.ptr, p.content_type.len, lo, hi);
+            judge(&p);
             o.bytes += p.method.len + p.target.len + p.body.len;
             o.requests++;
             if (translate) {

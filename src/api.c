@@ -11,6 +11,8 @@
  * parameters, the JSON body's shape, and the number of arguments against
  * --max-args (the scratch buffers are sized for it).
  *
+ * httpguard.c judges Host, Origin and Content-Type before routing (421,
+ * 403, 415, OPTIONS); JSON responses carry Vary: Origin and its CORS lines.
  * Errors are JSON, {"error": "...", "status": N}, with the status that fits:
  * 400 a malformed request, 401 no or a wrong bearer token, 404 an unknown
  * path, segment or seed list, 405 a known path with another method, 413 a
@@ -137,22 +139,27 @@ static void respond_json(st_stats *stats, resp_out *out, int status, json_t *j, 
     }
     size_t n = strlen(s);
     s[n] = '\n'; /* overwrites the NUL: the body is sent by length */
-    char hdr[256];
-    snprintf(hdr, sizeof hdr, "Cache-Control: no-store\r\n%s", extra ? extra : "");
+    char hdr[ST_GUARD_HEADERS_MAX + 256];
+    snprintf(hdr, sizeof hdr, "Cache-Control: no-store\r\nVary: Origin\r\n%s", extra ? extra : "");
     respond(stats, out, status, "application/json", s, n + 1, keep_alive, hdr, 0);
     free(s);
 }
 
-void st_api_error(st_stats *stats, resp_out *out, int status, const char *msg, int keep_alive)
+/* An error response with cors (httpguard's header lines, or NULL) among its headers. */
+static void api_error(st_stats *stats, resp_out *out, int status, const char *msg, int keep_alive, const char *cors)
 {
     json_t *j = json_object();
     json_object_set_new(j, "error", jstr(msg, strlen(msg)));
     json_object_set_new(j, "status", json_integer(status));
-    const char *extra = status == 401   ? "WWW-Authenticate: Bearer realm=\"starling\"\r\n"
-                        : status == 429 ? "Retry-After: 1\r\n"
-                                        : NULL;
+    char extra[ST_GUARD_HEADERS_MAX + 64];
+    snprintf(extra, sizeof extra, "%s%s",
+             status == 401 ? "WWW-Authenticate: Bearer realm=\"starling\"\r\n" : status == 429 ? "Retry-After: 1\r\n" : "",
+             cors ? cors : "");
     respond_json(stats, out, status, j, keep_alive, extra);
 }
+
+void st_api_error(st_stats *stats, resp_out *out, int status, const char *msg, int keep_alive)
+{ api_error(stats, out, status, msg, keep_alive, NULL); }
 
 /* ---- requests to commands ---------------------------------------------------------- */
 
@@ -1007,24 +1014,40 @@ static void respond_file(const st_api_env *env, const http_parser *req, const st
     if (!head) resp_raw(out, f->data, f->len);
 }
 
+/* httpguard.c's checks: 1 when they answered the request (a refusal or a
+ * preflight), else 0 with the verdict's header lines in g. */
+static int guard(const st_api_env *env, const http_parser *req, st_guard_verdict *g, resp_out *out)
+{
+    st_guard_check(env->cfg, req, g);
+    if (g->status == 0) return 0;
+    if (g->status == 204) {
+        char extra[ST_GUARD_HEADERS_MAX + 64];
+        snprintf(extra, sizeof extra, "Vary: Origin\r\nCache-Control: no-store\r\n%s", g->headers);
+        respond(env->stats, out, 204, NULL, NULL, 0, req->keep_alive, extra, 1);
+    } else {
+        api_error(env->stats, out, g->status, g->error, req->keep_alive, g->headers);
+    }
+    return 1;
+}
+
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out)
 {
     memset(call, 0, sizeof *call);
     int keep = req->keep_alive;
+    st_guard_verdict g;
+    if (guard(env, req, &g, out)) return ST_API_RESPONDED;
+    const char *cors = g.headers;
     http_str id;
     const st_web_file *file = NULL;
-    char allow[128], msgbuf[512], extra[160];
+    char allow[128], msgbuf[512], extra[ST_GUARD_HEADERS_MAX + 160];
     int status = 0;
     int r = find_route(req, &id, &file, &status, allow, sizeof allow);
     if (r == -2) {
         if (status == 405) {
-            snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
-            json_t *j = json_object();
-            json_object_set_new(j, "error", json_string("method not allowed"));
-            json_object_set_new(j, "status", json_integer(405));
-            respond_json(env->stats, out, 405, j, keep, extra);
+            snprintf(extra, sizeof extra, "Allow: %s\r\n%s", allow, cors);
+            api_error(env->stats, out, 405, "method not allowed", keep, extra); /* Allow and the CORS lines */
         } else {
-            st_api_error(env->stats, out, 404, "not found", keep);
+            api_error(env->stats, out, 404, "not found", keep, cors);
         }
         return ST_API_RESPONDED;
     }
@@ -1033,7 +1056,7 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
         const char *colon = strrchr(env->addr, ':');
         size_t n = colon ? (size_t)(colon - env->addr) : strlen(env->addr);
         if (!st_ratelimit_take(env->limit, env->addr, n, st_now())) {
-            st_api_error(env->stats, out, 429, "too many requests from this address (http-rate)", keep);
+            api_error(env->stats, out, 429, "too many requests from this address (http-rate)", keep, cors);
             return ST_API_RESPONDED;
         }
     }
@@ -1046,11 +1069,11 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
             st_stat_bump(&env->stats->auth_failures, 1);
             if (env->auth_failures && ++*env->auth_failures >= ST_AUTH_MAX_FAILURES) keep = 0;
         }
-        st_api_error(env->stats, out, 401,
-                     req->authorization.len ? "invalid bearer token"
-                                            : "authentication required: send Authorization: Bearer <requirepass> "
-                                              "or Bearer <user>:<password>",
-                     keep);
+        api_error(env->stats, out, 401,
+                  req->authorization.len ? "invalid bearer token"
+                                         : "authentication required: send Authorization: Bearer <requirepass> "
+                                           "or Bearer <user>:<password>",
+                  keep, cors);
         return ST_API_RESPONDED;
     }
     int head = http_str_is(req->method, "HEAD");
@@ -1075,7 +1098,7 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
         resp_out_init(&body, 0);
         if (env->srv) metrics_body(env, &body);
         if (body.overflow) {
-            st_api_error(env->stats, out, 503, "out of memory", keep);
+            api_error(env->stats, out, 503, "out of memory", keep, cors);
         } else {
             respond(env->stats, out, 200, "text/plain; version=0.0.4; charset=utf-8", body.buf, body.len, keep,
                     "Cache-Control: no-store\r\n", head);
@@ -1087,19 +1110,20 @@ st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_a
         break;
     }
     if (!env->model) {
-        st_api_error(env->stats, out, 503, "no model is loaded yet", keep);
+        api_error(env->stats, out, 503, "no model is loaded yet", keep, cors);
         return ST_API_RESPONDED;
     }
     const char *msg = NULL;
     if (build(req, env->cfg->max_args, r, id, call, &status, &msg, msgbuf, sizeof msgbuf) != ST_API_RUN) {
-        st_api_error(env->stats, out, status, msg, keep);
+        api_error(env->stats, out, status, msg, keep, cors);
         return ST_API_RESPONDED;
     }
     call->keep_alive = keep;
+    snprintf(call->cors, sizeof call->cors, "%s", cors);
     return ST_API_RUN;
 }
 
-void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out)
 {
     http_parser r = *req;
     r.keep_alive = 0;
@@ -1110,9 +1134,10 @@ void st_api_probe(const st_api_env *env, const http_parser *req, int status, con
     if (i >= 0 && (routes[i].kind == K_HEALTH || routes[i].kind == K_READY)) {
         st_api_call call;
         st_api_request(env, &r, &call, out);
-        return;
+        return 0;
     }
     st_api_error(env->stats, out, status, msg, 0);
+    return 1;
 }
 
 /* The HTTP status for a command's error reply. */
@@ -1139,7 +1164,7 @@ void st_api_reply(st_stats *stats, st_api_call *call, const char *reply, size_t 
 {
     int keep = call->keep_alive;
     if (overflow) {
-        st_api_error(stats, out, 500, "the reply is larger than the server's output-limit", keep);
+        api_error(stats, out, 500, "the reply is larger than the server's output-limit", keep, call->cors);
     } else if (len && reply[0] == '-') {
         const char *crlf = memchr(reply, '\r', len);
         size_t n = crlf ? (size_t)(crlf - reply - 1) : len - 1;
@@ -1158,17 +1183,17 @@ void st_api_reply(st_stats *stats, st_api_call *call, const char *reply, size_t 
             json_object_set_new(j, "error", json_string(t));
             json_object_set_new(j, "command", json_string(up));
             json_object_set_new(j, "status", json_integer(501));
-            respond_json(stats, out, 501, j, keep, NULL);
+            respond_json(stats, out, 501, j, keep, call->cors);
         } else {
-            st_api_error(stats, out, status, text, keep);
+            api_error(stats, out, status, text, keep, call->cors);
         }
     } else {
         const char *p = reply;
         json_t *r = rv_read(&p, reply + len, 0);
         json_t *j = r ? routes[call->route].shape(call, r) : NULL;
         json_decref(r);
-        if (j) respond_json(stats, out, 200, j, keep, NULL);
-        else st_api_error(stats, out, 500, "could not translate the reply", keep);
+        if (j) respond_json(stats, out, 200, j, keep, call->cors);
+        else api_error(stats, out, 500, "could not translate the reply", keep, call->cors);
     }
     st_api_call_free(call);
 }

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "httpguard.h"
 #include "resp.h"
 #include "service.h"
 
@@ -55,6 +56,7 @@ typedef struct {
     int keep_alive;
     unsigned rights;          /* of the bearer token's user (acl.h), for the command's check */
     char user[ST_ACL_NAME_MAX + 1];
+    char cors[ST_GUARD_HEADERS_MAX]; /* header lines httpguard.c gave the request, for its reply */
     int argc;
     resp_arg *argv; /* into mem; NUL-terminated, binary-safe */
     char *mem;      /* owned; st_api_call_free */
@@ -76,16 +78,19 @@ typedef struct {
     uint32_t *auth_failures;      /* the connection's wrong bearer tokens; NULL = not counted */
 } st_api_env;
 
-/* Decides what the parsed request req is. ST_API_RESPONDED: the whole
- * response is in out (call is empty). ST_API_RUN: call holds the command to
+/* Decides what the parsed request req is, after httpguard.c's checks of its
+ * Host, Origin and Content-Type (a refusal or an OPTIONS preflight is
+ * answered here). ST_API_RESPONDED: the whole response is in out (call is
+ * empty). ST_API_RUN: call holds the command to
  * run; pass its reply to st_api_reply. Allocates (the call's arguments, JSON
  * trees); out of memory is a 503. */
 st_api_action st_api_request(const st_api_env *env, const http_parser *req, st_api_call *call, resp_out *out);
 
 /* For a connection allowed nothing but the probes (past http-maxclients, or
  * refused by protected mode): /healthz and /readyz answered as ever, any
- * other request status with msg; the response closes the connection. */
-void st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
+ * other request status with msg; the response closes the connection.
+ * Returns 1 when the request was refused, 0 when a probe was answered. */
+int st_api_probe(const st_api_env *env, const http_parser *req, int status, const char *msg, resp_out *out);
 
 /* Translates the RESP reply[0..len) of call's command into the JSON
  * response, appended to out, and frees the call. overflow: the reply was

@@ -119,6 +119,32 @@ typedef struct {
 int st_cli_load_erased(const char *cmd, const char *path, const char *journal, st_cli_erased *e);
 void st_cli_erased_free(st_cli_erased *e);
 
+/* ---- batch forms (cli_batch.c) ----------------------------------------------
+ *
+ * `segments --users FILE|-` and `--all-users`, `score --users FILE|-`,
+ * `audience --all-segments`: one model load for many users. Unknown users
+ * are reported on stderr (FILE:LINE) and skipped. Each returns an exit code
+ * after printing why it failed. */
+typedef struct {
+    const char *model, *journal; /* journal may be NULL */
+    const char *users;           /* FILE, "-" for stdin, NULL for every user */
+    char **segments;             /* score: the segments asked, nsegments of them */
+    int nsegments;
+    uint64_t count, min_audience;
+    double min;
+    int exclude_seen, calibrated, json, threads;
+} st_cli_batch;
+
+int st_cli_batch_segments(const st_cli_batch *b);
+int st_cli_batch_score(const st_cli_batch *b);
+int st_cli_batch_audiences(const st_cli_batch *b);
+
+/* One user's ranked segments (idx, top: n of them) as SEGMENT<TAB>SCORE lines
+ * (USER<TAB>SEGMENT<TAB>SCORE with with_user) or one JSON line
+ * {"user": ..., "segments": [{"segment": ..., "score"|"probability": ...}]}. */
+void st_cli_print_segments(const st_model *m, const char *user, const uint32_t *idx, const float *top, uint32_t n,
+                           int calibrated, int json, int with_user);
+
 /* Parses a duration: a number with an optional unit s, m, h, d, w (seconds
  * when none). 0 on success. */
 int st_parse_duration(const char *s, double *seconds);

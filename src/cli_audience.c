@@ -97,7 +97,7 @@ static int read_seeds(const char *path, const char *list, seed_list *out, char *
 typedef struct {
     const char *segment;
     double min;
-    int reach, json;
+    int reach, json, all_segments, threads;
     uint64_t min_audience, min_seeds;
     st_jmodel *models;
     int nmodels, loaded;
@@ -351,9 +351,11 @@ static int check_args(const st_cmd_doc *doc, const audience_job *j, int npos, co
                       const char *seeds_list, uint64_t count, const st_opt_list *journals)
 {
     if (npos < 1) return st_cli_usage(doc, "give the model, or every shard of it");
-    int modes = (j->segment != NULL) + (seeds_file != NULL || seeds_list != NULL);
+    if (j->all_segments && (npos != 1 || j->segment || seeds_file || seeds_list || j->reach))
+        return st_cli_usage(doc, "--all-segments takes one model and none of --segment, --lookalike, --seeds, --reach");
+    int modes = (j->segment != NULL) + (seeds_file != NULL || seeds_list != NULL) + j->all_segments;
     if (modes != 1 || (seeds_file && seeds_list))
-        return st_cli_usage(doc, "give one of --segment, --lookalike or --seeds");
+        return st_cli_usage(doc, "give one of --segment, --lookalike, --seeds or --all-segments");
     if (j->reach && !j->segment) return st_cli_usage(doc, "--reach needs --segment");
     if (count < 1 || count > 10000000) return st_cli_usage(doc, "-n must be between 1 and 10000000");
     return st_cli_journals(doc, journals, npos);
@@ -385,11 +387,17 @@ int cli_audience(int argc, char **argv)
         {"journal", 'j', ST_OPT_LIST, &journals, "FILE",
          "the journal of the server serving the model; with shards, once per shard file, in the same order", 0},
         {"json", 0, ST_OPT_FLAG, &j.json, NULL, "print JSON instead of USER<TAB>SCORE lines", 0},
+        {"all-segments", 0, ST_OPT_FLAG, &j.all_segments, NULL,
+         "every segment's best -n users, by sgemm blocks: SEGMENT<TAB>USER<TAB>SCORE lines, or a JSON line per "
+         "segment; a segment under the --min-audience floor is left out (said on stderr)",
+         0},
+        {"threads", 't', ST_OPT_INT, &j.threads, "N", "threads for --all-segments (0 = one per CPU)", 0},
         {0},
     };
     const st_cmd_doc doc = {
         "audience",
-        "MODEL... (--segment S | --lookalike FILE | --seeds U,...) [-n N] [--min SCORE] [--reach] [--journal FILE]...",
+        "MODEL... (--segment S | --lookalike FILE | --seeds U,... | --all-segments) [-n N] [--min SCORE] [--reach] "
+        "[--journal FILE]...",
         "Audiences over every user of a model, or of all the shards `starling shard` wrote (give\n"
         "every shard file): the best users for a segment, the look-alikes of a seed list, or the\n"
         "reach of a segment at a score. The answer is the one an unsharded server gives.",
@@ -406,6 +414,17 @@ int cli_audience(int argc, char **argv)
     if (rc != ST_CLI_GO) {
         st_free(jv);
         return rc;
+    }
+    if (j.threads < 0 || j.threads > 256) {
+        st_free(jv);
+        return st_cli_usage(&doc, "--threads must be between 0 and 256");
+    }
+    if (j.all_segments) {
+        st_cli_batch b = {.model = pos[0], .journal = journals.n ? jv[0] : NULL, .count = count, .min = j.min,
+                          .min_audience = j.min_audience, .json = j.json,
+                          .threads = j.threads ? j.threads : st_cpu_count()};
+        st_free(jv);
+        return st_cli_batch_audiences(&b);
     }
     j.want = (uint32_t)count;
     j.nmodels = npos;

@@ -9,8 +9,8 @@
 
 int cli_score(int argc, char **argv)
 {
-    int calibrated = 0;
-    const char *jv[1];
+    int calibrated = 0, json = 0;
+    const char *jv[1], *users = NULL;
     st_opt_list journals = {jv, 0, 1};
     const st_opt opts[] = {
         {"calibrated", 0, ST_OPT_FLAG, &calibrated, NULL,
@@ -19,11 +19,17 @@ int cli_score(int argc, char **argv)
          "the journal of the server serving MODEL: answer as that server does (a user it forgot is unknown, "
          "online events count)",
          0},
+        {"users", 0, ST_OPT_STRING, &users, "FILE",
+         "the users in FILE (- for stdin), one per line, instead of USER: USER<TAB>SEGMENT<TAB>SCORE lines; unknown "
+         "users are reported on stderr with their line and skipped",
+         0},
+        {"json", 0, ST_OPT_FLAG, &json, NULL,
+         "with --users, a JSON line per user: {\"user\", \"scores\": [{\"segment\", \"score\"}]}", 0},
         {0},
     };
-    const st_cmd_doc doc = {"score", "MODEL USER SEGMENT... [--calibrated] [--journal FILE]",
+    const st_cmd_doc doc = {"score", "MODEL (USER | --users FILE|-) SEGMENT... [--calibrated] [--journal FILE] [--json]",
                             "Print the user's score for each segment, in the order asked, one\n"
-                            "SEGMENT<TAB>SCORE line each.",
+                            "SEGMENT<TAB>SCORE line each; --users scores many users from one model load.",
                             "A score is U[user] . V[segment] + w q[segment], w the model's prior weight\n"
                             "(0 unless `starling eval`/`tune` fitted it) and q the popularity prior. With\n"
                             "--calibrated, 1 / (1 + exp(-(a score + b))): a probability an ad server can\n"
@@ -33,6 +39,13 @@ int cli_score(int argc, char **argv)
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
+    if (users) {
+        if (npos < 2) return st_cli_usage(&doc, "expected MODEL and at least one SEGMENT with --users");
+        st_cli_batch b = {.model = pos[0], .journal = journals.n ? jv[0] : NULL, .users = users, .segments = pos + 1,
+                          .nsegments = npos - 1, .calibrated = calibrated, .json = json};
+        return st_cli_batch_score(&b);
+    }
+    if (json) return st_cli_usage(&doc, "--json goes with --users");
     if (npos < 3) return st_cli_usage(&doc, "expected MODEL, USER and at least one SEGMENT");
     st_jmodel cm;
     st_juser u;

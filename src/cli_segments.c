@@ -7,8 +7,8 @@
 #include "score.h"
 #include "util.h"
 
-static void print_segments(const st_model *m, const char *user, const uint32_t *idx, const float *top, uint32_t n,
-                           int calibrated, int json)
+void st_cli_print_segments(const st_model *m, const char *user, const uint32_t *idx, const float *top, uint32_t n,
+                           int calibrated, int json, int with_user)
 {
     if (json) {
         json_t *o = json_object(), *arr = json_array();
@@ -27,15 +27,16 @@ static void print_segments(const st_model *m, const char *user, const uint32_t *
         json_decref(o);
     } else {
         for (uint32_t i = 0; i < n; i++)
-            printf(calibrated ? "%s\t%.6g\n" : "%s\t%.6f\n", st_idmap_name(&m->segment_ids, idx[i], NULL),
-                   calibrated ? st_score_calibrated(m, top[i]) : top[i]);
+            printf(calibrated ? "%s%s%s\t%.6g\n" : "%s%s%s\t%.6f\n", with_user ? user : "", with_user ? "\t" : "",
+                   st_idmap_name(&m->segment_ids, idx[i], NULL), calibrated ? st_score_calibrated(m, top[i]) : top[i]);
     }
 }
 
 int cli_segments(int argc, char **argv)
 {
     uint64_t count = 10;
-    int exclude_seen = 0, json = 0, calibrated = 0;
+    int exclude_seen = 0, json = 0, calibrated = 0, all_users = 0, threads = 0;
+    const char *users = NULL;
     const char *jv[1];
     st_opt_list journals = {jv, 0, 1};
     const st_opt opts[] = {
@@ -49,10 +50,20 @@ int cli_segments(int argc, char **argv)
          "online events count)",
          0},
         {"json", 0, ST_OPT_FLAG, &json, NULL, "print JSON instead of SEGMENT<TAB>SCORE lines", 0},
+        {"users", 0, ST_OPT_STRING, &users, "FILE",
+         "the users in FILE (- for stdin), one per line: USER<TAB>SEGMENT<TAB>SCORE lines, or a JSON line each "
+         "with --json; unknown users are reported on stderr with their line and skipped",
+         0},
+        {"all-users", 0, ST_OPT_FLAG, &all_users, NULL,
+         "every user of the model (and, with --journal, the online ones), by sgemm blocks", 0},
+        {"threads", 't', ST_OPT_INT, &threads, "N", "threads for --users and --all-users (0 = one per CPU)", 0},
         {0},
     };
-    const st_cmd_doc doc = {"segments", "MODEL USER [-k N] [--exclude-seen] [--journal FILE] [--json]",
-                            "Print a user's best segments, best first, one SEGMENT<TAB>SCORE line each.",
+    const st_cmd_doc doc = {"segments",
+                            "MODEL (USER | --users FILE|- | --all-users) [-k N] [--exclude-seen] [--journal FILE] "
+                            "[--json]",
+                            "Print a user's best segments, best first, one SEGMENT<TAB>SCORE line each.\n"
+                            "--users and --all-users answer many users from one model load.",
                             "With --journal (read-only; a server may be appending to it), the answer is the\n"
                             "one a server started on MODEL with that journal gives: a user it forgot is an\n"
                             "unknown user, and a user with online events (EVENT, ZINCRBY) is scored from the\n"
@@ -61,8 +72,17 @@ int cli_segments(int argc, char **argv)
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = st_cli_parse(&doc, opts, argc, argv, pos, &npos);
     if (rc != ST_CLI_GO) return rc;
-    if (npos != 2) return st_cli_usage(&doc, "expected MODEL and USER, got %d arguments", npos);
     if (count == 0 || count > 1000000) return st_cli_usage(&doc, "-k must be between 1 and 1000000");
+    if (threads < 0 || threads > 256) return st_cli_usage(&doc, "--threads must be between 0 and 256");
+    if (users || all_users) {
+        if (users && all_users) return st_cli_usage(&doc, "give --users or --all-users, not both");
+        if (npos != 1) return st_cli_usage(&doc, "with --users or --all-users, expected MODEL alone");
+        st_cli_batch b = {.model = pos[0], .journal = journals.n ? jv[0] : NULL, .users = users, .count = count,
+                          .exclude_seen = exclude_seen, .calibrated = calibrated, .json = json,
+                          .threads = threads ? threads : st_cpu_count()};
+        return st_cli_batch_segments(&b);
+    }
+    if (npos != 2) return st_cli_usage(&doc, "expected MODEL and USER, got %d arguments", npos);
     st_jmodel cm;
     st_juser u;
     if ((rc = st_cli_load_user("segments", pos[0], journals.n ? jv[0] : NULL, pos[1], &cm, &u)) != ST_EXIT_OK)
@@ -82,7 +102,7 @@ int cli_segments(int argc, char **argv)
         st_score_blend(m, cm.prior, u.x, scores);
         uint32_t n = st_topk(scores, m->segments, want, exclude_seen ? u.hist_seg : NULL, exclude_seen ? u.hist_n : 0,
                              idx, top);
-        print_segments(m, pos[1], idx, top, n, calibrated, json);
+        st_cli_print_segments(m, pos[1], idx, top, n, calibrated, json, 0);
     }
     st_free(scores);
     st_free(idx);

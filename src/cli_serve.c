@@ -100,12 +100,17 @@ static int read_config(const char *path, const st_opt *opts, char **text, char (
     return count;
 }
 
+/* The most names each of --http-allow-host and --http-allow-origin takes. */
+#define SERVE_MAX_ALLOW 64
+
 /* serve's settings while they are parsed (the config file, then the flags). */
 typedef struct {
     st_server_config cfg;
     const char *config, *unixperm, *bind, *http_bind, *aclfile;
     int loglevel, threads, heavy, port, allow_path, debug, fsync_policy, http_port, protected_mode;
     st_acl acl;
+    const char *allow_host_v[SERVE_MAX_ALLOW], *allow_origin_v[SERVE_MAX_ALLOW];
+    st_opt_list allow_host, allow_origin; /* --http-allow-host, --http-allow-origin */
 } serve_args;
 
 #define SERVE_NOPTS 48
@@ -124,6 +129,8 @@ static void serve_args_init(serve_args *a)
     a->http_bind = a->cfg.http_bind;
     a->protected_mode = 0; /* yes: the first choice */
     st_acl_init(&a->acl);
+    a->allow_host = (st_opt_list){a->allow_host_v, 0, SERVE_MAX_ALLOW};
+    a->allow_origin = (st_opt_list){a->allow_origin_v, 0, SERVE_MAX_ALLOW};
 }
 
 /* The option table, pointing into a (opts: SERVE_NOPTS entries). */
@@ -166,6 +173,14 @@ static void serve_opts(serve_args *a, st_opt *opts)
          "HTTP requests per second per client address, past which 429 (0 = no limit)", 0},
         {"http-burst", 0, ST_OPT_DOUBLE, &a->cfg.http_burst, "N",
          "HTTP requests an address may send at once before --http-rate applies (0 = the rate)", 0},
+        {"http-allow-host", 0, ST_OPT_LIST, &a->allow_host, "NAME",
+         "a name the HTTP Host header may carry besides loopback names, IP literals and --http-bind, else 421 "
+         "(repeatable; * = any)",
+         0},
+        {"http-allow-origin", 0, ST_OPT_LIST, &a->allow_origin, "ORIGIN",
+         "a site (scheme://host[:port]) whose pages may call the HTTP API, answered with CORS headers "
+         "(repeatable; * = any)",
+         0},
         {"loglevel", 0, ST_OPT_CHOICE, &a->loglevel, NULL, "log verbosity", "debug|verbose|notice|warning"},
         {"logfile", 0, ST_OPT_STRING, &a->cfg.logfile, "FILE", "append the log to FILE instead of stderr", 0},
         {"journal", 'j', ST_OPT_STRING, &a->cfg.journal, "FILE",
@@ -202,10 +217,14 @@ static const st_cmd_doc serve_doc = {
         "Redis client works: redis-cli -p 6400 SEGMENTS u000123\n"
         "With --http-port, the same commands as a JSON API, Prometheus /metrics, /healthz,\n"
         "/readyz and an audience-explorer page at http://127.0.0.1:PORT/.",
+        "The model is read into the server's memory: deploy a new one by renaming it over the\n"
+        "path (never by writing into the served file), then MODEL RELOAD or SIGHUP.\n"
         "Signals: SIGHUP reloads the model file (verified before it replaces the served one;\n"
-        "the journal is replayed against it); SIGTERM and SIGINT answer the requests already\n"
-        "received, then exit. docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers\n"
-        "running it, and what each appendfsync policy guarantees."};
+        "the journal is replayed against it); SIGUSR1 reopens --logfile (for logrotate);\n"
+        "SIGTERM and SIGINT answer the requests already received, then exit. Under systemd\n"
+        "(Type=notify) it reports READY=1 once the model serves, and each reload and the stop.\n"
+        "docs/PROTOCOL.md lists every command; docs/OPERATIONS.md covers running it (systemd,\n"
+        "log rotation), and what each appendfsync policy guarantees."};
 
 /* The config file (`name value` lines) read into argv form and parsed first,
  * so that the command line overrides it. *model is set when it names one. */
@@ -226,6 +245,26 @@ static int parse_config(int argc, char **argv, st_opt *opts, char **text, const 
     char *fpos[MAXF + 1];
     int nfpos;
     return st_cli_parse(&serve_doc, opts, n + 1, fargv, fpos, &nfpos);
+}
+
+/* NULL when every --http-allow-host and --http-allow-origin value is one
+ * the checks can match, else what is wrong. */
+static const char *check_allow_lists(const serve_args *a)
+{
+    for (int i = 0; i < a->allow_host.n; i++) {
+        const char *h = a->allow_host.v[i];
+        if (!*h || strlen(h) > 253 || strpbrk(h, " \t/:@"))
+            return "--http-allow-host takes a host name without a port or a scheme (or *), e.g. api.example.com";
+    }
+    for (int i = 0; i < a->allow_origin.n; i++) {
+        const char *o = a->allow_origin.v[i];
+        if (strcmp(o, "*") == 0 || strcmp(o, "null") == 0) continue;
+        const char *host = strstr(o, "://");
+        if (!host || host == o || !host[3] || strchr(host + 3, '/') || strpbrk(o, " \t") || strlen(o) > 256)
+            return "--http-allow-origin takes an origin: scheme://host[:port] with no path or trailing slash "
+                   "(or *), e.g. https://dashboard.example.com";
+    }
+    return NULL;
 }
 
 /* NULL when the settings hold together, else what is wrong. */
@@ -252,7 +291,7 @@ static const char *serve_check(const serve_args *a, long *perm)
     if (cfg->forget_compact_delay < 0) return "--forget-compact-delay must be >= 0";
     if (!(cfg->request_timeout >= 0)) return "--request-timeout must be >= 0";
     if (cfg->http_maxclients < 1) return "--http-maxclients must be at least 1";
-    return NULL;
+    return check_allow_lists(a);
 }
 
 int cli_serve(int argc, char **argv)
@@ -309,6 +348,10 @@ int cli_serve(int argc, char **argv)
     cfg.appendfsync = (st_appendfsync)a.fsync_policy;
     cfg.enable_debug = a.debug;
     cfg.protected_mode = a.protected_mode == 0;
+    cfg.http_allow_host = a.allow_host.v;
+    cfg.n_http_allow_host = a.allow_host.n;
+    cfg.http_allow_origin = a.allow_origin.v;
+    cfg.n_http_allow_origin = a.allow_origin.n;
     cfg.config_file = a.config;
     a.acl.requirepass = cfg.requirepass;
     cfg.acl = &a.acl;

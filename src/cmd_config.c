@@ -27,7 +27,7 @@
 #include "cmd.h"
 #include "util.h"
 
-typedef enum { K_STR, K_U64, K_DBL, K_BOOL, K_FSYNC, K_LOGLEVEL, K_PORT, K_HTTP_PORT, K_BURST, K_FIXED, K_AOF, K_INT } kind;
+typedef enum { K_STR, K_U64, K_DBL, K_BOOL, K_FSYNC, K_LOGLEVEL, K_PORT, K_HTTP_PORT, K_BURST, K_FIXED, K_AOF, K_INT, K_ALLOW_HOST, K_ALLOW_ORIGIN } kind;
 
 typedef struct {
     const char *name;
@@ -77,6 +77,8 @@ static const param params[] = {
     {"protected-mode", K_BOOL, F(protected_mode), 0, 0, NULL},
     {"request-timeout", K_DBL, F(request_timeout), 1, 0, NULL},
     {"http-maxclients", K_U64, F(http_maxclients), 1, 1, NULL},
+    {"http-allow-host", K_ALLOW_HOST, 0, 0, 0, NULL},
+    {"http-allow-origin", K_ALLOW_ORIGIN, 0, 0, 0, NULL},
     {"slowlog-log-slower-than", K_DBL, F(slowlog_slower_than), 1, -1, NULL},
     {"slowlog-max-len", K_U64, F(slowlog_max_len), 1, 0, NULL},
 };
@@ -88,8 +90,26 @@ static const char *levels[] = {"debug", "verbose", "notice", "warning"};
 #define AT(cfg, p, type) ((type *)((char *)(cfg) + (p)->off))
 #define AT_R(cfg, p, type) ((const type *)((const char *)(cfg) + (p)->off))
 
-/* The value of p in cfg as CONFIG GET shows it, into buf (64 bytes); the
- * returned string may be buf or a string of cfg's. */
+/* A repeatable setting's values joined by spaces, as Redis shows `bind`;
+ * ends in "..." when they do not fit in cap. */
+static void join_list(char *out, size_t cap, const char *const *v, int n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(out + used, cap - used, "%s%s", i ? " " : "", v[i]);
+        if (w < 0 || (size_t)w >= cap - used) {
+            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
+            return;
+        }
+        used += (size_t)w;
+    }
+}
+
+#define SHOW_MAX 4096 /* the longest value shown: a list of allowed hosts */
+
+/* The value of p in cfg as CONFIG GET shows it, into buf (SHOW_MAX bytes);
+ * the returned string may be buf or a string of cfg's. */
 static const char *show(const st_ctx *c, const st_server_config *cfg, const param *p, char *buf)
 {
     st_server_info si;
@@ -107,6 +127,8 @@ static const char *show(const st_ctx *c, const st_server_config *cfg, const para
     case K_BURST: snprintf(buf, 64, "%g", cfg->http_burst > 0 ? cfg->http_burst : cfg->http_rate); return buf;
     case K_FIXED: return p->fixed;
     case K_AOF: return cfg->journal ? "yes" : "no";
+    case K_ALLOW_HOST: join_list(buf, SHOW_MAX, cfg->http_allow_host, cfg->n_http_allow_host); return buf;
+    case K_ALLOW_ORIGIN: join_list(buf, SHOW_MAX, cfg->http_allow_origin, cfg->n_http_allow_origin); return buf;
     case K_PORT:
     case K_HTTP_PORT:
         /* the bound port, for --port 0 */
@@ -128,7 +150,7 @@ void cmd_config_get(st_ctx *c)
     resp_map(c->out, n);
     for (size_t p = 0; p < NPARAMS; p++) {
         if (!hit[p]) continue;
-        char buf[64];
+        char buf[SHOW_MAX];
         st_cmd_kv_str(c->out, params[p].name, show(c, c->cfg, &params[p], buf));
     }
 }
@@ -252,7 +274,7 @@ static int write_config(FILE *f, void *vctx, char *err)
     rewrite_ctx *x = vctx;
     const st_server_config *cfg = x->c->cfg;
     uint64_t written = 0;
-    char buf[64];
+    char buf[SHOW_MAX];
     if (fchmod(fileno(f), x->mode) != 0) return st_seterr(err, "cannot keep the file's mode");
     for (size_t i = 0; i < x->len;) {
         const char *nl = memchr(x->text + i, '\n', x->len - i);

@@ -5,7 +5,8 @@
  * `name: value` with CRLF or bare LF line ends, and a body of exactly
  * Content-Length bytes. What it refuses, each with its own message:
  * control characters, a header line folded onto the previous one, a target
- * that is not a path (origin form), two different Content-Lengths,
+ * that is not a path (origin form), two different Content-Lengths, two
+ * Host, Origin or Content-Type headers,
  * Transfer-Encoding of any kind (a request with it and a Content-Length is
  * the classic request-smuggling shape), an expectation other than
  * 100-continue, and HTTP versions other than 1.0 and 1.1.
@@ -123,7 +124,7 @@ static http_status parse_head(http_parser *p, const char *buf, size_t head_len)
     int have_length = 0, saw_close = 0, saw_keep = 0;
     uint32_t nheaders = 0;
     p->content_length = 0;
-    p->authorization = p->if_none_match = p->content_type = (http_str){NULL, 0};
+    p->authorization = p->if_none_match = p->content_type = p->host = p->origin = (http_str){NULL, 0};
     p->expect_continue = 0;
     for (s = eol + 1; s < end;) {
         eol = line_end(s, end);
@@ -160,7 +161,15 @@ static http_status parse_head(http_parser *p, const char *buf, size_t head_len)
         } else if (http_str_is(name, "if-none-match")) {
             p->if_none_match = value;
         } else if (http_str_is(name, "content-type")) {
+            if (p->content_type.ptr) return fail(p, 400, "two Content-Type headers");
             p->content_type = value;
+        } else if (http_str_is(name, "host")) {
+            /* Two would let a check and a proxy read different names. */
+            if (p->host.ptr) return fail(p, 400, "two Host headers");
+            p->host = value;
+        } else if (http_str_is(name, "origin")) {
+            if (p->origin.ptr) return fail(p, 400, "two Origin headers");
+            p->origin = value;
         }
         s = eol + 1;
     }
@@ -233,7 +242,9 @@ const char *http_reason(int status)
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -259,8 +270,11 @@ void http_head(resp_out *o, int status, const char *content_type, size_t body_le
         n = snprintf(h, sizeof h, "Content-Type: %s\r\n", content_type);
         resp_raw(o, h, (size_t)n);
     }
-    n = snprintf(h, sizeof h, "Content-Length: %zu\r\nX-Content-Type-Options: nosniff\r\n%s", body_len,
-                 keep_alive ? "" : "Connection: close\r\n");
+    if (status != 204) { /* RFC 9110 8.6: a 204 has no Content-Length */
+        n = snprintf(h, sizeof h, "Content-Length: %zu\r\n", body_len);
+        resp_raw(o, h, (size_t)n);
+    }
+    n = snprintf(h, sizeof h, "X-Content-Type-Options: nosniff\r\n%s", keep_alive ? "" : "Connection: close\r\n");
     resp_raw(o, h, (size_t)n);
     if (extra) resp_raw(o, extra, strlen(extra));
     resp_raw(o, "\r\n", 2);

@@ -9,7 +9,8 @@
  * line and headers) is bounded by max_head bytes and max_headers lines; a
  * Content-Length over max_body is refused as soon as the head is read, before
  * any of the body is waited for. Transfer-Encoding (chunked bodies) is
- * refused: every client this API expects sends Content-Length. After an
+ * refused: every client this API expects sends Content-Length. So are two
+ * Host, Origin or Content-Type headers (httpguard.c decides on them). After an
  * HTTP_ERROR the caller answers with the status and closes the connection.
  *
  * Responses: http_head() writes a status line and the headers every response
@@ -55,6 +56,7 @@ typedef struct {
      * until it changes). */
     http_str method, target, path, query; /* path and query split at '?', still percent-encoded */
     http_str authorization, if_none_match, content_type;
+    http_str host, origin; /* ptr NULL when the header is absent (httpguard.h checks them) */
     int minor;     /* HTTP/1.minor: 0 or 1 */
     int keep_alive;
     uint64_t content_length;
@@ -82,7 +84,7 @@ http_status http_parse(http_parser *p, const char *buf, size_t len, size_t *cons
 const char *http_reason(int status);
 
 /* Writes the status line and headers of a response whose body is body_len
- * bytes: Content-Type (when not NULL), Content-Length, Date, Connection
+ * bytes: Content-Type (when not NULL), Content-Length (not for a 204), Date, Connection
  * (close unless keep_alive), X-Content-Type-Options, and `extra` (complete
  * "Name: value\r\n" lines, or NULL), then the blank line. */
 void http_head(resp_out *o, int status, const char *content_type, size_t body_len, int keep_alive,

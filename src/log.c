@@ -12,6 +12,7 @@
 
 static int log_level = ST_LOG_NOTICE;
 static FILE *log_file;
+static char log_path[4096];
 
 int st_log_open(int level, const char *path, char *err)
 {
@@ -20,7 +21,24 @@ int st_log_open(int level, const char *path, char *err)
     FILE *f = fopen(path, "a");
     if (!f) return st_seterr(err, "--logfile %s: %s", path, strerror(errno));
     log_file = f;
+    snprintf(log_path, sizeof log_path, "%s", path);
     return 0;
+}
+
+/* The new file takes the old one's descriptor (dup2 is atomic), so a thread
+ * writing meanwhile writes whole lines to one file or the other, and the
+ * FILE that every thread uses never changes. */
+int st_log_reopen(char *err)
+{
+    if (!log_file) return 0;
+    FILE *f = fopen(log_path, "a");
+    if (!f) return st_seterr(err, "reopening the log %s: %s", log_path, strerror(errno));
+    fflush(log_file);
+    int rc = dup2(fileno(f), fileno(log_file)) < 0 ? st_seterr(err, "reopening the log %s: %s", log_path,
+                                                                 strerror(errno))
+                                                   : 1;
+    fclose(f);
+    return rc;
 }
 
 void st_log_close(void)

@@ -14,6 +14,12 @@ enum { ST_LOG_DEBUG = 0, ST_LOG_VERBOSE = 1, ST_LOG_NOTICE = 2, ST_LOG_WARNING =
  * of stderr. 0, or -1 with err naming the file. */
 int st_log_open(int level, const char *path, char *err);
 
+/* Reopens the file st_log_open opened, by its path (after logrotate renamed
+ * it, lines go to a new file of that name). 1 when reopened, 0 when lines go
+ * to stderr (nothing to reopen), -1 with err when the file cannot be opened
+ * (lines keep going to the old one). Thread-safe against st_log. */
+int st_log_reopen(char *err);
+
 /* Closes the file st_log_open opened (lines go to stderr again). */
 void st_log_close(void);
 

@@ -1,4 +1,5 @@
-/* model: write a model atomically, load it by mmap, verify every byte.
+/* model: write a model atomically, load it (by mmap, or into memory of its
+ * own for the server), verify every byte.
  *
  * Layout: a 256-byte header, a table of 32-byte section entries, then each
  * section at a 64-byte aligned offset (so float rows can be used in place by
@@ -6,6 +7,12 @@
  * version, the header checksum, every section's bounds, alignment, size and
  * checksum, and the internal consistency of the id maps and the history
  * before any pointer into the mapping is handed out.
+ *
+ * Two ways in: st_model_load maps the file (batch tools: short-lived, and
+ * processes reading the same model share its page cache); st_model_read
+ * reads it into an allocation of its own (the server: whatever is later done
+ * to the file, truncated or rewritten in place, cannot reach a model being
+ * served; see docs/OPERATIONS.md, "Deploying a new model").
  */
 #include "model.h"
 
@@ -193,9 +200,16 @@ int st_model_save(const char *path, const st_model *m, char *err)
     return rc;
 }
 
+/* Drops a model's bytes, read or mapped. */
+static void drop_bytes(void *p, size_t len, int owned)
+{
+    if (owned) st_free(p);
+    else munmap(p, len);
+}
+
 void st_model_free(st_model *m)
 {
-    if (m->map) munmap(m->map, m->map_len);
+    if (m->map) drop_bytes(m->map, m->map_len, m->map_owned);
     memset(m, 0, sizeof *m);
 }
 
@@ -353,43 +367,99 @@ static int bind_sections(const char *path, const char *base, const st_model_head
     return 0;
 }
 
-int st_model_load(const char *path, st_model *m, char *err)
+/* Opens path and checks it is a regular file at least a header long; the
+ * size in *size. The descriptor, or -1 with err set. */
+static int open_model(const char *path, uint64_t *size, char *err)
 {
-    memset(m, 0, sizeof *m);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return st_seterr(err, "%s: cannot open the model: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
+        st_seterr(err, "%s: %s", path, strerror(errno));
         close(fd);
-        return st_seterr(err, "%s: %s", path, strerror(errno));
+        return -1;
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return st_seterr(err, "%s: not a regular file", path);
     }
-    uint64_t size = (uint64_t)sb.st_size;
-    if (size < sizeof(st_model_header)) {
+    *size = (uint64_t)sb.st_size;
+    if (*size < sizeof(st_model_header)) {
         close(fd);
         return st_seterr(err, "%s: truncated or not a model (%llu bytes; a model has at least %zu); " RETRAIN_HINT,
-                         path, (unsigned long long)size, sizeof(st_model_header));
+                         path, (unsigned long long)*size, sizeof(st_model_header));
     }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return st_seterr(err, "%s: cannot map the model: %s", path, strerror(errno));
+    return fd;
+}
+
+/* Reads size bytes of fd into memory of its own, 64-byte aligned; NULL with
+ * err set when the file ends early (it shrank meanwhile) or cannot be read. */
+static void *read_model(const char *path, int fd, uint64_t size, char *err)
+{
+    char *buf = st_aligned_alloc(ST_SECTION_ALIGN, (size_t)st_align_up(size, ST_SECTION_ALIGN));
+    if (!buf) {
+        st_seterr(err, "%s: out of memory for the model (%llu bytes)", path, (unsigned long long)size);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)buf + pg - 1) & ~(pg - 1);
+    uintptr_t hi = ((uintptr_t)buf + (uintptr_t)size) & ~(pg - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* a hint: failure changes nothing */
+#endif
+    uint64_t got = 0;
+    while (got < size) {
+        size_t want = size - got > (1u << 30) ? (1u << 30) : (size_t)(size - got);
+        ssize_t r = pread(fd, buf + got, want, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r < 0) st_seterr(err, "%s: cannot read the model: %s", path, strerror(errno));
+            else st_seterr(err, "%s: the file ended at byte %llu of %llu while being read (changed meanwhile?)",
+                           path, (unsigned long long)got, (unsigned long long)size);
+            st_free(buf);
+            return NULL;
+        }
+        got += (uint64_t)r;
+    }
+    return buf;
+}
+
+/* Loads path by mmap (owned 0) or into memory of its own (owned 1), then
+ * verifies it. */
+static int load(const char *path, st_model *m, int owned, char *err)
+{
+    memset(m, 0, sizeof *m);
+    uint64_t size = 0;
+    int fd = open_model(path, &size, err);
+    if (fd < 0) return -1;
+    void *map;
+    if (owned) {
+        map = read_model(path, fd, size, err);
+        close(fd);
+        if (!map) return -1;
+    } else {
+        map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        if (map == MAP_FAILED) return st_seterr(err, "%s: cannot map the model: %s", path, strerror(errno));
+    }
     const char *base = map;
     st_model_header h;
     memcpy(&h, base, sizeof h);
     const st_section *table = (const st_section *)(base + sizeof h);
     if (check_header(path, size, &h, table, err) != 0 || check_sections(path, base, size, &h, table, err) != 0 ||
         bind_sections(path, base, &h, table, m, err) != 0) {
-        munmap(map, (size_t)size);
+        drop_bytes(map, (size_t)size, owned);
         memset(m, 0, sizeof *m);
         return -1;
     }
     m->map = map;
     m->map_len = (size_t)size;
+    m->map_owned = owned;
     return 0;
 }
+
+int st_model_load(const char *path, st_model *m, char *err) { return load(path, m, 0, err); }
+
+int st_model_read(const char *path, st_model *m, char *err) { return load(path, m, 1, err); }
 
 int st_model_meta(const st_model *m, const char *key, char *out, size_t outlen)
 {

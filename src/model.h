@@ -9,9 +9,12 @@
  * fingerprint. docs/FORMAT.md documents every byte.
  *
  * Files are written atomically (temp file, fsync, rename, fsync the
- * directory) and loaded by mmap, read-only, with no copy: every array of a
- * loaded model points into the mapping, so everything a loaded model returns
- * is valid until st_model_free. Every section's checksum is verified on load;
+ * directory) and loaded either by mmap, read-only, with no copy
+ * (st_model_load, for the batch tools) or read into memory the model owns
+ * (st_model_read, for the server, so that a file overwritten in place can
+ * neither kill it with SIGBUS nor change what it serves). Every array of a
+ * loaded model points into the mapping or that copy, so everything a loaded
+ * model returns is valid until st_model_free. Every section's checksum is verified on load;
  * a bad file gets an error that says what is wrong and what to do, never a
  * crash.
  *
@@ -105,6 +108,7 @@ typedef struct {
      * nothing (the trainer frees its own arrays). */
     void *map;
     size_t map_len;
+    int map_owned; /* 1: map is memory read from the file (st_model_read), 0: a file mapping */
 } st_model;
 
 /* Fills h's hyper-parameter fields from p (and the magic and version). */
@@ -119,6 +123,11 @@ int st_model_save(const char *path, const st_model *m, char *err);
 /* Maps and verifies path. On failure m is left empty and err says what is
  * wrong with which file, and what to do. */
 int st_model_load(const char *path, st_model *m, char *err);
+/* The same checks, but path is read into a 64-byte aligned allocation that m
+ * owns (RSS grows by the file's size; later changes to the file do not reach
+ * m). A file that shrinks while being read is an error, one rewritten
+ * meanwhile fails its checksums. */
+int st_model_read(const char *path, st_model *m, char *err);
 
 void st_model_free(st_model *m);
 

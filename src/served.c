@@ -109,7 +109,7 @@ static void served_free(st_served *s)
 void st_served_release(st_served *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
-        st_log(ST_LOG_VERBOSE, "unmapped model %s (generation %llu)", s->path, (unsigned long long)s->generation);
+        st_log(ST_LOG_VERBOSE, "freed model %s (generation %llu)", s->path, (unsigned long long)s->generation);
         served_free(s);
     }
 }
@@ -122,7 +122,7 @@ st_served *st_served_load(const char *path, char *err)
         st_seterr(err, "out of memory");
         return NULL;
     }
-    if (st_model_load(path, &s->m, err) != 0) {
+    if (st_model_read(path, &s->m, err) != 0) {
         st_free(s);
         return NULL;
     }

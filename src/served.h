@@ -3,7 +3,7 @@
  *
  * Shared state of the serve layer: below the command families, the HTTP API
  * and the loops, above the model and scoring modules. An st_served is the
- * mapped model plus what serving derives from it once at load (the Gram
+ * model (read into memory of its own) plus what serving derives from it once at load (the Gram
  * matrix for fold-in, the popularity prior and its ranking, the segment
  * index for pruned SEGMENTS, the overlay of users changed online); it is
  * reference-counted, so a reload can swap models while requests still hold
@@ -20,7 +20,7 @@
 #include "overlay.h"
 #include "score.h"
 
-/* A model as served: the mapping plus what is derived from it at load. */
+/* A model as served: the model plus what is derived from it at load. */
 typedef struct st_served {
     st_model m;
     float *G;         /* V^T V, k x k, for fold-in and explanations */
@@ -45,7 +45,7 @@ typedef struct st_served {
  * overlay). The result has one reference, the caller's; NULL with err set
  * on failure. */
 st_served *st_served_load(const char *path, char *err);
-/* Drops one reference; the last one unmaps the model and frees the rest. */
+/* Drops one reference; the last one frees the model and the rest. */
 void st_served_release(st_served *s);
 
 /* Per-thread buffers that handlers reuse, so the SEGMENTS and SCORE paths

@@ -265,10 +265,12 @@ static int process_http(st_client *c)
                           .stats = &l->stats,
                           .auth_failures = &c->sess.auth_failures};
         if (c->probes_only) {
-            st_api_probe(&env, &c->http, c->probes_only == PROBES_FULL ? 429 : 403,
-                         c->probes_only == PROBES_FULL ? "max number of HTTP clients reached (http-maxclients)"
-                                                       : st_protected_message,
-                         &c->out);
+            int full = c->probes_only == PROBES_FULL;
+            if (st_api_probe(&env, &c->http, full ? 429 : 403,
+                             full ? "max number of HTTP clients reached (http-maxclients)" : st_protected_message,
+                             &c->out) &&
+                !full)
+                st_stat_bump(&l->stats.protected_refused, 1);
             c->sess.close_after_reply = 1;
             c->in_start = c->in_len;
             break;
@@ -649,7 +651,6 @@ static void accept_clients(st_loop *l, st_listener *ls)
         else snprintf(c->sess.laddr, sizeof c->sess.laddr, "%.48s:%d", ls->is_http ? srv->http_addr : srv->tcp_addr,
                       ls->is_http ? srv->http_port : srv->tcp_port);
         c->probes_only = probes;
-        if (probes == PROBES_PROTECTED) st_stat_bump(&l->stats.protected_refused, 1);
         st_srv_client_publish(c);
         pthread_mutex_lock(&srv->clients_lock);
         c->next = l->clients;

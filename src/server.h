@@ -7,11 +7,12 @@
  * loop; and the main thread, which only waits for signals (SIGHUP reloads,
  * SIGTERM and SIGINT drain and stop).
  *
- * The model: mapped read-only (st_model_load), wrapped in an st_served with
+ * The model: read into memory the server owns (st_model_read: a file
+ * overwritten in place cannot reach it), wrapped in an st_served with
  * what the server derives from it once (the Gram matrix for fold-in, the
  * prior, segment norms). Reload loads and verifies the new file completely,
  * then swaps it in under a short lock; every loop and job holds a reference
- * to the st_served it works with, and the old one is unmapped when the last
+ * to the st_served it works with, and the old one is freed when the last
  * reference goes, so a request never sees a model change under it.
  *
  * Online writes (EVENT, FORGET): with --journal, a write is applied by

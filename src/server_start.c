@@ -33,6 +33,7 @@
 
 #include "als.h"
 #include "net.h"
+#include "notify.h"
 #include "privacy.h"
 #include "score.h"
 #include "server_impl.h"
@@ -399,17 +400,25 @@ static int load_and_announce(st_server *srv, char *err)
     return 0;
 }
 
-/* The main thread's life once serving: SIGHUP reloads, SIGTERM and SIGINT end it. */
+/* The main thread's life once serving: SIGHUP reloads, SIGUSR1 reopens the
+ * log file (logrotate), SIGTERM and SIGINT end it. The service manager hears
+ * of each (notify.h). */
 static void wait_for_signals(st_server *srv, const sigset_t *sigs)
 {
+    st_notifyf("READY=1\nSTATUS=serving %s", srv->cfg.model_path);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(sigs, &si);
+        char why[ST_ERRLEN];
         if (sig == SIGHUP) {
-            char why[ST_ERRLEN];
             st_log(ST_LOG_NOTICE, "SIGHUP: reloading the model");
             st_srv_reload(srv, NULL, why);
+        } else if (sig == SIGUSR1) {
+            int rc = st_log_reopen(why);
+            if (rc < 0) st_log(ST_LOG_WARNING, "SIGUSR1: %s; still writing to the old file", why);
+            else st_log(ST_LOG_NOTICE, "SIGUSR1: %s", rc ? "log file reopened" : "the log is stderr: nothing to reopen");
         } else if (sig == SIGTERM || sig == SIGINT) {
+            st_notifyf("STOPPING=1\nSTATUS=%s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             st_log(ST_LOG_NOTICE, "%s: finishing in-flight requests (at most %g s), then exiting",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_timeout);
             return;
@@ -444,6 +453,31 @@ static void stop_threads(st_server *srv, int heavy, int loops)
     for (int i = 0; i < heavy; i++) pthread_join(srv->heavy[i], NULL);
 }
 
+/* Threads started before ours (OpenBLAS starts its pool when the library
+ * loads) do not block the signals, and the kernel hands a process signal to
+ * any thread that does not block it while the main thread is busy (say,
+ * between a reload and its next sigwaitinfo): with the default action, a
+ * SIGTERM or SIGHUP landing there would kill the process unhandled. A
+ * handler instead passes it on to the main thread, which waits for it. */
+static pthread_t signal_thread;
+
+static void forward_signal(int sig)
+{
+    pthread_kill(signal_thread, sig); /* async-signal-safe */
+}
+
+static void forward_signals(const sigset_t *sigs)
+{
+    signal_thread = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    for (int sig = 1; sig < 32; sig++)
+        if (sigismember(sigs, sig) == 1) sigaction(sig, &sa, NULL);
+}
+
 int st_serve(const st_server_config *cfg, char *err)
 {
     if (st_log_open(cfg->loglevel, cfg->logfile, err) != 0) return -1;
@@ -468,7 +502,9 @@ int st_serve(const st_server_config *cfg, char *err)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    forward_signals(&sigs);
     signal(SIGPIPE, SIG_IGN);
     srv->nloops = srv->cfg.threads;
     srv->loops = st_calloc((size_t)srv->nloops, sizeof *srv->loops);

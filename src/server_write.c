@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "notify.h"
 #include "server_impl.h"
 #include "util.h"
 
@@ -151,7 +152,7 @@ static int reload_locked(st_server *srv, const char *path, char *err)
         pthread_mutex_unlock(&srv->write_lock);
     }
     /* Loops pick the new model up before their next request; the old one
-     * is unmapped when the last loop or job holding it lets go. */
+     * is freed when the last loop or job holding it lets go. */
     st_served_release(old);
     st_log(ST_LOG_NOTICE, "reloaded: now serving %s (generation %llu)", cur, (unsigned long long)s->generation);
     return 0;
@@ -160,7 +161,11 @@ static int reload_locked(st_server *srv, const char *path, char *err)
 int st_srv_reload(st_server *srv, const char *path, char *err)
 {
     pthread_mutex_lock(&srv->reload_lock); /* also keeps compactions out while the journal is read */
+    st_notify_reloading("reloading the model");
     int rc = reload_locked(srv, path, err);
+    /* READY=1 either way: a failed reload leaves the previous model serving. */
+    st_notify(rc == 0 ? "READY=1\nSTATUS=serving the reloaded model"
+                      : "READY=1\nSTATUS=reload failed, serving the previous model");
     pthread_mutex_unlock(&srv->reload_lock);
     if (rc == 0) st_srv_wake_all(srv); /* idle loops take the new model up now, not at their next event */
     return rc;

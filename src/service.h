@@ -57,6 +57,10 @@ typedef struct {
     int http_port;           /* -1 = no HTTP (the default), 0 = any free port (logged) */
     double http_rate;        /* requests per second per client address; 0 = no limit */
     double http_burst;       /* requests an address may send at once before the rate applies */
+    const char *const *http_allow_host;   /* names Host may carry besides loopback, IP literals and http_bind; "*" = any */
+    int n_http_allow_host;
+    const char *const *http_allow_origin; /* origins allowed cross-origin requests (CORS); "*" = any */
+    int n_http_allow_origin;
     double slowlog_slower_than;  /* microseconds; commands slower go to the slow log; -1 = none, 0 = all */
     uint64_t slowlog_max_len;    /* entries the slow log keeps */
     const char *config_file;     /* the --config file, for CONFIG REWRITE; NULL = none */

@@ -28,9 +28,11 @@ def make_model(d, name="m.model", users=2000, segments=300, events=40000, seed=3
 
 
 class Server:
-    def __init__(self, model, *args, d, port=0, wait=True, env=None):
+    def __init__(self, model, *args, d, port=0, wait=True, env=None, wrap=()):
+        """wrap: a command the server runs under (it must exec it), e.g.
+        ("ip", "netns", "exec", NAME)."""
         self.log = os.path.join(d, f"serve-{time.monotonic_ns()}.log")
-        cmd = [STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
+        cmd = [*wrap, STARLING, "serve", *([model] if model else []), "--port", str(port), "--threads", "2",
                "--logfile", self.log, *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log + ".err", "w"), env={**os.environ, **(env or {})})

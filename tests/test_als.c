@@ -20,7 +20,7 @@ static float *X, *Y, *Xr, *Yr;
 /* A random problem: users x segs, the given density, integer counts 1..20. */
 static void make_problem(st_interactions *out, uint32_t users, uint32_t segs, double density, uint64_t seed)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b = st_builder_new(&w, err);
@@ -105,7 +105,7 @@ static void test_linear_confidence(void)
 /* Fast Cholesky half-step vs the naive reference, both orientations. */
 static void test_half_steps(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_als_half_step(&p, d.by_user, d.cu, Y, X, err) == 0, "user half-step");
     ok(st_als_reference_half_step(&p, d.by_user, d.cu, Y, n, Xr) == 0, "reference user half-step");
     ok(max_abs_diff(X, Xr, xs) < 1e-4, "user factors equal the reference (max diff %.2g)", max_abs_diff(X, Xr, xs));
@@ -128,7 +128,7 @@ static void test_half_steps(void)
 /* The loss: the Gram-trick formula against the brute force. */
 static void test_loss(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     double loss, weight;
     ok(st_als_loss(&p, &d, X, Y, &loss, &weight, err) == 0, "loss computed");
     double brute = brute_loss(&p, &x, &d, X, Y);
@@ -153,7 +153,7 @@ static void test_loss(void)
  * the same start, with the default (log) confidence. */
 static void test_cg_vs_cholesky(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     pc = p;
     st_als_params ph = p;
     pc.solver = ST_SOLVER_CG;
@@ -178,7 +178,7 @@ static void test_cg_vs_cholesky(void)
  * and the generic one) run to convergence equal the exact solve. */
 static void test_cg_kernels(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     static const uint32_t ranks[] = {8, 16, 24, 32, 40, 64, 128};
     for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
         uint32_t kk = ranks[ri];
@@ -205,7 +205,7 @@ static void test_cg_kernels(void)
 /* Fold-in of one user equals that user's row of a half-step. */
 static void test_foldin(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     float *G = malloc((size_t)p.factors * p.factors * 4), *scratch = malloc(st_als_foldin_scratch(p.factors) * 4);
     float xf[6];
     st_als_half_step(&p, d.by_user, d.cu, Y, X, err);
@@ -225,7 +225,7 @@ static void test_foldin(void)
 /* Thread count does not change a single bit. */
 static void test_threads(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_als_params p1 = pc, p2 = pc;
     p1.threads = 1;
     p2.threads = 2;
@@ -249,7 +249,7 @@ static void test_threads(void)
 /* Confidence schemes by hand on the same matrix. */
 static void test_confidence_schemes(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_als_params pl = p;
     pl.confidence = ST_CONF_LOG;
     pl.alpha = 3;
@@ -308,7 +308,7 @@ static void test_param_checks(void)
 
 int main(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     make_problem(&x, 40, 25, 0.15, 1);
     m = x.users.count;
     n = x.segments.count;

@@ -68,7 +68,7 @@ static void test_knn_lists(void)
         history h = make_history(&g, m, n, 8);
         st_history v = view(&h);
         st_knn k;
-        char err[ST_ERRLEN];
+        char err[ST_ERRLEN] = "";
         int rc = st_knn_build(&v, keep, shrink, 1 + trial % 3, &k, err);
         double *C = cooccurrence(&h);
         double *sim = calloc(n, sizeof *sim);
@@ -170,7 +170,7 @@ static void test_ease(void)
         history h = make_history(&g, m, n, 10);
         st_history v = view(&h);
         st_ease e;
-        char err[ST_ERRLEN];
+        char err[ST_ERRLEN] = "";
         int rc = st_ease_build(&v, lambda, 100000, 1 + trial % 2, &e, err);
         ok(rc == 0, "EASE fits (m %u, n %u): %s", m, n, rc == 0 ? "ok" : err);
         if (rc != 0) continue;

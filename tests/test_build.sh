@@ -2,8 +2,9 @@
 # The build's promises: plain `make` installs nothing (scripts/deps.sh --check
 # names the missing packages and the line that installs them, and stops, even as
 # root); the version is set once (VERSION, passed to version.c); the man page is
-# made from the help tables; make install puts a binary, its man page and the docs
-# under PREFIX.
+# made from the help tables; make install puts a binary, its man page, the docs,
+# the systemd unit, the sample config and the logrotate file under PREFIX
+# (tests/test_packaging.py checks the last three without the slow portable build).
 cd "$(dirname "$0")/.." || exit 1
 n=0
 fail=0
@@ -40,8 +41,14 @@ fi
 if [ "${STARLING_TEST_INSTALL:-0}" = 1 ]; then
     make -s install PREFIX="$T/prefix" > "$T/install.log" 2>&1 &&
         [ -x "$T/prefix/bin/starling" ] && [ -s "$T/prefix/share/man/man1/starling.1" ] &&
-        [ -s "$T/prefix/share/doc/starling/PROTOCOL.md" ] && ! grep -q -- '-march=native' build-install/.flags
-    ok $? "make install: a portable binary, its man page and the docs under PREFIX"
+        [ -s "$T/prefix/share/doc/starling/PROTOCOL.md" ] && ! grep -q -- '-march=native' build-install/.flags &&
+        [ -s "$T/prefix/lib/systemd/system/starling.service" ] && [ -s "$T/prefix/etc/starling/starling.conf" ]
+    ok $? "make install: a portable binary, its man page, the docs, the unit and the config under PREFIX"
+    make -s install DESTDIR="$T/dest" > "$T/install-dest.log" 2>&1 &&
+        [ -x "$T/dest/usr/local/bin/starling" ] && [ -s "$T/dest/etc/logrotate.d/starling" ] &&
+        grep -q '^ExecStart=/usr/local/bin/starling serve --config /etc/starling/starling.conf' \
+            "$T/dest/usr/local/lib/systemd/system/starling.service"
+    ok $? "make install DESTDIR=...: the same under DESTDIR, the unit naming the installed paths"
 fi
 echo "1..$n"
 exit $fail

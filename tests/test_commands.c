@@ -216,7 +216,7 @@ static const st_server_ops stub_ops = {.get_info = stub_info, .lock_clients = st
  * connection closed after ST_AUTH_MAX_FAILURES wrong passwords. */
 static void test_rights(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_acl acl;
     st_acl_init(&acl);
     err[0] = '\0';
@@ -286,7 +286,7 @@ int main(void)
         printf("#   %s\n", err0);
         return tap_done();
     }
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     sv = st_served_load(path, err);
     ok(sv != NULL, "model loaded and served");
     if (!sv) {

@@ -157,7 +157,7 @@ static void calibration(void)
         x.weight[i] = 1;
     }
     double a, b;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_calib_fit(&x, &a, &b, err) == 0, "calibration fit runs");
     is_near(a, 2, 0.05, "fitted slope");
     is_near(b, -1, 0.05, "fitted intercept");
@@ -231,7 +231,7 @@ static void splits(void)
     add(&t, "u0", "late", 15); /* the one pair first seen after the middle of the range */
     uint8_t role[512];
     double cut;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_split sp;
     memset(&sp, 0, sizeof sp);
     sp.seed = 3;
@@ -330,7 +330,7 @@ static void prior_grid(void)
     m.U = U;
     m.V = V;
     st_idmap_init(&m.user_ids);
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     for (uint32_t u = 0; u < mu; u++) {
         char name[16];
         uint32_t idx;

@@ -56,7 +56,7 @@ static void expect_error(const char *content, const char *fragment, const char *
 {
     collect_t c;
     st_read_stats st;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     int rc = read_str(content, &c, 0, &st, err);
     ok(rc != 0 && strstr(err, fragment) != NULL, "%s: error mentions '%s' (got: %s)", what, fragment, err);
 }
@@ -66,7 +66,7 @@ static void test_csv(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("user,segment,weight,kind,timestamp\nu1,s1,2.5,click,1700000000\nu2,s2,1,,\n", &c, 0, &st, err) == 0,
        "csv with header reads");
     is_int(c.n, 2, "two events");
@@ -85,7 +85,7 @@ static void test_tsv(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("a\tb\nc\td\n", &c, 0, &st, err) == 0, "tsv without header");
     is_int(c.n, 2, "both lines are events");
     is_near(c.w[1], 1.0, 0, "missing weight is 1");
@@ -96,7 +96,7 @@ static void test_space_separated(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("10  20 3\n30 40   1\n", &c, 0, &st, err) == 0, "space separated");
     is_int(c.n, 2, "two edges");
     is_str(c.segs[0], "20", "segment of the first edge");
@@ -108,7 +108,7 @@ static void test_lastfm_header(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("userID\tartistID\tweight\n2\t51\t13883\n", &c, 0, &st, err) == 0, "lastfm header skipped");
     is_int(c.n, 1, "one event after the header");
     is_near(c.w[0], 13883, 0, "lastfm weight");
@@ -119,7 +119,7 @@ static void test_quoting(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("\"user, one\",\"seg \"\"x\"\"\",2\r\n\r\n u2 , s2 , 3 \r\n", &c, 0, &st, err) == 0,
        "quoted csv and CRLF");
     is_int(c.n, 2, "blank line ignored");
@@ -134,7 +134,7 @@ static void test_ids(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     char big[5000];
     memset(big, 'x', 4000);
     strcpy(big + 4000, ",seg\n");
@@ -160,7 +160,7 @@ static void test_timestamps(void)
 static void test_malformed(void)
 {
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     expect_error("u1,s1\nu2\n", ":2: missing segment field", "missing field");
     expect_error("u1,s1,1\nu1,s1,abc\n", "bad weight 'abc'", "bad number");
     expect_error("u1,s1,1\nu1,s1,nan\n", "weight is NaN", "NaN weight");
@@ -187,7 +187,7 @@ static void test_overlong_line(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     size_t n = (2u << 20) + 10;
     char *s = malloc(n + 32);
     strcpy(s, "u0,s0,1\n");
@@ -206,7 +206,7 @@ static void test_skip_mode(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(read_str("u1,s1,1\nu2,s2,-1\nu3\nu4,s4,2\n", &c, 1, &st, err) == 0, "skip mode");
     is_int(c.n, 2, "good lines read");
     is_int(st.skipped, 2, "bad lines counted");
@@ -218,7 +218,7 @@ static void test_gzip(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     char path[512];
     snprintf(path, sizeof path, "%s/log.dat", tap_tmpdir());
     gzFile gz = gzopen(path, "wb");
@@ -246,7 +246,7 @@ static void test_missing_file(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_read_opts o;
     st_read_opts_default(&o);
     ok(st_events_read("/nonexistent/file.csv", &o, collect, &c, &st, err) != 0 &&
@@ -258,7 +258,7 @@ static void test_missing_file(void)
 static void test_empty_input(void)
 {
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     const char *path = write_file("empty.csv", "");
     char *paths[] = {(char *)path};
     st_read_opts o;
@@ -281,7 +281,7 @@ static void test_ranges(void)
 {
     collect_t c = {0};
     st_read_stats st = {0};
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     char text[4096];
     size_t tl = 0;
     tl += (size_t)snprintf(text + tl, sizeof text - tl, "user,segment,weight\n");

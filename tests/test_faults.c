@@ -44,7 +44,7 @@ static st_model old;
 /* Reading and building: every allocation, until one run succeeds. */
 static void test_read(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     const char *ev = write_events();
     char *paths[1] = {(char *)ev};
     st_read_opts o;
@@ -75,7 +75,7 @@ static void test_read(void)
 /* Training set-up and iterations. */
 static void test_train(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     int clean = 1, n;
     for (n = 1; n < 10000; n++) {
         memset(&t, 0, sizeof t);
@@ -100,7 +100,7 @@ static void test_train(void)
 /* Saving: allocation failures, then a full disk at every point. */
 static void test_save(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     char path[512];
     snprintf(path, sizeof path, "%s/m.model", tap_tmpdir());
     float *pop = malloc(x.segments.count * sizeof *pop);
@@ -149,7 +149,7 @@ static void test_save(void)
 /* Export on a full disk: an error, no partial .npy. */
 static void test_export(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     char dir[512];
     snprintf(dir, sizeof dir, "%s/exp", tap_tmpdir());
     st_io_fail_after(100);

@@ -5,11 +5,13 @@
  * line ends, leading empty lines, keep-alive by version and Connection,
  * Expect: 100-continue, and each malformed input with its own status. The
  * API: every command endpoint's arguments, the checks only HTTP has (query
- * parameters, body shapes, --max-args), and replies shaped into JSON. */
+ * parameters, body shapes, --max-args), and replies shaped into JSON.
+ * httpguard.c: which Host values name the server, and its verdicts. */
 #include <jansson.h>
 
 #include "api.h"
 #include "http.h"
+#include "httpguard.h"
 #include "tap.h"
 #include "util.h"
 
@@ -341,9 +343,62 @@ static void test_alloc_failures(void)
        failed, ran);
 }
 
+/* The guard's verdict for a request of these headers (NULL: absent). */
+static int guard_status(const st_server_config *cfg, const char *method, const char *path, const char *host,
+                        const char *origin, const char *ctype, st_guard_verdict *v)
+{
+    char req[512];
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\n%s%s%s%s%s%s%s%s%s\r\n", method, path, host ? "Host: " : "",
+             host ? host : "", host ? "\r\n" : "", origin ? "Origin: " : "", origin ? origin : "", origin ? "\r\n" : "",
+             ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    http_parser p;
+    size_t used;
+    if (parse(&p, req, &used) != HTTP_OK) return -1;
+    st_guard_check(cfg, &p, v);
+    return v->status;
+}
+
+static void test_guard(void)
+{
+    static const char *hosts[] = {"api.example.test"}, *origins[] = {"https://dash.example.test"};
+    st_server_config cfg = {.http_bind = "box.internal", .http_allow_host = hosts, .n_http_allow_host = 1,
+                            .http_allow_origin = origins, .n_http_allow_origin = 1};
+    static const char *yes[] = {"localhost", "localhost:80", "LOCALHOST.", "a.b.localhost:1", "127.0.0.1",
+                                "10.0.0.7:8080", "[::1]", "[::1]:8080", "[fe80::1]:1", "box.internal:9",
+                                "api.example.test", "API.EXAMPLE.TEST:443"};
+    static const char *no[] = {"", "evil.example", "localhost.evil.example", "xlocalhost", "::1", "[::1", "[::1]x",
+                               "[::1]:", "[nothost]:80", "127.0.0.1:", "127.0.0.1:123456", "127.0.0.1:80:80",
+                               "1.2.3.4.example", "api.example.test.evil", ".", ":80"};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        if (!st_guard_host_ok(&cfg, (http_str){yes[i], strlen(yes[i])})) bad++, printf("# refused: %s\n", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        if (st_guard_host_ok(&cfg, (http_str){no[i], strlen(no[i])})) bad++, printf("# taken: %s\n", no[i]);
+    is_int(bad, 0, "Host: loopback names, IP literals, the bind name and listed names; nothing else");
+
+    st_guard_verdict v;
+    is_int(guard_status(&cfg, "GET", "/v1/model", "evil.example", NULL, NULL, &v), 421, "a foreign Host: 421");
+    is_int(guard_status(&cfg, "GET", "/metrics", "evil.example", NULL, NULL, &v), 0, "/metrics is exempt");
+    is_int(guard_status(&cfg, "GET", "/v1/model", NULL, NULL, NULL, &v), 0, "no Host: served");
+    is_int(guard_status(&cfg, "POST", "/v1/events", "localhost:1", NULL, "text/plain", &v), 415, "text/plain write: 415");
+    is_int(guard_status(&cfg, "POST", "/v1/events", "localhost:1", NULL, "application/json;charset=utf-8", &v), 0,
+           "application/json with a parameter: taken");
+    is_int(guard_status(&cfg, "POST", "/v1/events", "localhost:1", "http://localhost:1", "application/json", &v), 0,
+           "the server's own origin");
+    ok(v.headers[0] == '\0', "  gets no CORS header");
+    is_int(guard_status(&cfg, "POST", "/v1/events", "localhost:1", "http://localhost:2", "application/json", &v), 403,
+           "another port is another origin: 403");
+    is_int(guard_status(&cfg, "OPTIONS", "/v1/events", "localhost:1", "https://dash.example.test", NULL, &v), 204,
+           "a listed origin's preflight: 204");
+    ok(strstr(v.headers, "Access-Control-Allow-Origin: https://dash.example.test\r\n") &&
+           strstr(v.headers, "Access-Control-Allow-Headers: Content-Type, Authorization\r\n"),
+       "  with its CORS headers");
+}
+
 int main(void)
 {
     test_parser();
+    test_guard();
     test_translate();
     test_reply();
     test_ratelimit();

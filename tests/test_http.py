@@ -156,7 +156,7 @@ with tempfile.TemporaryDirectory() as d:
 
     ok(r.execute_command("CONFIG", "GET", "http-*") ==
        ["http-port", str(srv.http_port), "http-bind", "127.0.0.1", "http-rate", "0", "http-burst", "0",
-        "http-maxclients", "1000"],
+        "http-maxclients", "1000", "http-allow-host", "", "http-allow-origin", ""],
        "CONFIG GET http-*: the bound HTTP port and the HTTP settings")
 
     # EVENT and FORGET.
@@ -256,15 +256,16 @@ with tempfile.TemporaryDirectory() as d:
     ok(st == 200 and j == {"status": "ready", "generation": 1}, "/readyz: 200 with the model's generation")
 
     # ---- keep-alive, pipelining, Expect: 100-continue ----------------------------------------------------
-    pipe = b"".join(f"GET /v1/users/{u}/segments?k=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode() for u in users[:4])
-    resp = raw_exchange(srv.http_port, pipe + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    pipe = b"".join(f"GET /v1/users/{u}/segments?k=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for u in users[:4])
+    resp = raw_exchange(srv.http_port, pipe + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     parts = resp.split(b"HTTP/1.1 ")[1:]
     ok(len(parts) == 5 and all(p.startswith(b"200") for p in parts) and
        all(f'"user":"{u}"'.encode() in parts[i] for i, u in enumerate(users[:4])) and b"Connection: close" in parts[4],
        "5 pipelined requests on one connection: 5 responses in order, closed after Connection: close")
     s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
     body = json.dumps({"seeds": users[:2], "n": 3}).encode()
-    s.sendall(b"POST /v1/lookalike HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    s.sendall(b"POST /v1/lookalike HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
     interim = s.recv(4096)
     s.sendall(body)
     final = b""
@@ -277,7 +278,8 @@ with tempfile.TemporaryDirectory() as d:
     ok(interim == b"HTTP/1.1 100 Continue\r\n\r\n" and final.startswith(b"HTTP/1.1 200"),
        "Expect: 100-continue gets 100 Continue, then the response")
     s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=5)
-    s.sendall(b"POST /v1/lookalike HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n")
+    s.sendall(b"POST /v1/lookalike HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-continue\r\nContent-Length: 99999999\r\n\r\n")
     resp = s.recv(4096)
     s.close()
     ok(status_of(resp) == 413, "Expect: 100-continue with a body over the limit: 413 at once, no 100")
@@ -387,13 +389,13 @@ with tempfile.TemporaryDirectory() as d:
     srv = Server(path, "--http-port", 0, "--http-maxclients", 2, "--maxclients", 2, d=d)
     held = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) for _ in range(2)]
     for h in held:
-        h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         h.recv(4096)
-    resp = raw_exchange(srv.http_port, b"GET /v1/model HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = raw_exchange(srv.http_port, b"GET /v1/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     ok(status_of(resp) == 429 and b"http-maxclients" in resp, "a request past --http-maxclients: 429")
-    resp = raw_exchange(srv.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = raw_exchange(srv.http_port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     ok(status_of(resp) == 200 and b"Connection: close" in resp, "/healthz still answers past --http-maxclients")
-    resp = raw_exchange(srv.http_port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = raw_exchange(srv.http_port, b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     ok(status_of(resp) == 200, "and /readyz")
     probes = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) for _ in range(16)]
     time.sleep(0.3)
@@ -474,7 +476,7 @@ with tempfile.TemporaryDirectory() as d:
     srv.want_http = True  # the HTTP port comes from the file alone
     srv.wait_ready()
     idle = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
-    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     first = idle.recv(4096)
     t0 = time.monotonic()
     rest = idle.recv(4096)  # blocks until the server closes the idle connection

@@ -7,7 +7,11 @@ same segments SEGMENTS gives), querying a segment draws the reach curve
 (decreasing in the threshold) and lists its best users, a seed list gives a
 look-alike audience, clicking a bar explores that segment, the live panel fills
 in, and a full-page screenshot is written under the test output ($TEST_OUT,
-default build/test-output/http_page.png).
+default build/test-output/http_page.png). Then the browser attacks the server
+as a hostile page would (src/httpguard.c): from another origin, a no-cors
+text/plain POST /v1/events and a JSON one that needs a preflight; through a
+name mapped to 127.0.0.1 (DNS rebinding), the page and a write; none stores
+the event, which the page's own origin can write.
 
 Nothing is downloaded: the driver is /usr/bin/chromedriver (so selenium never
 looks for one), the browser /usr/bin/chromium with a fresh profile. Every wait
@@ -17,12 +21,14 @@ by its pid.
 import base64
 import json
 import os
+import re
 import signal
 import sys
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import Server, make_model  # noqa: E402
@@ -55,6 +61,8 @@ os.makedirs(OUT, exist_ok=True)
 
 WAIT = 20          # seconds for any one thing to appear on the page
 LIVE_WAIT = 15     # seconds for the live panel's polls
+REBIND = "rebind.evil.example"  # a name an attacker re-points at 127.0.0.1
+EVIL = "evil.example"  # the attacker's site (its page: whatever its server answers)
 # Every request from selenium to chromedriver is bounded too.
 RemoteConnection.set_timeout(60)
 
@@ -86,6 +94,7 @@ def start_browser(d):
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+            f"--host-resolver-rules=MAP {REBIND} 127.0.0.1,MAP {EVIL} 127.0.0.1",  # names for the attacks, here only
             "--window-size=1280,900", "about:blank"]
     # Its own process group: the browser's helpers (zygote, renderers) are
     # stopped with it.
@@ -291,12 +300,49 @@ def explore(driver, logs, url, user, segment, seeds):
     return res
 
 
+POST_JS = """
+const done = arguments[arguments.length - 1];
+fetch(arguments[0], {method: 'POST', mode: arguments[1], headers: {'Content-Type': arguments[2]}, body: arguments[3]})
+  .then(r => done(r.type + ':' + r.status), e => done('error:' + e.name));
+"""
+
+
+def metric_403(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^starling_http_responses_total\{code="403"\} (\d+)$', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def attacks(driver, port, body):
+    """Writes of the event body from pages the server must not trust, and
+    from its own page; returns what each fetch saw (type:status, or the
+    error), or the WebDriver error under "error"."""
+    api = f"http://127.0.0.1:{port}/v1/events"
+    out = {}
+    try:
+        # The attacker's page: another origin, with no Content-Security-Policy of ours.
+        driver.get(f"http://{EVIL}:{port}/")
+        out["simple"] = driver.execute_async_script(POST_JS, api, "no-cors", "text/plain", body)
+        out["preflighted"] = driver.execute_async_script(POST_JS, api, "cors", "application/json", body)
+        driver.get(f"http://{REBIND}:{port}/")
+        out["rebound_page"] = driver.execute_script("return document.body.innerText")
+        out["rebound"] = driver.execute_async_script(POST_JS, "/v1/events", "same-origin", "application/json", body)
+        driver.get(f"http://127.0.0.1:{port}/")
+        out["own"] = driver.execute_async_script(POST_JS, "/v1/events", "same-origin", "application/json",
+                                                 body.replace("victim", "own-page"))
+    except WebDriverException as e:
+        out["error"] = f"{type(e).__name__}: {e.msg}"
+    return out
+
+
 # A helper of the browser may still be writing its profile as it exits.
 with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
     path, ev = make_model(d)
     # No privacy floors: the page is walked with small audiences (the floors
     # and their 403s are tested in test_http.py and test_journal_serve.py).
-    srv = Server(path, "--http-port", 0, "--min-audience", 0, "--min-seeds", 0, d=d)
+    # A journal, so that a write that got through would be stored.
+    srv = Server(path, "--http-port", 0, "--min-audience", 0, "--min-seeds", 0, "--journal",
+                 os.path.join(d, "browser.journal"), d=d)
     try:
         r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=10)
         seg = "interest:sports:00"
@@ -310,11 +356,13 @@ with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
             driver = chrome = None
             log = os.path.join(d, "chromedriver.log")
             note(f"the browser did not start: {e.msg} {open(log).read()[-1500:] if os.path.exists(log) else ''}")
-        res, logs = {"error": "the browser did not start"}, None
+        res, logs, att = {"error": "the browser did not start"}, None, {}
+        refused_before = metric_403(srv.http_port)
         if driver:
             try:
                 logs = Logs(driver, url)
                 res = explore(driver, logs, url, user, seg, users[1:])
+                att = attacks(driver, srv.http_port, json.dumps({"user": "victim", "segment": seg, "weight": 9}))
             finally:
                 driver.quit()
                 stop_process(chrome)
@@ -346,6 +394,17 @@ with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
         cs = r.info("commandstats")
         ok(cs.get("cmdstat_reach", {}).get("calls", 0) >= 17 and cs.get("cmdstat_lookalike", {}).get("calls", 0) >= 1,
            "the page's requests ran through the command path (INFO commandstats)")
+        # ---- the browser as the attacker's tool --------------------------------------------------------
+        ok(not att.get("error"), f"the attacks ran ({att.get('error')})")
+        ok(att.get("simple") == "opaque:0", f"another site's no-cors text/plain POST is sent, its answer hidden ({att.get('simple')})")
+        ok(att.get("preflighted", "").startswith("error:"), f"its JSON POST fails at the preflight ({att.get('preflighted')})")
+        refused = metric_403(srv.http_port) - refused_before
+        ok(refused >= 2, f"the server saw and refused both (403s counted: {refused})")
+        ok("does not answer to the name" in att.get("rebound_page", "") and att.get("rebound") == "basic:421",
+           f"through the rebound name: the page and the write get 421 ({att.get('rebound')})")
+        ok(r.execute_command("HISTORY", "victim")[0] == "none", "none of the attacks stored the event")
+        ok(att.get("own") == "basic:200" and r.execute_command("HISTORY", "own-page")[0] == "online",
+           f"the page's own origin writes the same event ({att.get('own')})")
     finally:
         srv.stop()
 done()

@@ -6,7 +6,7 @@
 /* Interning gives dense indices in order; lookup is exact. */
 static void test_intern_and_find(st_idmap *m)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     uint32_t idx;
     int added;
     ok(st_idmap_intern(m, "alice", 5, &idx, &added, err) == 0 && idx == 0 && added, "first id gets 0");
@@ -45,7 +45,7 @@ static void test_growth(st_idmap *m)
 /* A view over the same arrays answers identically and refuses to grow. */
 static void test_view(const st_idmap *m)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     uint32_t idx;
     st_idmap v;
     ok(st_idmap_view(&v, m->count, m->offsets, m->bytes, m->offsets[m->count], m->slots, m->nslots, err) == 0, "view");
@@ -56,7 +56,7 @@ static void test_view(const st_idmap *m)
 /* Views reject inconsistent arrays. */
 static void test_view_checks(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_idmap v;
     uint64_t offs[3] = {0, 2, 9};
     char bytes[4] = {'a', '\0', 'b', 'c'};
@@ -76,7 +76,7 @@ static void test_view_checks(void)
 /* Allocation failure while interning is a clean error. */
 static void test_out_of_memory(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     uint32_t idx;
     st_idmap f;
     st_idmap_init(&f);

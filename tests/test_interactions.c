@@ -37,7 +37,7 @@ static double value(const st_interactions *x, const char *u, const char *s)
 /* Kind weights. */
 static void test_kind_weights(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     ok(st_weighting_parse_kinds(&w, "click=1,conversion=20,*=0.5", err) == 0, "kind weights parse");
@@ -53,7 +53,7 @@ static void test_kind_weights(void)
 /* Aggregation with kind weights, by hand. */
 static uint64_t test_aggregation(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_weighting_parse_kinds(&w, "click=2,conversion=10", err);
@@ -85,7 +85,7 @@ static uint64_t test_aggregation(void)
 /* Decay relative to --now: one half-life old weighs 1/2; future events weigh 1. */
 static void test_decay_now(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_builder *b;
     st_event e;
@@ -109,7 +109,7 @@ static void test_decay_now(void)
  * reference (events 80 half-lives apart, in increasing time). */
 static void test_decay_newest(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_builder *b;
     st_event e;
@@ -139,7 +139,7 @@ static void test_decay_newest(void)
 /* Many events: compaction and growth against a dense brute force. */
 static void test_many_events(uint64_t fp)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_builder *b;
     st_event e;
@@ -202,7 +202,7 @@ static void test_many_events(uint64_t fp)
 /* Only zero weights: an error, not an empty matrix. */
 static void test_all_zero(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b = st_builder_new(&w, err);
@@ -215,7 +215,7 @@ static void test_all_zero(void)
 /* Out-of-memory on every allocation of a small build: clean errors. */
 static void test_out_of_memory(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b;

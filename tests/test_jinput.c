@@ -16,7 +16,7 @@ static char dir[64];
 
 static void write_journal(const char *path)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j = st_journal_open(path, ST_APPENDFSYNC_NO, NULL, NULL, &info, err);
     ok(j != NULL, "journal opened: %s", j ? "ok" : err);
@@ -46,7 +46,7 @@ static float value(const st_interactions *x, const char *user, const char *seg)
 
 static void test_interactions(const char *jpath, const char *events)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_read_opts ro;
@@ -72,7 +72,7 @@ static void test_interactions(const char *jpath, const char *events)
 
 static void test_forgotten(const char *jpath)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_forgotten f;
     st_jinput_use use;
     ok(st_jinput_forgotten(jpath, &f, &use, err) == 0, "the forgotten set of the journal");

@@ -36,7 +36,7 @@ static st_jrecord rec(int type, const char *user, const char *segment, double w)
 
 static int write_journal(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j = st_journal_open(jpath, ST_APPENDFSYNC_NO, NULL, NULL, &info, err);
     if (!j) return -1;
@@ -82,7 +82,7 @@ static void reference(const st_jmodel *jm, uint32_t u, uint32_t s, double v, flo
 
 static void test_replay(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_jmodel jm;
     st_jinput_use use;
     ok(st_jmodel_load(jpath, &jm, err) != 0, "a journal is not a model (%s)", err);

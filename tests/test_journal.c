@@ -127,7 +127,7 @@ static void *append_many(void *arg)
 /* Write, close, read back. */
 static int test_write_read(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j = st_journal_open(path, ST_APPENDFSYNC_ALWAYS, NULL, NULL, &info, err);
     ok(j != NULL && info.records == 0 && info.last_seq == 0, "a new journal is created empty");
@@ -176,7 +176,7 @@ static int test_write_read(void)
 /* A torn tail, cut at every byte of the file. */
 static void test_torn_tail(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     nends = 0;
     {
@@ -223,7 +223,7 @@ static void test_torn_tail(void)
 /* Zeros after the last record: torn. */
 static void test_zero_tail(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     copy_prefix(path, cut, full);
     char zeros[100] = {0};
@@ -235,7 +235,7 @@ static void test_zero_tail(void)
 /* Damage in the middle is refused; in the last record it is a torn tail. */
 static void test_damage(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     copy_prefix(path, cut, full);
     flip_byte(cut, ends[10] + 20);
@@ -264,7 +264,7 @@ static void test_damage(void)
 /* Reading from an offset: what was appended since. */
 static void test_read_offset(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     got.n = 0;
     ok(st_journal_read(path, (uint64_t)ends[20], 0, collect, NULL, &info, err) == 0 && got.n == 10 &&
@@ -275,7 +275,7 @@ static void test_read_offset(void)
 /* A full disk at every byte of a record. */
 static void test_full_disk(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j;
     j = st_journal_open(path, ST_APPENDFSYNC_EVERYSEC, NULL, NULL, &info, err);
@@ -310,7 +310,7 @@ static void test_full_disk(void)
 /* A failed fsync puts the journal out of service. */
 static void test_failed_fsync(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j;
     st_jrecord r;
@@ -328,7 +328,7 @@ static void test_failed_fsync(void)
 /* Compaction. */
 static void test_compaction(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j;
     st_jrecord r;
@@ -370,7 +370,7 @@ static void test_compaction(void)
  * a compaction all survive it. */
 static void test_sequence_floor(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j;
     st_jrecord r;
@@ -423,7 +423,7 @@ static void test_sequence_floor(void)
 /* A full disk during compaction leaves the old file in use. */
 static void test_compaction_full_disk(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     st_journal *j;
     st_journal_compaction cc;
@@ -457,7 +457,7 @@ static void test_compaction_full_disk(void)
 /* Every allocation of open and replay may fail. */
 static void test_open_oom(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_journal_info info;
     int clean = 1, n;
     for (n = 1; n < 1000; n++) {

@@ -21,7 +21,7 @@ static long size;
 
 static void make_data(st_interactions *out, uint32_t users, uint64_t seed)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_weighting w;
     st_weighting_default(&w);
     st_builder *b = st_builder_new(&w, err);
@@ -60,19 +60,23 @@ static void copy_damaged(const char *src, const char *dst, long offset, int xor_
     free(buf);
 }
 
+/* Both loaders, mapped and read, refuse file with the same error. */
 static void expect_load_error(const char *file, const char *fragment, const char *what)
 {
     st_model lm;
-    char err[ST_ERRLEN] = "";
+    char err[ST_ERRLEN] = "", err2[ST_ERRLEN] = "";
     int rc = st_model_load(file, &lm, err);
     ok(rc != 0 && strstr(err, fragment) != NULL, "%s: '%s' (got: %s)", what, fragment, err);
+    if (rc == 0) st_model_free(&lm);
+    rc = st_model_read(file, &lm, err2);
+    ok(rc != 0 && strcmp(err, err2) == 0, "%s: st_model_read says the same", what);
     if (rc == 0) st_model_free(&lm);
 }
 
 /* The round trip: what was saved loads back bit for bit. */
 static void test_round_trip(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_model_load(path, &m, err) == 0, "loaded (%s)", err);
     ok(m.users == x.users.count && m.segments == x.segments.count && m.k == 8, "dimensions");
     ok(memcmp(m.U, t.X, (size_t)m.users * 8 * 4) == 0, "user factors bit-exact");
@@ -96,7 +100,7 @@ static void test_round_trip(void)
 /* Damage of every kind: a clear error naming the file and what to do. */
 static void test_damage(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     expect_load_error("/nonexistent/x.model", "cannot open", "missing file");
     expect_load_error(tap_tmpdir(), "not a regular file", "a directory");
     long cuts[] = {0, 100, 255, 256, 300, size / 2, size - 1};
@@ -127,6 +131,43 @@ static void test_damage(void)
     expect_load_error(bad, "header checksum mismatch", "flipped header byte");
 }
 
+/* st_model_read: the same model as the mapping, in memory of its own, which
+ * nothing done to the file afterwards reaches. */
+static void test_read_owned(void)
+{
+    char err[ST_ERRLEN] = "";
+    copy_damaged(path, bad, -1, 0, -1);
+    st_model r;
+    ok(st_model_read(bad, &r, err) == 0 && r.map_owned == 1, "st_model_read loads (%s)", err);
+    ok(r.users == m.users && r.segments == m.segments && r.k == m.k &&
+           memcmp(r.U, m.U, (size_t)m.users * m.k * 4) == 0 && memcmp(r.V, m.V, (size_t)m.segments * m.k * 4) == 0 &&
+           memcmp(r.hist_idx, m.hist_idx, m.h.nnz * 4) == 0 && memcmp(r.hist_val, m.hist_val, m.h.nnz * 4) == 0,
+       "st_model_read: the same factors and history as the mapping");
+    ok(((uintptr_t)r.U % 64) == 0 && ((uintptr_t)r.V % 64) == 0 && r.U != m.U, "its own copy, 64-byte aligned");
+    float u0 = r.U[0], vlast = r.V[(size_t)r.segments * r.k - 1];
+    FILE *f = fopen(bad, "r+b");
+    char junk[4096];
+    memset(junk, 0x55, sizeof junk);
+    for (long i = 0; i < size; i += (long)sizeof junk) fwrite(junk, 1, sizeof junk, f);
+    fclose(f);
+    if (truncate(bad, size / 3) != 0) exit(2);
+    ok(r.U[0] == u0 && r.V[(size_t)r.segments * r.k - 1] == vlast &&
+           memcmp(r.U, m.U, (size_t)m.users * m.k * 4) == 0 && st_idmap_find(&r.user_ids, "user-17", 7) ==
+           st_idmap_find(&m.user_ids, "user-17", 7),
+       "the file overwritten in place and truncated: the read model is unchanged");
+    st_model_free(&r);
+    ok(r.map == NULL, "st_model_free releases it");
+    copy_damaged(path, bad, -1, 0, -1);
+    for (long n = 1; n <= 2; n++) {
+        st_alloc_fail_at(n);
+        int rc = st_model_read(bad, &r, err);
+        st_alloc_fail_at(0);
+        if (rc == 0) st_model_free(&r);
+        ok(n > 1 ? rc == 0 : rc != 0 && strstr(err, "out of memory") != NULL, "allocation %ld fails: %s", n,
+           rc ? err : "loaded");
+    }
+}
+
 /* One flipped byte in each section. */
 static void test_section_damage(void)
 {
@@ -147,7 +188,7 @@ static void test_section_damage(void)
 /* Random garbage of model size never crashes the loader. */
 static void test_random_garbage(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_rng r;
     st_rng_seed(&r, 5);
     int fine = 1;
@@ -165,7 +206,7 @@ static void test_random_garbage(void)
 /* A crash mid-save leaves the old model or the new one, never a mix. */
 static void test_crash_mid_save(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_trained t2;
     memset(&t2, 0, sizeof t2);
     st_interactions big;
@@ -205,7 +246,7 @@ static void test_crash_mid_save(void)
 /* Saving into a missing directory fails cleanly and names the path. */
 static void test_unwritable(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     ok(st_model_save("/nonexistent/dir/m.model", &mm, err) != 0 && strstr(err, "/nonexistent/dir/m.model"),
        "unwritable path: %s", err);
 }
@@ -227,6 +268,7 @@ int main(void)
     ok(st_model_save(path, &mm, err) == 0, "saved (%s)", err);
     test_round_trip();
     test_damage();
+    test_read_owned();
     test_section_damage();
     test_random_garbage();
     test_crash_mid_save();

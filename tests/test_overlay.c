@@ -45,7 +45,7 @@ static st_jrecord forget(const char *user)
 /* prepare, check, commit: the change as the server applies it. */
 static int apply(st_overlay *o, const st_jrecord *r, st_overlay_change *out)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     float *work = malloc(st_overlay_work(o) * sizeof *work);
     st_overlay_change c;
     int rc = st_overlay_prepare(o, r, work, &c, err);
@@ -166,7 +166,7 @@ static void test_new_and_forgotten(st_overlay *o)
 
 static void test_conflict(st_overlay *o)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     const char *seg = st_idmap_name(&M.segment_ids, 2, NULL);
     st_jrecord a = event("racer", seg, 1.0), b = event("racer", seg, 3.0);
     float *w1 = malloc(st_overlay_work(o) * sizeof *w1), *w2 = malloc(st_overlay_work(o) * sizeof *w2);
@@ -185,7 +185,7 @@ static void test_conflict(st_overlay *o)
  * overlay they were committed into one by one. */
 static void test_replay(void)
 {
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_overlay *a = st_overlay_new(&M, G, Q, err), *b = st_overlay_new(&M, G, Q, err);
     const char *s1 = st_idmap_name(&M.segment_ids, 1, NULL), *s9 = st_idmap_name(&M.segment_ids, 9, NULL);
     const char *u3 = st_idmap_name(&M.user_ids, 3, NULL), *u4 = st_idmap_name(&M.user_ids, 4, NULL);
@@ -216,7 +216,7 @@ int main(void)
 {
     const char *dir = tap_tmpdir();
     if (!ok(make_model(dir) == 0, "the test's model is made")) return tap_done();
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     st_overlay *o = st_overlay_new(&M, G, Q, err);
     ok(o != NULL, "an overlay for it");
     test_known_user(o);

@@ -42,7 +42,7 @@ static void test_configs(void)
     st_als_params_default(&base);
     st_tune_lists l = lists();
     st_tune_config *cfg;
-    char err[ST_ERRLEN];
+    char err[ST_ERRLEN] = "";
     int n = st_tune_configs(&l, 0, 100, &base, 1, &cfg, err);
     is_int(n, 6, "a grid of 2 x 3 has 6 configurations");
     int order = n == 6;
