@@ -200,6 +200,9 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"min-audience", 0, ST_OPT_U64, &a->cfg.min_audience, "N",
          "privacy floor: AUDIENCE, REACH, LOOKALIKE and s: ranges never disclose fewer than N users (0 = none)", 0},
         {"min-seeds", 0, ST_OPT_U64, &a->cfg.min_seeds, "N", "privacy floor: LOOKALIKE needs N known seed users", 0},
+        {"slowlog-log-slower-than", 0, ST_OPT_DOUBLE, &a->cfg.slowlog_slower_than, "USEC",
+         "SLOWLOG keeps commands slower than this (-1 = none, 0 = every command)", 0},
+        {"slowlog-max-len", 0, ST_OPT_U64, &a->cfg.slowlog_max_len, "N", "entries SLOWLOG keeps", 0},
         {"enable-debug-command", 0, ST_OPT_FLAG, &a->debug, NULL,
          "allow DEBUG (injects write and fsync failures: for tests only)", 0},
         {0},
@@ -354,6 +357,7 @@ int cli_serve(int argc, char **argv)
     cfg.n_http_allow_host = a.allow_host.n;
     cfg.http_allow_origin = a.allow_origin.v;
     cfg.n_http_allow_origin = a.allow_origin.n;
+    cfg.config_file = a.config;
     a.acl.requirepass = cfg.requirepass;
     cfg.acl = &a.acl;
     rc = st_serve(&cfg, err);

@@ -8,7 +8,8 @@
  * HISTORY), cmd_scan.c (AUDIENCE, LOOKALIKE, REACH: scans over every user,
  * with the privacy floors), cmd_views.c (the u:<user> and s:<segment>
  * sorted-set views), cmd_write.c (EVENT, FORGET, ZINCRBY, DEL, JOURNAL,
- * DEBUG) and cmd_admin.c (CLIENT, CONFIG, INFO, MODEL, HELLO, AUTH, PING).
+ * DEBUG) and cmd_admin.c (CONFIG, INFO, MODEL, AUTH, PING), cmd_client.c (CLIENT,
+ * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN, SLOWLOG, LATENCY), cmd_config.c (CONFIG).
  * Internal to the command layer: nothing outside these files includes it.
  *
  * Checklist: a new command needs a row in commands.c's table, its handler
@@ -64,6 +65,19 @@ int64_t st_cmd_scan_segment_users(st_ctx *c, uint32_t s);
 uint64_t st_cmd_select_min(float *scores, uint64_t n, double min);
 int st_cmd_below_floor(st_ctx *c, uint64_t users);
 
+/* A growing text (INFO's sections, CLIENT LIST's lines); buf is st_malloc'd
+ * (NULL while empty), the caller frees it. st_text_printf appends; out of
+ * memory drops the text appended. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} st_text;
+void st_text_printf(st_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* CLIENT SETNAME's checks, then the name set (under the client lock);
+ * replies the error and returns -1 when refused. */
+int st_cmd_set_name(st_ctx *c, const resp_arg *a);
+
 /* ---- handlers: every row of the table ------------------------------------------- */
 
 void cmd_audience(st_ctx *c);
@@ -71,14 +85,24 @@ void cmd_auth(st_ctx *c);
 void cmd_client_getname(st_ctx *c);
 void cmd_client_id(st_ctx *c);
 void cmd_client_setname(st_ctx *c);
+void cmd_client_info(st_ctx *c);
+void cmd_client_list(st_ctx *c);
+void cmd_client_kill(st_ctx *c);
+void cmd_client_setinfo(st_ctx *c);
+void cmd_client_onoff(st_ctx *c);
+void cmd_client_reply(st_ctx *c);
 void cmd_command(st_ctx *c);
 void cmd_command_count(st_ctx *c);
 void cmd_command_docs(st_ctx *c);
 void cmd_command_info(st_ctx *c);
 void cmd_config_get(st_ctx *c);
+void cmd_config_resetstat(st_ctx *c);
+void cmd_config_rewrite(st_ctx *c);
+void cmd_config_set(st_ctx *c);
 void cmd_debug_fsync_fail(st_ctx *c);
 void cmd_debug_fsync_delay(st_ctx *c);
 void cmd_debug_io_fail_after(st_ctx *c);
+void cmd_dbsize(st_ctx *c);
 void cmd_del(st_ctx *c);
 void cmd_echo(st_ctx *c);
 void cmd_event(st_ctx *c);
@@ -91,6 +115,9 @@ void cmd_help(st_ctx *c);
 void cmd_history(st_ctx *c);
 void cmd_info(st_ctx *c);
 void cmd_journal_compact(st_ctx *c);
+void cmd_latency_histogram(st_ctx *c);
+void cmd_latency_latest(st_ctx *c);
+void cmd_latency_reset(st_ctx *c);
 void cmd_lookalike(st_ctx *c);
 void cmd_model_info(st_ctx *c);
 void cmd_model_reload(st_ctx *c);
@@ -99,8 +126,13 @@ void cmd_quit(st_ctx *c);
 void cmd_reach(st_ctx *c);
 void cmd_score(st_ctx *c);
 void cmd_segments(st_ctx *c);
+void cmd_scan(st_ctx *c);
 void cmd_select(st_ctx *c);
 void cmd_similar(st_ctx *c);
+void cmd_slowlog_get(st_ctx *c);
+void cmd_slowlog_len(st_ctx *c);
+void cmd_slowlog_reset(st_ctx *c);
+void cmd_time(st_ctx *c);
 void cmd_type(st_ctx *c);
 void cmd_zcard(st_ctx *c);
 void cmd_zcount(st_ctx *c);

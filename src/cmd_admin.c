@@ -1,8 +1,6 @@
 /* cmd_admin: administration and the connection: MODEL INFO and RELOAD, PING,
- * ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, CONFIG GET and INFO (its sections
- * laid out as Redis lays them out).
+ * ECHO, QUIT, AUTH, SELECT (CLIENT and HELLO: cmd_client.c; CONFIG: cmd_config.c).
  */
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +26,7 @@ void cmd_model_info(st_ctx *c)
     for (size_t i = 0; i < m->meta_len; i++)
         nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
     int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
-    resp_array(c->out, 2 * (14 + 14 + 2 + 2 * calibrated + nmeta));
+    resp_map(c->out, 14 + 14 + 2 + 2 * calibrated + nmeta);
     st_cmd_kv_str(c->out, "path", sv->path);
     st_cmd_kv_int(c->out, "generation", (int64_t)sv->generation);
     st_cmd_kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
@@ -136,195 +134,10 @@ void cmd_auth(st_ctx *c)
     if (st_cmd_check_auth(c, c->argc == 3 ? &c->argv[1] : NULL, &c->argv[c->argc - 1]) == 0) resp_simple(c->out, "OK");
 }
 
-static int valid_client_name(const resp_arg *a)
-{
-    for (size_t i = 0; i < a->len; i++)
-        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
-    return 1;
-}
-
-static int set_name(st_ctx *c, const resp_arg *a)
-{
-    if (!valid_client_name(a)) {
-        resp_error(c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-        return -1;
-    }
-    if (a->len >= sizeof c->session->name) {
-        resp_error(c->out, "ERR client name too long (at most %zu bytes)", sizeof c->session->name - 1);
-        return -1;
-    }
-    memcpy(c->session->name, a->ptr, a->len);
-    c->session->name[a->len] = '\0';
-    return 0;
-}
-
-void cmd_hello(st_ctx *c)
-{
-    if (c->argc >= 2) {
-        int64_t ver;
-        char *end;
-        ver = strtoll(c->argv[1].ptr, &end, 10);
-        if (c->argv[1].len == 0 || end != c->argv[1].ptr + c->argv[1].len) {
-            resp_error(c->out, "ERR Protocol version is not an integer or out of range");
-            return;
-        }
-        if (ver != 2) {
-            /* RESP3 replies would break proxies that only parse RESP2. */
-            resp_error(c->out, "NOPROTO unsupported protocol version");
-            return;
-        }
-    }
-    const resp_arg *name = NULL;
-    for (int i = 2; i < c->argc; i++) {
-        if (st_cmd_is_word(&c->argv[i], "AUTH") && i + 2 < c->argc) {
-            if (st_cmd_check_auth(c, &c->argv[i + 1], &c->argv[i + 2]) != 0) return;
-            i += 2;
-        } else if (st_cmd_is_word(&c->argv[i], "SETNAME") && i + 1 < c->argc) {
-            name = &c->argv[++i];
-        } else {
-            resp_error(c->out, "ERR Syntax error in HELLO option '%.*s'", (int)(c->argv[i].len > 64 ? 64 : c->argv[i].len),
-                       c->argv[i].ptr);
-            return;
-        }
-    }
-    if (!(c->session->rights & ST_RIGHT_AUTHED)) {
-        resp_error(c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
-                           "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
-                           "RESP protocol version at the same time");
-        return;
-    }
-    if (name && set_name(c, name) != 0) return;
-    resp_array(c->out, 14);
-    st_cmd_kv_str(c->out, "server", "starling");
-    st_cmd_kv_str(c->out, "version", st_version);
-    st_cmd_kv_int(c->out, "proto", 2);
-    st_cmd_kv_int(c->out, "id", (int64_t)c->session->id);
-    st_cmd_kv_str(c->out, "mode", "standalone");
-    st_cmd_kv_str(c->out, "role", "master");
-    resp_bulk_str(c->out, "modules");
-    resp_array(c->out, 0);
-}
-
 void cmd_select(st_ctx *c)
 {
     int64_t db;
     if (st_cmd_arg_i64(c, &c->argv[1], &db) != 0) return;
     if (db != 0) resp_error(c->out, "ERR DB index is out of range");
     else resp_simple(c->out, "OK");
-}
-
-void cmd_client_setname(st_ctx *c)
-{
-    if (set_name(c, &c->argv[2]) == 0) resp_simple(c->out, "OK");
-}
-
-void cmd_client_getname(st_ctx *c)
-{
-    if (c->session->name[0]) resp_bulk_str(c->out, c->session->name);
-    else resp_null(c->out);
-}
-
-void cmd_client_id(st_ctx *c) { resp_int(c->out, (int64_t)c->session->id); }
-
-/* A repeatable setting's values joined by spaces, as Redis shows `bind`;
- * ends in "..." when they do not fit in cap. */
-static void join_list(char *out, size_t cap, const char *const *v, int n)
-{
-    size_t used = 0;
-    out[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        int w = snprintf(out + used, cap - used, "%s%s", i ? " " : "", v[i]);
-        if (w < 0 || (size_t)w >= cap - used) {
-            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
-            return;
-        }
-        used += (size_t)w;
-    }
-}
-
-void cmd_config_get(st_ctx *c)
-{
-    const st_server_config *f = c->cfg;
-    char port[16], maxclients[32], timeout[32], maxreq[32], maxargs[32], outlim[32], maxcount[32], threads[16],
-        heavy[16], shut[32], minaud[32], minseeds[32], cminb[32], cpct[32], fdelay[32], http_port[16], http_rate[32],
-        http_burst[32], reqto[32], httpmax[32], allow_host[4096], allow_origin[4096];
-    st_server_info si;
-    c->ops->get_info(c->srv, &si);
-    snprintf(port, sizeof port, "%d", si.tcp_addr ? si.tcp_port : f->port); /* the bound port, for --port 0 */
-    snprintf(maxclients, sizeof maxclients, "%llu", (unsigned long long)f->maxclients);
-    snprintf(timeout, sizeof timeout, "%g", f->timeout);
-    snprintf(maxreq, sizeof maxreq, "%llu", (unsigned long long)f->max_request);
-    snprintf(maxargs, sizeof maxargs, "%llu", (unsigned long long)f->max_args);
-    snprintf(outlim, sizeof outlim, "%llu", (unsigned long long)f->output_limit);
-    snprintf(maxcount, sizeof maxcount, "%llu", (unsigned long long)f->max_count);
-    snprintf(threads, sizeof threads, "%d", f->threads);
-    snprintf(heavy, sizeof heavy, "%d", f->heavy_threads);
-    snprintf(shut, sizeof shut, "%g", f->shutdown_timeout);
-    snprintf(minaud, sizeof minaud, "%llu", (unsigned long long)f->min_audience);
-    snprintf(minseeds, sizeof minseeds, "%llu", (unsigned long long)f->min_seeds);
-    snprintf(cminb, sizeof cminb, "%llu", (unsigned long long)f->compact_min_bytes);
-    snprintf(cpct, sizeof cpct, "%llu", (unsigned long long)f->compact_percentage);
-    snprintf(fdelay, sizeof fdelay, "%g", f->forget_compact_delay);
-    snprintf(http_port, sizeof http_port, "%d", si.http_addr ? si.http_port : f->http_port);
-    snprintf(http_rate, sizeof http_rate, "%g", f->http_rate);
-    snprintf(http_burst, sizeof http_burst, "%g", f->http_burst > 0 ? f->http_burst : f->http_rate);
-    snprintf(reqto, sizeof reqto, "%g", f->request_timeout);
-    snprintf(httpmax, sizeof httpmax, "%llu", (unsigned long long)f->http_maxclients);
-    join_list(allow_host, sizeof allow_host, f->http_allow_host, f->n_http_allow_host);
-    join_list(allow_origin, sizeof allow_origin, f->http_allow_origin, f->n_http_allow_origin);
-    static const char *levels[] = {"debug", "verbose", "notice", "warning"};
-    /* requirepass is never shown. save, appendonly and appendfsync answer
-     * the tools (redis-benchmark) that ask about persistence. */
-    const char *params[][2] = {
-        {"bind", f->bind},
-        {"port", port},
-        {"unixsocket", f->unixsocket ? f->unixsocket : ""},
-        {"maxclients", maxclients},
-        {"timeout", timeout},
-        {"max-request", maxreq},
-        {"max-args", maxargs},
-        {"output-limit", outlim},
-        {"max-count", maxcount},
-        {"threads", threads},
-        {"heavy-threads", heavy},
-        {"shutdown-timeout", shut},
-        {"allow-reload-path", f->allow_reload_path ? "yes" : "no"},
-        {"loglevel", levels[f->loglevel & 3]},
-        {"model", f->model_path},
-        {"http-port", http_port},
-        {"http-bind", f->http_bind ? f->http_bind : ""},
-        {"http-rate", http_rate},
-        {"http-burst", http_burst},
-        {"databases", "1"},
-        {"save", ""},
-        {"appendonly", f->journal ? "yes" : "no"},
-        {"appendfsync", st_appendfsync_name(f->appendfsync)},
-        {"journal", f->journal ? f->journal : ""},
-        {"compact-min-bytes", cminb},
-        {"compact-percentage", cpct},
-        {"forget-compact-delay", fdelay},
-        {"min-audience", minaud},
-        {"min-seeds", minseeds},
-        {"enable-debug-command", f->enable_debug ? "yes" : "no"},
-        {"protected-mode", f->protected_mode ? "yes" : "no"},
-        {"request-timeout", reqto},
-        {"http-maxclients", httpmax},
-        {"http-allow-host", allow_host},
-        {"http-allow-origin", allow_origin},
-    };
-    size_t np = sizeof params / sizeof params[0];
-    int64_t n = 0;
-    for (size_t p = 0; p < np; p++)
-        for (int i = 2; i < c->argc; i++)
-            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
-                n++;
-                break;
-            }
-    resp_array(c->out, 2 * n);
-    for (size_t p = 0; p < np; p++)
-        for (int i = 2; i < c->argc; i++)
-            if (fnmatch(c->argv[i].ptr, params[p][0], FNM_CASEFOLD) == 0) {
-                st_cmd_kv_str(c->out, params[p][0], params[p][1]);
-                break;
-            }
 }

@@ -5,6 +5,8 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,7 +221,31 @@ int st_cmd_check_auth(st_ctx *c, const resp_arg *user, const resp_arg *pass)
         return -1;
     }
     c->session->rights = r;
+    /* CLIENT LIST on another loop reads the name under the client lock. */
+    if (c->ops) c->ops->lock_clients(c->srv, 1);
     snprintf(c->session->user, sizeof c->session->user, "%.*s", user ? (int)user->len : 7,
              user ? user->ptr : "default");
+    if (c->ops) c->ops->lock_clients(c->srv, 0);
     return 0;
+}
+
+void st_text_printf(st_text *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (t->buf && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 8192;
+        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        char *b = st_realloc(t->buf, cap);
+        if (!b) return;
+        t->buf = b;
+        t->cap = cap;
+    }
 }

@@ -127,11 +127,14 @@ static int in_range(const score_range *r, float v)
 static void reply_members(st_ctx *c, const view_key *k, const uint32_t *idx, const float *top, uint32_t from,
                           uint32_t to, int withscores)
 {
-    resp_array(c->out, (int64_t)(to - from) * (withscores ? 2 : 1));
+    /* RESP3, as Redis 7: WITHSCORES gives [member, score] pairs. */
+    int pairs = withscores && c->out->proto == 3;
+    resp_array(c->out, (int64_t)(to - from) * (withscores && !pairs ? 2 : 1));
     for (uint32_t i = from; i < to; i++) {
         size_t n;
         const char *name =
             k->kind == 'u' ? st_idmap_name(&c->model->m.segment_ids, idx[i], &n) : st_cmd_scan_user_name(c, idx[i], &n);
+        if (pairs) resp_array(c->out, 2);
         resp_bulk(c->out, name, n);
         if (withscores) resp_score(c->out, top[i]);
     }

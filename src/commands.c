@@ -35,6 +35,8 @@
 #include "commands.h"
 
 #include <ctype.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -147,17 +149,33 @@ static const st_command commands[] = {
      "O(1) per key, then journal writes"},
     {"unlink", cmd_del, -2, WRITE | MULTIKEY | R_WRITE, 1, "generic", "DEL", "O(1) per key, then journal writes"},
     {"type", cmd_type, 2, FAST | R_READ, 1, "generic", "zset for an existing view, none otherwise", "O(1)"},
+    {"dbsize", cmd_dbsize, 1, FAST | R_READ, 0, "generic", "How many u:<user> and s:<segment> keys exist", "O(1)"},
+    {"scan", cmd_scan, -2, R_READ, 0, "generic", "Walk the u:<user> and s:<segment> keys from a cursor",
+     "O(COUNT) per call"},
+    {"time", cmd_time, 1, FAST | NOMODEL, 0, "server", "The server's clock: unix seconds and microseconds", "O(1)"},
     /* connection and server */
     {"ping", cmd_ping, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "PONG, or the message given", "O(1)"},
     {"echo", cmd_echo, 2, FAST | NOMODEL, 0, "connection", "The message given", "O(1)"},
     {"quit", cmd_quit, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Close the connection after replying", "O(1)"},
     {"auth", cmd_auth, -2, NOAUTH | FAST | NOMODEL, 0, "connection", "Authenticate with --requirepass", "O(1)"},
-    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake; protocol 2 only", "O(1)"},
+    {"hello", cmd_hello, -1, NOAUTH | FAST | NOMODEL, 0, "connection", "Handshake: protocol 2 or 3, AUTH, SETNAME", "O(1)"},
     {"select", cmd_select, 2, FAST | NOMODEL, 0, "connection", "Database 0 is the only one", "O(1)"},
-    {"client", NULL, -2, CONTAINER, 0, "connection", "CLIENT SETNAME | GETNAME | ID", "O(1)"},
+    {"client", NULL, -2, CONTAINER, 0, "connection",
+     "CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | REPLY | NO-EVICT | NO-TOUCH", "O(1)"},
     {"client|setname", cmd_client_setname, 3, FAST | NOMODEL, 0, "connection", "Name this connection", "O(1)"},
     {"client|getname", cmd_client_getname, 2, FAST | NOMODEL, 0, "connection", "This connection's name", "O(1)"},
     {"client|id", cmd_client_id, 2, FAST | NOMODEL, 0, "connection", "This connection's id", "O(1)"},
+    {"client|setinfo", cmd_client_setinfo, 4, FAST | NOMODEL, 0, "connection", "Record the client library's name or version",
+     "O(1)"},
+    {"client|info", cmd_client_info, 2, NOMODEL, 0, "connection", "This connection, as a CLIENT LIST line", "O(1)"},
+    {"client|list", cmd_client_list, -2, NOMODEL | R_ADMIN, 0, "connection", "Every connection, one line each",
+     "O(connections)"},
+    {"client|kill", cmd_client_kill, -3, NOMODEL | R_ADMIN, 0, "connection",
+     "Close connections by address, ID, USER, LADDR, MAXAGE", "O(connections)"},
+    {"client|reply", cmd_client_reply, 3, FAST | NOMODEL, 0, "connection", "Replies ON, OFF, or SKIP the next one", "O(1)"},
+    {"client|no-evict", cmd_client_onoff, 3, FAST | NOMODEL, 0, "connection", "Accepted: nothing is evicted here", "O(1)"},
+    {"client|no-touch", cmd_client_onoff, 3, FAST | NOMODEL, 0, "connection", "Accepted: no access times are kept",
+     "O(1)"},
     {"client|help", cmd_help, 2, NOMODEL, 0, "connection", "The CLIENT subcommands", "O(1)"},
     {"command", cmd_command, -1, CONTAINER | NOMODEL, 0, "server", "Every command's name, arity, flags and key position",
      "O(commands)"},
@@ -166,11 +184,30 @@ static const st_command commands[] = {
     {"command|info", cmd_command_info, -2, NOMODEL, 0, "server", "Name, arity, flags and keys of the commands given",
      "O(commands)"},
     {"command|help", cmd_help, 2, NOMODEL, 0, "server", "The COMMAND subcommands", "O(1)"},
-    {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET", "O(1)"},
+    {"config", NULL, -2, CONTAINER, 0, "server", "CONFIG GET | SET | RESETSTAT | REWRITE", "O(1)"},
+    {"config|set", cmd_config_set, -4, NOMODEL | R_ADMIN | WRITE, 0, "server",
+     "Change settings that are safe to change while serving, all or none", "O(parameters)"},
+    {"config|resetstat", cmd_config_resetstat, 2, NOMODEL | R_ADMIN | WRITE, 0, "server",
+     "Reset the statistics INFO reports", "O(commands)"},
+    {"config|rewrite", cmd_config_rewrite, 2, NOMODEL | R_ADMIN | WRITE, 0, "server",
+     "Write the changed settings into the config file the server started with", "O(size of the file)"},
     {"config|get", cmd_config_get, -3, NOMODEL | R_ADMIN, 0, "server", "Configuration values matching glob patterns", "O(parameters)"},
     {"config|help", cmd_help, 2, NOMODEL, 0, "server", "The CONFIG subcommands", "O(1)"},
     {"info", cmd_info, -1, NOMODEL | R_READ, 0, "server", "Server, clients, memory, model, quality, persistence, stats, commandstats, latencystats",
      "O(commands)"},
+    {"slowlog", NULL, -2, CONTAINER, 0, "server", "SLOWLOG GET | LEN | RESET", "O(1)"},
+    {"slowlog|get", cmd_slowlog_get, -2, NOMODEL | R_ADMIN, 0, "server", "The newest slow log entries", "O(N)"},
+    {"slowlog|len", cmd_slowlog_len, 2, NOMODEL | R_ADMIN, 0, "server", "How many entries the slow log holds", "O(1)"},
+    {"slowlog|reset", cmd_slowlog_reset, 2, NOMODEL | R_ADMIN | WRITE, 0, "server", "Empty the slow log", "O(N)"},
+    {"slowlog|help", cmd_help, 2, NOMODEL, 0, "server", "The SLOWLOG subcommands", "O(1)"},
+    {"latency", NULL, -2, CONTAINER, 0, "server", "LATENCY LATEST | HISTOGRAM | RESET", "O(1)"},
+    {"latency|latest", cmd_latency_latest, 2, NOMODEL | R_ADMIN, 0, "server", "The latest and worst slow command",
+     "O(1)"},
+    {"latency|histogram", cmd_latency_histogram, -2, NOMODEL | R_ADMIN, 0, "server",
+     "Per-command latency histograms, as Redis 7 lays them out", "O(commands)"},
+    {"latency|reset", cmd_latency_reset, -2, NOMODEL | R_ADMIN | WRITE, 0, "server", "Forget the latest slow command",
+     "O(1)"},
+    {"latency|help", cmd_help, 2, NOMODEL, 0, "server", "The LATENCY subcommands", "O(1)"},
     {"debug", NULL, -2, CONTAINER, 0, "server", "DEBUG IO-FAIL-AFTER | FSYNC-FAIL | FSYNC-DELAY (with --enable-debug-command)", "O(1)"},
     {"debug|io-fail-after", cmd_debug_io_fail_after, 3, R_ADMIN, 0, "server",
      "Fail journal writes as a full disk does after N more bytes (-1 = off)", "O(1)"},
@@ -264,7 +301,31 @@ static void unknown_command(st_ctx *c)
                (int)(c->argv[0].len > 64 ? 64 : c->argv[0].len), c->argv[0].ptr, args);
 }
 
+/* An error reply's code, counted for INFO errorstats. */
+static void count_error(st_stats *stats, const char *reply, size_t len)
+{
+    if (len > 1 && reply[0] == '-') st_stat_bump(&stats->errors[st_error_slot(reply + 1, len - 1)], 1);
+}
+
+/* A command that ran past slowlog-log-slower-than goes to the slow log. */
+static void slow(st_ctx *c, uint64_t ns)
+{
+    if (!c->slowlog) return;
+    st_slowlog_record(c->slowlog, c->cfg->slowlog_slower_than, c->cfg->slowlog_max_len, ns / 1000, c->argc, c->argv,
+                      c->session ? c->session->addr : "", c->session ? c->session->name : "");
+}
+
+static st_call_result call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0);
+
 st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0)
+{
+    size_t before = c->out->len;
+    st_call_result r = call(c, stats, out_cmd, t0);
+    if (r == ST_CALL_DONE && c->out->len > before) count_error(stats, c->out->buf + before, c->out->len - before);
+    return r;
+}
+
+static st_call_result call(st_ctx *c, st_stats *stats, const st_command **out_cmd, uint64_t *t0)
 {
     const st_command *cmd = find_name(c->argv[0].ptr, c->argv[0].len);
     if (!cmd || strchr(cmd->name, '|')) {
@@ -311,6 +372,7 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
         resp_error(c->out, "LOADING starling is loading the model in memory");
         return ST_CALL_DONE;
     }
+    if (c->session) atomic_store_explicit(&c->session->last_cmd, (int)(cmd - commands) + 1, memory_order_relaxed);
     uint64_t start = st_nanos();
     if ((cmd->flags & HEAVY) || ((cmd->flags & HEAVY_SKEY) && is_skey(&c->argv[1]))) {
         *out_cmd = cmd;
@@ -319,7 +381,9 @@ st_call_result st_call(st_ctx *c, st_stats *stats, const st_command **out_cmd, u
     }
     size_t before = c->out->len;
     cmd->fn(c);
-    record(stats, cmd, st_nanos() - start, c->out->len > before && c->out->buf[before] == '-');
+    uint64_t ns = st_nanos() - start;
+    record(stats, cmd, ns, c->out->len > before && c->out->buf[before] == '-');
+    slow(c, ns);
     return ST_CALL_DONE;
 }
 
@@ -329,9 +393,13 @@ size_t st_command_count(void) { return NCOMMANDS; }
 
 const char *st_command_name(size_t i) { return i < NCOMMANDS ? commands[i].name : NULL; }
 
-void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte)
+void st_call_finish(st_ctx *c, st_stats *stats, const st_command *cmd, uint64_t t0, const char *reply, size_t len)
 {
-    record(stats, cmd, st_nanos() - t0, first_byte == '-');
+    uint64_t ns = st_nanos() - t0;
+    record(stats, cmd, ns, len == 0 || reply[0] == '-');
+    if (len == 0) st_stat_bump(&stats->errors[0], 1); /* out of memory for the reply */
+    else count_error(stats, reply, len);
+    slow(c, ns);
 }
 
 /* HELP of a container: its subcommands, one line each. */
@@ -417,7 +485,7 @@ void cmd_command_info(st_ctx *c)
 static void doc_entry(resp_out *o, const st_command *cmd)
 {
     resp_bulk_str(o, cmd->name);
-    resp_array(o, 8);
+    resp_map(o, 4);
     st_cmd_kv_str(o, "summary", cmd->summary);
     st_cmd_kv_str(o, "since", "0.1.0");
     st_cmd_kv_str(o, "group", cmd->group);
@@ -430,7 +498,7 @@ void cmd_command_docs(st_ctx *c)
     if (c->argc == 2) {
         int64_t n = 0;
         for (size_t i = 0; i < NCOMMANDS; i++) n += is_top(&commands[i]);
-        resp_array(c->out, 2 * n);
+        resp_map(c->out, n);
         for (size_t i = 0; i < NCOMMANDS; i++)
             if (is_top(&commands[i])) doc_entry(c->out, &commands[i]);
         return;
@@ -440,38 +508,10 @@ void cmd_command_docs(st_ctx *c)
         const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
         n += cmd && is_top(cmd);
     }
-    resp_array(c->out, 2 * n);
+    resp_map(c->out, n);
     for (int i = 2; i < c->argc; i++) {
         const st_command *cmd = find_name(c->argv[i].ptr, c->argv[i].len);
         if (cmd && is_top(cmd)) doc_entry(c->out, cmd);
-    }
-}
-
-/* INFO text: "key:value" lines under "# Section" headings, CRLF-terminated. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} text;
-
-static void tprintf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tprintf(text *t, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (t->buf && t->len + (size_t)n < t->cap) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap ? t->cap * 2 : 8192;
-        while (cap < t->len + (size_t)n + 1) cap *= 2;
-        char *b = st_realloc(t->buf, cap);
-        if (!b) return;
-        t->buf = b;
-        t->cap = cap;
     }
 }
 
@@ -508,42 +548,94 @@ typedef struct {
     const st_model *m;
 } info_ctx;
 
-static void info_server(text *t, const info_ctx *x)
+static void info_server(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+    st_text_printf(t, "# Server\r\nstarling_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
                 "multiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%d\r\nunixsocket:%s\r\n"
                 "uptime_in_seconds:%lld\r\nevent_loops:%llu\r\nheavy_threads:%llu\r\n\r\n",
             st_version, (int)getpid(), x->si->tcp_addr ? x->si->tcp_port : 0, x->si->unixsocket ? x->si->unixsocket : "",
             (long long)(st_now() - x->si->started), (unsigned long long)x->si->loops, (unsigned long long)x->si->heavy_threads);
 }
 
-static void info_clients(text *t, const info_ctx *x)
+static void info_clients(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
+    st_text_printf(t, "# Clients\r\nconnected_clients:%llu\r\nblocked_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
             (unsigned long long)x->si->clients, (unsigned long long)x->si->blocked_clients,
             (unsigned long long)x->c->cfg->maxclients);
 }
 
-static void info_memory(text *t, const info_ctx *x)
+/* Bytes as Redis's *_human fields show them: 1.50K, 12.34M, 1.02G. */
+static void human(char *buf, size_t cap, double b)
 {
-    (void)x;
-    /* mem_allocator says whether the once-a-second trim of freed pages runs
-     * (libc) or is skipped because glibc's allocator is not in use (other:
-     * a sanitizer's, a preloaded one). */
-    size_t rss = st_current_rss();
-    tprintf(t, "# Memory\r\nused_memory_rss:%zu\r\nused_memory_rss_human:%.2fM\r\nmem_allocator:%s\r\n"
-                "allocator_trims:%llu\r\n\r\n",
-            rss, (double)rss / 1048576.0, st_allocator_name(), (unsigned long long)st_trim_count());
+    static const char unit[] = "BKMGTP";
+    int u = 0;
+    while (b >= 1024 && u < 5) {
+        b /= 1024;
+        u++;
+    }
+    if (u == 0) snprintf(buf, cap, "%.0fB", b);
+    else snprintf(buf, cap, "%.2f%c", b, unit[u]);
 }
 
-static void info_model(text *t, const info_ctx *x)
+static atomic_uint_fast64_t used_memory_peak; /* the most used_memory INFO has seen */
+
+static void info_memory(st_text *t, const info_ctx *x)
+{
+    /* used_memory: what malloc has handed out (glibc's count; 0 under another
+     * allocator); the model is a file mapping and shows in RSS, not here.
+     * mem_allocator says whether the once-a-second trim of freed pages runs
+     * (libc) or is skipped because glibc's allocator is not in use (other:
+     * a sanitizer's, a preloaded one). */
+    struct mallinfo2 mi = mallinfo2();
+    uint64_t used = (uint64_t)mi.uordblks, peak = atomic_load(&used_memory_peak);
+    while (used > peak && !atomic_compare_exchange_weak(&used_memory_peak, &peak, used)) {
+    }
+    if (used > peak) peak = used;
+    size_t rss = st_current_rss();
+    char h_used[32], h_peak[32], h_rss[32], h_model[32];
+    human(h_used, sizeof h_used, (double)used);
+    human(h_peak, sizeof h_peak, (double)peak);
+    human(h_rss, sizeof h_rss, (double)rss);
+    uint64_t model = x->m ? x->m->h.file_bytes : 0;
+    human(h_model, sizeof h_model, (double)model);
+    st_text_printf(t,
+                   "# Memory\r\nused_memory:%llu\r\nused_memory_human:%s\r\nused_memory_rss:%zu\r\n"
+                   "used_memory_rss_human:%s\r\nused_memory_peak:%llu\r\nused_memory_peak_human:%s\r\n"
+                   "used_memory_model_mapped:%llu\r\nused_memory_model_mapped_human:%s\r\nmaxmemory:0\r\n"
+                   "maxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:%.2f\r\n"
+                   "mem_allocator:%s\r\nallocator_trims:%llu\r\n\r\n",
+                   (unsigned long long)used, h_used, rss, h_rss, (unsigned long long)peak, h_peak,
+                   (unsigned long long)model, h_model, used ? (double)rss / (double)used : 0.0, st_allocator_name(),
+                   (unsigned long long)st_trim_count());
+}
+
+static void info_keyspace(st_text *t, const info_ctx *x)
+{
+    st_text_printf(t, "# Keyspace\r\n");
+    if (x->sv)
+        st_text_printf(t, "db0:keys=%llu,expires=0,avg_ttl=0\r\n",
+                       (unsigned long long)(st_overlay_users(x->sv->ov) + x->m->segments));
+    st_text_printf(t, "\r\n");
+}
+
+static void info_errorstats(st_text *t, const info_ctx *x)
+{
+    st_text_printf(t, "# Errorstats\r\n");
+    for (int i = 0; i < ST_ERROR_CODES; i++) {
+        uint64_t n = atomic_load_explicit(&x->stats->errors[i], memory_order_relaxed);
+        if (n) st_text_printf(t, "errorstat_%s:count=%llu\r\n", st_error_codes[i], (unsigned long long)n);
+    }
+    st_text_printf(t, "\r\n");
+}
+
+static void info_model(st_text *t, const info_ctx *x)
 {
     if (!x->sv) {
-        tprintf(t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", x->c->cfg->model_path);
+        st_text_printf(t, "# Model\r\nmodel_loaded:0\r\nmodel_path:%s\r\n\r\n", x->c->cfg->model_path);
 
         return;
     }
-    tprintf(t,
+    st_text_printf(t,
             "# Model\r\nmodel_loaded:1\r\nmodel_path:%s\r\nmodel_generation:%llu\r\nmodel_loaded_at:%lld\r\nmodel_users:%u\r\n"
             "model_segments:%u\r\nmodel_factors:%u\r\nmodel_nnz:%llu\r\nmodel_fingerprint:%016llx\r\n"
             "model_created:%lld\r\nmodel_calibrated:%d\r\nmodel_reloads:%llu\r\nmodel_reload_failures:%llu\r\n"
@@ -554,13 +646,13 @@ static void info_model(text *t, const info_ctx *x)
             (unsigned long long)x->si->reload_failures, x->si->last_reload_error);
 }
 
-static void info_quality(text *t, const info_ctx *x)
+static void info_quality(st_text *t, const info_ctx *x)
 {
     if (!x->sv) return;
     /* Online quality since the model was loaded (online_quality). */
     uint64_t n = atomic_load_explicit(&x->sv->q_new, memory_order_relaxed);
     double d = n ? (double)n : 1.0;
-    tprintf(t,
+    st_text_printf(t,
             "# Quality\r\nonline_new_engagements:%llu\r\nonline_repeat_engagements:%llu\r\n"
             "online_hit_rate_top10:%.4f\r\nonline_hit_rate_top50:%.4f\r\n"
             "online_popularity_hit_rate_top10:%.4f\r\nonline_popularity_hit_rate_top50:%.4f\r\n\r\n",
@@ -571,7 +663,7 @@ static void info_quality(text *t, const info_ctx *x)
             (double)atomic_load_explicit(&x->sv->q_pop50, memory_order_relaxed) / d);
 }
 
-static void info_persistence(text *t, const info_ctx *x)
+static void info_persistence(st_text *t, const info_ctx *x)
 {
     st_server_journal_info ji;
     x->c->ops->get_journal(x->c->srv, &ji);
@@ -579,7 +671,7 @@ static void info_persistence(text *t, const info_ctx *x)
     if (x->sv) st_overlay_get_stats(x->sv->ov, &os); /* no model yet: nothing online */
     const st_journal_status *js = &ji.j;
     const st_journal_compaction *lc = &js->last_compaction;
-    tprintf(t,
+    st_text_printf(t,
             "# Persistence\r\naof_enabled:%d\r\njournal_enabled:%d\r\njournal_path:%s\r\njournal_id:%016llx\r\n"
             "appendfsync:%s\r\njournal_status:%s\r\naof_last_write_status:%s\r\njournal_rolled_back_writes:%llu\r\n"
             "journal_bytes:%llu\r\njournal_records:%llu\r\n"
@@ -605,48 +697,51 @@ static void info_persistence(text *t, const info_ctx *x)
             (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
 }
 
-static void info_stats(text *t, const info_ctx *x)
+static void info_stats(st_text *t, const info_ctx *x)
 {
 #define S(f) (unsigned long long)atomic_load_explicit(&x->stats->f, memory_order_relaxed)
-    tprintf(t,
+    uint64_t errors = 0;
+    for (int i = 0; i < ST_ERROR_CODES; i++) errors += atomic_load_explicit(&x->stats->errors[i], memory_order_relaxed);
+    st_text_printf(t,
             "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
             "total_commands_processed:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
             "protocol_errors:%llu\r\noutput_limit_disconnections:%llu\r\nidle_timeout_disconnections:%llu\r\n"
             "heavy_queue_length:%llu\r\nacl_access_denied_auth:%llu\r\nacl_access_denied_cmd:%llu\r\n"
-            "cross_protocol_attempts:%llu\r\nrequest_timeout_disconnections:%llu\r\nprotected_mode_refusals:%llu\r\n\r\n",
+            "cross_protocol_attempts:%llu\r\nrequest_timeout_disconnections:%llu\r\nprotected_mode_refusals:%llu\r\n"
+            "total_error_replies:%llu\r\n\r\n",
             S(connections), S(rejected_connections), S(commands), S(net_in), S(net_out), S(protocol_errors),
             S(dropped_output), S(idle_closed), (unsigned long long)x->si->heavy_queued, S(auth_failures),
-            S(acl_denied), S(cross_protocol), S(request_timeouts), S(protected_refused));
+            S(acl_denied), S(cross_protocol), S(request_timeouts), S(protected_refused), (unsigned long long)errors);
 #undef S
 }
 
-static void info_commandstats(text *t, const info_ctx *x)
+static void info_commandstats(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Commandstats\r\n");
+    st_text_printf(t, "# Commandstats\r\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         const st_cmdstat *s = &x->stats->cmd[i];
         uint64_t calls = atomic_load_explicit(&s->calls, memory_order_relaxed),
                  rej = atomic_load_explicit(&s->rejected, memory_order_relaxed);
         if (calls == 0 && rej == 0) continue;
         double usec = (double)atomic_load_explicit(&s->nanos, memory_order_relaxed) / 1000.0;
-        tprintf(t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
+        st_text_printf(t, "cmdstat_%s:calls=%llu,usec=%.0f,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu\r\n",
                 commands[i].name, (unsigned long long)calls, usec, calls ? usec / (double)calls : 0.0,
                 (unsigned long long)rej,
                 (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed));
     }
-    tprintf(t, "\r\n");
+    st_text_printf(t, "\r\n");
 }
 
-static void info_latencystats(text *t, const info_ctx *x)
+static void info_latencystats(st_text *t, const info_ctx *x)
 {
-    tprintf(t, "# Latencystats\r\n");
+    st_text_printf(t, "# Latencystats\r\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         const st_cmdstat *s = &x->stats->cmd[i];
         if (atomic_load_explicit(&s->calls, memory_order_relaxed) == 0) continue;
-        tprintf(t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
+        st_text_printf(t, "latency_percentiles_usec_%s:p50=%.3f,p99=%.3f,p99.9=%.3f\r\n", commands[i].name,
                 percentile(s, 0.50) / 1000.0, percentile(s, 0.99) / 1000.0, percentile(s, 0.999) / 1000.0);
     }
-    tprintf(t, "\r\n");
+    st_text_printf(t, "\r\n");
 }
 
 /* INFO's sections, in order: name, in the default set or only when asked
@@ -654,12 +749,13 @@ static void info_latencystats(text *t, const info_ctx *x)
 static const struct {
     const char *name;
     int in_default;
-    void (*write)(text *t, const info_ctx *x);
+    void (*write)(st_text *t, const info_ctx *x);
 } info_sections[] = {
     {"server", 1, info_server},           {"clients", 1, info_clients}, {"memory", 1, info_memory},
     {"model", 1, info_model},             {"quality", 1, info_quality}, {"persistence", 1, info_persistence},
     {"stats", 1, info_stats},             {"commandstats", 0, info_commandstats},
-    {"latencystats", 0, info_latencystats},
+    {"latencystats", 0, info_latencystats}, {"errorstats", 0, info_errorstats},
+    {"keyspace", 1, info_keyspace},
 };
 
 void cmd_info(st_ctx *c)
@@ -672,12 +768,73 @@ void cmd_info(st_ctx *c)
         return;
     }
     c->ops->sum_stats(c->srv, stats);
-    text t = {0};
+    st_text t = {0};
     info_ctx x = {.c = c, .si = &si, .stats = stats, .sv = c->model, .m = c->model ? &c->model->m : NULL};
     for (size_t i = 0; i < sizeof info_sections / sizeof info_sections[0]; i++)
         if (want_section(c, info_sections[i].name, info_sections[i].in_default)) info_sections[i].write(&t, &x);
     if (t.buf) resp_bulk(c->out, t.buf, t.len >= 2 ? t.len - 2 : t.len);
     else resp_bulk(c->out, "", 0);
     st_free(t.buf);
+    st_free(stats);
+}
+
+/* ---- LATENCY HISTOGRAM ------------------------------------------------------------ */
+
+static int histogram_wanted(const st_ctx *c, const char *name)
+{
+    if (c->argc == 2) return 1;
+    for (int i = 2; i < c->argc; i++)
+        if (st_cmd_is_word(&c->argv[i], name)) return 1;
+    return 0;
+}
+
+/* One command's histogram as Redis 7 lays it out: calls, then cumulative
+ * counts at powers of two of microseconds (only where the count grows). */
+static void histogram_entry(resp_out *o, const char *name, const st_cmdstat *s)
+{
+    uint64_t at[64] = {0}, calls = atomic_load_explicit(&s->calls, memory_order_relaxed);
+    for (int b = 0; b < ST_LAT_BUCKETS; b++) {
+        uint64_t n = atomic_load_explicit(&s->hist[b], memory_order_relaxed);
+        if (!n) continue;
+        double us = st_latency_bucket_ns(b) / 1000.0;
+        int k = 0;
+        while (k < 63 && (double)(UINT64_C(1) << k) < us) k++;
+        at[k] += n;
+    }
+    int64_t nonzero = 0;
+    for (int k = 0; k < 64; k++) nonzero += at[k] != 0;
+    resp_bulk_str(o, name);
+    resp_map(o, 2);
+    resp_bulk_str(o, "calls");
+    resp_int(o, (int64_t)calls);
+    resp_bulk_str(o, "histogram_usec");
+    resp_map(o, nonzero);
+    uint64_t cum = 0;
+    for (int k = 0; k < 64; k++) {
+        if (!at[k]) continue;
+        cum += at[k];
+        resp_int(o, (int64_t)(UINT64_C(1) << k));
+        resp_int(o, (int64_t)cum);
+    }
+}
+
+/* LATENCY HISTOGRAM [command ...]: every command called so far, or those
+ * named ("segments", "client|list"). */
+void cmd_latency_histogram(st_ctx *c)
+{
+    st_stats *stats = st_malloc(sizeof *stats);
+    if (!stats) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    c->ops->sum_stats(c->srv, stats);
+    size_t n = NCOMMANDS;
+    int64_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += atomic_load_explicit(&stats->cmd[i].calls, memory_order_relaxed) && histogram_wanted(c, commands[i].name);
+    resp_map(c->out, k);
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load_explicit(&stats->cmd[i].calls, memory_order_relaxed) && histogram_wanted(c, commands[i].name))
+            histogram_entry(c->out, commands[i].name, &stats->cmd[i]);
     st_free(stats);
 }

@@ -30,9 +30,11 @@ st_call_result st_call(st_ctx *ctx, st_stats *stats, const st_command **cmd, uin
 /* Runs a deferred command (on a heavy worker; ctx->session is NULL). */
 void st_call_heavy(st_ctx *ctx, const st_command *cmd);
 
-/* Records a deferred command's statistics once its reply (reply_len bytes
- * starting with first_byte) is back on the loop. */
-void st_call_finish(st_stats *stats, const st_command *cmd, uint64_t t0, char first_byte);
+/* Records a deferred command's statistics once its reply (len bytes) is
+ * back on the loop: its time, an error's code, and, when it was slow, a
+ * slow log entry (ctx: the connection's, its arguments the job's copy;
+ * ctx->session NULL when the connection is gone). */
+void st_call_finish(st_ctx *ctx, st_stats *stats, const st_command *cmd, uint64_t t0, const char *reply, size_t len);
 
 /* The command table, for /metrics: how many rows, and row i's name ("segments",
  * "model|info"); the indices are those of st_stats.cmd. */

@@ -400,7 +400,7 @@ int st_journal_read(const char *path, uint64_t from, uint64_t to, st_jrecord_fn 
 
 struct st_journal {
     char *path;
-    st_appendfsync policy;
+    atomic_int policy; /* an st_appendfsync; CONFIG SET changes it while serving */
     uint64_t id;
     int64_t created;
     int fd;
@@ -491,7 +491,9 @@ static void *everysec_main(void *arg)
         pthread_mutex_unlock(&j->thread_lock);
         char err[ST_ERRLEN];
         uint64_t w = atomic_load(&j->written_seq);
-        if (w > atomic_load(&j->synced_seq) && !atomic_load(&j->broken)) st_journal_sync(j, w, err);
+        if (atomic_load(&j->policy) == ST_APPENDFSYNC_EVERYSEC && w > atomic_load(&j->synced_seq) &&
+            !atomic_load(&j->broken))
+            st_journal_sync(j, w, err);
         pthread_mutex_lock(&j->thread_lock);
     }
     pthread_mutex_unlock(&j->thread_lock);
@@ -558,7 +560,7 @@ st_journal *st_journal_open(const char *path, st_appendfsync policy, st_jrecord_
         return NULL;
     }
     j->path = p;
-    j->policy = policy;
+    atomic_init(&j->policy, (int)policy);
     j->fd = -1;
     pthread_mutex_init(&j->compact_lock, NULL);
     pthread_mutex_init(&j->append_lock, NULL);
@@ -606,13 +608,12 @@ st_journal *st_journal_open(const char *path, st_appendfsync policy, st_jrecord_
     j->synced_records = j->records;
     j->synced_at = st_now();
     atomic_init(&j->broken, 0);
-    if (policy == ST_APPENDFSYNC_EVERYSEC) {
-        if (pthread_create(&j->thread, NULL, everysec_main, j) != 0) {
-            st_seterr(err, "cannot start the journal's fsync thread");
-            goto fail;
-        }
-        j->thread_started = 1;
+    /* Started under every policy: CONFIG SET may switch to everysec later. */
+    if (pthread_create(&j->thread, NULL, everysec_main, j) != 0) {
+        st_seterr(err, "cannot start the journal's fsync thread");
+        goto fail;
     }
+    j->thread_started = 1;
     return j;
 fail:
     journal_free(j);
@@ -732,7 +733,7 @@ int st_journal_sync(st_journal *j, uint64_t seq, char *err)
 
 int st_journal_commit(st_journal *j, uint64_t seq, char *err)
 {
-    return j->policy == ST_APPENDFSYNC_ALWAYS ? st_journal_sync(j, seq, err) : 0;
+    return atomic_load(&j->policy) == ST_APPENDFSYNC_ALWAYS ? st_journal_sync(j, seq, err) : 0;
 }
 
 int st_journal_rollback(st_journal *j, uint64_t *dropped, char *err)
@@ -758,7 +759,9 @@ int st_journal_rollback(st_journal *j, uint64_t *dropped, char *err)
 
 uint64_t st_journal_durable_seq(st_journal *j) { return atomic_load(&j->synced_seq); }
 uint64_t st_journal_last_seq(st_journal *j) { return atomic_load(&j->written_seq); }
-st_appendfsync st_journal_policy(const st_journal *j) { return j->policy; }
+st_appendfsync st_journal_policy(const st_journal *j) { return (st_appendfsync)atomic_load(&j->policy); }
+
+void st_journal_set_policy(st_journal *j, st_appendfsync p) { atomic_store(&j->policy, (int)p); }
 uint64_t st_journal_id(const st_journal *j) { return j->id; }
 const char *st_journal_path(const st_journal *j) { return j->path; }
 

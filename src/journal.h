@@ -145,6 +145,10 @@ int st_journal_rollback(st_journal *j, uint64_t *dropped, char *err);
 uint64_t st_journal_durable_seq(st_journal *j);
 uint64_t st_journal_last_seq(st_journal *j);
 st_appendfsync st_journal_policy(const st_journal *j);
+/* Changes the fsync policy while serving (CONFIG SET appendfsync): appends
+ * from now on follow p; under everysec the journal's thread fdatasyncs once
+ * a second whatever the policy it was opened with. */
+void st_journal_set_policy(st_journal *j, st_appendfsync p);
 uint64_t st_journal_id(const st_journal *j);
 const char *st_journal_path(const st_journal *j);
 

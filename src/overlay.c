@@ -262,6 +262,22 @@ int st_overlay_find(st_overlay *o, const char *id, size_t len, float *x, uint32_
     return rc;
 }
 
+int st_overlay_slot(st_overlay *o, uint32_t i, const char **id, uint32_t *len, uint32_t *model_u)
+{
+    if (atomic_load(&o->size) == 0) return -1;
+    pthread_rwlock_rdlock(&o->lock);
+    int rc = -1;
+    if (i < o->n) {
+        const slot_t *s = &o->slots[i];
+        *id = s->id;
+        *len = s->len;
+        *model_u = s->model_u;
+        rc = s->live ? ST_OV_LIVE : ST_OV_FORGOTTEN;
+    }
+    pthread_rwlock_unlock(&o->lock);
+    return rc;
+}
+
 uint64_t st_overlay_users(st_overlay *o)
 {
     pthread_rwlock_rdlock(&o->lock);

@@ -74,6 +74,12 @@ int st_overlay_find(st_overlay *o, const char *id, size_t len, float *x, uint32_
 /* Users the served model plus overlay answer for: m - hidden rows + live. */
 uint64_t st_overlay_users(st_overlay *o);
 
+/* Slot i, for SCAN's cursor (slots are never reused or reordered): -1 past
+ * the last slot; else ST_OV_LIVE or ST_OV_FORGOTTEN, with its id (valid
+ * while the overlay lives) and the model's row of the user (ST_NOT_FOUND for
+ * a user the model does not have). */
+int st_overlay_slot(st_overlay *o, uint32_t i, const char **id, uint32_t *len, uint32_t *model_u);
+
 /* What a scan over every user needs, copied at one instant. */
 typedef struct {
     uint32_t m, k;

@@ -395,17 +395,19 @@ static void header(resp_out *o, char type, int64_t n)
     o->len += (size_t)w;
 }
 
-void resp_simple(resp_out *o, const char *s)
+/* One line value: the type byte, n bytes of s, CRLF. */
+static void line(resp_out *o, char type, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (resp_out_reserve(o, n + 3) != 0) return;
     char *p = o->buf + o->len;
-    p[0] = '+';
+    p[0] = type;
     memcpy(p + 1, s, n);
     p[n + 1] = '\r';
     p[n + 2] = '\n';
     o->len += n + 3;
 }
+
+void resp_simple(resp_out *o, const char *s) { line(o, '+', s, strlen(s)); }
 
 void resp_error(resp_out *o, const char *fmt, ...)
 {
@@ -419,19 +421,46 @@ void resp_error(resp_out *o, const char *fmt, ...)
     /* An error is one line: a CR or LF from a client's argument would end it early. */
     for (int i = 0; i < n; i++)
         if (msg[i] == '\r' || msg[i] == '\n') msg[i] = ' ';
-    if (resp_out_reserve(o, (size_t)n + 3) != 0) return;
-    char *p = o->buf + o->len;
-    p[0] = '-';
-    memcpy(p + 1, msg, (size_t)n);
-    p[n + 1] = '\r';
-    p[n + 2] = '\n';
-    o->len += (size_t)n + 3;
+    line(o, '-', msg, (size_t)n);
 }
 
 void resp_int(resp_out *o, int64_t v) { header(o, ':', v); }
 void resp_array(resp_out *o, int64_t n) { header(o, '*', n); }
-void resp_null(resp_out *o) { resp_raw(o, "$-1\r\n", 5); }
-void resp_null_array(resp_out *o) { resp_raw(o, "*-1\r\n", 5); }
+void resp_null(resp_out *o)
+{
+    if (o->proto == 3) resp_raw(o, "_\r\n", 3);
+    else resp_raw(o, "$-1\r\n", 5);
+}
+
+void resp_null_array(resp_out *o)
+{
+    if (o->proto == 3) resp_raw(o, "_\r\n", 3);
+    else resp_raw(o, "*-1\r\n", 5);
+}
+
+void resp_map(resp_out *o, int64_t n)
+{
+    if (o->proto == 3) header(o, '%', n);
+    else header(o, '*', 2 * n);
+}
+
+/* A RESP3 double line (`,text`), or the text as a bulk string. */
+static void double_text(resp_out *o, const char *b, size_t n)
+{
+    if (o->proto != 3) {
+        resp_bulk(o, b, n);
+        return;
+    }
+    line(o, ',', b, n);
+}
+
+void resp_double(resp_out *o, double v)
+{
+    char b[40];
+    int n = isnan(v) ? snprintf(b, sizeof b, "nan") : isinf(v) ? snprintf(b, sizeof b, v > 0 ? "inf" : "-inf")
+                                                               : snprintf(b, sizeof b, "%.17g", v);
+    double_text(o, b, (size_t)n);
+}
 
 void resp_bulk(resp_out *o, const void *s, size_t n)
 {
@@ -515,5 +544,5 @@ void resp_score(resp_out *o, float v)
 {
     char b[40];
     int n = resp_format_score(b, v);
-    resp_bulk(o, b, (size_t)n);
+    double_text(o, b, (size_t)n);
 }

@@ -11,7 +11,9 @@
  * the message and closes the connection: the stream cannot be trusted again.
  *
  * Replies: resp_out is a growable output buffer with a hard limit; the
- * writers append one RESP2 value each and never emit RESP3 types.
+ * writers append one value each: RESP2, or with proto 3 (a connection that
+ * sent HELLO 3) RESP3's own types where RESP3 has them: maps, doubles for
+ * scores, `_` for nil. Everything else is the same in both.
  *
  * Owns: the parser's argument table (grown up to max_args, then reused), the
  * output buffer. Never: reads or writes a file descriptor, blocks, prints.
@@ -86,6 +88,7 @@ typedef struct {
     size_t len, cap;
     size_t limit;   /* 0 = none; growing past it sets overflow */
     int overflow;   /* a write was dropped: out of memory or over the limit */
+    int proto;      /* 3: RESP3 types (maps, doubles, nulls) after HELLO 3; otherwise RESP2 */
 } resp_out;
 
 void resp_out_init(resp_out *o, size_t limit);
@@ -112,9 +115,14 @@ void resp_bulk_str(resp_out *o, const char *s);
 void resp_null(resp_out *o);            /* $-1 */
 void resp_null_array(resp_out *o);      /* *-1 */
 void resp_array(resp_out *o, int64_t n); /* the header; n values follow */
+/* A map of n pairs: `%n` in RESP3, a flat array of 2n values in RESP2. */
+void resp_map(resp_out *o, int64_t n);
+/* A double: `,` in RESP3, a bulk string of %.17g in RESP2. */
+void resp_double(resp_out *o, double v);
 
-/* A float score as a bulk string in the shortest decimal form that reads
- * back to the same float (Redis sends sorted-set scores as bulk strings). */
+/* A float score in the shortest decimal form that reads back to the same
+ * float: a bulk string (as Redis sends sorted-set scores in RESP2), or a
+ * RESP3 double with proto 3. */
 void resp_score(resp_out *o, float v);
 /* The same text, into buf (at least 32 bytes); returns its length. */
 int resp_format_score(char *buf, float v);

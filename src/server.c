@@ -110,11 +110,13 @@ static void client_close(st_client *c, const char *why)
     st_log(ST_LOG_VERBOSE, "client %llu (%s) closed: %s", (unsigned long long)c->sess.id, c->sess.addr, why);
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
-    c->fd = -1;
     l->closed++;
+    pthread_mutex_lock(&l->srv->clients_lock);
+    c->fd = -1;
     if (c->prev) c->prev->next = c->next;
     else l->clients = c->next;
     if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&l->srv->clients_lock);
     l->nclients--;
     atomic_fetch_sub(&l->srv->nclients, 1);
     atomic_fetch_sub(c->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
@@ -172,6 +174,7 @@ static int defer(st_client *c, st_ctx *ctx, const st_command *cmd, uint64_t t0)
     atomic_fetch_add(&l->model->refs, 1);
     j->model = l->model;
     resp_out_init(&j->out, srv->cfg.output_limit);
+    j->out.proto = c->out.proto;
     c->blocked = 1;
     atomic_fetch_add(&srv->blocked, 1);
     pthread_mutex_lock(&srv->q_lock);
@@ -278,6 +281,7 @@ static int process_http(st_client *c)
             snprintf(c->sess.user, sizeof c->sess.user, "%s", c->call.user);
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
+            l->http_reply.proto = 2; /* api.c reads RESP2 whatever HELLO said */
             st_ctx ctx = {.srv = srv,
                           .ops = &st_srv_ops,
                           .cfg = &srv->cfg,
@@ -287,7 +291,8 @@ static int process_http(st_client *c)
                           .out = &l->http_reply,
                           .argc = c->call.argc,
                           .argv = c->call.argv,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .slowlog = &srv->slowlog};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
@@ -365,14 +370,26 @@ static int process_input(st_client *c)
                           .out = &c->out,
                           .argc = (int)c->parser.argc,
                           .argv = c->parser.argv,
-                          .stats = &l->stats};
+                          .stats = &l->stats,
+                          .slowlog = &srv->slowlog};
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
+            /* CLIENT REPLY OFF and SKIP: the reply is made (and timed) as
+             * always, then dropped. */
+            size_t before = c->out.len;
+            int skip = c->sess.reply_skip;
+            c->sess.reply_skip = 0;
             if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
                 if (defer(c, &ctx, cmd, t0) != 0) resp_error(&c->out, "ERR out of memory");
+                else c->discard_reply = skip || c->sess.reply_off;
             } else {
                 reply_saw_journal(c, l->model);
+                if (skip || c->sess.reply_off) c->out.len = before;
+            }
+            if (c->sess.reply_skip_next) {
+                c->sess.reply_skip_next = 0;
+                c->sess.reply_skip = 1;
             }
         }
         c->in_start += consumed;
@@ -453,6 +470,7 @@ static void client_service(st_client *c)
         client_close(c, c->sess.close_after_reply ? "closed after reply" : "server shutting down");
         return;
     }
+    st_srv_client_publish(c);
     set_events(c);
 }
 
@@ -591,6 +609,7 @@ static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
     c->sess.rights = st_acl_initial_rights(srv->cfg.acl);
     snprintf(c->sess.user, sizeof c->sess.user, "default");
     c->sess.created = st_now();
+    c->sess.resp = 2;
     c->last_active = l->now;
     c->events = EPOLLIN;
     return c;
@@ -628,10 +647,16 @@ static void accept_clients(st_loop *l, st_listener *ls)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         snprintf(c->sess.addr, sizeof c->sess.addr, "%s", addr);
+        if (ls->is_unix) snprintf(c->sess.laddr, sizeof c->sess.laddr, "%s:0", srv->cfg.unixsocket);
+        else snprintf(c->sess.laddr, sizeof c->sess.laddr, "%.48s:%d", ls->is_http ? srv->http_addr : srv->tcp_addr,
+                      ls->is_http ? srv->http_port : srv->tcp_port);
         c->probes_only = probes;
+        st_srv_client_publish(c);
+        pthread_mutex_lock(&srv->clients_lock);
         c->next = l->clients;
         if (l->clients) l->clients->prev = c;
         l->clients = c;
+        pthread_mutex_unlock(&srv->clients_lock);
         l->nclients++;
         atomic_fetch_add(&srv->nclients, 1);
         st_stat_bump(&l->stats.connections, 1);
@@ -657,6 +682,15 @@ static void loop_refresh_model(st_loop *l)
     l->model_gen = s->generation;
 }
 
+void st_srv_reap_killed(st_loop *l)
+{
+    atomic_store(&l->kills, 0);
+    for (st_client *c = l->clients, *next; c; c = next) {
+        next = c->next;
+        if (atomic_load(&c->kill)) client_close(c, "killed by CLIENT KILL");
+    }
+}
+
 void st_srv_finish_jobs(st_loop *l)
 {
     pthread_mutex_lock(&l->done_lock);
@@ -666,13 +700,16 @@ void st_srv_finish_jobs(st_loop *l)
     while (j) {
         st_job *next = j->next;
         st_client *c = j->c;
-        st_call_finish(&l->stats, j->cmd, j->t0, j->out.len ? j->out.buf[0] : '-');
+        st_ctx fctx = {.cfg = &l->srv->cfg, .session = c->dead ? NULL : &c->sess, .argc = j->argc, .argv = j->argv,
+                       .slowlog = &l->srv->slowlog};
+        st_call_finish(&fctx, &l->stats, j->cmd, j->t0, j->out.buf, j->out.len);
         atomic_fetch_sub(&l->srv->blocked, 1);
         c->blocked = 0;
         if (c->dead) {
             client_free(c);
         } else {
             if (c->is_http) st_api_reply(&l->stats, &c->call, j->out.buf, j->out.len, j->out.overflow, &c->out);
+            else if (c->discard_reply) c->discard_reply = 0;
             else if (j->out.overflow) c->out.overflow = 1;
             else resp_raw(&c->out, j->out.buf, j->out.len);
             reply_saw_journal(c, j->model);
@@ -795,6 +832,7 @@ void *st_srv_loop_main(void *arg)
                 if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
                 }
                 st_srv_finish_jobs(l);
+                if (atomic_load(&l->kills)) st_srv_reap_killed(l);
             } else {
                 st_client *c = ev[i].data.ptr;
                 if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {

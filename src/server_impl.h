@@ -59,10 +59,16 @@ typedef struct st_client {
     size_t out_pos;
     int blocked;   /* a heavy command is in flight */
     int dead;      /* closed while blocked: freed when the job returns */
+    int discard_reply; /* the heavy command in flight's reply is dropped (CLIENT REPLY) */
     int syncing;   /* on the loop's list of replies waiting for an fdatasync */
     struct st_client *sync_prev, *sync_next;
     uint32_t events; /* registered epoll events */
     double last_active;
+    /* What CLIENT LIST on another loop reads (server_clients.c): published
+     * by the owning loop after each service, relaxed. */
+    atomic_uint_fast64_t pub_qbuf, pub_icap, pub_obl, pub_omem, pub_active_ms;
+    atomic_int pub_blocked;
+    atomic_int kill; /* CLIENT KILL from any loop: the owning loop closes it */
     struct st_client *prev, *next;
 } st_client;
 
@@ -98,6 +104,7 @@ struct st_loop {
     double now; /* coarse monotonic seconds, read once per wake-up (loop_time) */
     st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
     uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
+    atomic_int kills; /* some connection of this loop is marked by CLIENT KILL */
 };
 
 struct st_server {
@@ -127,6 +134,11 @@ struct st_server {
     pthread_t *heavy;
     int nheavy;
     atomic_uint_fast64_t nclients, next_client_id, blocked;
+    /* Taken to link and unlink connections on any loop's list and to change
+     * their names, so CLIENT LIST and KILL on one loop can walk them all. */
+    pthread_mutex_t clients_lock;
+    pthread_mutex_t cfg_lock; /* CONFIG SET's stores (server_config.c) */
+    st_slowlog slowlog;
     atomic_int stopping;
     double started, started_unix;
     /* Online writes: the journal, and the lock that puts a change and its
@@ -155,6 +167,23 @@ void *st_srv_loop_main(void *arg);
 
 /* Hands the replies of the loop's finished heavy jobs to their connections. */
 void st_srv_finish_jobs(st_loop *l);
+
+/* Closes the connections of l that CLIENT KILL marked (l's own thread). */
+void st_srv_reap_killed(st_loop *l);
+
+/* ---- server_clients.c ------------------------------------------------------ */
+
+/* Publishes what CLIENT LIST shows of c (its own loop's thread). */
+void st_srv_client_publish(st_client *c);
+
+/* The client-lock and listing operations of st_srv_ops (service.h). */
+void st_srv_lock_clients(st_server *srv, int on);
+uint64_t st_srv_clients(st_server *srv, st_client_fn fn, void *arg, int kill, uint64_t self_id, int *self_hit);
+
+/* ---- server_config.c ------------------------------------------------------ */
+
+void st_srv_update_config(st_server *srv, void (*fn)(st_server_config *cfg, void *arg), void *arg);
+void st_srv_reset_stats(st_server *srv);
 
 /* ---- server_write.c ------------------------------------------------------ */
 

@@ -68,6 +68,8 @@ void st_server_config_default(st_server_config *c)
     c->protected_mode = 1;
     c->request_timeout = 5;
     c->http_maxclients = 1000;
+    c->slowlog_slower_than = 10000;
+    c->slowlog_max_len = 128;
 }
 
 /* ---- the heavy pool ------------------------------------------------------- */
@@ -105,7 +107,8 @@ static void *heavy_main(void *arg)
                           .scratch = &h->scratch,
                           .out = &j->out,
                           .argc = j->argc,
-                          .argv = j->argv};
+                          .argv = j->argv,
+                          .slowlog = &srv->slowlog};
             st_call_heavy(&ctx, j->cmd);
         }
         st_loop *l = j->loop;
@@ -278,6 +281,9 @@ static st_server *server_new(const st_server_config *cfg)
         srv->lim_preauth.max_inline = ST_PREAUTH_MAX_REQUEST;
     }
     pthread_mutex_init(&srv->model_lock, NULL);
+    pthread_mutex_init(&srv->clients_lock, NULL);
+    st_slowlog_init(&srv->slowlog);
+    pthread_mutex_init(&srv->cfg_lock, NULL);
     pthread_mutex_init(&srv->reload_lock, NULL);
     pthread_mutex_init(&srv->q_lock, NULL);
     pthread_cond_init(&srv->q_cond, NULL);
@@ -318,6 +324,9 @@ static void server_free(st_server *srv)
     st_free(srv->loops);
     st_free(srv->heavy);
     pthread_mutex_destroy(&srv->model_lock);
+    pthread_mutex_destroy(&srv->clients_lock);
+    st_slowlog_free(&srv->slowlog);
+    pthread_mutex_destroy(&srv->cfg_lock);
     pthread_mutex_destroy(&srv->reload_lock);
     pthread_mutex_destroy(&srv->q_lock);
     pthread_cond_destroy(&srv->q_cond);

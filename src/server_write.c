@@ -28,6 +28,10 @@ const st_server_ops st_srv_ops = {
     .get_info = st_srv_get_info,
     .sum_stats = st_srv_sum_stats,
     .get_journal = st_srv_get_journal,
+    .lock_clients = st_srv_lock_clients,
+    .clients = st_srv_clients,
+    .update_config = st_srv_update_config,
+    .reset_stats = st_srv_reset_stats,
 };
 
 /* The served model with a reference for the caller, or NULL while the

@@ -18,6 +18,7 @@
 #include "journal.h"
 #include "resp.h"
 #include "served.h"
+#include "slowlog.h"
 #include "stats.h"
 
 typedef struct {
@@ -60,6 +61,10 @@ typedef struct {
     int n_http_allow_host;
     const char *const *http_allow_origin; /* origins allowed cross-origin requests (CORS); "*" = any */
     int n_http_allow_origin;
+    double slowlog_slower_than;  /* microseconds; commands slower go to the slow log; -1 = none, 0 = all */
+    uint64_t slowlog_max_len;    /* entries the slow log keeps */
+    const char *config_file;     /* the --config file, for CONFIG REWRITE; NULL = none */
+    uint64_t config_changed;     /* CONFIG SET's parameters changed since start (cmd_config.c's rows) */
 } st_server_config;
 
 /* What a connection's commands can see and set. */
@@ -72,8 +77,34 @@ typedef struct {
     char name[129];        /* CLIENT SETNAME; empty when none */
     uint64_t journal_wait; /* replies not yet sent depend on journal records up to this seq */
     char addr[64];
+    char laddr[64];        /* the local address the connection came in on */
     double created;
+    /* Redis compatibility (CLIENT, HELLO): the name fields above and the
+     * library's below are written by the connection's own loop under the
+     * server's client lock (ops->lock_clients) and read by CLIENT LIST on
+     * any loop under it. */
+    int resp;              /* protocol version of replies: 2, or 3 after HELLO 3 */
+    char lib_name[129], lib_ver[129]; /* CLIENT SETINFO */
+    int reply_off;         /* CLIENT REPLY OFF: replies are dropped */
+    int reply_skip_next;   /* CLIENT REPLY SKIP: the next command's reply is dropped */
+    int reply_skip;        /* ... this command's reply is dropped */
+    atomic_int last_cmd;   /* the command table's row + 1 of the last command; 0 = none */
 } st_session;
+
+/* One connection as CLIENT LIST shows it, copied under the client lock. */
+typedef struct {
+    uint64_t id;
+    const st_session *sess; /* valid only inside the callback */
+    int fd;
+    double age, idle;       /* seconds */
+    uint64_t qbuf, qbuf_free, obl, omem, tot_mem;
+    const char *cmd;        /* the last command run ("NULL" before any) */
+    int blocked, is_http;
+} st_client_info;
+
+/* Called for each connection by ops->clients; a nonzero return from a
+ * kill filter marks the connection to be closed. */
+typedef int (*st_client_fn)(void *arg, const st_client_info *ci);
 
 typedef struct st_server st_server;
 
@@ -146,6 +177,21 @@ typedef struct {
     void (*sum_stats)(st_server *srv, st_stats *out);
     /* The journal and what was replayed at start. */
     void (*get_journal)(st_server *srv, st_server_journal_info *info);
+    /* Takes (on = 1) or releases (0) the lock under which connections'
+     * names are changed and listed. Held briefly; never across a command. */
+    void (*lock_clients)(st_server *srv, int on);
+    /* Calls fn for every RESP connection of every loop, under the client
+     * lock (fn must not call back into the server). With kill set, each
+     * connection fn returns nonzero for is marked to be closed by its own
+     * loop soon after (the caller's own connection, self_id, is not marked:
+     * *self_hit says it matched). Returns how many fn accepted. */
+    uint64_t (*clients)(st_server *srv, st_client_fn fn, void *arg, int kill, uint64_t self_id, int *self_hit);
+    /* CONFIG SET: calls fn on the server's configuration under its lock
+     * (fn stores the new values), then applies what depends on them (the
+     * HTTP rate limiter, the journal's fsync policy). */
+    void (*update_config)(st_server *srv, void (*fn)(st_server_config *cfg, void *arg), void *arg);
+    /* CONFIG RESETSTAT: every loop's counters and latency histograms to zero. */
+    void (*reset_stats)(st_server *srv);
 } st_server_ops;
 
 /* Everything a command handler gets. In the heavy pool, session is NULL. */
@@ -160,6 +206,7 @@ typedef struct {
     int argc;
     resp_arg *argv;
     st_stats *stats; /* the loop's counters; NULL in the heavy pool */
+    st_slowlog *slowlog; /* the server's slow log; NULL = none (tests) */
 } st_ctx;
 
 #endif

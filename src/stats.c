@@ -1,6 +1,8 @@
 /* stats: counters, latency buckets and the clock (stats.h). */
 #include "stats.h"
 
+#include <string.h>
+
 #include <time.h>
 
 uint64_t st_nanos(void)
@@ -64,6 +66,7 @@ void st_stats_add(st_stats *out, const st_stats *s)
     add(&out->request_timeouts, &s->request_timeouts);
     add(&out->protected_refused, &s->protected_refused);
     for (int c = 0; c < ST_HTTP_CODES; c++) add(&out->http_codes[c], &s->http_codes[c]);
+    for (int c = 0; c < ST_ERROR_CODES; c++) add(&out->errors[c], &s->errors[c]);
 }
 
 const int st_http_codes[ST_HTTP_CODES] = {200, 304, 400, 401, 404, 405, 413, 417, 429, 431,
@@ -74,4 +77,17 @@ int st_http_code_slot(int status)
     for (int i = 0; i < ST_HTTP_CODES - 1; i++)
         if (st_http_codes[i] == status) return i;
     return ST_HTTP_CODES - 1;
+}
+
+const char *const st_error_codes[ST_ERROR_CODES] = {"ERR",      "NOAUTH",  "WRONGPASS", "NOPERM",    "NOPROTO",
+                                                    "LOADING",  "MISCONF", "WRONGTYPE", "DENIED",    "BUSY",
+                                                    "EXECABORT", "OTHER"};
+
+int st_error_slot(const char *reply, size_t len)
+{
+    size_t w = 0;
+    while (w < len && reply[w] != ' ' && reply[w] != '\r') w++;
+    for (int i = 0; i < ST_ERROR_CODES - 1; i++)
+        if (strlen(st_error_codes[i]) == w && memcmp(st_error_codes[i], reply, w) == 0) return i;
+    return ST_ERROR_CODES - 1;
 }

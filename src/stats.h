@@ -15,11 +15,13 @@
 #define STARLING_STATS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#define ST_MAX_COMMANDS 64
+#define ST_MAX_COMMANDS 96
 #define ST_LAT_BUCKETS (32 + 40 * 16)
 #define ST_HTTP_CODES 20
+#define ST_ERROR_CODES 12
 
 typedef struct {
     atomic_uint_fast64_t calls, nanos, failed, rejected;
@@ -35,7 +37,15 @@ typedef struct {
      * the RESP port, requests not complete within request-timeout, clients
      * refused by protected mode */
     atomic_uint_fast64_t auth_failures, acl_denied, cross_protocol, request_timeouts, protected_refused;
+    /* error replies by their code (INFO errorstats), one slot per code of
+     * st_error_codes and a last one for any other */
+    atomic_uint_fast64_t errors[ST_ERROR_CODES];
 } st_stats;
+
+/* The error codes counted in their own slots, and the slot of an error
+ * reply's text (its first word: "ERR", "NOAUTH", ...). */
+extern const char *const st_error_codes[ST_ERROR_CODES];
+int st_error_slot(const char *reply, size_t len);
 
 /* Monotonic nanoseconds. */
 uint64_t st_nanos(void);

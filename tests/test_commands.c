@@ -205,7 +205,12 @@ static void stub_info(st_server *srv, st_server_info *info)
     (void)srv;
     memset(info, 0, sizeof *info);
 }
-static const st_server_ops stub_ops = {.get_info = stub_info};
+static void stub_lock(st_server *srv, int on)
+{
+    (void)srv;
+    (void)on;
+}
+static const st_server_ops stub_ops = {.get_info = stub_info, .lock_clients = stub_lock};
 
 /* Roles: what a user with each right may run, AUTH with users, and the
  * connection closed after ST_AUTH_MAX_FAILURES wrong passwords. */

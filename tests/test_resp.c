@@ -229,6 +229,37 @@ static void test_replies(void)
     ok(roundtrip, "score text reads back to the same float (200,000 random floats)");
 }
 
+/* The same replies, written under either protocol. */
+static void write_sample(resp_out *o)
+{
+    resp_map(o, 1);
+    resp_bulk_str(o, "k");
+    resp_double(o, 0.25);
+    resp_score(o, -1.5f);
+    resp_null(o);
+    resp_null_array(o);
+    resp_array(o, 1);
+    resp_int(o, 3);
+}
+
+/* RESP3 (a connection after HELLO 3): maps, doubles and nulls; the rest as RESP2. */
+static void test_resp3(void)
+{
+    resp_out o;
+    resp_out_init(&o, 0);
+    write_sample(&o);
+    const char *v2 = "*2\r\n$1\r\nk\r\n$4\r\n0.25\r\n$4\r\n-1.5\r\n$-1\r\n*-1\r\n*1\r\n:3\r\n";
+    ok(o.len == strlen(v2) && memcmp(o.buf, v2, o.len) == 0, "RESP2: a map is a flat array, doubles bulk strings");
+    resp_out_free(&o);
+    resp_out_init(&o, 0);
+    o.proto = 3;
+    write_sample(&o);
+    resp_double(&o, INFINITY);
+    const char *v3 = "%1\r\n$1\r\nk\r\n,0.25\r\n,-1.5\r\n_\r\n_\r\n*1\r\n:3\r\n,inf\r\n";
+    ok(o.len == strlen(v3) && memcmp(o.buf, v3, o.len) == 0, "RESP3: %% maps, , doubles, _ nulls");
+    resp_out_free(&o);
+}
+
 int main(void)
 {
     resp_limits_default(&lim);
@@ -236,5 +267,6 @@ int main(void)
     test_errors();
     test_limits();
     test_replies();
+    test_resp3();
     return tap_done();
 }

@@ -77,7 +77,7 @@ with tempfile.TemporaryDirectory() as d:
     hello = r.execute_command("HELLO", "2")
     hd = dict(zip(hello[::2], hello[1::2]))
     ok(hd["proto"] == 2 and hd["server"] == "starling", "HELLO 2 answers in RESP2")
-    ok("NOPROTO unsupported protocol version" in err(lambda: r.execute_command("HELLO", "3")), "HELLO 3 is refused (NOPROTO)")
+    ok("NOPROTO unsupported protocol version" in err(lambda: r.execute_command("HELLO", "4")), "HELLO 4 is refused (NOPROTO)")
     ok("without any password configured" in err(lambda: r.execute_command("AUTH", "x")), "AUTH with no password set")
     n = r.execute_command("COMMAND", "COUNT")
     cmds = r.execute_command("COMMAND")

@@ -50,7 +50,8 @@ redis-cli -s "$T/a.sock" SCORE $U "$(head -1 "$T/cli")" | sed -n 2p >"$T/sc"
 printf 'PING\nECHO "two words"\nSEGMENTS nobody COUNT 1\n' | redis-cli -p "$P" >"$T/stdin"
 [ "$(tr '\n' '|' <"$T/stdin")" = "PONG|two words|prior|$(redis-cli -p "$P" SEGMENTS nobody COUNT 1 | sed -n 2p)|$(redis-cli -p "$P" SEGMENTS nobody COUNT 1 | sed -n 3p)|" ]
 ok $? "redis-cli reading commands from stdin; an unknown user is marked 'prior'"
-redis-cli -p "$P" HELLO 3 2>&1 | grep -q NOPROTO; ok $? "redis-cli HELLO 3: NOPROTO"
+redis-cli -p "$P" HELLO 4 2>&1 | grep -q NOPROTO; ok $? "redis-cli HELLO 4: NOPROTO"
+[ "$(redis-cli -3 -p "$P" PING)" = PONG ]; ok $? "redis-cli -3 PING (HELLO 3)"
 redis-cli -p "$P" NOSUCH a 2>&1 | grep -q "unknown command 'NOSUCH'"; ok $? "redis-cli: unknown command named"
 redis-cli -p "$P" INFO server | grep -q "^starling_version:"; ok $? "redis-cli INFO server"
 
