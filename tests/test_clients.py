@@ -64,6 +64,10 @@ HANDSHAKE = [
     (["ECHO", "starling"], False),
     (["TYPE", f"u:{USER}"], False),
     (["CONFIG", "GET", "timeout"], False),
+    (["CLIENT", "SETINFO", "LIB-NAME", "matrix"], False),
+    (["CLIENT", "SETINFO", "LIB-VER", "1.0"], False),
+    (["DBSIZE"], False),
+    (["TIME"], True),
 ]
 LATER = [
     ["CLIENT", "SETINFO", "LIB-NAME", "matrix"], ["CLIENT", "SETINFO", "LIB-VER", "1.0"],
@@ -384,6 +388,7 @@ def matrix(srv, d):
         json.dump(plan, f)
     r = redis.Redis(port=srv.port, password="rootpass", socket_timeout=30)
     refused = probe_later(r)
+    ok(not refused, f"every handshake and admin command newer clients and tools send is answered ({refused})")
     ref = reference(plan)
     check_reference(ref)
     py = "/usr/bin/python3"
