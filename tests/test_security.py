@@ -287,6 +287,12 @@ def roles(model, ev, d):
        "a read user cannot FORGET (NOPERM), and the user is still there")
     ok(refused(ads, "EVENT", "u000001", "interest:sports:00", "1") == "NOPERM", "nor EVENT")
     ok(refused(ads, "CONFIG", "GET", "min-audience") == "NOPERM", "nor CONFIG GET")
+    ok(refused(ads, "CONFIG", "SET", "min-audience", "1") == "NOPERM" and
+       refused(pipe, "CONFIG", "SET", "appendfsync", "no") == "NOPERM" and
+       ops.config_get("min-audience") == {"min-audience": "100"} and ops.config_get("appendfsync") == {"appendfsync": "everysec"},
+       "nor CONFIG SET of the privacy floor (read user) or of durability (write user): both unchanged")
+    ok(ops.config_set("min-audience", "150") and ops.config_get("min-audience") == {"min-audience": "150"} and
+       ops.config_set("min-audience", "100"), "an admin user may change the floor")
     ok(refused(ads, "MODEL", "RELOAD") == "NOPERM" and refused(ads, "JOURNAL", "COMPACT") == "NOPERM",
        "nor MODEL RELOAD, nor JOURNAL COMPACT")
     ok(pipe.execute_command("EVENT", "u000001", "interest:sports:00", "1") is not None and
