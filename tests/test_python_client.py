@@ -84,6 +84,11 @@ with tempfile.TemporaryDirectory() as d:
     ok(all(typed(a) and a == M.audience(s, 30) for a, s in zip(aud, segs)) and
        c.audience(segs[3], 500, min=0.2) == M.audience(segs[3], 500, min=0.2) and
        c.reach(segs[3], 0.2) == M.reach(segs[3], 0.2), "audience (with MIN) and reach equal Model")
+    ranked = [v for _, v in M.audience(segs[3], 1200)]
+    ts = [ranked[999], -1e30, ranked[9], ranked[499], ranked[99], 1e30]
+    curve = c.reach_curve(segs[3], ts)
+    ok(curve == M.reach_curve(segs[3], ts) == [M.reach(segs[3], t) for t in ts] and all(type(x) is int for x in curve),
+       f"reach_curve equals Model's and REACH at each threshold ({curve})")
     seeds = users[100:140] + ["ghost"]
     ok(c.lookalike(seeds, 40) == M.lookalike(seeds, 40), "lookalike equals Model")
     eng = {segs[2]: 3, segs[9]: 1.5, "nope": 2}

@@ -98,6 +98,13 @@ def reach_cmd(segment, min):
     return [b"REACH", to_bytes(segment), b"MIN", _num(min)], int
 
 
+def reach_curve_cmd(segment, thresholds):
+    """REACH seg CURVE t1 t2 ...: one count per threshold, None where the
+    server's privacy floor withholds it."""
+    return ([b"REACH", to_bytes(segment), b"CURVE", *(_num(t) for t in thresholds)],
+            lambda r: [None if c is None else int(c) for c in r])
+
+
 def lookalike_cmd(seeds, n):
     seeds = [seeds] if isinstance(seeds, (str, bytes)) else seeds
     return [b"LOOKALIKE", b"COUNT", _count(n), *(to_bytes(s) for s in seeds)], lambda r: Result(_pairs(r))
@@ -200,6 +207,9 @@ class Client:
 
     def reach(self, segment, min):
         return self.execute(*reach_cmd(segment, min))
+
+    def reach_curve(self, segment, thresholds):
+        return self.execute(*reach_curve_cmd(segment, thresholds))
 
     def lookalike(self, seeds, n):
         return self.execute(*lookalike_cmd(seeds, n))

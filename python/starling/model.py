@@ -371,6 +371,15 @@ class Model(ModelFile):
         sc = self._segment_users(s)
         return int(np.count_nonzero(sc >= F32(lo)))
 
+    def reach_curve(self, segment, thresholds):
+        """REACH seg CURVE t1 t2 ...: the count at each threshold, in the
+        order given, from one pass (no privacy floor: the file is the
+        owner's)."""
+        s = self._segment(segment)
+        t = np.array([F32(_number(x, "CURVE")) for x in thresholds], dtype=F32)
+        sc = np.sort(self._segment_users(s))
+        return [int(len(sc) - np.searchsorted(sc, x, side="left")) for x in t]
+
     def lookalike(self, seeds, n):
         """LOOKALIKE COUNT n user ...: users closest to the centroid of the
         seeds' vectors, seeds excluded."""
