@@ -386,7 +386,7 @@ def matrix(srv, d):
     path = os.path.join(d, "plan.json")
     with open(path, "w") as f:
         json.dump(plan, f)
-    r = redis.Redis(port=srv.port, password="rootpass", socket_timeout=30)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", socket_timeout=30)
     refused = probe_later(r)
     ok(not refused, f"every handshake and admin command newer clients and tools send is answered ({refused})")
     ref = reference(plan)

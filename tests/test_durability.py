@@ -57,7 +57,7 @@ def recv_line(s, deadline):
 def visibility(model, d):
     srv = Server(model, "--journal", os.path.join(d, "vis.journal"), "--appendfsync", "always",
                  "--enable-debug-command", "--threads", 2, d=d)
-    admin = redis.Redis(port=srv.port, socket_timeout=10)
+    admin = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=10)
     admin.execute_command("EVENT", "warm", SEG, 1)
     admin.execute_command("DEBUG", "FSYNC-DELAY", 600)
     writer = srv.raw(timeout=10)
@@ -68,7 +68,7 @@ def visibility(model, d):
     t0 = time.monotonic()
 
     def read(i):
-        readers[i] = redis.Redis(port=srv.port, socket_timeout=10)
+        readers[i] = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=10)
         h = readers[i].execute_command("HISTORY", "fresh-user")
         seen[i] = (h, time.monotonic() - t0)
 
@@ -102,7 +102,7 @@ def failed_fsync(model, d):
     journal = os.path.join(d, "fail.journal")
     srv = Server(model, "--journal", journal, "--appendfsync", "always", "--enable-debug-command",
                  "--http-port", 0, d=d)
-    admin = redis.Redis(port=srv.port, socket_timeout=10)
+    admin = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=10)
     admin.execute_command("EVENT", "kept-user", SEG, 3)
     admin.execute_command("DEBUG", "FSYNC-FAIL", 1)
     writer = srv.raw(timeout=10)
@@ -116,7 +116,7 @@ def failed_fsync(model, d):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            r = redis.Redis(port=srv.port, socket_timeout=5)
+            r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
             hist = r.execute_command("HISTORY", "lost-user")
             break
         except redis.exceptions.ConnectionError:
@@ -143,7 +143,7 @@ def failed_fsync(model, d):
     r.close()
     srv.stop()
     srv = Server(model, "--journal", journal, d=d)
-    r = redis.Redis(port=srv.port, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=10)
     ok(r.execute_command("HISTORY", "lost-user")[0] == b"none" and
        SEG.encode() in r.execute_command("HISTORY", "kept-user")[1],
        "after a restart on the same journal: the lost write stays lost, the durable one is there")

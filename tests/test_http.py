@@ -401,7 +401,7 @@ with tempfile.TemporaryDirectory() as d:
     time.sleep(0.3)
     resp = raw_exchange(srv.http_port, b"")
     ok(status_of(resp) == 429, "past the 16 connections kept for probes: refused at once with 429")
-    rr = redis.Redis(port=srv.port, socket_timeout=5)
+    rr = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
     ok(rr.ping() and rr.execute_command("MODEL", "INFO") is not None,
        "the HTTP connections take nothing of the RESP budget (--maxclients 2)")
     rr.close()
@@ -448,7 +448,11 @@ with tempfile.TemporaryDirectory() as d:
        lr.info("persistence")["journal_enabled"] == 0,
        "writes wait for the model too: EVENT gets -LOADING, POST /v1/events 503, INFO shows no journal yet")
     srv.wait_ready()
+    deadline = time.monotonic() + 20  # the delayed load: /readyz turns 200 when it is done
     st_r, j_r, _, _ = lc.req("GET", "/readyz")
+    while st_r != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        st_r, j_r, _, _ = lc.req("GET", "/readyz")
     st_v, _, _, _ = lc.req("GET", f"/v1/users/{user}/segments")
     ok(st_r == 200 and j_r["status"] == "ready" and st_v == 200, "once it is loaded: /readyz 200, /v1 200")
     ok(lr.execute_command("EVENT", "while-loading", "interest:sports:00", 1) == "OK" and

@@ -76,7 +76,7 @@ def error_of(r, *cmd):
 
 
 def test_client(srv):
-    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
     ok(r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "go-redis(app)") == "OK" and
        r.execute_command("CLIENT", "SETINFO", "LIB-VER", "9.5.0") == "OK", "CLIENT SETINFO LIB-NAME and LIB-VER")
     ok(error_of(r, "CLIENT", "SETINFO", "LIB-NAME", "has space") is not None and
@@ -95,7 +95,7 @@ def test_client(srv):
     # Connections spread over the two event loops: every one is listed from any of them.
     others = []
     for i in range(8):
-        o = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+        o = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
         o.execute_command("CLIENT", "SETNAME", f"worker-{i}")
         others.append(o)
     seen = {}
@@ -124,7 +124,7 @@ def test_client(srv):
     ok(eventually(lambda: not any(c["name"] == "worker-0" for c in client_list(r))), "... and the connection is gone")
     ok("No such client" in (error_of(r, "CLIENT", "KILL", "10.9.9.9:1") or ""), "old form, unknown address: an error")
     ok(eventually(lambda: r.execute_command("CLIENT", "KILL", "ADDR", addr) == 0), "CLIENT KILL ADDR of a closed address: 0")
-    reader = redis.Redis(port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
+    reader = redis.Redis(host="127.0.0.1", port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
     ok("no permissions" in (error_of(reader, "CLIENT", "KILL", "ID", my_id) or "") and
        "no permissions" in (error_of(reader, "CLIENT", "LIST") or ""),
        "CLIENT KILL and LIST need the admin right")
@@ -171,7 +171,7 @@ def test_hello(srv):
        f"SEGMENTS scores are RESP3 doubles: {after[:80]!r}")
     ok(b"\r\n_\r\n$2\r\nr3\r\n%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n," in after,
        "a missing member is `_`, the name was set, CONFIG GET is a map, ZSCORE a double")
-    r2 = redis.Redis(port=srv.port, password="rootpass", socket_timeout=10)
+    r2 = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", socket_timeout=10)
     seg2 = r2.execute_command("SEGMENTS", "u000001", "COUNT", 2)
     z2 = float(r2.execute_command("ZSCORE", "u:u000001", "interest:sports:00"))
     z3 = float(after.rsplit(b",", 1)[1].split(b"\r\n")[0])
@@ -193,7 +193,7 @@ def test_hello(srv):
 
 
 def test_keyspace(srv, model_users, model_segments):
-    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
     t0 = time.time()
     sec, usec = r.execute_command("TIME")
     ok(abs(int(sec) + int(usec) / 1e6 - t0) < 2 and 0 <= int(usec) < 1000000, "TIME: seconds and microseconds")
@@ -232,7 +232,7 @@ def test_keyspace(srv, model_users, model_segments):
 
 
 def test_config(srv, conf, model, d):
-    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", decode_responses=True, socket_timeout=10)
     ok(r.execute_command("CONFIG", "SET", "timeout", 0) in ("OK", True), "CONFIG SET timeout 0")
     ok(r.execute_command("CONFIG", "SET", "timeout", 1, "maxclients", 500) in ("OK", True) and
        r.config_get("timeout") == {"timeout": "1"} and r.config_get("maxclients") == {"maxclients": "500"},
@@ -258,7 +258,7 @@ def test_config(srv, conf, model, d):
     ok(r.info("persistence")["appendfsync"] == "always" and
        r.execute_command("EVENT", "u000003", "interest:sports:00", 1) in ("OK", True), "CONFIG SET appendfsync always")
     r.execute_command("CONFIG", "SET", "min-audience", 0, "appendfsync", "everysec", "slowlog-max-len", 64)
-    reader = redis.Redis(port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
+    reader = redis.Redis(host="127.0.0.1", port=srv.port, username="reader", password="rpw", decode_responses=True, socket_timeout=10)
     ok("no permissions" in (error_of(reader, "CONFIG", "SET", "min-audience", 0) or ""), "CONFIG SET needs the admin right")
     reader.close()
     r.ping()
@@ -276,7 +276,7 @@ def test_config(srv, conf, model, d):
     r.close()
     plain = Server(model, d=d)
     try:
-        p = redis.Redis(port=plain.port, decode_responses=True, socket_timeout=10)
+        p = redis.Redis(host="127.0.0.1", port=plain.port, decode_responses=True, socket_timeout=10)
         ok("without a config file" in (error_of(p, "CONFIG", "REWRITE") or ""), "CONFIG REWRITE without a config file")
         p.close()
     finally:
@@ -284,7 +284,7 @@ def test_config(srv, conf, model, d):
 
 
 def test_diagnostics(srv):
-    r = redis.Redis(port=srv.port, password="rootpass", decode_responses=True, socket_timeout=30)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", decode_responses=True, socket_timeout=30)
     r.execute_command("CONFIG", "SET", "slowlog-log-slower-than", 0, "slowlog-max-len", 5)
     ok(r.execute_command("SLOWLOG", "RESET") in ("OK", True) and r.execute_command("SLOWLOG", "LEN") in (0, 1),
        "SLOWLOG RESET")

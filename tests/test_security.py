@@ -110,7 +110,7 @@ def preauth(model, d):
     conns = []
     r0 = rss_kib(srv.pid)
     for _ in range(100):
-        c = redis.Redis(port=srv.port, password="s3cret", socket_timeout=20)
+        c = redis.Redis(host="127.0.0.1", port=srv.port, password="s3cret", socket_timeout=20)
         c.echo(b"x" * ((1 << 20) - 64))  # the largest request --max-request takes
         try:
             c.execute_command("SCORE", "u000001", *(["s"] * 65534))
@@ -157,7 +157,7 @@ def auth_throttle(model, d):
     s.close()
     ok(got.count(b"-WRONGPASS") == 3 and b"closing" in got and b"+OK" not in got and b"PONG" not in got,
        "three wrong AUTHs close the connection: the fourth (right) one never runs")
-    r = redis.Redis(port=srv.port, password="s3cret", socket_timeout=5)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, password="s3cret", socket_timeout=5)
     ok(r.info("stats")["acl_access_denied_auth"] == 3, "INFO counts the failures (acl_access_denied_auth)")
     codes = []
     for _ in range(3):
@@ -177,7 +177,7 @@ def auth_throttle(model, d):
     srv.stop()
     # MODEL RELOAD of a named path: the same answer whether it exists or not.
     srv = Server(model, "--allow-reload-path", d=d)
-    r = redis.Redis(port=srv.port, socket_timeout=30)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=30)
     answers = []
     for path in ("/nonexistent/dir/x.model", "/etc/hostname", d):
         try:
@@ -207,7 +207,7 @@ def slow_clients(model, d):
         s.sendall(b"GET /v1/mo")
         hslow.append(s)
     time.sleep(0.3)
-    r = redis.Redis(port=srv.port, socket_timeout=5)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
     try:
         r.ping()
         full = False
@@ -268,10 +268,10 @@ def roles(model, ev, d):
                 "user ops admin ops-pass\n")
     os.chmod(conf, 0o600)
     srv = Server(model, "--config", conf, "--journal", journal, "--http-port", 0, d=d)
-    ads = redis.Redis(port=srv.port, username="adserver", password="ads-pass", socket_timeout=10)
-    pipe = redis.Redis(port=srv.port, username="pipeline", password="pipe pass", socket_timeout=10)
-    ops = redis.Redis(port=srv.port, username="ops", password="ops-pass", socket_timeout=30)
-    root = redis.Redis(port=srv.port, password="rootpass", socket_timeout=10)
+    ads = redis.Redis(host="127.0.0.1", port=srv.port, username="adserver", password="ads-pass", socket_timeout=10)
+    pipe = redis.Redis(host="127.0.0.1", port=srv.port, username="pipeline", password="pipe pass", socket_timeout=10)
+    ops = redis.Redis(host="127.0.0.1", port=srv.port, username="ops", password="ops-pass", socket_timeout=30)
+    root = redis.Redis(host="127.0.0.1", port=srv.port, password="rootpass", socket_timeout=10)
 
     def refused(cli, *cmd):
         try:
@@ -339,7 +339,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         model, ev = make_model(d)
         srv = Server(model, "--journal", os.path.join(d, "x.journal"), d=d)
-        r = redis.Redis(port=srv.port, socket_timeout=10)
+        r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=10)
         cross_protocol(srv, r)
         r.close()
         srv.stop()
