@@ -13,7 +13,7 @@ fi
 build="libopenblas-dev liblapacke-dev zlib1g-dev libxxhash-dev libjansson-dev libmd-dev xxd"
 test="$build perl python3 python3-numpy gzip valgrind openmpi-bin libopenmpi-dev chromium redis-server redis-tools
       python3-redis nutcracker tmux python3-prometheus-client python3-selenium chromium-driver
-      python3-xxhash python3-venv python3-setuptools python3-wheel
+      python3-xxhash python3-venv python3-setuptools python3-wheel iproute2
       python3-hiredis nodejs node-redis ruby-redis php-cli php-redis libhiredis-dev prometheus-redis-exporter"
 bench="$test libuv1-dev"
 fuzz="clang libclang-rt-14-dev"
