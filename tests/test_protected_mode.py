@@ -43,6 +43,13 @@ class Netns:
         tag = uuid.uuid4().hex[:6]
         self.srv, self.cli = f"stpm-s-{tag}", f"stpm-c-{tag}"
         self.made = []
+        try:
+            self._make(tag)
+        except BaseException:
+            self.close()  # whatever was made before the failure
+            raise
+
+    def _make(self, tag):
         for ns in (self.srv, self.cli):
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
