@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "als.h"
+#include "httpguard.h"
 #include "net.h"
 #include "privacy.h"
 #include "score.h"
@@ -240,7 +241,11 @@ static int process_http(st_client *c)
         http_status st = http_parse(&c->http, c->in + c->in_start, c->in_len - c->in_start, &consumed);
         if (st == HTTP_NEED_MORE) {
             if (c->http.continue_due) {
-                http_continue(&c->out);
+                /* A request httpguard will refuse is not asked for its body:
+                 * the refusal follows once the client sends it anyway. */
+                st_guard_verdict g;
+                st_guard_check(&srv->cfg, &c->http, &g);
+                if (g.status == 0 || g.status == 204) http_continue(&c->out);
                 c->http.continue_due = 0;
                 c->http.continue_done = 1;
             }

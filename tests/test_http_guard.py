@@ -195,6 +195,33 @@ with tempfile.TemporaryDirectory() as d:
        [b"http-allow-host", b"cfg.example.test api.example.test", b"http-allow-origin",
         b"http://cfg.example.test:8080 https://dash.example.test"],
        "CONFIG GET http-allow-*: the config file's entries, then the command line's")
+    def expect_continue(host):
+        """What the server sends after the head of a POST with Expect:
+        100-continue, before any body: b"" when it waits for the body."""
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall((f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(event)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").encode())
+        s.settimeout(0.5)
+        try:
+            first = s.recv(4096)
+        except socket.timeout:
+            first = b""
+        s.settimeout(5)
+        s.sendall(event)
+        rest = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        s.close()
+        return first, first + rest
+    first, whole = expect_continue("rebind.evil.example")
+    ok(first == b"" and b" 421 " in whole.split(b"\r\n")[0],
+       f"Expect: 100-continue under a rebound name: no 100 Continue, 421 once the body comes ({whole[:40]!r})")
+    first, whole = expect_continue(f"127.0.0.1:{port}")
+    ok(first.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in whole,
+       "under the server's own name: 100 Continue, then 200")
     srv.stop()
 
     # ---- a wildcard, a password --------------------------------------------------------------------------
