@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "overlay.h"
 #include "server.h"
+#include "small_model.h"
 #include "synth.h"
 #include "tap.h"
 #include "train.h"
@@ -44,39 +45,8 @@ static char run(char *line, st_call_result *res)
  * and saved): a failure here fails the test. */
 static int make_model(const char *dir, const char *path, char *err)
 {
-    char ev[512];
-    snprintf(ev, sizeof ev, "%s/ev.csv", dir);
-    st_synth_params sp;
-    st_synth_params_default(&sp);
-    sp.users = 500;
-    sp.segments = 120;
-    sp.events = 8000;
-    sp.seed = 5;
-    if (st_synth_write(&sp, ev, err) != 0) return -1;
-    st_read_opts ro;
-    st_read_opts_default(&ro);
-    st_weighting w;
-    st_weighting_default(&w);
-    st_interactions x;
-    st_read_stats rs = {0};
-    char *files[1] = {ev};
-    if (st_interactions_read(files, 1, &ro, &w, &x, &rs, err) != 0) return -1;
-    st_trained t;
-    memset(&t, 0, sizeof t);
-    st_als_params_default(&t.params);
-    t.params.factors = 12;
-    t.params.iterations = 3;
-    int rc = st_train_run(&x, &t, NULL, err);
-    float *pop = malloc((x.segments.count + 1) * sizeof *pop);
-    if (rc == 0) {
-        st_model m;
-        st_train_model(&x, &t, "", pop, &m);
-        rc = st_model_save(path, &m, err);
-    }
-    free(pop);
-    st_trained_free(&t);
-    st_interactions_free(&x);
-    return rc;
+    const small_model_spec spec = {.users = 500, .segments = 120, .events = 8000, .seed = 5, .factors = 12};
+    return small_model_write(dir, &spec, path, err);
 }
 
 /* The served model and what a command runs with, made once by main. */
