@@ -398,10 +398,12 @@ with tempfile.TemporaryDirectory() as d:
     resp = raw_exchange(srv.http_port, b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     ok(status_of(resp) == 200, "and /readyz")
     probes = [socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) for _ in range(16)]
-    time.sleep(0.3)
+    rr = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
+    deadline = time.monotonic() + 10  # until the server has accepted them all (a busy machine is slow to)
+    while rr.info("clients")["connected_clients"] < len(held) + len(probes) + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     resp = raw_exchange(srv.http_port, b"")
     ok(status_of(resp) == 429, "past the 16 connections kept for probes: refused at once with 429")
-    rr = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
     ok(rr.ping() and rr.execute_command("MODEL", "INFO") is not None,
        "the HTTP connections take nothing of the RESP budget (--maxclients 2)")
     rr.close()
