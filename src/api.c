@@ -35,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "apijson.h"
 #include "commands.h"
 #include "metrics.h"
 #include "util.h"
@@ -84,40 +85,6 @@ int st_ratelimit_take(st_ratelimit *r, const char *addr, size_t len, double now)
 
 /* ---- JSON out ------------------------------------------------------------------- */
 
-/* A JSON string of arbitrary bytes: as they are when valid UTF-8, else with
- * each offending byte replaced by U+FFFD. NULL only when out of memory. */
-static json_t *jstr(const char *s, size_t n)
-{
-    json_t *j = json_stringn(s, n);
-    if (j) return j;
-    char *b = st_malloc(3 * n + 1);
-    if (!b) return NULL;
-    size_t w = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int valid = k > 0 && i + k <= n;
-        for (size_t t = 1; valid && t < k; t++) valid = ((unsigned char)s[i + t] >> 6) == 2;
-        if (valid && k > 1) {
-            json_t *probe = json_stringn(s + i, k); /* overlong forms and surrogates */
-            valid = probe != NULL;
-            json_decref(probe);
-        }
-        if (valid) {
-            memcpy(b + w, s + i, k);
-            w += k;
-            i += k;
-        } else {
-            memcpy(b + w, "\xef\xbf\xbd", 3);
-            w += 3;
-            i++;
-        }
-    }
-    j = json_stringn(b, w);
-    st_free(b);
-    return j;
-}
-
 static void respond(st_stats *stats, resp_out *out, int status, const char *ctype, const char *body, size_t len,
                     int keep_alive, const char *extra, int head_only)
 {
@@ -139,7 +106,7 @@ static void respond_json(st_stats *stats, resp_out *out, int status, json_t *j, 
     }
     size_t n = strlen(s);
     s[n] = '\n'; /* overwrites the NUL: the body is sent by length */
-    char hdr[ST_GUARD_HEADERS_MAX + 256];
+    char hdr[ST_GUARD_HEADERS_MAX + 320];
     snprintf(hdr, sizeof hdr, "Cache-Control: no-store\r\nVary: Origin\r\n%s", extra ? extra : "");
     respond(stats, out, status, "application/json", s, n + 1, keep_alive, hdr, 0);
     free(s);
@@ -149,9 +116,9 @@ static void respond_json(st_stats *stats, resp_out *out, int status, json_t *j, 
 static void api_error(st_stats *stats, resp_out *out, int status, const char *msg, int keep_alive, const char *cors)
 {
     json_t *j = json_object();
-    json_object_set_new(j, "error", jstr(msg, strlen(msg)));
+    json_object_set_new(j, "error", st_apijson_str(msg, strlen(msg)));
     json_object_set_new(j, "status", json_integer(status));
-    char extra[ST_GUARD_HEADERS_MAX + 64];
+    char extra[ST_GUARD_HEADERS_MAX + 256]; /* the 405 passes Allow and the CORS lines as cors */
     snprintf(extra, sizeof extra, "%s%s",
              status == 401 ? "WWW-Authenticate: Bearer realm=\"starling\"\r\n" : status == 429 ? "Retry-After: 1\r\n" : "",
              cors ? cors : "");
@@ -540,11 +507,26 @@ static int build_lookalike(builder *b, http_str id)
     return 0;
 }
 
+/* ?min=m is REACH id MIN m; ?curve=t1,t2,... is REACH id CURVE t1 t2 ...
+ * (the thresholds go to the command as text, which checks them). */
 static int build_reach(builder *b, http_str id)
 {
-    size_t n = 0;
-    if (!qget(b, "min", &n)) return bad(b, 400, "GET /v1/segments/{id}/reach needs ?min=score");
-    return arg_str(b, "REACH") || add_id(b, id) || q_keyword(b, "min", "MIN") ? -1 : 0;
+    size_t n = 0, cn = 0;
+    int has_min = qget(b, "min", &n) != NULL;
+    const char *curve = qget(b, "curve", &cn);
+    if (has_min == (curve != NULL))
+        return bad(b, 400, "GET /v1/segments/{id}/reach needs ?min=score or ?curve=t1,t2,... (one of them)");
+    if (arg_str(b, "REACH") || add_id(b, id)) return -1;
+    if (has_min) return q_keyword(b, "min", "MIN");
+    if (arg_str(b, "CURVE")) return -1;
+    for (const char *p = curve, *end = curve + cn; p <= end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        if (e == p) return bad(b, 400, "GET /v1/segments/{id}/reach: an empty threshold in ?curve=");
+        if (!arg(b, p, (size_t)(e - p))) return -1;
+        p = e + 1;
+    }
+    return 0;
 }
 
 static int build_event(builder *b, http_str id)
@@ -580,246 +562,6 @@ static int build_stats(builder *b, http_str id)
     return arg_str(b, "INFO") || arg_str(b, "all") ? -1 : 0;
 }
 
-/* ---- replies to JSON ----------------------------------------------------------------- */
-
-/* Reads one RESP2 value (our own replies: well-formed, but checked anyway)
- * into JSON: arrays, bulk and simple strings, integers, nil as null. NULL on
- * anything else. */
-static json_t *rv_read(const char **pp, const char *end, int depth)
-{
-    const char *p = *pp;
-    if (p >= end || depth > 8) return NULL;
-    const char *crlf = memchr(p, '\r', (size_t)(end - p));
-    if (!crlf || crlf + 1 >= end || crlf[1] != '\n') return NULL;
-    char t = *p;
-    char num[32];
-    size_t nl = (size_t)(crlf - p - 1);
-    if (t == '+') {
-        *pp = crlf + 2;
-        return jstr(p + 1, nl);
-    }
-    if (nl == 0 || nl >= sizeof num) return NULL;
-    memcpy(num, p + 1, nl);
-    num[nl] = '\0';
-    char *e;
-    long long v = strtoll(num, &e, 10);
-    if (*e) return NULL;
-    p = crlf + 2;
-    if (t == ':') {
-        *pp = p;
-        return json_integer(v);
-    }
-    if (t == '$') {
-        if (v < 0) {
-            *pp = p;
-            return json_null();
-        }
-        if ((uint64_t)v + 2 > (uint64_t)(end - p)) return NULL;
-        *pp = p + v + 2;
-        return jstr(p, (size_t)v);
-    }
-    if (t == '*') {
-        if (v < 0) {
-            *pp = p;
-            return json_null();
-        }
-        json_t *a = json_array();
-        for (long long i = 0; a && i < v; i++) {
-            json_t *x = rv_read(&p, end, depth + 1);
-            if (!x || json_array_append_new(a, x) != 0) {
-                json_decref(a);
-                return NULL;
-            }
-        }
-        *pp = p;
-        return a;
-    }
-    return NULL;
-}
-
-/* A score as sent (the shortest text that reads back as the float) as a
- * JSON number; printed with 9 significant digits, the text comes out the
- * same. */
-static json_t *jscore(json_t *s)
-{
-    if (!json_is_string(s)) return json_null();
-    double d = strtod(json_string_value(s), NULL);
-    return isfinite(d) ? json_real(d) : json_null();
-}
-
-static json_t *arg_json(const st_api_call *c, int i) { return jstr(c->argv[i].ptr, c->argv[i].len); }
-
-/* [name, score, name, score, ...] -> [{key: name, "score": score}, ...] */
-static json_t *pairs(json_t *flat, const char *key)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i + 1 < json_array_size(flat); i += 2) {
-        json_t *e = json_object();
-        json_object_set(e, key, json_array_get(flat, i));
-        json_object_set_new(e, "score", jscore(json_array_get(flat, i + 1)));
-        json_array_append_new(a, e);
-    }
-    return a;
-}
-
-static int has_arg(const st_api_call *c, const char *w)
-{
-    for (int i = 2; i < c->argc; i++)
-        if (strcasecmp(c->argv[i].ptr, w) == 0) return 1;
-    return 0;
-}
-
-static json_t *shape_segments(const st_api_call *c, json_t *r)
-{
-    json_t *o = json_object();
-    if (strcasecmp(c->argv[0].ptr, "SEGMENTS") == 0) json_object_set_new(o, "user", arg_json(c, 1));
-    json_object_set(o, "source", json_array_get(r, 0));
-    if (strcasecmp(c->argv[0].ptr, "SEGMENTS") == 0 && has_arg(c, "CALIBRATED"))
-        json_object_set_new(o, "calibrated", json_true());
-    json_object_set_new(o, "segments", pairs(json_array_get(r, 1), "segment"));
-    return o;
-}
-
-static json_t *shape_scores(const st_api_call *c, json_t *r)
-{
-    json_t *o = json_object(), *a = json_array(), *s = json_array_get(r, 1);
-    json_object_set_new(o, "user", arg_json(c, 1));
-    json_object_set(o, "source", json_array_get(r, 0));
-    for (size_t i = 0; i < json_array_size(s); i++) {
-        json_t *e = json_object();
-        json_object_set_new(e, "segment", arg_json(c, (int)i + 2));
-        json_object_set_new(e, "score", jscore(json_array_get(s, i)));
-        json_array_append_new(a, e);
-    }
-    json_object_set_new(o, "scores", a);
-    return o;
-}
-
-static json_t *shape_users(const st_api_call *c, json_t *r)
-{
-    json_t *o = json_object();
-    if (strcasecmp(c->argv[0].ptr, "AUDIENCE") == 0) json_object_set_new(o, "segment", arg_json(c, 1));
-    else json_object_set_new(o, "seeds", json_integer(c->argc - 3));
-    json_object_set_new(o, "count", json_integer((json_int_t)json_array_size(r) / 2));
-    json_object_set_new(o, "users", pairs(r, "user"));
-    return o;
-}
-
-static json_t *shape_reach(const st_api_call *c, json_t *r)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "segment", arg_json(c, 1));
-    json_object_set_new(o, "min", json_real(strtod(c->argv[3].ptr, NULL)));
-    json_object_set(o, "reach", r);
-    return o;
-}
-
-static json_t *shape_ok(const st_api_call *c, json_t *r)
-{
-    (void)c;
-    json_t *o = json_object();
-    json_object_set_new(o, "ok", json_true());
-    if (!json_is_string(r)) json_object_set(o, "reply", r);
-    return o;
-}
-
-/* A value that reads whole as a finite number becomes one. */
-static json_t *maybe_number(json_t *v)
-{
-    if (!json_is_string(v)) return json_incref(v);
-    const char *s = json_string_value(v);
-    char *e;
-    if (!*s || isspace((unsigned char)*s)) return json_incref(v);
-    double d = strtod(s, &e);
-    if (*e || !isfinite(d)) return json_incref(v);
-    if (d == floor(d) && fabs(d) < 9e15 && !strpbrk(s, ".eE")) return json_integer((json_int_t)d);
-    return json_real(d);
-}
-
-/* MODEL INFO's flat map: numbers where the values are numbers (but not the
- * fingerprint or the path), META lines under "meta", and those starting
- * "eval." under "evaluation". */
-static json_t *shape_model(const st_api_call *c, json_t *r)
-{
-    (void)c;
-    json_t *o = json_object(), *meta = json_object(), *ev = json_object();
-    for (size_t i = 0; i + 1 < json_array_size(r); i += 2) {
-        json_t *k = json_array_get(r, i), *v = json_array_get(r, i + 1);
-        if (!json_is_string(k)) continue;
-        const char *key = json_string_value(k);
-        if (strncmp(key, "meta.eval.", 10) == 0) json_object_set_new(ev, key + 10, maybe_number(v));
-        else if (strncmp(key, "meta.", 5) == 0) json_object_set(meta, key + 5, v);
-        else if (strcmp(key, "fingerprint") == 0 || strcmp(key, "path") == 0) json_object_set(o, key, v);
-        else json_object_set_new(o, key, maybe_number(v));
-    }
-    json_object_set_new(o, "meta", meta);
-    json_object_set_new(o, "evaluation", ev);
-    return o;
-}
-
-/* INFO's text: {"section": {"key": value}}, and "commands": {"name": {calls,
- * usec, ..., p50, p99, p99.9}} from commandstats and latencystats. */
-static json_t *shape_stats(const st_api_call *c, json_t *r)
-{
-    (void)c;
-    json_t *o = json_object(), *cmds = json_object(), *sec = NULL;
-    const char *p = json_string_value(r), *end = p ? p + strlen(p) : NULL;
-    while (p && p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        size_t n = (size_t)(le - p);
-        if (n && p[n - 1] == '\r') n--;
-        char line[512];
-        if (n >= sizeof line) n = sizeof line - 1;
-        memcpy(line, p, n);
-        line[n] = '\0';
-        p = le + 1;
-        if (line[0] == '#') {
-            char name[64];
-            size_t i = 0;
-            for (const char *s = line + 1; *s && i + 1 < sizeof name; s++)
-                if (*s != ' ') name[i++] = (char)tolower((unsigned char)*s);
-            name[i] = '\0';
-            sec = NULL;
-            if (strcmp(name, "commandstats") != 0 && strcmp(name, "latencystats") != 0) {
-                sec = json_object();
-                json_object_set_new(o, name, sec);
-            }
-            continue;
-        }
-        char *colon = strchr(line, ':');
-        if (!colon) continue;
-        *colon = '\0';
-        const char *key = line, *val = colon + 1;
-        const char *cmd = NULL;
-        if (strncmp(key, "cmdstat_", 8) == 0) cmd = key + 8;
-        else if (strncmp(key, "latency_percentiles_usec_", 25) == 0) cmd = key + 25;
-        if (cmd) {
-            json_t *e = json_object_get(cmds, cmd);
-            if (!e) {
-                e = json_object();
-                json_object_set_new(cmds, cmd, e);
-            }
-            /* a=1,b=2 */
-            char *save = NULL, *v = (char *)val;
-            for (char *kv = strtok_r(v, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-                char *eq = strchr(kv, '=');
-                if (!eq) continue;
-                *eq = '\0';
-                json_t *s = json_string(eq + 1);
-                json_object_set_new(e, kv, maybe_number(s));
-                json_decref(s);
-            }
-        } else if (sec) {
-            json_t *s = jstr(val, strlen(val));
-            json_object_set_new(sec, key, maybe_number(s));
-            json_decref(s);
-        }
-    }
-    json_object_set_new(o, "commands", cmds);
-    return o;
-}
-
 /* ---- the route table ---------------------------------------------------------------- */
 
 enum { K_COMMAND, K_METRICS, K_HEALTH, K_READY, K_FILE };
@@ -840,18 +582,18 @@ typedef struct {
  * are answered here. Checklist: a new row needs its section under "HTTP" in
  * docs/PROTOCOL.md and a case in tests/test_http.py. */
 static const api_route routes[] = {
-    {"GET", "/v1/users/*/segments", "k min unseen calibrated", K_COMMAND, 0, build_segments, shape_segments,
+    {"GET", "/v1/users/*/segments", "k min unseen calibrated", K_COMMAND, 0, build_segments, st_apijson_segments,
      "GET /v1/users/{id}/segments"},
-    {"POST", "/v1/users/*/scores", "", K_COMMAND, 0, build_scores, shape_scores, "POST /v1/users/{id}/scores"},
-    {"DELETE", "/v1/users/*", "", K_COMMAND, 0, build_forget, shape_ok, "DELETE /v1/users/{id}"},
-    {"POST", "/v1/foldin", "", K_COMMAND, 0, build_foldin, shape_segments, "POST /v1/foldin"},
-    {"GET", "/v1/segments/*/audience", "n min", K_COMMAND, 0, build_audience, shape_users,
+    {"POST", "/v1/users/*/scores", "", K_COMMAND, 0, build_scores, st_apijson_scores, "POST /v1/users/{id}/scores"},
+    {"DELETE", "/v1/users/*", "", K_COMMAND, 0, build_forget, st_apijson_ok, "DELETE /v1/users/{id}"},
+    {"POST", "/v1/foldin", "", K_COMMAND, 0, build_foldin, st_apijson_segments, "POST /v1/foldin"},
+    {"GET", "/v1/segments/*/audience", "n min", K_COMMAND, 0, build_audience, st_apijson_users,
      "GET /v1/segments/{id}/audience"},
-    {"GET", "/v1/segments/*/reach", "min", K_COMMAND, 0, build_reach, shape_reach, "GET /v1/segments/{id}/reach"},
-    {"POST", "/v1/lookalike", "", K_COMMAND, 0, build_lookalike, shape_users, "POST /v1/lookalike"},
-    {"POST", "/v1/events", "", K_COMMAND, 0, build_event, shape_ok, "POST /v1/events"},
-    {"GET", "/v1/model", "", K_COMMAND, 0, build_model, shape_model, "GET /v1/model"},
-    {"GET", "/v1/stats", "", K_COMMAND, 0, build_stats, shape_stats, "GET /v1/stats"},
+    {"GET", "/v1/segments/*/reach", "min curve", K_COMMAND, 0, build_reach, st_apijson_reach, "GET /v1/segments/{id}/reach"},
+    {"POST", "/v1/lookalike", "", K_COMMAND, 0, build_lookalike, st_apijson_users, "POST /v1/lookalike"},
+    {"POST", "/v1/events", "", K_COMMAND, 0, build_event, st_apijson_ok, "POST /v1/events"},
+    {"GET", "/v1/model", "", K_COMMAND, 0, build_model, st_apijson_model, "GET /v1/model"},
+    {"GET", "/v1/stats", "", K_COMMAND, 0, build_stats, st_apijson_stats, "GET /v1/stats"},
     {"GET", "/metrics", "", K_METRICS, 0, NULL, NULL, "GET /metrics"},
     {"GET", "/healthz", "", K_HEALTH, PUBLIC | NOLIMIT, NULL, NULL, "GET /healthz"},
     {"GET", "/readyz", "", K_READY, PUBLIC | NOLIMIT, NULL, NULL, "GET /readyz"},
@@ -1021,7 +763,7 @@ static int guard(const st_api_env *env, const http_parser *req, st_guard_verdict
     st_guard_check(env->cfg, req, g);
     if (g->status == 0) return 0;
     if (g->status == 204) {
-        char extra[ST_GUARD_HEADERS_MAX + 64];
+        char extra[ST_GUARD_HEADERS_MAX + 256]; /* the 405 passes Allow and the CORS lines as cors */
         snprintf(extra, sizeof extra, "Vary: Origin\r\nCache-Control: no-store\r\n%s", g->headers);
         respond(env->stats, out, 204, NULL, NULL, 0, req->keep_alive, extra, 1);
     } else {
@@ -1140,26 +882,6 @@ int st_api_probe(const st_api_env *env, const http_parser *req, int status, cons
     return 1;
 }
 
-/* The HTTP status for a command's error reply. */
-static int error_status(const char *m)
-{
-    static const struct {
-        const char *prefix;
-        int status;
-    } map[] = {
-        {"ERR unknown command", 501}, {"ERR unknown subcommand", 501}, {"ERR unknown segment", 404},
-        {"ERR unknown user", 404},    {"ERR none of the", 404},        {"NOAUTH", 401},
-        {"WRONGPASS", 401},           {"LOADING", 503},                {"ERR out of memory", 503},
-        {"NOPERM", 403}, /* the user lacks the right (acl.h) */
-        {"MISCONF", 503}, /* writes refused: no journal, or it cannot be written */
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strncmp(m, map[i].prefix, strlen(map[i].prefix)) == 0) return map[i].status;
-    /* Refused by policy, not by the request's form: --min-audience, --min-seeds. */
-    if (strstr(m, "privacy floor")) return 403;
-    return 400;
-}
-
 void st_api_reply(st_stats *stats, st_api_call *call, const char *reply, size_t len, int overflow, resp_out *out)
 {
     int keep = call->keep_alive;
@@ -1170,7 +892,7 @@ void st_api_reply(st_stats *stats, st_api_call *call, const char *reply, size_t 
         size_t n = crlf ? (size_t)(crlf - reply - 1) : len - 1;
         char m[600];
         snprintf(m, sizeof m, "%.*s", (int)(n > 500 ? 500 : n), reply + 1);
-        int status = error_status(m);
+        int status = st_apijson_error_status(m);
         const char *text = strncmp(m, "ERR ", 4) == 0 ? m + 4 : m;
         if (status == 501) {
             char up[64];
@@ -1189,7 +911,7 @@ void st_api_reply(st_stats *stats, st_api_call *call, const char *reply, size_t 
         }
     } else {
         const char *p = reply;
-        json_t *r = rv_read(&p, reply + len, 0);
+        json_t *r = st_apijson_read(&p, reply + len, 0);
         json_t *j = r ? routes[call->route].shape(call, r) : NULL;
         json_decref(r);
         if (j) respond_json(stats, out, 200, j, keep, call->cors);
