@@ -135,6 +135,15 @@ with tempfile.TemporaryDirectory() as d:
     st, j, _, _ = c.req("GET", f"/v1/segments/{seg}/reach?min=0.5")
     ok(st == 200 and j == {"segment": seg, "min": 0.5, "reach": r.execute_command("REACH", seg, "MIN", 0.5)},
        "GET /v1/segments/{id}/reach is REACH")
+    st, j, _, _ = c.req("GET", f"/v1/segments/{seg}/reach?curve=-1,0.25,0.5,1e9")
+    want = r.execute_command("REACH", seg, "CURVE", -1, 0.25, 0.5, 1e9)
+    ok(st == 200 and j == {"segment": seg, "curve": [{"min": t, "reach": n} for t, n in zip([-1, 0.25, 0.5, 1e9], want)]}
+       and j["curve"][2]["reach"] == r.execute_command("REACH", seg, "MIN", 0.5),
+       "GET /v1/segments/{id}/reach?curve= is REACH CURVE: each threshold beside its count")
+    for q, what in [("min=0.5&curve=0.5", "both min and curve"), ("curve=0.5,,1", "an empty threshold"),
+                    ("curve=", "an empty curve"), ("curve=0.5,abc", "a threshold that is not a number")]:
+        st, j, _, _ = c.req("GET", f"/v1/segments/{seg}/reach?{q}")
+        ok(st == 400 and j["status"] == 400 and j["error"], f"reach with {what}: 400 ({j.get('error')})")
 
     seeds = users[:3]
     st, j, _, _ = c.req("POST", "/v1/lookalike", {"seeds": seeds + ["nobody"], "n": 6})
@@ -185,6 +194,9 @@ with tempfile.TemporaryDirectory() as d:
        st_ok == 200 and j_ok["count"] == 5,
        "privacy floors: an audience or reach of no user and 3 seeds are 403 naming the floor; "
        "the best 5 of an audience over the floor are served")
+    st_c, j_c, _, _ = fc.req("GET", f"/v1/segments/{seg}/reach?curve=-1e9,1e9")
+    ok(st_c == 200 and j_c["curve"][1]["reach"] is None and (j_c["curve"][0]["reach"] or 0) >= 100,
+       f"a reach curve under the floor: the withheld count is null, the rest served ({j_c})")
     fl.stop()
 
     # ---- unknown ids, bad requests --------------------------------------------------------------

@@ -392,8 +392,12 @@ with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as d:
         ok(shot and os.path.exists(shot) and os.path.getsize(shot) > 20000, f"a screenshot is written: {shot}")
         # The same statistics: the page's requests were counted by INFO, over RESP.
         cs = r.info("commandstats")
-        ok(cs.get("cmdstat_reach", {}).get("calls", 0) >= 17 and cs.get("cmdstat_lookalike", {}).get("calls", 0) >= 1,
+        ok(cs.get("cmdstat_lookalike", {}).get("calls", 0) >= 1,
            "the page's requests ran through the command path (INFO commandstats)")
+        # Two segment views (the form, the bar): each draws its 17-point curve
+        # from two REACH CURVE scans (a coarse and a fine pass), not one per point.
+        reach_calls = cs.get("cmdstat_reach", {}).get("calls", 0)
+        ok(2 <= reach_calls <= 6, f"the reach curve comes from one scan per pass ({reach_calls} REACH calls for 2 views)")
         # ---- the browser as the attacker's tool --------------------------------------------------------
         ok(not att.get("error"), f"the attacks ran ({att.get('error')})")
         ok(att.get("simple") == "opaque:0", f"another site's no-cors text/plain POST is sent, its answer hidden ({att.get('simple')})")

@@ -341,10 +341,17 @@ async function showSegment() {
     const aud = await api(`/v1/segments/${enc(id)}/audience?n=12`).catch((e) => floor(e, { users: [] }));
     usersTable($('segment-users'), aud.users, 'best users');
     const top = aud.users.length ? aud.users[0].score : 1;
-    const reach = (lo, hi, steps) => Promise.all(Array.from({ length: steps + 1 }, (_, i) => {
-      const min = Number((lo + ((hi - lo) * i) / steps).toPrecision(6));
-      return api(`/v1/segments/${enc(id)}/reach?min=${min}`).catch((e) => floor(e, { min, reach: null }));
-    })).then((rs) => rs.filter((r) => r.reach !== null));
+    // One REACH CURVE scan per pass: the count at each of steps + 1
+    // thresholds from lo to hi; a count the floor withholds comes back null.
+    const reach = (lo, hi, steps) => {
+      const mins = Array.from({ length: steps + 1 }, (_, i) => Number((lo + ((hi - lo) * i) / steps).toPrecision(6)));
+      return api(`/v1/segments/${enc(id)}/reach?curve=${mins.join(',')}`)
+        .then((r) => {
+          if (r.curve.some((p) => p.reach === null)) withheld = 'counts under the server\'s privacy floor (--min-audience)';
+          return r.curve.filter((p) => p.reach !== null);
+        })
+        .catch((e) => floor(e, []));
+    };
     // A coarse pass from 0 (or below) to the best score finds where reach
     // starts to fall (with a prior blend, every user may score above 0);
     // the curve is drawn from the last threshold before the fall.
