@@ -40,6 +40,20 @@ def load(model, test):
     return mf, np.array(hu, dtype=np.int64), np.array(hs, dtype=np.int64)
 
 
+def seeds_of(mem, rng):
+    """A seed sample: 10% of the members, at least one."""
+    seeds = mem[rng.random(len(mem)) < 0.1]
+    return seeds if len(seeds) else mem[:1]
+
+
+def report(res, base, what):
+    """One line per ranker: mean, 95% interval, lift over the base ranker."""
+    b = np.mean(res[base])
+    for name, v in res.items():
+        v = np.array(v)
+        print("%-40s %.4f +- %.4f  %.2fx %s" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)), v.mean() / b, what))
+
+
 def topn_recall(score, cand, target, n):
     sc = np.where(cand, score, -np.inf)
     if n >= len(sc):
@@ -64,6 +78,23 @@ class Data:
         self.pop = np.bincount(self.hidx, minlength=self.n).astype(np.float64)
         self.hu, self.hs = hu, hs
         self.held_pop = np.bincount(hs, minlength=self.n)
+
+    def lookalike_segments(self, count):
+        """The segments LOOKALIKE is measured on: at least 5 held out, 20 in
+        training, the most held-out users first, at most count."""
+        ok = np.flatnonzero((self.held_pop >= 5) & (self.pop >= 20))
+        return ok[np.lexsort((ok, -self.held_pop[ok]))][:count]
+
+    def task(self, s):
+        """Segment s's training members, candidates (users without s in
+        training) and targets (candidates holding s out); None without targets."""
+        mem = self.members(s)
+        cand = np.ones(self.m, dtype=bool)
+        cand[mem] = False
+        target = np.zeros(self.m, dtype=bool)
+        target[self.hu[self.hs == s]] = True
+        target &= cand
+        return (mem, cand, target) if target.any() else None
 
     def members(self, s):
         return self.huser[self.hidx == s]
@@ -153,21 +184,14 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
     Mp = np.maximum(M, 0)
     norm_m = Mp.sum(axis=1) + 1e-9
     rng = np.random.default_rng(seed)
-    ok = np.flatnonzero((d.held_pop >= 5) & (d.pop >= 20))
-    order = ok[np.lexsort((ok, -d.held_pop[ok]))][:segments]
+    order = d.lookalike_segments(segments)
     res = {}
     for s in order:
-        mem = d.members(s)
-        cand = np.ones(d.m, dtype=bool)
-        cand[mem] = False
-        target = np.zeros(d.m, dtype=bool)
-        target[hu[hs == s]] = True
-        target &= cand
-        if target.sum() == 0:
+        t = d.task(s)
+        if t is None:
             continue
-        seeds = mem[rng.random(len(mem)) < 0.1]
-        if len(seeds) == 0:
-            seeds = mem[:1]
+        mem, cand, target = t
+        seeds = seeds_of(mem, rng)
         sc = {"most active": d.act, "model column": M[:, s], "model act x P(s|u)": d.act * Mp[:, s] / norm_m,
               "model P(s|u)": Mp[:, s] / norm_m, "centroid": d.U @ d.U[seeds].mean(axis=0)}
         if ease:
@@ -175,11 +199,7 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
                        "EASE P(s|u)": Sp[:, s] / norm_e})
         for name, v in sc.items():
             res.setdefault(name, []).append(topn_recall(v, cand, target, int(target.sum())))
-    base = np.mean(res["most active"])
-    for name, v in res.items():
-        v = np.array(v)
-        print("%-34s %.4f +- %.4f  %.2fx most active" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)),
-                                                          v.mean() / base))
+    report(res, "most active", "most active")
 
 
 def similar_study(model, test, segments=200):
@@ -236,11 +256,7 @@ def similar_study(model, test, segments=200):
             v[s] = -np.inf
             top = np.lexsort((np.arange(n), -v))[:10]
             res.setdefault(name, []).append(len(set(top) & set(truth)) / len(truth))
-    base = np.mean(res["popularity"])
-    for name, v in res.items():
-        v = np.array(v)
-        print("%-34s %.4f +- %.4f  %.2fx popularity" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)),
-                                                        v.mean() / base))
+    report(res, "popularity", "popularity")
 
 
 def oracle_study(model, test, truth, segments=200):
@@ -270,21 +286,16 @@ def oracle_study(model, test, truth, segments=200):
     H = np.zeros((d.m, len(tnames)))
     np.add.at(H, (d.huser, tid[d.hidx]), 1)
     g = d.pop / d.pop.sum()
-    ok = np.flatnonzero((d.held_pop >= 5) & (d.pop >= 20))
-    order = ok[np.lexsort((ok, -d.held_pop[ok]))][:segments]
+    order = d.lookalike_segments(segments)
     abin = np.minimum(np.floor(np.log2(np.maximum(d.act, 1)) * 2).astype(int), 30)
     tc = np.minimum(H, 6).astype(int)
     num, den = np.zeros((31, 7)), np.zeros((31, 7))
     res = {}
     for i, s in enumerate(order):
-        mem = d.members(s)
-        cand = np.ones(d.m, dtype=bool)
-        cand[mem] = False
-        target = np.zeros(d.m, dtype=bool)
-        target[hu[hs == s]] = True
-        target &= cand
-        if target.sum() == 0:
+        t = d.task(s)
+        if t is None:
             continue
+        mem, cand, target = t
         f = tc[:, tid[s]]
         if i % 2 == 0:
             np.add.at(den, (abin[cand], f[cand]), 1)
@@ -302,21 +313,15 @@ def oracle_study(model, test, truth, segments=200):
     for i, s in enumerate(order):
         if i % 2 == 0:
             continue
-        mem = d.members(s)
-        cand = np.ones(d.m, dtype=bool)
-        cand[mem] = False
-        target = np.zeros(d.m, dtype=bool)
-        target[hu[hs == s]] = True
-        target &= cand
-        if target.sum() == 0:
+        t = d.task(s)
+        if t is None:
             continue
+        mem, cand, target = t
         v = rate[abin, tc[:, tid[s]]] + 1e-9 * d.act
         res.setdefault("odd segments: fitted on held-out truth", []).append(
             topn_recall(v, cand, target, int(target.sum())))
         res.setdefault("odd segments: most active", []).append(topn_recall(d.act, cand, target, int(target.sum())))
-    for name, v in res.items():
-        v = np.array(v)
-        print("%-40s %.4f +- %.4f" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v))))
+    report(res, "most active", "most active")
 
 
 def main():
@@ -338,33 +343,21 @@ def main():
     mf, hu, hs = load(a.model, a.test)
     d = Data(mf, hu, hs)
     rng = np.random.default_rng(a.seed)
-    tr_pop = d.pop
-    ok = np.flatnonzero((d.held_pop >= 5) & (tr_pop >= 20))
-    order = ok[np.lexsort((ok, -d.held_pop[ok]))][:a.segments]
+    order = d.lookalike_segments(a.segments)
     logZ = None if a.no_softmax else log_partition(d, (1.0, 3.0, 10.0))
     res = {}
     for s in order:
-        mem = d.members(s)
-        seeds = mem[rng.random(len(mem)) < 0.1]
-        if len(seeds) == 0:
-            seeds = mem[:1]
-        cand = np.ones(d.m, dtype=bool)
-        cand[mem] = False
-        target = np.zeros(d.m, dtype=bool)
-        target[hu[hs == s]] = True
-        target &= cand
-        if target.sum() == 0:
+        t = d.task(s)
+        if t is None:
             continue
+        mem, cand, target = t
+        seeds = seeds_of(mem, rng)
         sc = lookalike_scorers(d, s, seeds)
         if logZ is not None:
             model_extras(d, s, seeds, logZ, sc)
         for name, v in sc.items():
             res.setdefault(name, []).append(topn_recall(v, cand, target, int(target.sum())))
-    base = np.mean(res["most active"])
-    for name, v in res.items():
-        v = np.array(v)
-        print("%-34s %.4f +- %.4f  %.2fx most active" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)),
-                                                          v.mean() / base))
+    report(res, "most active", "most active")
 
 
 if __name__ == "__main__":
