@@ -12,7 +12,8 @@ overlap@10 with the 10 segments most co-engaged with it in held-out
 engagement (cosine of held-out user sets, at least 2 in common).
 
 usage: bench/lookalike_study.py MODEL TEST [--mode lookalike|normalised|similar|oracle]
-                                [--segments 200] [--seed 42] [--no-softmax] [--truth FILE]
+                                [--protocol held|members] [--segments 200] [--seed 42]
+                                [--no-softmax] [--truth FILE]
 """
 import argparse
 import os
@@ -78,6 +79,7 @@ class Data:
         self.pop = np.bincount(self.hidx, minlength=self.n).astype(np.float64)
         self.hu, self.hs = hu, hs
         self.held_pop = np.bincount(hs, minlength=self.n)
+        self.UtU = None
 
     def lookalike_segments(self, count):
         """The segments LOOKALIKE is measured on: at least 5 held out, 20 in
@@ -104,12 +106,30 @@ class Data:
         return np.bincount(self.huser, weights=w_seg[self.hidx], minlength=self.m)
 
 
+def seed_foldin(d, s, seeds, mult):
+    """The seeds folded in as a new segment: the ALS solve of a segment
+    vector against the user factors, with the model's confidences (each seed
+    at the typical value of a pair, as SIMILAR folds in) and its row lambda
+    times mult."""
+    from starling import _kernels as K
+    h = d.mf.header
+    r = h["eps"] if h["confidence"] == K.CONF_LOG and h["eps"] > 0 else 1.0
+    cm1, lam = K.confidences(h, d.mf.popularity, d.m, [s] * len(seeds), [r] * len(seeds))
+    if d.UtU is None:
+        d.UtU = d.U.T @ d.U
+    Us = d.U[seeds]
+    W = d.UtU + lam * mult * np.eye(d.k) + Us.T @ (cm1.astype(np.float64)[:, None] * Us)
+    return d.U @ np.linalg.solve(W, Us.T @ (1.0 + cm1.astype(np.float64)))
+
+
 def lookalike_scorers(d, s, seeds):
     """{name: score over users} for one segment's seeds."""
     out = {}
     m, n = d.m, d.n
     c = d.U[seeds].mean(axis=0)
     out["model (centroid)"] = d.U @ c
+    for mult in (1, 10, 100):
+        out["seeds folded in as a segment, lambda x%d" % mult] = seed_foldin(d, s, seeds, mult)
     out["most active"] = d.act.copy()
     seedmask = np.zeros(m, dtype=bool)
     seedmask[seeds] = True
@@ -333,6 +353,8 @@ def main():
     ap.add_argument("--no-softmax", action="store_true", help="skip the m x n softmax scorers (large models)")
     ap.add_argument("--mode", default="lookalike", choices=("lookalike", "normalised", "similar", "oracle"))
     ap.add_argument("--truth", help="oracle mode: the planted affinities, `starling synth --truth FILE`")
+    ap.add_argument("--protocol", default="held", choices=("held", "members"),
+                    help="lookalike mode: the held-out users (default) or the segment's other training users")
     a = ap.parse_args()
     if a.mode == "normalised":
         return ease_study(a.model, a.test, segments=a.segments, seed=a.seed)
@@ -352,6 +374,14 @@ def main():
             continue
         mem, cand, target = t
         seeds = seeds_of(mem, rng)
+        if a.protocol == "members":
+            cand = np.ones(d.m, dtype=bool)
+            cand[seeds] = False
+            target = np.zeros(d.m, dtype=bool)
+            target[mem] = True
+            target[seeds] = False
+            if not target.any():
+                continue
         sc = lookalike_scorers(d, s, seeds)
         if logZ is not None:
             model_extras(d, s, seeds, logZ, sc)
