@@ -76,7 +76,12 @@ with tempfile.TemporaryDirectory() as d:
             ok(lift(lm, la_act) >= lal_min and lm > la_co,
                f"{name}: LOOKALIKE beats the most active users {lift(lm, la_act):.2f}x (at least {lal_min}x) "
                "and co-occurrence")
+        else:
+            note(f"{name}: LOOKALIKE is {lift(lm, la_act):.3f}x the most active users, not asserted "
+                 "(docs/EVALUATION.md, where LOOKALIKE and SIMILAR still fail)")
         if sim_min is not None:
             ok(lift(sm, s_pop) >= sim_min,
                f"{name}: SIMILAR beats popularity {lift(sm, s_pop):.2f}x (at least {sim_min}x)")
+        else:
+            note(f"{name}: SIMILAR is {lift(sm, s_pop):.3f}x popularity, not asserted (docs/EVALUATION.md)")
 done()
