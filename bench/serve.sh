@@ -17,7 +17,9 @@
 #
 # Environment: BENCH_N (requests per unpipelined run, default 100000; -P 16
 # runs send 4x), BENCH_REPEAT, BENCH_OUT (bench/out), STARLING (the binary,
-# default ./starling: another build to compare with). Every process started
+# default ./starling: another build to compare with), BASELINE (a second
+# binary served side by side, its SEGMENTS runs interleaved with these: a
+# before-and-after comparison under the same load). Every process started
 # here is stopped by its pid; everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,13 @@ S1PORT=$(free_port)
 $S serve "$MODEL" --port "$S1PORT" --threads 1 --logfile "$OUT/serve1.log" &
 S1PID=$!
 PIDS+=($S1PID)
+BPORT=
+if [ -n "${BASELINE:-}" ]; then
+    BPORT=$(free_port)
+    "$BASELINE" serve "$MODEL" --port "$BPORT" --logfile "$OUT/serve-baseline.log" &
+    PIDS+=($!)
+    wait_port "$BPORT"
+fi
 wait_port "$RPORT" && wait_port "$SPORT" && wait_port "$S1PORT"
 redis-cli -p "$RPORT" SET key:__rand_int__ xxx >/dev/null
 redis-benchmark -p "$RPORT" -n 10000 -r 100000 -q -t set >/dev/null 2>&1
@@ -84,6 +93,10 @@ for rep in $(seq "$REPEAT"); do
         run "starling_SCORE_10_segments" "$SPORT" "$p" SCORE "$USER_ID" $SEGS
         run "starling_SEGMENTS_k=10" "$SPORT" "$p" SEGMENTS "$USER_ID" COUNT 10
         run "starling_SEGMENTS_k=10,_random_users" "$SPORT" "$p" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+        if [ -n "$BPORT" ]; then
+            run "baseline_SEGMENTS_k=10" "$BPORT" "$p" SEGMENTS "$USER_ID" COUNT 10
+            run "baseline_SEGMENTS_k=10,_random_users" "$BPORT" "$p" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+        fi
         run "starling_SEGMENTS_k=10,_--threads_1" "$S1PORT" "$p" SEGMENTS "$USER_ID" COUNT 10
     done
 done >"$OUT/serve.raw"
