@@ -177,75 +177,78 @@ with tempfile.TemporaryDirectory() as d:
     M = Model(model)
     ok(M.prior_weight > 0 and M.calibrated_flag, f"the model blends a prior (w = {M.prior_weight:.3f}) and is calibrated")
     flags = ["--appendfsync", "no", "--min-audience", 0, "--min-seeds", 0]
-    ref = Server(model, "--journal", os.path.join(d, "ref.journal"), *flags, d=d)
-    pip = Server(model, "--journal", os.path.join(d, "pip.journal"), *flags, d=d)
-    small = Server(model, "--journal", os.path.join(d, "small.journal"), "--output-limit", 65536, *flags, d=d)
-    rr, rp = (redis.Redis(host="127.0.0.1", port=s.port, decode_responses=True, socket_timeout=30) for s in (ref, pip))
+    servers = []
+    try:
+        for name, extra in (("ref", []), ("pip", []), ("small", ["--output-limit", 65536])):
+            servers.append(Server(model, "--journal", os.path.join(d, f"{name}.journal"), *extra, *flags, d=d))
+        ref, pip, small = servers
+        rr, rp = (redis.Redis(host="127.0.0.1", port=s.port, decode_responses=True, socket_timeout=30) for s in (ref, pip))
 
-    rng = random.Random(11)
-    reqs = workload(rng, M, 4000)
-    parts = [resp_array(a) for a in reqs]
-    nseg = sum(1 for a in reqs if a[0].upper() == "SEGMENTS")
-    t0 = time.monotonic()
-    want = one_per_write(ref, parts)
-    ok(all(w is not None for w in want), f"{len(reqs)} requests ({nseg} SEGMENTS) answered one per write")
-    want = [w or b"" for w in want]
-    diff = first_difference(want, all_at_once(pip, parts))
-    ok(diff is None, "the same requests in one write: every reply the same bytes, in order"
-       + ("" if diff is None else f" (first difference at {diff[0]}: {reqs[diff[0]]}: {diff[2]!r} vs {diff[1]!r})"))
-    diff = first_difference(want, all_at_once(small, parts, rcvbuf=4096, slow=True))
-    ok(diff is None, "and read slowly through a small receive buffer, with --output-limit 65536 (runs stop half-way "
-       "for replies piling up and are taken up again)"
-       + ("" if diff is None else f" (first difference at {diff[0]}: {reqs[diff[0]]}: {diff[2]!r} vs {diff[1]!r})"))
-    every = b"".join(want)
-    ok(all(x in every for x in (b"+model\r\n", b"+online\r\n", b"+prior\r\n", b"-ERR syntax error", b"-ERR wrong number")),
-       "the replies cover model, online and unknown users, syntax and arity errors")
-    print(f"# compared in {time.monotonic() - t0:.1f} s")
+        rng = random.Random(11)
+        reqs = workload(rng, M, 4000)
+        parts = [resp_array(a) for a in reqs]
+        nseg = sum(1 for a in reqs if a[0].upper() == "SEGMENTS")
+        t0 = time.monotonic()
+        want = one_per_write(ref, parts)
+        ok(all(w is not None for w in want), f"{len(reqs)} requests ({nseg} SEGMENTS) answered one per write")
+        want = [w or b"" for w in want]
+        diff = first_difference(want, all_at_once(pip, parts))
+        ok(diff is None, "the same requests in one write: every reply the same bytes, in order"
+           + ("" if diff is None else f" (first difference at {diff[0]}: {reqs[diff[0]]}: {diff[2]!r} vs {diff[1]!r})"))
+        diff = first_difference(want, all_at_once(small, parts, rcvbuf=4096, slow=True))
+        ok(diff is None, "and read slowly through a small receive buffer, with --output-limit 65536 (runs stop half-way "
+           "for replies piling up and are taken up again)"
+           + ("" if diff is None else f" (first difference at {diff[0]}: {reqs[diff[0]]}: {diff[2]!r} vs {diff[1]!r})"))
+        every = b"".join(want)
+        ok(all(x in every for x in (b"+model\r\n", b"+online\r\n", b"+prior\r\n", b"-ERR syntax error", b"-ERR wrong number")),
+           "the replies cover model, online and unknown users, syntax and arity errors")
+        print(f"# compared in {time.monotonic() - t0:.1f} s")
 
-    # Runs of the same user and of many users at COUNT 10 (the benchmark's shape), 16 deep.
-    users = rng.sample(list(M.user_ids), 40)
-    reqs2 = [["SEGMENTS", rng.choice(users), "COUNT", 10] for _ in range(16 * 40)]
-    reqs2 += [["SEGMENTS", users[0], "COUNT", 10]] * 64
-    parts2 = [resp_array(a) for a in reqs2]
-    want2 = one_per_write(ref, parts2)
-    together = b"".join(all_at_once(pip, parts2[i:i + 16]) for i in range(0, len(parts2), 16))
-    ok(None not in want2 and together == b"".join(want2),
-       "SEGMENTS COUNT 10 of 40 users in writes of 16, and one user 64 times: the same bytes as one per write")
+        # Runs of the same user and of many users at COUNT 10 (the benchmark's shape), 16 deep.
+        users = rng.sample(list(M.user_ids), 40)
+        reqs2 = [["SEGMENTS", rng.choice(users), "COUNT", 10] for _ in range(16 * 40)]
+        reqs2 += [["SEGMENTS", users[0], "COUNT", 10]] * 64
+        parts2 = [resp_array(a) for a in reqs2]
+        want2 = one_per_write(ref, parts2)
+        together = b"".join(all_at_once(pip, parts2[i:i + 16]) for i in range(0, len(parts2), 16))
+        ok(None not in want2 and together == b"".join(want2),
+           "SEGMENTS COUNT 10 of 40 users in writes of 16, and one user 64 times: the same bytes as one per write")
 
-    # EVENT then SEGMENTS of the same user in one pipeline: the run after the
-    # EVENT sees it, the run before does not.
-    u = users[1]
-    s0 = M.segment_ids[3]
-    before = rr.execute_command("SEGMENTS", u, "COUNT", 5)
-    p = rp.pipeline(transaction=False)
-    p.execute_command("SEGMENTS", u, "COUNT", 5)
-    p.execute_command("EVENT", u, s0, 50)
-    p.execute_command("SEGMENTS", u, "COUNT", 5)
-    p.execute_command("FORGET", u)
-    p.execute_command("SEGMENTS", u, "COUNT", 5)
-    a, ev, b, fg, c = p.execute()
-    ok(a == before and ev == "OK" and b[0] == "online" and b != a and fg == "OK" and c[0] == "prior",
-       "EVENT and FORGET between SEGMENTS of the same user in one pipeline: each SEGMENTS sees exactly the writes "
-       "before it")
+        # EVENT then SEGMENTS of the same user in one pipeline: the run after the
+        # EVENT sees it, the run before does not.
+        u = users[1]
+        s0 = M.segment_ids[3]
+        before = rr.execute_command("SEGMENTS", u, "COUNT", 5)
+        p = rp.pipeline(transaction=False)
+        p.execute_command("SEGMENTS", u, "COUNT", 5)
+        p.execute_command("EVENT", u, s0, 50)
+        p.execute_command("SEGMENTS", u, "COUNT", 5)
+        p.execute_command("FORGET", u)
+        p.execute_command("SEGMENTS", u, "COUNT", 5)
+        a, ev, b, fg, c = p.execute()
+        ok(a == before and ev == "OK" and b[0] == "online" and b != a and fg == "OK" and c[0] == "prior",
+           "EVENT and FORGET between SEGMENTS of the same user in one pipeline: each SEGMENTS sees exactly the writes "
+           "before it")
 
-    # Inline requests and RESP arrays in one write, compared byte for byte.
-    us = rng.sample(list(M.user_ids), 6)
-    parts = []
-    for j, x in enumerate(us):
-        req = ["SEGMENTS", x, "COUNT", 7, *(["UNSEEN"] if j % 2 else [])]
-        parts.append(resp_array(req) if j % 3 else (" ".join(map(str, req)) + "\r\n").encode())
-    one, together = alone_and_together(ref, pip, None, parts)
-    ok(together is not None and together == one,
-       "inline and RESP requests in one write: the same bytes as sent one per write")
+        # Inline requests and RESP arrays in one write, compared byte for byte.
+        us = rng.sample(list(M.user_ids), 6)
+        parts = []
+        for j, x in enumerate(us):
+            req = ["SEGMENTS", x, "COUNT", 7, *(["UNSEEN"] if j % 2 else [])]
+            parts.append(resp_array(req) if j % 3 else (" ".join(map(str, req)) + "\r\n").encode())
+        one, together = alone_and_together(ref, pip, None, parts)
+        ok(together is not None and together == one,
+           "inline and RESP requests in one write: the same bytes as sent one per write")
 
-    # RESP3: scores as doubles, the same through a run.
-    parts = [resp_array(["SEGMENTS", x, "COUNT", 4]) for x in us * 3]
-    one, together = alone_and_together(ref, pip, resp_array(["HELLO", 3]), parts)
-    ok(together is not None and b"\r\n," in together and together == one,
-       "after HELLO 3 (scores as RESP3 doubles) a run replies the same bytes as one request per write")
+        # RESP3: scores as doubles, the same through a run.
+        parts = [resp_array(["SEGMENTS", x, "COUNT", 4]) for x in us * 3]
+        one, together = alone_and_together(ref, pip, resp_array(["HELLO", 3]), parts)
+        ok(together is not None and b"\r\n," in together and together == one,
+           "after HELLO 3 (scores as RESP3 doubles) a run replies the same bytes as one request per write")
 
-    rs = redis.Redis(host="127.0.0.1", port=small.port, socket_timeout=10)
-    ok(rp.ping() and rs.ping(), "both servers still answer")
-    for s in (ref, pip, small):
-        s.stop()
+        rs = redis.Redis(host="127.0.0.1", port=small.port, socket_timeout=10)
+        ok(rp.ping() and rs.ping(), "both servers still answer")
+    finally:
+        for srv in servers:
+            srv.stop()
 done()
