@@ -5,6 +5,7 @@
 # Measures, with 50 clients, without pipelining and with -P 16:
 #   redis-server GET and PING            (the floor)
 #   starling PING, SCORE of 10 segments, SEGMENTS k=10 of 10,000 segments at rank 64
+#   (one user every time, and a random one of the 20,000 each time)
 # and prints requests per second, p50 and p99, and each figure's ratio to
 # redis-server's GET in the same run. Then the event loop alone: starling
 # --threads 1 against a libuv server built from the same parser
@@ -15,7 +16,10 @@
 # of each figure is reported.
 #
 # Environment: BENCH_N (requests per unpipelined run, default 100000; -P 16
-# runs send 4x), BENCH_REPEAT, BENCH_OUT (bench/out). Every process started
+# runs send 4x), BENCH_REPEAT, BENCH_OUT (bench/out), STARLING (the binary,
+# default ./starling: another build to compare with), BASELINE (a second
+# binary served side by side, its SEGMENTS runs interleaved with these: a
+# before-and-after comparison under the same load). Every process started
 # here is stopped by its pid; everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,22 +28,26 @@ N=${BENCH_N:-100000}
 REPEAT=${BENCH_REPEAT:-3}
 OUT=${BENCH_OUT:-bench/out}
 mkdir -p "$OUT"
-S=./starling
-[ -x $S ] || make -s
+S=${STARLING:-./starling}
+[ -x "$S" ] || make -s
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
 
-# The model: 10,000 segments at rank 64 (trained once, kept in $OUT).
-MODEL=$OUT/bench-10k.model
+# The model: 10,000 segments at rank 64 (trained once, kept in $OUT). User
+# ids have 12 digits (u000000000123), the form of redis-benchmark's
+# __rand_int__, so that u__rand_int__ with -r 20000 names a random user of
+# the model in every request.
+MODEL=$OUT/bench-10k-r.model
 if [ ! -s "$MODEL" ]; then
     echo "training the benchmark model (20,000 users x 10,000 segments, rank 64)..." >&2
     $S synth -o "$OUT/bench-events.csv.gz" --users 20000 --segments 10000 --events 1000000 --seed 42 2>/dev/null
-    $S train "$OUT/bench-events.csv.gz" -o "$MODEL" --factors 64 --iterations 5 --seed 42 -q
+    zcat "$OUT/bench-events.csv.gz" | sed 's/^u/u000000/' | gzip -1 >"$OUT/bench-events-r.csv.gz"
+    $S train "$OUT/bench-events-r.csv.gz" -o "$MODEL" --factors 64 --iterations 5 --seed 42 -q
 fi
-USER_ID=$($S segments "$MODEL" u000123 -k 1 >/dev/null 2>&1 && echo u000123)
+USER_ID=$($S segments "$MODEL" u000000000123 -k 1 >/dev/null 2>&1 && echo u000000000123)
 SEGS=$($S segments "$MODEL" "$USER_ID" -k 10 | cut -f1 | tr '\n' ' ')
 
 RPORT=$(free_port)
@@ -55,6 +63,13 @@ S1PORT=$(free_port)
 $S serve "$MODEL" --port "$S1PORT" --threads 1 --logfile "$OUT/serve1.log" &
 S1PID=$!
 PIDS+=($S1PID)
+BPORT=
+if [ -n "${BASELINE:-}" ]; then
+    BPORT=$(free_port)
+    "$BASELINE" serve "$MODEL" --port "$BPORT" --logfile "$OUT/serve-baseline.log" &
+    PIDS+=($!)
+    wait_port "$BPORT"
+fi
 wait_port "$RPORT" && wait_port "$SPORT" && wait_port "$S1PORT"
 redis-cli -p "$RPORT" SET key:__rand_int__ xxx >/dev/null
 redis-benchmark -p "$RPORT" -n 10000 -r 100000 -q -t set >/dev/null 2>&1
@@ -77,6 +92,11 @@ for rep in $(seq "$REPEAT"); do
         # shellcheck disable=SC2086
         run "starling_SCORE_10_segments" "$SPORT" "$p" SCORE "$USER_ID" $SEGS
         run "starling_SEGMENTS_k=10" "$SPORT" "$p" SEGMENTS "$USER_ID" COUNT 10
+        run "starling_SEGMENTS_k=10,_random_users" "$SPORT" "$p" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+        if [ -n "$BPORT" ]; then
+            run "baseline_SEGMENTS_k=10" "$BPORT" "$p" SEGMENTS "$USER_ID" COUNT 10
+            run "baseline_SEGMENTS_k=10,_random_users" "$BPORT" "$p" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+        fi
         run "starling_SEGMENTS_k=10,_--threads_1" "$S1PORT" "$p" SEGMENTS "$USER_ID" COUNT 10
     done
 done >"$OUT/serve.raw"
@@ -135,6 +155,13 @@ for name in ("starling SEGMENTS k=10", "starling SEGMENTS k=10, --threads 1"):
           f"(redis-server GET p99 {get[2]:.3f} ms): {'met' if seg[0] >= 0.5 * get[0] and seg[2] < 1 else 'NOT met'}")
 print(f"- PING within 10% of redis-server's PING: {ping[0] / rping[0]:.2f}x: "
       f"{'met' if ping[0] >= 0.9 * rping[0] else 'NOT met'}")
+if "16" in serve:
+    b16 = serve["16"]
+    print("\nTargets (-P 16):")
+    for name in ("starling SEGMENTS k=10", "starling SEGMENTS k=10, random users"):
+        if name in b16:
+            r = b16[name][0] / b16["redis-server GET"][0]
+            print(f"- {name}: >= 0.3x GET: {r:.2f}x: {'met' if r >= 0.3 else 'NOT met'}")
 print("\nServer-side time per command (starling's INFO, over every run above):\n")
 for line in open(sys.argv[3]):
     print(f"    {line.strip()}")

@@ -1,6 +1,16 @@
 /* cmd_target: targeting: SEGMENTS, SCORE, FOLDIN, EXPLAIN, SIMILAR and
  * HISTORY, the questions the ad server asks per request (SEGMENTS and SCORE
  * are its hot path: no allocation, the thread's scratch only).
+ *
+ * Pipelined SEGMENTS: when the server hands a run of SEGMENTS requests read
+ * in one go (ctx->run), the first one's handler scores every request of the
+ * run that asks the pruned scan of a known user (st_score_topk_segments_many:
+ * each block of segment rows read once for all of them) and keeps their
+ * answers in the thread's scratch; each request then replies its own at its
+ * turn, as it would have alone: the same segments, scores and order. The
+ * rest (errors, ONLY, unknown users, COUNT past RUN_COUNT) are answered at
+ * their turn as always. Nothing runs between the requests of a run, so
+ * scoring them together changes nothing any of them can see.
  */
 #include <math.h>
 #include <string.h>
@@ -141,28 +151,148 @@ static uint32_t rank_all(st_ctx *c, const segments_req *r, const user_view *u, f
     return got;
 }
 
+/* ---- SEGMENTS runs ------------------------------------------------------------- */
+
+/* COUNT up to which a request of a run is answered with the run. */
+#define RUN_COUNT 128
+
+/* The answers of a run, kept in the thread's scratch until each request's
+ * turn: one block (st_scratch_free frees it), allocated at the first run
+ * and grown with the rank. */
+struct st_seg_run {
+    const st_served *model; /* the model the answers are of */
+    uint64_t run_id;        /* and the run */
+    uint32_t cap_k;
+    struct {
+        const resp_arg *argv; /* the request answered (NULL: none, or already replied) */
+        uint32_t got;
+        int online;
+    } req[ST_RUN_MAX];
+    uint32_t idx[ST_RUN_MAX][RUN_COUNT];
+    float top[ST_RUN_MAX][RUN_COUNT];
+    float X[]; /* ST_RUN_MAX x cap_k: the users' vectors */
+};
+
+static struct st_seg_run *run_state(st_scratch *sc, uint32_t k)
+{
+    if (sc->seg_run && sc->seg_run->cap_k >= k) return sc->seg_run;
+    struct st_seg_run *b = st_malloc(sizeof *b + (size_t)ST_RUN_MAX * k * sizeof(float));
+    if (!b) return NULL;
+    st_free(sc->seg_run);
+    b->cap_k = k;
+    sc->seg_run = b;
+    return b;
+}
+
+/* Marks with bit the segments request r leaves out (EXCLUDE, and with
+ * UNSEEN the user's history) in the scratch's skip mask. */
+static void mark_skip(st_ctx *c, const segments_req *r, const user_view *u, uint8_t bit)
+{
+    uint8_t *skip = c->scratch->skip;
+    for (int i = r->ex_from; i && i < r->ex_to; i++) {
+        uint32_t s = st_cmd_find_segment(c->model, &c->argv[i]);
+        if (s != ST_NOT_FOUND) skip[s] |= bit;
+    }
+    if (r->unseen)
+        for (uint32_t h = 0; h < u->hist_n; h++) skip[u->hist_seg[h]] |= bit;
+}
+
+/* The first request of a run: scores every request of it that the pruned
+ * scan answers (a known user, no ONLY, COUNT up to RUN_COUNT; at most eight
+ * of them with EXCLUDE or UNSEEN, one bit each of the skip mask) together,
+ * and keeps the answers for their turns. Replies nothing: a request that
+ * cannot be answered here (a syntax error included) replies at its turn. */
+static void run_prepare(st_ctx *c)
+{
+    const st_run *run = c->run;
+    st_served *sv = c->model;
+    st_scratch *sc = c->scratch;
+    uint32_t k = sv->m.k;
+    struct st_seg_run *b = run_state(sc, k);
+    if (!b) return;
+    b->model = sv;
+    b->run_id = run->id;
+    st_segment_query q[ST_RUN_MAX];
+    int who[ST_RUN_MAX], nq = 0, bits = 0;
+    resp_out sink = {.overflow = 1}; /* what parsing would reply is dropped, unwritten */
+    for (int i = 0; i < run->n; i++) {
+        b->req[i].argv = NULL;
+        if (run->argc[i] < 2) continue; /* its arity error is replied at its turn */
+        st_ctx ci = *c;
+        ci.argc = run->argc[i];
+        ci.argv = run->argv[i];
+        ci.out = &sink;
+        segments_req r;
+        if (parse_segments(&ci, sv->m.segments, &r) != 0 || r.only_from || r.count > RUN_COUNT ||
+            (r.calibrated && !(sv->m.h.flags & ST_MODEL_CALIBRATED)))
+            continue;
+        int skips = r.ex_from || r.unseen;
+        if (skips && bits == 8) continue;
+        user_view u = st_cmd_find_user(&ci, ci.argv[1].ptr, ci.argv[1].len);
+        if (!u.known) continue;
+        uint8_t bit = skips ? (uint8_t)(1u << bits++) : 0;
+        if (bit) mark_skip(&ci, &r, &u, bit);
+        memcpy(b->X + (size_t)nq * k, u.x, k * sizeof *b->X); /* an online user's vector is in the scratch until the next lookup */
+        q[nq] = (st_segment_query){.x = b->X + (size_t)nq * k, .want = r.count,
+                                   .min = r.calibrated ? -INFINITY : (float)r.min, .skip = bit ? sc->skip : NULL,
+                                   .skip_bit = bit, .out_idx = b->idx[i], .out_score = b->top[i]};
+        b->req[i].online = u.online;
+        who[nq++] = i;
+    }
+    st_score_topk_segments_many(&sv->seg_index, q, (uint32_t)nq);
+    if (bits) memset(sc->skip, 0, sv->m.segments); /* all 0 between requests */
+    for (int j = 0; j < nq; j++) {
+        b->req[who[j]].argv = run->argv[who[j]];
+        b->req[who[j]].got = q[j].got;
+    }
+}
+
+/* This request's answer from its run, into sc->idx / sc->top: 1 when the
+ * run had it (its source in *source), 0 when it is to be scored alone. */
+static int run_answer(st_ctx *c, uint32_t *got, const char **source)
+{
+    struct st_seg_run *b = c->scratch->seg_run;
+    if (!c->run || !b || b->model != c->model || b->run_id != c->run->id) return 0;
+    int i = c->run->at;
+    if (b->req[i].argv != c->argv) return 0;
+    b->req[i].argv = NULL; /* answered once */
+    *got = b->req[i].got;
+    memcpy(c->scratch->idx, b->idx[i], *got * sizeof *b->idx[i]);
+    memcpy(c->scratch->top, b->top[i], *got * sizeof *b->top[i]);
+    *source = b->req[i].online ? "online" : "model";
+    return 1;
+}
+
 void cmd_segments(st_ctx *c)
 {
     st_served *sv = c->model;
     const st_model *m = &sv->m;
     st_scratch *sc = c->scratch;
     segments_req r;
+    if (c->run && c->run->at == 0) run_prepare(c);
     if (parse_segments(c, m->segments, &r) != 0) return;
     if (r.calibrated && !(m->h.flags & ST_MODEL_CALIBRATED)) {
         resp_error(c->out, "ERR CALIBRATED: this model carries no calibration");
         return;
     }
-    user_view u = st_cmd_find_user(c, c->argv[1].ptr, c->argv[1].len);
     /* Calibration is monotone when a > 0: rank on raw scores, then map the
      * survivors; MIN then applies to the calibrated value. A user answered
      * from the prior gets the model's probability for a user with no
      * history: the calibration of the blend alone, w q[s]. */
     float fmin = r.calibrated ? -INFINITY : (float)r.min;
-    uint32_t got = r.only_from ? rank_only(c, &r, &u, fmin) : rank_all(c, &r, &u, fmin);
+    uint32_t got;
+    const char *source;
+    int known = 1;
+    if (!run_answer(c, &got, &source)) {
+        user_view u = st_cmd_find_user(c, c->argv[1].ptr, c->argv[1].len);
+        got = r.only_from ? rank_only(c, &r, &u, fmin) : rank_all(c, &r, &u, fmin);
+        known = u.known;
+        source = st_cmd_user_source(&u);
+    }
     if (r.calibrated) {
         uint32_t w = 0;
         for (uint32_t i = 0; i < got; i++) {
-            float base = u.known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
+            float base = known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
             float p = (float)st_score_calibrated(m, base);
             if (p >= r.min) {
                 sc->idx[w] = sc->idx[i];
@@ -172,7 +302,7 @@ void cmd_segments(st_ctx *c)
         got = w;
     }
     resp_array(c->out, 2);
-    resp_simple(c->out, st_cmd_user_source(&u));
+    resp_simple(c->out, source);
     st_cmd_reply_segment_pairs(c, sc->idx, sc->top, got);
 }
 

@@ -72,12 +72,88 @@ static inline float dot8(const float *restrict a, const float *restrict b, uint3
 
 float st_dot(const float *a, const float *b, uint32_t k) { return dot8(a, b, k); }
 
+/* hsum8 of eight vectors at once: out[r] = hsum8(cr), the same additions
+ * in the same order ((0+4)+(1+5))+((2+6)+(3+7)), done side by side. */
+static inline void hsum8x8(v8f c0, v8f c1, v8f c2, v8f c3, v8f c4, v8f c5, v8f c6, v8f c7, float *out)
+{
+#ifdef __AVX__
+    /* Lanes i and i+4 of two rows: [r0: 0+4 1+5 2+6 3+7 | r1: ...]. */
+    __m256 t01 = _mm256_add_ps(_mm256_permute2f128_ps((__m256)c0, (__m256)c1, 0x20),
+                               _mm256_permute2f128_ps((__m256)c0, (__m256)c1, 0x31));
+    __m256 t23 = _mm256_add_ps(_mm256_permute2f128_ps((__m256)c2, (__m256)c3, 0x20),
+                               _mm256_permute2f128_ps((__m256)c2, (__m256)c3, 0x31));
+    __m256 t45 = _mm256_add_ps(_mm256_permute2f128_ps((__m256)c4, (__m256)c5, 0x20),
+                               _mm256_permute2f128_ps((__m256)c4, (__m256)c5, 0x31));
+    __m256 t67 = _mm256_add_ps(_mm256_permute2f128_ps((__m256)c6, (__m256)c7, 0x20),
+                               _mm256_permute2f128_ps((__m256)c6, (__m256)c7, 0x31));
+    /* Adjacent pairs: [r0 (0+4)+(1+5), r0 (2+6)+(3+7), r2 .., r2 .. | r1 .., r1 .., r3 .., r3 ..]. */
+    __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
+    /* The two halves of each row: [r0 r2 r4 r6 | r1 r3 r5 r7]. */
+    __m256 w = _mm256_hadd_ps(u0, u1);
+    float o[8];
+    _mm256_storeu_ps(o, w);
+    out[0] = o[0];
+    out[1] = o[4];
+    out[2] = o[1];
+    out[3] = o[5];
+    out[4] = o[2];
+    out[5] = o[6];
+    out[6] = o[3];
+    out[7] = o[7];
+#else
+    out[0] = hsum8(c0);
+    out[1] = hsum8(c1);
+    out[2] = hsum8(c2);
+    out[3] = hsum8(c3);
+    out[4] = hsum8(c4);
+    out[5] = hsum8(c5);
+    out[6] = hsum8(c6);
+    out[7] = hsum8(c7);
+#endif
+}
+
+/* Eight rows a[0..8) (k a multiple of 8) against x: eight independent
+ * sums that the core overlaps (one row's eight dependent adds would wait on
+ * each other), each summed exactly as dot8 sums it. */
+static inline __attribute__((always_inline)) void dot8x8(const float *const *restrict a, uint32_t k,
+                                                         const float *restrict x, float *restrict out)
+{
+    v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
+    for (uint32_t i = 0; i < k; i += 8) {
+        v8f xv = load8(x + i);
+        c0 += load8(a[0] + i) * xv;
+        c1 += load8(a[1] + i) * xv;
+        c2 += load8(a[2] + i) * xv;
+        c3 += load8(a[3] + i) * xv;
+        c4 += load8(a[4] + i) * xv;
+        c5 += load8(a[5] + i) * xv;
+        c6 += load8(a[6] + i) * xv;
+        c7 += load8(a[7] + i) * xv;
+    }
+    hsum8x8(c0, c1, c2, c3, c4, c5, c6, c7, out);
+}
+
+/* dot8x8 with k known to the compiler for the common ranks (fully
+ * unrolled), k a multiple of 8. */
+static void dot8x8_any(const float *const *a, uint32_t k, const float *x, float *out)
+{
+    if (k == 64) dot8x8(a, 64, x, out);
+    else if (k == 32) dot8x8(a, 32, x, out);
+    else if (k == 128) dot8x8(a, 128, x, out);
+    else dot8x8(a, k, x, out);
+}
+
 /* scores[r] = rows[r] . x for every row of an r x k matrix. */
 static void scan_rows(const float *rows, uint32_t nrows, uint32_t k, const float *x, float *scores)
 {
     uint32_t r = 0;
-    /* Four rows at a time share each load of x; every row is still summed
-     * exactly as dot8 sums it. */
+    if (k % 8 == 0)
+        for (; r + 8 <= nrows; r += 8) {
+            const float *a = rows + (size_t)r * k;
+            const float *p[8] = {a, a + k, a + 2 * k, a + 3 * k, a + 4 * k, a + 5 * k, a + 6 * k, a + 7 * k};
+            dot8x8_any(p, k, x, scores + r);
+        }
+    /* Otherwise four rows at a time share each load of x. */
     for (; r + 4 <= nrows; r += 4) {
         const float *a0 = rows + (size_t)r * k, *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
         v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
@@ -172,22 +248,30 @@ static void sift_up(uint32_t *idx, float *sc, uint32_t i)
     }
 }
 
-/* A bit for each of the 32 scores at s that is greater than thr (NaN is not). */
-static inline uint32_t above_mask(const float *s, float thr)
-{
+/* A bit for each of the 32 scores at s that compares PRED (an AVX
+ * predicate, and the same test in C) with thr; NaN compares false. */
 #ifdef __AVX__
-    __m256 t = _mm256_set1_ps(thr);
-    uint32_t a = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s), t, _CMP_GT_OQ));
-    uint32_t b = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GT_OQ));
-    uint32_t c = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 16), t, _CMP_GT_OQ));
-    uint32_t d = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 24), t, _CMP_GT_OQ));
-    return a | b << 8 | c << 16 | d << 24;
+#define MASK32(s, thr, PRED, TEST)                                                                                  \
+    do {                                                                                                            \
+        __m256 t_ = _mm256_set1_ps(thr);                                                                            \
+        uint32_t a_ = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s), t_, PRED));                    \
+        uint32_t b_ = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps((s) + 8), t_, PRED));              \
+        uint32_t c_ = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps((s) + 16), t_, PRED));             \
+        uint32_t d_ = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps((s) + 24), t_, PRED));             \
+        return a_ | b_ << 8 | c_ << 16 | d_ << 24;                                                                  \
+    } while (0)
 #else
-    uint32_t m = 0;
-    for (uint32_t j = 0; j < 32; j++) m |= (uint32_t)(s[j] > thr) << j;
-    return m;
+#define MASK32(s, thr, PRED, TEST)                                                                                  \
+    do {                                                                                                            \
+        uint32_t m_ = 0;                                                                                            \
+        for (uint32_t j_ = 0; j_ < 32; j_++) m_ |= (uint32_t)((s)[j_] TEST(thr)) << j_;                           \
+        return m_;                                                                                                  \
+    } while (0)
 #endif
-}
+
+/* Scores greater than thr; at least thr. */
+static inline uint32_t above_mask(const float *s, float thr) { MASK32(s, thr, _CMP_GT_OQ, >); }
+static inline uint32_t atleast_mask(const float *s, float thr) { MASK32(s, thr, _CMP_GE_OQ, >=); }
 
 /* Offers score s of index i to the heap of `size` (full at `want`). */
 static inline void offer(uint32_t *idx, float *sc, uint32_t *size, uint32_t want, uint32_t i, float s)
@@ -543,41 +627,99 @@ void st_segment_index_free(st_segment_index *ix)
     memset(ix, 0, sizeof *ix);
 }
 
-/* The most any segment from position p on can score: Cauchy-Schwarz on the
- * dot product plus the largest blend still ahead. A computed dot of k
- * rounded products is within k 2^-24 |x| |v| of the exact one, and adding
- * the blend rounds once more; the margins are a hundred times that. */
+/* The most a segment of norm n (as ix->norms holds it) with blend add can
+ * score for a user of norm xnorm: Cauchy-Schwarz on the dot product plus
+ * the blend. A computed dot of k rounded products is within k 2^-24 |x| |v|
+ * of the exact one, the norms are each within a few roundings of theirs,
+ * and adding the blend rounds once more; the margins are a hundred times
+ * that. */
+static inline float reach_of(float xnorm, float n, float add, uint32_t k)
+{
+    float b = xnorm * n;
+    return b * (1.0f + (float)k * 1e-5f) + add + (fabsf(add) + b) * 1e-6f + 1e-6f;
+}
+
+/* The most any segment from position p on can score: its norm is at most
+ * norms[p] and its blend at most add_max[p]. */
 static float reach_from(const st_segment_index *ix, float xnorm, uint32_t p)
 {
-    float b = xnorm * ix->norms[p];
-    float add = ix->add_max[p];
-    return b * (1.0f + (float)ix->k * 1e-5f) + add + (fabsf(add) + b) * 1e-6f + 1e-6f;
+    return reach_of(xnorm, ix->norms[p], ix->add_max[p], ix->k);
+}
+
+enum { SEG_BLOCK = 32, SEG_GROUP = 64 };
+
+/* 1 when nothing from position p on can enter q's answer: the most any
+ * segment there can score is below min, or below the want-th best so far. */
+static int seg_pruned(const st_segment_index *ix, const st_segment_query *q, float xnorm, uint32_t p)
+{
+    float reach = reach_from(ix, xnorm, p);
+    return reach < q->min || (q->got == q->want && reach < q->out_score[0]);
+}
+
+/* Scores for q the rows at positions [p, p + nb) of ix and offers them.
+ * Only the scores that can enter the heap are looked at one by one: those
+ * at least min and, once the heap is full, at least its worst (a tie may
+ * still win on the lower index; offer decides). */
+static void seg_block(const st_segment_index *ix, st_segment_query *q, uint32_t p, uint32_t nb)
+{
+    const float *add = ix->add + p;
+    float sc[SEG_BLOCK];
+    scan_rows(ix->rows + (size_t)p * ix->k, nb, ix->k, q->x, sc);
+    for (uint32_t j = 0; j < nb; j++) sc[j] += add[j]; /* the blend, exactly as st_score_one adds it */
+    uint32_t m = nb == SEG_BLOCK ? 0xffffffffu : (1u << nb) - 1;
+    if (nb == SEG_BLOCK) m = atleast_mask(sc, q->got == q->want && q->out_score[0] > q->min ? q->out_score[0] : q->min);
+    while (m) {
+        uint32_t j = (uint32_t)__builtin_ctz(m);
+        m &= m - 1;
+        uint32_t i = ix->order[p + j];
+        float v = sc[j];
+        if ((q->skip && (q->skip[i] & q->skip_bit)) || isnan(v) || !(v >= q->min)) continue;
+        offer(q->out_idx, q->out_score, &q->got, q->want, i, v);
+    }
+}
+
+/* Up to SEG_GROUP queries, block by block: each block of rows is scored
+ * for every query not yet pruned while it is in the cache. */
+static void seg_group(const st_segment_index *ix, st_segment_query *q, uint32_t nq)
+{
+    uint32_t n = ix->n, k = ix->k, live[SEG_GROUP], nlive = 0;
+    float xnorm[SEG_GROUP];
+    for (uint32_t b = 0; b < nq; b++) {
+        q[b].got = q[b].visited = 0;
+        if (q[b].want == 0) continue;
+        xnorm[b] = sqrtf(dot8(q[b].x, q[b].x, k));
+        live[nlive++] = b;
+    }
+    for (uint32_t p = 0; p < n && nlive > 0; p += SEG_BLOCK) {
+        uint32_t nb = n - p < SEG_BLOCK ? n - p : SEG_BLOCK, w = 0;
+        for (uint32_t i = 0; i < nlive; i++) {
+            uint32_t b = live[i];
+            if (seg_pruned(ix, &q[b], xnorm[b], p)) {
+                q[b].visited = p;
+                continue;
+            }
+            live[w++] = b;
+        }
+        nlive = w;
+        for (uint32_t i = 0; i < nlive; i++) seg_block(ix, &q[live[i]], p, nb);
+    }
+    for (uint32_t i = 0; i < nlive; i++) q[live[i]].visited = n;
+    for (uint32_t b = 0; b < nq; b++) heap_to_sorted(q[b].out_idx, q[b].out_score, q[b].got);
+}
+
+void st_score_topk_segments_many(const st_segment_index *ix, st_segment_query *q, uint32_t nq)
+{
+    for (uint32_t g = 0; g < nq; g += SEG_GROUP) seg_group(ix, q + g, nq - g < SEG_GROUP ? nq - g : SEG_GROUP);
 }
 
 uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
                                 const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
 {
-    enum { BLOCK = 32 };
-    uint32_t n = ix->n, k = ix->k, size = 0, p = 0;
-    float xnorm = sqrtf(dot8(x, x, k));
-    while (p < n && want > 0) {
-        /* Nothing from here on can beat the want-th best or reach min. */
-        float reach = reach_from(ix, xnorm, p);
-        if (reach < min || (size == want && reach < out_score[0])) break;
-        uint32_t end = p + BLOCK < n ? p + BLOCK : n;
-        float sc[BLOCK];
-        scan_rows(ix->rows + (size_t)p * k, end - p, k, x, sc);
-        for (uint32_t q = p; q < end; q++) {
-            uint32_t i = ix->order[q];
-            float v = sc[q - p] + ix->add[q];
-            if ((skip && skip[i]) || isnan(v) || !(v >= min)) continue;
-            offer(out_idx, out_score, &size, want, i, v);
-        }
-        p = end;
-    }
-    if (visited) *visited = p;
-    heap_to_sorted(out_idx, out_score, size);
-    return size;
+    st_segment_query q = {.x = x, .want = want, .min = min, .skip = skip, .skip_bit = 0xff, .out_idx = out_idx,
+                          .out_score = out_score};
+    seg_group(ix, &q, 1);
+    if (visited) *visited = q.visited;
+    return q.got;
 }
 
 /* ---- fold-in and explanations -------------------------------------------- */

@@ -102,6 +102,30 @@ void st_segment_index_free(st_segment_index *ix);
 uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
                                 const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited);
 
+/* One question of st_score_topk_segments_many: the best `want` segments
+ * for the user vector x among those scoring at least min and not skipped,
+ * as st_score_topk_segments answers it. */
+typedef struct {
+    const float *x;       /* k floats */
+    uint32_t want;
+    float min;            /* -INFINITY: none */
+    const uint8_t *skip;  /* segment s is left out when skip[s] & skip_bit; NULL = none */
+    uint8_t skip_bit;     /* so that eight questions can share one mask */
+    uint32_t *out_idx;    /* want entries: the answer, best first */
+    float *out_score;     /* want entries */
+    uint32_t got;         /* out: entries in the answer */
+    uint32_t visited;     /* out: segments scored */
+} st_segment_query;
+
+/* Answers nq questions together: for each, the same segments, scores and
+ * order as st_score_topk_segments gives it alone (the same pruning, the
+ * same rows scored in the same order), but each block of rows of the index
+ * is scored for every question still running while it is in the cache, so
+ * a pipeline of requests reads V once rather than once each. Never
+ * allocates. The index carries the segment rows and their count, so
+ * segments added to it are scored like the others. */
+void st_score_topk_segments_many(const st_segment_index *ix, st_segment_query *q, uint32_t nq);
+
 /* Floats of scratch that st_score_foldin / st_score_explain need for a
  * history of nnz entries. */
 uint64_t st_score_foldin_scratch(const st_model *m, uint32_t nnz);

@@ -89,6 +89,7 @@ void st_scratch_free(st_scratch *s)
     st_free(s->hr);
     st_overlay_view_free(&s->view);
     st_free(s->user);
+    st_free(s->seg_run);
     memset(s, 0, sizeof *s);
 }
 

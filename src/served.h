@@ -70,6 +70,7 @@ typedef struct {
     st_overlay_view view; /* the heavy pool's copy of the overlay for a scan */
     float *user;    /* k: a user's vector dequantized from an int8 model */
     uint32_t cap_user;
+    struct st_seg_run *seg_run; /* a SEGMENTS run's answers (cmd_target.c): one block */
 } st_scratch;
 
 /* Sizes s for model m (every user too when all_users, as the heavy pool

@@ -225,6 +225,25 @@ static void input_consumed(st_client *c, int progressed)
     }
 }
 
+/* The context a request of c with argc arguments at argv runs in, its
+ * reply going to out. */
+static st_ctx request_ctx(st_client *c, resp_out *out, int argc, resp_arg *argv)
+{
+    st_loop *l = c->loop;
+    st_server *srv = l->srv;
+    return (st_ctx){.srv = srv,
+                    .ops = &st_srv_ops,
+                    .cfg = &srv->cfg,
+                    .session = &c->sess,
+                    .model = l->model,
+                    .scratch = &l->scratch,
+                    .out = out,
+                    .argc = argc,
+                    .argv = argv,
+                    .stats = &l->stats,
+                    .slowlog = &srv->slowlog};
+}
+
 /* process_input for a connection on the HTTP port: each request is parsed
  * by http.c and handed to api.c, which answers it or names a command; the
  * command runs through st_call exactly as a RESP request's does (deferred to
@@ -287,17 +306,7 @@ static int process_http(st_client *c)
             l->http_reply.len = 0;
             l->http_reply.overflow = 0;
             l->http_reply.proto = 2; /* api.c reads RESP2 whatever HELLO said */
-            st_ctx ctx = {.srv = srv,
-                          .ops = &st_srv_ops,
-                          .cfg = &srv->cfg,
-                          .session = &c->sess,
-                          .model = l->model,
-                          .scratch = &l->scratch,
-                          .out = &l->http_reply,
-                          .argc = c->call.argc,
-                          .argv = c->call.argv,
-                          .stats = &l->stats,
-                          .slowlog = &srv->slowlog};
+            st_ctx ctx = request_ctx(c, &l->http_reply, c->call.argc, c->call.argv);
             const st_command *cmd = NULL;
             uint64_t t0 = 0;
             st_stat_bump(&l->stats.commands, 1);
@@ -318,6 +327,141 @@ static int process_http(st_client *c)
         http_parser_reset(&c->http);
     }
     input_consumed(c, progressed);
+    return 0;
+}
+
+/* Runs one parsed request (argc > 0) on c through st_call, as request
+ * run->at of run (NULL: alone): on the loop, or handed to the heavy pool. */
+static void run_request(st_client *c, int argc, resp_arg *argv, const st_run *run)
+{
+    st_loop *l = c->loop;
+    st_ctx ctx = request_ctx(c, &c->out, argc, argv);
+    ctx.run = run;
+    const st_command *cmd = NULL;
+    uint64_t t0 = 0;
+    st_stat_bump(&l->stats.commands, 1);
+    /* CLIENT REPLY OFF and SKIP: the reply is made (and timed) as always,
+     * then dropped. */
+    size_t before = c->out.len;
+    int skip = c->sess.reply_skip;
+    c->sess.reply_skip = 0;
+    if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
+        if (defer(c, &ctx, cmd, t0) != 0) resp_error(&c->out, "ERR out of memory");
+        else c->discard_reply = skip || c->sess.reply_off;
+    } else {
+        reply_saw_journal(c, l->model);
+        if (skip || c->sess.reply_off) c->out.len = before;
+    }
+    if (c->sess.reply_skip_next) {
+        c->sess.reply_skip_next = 0;
+        c->sess.reply_skip = 1;
+    }
+}
+
+/* ---- runs of pipelined SEGMENTS ------------------------------------------- */
+
+/* Requests that a connection pipelines are normally parsed and run one at
+ * a time. A run of SEGMENTS requests already complete in the input is
+ * parsed first and run together (st_run: the first request's handler
+ * scores all of them at once, each still runs through st_call and replies
+ * in order). Only consecutive SEGMENTS requests make a run, so every
+ * command before or after one sees and is seen exactly as when run one at
+ * a time, and the replies of a run go out in the one write that follows. */
+
+static int is_segments(const resp_arg *a) { return a->len == 8 && strncasecmp(a->ptr, "segments", 8) == 0; }
+
+/* The number of arguments of the RESP array that buf (len bytes) starts
+ * with when its first argument is SEGMENTS (any case), else 0. Reads only:
+ * whether it is complete is resp_parse's to say. */
+static uint32_t peek_segments(const char *buf, size_t len)
+{
+    if (len < 2 || buf[0] != '*') return 0;
+    size_t i = 1;
+    uint32_t n = 0;
+    for (; i < len && i < 8 && buf[i] >= '0' && buf[i] <= '9'; i++) n = n * 10 + (uint32_t)(buf[i] - '0');
+    if (i == 1 || i + 16 > len) return 0;
+    if (memcmp(buf + i, "\r\n$8\r\n", 6) != 0 || strncasecmp(buf + i + 6, "segments", 8) != 0 ||
+        memcmp(buf + i + 14, "\r\n", 2) != 0)
+        return 0;
+    return n;
+}
+
+/* The parser wrote a NUL over the CR after each argument of the RESP
+ * arrays it read (resp.h); putting the CRs back leaves the bytes as they
+ * came, to be parsed again. */
+static void unparse(resp_arg *argv, int argc)
+{
+    for (int i = 0; i < argc; i++) ((char *)argv[i].ptr)[argv[i].len] = '\r';
+}
+
+/* c has just run l->run's first request (whose arguments are in l->run_args,
+ * the input past it): reads on, into the run, the complete SEGMENTS requests
+ * that follow in the input, up to ST_RUN_MAX requests and ST_RUN_ARGS
+ * arguments. Every request read is a RESP array (so unparse can give it
+ * back); the parser may be left in the middle of the request after them. */
+static void gather_run(st_client *c)
+{
+    st_loop *l = c->loop;
+    st_run *run = &l->run;
+    uint32_t used = (uint32_t)run->argc[0];
+    while (run->n < ST_RUN_MAX && c->in_start < c->in_len) {
+        uint32_t nargs = peek_segments(c->in + c->in_start, c->in_len - c->in_start);
+        if (nargs == 0 || used + nargs > ST_RUN_ARGS) break;
+        size_t consumed = 0;
+        if (resp_parse(&c->parser, c->in + c->in_start, c->in_len - c->in_start, &consumed) != RESP_OK) break;
+        resp_arg *a = l->run_args + used;
+        memcpy(a, c->parser.argv, c->parser.argc * sizeof *a);
+        used += c->parser.argc;
+        l->run_off[run->n] = c->in_start;
+        run->argc[run->n] = (int)c->parser.argc;
+        run->argv[run->n++] = a;
+        c->in_start += consumed;
+        resp_parser_reset(&c->parser);
+    }
+}
+
+/* Stops a run before its request `from` (replies piling up): that request
+ * and those after it, and the one the parser is in the middle of, go back
+ * to the input unread. */
+static void rewind_run(st_client *c, int from)
+{
+    st_loop *l = c->loop;
+    resp_parser *p = &c->parser;
+    for (uint32_t i = 0; i < p->argc; i++) c->in[c->in_start + p->arg_off[i] + p->arg_len[i]] = '\r';
+    resp_parser_reset(p);
+    for (int i = from; i < l->run.n; i++) unparse(l->run.argv[i], l->run.argc[i]);
+    c->in_start = l->run_off[from];
+}
+
+/* c's request of argc arguments at argv (consumed bytes at in_start) is a
+ * SEGMENTS: gathers the run it starts and runs it. 1 when replies piled up
+ * before the end of the run (the rest is left in the input), else 0. */
+static int serve_run(st_client *c, int argc, resp_arg *argv, size_t consumed)
+{
+    st_loop *l = c->loop;
+    st_run *run = &l->run;
+    if (argc > ST_RUN_ARGS) {
+        run_request(c, argc, argv, NULL);
+        c->in_start += consumed;
+        resp_parser_reset(&c->parser);
+        return 0;
+    }
+    run->id++;
+    run->n = 1;
+    run->argc[0] = argc;
+    run->argv[0] = l->run_args;
+    memcpy(l->run_args, argv, (size_t)argc * sizeof *argv);
+    l->run_off[0] = c->in_start;
+    c->in_start += consumed;
+    resp_parser_reset(&c->parser);
+    gather_run(c);
+    for (run->at = 0; run->at < run->n; run->at++) {
+        if (run->at > 0 && (pending(c) >= out_soft(c) || c->blocked || c->sess.close_after_reply)) {
+            rewind_run(c, run->at);
+            return 1;
+        }
+        run_request(c, run->argc[run->at], run->argv[run->at], run->n > 1 ? run : NULL);
+    }
     return 0;
 }
 
@@ -361,44 +505,19 @@ static int process_input(st_client *c)
          * so a client that trickles a request a byte at a time is still cut
          * by the idle timeout. */
         c->last_active = l->now;
+        progressed = 1;
         if (c->parser.argc > 0) {
             /* A reload swapped models: take the new one (and its overlay)
              * before this request, so that nothing acknowledged on another
              * loop after the swap is missing from this reply. */
             if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
-            st_ctx ctx = {.srv = srv,
-                          .ops = &st_srv_ops,
-                          .cfg = &srv->cfg,
-                          .session = &c->sess,
-                          .model = l->model,
-                          .scratch = &l->scratch,
-                          .out = &c->out,
-                          .argc = (int)c->parser.argc,
-                          .argv = c->parser.argv,
-                          .stats = &l->stats,
-                          .slowlog = &srv->slowlog};
-            const st_command *cmd = NULL;
-            uint64_t t0 = 0;
-            st_stat_bump(&l->stats.commands, 1);
-            /* CLIENT REPLY OFF and SKIP: the reply is made (and timed) as
-             * always, then dropped. */
-            size_t before = c->out.len;
-            int skip = c->sess.reply_skip;
-            c->sess.reply_skip = 0;
-            if (st_call(&ctx, &l->stats, &cmd, &t0) == ST_CALL_DEFER) {
-                if (defer(c, &ctx, cmd, t0) != 0) resp_error(&c->out, "ERR out of memory");
-                else c->discard_reply = skip || c->sess.reply_off;
-            } else {
-                reply_saw_journal(c, l->model);
-                if (skip || c->sess.reply_off) c->out.len = before;
+            if (is_segments(&c->parser.argv[0])) {
+                if (serve_run(c, (int)c->parser.argc, c->parser.argv, consumed) != 0) return 1;
+                continue;
             }
-            if (c->sess.reply_skip_next) {
-                c->sess.reply_skip_next = 0;
-                c->sess.reply_skip = 1;
-            }
+            run_request(c, (int)c->parser.argc, c->parser.argv, NULL);
         }
         c->in_start += consumed;
-        progressed = 1;
         resp_parser_reset(&c->parser);
     }
     input_consumed(c, progressed);

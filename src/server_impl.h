@@ -29,6 +29,7 @@
  * http-maxclients, or from beyond loopback in protected mode. */
 enum { PROBES_FULL = 1, PROBES_PROTECTED = 2 };
 #define MAX_EVENTS 256
+#define ST_RUN_ARGS 1024 /* arguments of all the requests of a run together */
 
 typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
 
@@ -105,6 +106,11 @@ struct st_loop {
     st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
     uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
     atomic_int kills; /* some connection of this loop is marked by CLIENT KILL */
+    /* The run of pipelined SEGMENTS being served (process_input): its
+     * requests' arguments and where each starts in the input. */
+    st_run run;
+    resp_arg run_args[ST_RUN_ARGS];
+    size_t run_off[ST_RUN_MAX];
 };
 
 struct st_server {

@@ -194,6 +194,21 @@ typedef struct {
     void (*reset_stats)(st_server *srv);
 } st_server_ops;
 
+/* Requests of one command that a connection pipelined and the server read
+ * in one go (a run of SEGMENTS): each is still run through st_call in
+ * order, with its own checks, statistics and reply, but the handler of the
+ * first may do the work of all of them at once (they cannot see each
+ * other's effects: no other command runs between them), which the others
+ * then find done. */
+#define ST_RUN_MAX 32
+typedef struct {
+    uint64_t id;                /* differs from every earlier run's on this thread */
+    int n;                      /* requests in the run, 2..ST_RUN_MAX */
+    int at;                     /* the one being run */
+    int argc[ST_RUN_MAX];
+    resp_arg *argv[ST_RUN_MAX]; /* each valid for the whole run */
+} st_run;
+
 /* Everything a command handler gets. In the heavy pool, session is NULL. */
 typedef struct {
     st_server *srv;
@@ -207,6 +222,7 @@ typedef struct {
     resp_arg *argv;
     st_stats *stats; /* the loop's counters; NULL in the heavy pool */
     st_slowlog *slowlog; /* the server's slow log; NULL = none (tests) */
+    const st_run *run;   /* the pipelined run this request is part of; NULL = alone */
 } st_ctx;
 
 #endif

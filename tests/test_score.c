@@ -1,4 +1,5 @@
-/* Tests of top-k selection against a full sort, with exclusions and ties. */
+/* Tests of top-k selection against a full sort, with exclusions and ties, and of
+ * the pruned segment top-k, alone and batched, against the full scan. */
 #include "rng.h"
 #include "score.h"
 #include "tap.h"
@@ -123,6 +124,96 @@ static void test_topk_segments_pruned(st_rng *r)
     ok(pruned_some > 50, "and it stops early in many of them (%d of 300)", pruned_some);
 }
 
+/* A random segment index of n rows at rank k: skewed norms, duplicate rows
+ * (ties), half the time a prior blend. V, q, pop are the caller's to free. */
+static void random_index(st_rng *r, uint32_t n, uint32_t k, int blend, float **V, float **pop, float **q,
+                         st_model *m, st_segment_index *ix)
+{
+    *V = malloc((size_t)n * k * sizeof **V);
+    *pop = malloc(n * sizeof **pop);
+    *q = malloc(n * sizeof **q);
+    for (uint32_t i = 0; i < n; i++) {
+        double scale = exp(1.5 * st_rng_normal(r));
+        for (uint32_t j = 0; j < k; j++) (*V)[(size_t)i * k + j] = (float)(scale * st_rng_normal(r));
+        if (i > 0 && st_rng_uniform(r) < 0.05) memcpy(*V + (size_t)i * k, *V + (size_t)(i - 1) * k, k * sizeof **V);
+        (*pop)[i] = (float)st_rng_below(r, 1000);
+    }
+    *m = (st_model){.segments = n, .k = k, .V = *V, .popularity = *pop};
+    m->h.prior_weight = blend ? fabs(2 * st_rng_normal(r)) : 0.0;
+    st_score_prior(m, *q);
+    st_segment_index_build(m, *q, ix);
+}
+
+/* The batched kernel against the single-request one and against a full
+ * scan: many questions at once (more than one group of 64), each with its
+ * own COUNT, MIN and skip bit, users repeated, ranks with and without the
+ * eight-row kernel (k a multiple of 8 or not). */
+static void test_topk_segments_many(st_rng *r)
+{
+    int same = 1, full_same = 1, checked = 0;
+    for (int trial = 0; trial < 60 && same && full_same; trial++) {
+        static const uint32_t ranks[] = {64, 64, 32, 128, 24, 13, 1, 7};
+        uint32_t k = ranks[trial % 8], n = 1 + (uint32_t)st_rng_below(r, trial % 3 ? 2000 : 100);
+        uint32_t nq = 1 + (uint32_t)st_rng_below(r, trial % 4 ? 40 : 150);
+        float *V, *pop, *q;
+        st_model m;
+        st_segment_index ix;
+        random_index(r, n, k, trial % 2, &V, &pop, &q, &m, &ix);
+        float *X = malloc((size_t)nq * k * sizeof *X), *full = malloc(n * sizeof *full);
+        uint8_t *skip = calloc(n, 1);
+        uint32_t *idx = malloc((size_t)nq * 64 * sizeof *idx), i1[64], i2[64], vis;
+        float *top = malloc((size_t)nq * 64 * sizeof *top), t1[64], t2[64];
+        st_segment_query *qs = malloc(nq * sizeof *qs);
+        for (uint32_t s = 0; s < n; s++) skip[s] = (uint8_t)(st_rng_uniform(r) < 0.3 ? st_rng_below(r, 256) : 0);
+        for (uint32_t b = 0; b < nq; b++) {
+            float *x = X + (size_t)b * k;
+            if (b > 0 && st_rng_uniform(r) < 0.2) memcpy(x, x - k, k * sizeof *x); /* the same user again */
+            else for (uint32_t j = 0; j < k; j++) x[j] = (float)st_rng_normal(r);
+            qs[b] = (st_segment_query){.x = x, .want = (uint32_t)st_rng_below(r, 40), .min = -INFINITY,
+                                       .skip = st_rng_uniform(r) < 0.5 ? skip : NULL,
+                                       .skip_bit = (uint8_t)(1u << st_rng_below(r, 8)),
+                                       .out_idx = idx + (size_t)b * 64, .out_score = top + (size_t)b * 64};
+            if (st_rng_uniform(r) < 0.2) qs[b].min = (float)st_rng_normal(r);
+        }
+        st_score_topk_segments_many(&ix, qs, nq);
+        for (uint32_t b = 0; b < nq && same && full_same; b++) {
+            const st_segment_query *e = &qs[b];
+            /* alone: a private mask holding only this question's bit */
+            uint8_t *mine = calloc(n, 1);
+            for (uint32_t s = 0; s < n; s++) mine[s] = e->skip && (skip[s] & e->skip_bit);
+            uint32_t g1 = st_score_topk_segments(&ix, e->x, e->want, e->min, e->skip ? mine : NULL, i1, t1, &vis);
+            same &= g1 == e->got && vis == e->visited;
+            for (uint32_t i = 0; same && i < g1; i++) same = i1[i] == e->out_idx[i] && t1[i] == e->out_score[i];
+            /* the full scan, every score st_score_one's */
+            for (uint32_t s = 0; s < n; s++) {
+                full[s] = st_score_one(&m, q, e->x, s);
+                if (mine[s] || !(full[s] >= e->min)) full[s] = NAN;
+            }
+            uint32_t g2 = st_topk(full, n, e->want, NULL, 0, i2, t2);
+            full_same &= g2 == e->got;
+            for (uint32_t i = 0; full_same && i < g2; i++) full_same = i2[i] == e->out_idx[i] && t2[i] == e->out_score[i];
+            if (!same || !full_same)
+                printf("#   trial %d question %u: n %u k %u want %u: %u results, alone %u, full scan %u\n", trial, b, n,
+                       k, e->want, e->got, g1, g2);
+            checked++;
+            free(mine);
+        }
+        st_segment_index_free(&ix);
+        free(V);
+        free(pop);
+        free(q);
+        free(X);
+        free(full);
+        free(skip);
+        free(idx);
+        free(top);
+        free(qs);
+    }
+    ok(same, "batched pruned top-k equals each question asked alone: same segments, scores (bit for bit), order "
+             "and segments visited (%d questions in 60 batches)", checked);
+    ok(full_same, "and equals the full scan of st_score_one scores with the question's COUNT, MIN and skips");
+}
+
 int main(void)
 {
     st_rng r;
@@ -130,6 +221,7 @@ int main(void)
     test_topk_random(&r);
     test_topk_edges();
     test_topk_segments_pruned(&r);
+    test_topk_segments_many(&r);
     float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
     is_near(st_dot(a, b, 3), 32, 0, "dot");
     return tap_done();
