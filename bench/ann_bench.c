@@ -1,0 +1,177 @@
+/* ann_bench: the approximate AUDIENCE (ann.c) on one trained model file
+ * against the exact scan (scan.c) in the same run: the index's build
+ * (seconds, memory, the recall it measured), then for a number of segments
+ * the exact top 1,000 on every thread, the approximate top 1,000 on one
+ * thread, recall@1,000 of the approximate answer against the exact one,
+ * and the streaming-read floor of the user factors on the same threads
+ * (bench/scale.sh runs it; bench/README.md explains the columns).
+ *
+ * Usage: ann_bench MODEL [threads] [queries]
+ * Trained factors matter: random factors have no clusters for an index to
+ * use, so their recall or speed says nothing of real models.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ann.h"
+#include "model.h"
+#include "rng.h"
+#include "scan.h"
+#include "score.h"
+#include "util.h"
+
+enum { WANT = 1000 };
+
+/* ---- the floor: the threads reading the factors' bytes once -------------------- */
+
+typedef struct {
+    const float *p;
+    uint64_t n, per;
+    double sums[256];
+} floor_job;
+
+static void floor_task(void *ctx, uint64_t task, int thread)
+{
+    floor_job *j = ctx;
+    uint64_t a = task * j->per, b = a + j->per < j->n ? a + j->per : j->n;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    uint64_t i = a;
+    for (; i + 8 <= b; i += 8) {
+        s0 += j->p[i];
+        s1 += j->p[i + 1];
+        s2 += j->p[i + 2];
+        s3 += j->p[i + 3];
+        s4 += j->p[i + 4];
+        s5 += j->p[i + 5];
+        s6 += j->p[i + 6];
+        s7 += j->p[i + 7];
+    }
+    for (; i < b; i++) s0 += j->p[i];
+    j->sums[thread & 255] += s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+}
+
+/* Seconds to read n floats once on `threads` threads, in 1 MiB tasks. */
+static double read_floor(const float *p, uint64_t n, int threads)
+{
+    floor_job j = {.p = p, .n = n, .per = 1 << 18};
+    double t0 = st_now();
+    st_parallel_run(threads, (n + j.per - 1) / j.per, floor_task, &j);
+    double t = st_now() - t0;
+    double s = 0;
+    for (int i = 0; i < 256; i++) s += j.sums[i];
+    if (s == 12345.678) printf("#\n"); /* keeps the sums */
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Best and median of n timings (seconds), in ms. */
+static void best_median(double *t, int n, double *best, double *median)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *best = t[0] * 1e3;
+    *median = t[n / 2] * 1e3;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: ann_bench MODEL [threads] [queries]\n");
+        return 2;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : st_cpu_count(), nq = argc > 3 ? atoi(argv[3]) : 20;
+    if (threads < 1) threads = 1;
+    if (nq < 1) nq = 1;
+    char err[ST_ERRLEN];
+    st_model m;
+    if (st_model_read(argv[1], &m, err) != 0) {
+        fprintf(stderr, "ann_bench: %s\n", err);
+        return 1;
+    }
+    if (!m.U) {
+        fprintf(stderr, "ann_bench: %s: a float32 model is needed (the exact float32 scan is the reference)\n", argv[1]);
+        return 1;
+    }
+    st_scan_set_threads(threads);
+    st_ann *a = st_ann_build(&m, 0, 0.98, 42, threads, err);
+    if (!a) {
+        fprintf(stderr, "ann_bench: %s\n", err);
+        return 1;
+    }
+    st_ann_stats st;
+    st_ann_get_stats(a, &st);
+    printf("index of %u users, rank %u: %u lists, %.1f MiB, built in %.1f s on %d threads; at build: recall@%u %.4f "
+           "(%u queries) reading at most %llu rows (%.2f%%)\n",
+           m.users, m.k, st.lists, st.bytes / 1048576.0, st.build_seconds, threads, st.recall_at, st.recall,
+           st.recall_queries, (unsigned long long)st.probe_rows, 100.0 * st.probe_rows / m.users);
+    uint32_t *ei = malloc(WANT * sizeof *ei), *ai = malloc(WANT * sizeof *ai);
+    float *es = malloc(WANT * sizeof *es), *as = malloc(WANT * sizeof *as);
+    double *te = malloc(nq * sizeof *te), *ta = malloc(nq * sizeof *ta), *tf = malloc(nq * sizeof *tf);
+    double recall = 0, least = 1, rows = 0;
+    int exact_scores = 1, proved = 0;
+    st_rng rng = st_rng_for(7, 7);
+    for (int i = 0; i < nq; i++) {
+        const float *x = m.V + (size_t)st_rng_below(&rng, m.segments) * m.k;
+        st_scan_query q = {.x = x, .add = -0.0f, .min = -INFINITY, .want = WANT};
+        st_scan_result sr;
+        st_ann_result ar;
+        tf[i] = read_floor(m.U, (uint64_t)m.users * m.k, threads);
+        double t0 = st_now();
+        st_scan_best(&m, &q, ei, es, &sr);
+        te[i] = st_now() - t0;
+        t0 = st_now();
+        st_ann_best(a, &m, &q, 0, ai, as, &ar);
+        ta[i] = st_now() - t0;
+        for (uint32_t j = 0; j < ar.n; j++) {
+            const float *u = m.U + (size_t)ai[j] * m.k;
+            float s = 0;
+            st_score_rows(u, 1, m.k, x, &s);
+            exact_scores &= s == as[j];
+        }
+        qsort(ei, sr.n, sizeof *ei, cmp_u32);
+        uint32_t hit = 0;
+        for (uint32_t j = 0; j < ar.n; j++) hit += bsearch(&ai[j], ei, sr.n, sizeof *ei, cmp_u32) != NULL;
+        double r = sr.n ? (double)hit / sr.n : 1;
+        recall += r;
+        least = r < least ? r : least;
+        rows += (double)ar.scored;
+        proved += ar.exact;
+    }
+    double fb, fm, eb, em, ab, am;
+    best_median(tf, nq, &fb, &fm);
+    best_median(te, nq, &eb, &em);
+    best_median(ta, nq, &ab, &am);
+    double mib = (double)m.users * m.k * 4 / 1048576.0;
+    printf("\n| AUDIENCE top 1,000 (%u users, rank %u, %d queries) | threads | best ms | median ms | MiB read | "
+           "x read floor | recall@1,000 |\n|---|---|---|---|---|---|---|\n",
+           m.users, m.k, nq);
+    printf("| streaming read of the user factors (the floor) | %d | %.2f | %.2f | %.0f | 1.00 | |\n", threads, fb, fm, mib);
+    printf("| exact float32 scan | %d | %.2f | %.2f | %.0f | %.2f | 1 |\n", threads, eb, em, mib, eb / fb);
+    printf("| approximate (index, --approx) | 1 | %.2f | %.2f | %.1f | %.2f | %.4f (least %.4f) |\n", ab, am,
+           rows / nq * m.k * 4 / 1048576.0, ab / fb, recall / nq, least);
+    printf("\nmedian speed-up of the approximate over the exact scan: %.1fx; %d of %d probes proved exact by the "
+           "bound; every approximate score equal to the exact one: %s\n",
+           em / am, proved, nq, exact_scores ? "yes" : "NO");
+    st_ann_free(a);
+    st_model_free(&m);
+    free(ei);
+    free(ai);
+    free(es);
+    free(as);
+    free(te);
+    free(ta);
+    free(tf);
+    return exact_scores ? 0 : 1;
+}
