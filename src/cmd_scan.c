@@ -176,10 +176,9 @@ void cmd_audience(st_ctx *c)
     int have_count = 0, how = 0;
     double min = -INFINITY;
     if (st_cmd_need_segment(c, &c->argv[1], &s) != 0) return;
-    for (int i = 2; i < c->argc; i += 2) {
-        if (approx_word(c, i)) { /* a word alone, not a pair */
-            how = approx_word(c, i);
-            i--;
+    for (int i = 2; i < c->argc;) {
+        if (approx_word(c, i)) { /* a word alone; the others come in pairs */
+            how = approx_word(c, i++);
             continue;
         }
         if (i + 1 >= c->argc) {
@@ -195,6 +194,7 @@ void cmd_audience(st_ctx *c)
             resp_error(c->out, "ERR syntax error: AUDIENCE seg COUNT n [MIN score] [APPROX|EXACT]");
             return;
         }
+        i += 2;
     }
     if (!have_count) {
         resp_error(c->out, "ERR AUDIENCE needs COUNT n");

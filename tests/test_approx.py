@@ -22,7 +22,7 @@ except ImportError:
     skip_all("needs python3-redis")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-from starling import Model  # noqa: E402
+from starling import Client, Model  # noqa: E402
 
 USERS = 6000
 
@@ -140,6 +140,13 @@ with tempfile.TemporaryDirectory() as d:
     ok("syntax error" in err(lambda: r.execute_command("LOOKALIKE", "APPROX", "COUNT", 5)),
        "LOOKALIKE APPROX COUNT 5 (no seed): syntax error")
     ok("syntax error" in err(lambda: r.execute_command("AUDIENCE", seg, "COUNT", 5, "FAST")), "an unknown word: syntax error")
+    # The Python client's approx= says APPROX (True) or EXACT (False).
+    cl = Client(port=srv.port)
+    q1 = r.info("approx")["approx_queries"]
+    got = [(u, repr(s)) for u, s in cl.audience(seg, 50, approx=True)]
+    cl.audience(seg, 50, approx=False)
+    cl.lookalike(seeds, 50, approx=True)
+    ok(r.info("approx")["approx_queries"] == q1 + 2 and len(got) == 50, "Client.audience/lookalike(approx=True) use the index")
     srv.stop()
 
     # --approx off (the default): no index; APPROX is answered by the exact scan.
