@@ -5,11 +5,11 @@
  * and its blend add. The users are clustered by k-means into L lists; each
  * list keeps its centroid c, its radius r = max |u - c| over its users, and
  * its users' model rows (for a float model also a contiguous copy of their
- * vectors, in list order, so a probed list is read as a stream). Since
- * u . x <= c . x + r |x| for every user of the list, a query visits lists in
- * the order of that bound and stops when the next list's bound cannot beat
- * its N-th best score (the answer is then exact), or when it has read its
- * budget of rows (the answer is then approximate). The budget is chosen at
+ * vectors, in list order, so a probed list is read as a stream). A query
+ * visits lists in decreasing centroid score c . x; since u . x <= c . x +
+ * r |x| for every user of a list, it stops when no list left has a bound
+ * that can beat its N-th best score (the answer is then exact), or when it
+ * has read its budget of rows (the answer is then approximate). The budget is chosen at
  * build time on sample queries so that recall@N reaches the target, and the
  * recall reached on other sample queries is measured and kept.
  * Every score returned is the exact one (st_score_rows over the user's very
@@ -67,18 +67,18 @@ void st_ann_free(st_ann *a);
 void st_ann_get_stats(const st_ann *a, st_ann_stats *s);
 
 /* The best q->want users (as st_scan_best, best first, ties to the lower
- * position) among those the index probes: lists in bound order until the
- * bound proves the rest cannot enter (exact) or max_rows model rows are
+ * position) among those the index probes: lists in decreasing centroid
+ * score until the bound proves the rest cannot enter (exact) or max_rows model rows are
  * read (0: the build's budget; UINT64_MAX: every list), plus every extra
  * user. q->count is ignored: r->matching counts the users scored at least
  * q->min. m is the model a was built from. 0, or -1 on out-of-memory. */
 int st_ann_best(const st_ann *a, const st_model *m, const st_scan_query *q, uint64_t max_rows, uint32_t *out_idx,
                 float *out_score, st_ann_result *r);
 
-/* The naive reference of st_ann_best for tests: every list of a probed in
- * bound order (its own, computed in double and sorted by qsort) with the
- * same budget and stop rule, each user scored by st_dot, all candidates
- * fully sorted. Same contract. */
+/* The naive reference of st_ann_best for tests: the lists probed in the
+ * same order with the same budget and stop rule, each user scored by st_dot
+ * one at a time, the stop rule's N-th best found by selection over every
+ * candidate, all candidates fully sorted. Same contract. */
 int st_ann_best_reference(const st_ann *a, const st_model *m, const st_scan_query *q, uint64_t max_rows,
                           uint32_t *out_idx, float *out_score, st_ann_result *r);
 
