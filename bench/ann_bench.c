@@ -23,7 +23,7 @@
 #include "score.h"
 #include "util.h"
 
-enum { WANT = 1000 };
+enum { WANT = 1000, SEEDS = 100 };
 
 /* ---- the floor: the threads reading the factors' bytes once -------------------- */
 
@@ -88,7 +88,77 @@ static void best_median(double *t, int n, double *best, double *median)
     *median = t[n / 2] * 1e3;
 }
 
+/* One question's timings and recall over nq queries. */
+typedef struct {
+    double *te, *ta, *tf; /* exact, approximate, floor: seconds per query */
+    double recall, least, rows;
+    int proved, exact_scores, n;
+} round_stats;
+
+/* The exact and the approximate top WANT of query q, timed (the floor read
+ * just before, on the same threads), compared, into r's i-th entries.
+ * ei/es/ai/as: WANT entries each. */
+static void one_query(const st_model *m, const st_ann *a, const st_scan_query *q, int threads, round_stats *r, int i,
+                      uint32_t *ei, float *es, uint32_t *ai, float *as)
+{
+    st_scan_result sr;
+    st_ann_result ar;
+    r->tf[i] = read_floor(m->U, (uint64_t)m->users * m->k * sizeof(float), threads);
+    double t0 = st_now();
+    st_scan_best(m, q, ei, es, &sr);
+    r->te[i] = st_now() - t0;
+    t0 = st_now();
+    st_ann_best(a, m, q, 0, ai, as, &ar);
+    r->ta[i] = st_now() - t0;
+    for (uint32_t j = 0; j < ar.n; j++) {
+        float s = 0;
+        st_score_rows(m->U + (size_t)ai[j] * m->k, 1, m->k, q->x, &s);
+        r->exact_scores &= s + q->add == as[j];
+    }
+    qsort(ei, sr.n, sizeof *ei, cmp_u32);
+    uint32_t hit = 0;
+    for (uint32_t j = 0; j < ar.n; j++) hit += bsearch(&ai[j], ei, sr.n, sizeof *ei, cmp_u32) != NULL;
+    double rec = sr.n ? (double)hit / sr.n : 1;
+    r->recall += rec;
+    r->least = rec < r->least ? rec : r->least;
+    r->rows += (double)ar.scored;
+    r->proved += ar.exact;
+    r->n++;
+}
+
+static void print_round(const char *what, const st_model *m, round_stats *r, int threads)
+{
+    double fb, fm, eb, em, ab, am, mib = (double)m->users * m->k * 4 / 1048576.0;
+    best_median(r->tf, r->n, &fb, &fm);
+    best_median(r->te, r->n, &eb, &em);
+    best_median(r->ta, r->n, &ab, &am);
+    printf("\n| %s (%u users, rank %u, %d queries) | threads | best ms | median ms | MiB read | x read floor | "
+           "recall@1,000 |\n|---|---|---|---|---|---|---|\n",
+           what, m->users, m->k, r->n);
+    printf("| streaming read of the user factors (the floor) | %d | %.2f | %.2f | %.0f | 1.00 | |\n", threads, fb, fm, mib);
+    printf("| exact float32 scan | %d | %.2f | %.2f | %.0f | %.2f | 1 |\n", threads, eb, em, mib, eb / fb);
+    printf("| approximate (index, --approx) | 1 | %.2f | %.2f | %.1f | %.2f | %.4f (least %.4f) |\n", ab, am,
+           r->rows / r->n * m->k * 4 / 1048576.0, ab / fb, r->recall / r->n, r->least);
+    printf("\nmedian speed-up of the approximate over the exact scan: %.1fx; %d of %d probes proved exact by the "
+           "bound; every approximate score equal to the exact one: %s\n",
+           em / am, r->proved, r->n, r->exact_scores ? "yes" : "NO");
+}
+
+/* LOOKALIKE's query for seeds: their centroid (summed in double), the
+ * seeds ascending into the exclude list. */
+static void seed_query(const st_model *m, uint32_t *seeds, uint32_t n, float *centroid, st_scan_query *q)
+{
+    qsort(seeds, n, sizeof *seeds, cmp_u32);
+    for (uint32_t t = 0; t < m->k; t++) {
+        double sum = 0;
+        for (uint32_t i = 0; i < n; i++) sum += m->U[(size_t)seeds[i] * m->k + t];
+        centroid[t] = (float)(sum / n);
+    }
+    *q = (st_scan_query){.x = centroid, .add = -0.0f, .min = -INFINITY, .want = WANT, .exclude = seeds, .nexclude = n};
+}
+
 int main(int argc, char **argv)
+
 {
     if (argc < 2) {
         fprintf(stderr, "usage: ann_bench MODEL [threads] [queries]\n");
@@ -119,62 +189,35 @@ int main(int argc, char **argv)
            "(%u queries) reading at most %llu rows (%.2f%%)\n",
            m.users, m.k, st.lists, st.bytes / 1048576.0, st.build_seconds, threads, st.recall_at, st.recall,
            st.recall_queries, (unsigned long long)st.probe_rows, 100.0 * st.probe_rows / m.users);
-    uint32_t *ei = malloc(WANT * sizeof *ei), *ai = malloc(WANT * sizeof *ai);
-    float *es = malloc(WANT * sizeof *es), *as = malloc(WANT * sizeof *as);
-    double *te = malloc(nq * sizeof *te), *ta = malloc(nq * sizeof *ta), *tf = malloc(nq * sizeof *tf);
-    double recall = 0, least = 1, rows = 0;
-    int exact_scores = 1, proved = 0;
+    uint32_t *ei = malloc(WANT * sizeof *ei), *ai = malloc(WANT * sizeof *ai), seeds[SEEDS];
+    float *es = malloc(WANT * sizeof *es), *as = malloc(WANT * sizeof *as), *centroid = malloc(m.k * sizeof(float));
+    round_stats ra = {malloc(nq * sizeof(double)), malloc(nq * sizeof(double)), malloc(nq * sizeof(double)), 0, 1, 0, 0, 1, 0};
+    round_stats rl = {malloc(nq * sizeof(double)), malloc(nq * sizeof(double)), malloc(nq * sizeof(double)), 0, 1, 0, 0, 1, 0};
     st_rng rng = st_rng_for(7, 7);
     for (int i = 0; i < nq; i++) {
-        const float *x = m.V + (size_t)st_rng_below(&rng, m.segments) * m.k;
-        st_scan_query q = {.x = x, .add = -0.0f, .min = -INFINITY, .want = WANT};
-        st_scan_result sr;
-        st_ann_result ar;
-        tf[i] = read_floor(m.U, (uint64_t)m.users * m.k * sizeof(float), threads);
-        double t0 = st_now();
-        st_scan_best(&m, &q, ei, es, &sr);
-        te[i] = st_now() - t0;
-        t0 = st_now();
-        st_ann_best(a, &m, &q, 0, ai, as, &ar);
-        ta[i] = st_now() - t0;
-        for (uint32_t j = 0; j < ar.n; j++) {
-            const float *u = m.U + (size_t)ai[j] * m.k;
-            float s = 0;
-            st_score_rows(u, 1, m.k, x, &s);
-            exact_scores &= s == as[j];
-        }
-        qsort(ei, sr.n, sizeof *ei, cmp_u32);
-        uint32_t hit = 0;
-        for (uint32_t j = 0; j < ar.n; j++) hit += bsearch(&ai[j], ei, sr.n, sizeof *ei, cmp_u32) != NULL;
-        double r = sr.n ? (double)hit / sr.n : 1;
-        recall += r;
-        least = r < least ? r : least;
-        rows += (double)ar.scored;
-        proved += ar.exact;
+        st_scan_query q = {.x = m.V + (size_t)st_rng_below(&rng, m.segments) * m.k, .add = -0.0f, .min = -INFINITY,
+                           .want = WANT};
+        one_query(&m, a, &q, threads, &ra, i, ei, es, ai, as);
+        /* Look-alikes of 100 of the segment's best 1,000 users (an advertiser's customers, say). */
+        for (uint32_t j = 0; j < SEEDS; j++) seeds[j] = ei[(size_t)j * (WANT / SEEDS)];
+        seed_query(&m, seeds, SEEDS, centroid, &q);
+        one_query(&m, a, &q, threads, &rl, i, ei, es, ai, as);
     }
-    double fb, fm, eb, em, ab, am;
-    best_median(tf, nq, &fb, &fm);
-    best_median(te, nq, &eb, &em);
-    best_median(ta, nq, &ab, &am);
-    double mib = (double)m.users * m.k * 4 / 1048576.0;
-    printf("\n| AUDIENCE top 1,000 (%u users, rank %u, %d queries) | threads | best ms | median ms | MiB read | "
-           "x read floor | recall@1,000 |\n|---|---|---|---|---|---|---|\n",
-           m.users, m.k, nq);
-    printf("| streaming read of the user factors (the floor) | %d | %.2f | %.2f | %.0f | 1.00 | |\n", threads, fb, fm, mib);
-    printf("| exact float32 scan | %d | %.2f | %.2f | %.0f | %.2f | 1 |\n", threads, eb, em, mib, eb / fb);
-    printf("| approximate (index, --approx) | 1 | %.2f | %.2f | %.1f | %.2f | %.4f (least %.4f) |\n", ab, am,
-           rows / nq * m.k * 4 / 1048576.0, ab / fb, recall / nq, least);
-    printf("\nmedian speed-up of the approximate over the exact scan: %.1fx; %d of %d probes proved exact by the "
-           "bound; every approximate score equal to the exact one: %s\n",
-           em / am, proved, nq, exact_scores ? "yes" : "NO");
+    print_round("AUDIENCE top 1,000", &m, &ra, threads);
+    print_round("LOOKALIKE of 100 of a segment's best users, top 1,000", &m, &rl, threads);
+    int good = ra.exact_scores && rl.exact_scores;
     st_ann_free(a);
     st_model_free(&m);
     free(ei);
     free(ai);
     free(es);
     free(as);
-    free(te);
-    free(ta);
-    free(tf);
-    return exact_scores ? 0 : 1;
+    free(centroid);
+    for (int i = 0; i < 2; i++) {
+        round_stats *r = i ? &rl : &ra;
+        free(r->te);
+        free(r->ta);
+        free(r->tf);
+    }
+    return good ? 0 : 1;
 }
