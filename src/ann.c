@@ -31,8 +31,9 @@
  * clusters: on 1M trained users (bench/README.md) ordering by bound needed
  * 47% of the rows (median) for recall@1000 of 0.95 and by centroid score
  * about 0.1%. The bound still says when the answer is exact.
- * What it is not: a second copy of the privacy rules, the overlay or the
- * selection order: cmd_scan.c applies those as for the exact scan.
+ * What it is not: a second copy of the privacy floors or of the overlay:
+ * cmd_scan.c gives the index the overlay's view (hidden rows, online users)
+ * and applies the floors as for the exact scan.
  */
 #include "ann.h"
 
