@@ -91,8 +91,9 @@ int st_cmd_below_floor(st_ctx *c, uint64_t users)
 
 /* The approximate index when this request uses it: asked for (how > 0:
  * APPROX) or the server's default (--approx on) unless refused (how < 0:
- * EXACT); NULL for the exact scan, also while the index is being built
- * (counted as a fallback when it was asked for). */
+ * EXACT); NULL for the exact scan, also while the index is being built or,
+ * by default, when its budget reads over a quarter of the users (counted
+ * as fallbacks). */
 static const st_ann *approx_index(st_ctx *c, int how)
 {
     int mode = st_ann_mode();
@@ -101,7 +102,15 @@ static const st_ann *approx_index(st_ctx *c, int how)
         return NULL;
     }
     const st_ann *a = atomic_load(&c->model->ann);
-    if (!a) atomic_fetch_add_explicit(&c->model->approx_fallbacks, 1, memory_order_relaxed);
+    st_ann_stats st;
+    if (a) st_ann_get_stats(a, &st);
+    /* Under --approx on, a budget over a quarter of the users (factors
+     * without clusters, as random ones) leaves the scans to the exact path,
+     * which is then faster on every scan thread; APPROX itself is obeyed. */
+    if (!a || (how == 0 && 4 * st.probe_rows > st.users)) {
+        atomic_fetch_add_explicit(&c->model->approx_fallbacks, 1, memory_order_relaxed);
+        return NULL;
+    }
     return a;
 }
 

@@ -163,11 +163,17 @@ with tempfile.TemporaryDirectory() as d:
     srv = Server(model, "--approx", "on", "--min-audience", 0, "--http-port", 0, d=d)
     r = redis.Redis(host="127.0.0.1", port=srv.port)
     ok(wait_ready(r), "--approx on: the index is built")
-    r.execute_command("AUDIENCE", seg2, "COUNT", 100)
+    r.execute_command("AUDIENCE", seg2, "COUNT", 100, "APPROX")
     r.execute_command("AUDIENCE", seg2, "COUNT", 100, "EXACT")
-    ok(r.info("approx")["approx_queries"] == 1, "--approx on: AUDIENCE uses the index, EXACT does not")
+    r.execute_command("AUDIENCE", seg2, "COUNT", 100)
+    info = r.info("approx")
+    # This small model's budget is every user: by default the exact scan (faster) answers.
+    ok(info["approx_queries"] == 1 and info["approx_fallbacks"] == 1 and info["approx_probe_rows"] * 4 > USERS,
+       "--approx on: APPROX uses the index, EXACT does not, and a plain AUDIENCE does not when the budget is over "
+       "a quarter of the users")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10).read().decode()
     ok("\nstarling_approx_ready 1\n" in metrics and "\nstarling_approx_queries_total 1\n" in metrics
+       and "\nstarling_approx_fallbacks_total 1\n" in metrics
        and re.search(r"\nstarling_approx_memory_bytes [1-9]", metrics), "/metrics: the index's gauges and counts")
     ok(r.execute_command("MODEL", "RELOAD") == b"OK" and wait_ready(r), "after MODEL RELOAD the new model's index is built")
     srv.stop()
