@@ -13,6 +13,7 @@
 # segments, `starling synth --pairs` (20 pairs a user) then `starling train`
 # (kept in bench/out/scale/trained-u*), beside the exact float32 scan and the
 # read floor, with recall@1,000; BENCH_APPROX_QUERIES segments (default 20).
+# BENCH_SCALE_USERS=0 runs this part alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=bench/out/scale
@@ -30,6 +31,7 @@ SEGS=10000
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
      "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 for users in $SIZES; do
+    [ "$users" = 0 ] && continue # BENCH_SCALE_USERS=0: the approximate index alone
     d="$OUT/u$users"
     bench/lib/random_models.sh "$d" "$users" "$SEGS" "$K"
     for kind in f32 i8; do
