@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "ann.h"
 #include "cli.h"
 #include "scan.h"
 #include "server.h"
@@ -108,13 +109,14 @@ static int read_config(const char *path, const st_opt *opts, char **text, char (
 typedef struct {
     st_server_config cfg;
     const char *config, *unixperm, *bind, *http_bind, *aclfile;
-    int loglevel, threads, heavy, scan, port, allow_path, debug, fsync_policy, http_port, protected_mode;
+    int loglevel, threads, heavy, scan, port, allow_path, debug, fsync_policy, http_port, protected_mode, approx;
+    double approx_recall;
     st_acl acl;
     const char *allow_host_v[SERVE_MAX_ALLOW], *allow_origin_v[SERVE_MAX_ALLOW];
     st_opt_list allow_host, allow_origin; /* --http-allow-host, --http-allow-origin */
 } serve_args;
 
-#define SERVE_NOPTS 48
+#define SERVE_NOPTS 50
 
 static void serve_args_init(serve_args *a)
 {
@@ -123,6 +125,7 @@ static void serve_args_init(serve_args *a)
     a->unixperm = "700";
     a->loglevel = ST_LOG_NOTICE;
     a->heavy = 1;
+    a->approx_recall = 0.98;
     a->port = a->cfg.port;
     a->fsync_policy = (int)a->cfg.appendfsync;
     a->bind = a->cfg.bind;
@@ -203,6 +206,12 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"slowlog-log-slower-than", 0, ST_OPT_DOUBLE, &a->cfg.slowlog_slower_than, "USEC",
          "SLOWLOG keeps commands slower than this (-1 = none, 0 = every command)", 0},
         {"slowlog-max-len", 0, ST_OPT_U64, &a->cfg.slowlog_max_len, "N", "entries SLOWLOG keeps", 0},
+        {"approx", 0, ST_OPT_CHOICE, &a->approx, NULL,
+         "the approximate index of AUDIENCE and LOOKALIKE: none built, built and used when a request says APPROX, "
+         "or used unless a request says EXACT",
+         "off|request|on"},
+        {"approx-recall", 0, ST_OPT_DOUBLE, &a->approx_recall, "R",
+         "recall@1000 the index's probe budget is chosen for at each load (0.5-1)", 0},
         {"enable-debug-command", 0, ST_OPT_FLAG, &a->debug, NULL,
          "allow DEBUG (injects write and fsync failures: for tests only)", 0},
         {0},
@@ -283,6 +292,7 @@ static const char *serve_check(const serve_args *a, long *perm)
     if (a->threads < 0 || a->threads > 256) return "--threads must be between 0 and 256";
     if (a->heavy < 1 || a->heavy > 256) return "--heavy-threads must be between 1 and 256";
     if (a->scan < 0 || a->scan > 256) return "--scan-threads must be between 0 and 256";
+    if (!(a->approx_recall >= 0.5 && a->approx_recall <= 1)) return "--approx-recall must be between 0.5 and 1";
     if (cfg->maxclients < 1) return "--maxclients must be at least 1";
     if (cfg->max_request < 64 || cfg->max_request > (1ull << 30)) return "--max-request must be between 64 and 1073741824";
     if (cfg->max_args < 2 || cfg->max_args > 1000000) return "--max-args must be between 2 and 1000000";
@@ -348,6 +358,7 @@ int cli_serve(int argc, char **argv)
     cfg.threads = a.threads;
     cfg.heavy_threads = a.heavy;
     st_scan_set_threads(a.scan);
+    st_ann_set_mode(a.approx, a.approx_recall);
     cfg.allow_reload_path = a.allow_path;
     cfg.loglevel = a.loglevel;
     cfg.appendfsync = (st_appendfsync)a.fsync_policy;

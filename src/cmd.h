@@ -65,6 +65,7 @@ int64_t st_cmd_scan_segment_users(st_ctx *c, uint32_t s);
 uint64_t st_cmd_select_min(float *scores, uint64_t n, double min);
 int st_cmd_below_floor(st_ctx *c, uint64_t users);
 
+
 /* A growing text (INFO's sections, CLIENT LIST's lines); buf is st_malloc'd
  * (NULL while empty), the caller frees it. st_text_printf appends; out of
  * memory drops the text appended. */
@@ -73,6 +74,10 @@ typedef struct {
     size_t len, cap;
 } st_text;
 void st_text_printf(st_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* INFO's Approx section for the served model sv (NULL: none loaded yet):
+ * the --approx mode, the index's lists, memory, build time and measured
+ * recall, and how many scans it answered (cmd_scan.c). */
+void st_cmd_info_approx(st_text *t, const st_served *sv);
 
 /* CLIENT SETNAME's checks, then the name set (under the client lock);
  * replies the error and returns -1 when refused. */

@@ -744,6 +744,8 @@ static void info_latencystats(st_text *t, const info_ctx *x)
     st_text_printf(t, "\r\n");
 }
 
+static void info_approx(st_text *t, const info_ctx *x) { st_cmd_info_approx(t, x->sv); }
+
 /* INFO's sections, in order: name, in the default set or only when asked
  * (INFO commandstats, INFO all), and the writer. */
 static const struct {
@@ -755,7 +757,7 @@ static const struct {
     {"model", 1, info_model},             {"quality", 1, info_quality}, {"persistence", 1, info_persistence},
     {"stats", 1, info_stats},             {"commandstats", 0, info_commandstats},
     {"latencystats", 0, info_latencystats}, {"errorstats", 0, info_errorstats},
-    {"keyspace", 1, info_keyspace},
+    {"keyspace", 1, info_keyspace},       {"approx", 1, info_approx},
 };
 
 void cmd_info(st_ctx *c)

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ann.h"
 #include "util.h"
 #include "version.h"
 
@@ -164,6 +165,29 @@ static void traffic_text(const st_metrics_snapshot *snap, resp_out *o)
     out(o, "starling_network_sent_bytes_total %llu\n", (unsigned long long)ld(&s->net_out));
 }
 
+/* The approximate index (ann.h) of the served model, once built. */
+static void approx_text(const st_served *model, resp_out *o)
+{
+    const st_ann *a = atomic_load(&model->ann);
+    st_ann_stats st = {0};
+    if (a) st_ann_get_stats(a, &st);
+    family(o, "starling_approx_ready", "gauge", "1 once the approximate index of the served model is built.");
+    out(o, "starling_approx_ready %d\n", a != NULL);
+    family(o, "starling_approx_memory_bytes", "gauge", "Memory of the approximate index.");
+    out(o, "starling_approx_memory_bytes %llu\n", (unsigned long long)st.bytes);
+    family(o, "starling_approx_build_seconds", "gauge", "Seconds the approximate index took to build.");
+    out(o, "starling_approx_build_seconds %.3f\n", st.build_seconds);
+    family(o, "starling_approx_recall", "gauge", "Recall@N of the index against the exact scan, measured at build time.");
+    out(o, "starling_approx_recall %.4f\n", st.recall);
+    family(o, "starling_approx_queries_total", "counter", "AUDIENCE and LOOKALIKE scans the index answered.");
+    out(o, "starling_approx_queries_total %llu\n", (unsigned long long)ld(&model->approx_queries));
+    family(o, "starling_approx_exact_total", "counter", "Of those, the ones the index's bound proved exact.");
+    out(o, "starling_approx_exact_total %llu\n", (unsigned long long)ld(&model->approx_exact));
+    family(o, "starling_approx_fallbacks_total", "counter",
+           "Scans that asked for the index and were answered by the exact scan (no index yet, or the privacy floor).");
+    out(o, "starling_approx_fallbacks_total %llu\n", (unsigned long long)ld(&model->approx_fallbacks));
+}
+
 /* The model and its reloads. */
 static void model_text(const st_metrics_snapshot *snap, resp_out *o)
 {
@@ -204,6 +228,7 @@ static void model_text(const st_metrics_snapshot *snap, resp_out *o)
             (unsigned long long)ld(&model->q_pop10));
         out(o, "starling_online_hits_total{ranker=\"popularity\",k=\"50\"} %llu\n",
             (unsigned long long)ld(&model->q_pop50));
+        approx_text(model, o);
     }
     family(o, "starling_model_reloads_total", "counter", "Successful reloads.");
     out(o, "starling_model_reloads_total %llu\n", (unsigned long long)si.reloads);

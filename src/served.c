@@ -1,11 +1,13 @@
 /* served: the served model and the handlers' scratch (served.h). */
 #include "served.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "als.h"
+#include "ann.h"
 #include "log.h"
 #include "util.h"
 
@@ -97,6 +99,7 @@ void st_scratch_free(st_scratch *s)
 
 static void served_free(st_served *s)
 {
+    st_ann_free(atomic_load(&s->ann));
     st_overlay_free(s->ov);
     st_free(s->G);
     st_free(s->prior);
@@ -113,6 +116,43 @@ void st_served_release(st_served *s)
         st_log(ST_LOG_VERBOSE, "freed model %s (generation %llu)", s->path, (unsigned long long)s->generation);
         served_free(s);
     }
+}
+
+/* The approximate index's build, on its own thread, holding a reference:
+ * a reload never waits for it, and until it is done APPROX is answered by
+ * the exact scan. */
+static void *ann_build_main(void *arg)
+{
+    st_served *s = arg;
+    char err[ST_ERRLEN];
+    st_ann *a = st_ann_build(&s->m, 0, st_ann_target(), s->m.h.fingerprint, 0, err);
+    if (a) {
+        st_ann_stats st;
+        st_ann_get_stats(a, &st);
+        st_log(ST_LOG_NOTICE, "approximate index of %s: %u lists, %.1f MiB, built in %.3f s; recall@%u %.4f reading "
+                              "at most %llu rows",
+               s->path, st.lists, (double)st.bytes / 1048576.0, st.build_seconds, st.recall_at, st.recall,
+               (unsigned long long)st.probe_rows);
+        atomic_store(&s->ann, a);
+    } else {
+        st_log(ST_LOG_WARNING, "approximate index of %s not built (APPROX is answered exactly): %s", s->path, err);
+    }
+    st_served_release(s);
+    return NULL;
+}
+
+static void ann_build_start(st_served *s)
+{
+    pthread_t t;
+    pthread_attr_t at;
+    atomic_fetch_add(&s->refs, 1);
+    int ok = pthread_attr_init(&at) == 0;
+    if (ok) pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (!ok || pthread_create(&t, &at, ann_build_main, s) != 0) {
+        atomic_fetch_sub(&s->refs, 1);
+        st_log(ST_LOG_WARNING, "approximate index of %s not built: no thread to build it", s->path);
+    }
+    if (ok) pthread_attr_destroy(&at);
 }
 
 st_served *st_served_load(const char *path, char *err)
@@ -165,5 +205,6 @@ st_served *st_served_load(const char *path, char *err)
     atomic_init(&s->refs, 1);
     st_log(ST_LOG_NOTICE, "model %s: %u users, %u segments, rank %u, loaded and verified in %.3f s", path, m->users,
            n, k, st_now() - t0);
+    if (st_ann_mode() != ST_ANN_OFF) ann_build_start(s);
     return s;
 }

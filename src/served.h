@@ -7,8 +7,10 @@
  * matrix for fold-in, the popularity prior and its ranking, the segment
  * index for pruned SEGMENTS, the overlay of users changed online); it is
  * reference-counted, so a reload can swap models while requests still hold
- * the old one. Owns: those derived tables and the scratch buffers. Never:
- * touches a socket, a thread or the journal.
+ * the old one. Owns: those derived tables and the scratch buffers, and with
+ * serve --approx the approximate index (ann.h), built after the load on a
+ * thread of its own that holds a reference meanwhile. Never: touches a
+ * socket or the journal.
  */
 #ifndef STARLING_SERVED_H
 #define STARLING_SERVED_H
@@ -19,6 +21,8 @@
 #include "model.h"
 #include "overlay.h"
 #include "score.h"
+
+struct st_ann;
 
 /* A model as served: the model plus what is derived from it at load. */
 typedef struct st_served {
@@ -38,6 +42,13 @@ typedef struct st_served {
      * 10 and top 50 of not-yet-engaged segments just before, by the model's
      * ranking and by popularity's (commands.c, online_quality). */
     atomic_uint_fast64_t q_new, q_repeat, q_hit10, q_hit50, q_pop10, q_pop50;
+    /* The approximate index: NULL until its build is done (or when none is
+     * built); then set once and kept until the model is freed. The counts:
+     * scans it answered, of those the ones its bound proved exact, and
+     * scans asked for it that the exact scan answered (no index yet, or a
+     * privacy floor the probed users alone could not show was met). */
+    _Atomic(struct st_ann *) ann;
+    atomic_uint_fast64_t approx_queries, approx_exact, approx_fallbacks;
 } st_served;
 
 /* Loads and verifies path and derives what serving needs (the Gram matrix,

@@ -87,11 +87,17 @@ def foldin_cmd(engagement, k=10):
     return args, lambda r: Result(_pairs(r[1]), source=to_str(r[0]))
 
 
-def audience_cmd(segment, n, min=None):
+def _approx(approx):
+    """approx True: APPROX (the server's approximate index); False: EXACT;
+    None: the server's default (serve --approx)."""
+    return [] if approx is None else [b"APPROX" if approx else b"EXACT"]
+
+
+def audience_cmd(segment, n, min=None, approx=None):
     args = [b"AUDIENCE", to_bytes(segment), b"COUNT", _count(n)]
     if min is not None:
         args += [b"MIN", _num(min)]
-    return args, lambda r: Result(_pairs(r))
+    return args + _approx(approx), lambda r: Result(_pairs(r))
 
 
 def reach_cmd(segment, min):
@@ -105,9 +111,10 @@ def reach_curve_cmd(segment, thresholds):
             lambda r: [None if c is None else int(c) for c in r])
 
 
-def lookalike_cmd(seeds, n):
+def lookalike_cmd(seeds, n, approx=None):
     seeds = [seeds] if isinstance(seeds, (str, bytes)) else seeds
-    return [b"LOOKALIKE", b"COUNT", _count(n), *(to_bytes(s) for s in seeds)], lambda r: Result(_pairs(r))
+    return ([b"LOOKALIKE", *_approx(approx), b"COUNT", _count(n), *(to_bytes(s) for s in seeds)],
+            lambda r: Result(_pairs(r)))
 
 
 def similar_cmd(segment, n=10):
@@ -202,8 +209,8 @@ class Client:
     def foldin(self, engagement, k=10):
         return self.execute(*foldin_cmd(engagement, k))
 
-    def audience(self, segment, n, min=None):
-        return self.execute(*audience_cmd(segment, n, min))
+    def audience(self, segment, n, min=None, approx=None):
+        return self.execute(*audience_cmd(segment, n, min, approx))
 
     def reach(self, segment, min):
         return self.execute(*reach_cmd(segment, min))
@@ -211,8 +218,8 @@ class Client:
     def reach_curve(self, segment, thresholds):
         return self.execute(*reach_curve_cmd(segment, thresholds))
 
-    def lookalike(self, seeds, n):
-        return self.execute(*lookalike_cmd(seeds, n))
+    def lookalike(self, seeds, n, approx=None):
+        return self.execute(*lookalike_cmd(seeds, n, approx))
 
     def similar(self, segment, n=10):
         return self.execute(*similar_cmd(segment, n))
