@@ -648,6 +648,11 @@ int cli_train(int argc, char **argv)
             st_weighting_free(&w);
             return st_cli_usage(&doc, "--resume, --checkpoint-every and --journal are not supported under MPI");
         }
+        if (p.missing == ST_MISSING_POPULARITY) {
+            st_weighting_free(&w);
+            return st_cli_usage(&doc, "--missing-weight popularity is not supported under MPI; train it in one "
+                                      "process, or use --missing-weight uniform");
+        }
         code = train_mpi(&job);
     } else {
         code = train_local(&job);
