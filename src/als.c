@@ -12,6 +12,12 @@
  *   A p = G p + lambda p + sum_i cm1_i (f_i . p) f_i
  * which costs k^2 + 4k nnz flops, instead of k^2 nnz + k^3 / 3 for forming and
  * factoring A.
+ *
+ * Popularity-weighted missing data (als.h) changes only the inputs: G is
+ * F^T diag(rho) F, b's weight of nonzero i is cm1_i + rho_i (rho passed to the
+ * solvers, NULL for 1), and the segment side scales each row's lambda and
+ * loss by its own rho. The uniform path passes NULL and computes what it
+ * always did.
  */
 #include "als.h"
 
@@ -161,8 +167,7 @@ void st_als_data_free(st_als_data *d)
 
 /* Popularity-weighted missing data: rho from the users per segment, then
  * each nonzero's c / w0 - 1 into the forms of als.h: c / w0 - rho_s by user,
- * c / w_s - 1 by segment. A rho of exactly 1 leaves a value as it was, so
- * exponent 0 gives the uniform scheme's numbers bit for bit. */
+ * c / w_s - 1 by segment (a rho of exactly 1 leaves a value as it was). */
 static int apply_missing_weights(const st_als_params *p, st_als_data *d, char *err)
 {
     const st_csr *a = d->by_user, *t = d->by_segment;
@@ -236,7 +241,8 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
     st_free(cursor);
     st_free(idf);
     st_free(norm);
-    if (p->missing == ST_MISSING_POPULARITY && apply_missing_weights(p, d, err) != 0) {
+    /* Exponent 0 weighs every segment alike: the uniform path itself. */
+    if (p->missing == ST_MISSING_POPULARITY && p->missing_exponent > 0 && apply_missing_weights(p, d, err) != 0) {
         st_als_data_free(d);
         return -1;
     }

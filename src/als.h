@@ -88,6 +88,7 @@ const char *st_missing_name(st_missing_scheme m);
  *                    lambda_s / w_s, against X^T X.
  * The per-nonzero values st_als_confidence stores are those a's. */
 void st_als_missing_weights(double exponent, const float *count, uint32_t n, float *rho);
+/* (Exponent 0 is the uniform scheme: st_als_confidence leaves d->rho NULL.) */
 
 /* The matrix the trainer consumes: structure of both orientations and c - 1
  * for every nonzero, aligned with each orientation's indices. */

@@ -104,7 +104,8 @@ static void test_against_dense(uint32_t k, st_solver solver, uint32_t cg_steps, 
     p.alpha = e > 1 ? 1.0 : 10.0;
     p.threads = 2;
     st_als_data d;
-    ok(st_als_confidence(&p, &x, &d, err) == 0 && d.rho, "k %u %s: confidences and weights", k, st_solver_name(solver));
+    ok(st_als_confidence(&p, &x, &d, err) == 0 && d.rho, "k %u %s: confidences and weights", k,
+       st_solver_name(solver));
     double *C = malloc((size_t)m * n * sizeof *C), *P = malloc((size_t)m * n * sizeof *P), *w = malloc(n * sizeof *w);
     dense_weights(&p, C, P, w);
     if (e > 1) {
@@ -208,6 +209,7 @@ static void test_exponent_zero(void)
         st_als_iterate(&pu, &du, X1, Y1, &l1, err);
         st_als_iterate(&pz, &dz, X2, Y2, &l2, err);
     }
+    ok(!dz.rho, "exponent 0: no weights (the uniform path)");
     ok(memcmp(X1, X2, xs * 4) == 0 && memcmp(Y1, Y2, ys * 4) == 0, "exponent 0: the uniform factors, bit for bit");
     ok(fabs(l1 - l2) <= 1e-9 * l1, "and the same loss (%.9f, %.9f)", l1, l2);
     free(X1);
