@@ -12,6 +12,12 @@
  *   A p = G p + lambda p + sum_i cm1_i (f_i . p) f_i
  * which costs k^2 + 4k nnz flops, instead of k^2 nnz + k^3 / 3 for forming and
  * factoring A.
+ *
+ * Popularity-weighted missing data (als.h) changes only the inputs: G is
+ * F^T diag(rho) F, b's weight of nonzero i is cm1_i + rho_i (rho passed to the
+ * solvers, NULL for 1), and the segment side scales each row's lambda and
+ * loss by its own rho. The uniform path passes NULL and computes what it
+ * always did.
  */
 #include "als.h"
 
@@ -50,6 +56,8 @@ void st_als_params_default(st_als_params *p)
     p->threads = 0;
     p->init_scale = 0.01;
     p->unobserved = 0.3;
+    p->missing = ST_MISSING_UNIFORM;
+    p->missing_exponent = 0.5;
 }
 
 void st_als_eps_histogram(const float *vals, uint64_t n, uint64_t *hist)
@@ -87,6 +95,19 @@ const char *st_conf_name(st_conf_scheme c)
 
 const char *st_reg_name(st_reg_scheme r) { return r == ST_REG_FREQUENCY ? "frequency" : "plain"; }
 
+const char *st_missing_name(st_missing_scheme m) { return m == ST_MISSING_POPULARITY ? "popularity" : "uniform"; }
+
+void st_als_missing_weights(double exponent, const float *count, uint32_t n, float *rho)
+{
+    /* f_s = count_s / users: the users cancel between f_s^e and the sum. */
+    double sum = 0;
+    for (uint32_t s = 0; s < n; s++) sum += count[s] > 0 ? pow((double)count[s], exponent) : 0.0;
+    for (uint32_t s = 0; s < n; s++) {
+        double f = count[s] > 0 ? pow((double)count[s], exponent) : 0.0;
+        rho[s] = sum > 0 ? (float)((double)n * f / sum) : 1.0f;
+    }
+}
+
 const char *st_als_check(const st_als_params *p)
 {
     if (p->factors < 1 || p->factors > 1024) return "--factors must be between 1 and 1024";
@@ -99,6 +120,9 @@ const char *st_als_check(const st_als_params *p)
     if (!(p->reg_alpha0 >= 0) || !isfinite(p->reg_alpha0)) return "--reg-alpha0 must be >= 0";
     if (!isfinite(p->reg_nu) || p->reg_nu < 0 || p->reg_nu > 4) return "--reg-nu must be between 0 and 4";
     if (!(p->unobserved > 0 && p->unobserved <= 1)) return "--unobserved-weight must be above 0 and at most 1";
+    if (p->missing != ST_MISSING_UNIFORM && p->missing != ST_MISSING_POPULARITY)
+        return "--missing-weight must be uniform or popularity";
+    if (!(p->missing_exponent >= 0 && p->missing_exponent <= 2)) return "--missing-exponent must be between 0 and 2";
     if (p->solver == ST_SOLVER_CG && (p->cg_steps < 1 || p->cg_steps > 1024))
         return "--cg-steps must be between 1 and 1024";
     if (p->threads < 0 || p->threads > 256) return "--threads must be between 0 (all CPUs) and 256";
@@ -137,7 +161,27 @@ void st_als_data_free(st_als_data *d)
 {
     st_free(d->cu);
     st_free(d->cs);
-    d->cu = d->cs = NULL;
+    st_free(d->rho);
+    d->cu = d->cs = d->rho = NULL;
+}
+
+/* Popularity-weighted missing data: rho from the users per segment, then
+ * each nonzero's c / w0 - 1 into the forms of als.h: c / w0 - rho_s by user,
+ * c / w_s - 1 by segment (a rho of exactly 1 leaves a value as it was). */
+static int apply_missing_weights(const st_als_params *p, st_als_data *d, char *err)
+{
+    const st_csr *a = d->by_user, *t = d->by_segment;
+    d->rho = st_malloc(((size_t)t->rows + 1) * sizeof *d->rho);
+    if (!d->rho) return st_seterr(err, "out of memory for the missing-data weights");
+    for (uint32_t s = 0; s < t->rows; s++) d->rho[s] = (float)(t->indptr[s + 1] - t->indptr[s]);
+    st_als_missing_weights(p->missing_exponent, d->rho, t->rows, d->rho);
+    for (uint64_t q = 0; q < a->nnz; q++) d->cu[q] = st_als_user_coef(d->cu[q], d->rho, a->indices[q]);
+    for (uint32_t s = 0; s < t->rows; s++) {
+        float r = d->rho[s];
+        if (r == 1.0f) continue;
+        for (uint64_t q = t->indptr[s]; q < t->indptr[s + 1]; q++) d->cs[q] = (1.0f + d->cs[q]) / r - 1.0f;
+    }
+    return 0;
 }
 
 int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_data *d, char *err)
@@ -145,6 +189,7 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
     const st_csr *a = &x->by_user, *t = &x->by_segment;
     d->by_user = a;
     d->by_segment = t;
+    d->rho = NULL;
     d->cu = st_malloc(a->nnz * sizeof *d->cu);
     d->cs = st_malloc(t->nnz * sizeof *d->cs);
     double *idf = NULL, *norm = NULL;
@@ -196,6 +241,11 @@ int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_d
     st_free(cursor);
     st_free(idf);
     st_free(norm);
+    /* Exponent 0 weighs every segment alike: the uniform path itself. */
+    if (p->missing == ST_MISSING_POPULARITY && p->missing_exponent > 0 && apply_missing_weights(p, d, err) != 0) {
+        st_als_data_free(d);
+        return -1;
+    }
     return 0;
 }
 
@@ -271,6 +321,32 @@ void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G)
         for (uint32_t j = 0; j < i; j++) G[(size_t)j * k + i] = G[(size_t)i * k + j];
 }
 
+int st_als_gram_weighted(const float *F, uint64_t r, uint32_t k, const float *w, float *G)
+{
+    if (!w) {
+        st_als_gram(F, r, k, G);
+        return 0;
+    }
+    enum { BLOCK = 256 };
+    float *M = st_malloc((size_t)BLOCK * k * sizeof *M);
+    if (!M) return -1;
+    memset(G, 0, (size_t)k * k * sizeof *G);
+    /* G += M^T M over blocks of rows sqrt(w_i) f_i. */
+    for (uint64_t r0 = 0; r0 < r; r0 += BLOCK) {
+        uint64_t nb = r - r0 < BLOCK ? r - r0 : BLOCK;
+        for (uint64_t i = 0; i < nb; i++) {
+            float sw = sqrtf(w[r0 + i] > 0 ? w[r0 + i] : 0.0f);
+            for (uint32_t j = 0; j < k; j++) M[i * k + j] = sw * F[(r0 + i) * k + j];
+        }
+        cblas_ssyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)k, (blasint)nb, 1.0f, M, (blasint)k, 1.0f, G,
+                    (blasint)k);
+    }
+    st_free(M);
+    for (uint32_t i = 0; i < k; i++)
+        for (uint32_t j = 0; j < i; j++) G[(size_t)j * k + i] = G[(size_t)i * k + j];
+    return 0;
+}
+
 static double row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols)
 {
     double w0 = p->unobserved > 0 ? p->unobserved : 1;
@@ -285,31 +361,57 @@ double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols) { 
 
 uint64_t st_als_foldin_scratch(uint32_t k) { return (uint64_t)k * k + k + (uint64_t)GATHER_ROWS * k; }
 
-/* Exact solve. scratch: A (k*k), b (k), gather (GATHER_ROWS*k). */
-static int solve_cholesky(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
-                          const float *cm1, uint64_t nnz, float *x, float *scratch)
+/* A += sign sum a_q f_q f_q^T over the nonzeros whose a has that sign, as
+ * syrk calls over the rows sqrt(|a_q|) f_q gathered into M in blocks. Only
+ * popularity-weighted systems have negative a's (their A stays positive
+ * definite: it is a sum of positive weights over every pair). */
+static int add_outer(uint32_t k, const float *F, const uint32_t *idx, const float *a, uint64_t nnz, float sign,
+                     float *A, float *M)
+{
+    int other = 0;
+    uint64_t q = 0;
+    while (q < nnz) {
+        uint32_t g = 0;
+        for (; q < nnz && g < GATHER_ROWS; q++) {
+            if (!(sign * a[q] >= 0)) {
+                other = 1;
+                continue;
+            }
+            const float *f = F + (size_t)idx[q] * k;
+            float sc = sqrtf(sign * a[q]);
+            float *m = M + (size_t)g++ * k;
+            for (uint32_t i = 0; i < k; i++) m[i] = sc * f[i];
+        }
+        /* A += sign M^T M over the gathered rows (M is g x k row-major). */
+        if (g > 0)
+            cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)g, sign, M, (blasint)k, 1.0f,
+                        A, (blasint)k);
+    }
+    return other;
+}
+
+void st_als_row_system(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                       const float *a, uint64_t nnz, float *A, float *M)
+{
+    memcpy(A, G, (size_t)k * k * sizeof *A);
+    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
+    if (add_outer(k, F, idx, a, nnz, 1.0f, A, M)) add_outer(k, F, idx, a, nnz, -1.0f, A, M);
+}
+
+/* Exact solve: A = G + sum a_q f f^T + lambda I, b = sum (a_q + rho_q) f_q
+ * with rho_q = rho[idx[q]], or 1 when rho is NULL. scratch: A (k*k), b (k),
+ * gather (GATHER_ROWS*k). */
+static int solve_cholesky(uint32_t k, const float *F, const float *G, const float *rho, double lambda,
+                          const uint32_t *idx, const float *cm1, uint64_t nnz, float *x, float *scratch)
 {
     if (nnz == 0) {
         memset(x, 0, k * sizeof *x);
         return 0;
     }
     float *A = scratch, *b = A + (size_t)k * k, *M = b + k;
-    memcpy(A, G, (size_t)k * k * sizeof *A);
-    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
     memset(b, 0, k * sizeof *b);
-    for (uint64_t q0 = 0; q0 < nnz; q0 += GATHER_ROWS) {
-        uint64_t q1 = q0 + GATHER_ROWS < nnz ? q0 + GATHER_ROWS : nnz;
-        for (uint64_t q = q0; q < q1; q++) {
-            const float *f = F + (size_t)idx[q] * k;
-            float c = cm1[q], sc = sqrtf(c);
-            float *m = M + (size_t)(q - q0) * k;
-            for (uint32_t i = 0; i < k; i++) m[i] = sc * f[i];
-            axpy(1.0f + c, f, b, k);
-        }
-        /* A += M^T M over the gathered rows (M is (q1-q0) x k row-major). */
-        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)(q1 - q0), 1.0f, M, (blasint)k,
-                    1.0f, A, (blasint)k);
-    }
+    for (uint64_t q = 0; q < nnz; q++) axpy(cm1[q] + (rho ? rho[idx[q]] : 1.0f), F + (size_t)idx[q] * k, b, k);
+    st_als_row_system(k, F, G, lambda, idx, cm1, nnz, A, M);
     if (LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, A, (lapack_int)k) != 0) return -1;
     if (LAPACKE_spotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, 1, A, (lapack_int)k, b, (lapack_int)k) != 0)
         return -1;
@@ -320,8 +422,8 @@ static int solve_cholesky(uint32_t k, const float *F, const float *G, double lam
 /* A few conjugate-gradient steps from the current x. scratch: r, p, Ap (3k).
  * This scalar version serves any k; cg_body below is the same algorithm with
  * vector kernels. */
-static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
-                     const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
+static void solve_cg(uint32_t k, const float *F, const float *G, const float *rho, double lambda,
+                     const uint32_t *idx, const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
 {
     if (nnz == 0) {
         memset(x, 0, k * sizeof *x);
@@ -335,7 +437,7 @@ static void solve_cg(uint32_t k, const float *F, const float *G, double lambda, 
     for (uint64_t q = 0; q < nnz; q++) {
         const float *f = F + (size_t)idx[q] * k;
         float c = cm1[q];
-        axpy((1.0f + c) - c * dot(f, x, k), f, r, k);
+        axpy((c + (rho ? rho[idx[q]] : 1.0f)) - c * dot(f, x, k), f, r, k);
     }
     memcpy(p, r, k * sizeof *p);
     float rs = dot(r, r, k);
@@ -402,9 +504,10 @@ static inline __attribute__((always_inline)) void nnz_pass(uint32_t k, const flo
 /* The CG of solve_cg with vector kernels; k % 8 == 0, k <= 128. Inlined into
  * one function per common rank so the compiler sees k as a constant.
  * scratch: r, p, Ap (3k). */
-static inline __attribute__((always_inline)) void cg_body(uint32_t k, const float *F, const float *G, float lam,
-                                                           const uint32_t *idx, const float *cm1, uint64_t nnz,
-                                                           float *x, uint32_t steps, float *scratch)
+static inline __attribute__((always_inline)) void cg_body(uint32_t k, const float *F, const float *G,
+                                                           const float *rho, float lam, const uint32_t *idx,
+                                                           const float *cm1, uint64_t nnz, float *x, uint32_t steps,
+                                                           float *scratch)
 {
     if (nnz == 0) {
         memset(x, 0, k * sizeof *x);
@@ -412,17 +515,20 @@ static inline __attribute__((always_inline)) void cg_body(uint32_t k, const floa
     }
     float *r = scratch, *p = r + k, *Ap = p + k;
     v8f lv = lam - (v8f){0};
-    /* r = b - A x = sum_q ((1 + c_q) - c_q (f_q . x)) f_q - G x - lambda x */
+    /* r = b - A x = sum_q ((c_q + rho_q) - c_q (f_q . x)) f_q - G x - lambda x,
+     * rho_q = 1 unless the model weighs missing data by popularity */
     vsymv(G, x, r, k);
     for (uint32_t i = 0; i < k; i += 8) VSTORE(r + i, -VLOAD(r + i) - lv * VLOAD(x + i));
     for (uint64_t q0 = 0; q0 < nnz; q0 += CG_BLOCK) {
-        /* 1 + c and -c for a block of nonzeros, so one kernel serves both passes. */
+        /* c + rho and -c for a block of nonzeros, so one kernel serves both passes. */
         float one_plus[CG_BLOCK], minus[CG_BLOCK];
         uint64_t nb = nnz - q0 < CG_BLOCK ? nnz - q0 : CG_BLOCK;
-        for (uint64_t q = 0; q < nb; q++) {
-            one_plus[q] = 1.0f + cm1[q0 + q];
-            minus[q] = -cm1[q0 + q];
+        if (rho) {
+            for (uint64_t q = 0; q < nb; q++) one_plus[q] = cm1[q0 + q] + rho[idx[q0 + q]];
+        } else {
+            for (uint64_t q = 0; q < nb; q++) one_plus[q] = 1.0f + cm1[q0 + q];
         }
+        for (uint64_t q = 0; q < nb; q++) minus[q] = -cm1[q0 + q];
         nnz_pass(k, F, idx + q0, one_plus, minus, nb, x, r);
     }
     memcpy(p, r, k * sizeof *p);
@@ -446,50 +552,65 @@ static inline __attribute__((always_inline)) void cg_body(uint32_t k, const floa
 }
 
 #define CG_FOR(K)                                                                                           \
-    static void solve_cg_##K(const float *F, const float *G, float lam, const uint32_t *idx, const float *cm1, \
-                             uint64_t nnz, float *x, uint32_t steps, float *scratch)                           \
+    static void solve_cg_##K(const float *F, const float *G, const float *rho, float lam, const uint32_t *idx,  \
+                             const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)         \
     {                                                                                                       \
-        cg_body(K, F, G, lam, idx, cm1, nnz, x, steps, scratch);                                            \
+        cg_body(K, F, G, rho, lam, idx, cm1, nnz, x, steps, scratch);                                       \
     }
 CG_FOR(16)
 CG_FOR(32)
 CG_FOR(64)
 CG_FOR(128)
 
-static void solve_cg_v(uint32_t k, const float *F, const float *G, float lam, const uint32_t *idx,
+static void solve_cg_v(uint32_t k, const float *F, const float *G, const float *rho, float lam, const uint32_t *idx,
                        const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
 {
-    cg_body(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
+    cg_body(k, F, G, rho, lam, idx, cm1, nnz, x, steps, scratch);
 }
 
 /* Picks the fastest CG for k. */
-static void solve_cg_any(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
-                         const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
+static void solve_cg_any(uint32_t k, const float *F, const float *G, const float *rho, double lambda,
+                         const uint32_t *idx, const float *cm1, uint64_t nnz, float *x, uint32_t steps, float *scratch)
 {
     float lam = (float)lambda;
     switch (k) {
-    case 16: solve_cg_16(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
-    case 32: solve_cg_32(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
-    case 64: solve_cg_64(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
-    case 128: solve_cg_128(F, G, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 16: solve_cg_16(F, G, rho, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 32: solve_cg_32(F, G, rho, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 64: solve_cg_64(F, G, rho, lam, idx, cm1, nnz, x, steps, scratch); return;
+    case 128: solve_cg_128(F, G, rho, lam, idx, cm1, nnz, x, steps, scratch); return;
     default:
-        if (k % 8 == 0 && k <= 128) solve_cg_v(k, F, G, lam, idx, cm1, nnz, x, steps, scratch);
-        else solve_cg(k, F, G, lambda, idx, cm1, nnz, x, steps, scratch);
+        if (k % 8 == 0 && k <= 128) solve_cg_v(k, F, G, rho, lam, idx, cm1, nnz, x, steps, scratch);
+        else solve_cg(k, F, G, rho, lambda, idx, cm1, nnz, x, steps, scratch);
     }
 }
 
 int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                   const float *cm1, uint32_t nnz, float *x, float *scratch)
 {
-    return solve_cholesky(k, F, G, lambda, idx, cm1, nnz, x, scratch);
+    return solve_cholesky(k, F, G, NULL, lambda, idx, cm1, nnz, x, scratch);
+}
+
+int st_als_foldin_weighted(uint32_t k, const float *F, const float *G, const float *rho, double lambda,
+                           const uint32_t *idx, const float *a, uint32_t nnz, float *x, float *scratch)
+{
+    return solve_cholesky(k, F, G, rho, lambda, idx, a, nnz, x, scratch);
 }
 
 /* ---- half-steps ---------------------------------------------------------- */
+
+/* The missing-data weights of one half-step: rho of the fixed rows (the
+ * user side, indexed by a nonzero's column) or of the rows solved (the
+ * segment side: each row's system is divided by its own rho). */
+typedef struct {
+    const float *fixed;
+    const float *rows;
+} side_weights;
 
 typedef struct {
     const st_als_params *p;
     const st_csr *a;
     const float *c, *fixed, *G;
+    side_weights w;
     float *rows;
     float *scratch; /* per thread */
     uint64_t scratch_per_thread;
@@ -501,15 +622,15 @@ typedef struct {
  * c (1 - s)^2 - s^2 (the all-pairs s^2 term is added once, from the Gram
  * matrices) and its regularisation. The fixed rows it reads were just used
  * by the solve, so they are still in cache. */
-static double row_loss(const float *F, const uint32_t *idx, const float *cm1, uint64_t nnz, const float *x,
-                       uint32_t k, double lam)
+static double row_loss(const float *F, const float *rho, const uint32_t *idx, const float *cm1, uint64_t nnz,
+                       const float *x, uint32_t k, double lam)
 {
     double sum = 0;
     for (uint64_t q = 0; q < nnz; q++) {
         const float *f = F + (size_t)idx[q] * k;
         double sc = k % 8 == 0 ? vdot(f, x, k) : dot(f, x, k);
-        double c = 1.0 + cm1[q];
-        sum += c * (1 - sc) * (1 - sc) - sc * sc;
+        double w = rho ? rho[idx[q]] : 1.0, c = cm1[q] + w;
+        sum += c * (1 - sc) * (1 - sc) - w * sc * sc;
     }
     return sum + lam * (k % 8 == 0 ? vdot(x, x, k) : dot(x, x, k));
 }
@@ -522,28 +643,32 @@ static void half_task(void *vctx, uint64_t task, int thread)
     float *scratch = h->scratch + (size_t)thread * h->scratch_per_thread;
     uint64_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < a->rows ? r0 + ROWS_PER_TASK : a->rows;
     double loss = 0;
+    const float *rho = h->w.fixed;
     for (uint64_t r = r0; r < r1; r++) {
         uint64_t q0 = a->indptr[r], nnz = a->indptr[r + 1] - q0;
-        double lam = row_lambda(h->p, nnz, a->cols);
+        /* A row weighted rho_r solves its system divided by rho_r; its share
+         * of the objective is multiplied back. */
+        double scale = h->w.rows && h->w.rows[r] > 0 ? h->w.rows[r] : 1.0;
+        double lam = row_lambda(h->p, nnz, a->cols) / scale;
         float *x = h->rows + (size_t)r * k;
         if (h->p->solver == ST_SOLVER_CHOLESKY) {
-            if (solve_cholesky(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, scratch) != 0)
+            if (solve_cholesky(k, h->fixed, h->G, rho, lam, a->indices + q0, h->c + q0, nnz, x, scratch) != 0)
                 atomic_store(&h->failed, 1);
         } else {
-            solve_cg_any(k, h->fixed, h->G, lam, a->indices + q0, h->c + q0, nnz, x, h->p->cg_steps, scratch);
+            solve_cg_any(k, h->fixed, h->G, rho, lam, a->indices + q0, h->c + q0, nnz, x, h->p->cg_steps, scratch);
         }
-        if (h->loss) loss += row_loss(h->fixed, a->indices + q0, h->c + q0, nnz, x, k, lam);
+        if (h->loss) loss += scale * row_loss(h->fixed, rho, a->indices + q0, h->c + q0, nnz, x, k, lam);
     }
     if (h->loss) h->loss[task] = loss;
 }
 
-int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
-                      float *rows, double *loss_out, char *err)
+static int solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      side_weights w, float *rows, double *loss_out, char *err)
 {
     uint32_t k = p->factors;
     int threads = thread_count(p);
     openblas_set_num_threads(1);
-    half_ctx h = {.p = p, .a = a, .c = c, .fixed = F, .G = G, .rows = rows};
+    half_ctx h = {.p = p, .a = a, .c = c, .fixed = F, .G = G, .w = w, .rows = rows};
     atomic_init(&h.failed, 0);
     h.scratch_per_thread = st_align_up(st_als_foldin_scratch(k), 16);
     uint64_t tasks = ((uint64_t)a->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
@@ -567,25 +692,45 @@ int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, c
     return 0;
 }
 
+int st_als_solve_rows(const st_als_params *p, const st_csr *a, const float *c, const float *F, const float *G,
+                      float *rows, double *loss_out, char *err)
+{
+    side_weights none = {NULL, NULL};
+    return solve_rows(p, a, c, F, G, none, rows, loss_out, err);
+}
+
 /* One half-step; with loss_out, also the rows' share of the objective, and
- * with G_out, the Gram matrix of the fixed factors. */
-static int half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
-                     double *loss_out, float *G_out, char *err)
+ * with G_out, the Gram matrix of the fixed factors (weighted by w.fixed). */
+static int half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, side_weights w,
+                     float *rows, double *loss_out, float *G_out, char *err)
 {
     uint32_t k = p->factors;
     float *G = G_out ? G_out : st_aligned_alloc(64, (size_t)k * k * sizeof *G);
     if (!G) return st_seterr(err, "out of memory for solver scratch");
     openblas_set_num_threads(1);
-    st_als_gram(fixed, a->cols, k, G);
-    int rc = st_als_solve_rows(p, a, c, fixed, G, rows, loss_out, err);
+    int rc = st_als_gram_weighted(fixed, a->cols, k, w.fixed, G);
+    if (rc != 0) st_seterr(err, "out of memory for solver scratch");
+    else rc = solve_rows(p, a, c, fixed, G, w, rows, loss_out, err);
     if (G != G_out) st_free(G);
     return rc;
 }
 
+/* The weights of each side of an iteration over d. */
+static side_weights user_side(const st_als_data *d) { return (side_weights){d->rho, NULL}; }
+static side_weights segment_side(const st_als_data *d) { return (side_weights){NULL, d->rho}; }
+
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
                      char *err)
 {
-    return half_step(p, a, c, fixed, rows, NULL, NULL, err);
+    side_weights none = {NULL, NULL};
+    return half_step(p, a, c, fixed, none, rows, NULL, NULL, err);
+}
+
+int st_als_data_half_step(const st_als_params *p, const st_als_data *d, int segments, const float *fixed,
+                          float *rows, char *err)
+{
+    if (segments) return half_step(p, d->by_segment, d->cs, fixed, segment_side(d), rows, NULL, NULL, err);
+    return half_step(p, d->by_user, d->cu, fixed, user_side(d), rows, NULL, NULL, err);
 }
 
 /* ---- loss ---------------------------------------------------------------- */
@@ -593,7 +738,7 @@ int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, co
 typedef struct {
     const st_als_params *p;
     const st_csr *a;
-    const float *c, *X, *Y;
+    const float *c, *X, *Y, *rho;
     double *partial; /* per task */
 } loss_ctx;
 
@@ -611,8 +756,8 @@ static void loss_task(void *vctx, uint64_t task, int thread)
         for (uint64_t q = q0; q < q1; q++) {
             const float *y = l->Y + (size_t)a->indices[q] * k;
             double s = k % 8 == 0 ? vdot(x, y, k) : dot(x, y, k);
-            double c = 1.0 + l->c[q];
-            sum += c * (1 - s) * (1 - s) - s * s;
+            double w = l->rho ? l->rho[a->indices[q]] : 1.0, c = l->c[q] + w;
+            sum += c * (1 - s) * (1 - s) - w * s * s;
         }
         sum += row_lambda(l->p, q1 - q0, a->cols) * dot(x, x, k);
     }
@@ -634,13 +779,18 @@ int st_als_loss(const st_als_params *p, const st_als_data *d, const float *X, co
         return st_seterr(err, "out of memory computing the loss");
     }
     openblas_set_num_threads(1);
-    loss_ctx l = {.p = p, .a = a, .c = d->cu, .X = X, .Y = Y, .partial = partial};
+    loss_ctx l = {.p = p, .a = a, .c = d->cu, .X = X, .Y = Y, .rho = d->rho, .partial = partial};
     st_parallel_run(thread_count(p), tasks, loss_task, &l);
     double total = 0;
     for (uint64_t i = 0; i < tasks; i++) total += partial[i];
-    /* Every pair's (x . y)^2 with weight 1: sum_ab (X^T X)_ab (Y^T Y)_ab. */
+    /* Every pair's (x . y)^2 with weight rho_s: sum_ab (X^T X)_ab (Y^T R Y)_ab. */
     st_als_gram(X, a->rows, k, GX);
-    st_als_gram(Y, a->cols, k, GY);
+    if (st_als_gram_weighted(Y, a->cols, k, d->rho, GY) != 0) {
+        st_free(partial);
+        st_free(GX);
+        st_free(GY);
+        return st_seterr(err, "out of memory computing the loss");
+    }
     for (size_t i = 0; i < (size_t)k * k; i++) total += (double)GX[i] * GY[i];
     for (uint32_t s = 0; s < t->rows; s++) {
         const float *y = Y + (size_t)s * k;
@@ -705,8 +855,8 @@ double st_als_weight(const st_als_data *d)
 int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float *Y, double *loss, char *err)
 {
     if (!loss) {
-        if (half_step(p, d->by_user, d->cu, Y, X, NULL, NULL, err) != 0) return -1;
-        return half_step(p, d->by_segment, d->cs, X, Y, NULL, NULL, err);
+        if (st_als_data_half_step(p, d, 0, Y, X, err) != 0) return -1;
+        return st_als_data_half_step(p, d, 1, X, Y, err);
     }
     /* The objective after the iteration, without a separate pass: the segment
      * half-step adds up its rows' share while their users' rows are in cache
@@ -721,10 +871,10 @@ int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float
         return st_seterr(err, "out of memory");
     }
     double seg_part = 0;
-    int rc = half_step(p, d->by_user, d->cu, Y, X, NULL, NULL, err);
-    if (rc == 0) rc = half_step(p, d->by_segment, d->cs, X, Y, &seg_part, GX, err);
+    int rc = half_step(p, d->by_user, d->cu, Y, user_side(d), X, NULL, NULL, err);
+    if (rc == 0) rc = half_step(p, d->by_segment, d->cs, X, segment_side(d), Y, &seg_part, GX, err);
+    if (rc == 0 && st_als_gram_weighted(Y, a->cols, k, d->rho, GY) != 0) rc = st_seterr(err, "out of memory");
     if (rc == 0) {
-        st_als_gram(Y, a->cols, k, GY);
         double total = seg_part;
         for (size_t i = 0; i < (size_t)k * k; i++) total += (double)GX[i] * GY[i];
         for (uint32_t u = 0; u < a->rows; u++) {
@@ -739,6 +889,33 @@ int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float
 }
 
 /* ---- the naive reference ------------------------------------------------- */
+
+int st_als_reference_solve(double *A, double *b, uint32_t k)
+{
+    /* Plain Cholesky A = L L^T in place (lower), then two triangular solves. */
+    for (uint32_t j = 0; j < k; j++) {
+        double s = A[j * k + j];
+        for (uint32_t l = 0; l < j; l++) s -= A[j * k + l] * A[j * k + l];
+        if (s <= 0) return -1;
+        A[j * k + j] = sqrt(s);
+        for (uint32_t i = j + 1; i < k; i++) {
+            double t = A[i * k + j];
+            for (uint32_t l = 0; l < j; l++) t -= A[i * k + l] * A[j * k + l];
+            A[i * k + j] = t / A[j * k + j];
+        }
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        double t = b[i];
+        for (uint32_t l = 0; l < i; l++) t -= A[i * k + l] * b[l];
+        b[i] = t / A[i * k + i];
+    }
+    for (uint32_t i = k; i-- > 0;) {
+        double t = b[i];
+        for (uint32_t l = i + 1; l < k; l++) t -= A[l * k + i] * b[l];
+        b[i] = t / A[i * k + i];
+    }
+    return 0;
+}
 
 int st_als_reference_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed,
                                uint32_t n_fixed, float *rows)
@@ -776,28 +953,7 @@ int st_als_reference_half_step(const st_als_params *p, const st_csr *a, const fl
             for (uint32_t i = 0; i < k; i++) rows[(size_t)r * k + i] = 0;
             continue;
         }
-        /* Plain Cholesky A = L L^T in place (lower), then two triangular solves. */
-        for (uint32_t j = 0; j < k; j++) {
-            double s = A[j * k + j];
-            for (uint32_t l = 0; l < j; l++) s -= A[j * k + l] * A[j * k + l];
-            if (s <= 0) goto out;
-            A[j * k + j] = sqrt(s);
-            for (uint32_t i = j + 1; i < k; i++) {
-                double t = A[i * k + j];
-                for (uint32_t l = 0; l < j; l++) t -= A[i * k + l] * A[j * k + l];
-                A[i * k + j] = t / A[j * k + j];
-            }
-        }
-        for (uint32_t i = 0; i < k; i++) {
-            double t = b[i];
-            for (uint32_t l = 0; l < i; l++) t -= A[i * k + l] * b[l];
-            b[i] = t / A[i * k + i];
-        }
-        for (uint32_t i = k; i-- > 0;) {
-            double t = b[i];
-            for (uint32_t l = i + 1; l < k; l++) t -= A[l * k + i] * b[l];
-            b[i] = t / A[i * k + i];
-        }
+        if (st_als_reference_solve(A, b, k) != 0) goto out;
         for (uint32_t i = 0; i < k; i++) rows[(size_t)r * k + i] = (float)b[i];
     }
     rc = 0;

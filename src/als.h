@@ -34,6 +34,7 @@
 typedef enum { ST_SOLVER_CG = 0, ST_SOLVER_CHOLESKY = 1 } st_solver;
 typedef enum { ST_CONF_LINEAR = 0, ST_CONF_LOG = 1, ST_CONF_BM25 = 2 } st_conf_scheme;
 typedef enum { ST_REG_PLAIN = 0, ST_REG_FREQUENCY = 1 } st_reg_scheme;
+typedef enum { ST_MISSING_UNIFORM = 0, ST_MISSING_POPULARITY = 1 } st_missing_scheme;
 
 typedef struct {
     uint32_t factors;     /* k */
@@ -46,6 +47,8 @@ typedef struct {
     st_reg_scheme regularization;
     double reg_alpha0, reg_nu;
     double unobserved;    /* w0, the weight of an unobserved pair (observed: c = 1 + alpha f(r)); 0 < w0 <= 1 */
+    st_missing_scheme missing; /* uniform: every unobserved pair weighs w0; popularity: w_s (below) */
+    double missing_exponent;   /* e of the popularity scheme */
     st_solver solver;
     uint32_t cg_steps;
     uint64_t seed;
@@ -70,6 +73,22 @@ const char *st_als_check(const st_als_params *p);
 const char *st_solver_name(st_solver s);
 const char *st_conf_name(st_conf_scheme c);
 const char *st_reg_name(st_reg_scheme r);
+const char *st_missing_name(st_missing_scheme m);
+
+/* Popularity-weighted missing data (He et al. 2016, eALS): an unobserved
+ * pair (u, s) weighs w_s = w0 rho_s, rho_s = n f_s^e / sum_j f_j^e, with f_s
+ * the share of users who have s; the mean of rho is 1, so w0 stays the mean
+ * weight. rho (n floats) from the users per segment `count` (rho may be
+ * count: computed in place). Under the uniform scheme every rho_s is 1.
+ *
+ * What it changes, with every system divided by w0 as for uniform weights:
+ *   a user's row:    (Y^T R Y + sum_S a_s y_s y_s^T + lambda_u / w0) x = sum_S (a_s + rho_s) y_s
+ *                    with R = diag(rho), a_s = c_us / w0 - rho_s (may be negative);
+ *   a segment's row: divided by w_s instead: the usual form with c / w_s and
+ *                    lambda_s / w_s, against X^T X.
+ * The per-nonzero values st_als_confidence stores are those a's. */
+void st_als_missing_weights(double exponent, const float *count, uint32_t n, float *rho);
+/* (Exponent 0 is the uniform scheme: st_als_confidence leaves d->rho NULL.) */
 
 /* The matrix the trainer consumes: structure of both orientations and c - 1
  * for every nonzero, aligned with each orientation's indices. */
@@ -78,10 +97,13 @@ typedef struct {
     const st_csr *by_segment;
     float *cu; /* by_user.nnz */
     float *cs; /* by_segment.nnz */
+    float *rho; /* segments: rho_s of the popularity scheme; NULL when uniform */
 } st_als_data;
 
 /* Computes c - 1 = alpha f(r) for every nonzero of both orientations into
- * newly allocated d->cu and d->cs (free with st_als_data_free). */
+ * newly allocated d->cu and d->cs (free with st_als_data_free), in the form
+ * the solvers take (divided by w0; under popularity weighting the a's above
+ * and d->rho, from the users per segment of x). */
 int st_als_confidence(const st_als_params *p, const st_interactions *x, st_als_data *d, char *err);
 void st_als_data_free(st_als_data *d);
 
@@ -112,6 +134,12 @@ int st_als_iterate(const st_als_params *p, const st_als_data *d, float *X, float
 int st_als_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed, float *rows,
                      char *err);
 
+/* The same half-step with the weights of d (popularity-weighted missing
+ * data): the users' rows (segments 0, fixed = Y) or the segments' rows
+ * (segments 1, fixed = X). */
+int st_als_data_half_step(const st_als_params *p, const st_als_data *d, int segments, const float *fixed,
+                          float *rows, char *err);
+
 /* The solve of a half-step with the Gram matrix G = F^T F given: rows of a
  * index rows of F (which need not be all of the fixed factors: a process that
  * holds a part of them remaps the indices), a->cols is the number of fixed
@@ -136,6 +164,23 @@ double st_als_weight(const st_als_data *d);
  * system is not positive definite. A row with no nonzeros gets x = 0. */
 int st_als_foldin(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
                   const float *cm1, uint32_t nnz, float *x, float *scratch);
+/* The same for a user of a popularity-weighted model: G = F^T diag(rho) F
+ * (st_als_gram_weighted), a[i] = c / w0 - rho[idx[i]] (st_als_user_coef) and
+ * the right-hand side sum (a[i] + rho[idx[i]]) f_i. rho NULL is st_als_foldin. */
+int st_als_foldin_weighted(uint32_t k, const float *F, const float *G, const float *rho, double lambda,
+                           const uint32_t *idx, const float *a, uint32_t nnz, float *x, float *scratch);
+/* The lower triangle of a row's system A = G + lambda I + sum_q a_q f_q f_q^T
+ * (f_q row idx[q] of F), as the exact solver forms it; M is scratch for
+ * min(nnz, 64) x k floats. Handles a_q < 0 (popularity-weighted rows). */
+void st_als_row_system(uint32_t k, const float *F, const float *G, double lambda, const uint32_t *idx,
+                       const float *a, uint64_t nnz, float *A, float *M);
+
+/* A user's per-nonzero value under weights rho: from cm1 = st_als_conf1(..)
+ * (c / w0 - 1) to c / w0 - rho_s. rho NULL returns cm1. */
+static inline float st_als_user_coef(float cm1, const float *rho, uint32_t s)
+{
+    return rho ? cm1 + (1.0f - rho[s]) : cm1;
+}
 uint64_t st_als_foldin_scratch(uint32_t k);
 
 /* lambda of a row with nnz nonzeros in a problem of `cols` columns (plain or
@@ -144,11 +189,18 @@ double st_als_row_lambda(const st_als_params *p, uint64_t nnz, uint32_t cols);
 
 /* Gram matrix G = F^T F (k x k, full, symmetric) of an r x k matrix. */
 void st_als_gram(const float *F, uint64_t r, uint32_t k, float *G);
+/* G = F^T diag(w) F, w >= 0 (r values); w NULL is st_als_gram. Allocates a
+ * block of scaled rows: -1 when out of memory. */
+int st_als_gram_weighted(const float *F, uint64_t r, uint32_t k, const float *w, float *G);
 
 /* The naive reference: one half-step in double precision that forms the full
  * confidence-weighted system of every row explicitly (O(rows * cols * k^2))
  * and solves it by plain Cholesky. For tests on small problems only. */
 int st_als_reference_half_step(const st_als_params *p, const st_csr *a, const float *c, const float *fixed,
                                uint32_t n_fixed, float *rows);
+/* The reference's solve: A z = b for a k x k symmetric positive definite A
+ * (row-major, overwritten by its Cholesky factor), z into b; -1 when A is
+ * not positive definite. */
+int st_als_reference_solve(double *A, double *b, uint32_t k);
 
 #endif

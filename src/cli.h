@@ -154,7 +154,7 @@ int st_parse_duration(const char *s, double *seconds);
 typedef struct {
     st_als_params p;
     const char *kinds, *half_life, *now;
-    int conf, solver, reg, on_error, header, threads;
+    int conf, solver, reg, missing, on_error, header, threads;
     uint64_t factors, iterations, cg_steps, max_line;
 } st_train_cli;
 

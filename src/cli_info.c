@@ -57,6 +57,8 @@ int cli_info(int argc, char **argv)
         json_object_set_new(o, "lambda", json_real(h->lambda));
         json_object_set_new(o, "regularization", json_string(st_reg_name((st_reg_scheme)h->regularization)));
         json_object_set_new(o, "unobserved_weight", json_real(h->unobserved_weight > 0 ? h->unobserved_weight : 1));
+        json_object_set_new(o, "missing_weight", json_string(st_missing_name((st_missing_scheme)h->missing_weight)));
+        json_object_set_new(o, "missing_exponent", json_real(h->missing_exponent));
         json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
         char fp[32];
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
@@ -96,6 +98,8 @@ int cli_info(int argc, char **argv)
     if (h->regularization == ST_REG_FREQUENCY) printf(" (n + %g N)^%g", h->reg_alpha0, h->reg_nu);
     printf("\n");
     if (h->unobserved_weight > 0 && h->unobserved_weight != 1) printf("unobserved     weight %g\n", h->unobserved_weight);
+    if (h->missing_weight == ST_MISSING_POPULARITY)
+        printf("unobserved     weighted by segment popularity, exponent %g\n", h->missing_exponent);
     if (h->half_life > 0) {
         printf("time decay     half-life %g s, relative to ", h->half_life);
         if (isnan(h->decay_now)) printf("the newest event\n");

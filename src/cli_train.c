@@ -491,6 +491,7 @@ void st_train_cli_init(st_train_cli *c)
     c->conf = (int)c->p.confidence;
     c->solver = (int)c->p.solver;
     c->reg = (int)c->p.regularization;
+    c->missing = (int)c->p.missing;
     c->factors = c->p.factors;
     c->iterations = c->p.iterations;
     c->cg_steps = c->p.cg_steps;
@@ -518,6 +519,11 @@ void st_train_cli_opts(st_train_cli *c, st_opt *opts, int *n)
         {"reg-nu", 0, ST_OPT_DOUBLE, &c->p.reg_nu, "NU", "exponent nu of frequency-scaled regularisation", 0},
         {"unobserved-weight", 0, ST_OPT_DOUBLE, &c->p.unobserved, "W0",
          "weight of a pair never observed, against 1 + alpha f(r) for an observed one (0 < W0 <= 1)", 0},
+        {"missing-weight", 0, ST_OPT_CHOICE, &c->missing, NULL,
+         "unobserved pairs weigh W0 each, or W0 n f^E / sum f^E by their segment's share f of the users (eALS)",
+         "uniform|popularity"},
+        {"missing-exponent", 0, ST_OPT_DOUBLE, &c->p.missing_exponent, "E",
+         "exponent E of the popularity weighting (0..2; 0 is uniform)", 0},
         {"solver", 0, ST_OPT_CHOICE, &c->solver, NULL, "per-row solver: conjugate gradient, or exact Cholesky",
          "cg|cholesky"},
         {"cg-steps", 0, ST_OPT_U64, &c->cg_steps, "N", "conjugate-gradient steps per row and half-step", 0},
@@ -547,6 +553,7 @@ int st_train_cli_finish(st_train_cli *c, const st_cmd_doc *doc, st_als_params *p
     p->confidence = (st_conf_scheme)c->conf;
     p->solver = (st_solver)c->solver;
     p->regularization = (st_reg_scheme)c->reg;
+    p->missing = (st_missing_scheme)c->missing;
     p->threads = c->threads;
     const char *bad = st_als_check(p);
     if (bad) return st_cli_usage(doc, "%s", bad);
@@ -640,6 +647,11 @@ int cli_train(int argc, char **argv)
         if (resume || checkpoint_every || journal) {
             st_weighting_free(&w);
             return st_cli_usage(&doc, "--resume, --checkpoint-every and --journal are not supported under MPI");
+        }
+        if (p.missing == ST_MISSING_POPULARITY) {
+            st_weighting_free(&w);
+            return st_cli_usage(&doc, "--missing-weight popularity is not supported under MPI; train it in one "
+                                      "process, or use --missing-weight uniform");
         }
         code = train_mpi(&job);
     } else {

@@ -755,6 +755,11 @@ int st_dist_train(char **paths, int npaths, const st_read_opts *o, const st_weig
     d.k = t->params.factors;
     const char *bad = st_als_check(&t->params);
     if (bad) return st_seterr(err, "%s", bad);
+    /* Every rank would need every segment's user count before its first
+     * half-step, and the segment half-step a weight per row: not built. */
+    if (t->params.missing == ST_MISSING_POPULARITY)
+        return st_seterr(err, "--missing-weight popularity is not supported under mpirun; train it in one process, "
+                              "or use --missing-weight uniform");
     double t0 = st_now();
     st_interactions local;
     if (read_phase(&d, paths, npaths, o, w, &local, stats, err) != 0) return -1;

@@ -445,7 +445,10 @@ int st_foldin_ctx_init(st_foldin_ctx *f, const st_model *m, char *err)
         return st_seterr(err, "out of memory for fold-in");
     }
     openblas_set_num_threads(1);
-    st_als_gram(m->V, m->segments, k, f->G);
+    if (st_model_gram(m, f->G) != 0) {
+        st_foldin_ctx_free(f);
+        return st_seterr(err, "out of memory for fold-in");
+    }
     return 0;
 }
 
@@ -464,7 +467,7 @@ int st_foldin_user(st_foldin_ctx *f, const uint32_t *idx, const float *r, uint32
     /* The confidences and the row's lambda as the trainer computes them,
      * the same code the server's FOLDIN uses (score.h). */
     double lam = st_score_confidences(m, &f->p, idx, r, nnz, f->cm1);
-    return st_als_foldin(m->k, m->V, f->G, lam, idx, f->cm1, nnz, x, f->scratch);
+    return st_als_foldin_weighted(m->k, m->V, f->G, m->missing, lam, idx, f->cm1, nnz, x, f->scratch);
 }
 
 /* ---- the evaluation set ---------------------------------------------------- */

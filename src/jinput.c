@@ -205,7 +205,7 @@ int st_jmodel_replay(st_jmodel *jm, const char *journal, st_jrecord_fn check, vo
     jm->hseg = st_malloc(((size_t)n + 1) * sizeof *jm->hseg);
     jm->hr = st_malloc(((size_t)n + 1) * sizeof *jm->hr);
     if (!jm->G || !jm->ux || !jm->hseg || !jm->hr) return st_seterr(err, "out of memory");
-    st_als_gram(m->V, n, k, jm->G);
+    if (st_model_gram(m, jm->G) != 0) return st_seterr(err, "out of memory");
     jm->ov = st_overlay_new(m, jm->G, jm->prior, err);
     if (!jm->ov) return -1;
     if (st_jinput_overlay(journal, jm->ov, check, check_ctx, use, err) != 0) return -1;

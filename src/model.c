@@ -57,6 +57,8 @@ void st_model_header_from_params(st_model_header *h, const st_als_params *p)
     h->reg_nu = p->reg_nu;
     h->init_scale = p->init_scale;
     h->unobserved_weight = p->unobserved;
+    h->missing_weight = p->missing;
+    h->missing_exponent = p->missing == ST_MISSING_POPULARITY ? p->missing_exponent : 0;
 }
 
 void st_model_params(const st_model_header *h, st_als_params *p)
@@ -79,6 +81,8 @@ void st_model_params(const st_model_header *h, st_als_params *p)
     p->reg_nu = h->reg_nu;
     p->init_scale = h->init_scale;
     p->unobserved = h->unobserved_weight > 0 ? h->unobserved_weight : 1.0;
+    p->missing = h->missing_weight == ST_MISSING_POPULARITY ? ST_MISSING_POPULARITY : ST_MISSING_UNIFORM;
+    if (p->missing == ST_MISSING_POPULARITY) p->missing_exponent = h->missing_exponent;
 }
 
 typedef struct {
@@ -168,18 +172,24 @@ int st_model_save(const char *path, const st_model *m, char *err)
         {"SPOP", m->popularity, n * sizeof(float)},
         {"LOSS", m->loss, (uint64_t)m->h.iterations * sizeof(double)},
         {"META", m->meta, m->meta_len},
-        {"UQSC", m->Uscale, m_users * sizeof(float)}, /* int8 models only: last, left out otherwise */
+        {"UQSC", m->Uscale, m_users * sizeof(float)}, /* int8 models only */
+        {"SMIS", m->missing, n * sizeof(float)},      /* popularity-weighted models only */
     };
+    /* The optional sections go last; the ones a model has not are left out. */
+    if (!q8) src[sizeof src / sizeof src[0] - 2] = src[sizeof src / sizeof src[0] - 1];
+    uint32_t nsrc = sizeof src / sizeof src[0] - (q8 ? 0 : 1) - (m->missing ? 0 : 1);
     save_ctx *s = st_calloc(1, sizeof *s);
     if (!s) return st_seterr(err, "%s: out of memory", path);
     s->h = m->h;
     memcpy(s->h.magic, STARLING_MAGIC, 8);
-    s->h.version = STARLING_FORMAT_VERSION;
+    s->h.version = m->missing ? STARLING_FORMAT_VERSION : STARLING_FORMAT_UNIFORM;
+    s->h.missing_weight = m->missing ? ST_MISSING_POPULARITY : ST_MISSING_UNIFORM;
+    if (!m->missing) s->h.missing_exponent = 0;
     s->h.users = m->users;
     s->h.segments = m->segments;
     s->h.factors = m->k;
     s->h.nnz = nnz;
-    s->n = sizeof src / sizeof src[0] - (q8 ? 0 : 1);
+    s->n = nsrc;
     s->h.flags = q8 ? s->h.flags | ST_MODEL_INT8 : s->h.flags & ~ST_MODEL_INT8;
     s->h.nsections = s->n;
     s->src = src;
@@ -325,7 +335,12 @@ static int bind_sections(const char *path, const char *base, const st_model_head
     const st_section *ux = find_section(table, ns, "UIDX"), *sx = find_section(table, ns, "SIDX");
     const st_section *meta = find_section(table, ns, "META");
     int q8 = (h->flags & ST_MODEL_INT8) != 0;
-    const void *qscale = NULL;
+    const void *qscale = NULL, *missing = NULL;
+    if (h->missing_weight > ST_MISSING_POPULARITY)
+        return st_seterr(err, "%s: header names missing-data weighting %u, which this starling does not know; "
+                              RETRAIN_HINT, path, h->missing_weight);
+    if (h->missing_weight == ST_MISSING_POPULARITY && need(path, table, ns, "SMIS", n * 4, base, &missing, err))
+        return -1;
     if ((q8 ? need(path, table, ns, "UQ8 ", mu * k, base, &p[0], err) ||
                   need(path, table, ns, "UQSC", mu * 4, base, &qscale, err)
             : need(path, table, ns, "UFAC", mu * k * 4, base, &p[0], err)) ||
@@ -361,6 +376,11 @@ static int bind_sections(const char *path, const char *base, const st_model_head
     m->hist_idx = p[9];
     m->hist_val = p[10];
     m->popularity = p[11];
+    m->missing = missing;
+    for (uint64_t s = 0; missing && s < n; s++)
+        if (!(m->missing[s] >= 0 && isfinite(m->missing[s])))
+            return st_seterr(err, "%s: missing-data weight of segment %llu is not a number >= 0; " RETRAIN_HINT, path,
+                             (unsigned long long)s);
     m->loss = p[12];
     m->meta = p[13];
     m->meta_len = meta->bytes;
@@ -460,6 +480,8 @@ static int load(const char *path, st_model *m, int owned, char *err)
 int st_model_load(const char *path, st_model *m, char *err) { return load(path, m, 0, err); }
 
 int st_model_read(const char *path, st_model *m, char *err) { return load(path, m, 1, err); }
+
+int st_model_gram(const st_model *m, float *G) { return st_als_gram_weighted(m->V, m->segments, m->k, m->missing, G); }
 
 int st_model_meta(const st_model *m, const char *key, char *out, size_t outlen)
 {

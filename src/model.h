@@ -31,8 +31,13 @@
 #include "idmap.h"
 
 #define STARLING_MAGIC "STARLING"
-#define STARLING_FORMAT_VERSION 2u
+#define STARLING_FORMAT_VERSION 3u
 #define STARLING_FORMAT_OLDEST 1u /* version 1 is version 2 without int8 user factors */
+/* Version 3 is version 2 with popularity-weighted missing data (the SMIS
+ * section): a model without it is written as version 2, which older
+ * starlings read; one with it is refused by them rather than served with the
+ * wrong Gram matrix. */
+#define STARLING_FORMAT_UNIFORM 2u
 #define ST_SECTION_ALIGN 64
 
 /* The fixed 256-byte header, little-endian, at offset 0. */
@@ -72,9 +77,9 @@ typedef struct {
     double calib_b;            /* 208 */
     double prior_weight;       /* 216 popularity-prior blend for cold users */
     uint32_t iterations_asked; /* 224 */
-    uint32_t reserved0;        /* 228 */
+    uint32_t missing_weight;   /* 228 st_missing_scheme; 0 (files before it) = uniform */
     double unobserved_weight;  /* 232 of unobserved pairs; 0 (files before it) = 1 */
-    uint64_t reserved2;        /* 240 */
+    double missing_exponent;   /* 240 e of the popularity scheme; 0 when uniform */
     uint64_t header_checksum;  /* 248 XXH3-64 of bytes 0..247 and the section table */
 } st_model_header;
 
@@ -101,6 +106,7 @@ typedef struct {
     const uint32_t *hist_idx; /* nnz */
     const float *hist_val;    /* nnz */
     const float *popularity;  /* n: users per segment in training */
+    const float *missing;     /* n: rho_s, segment s's unobserved pairs weigh w0 rho_s (als.h); NULL = uniform */
     const double *loss;       /* h.iterations values */
     const char *meta;         /* key=value lines, meta_len bytes, not NUL-terminated */
     size_t meta_len;
@@ -139,6 +145,11 @@ const float *st_model_user(const st_model *m, uint32_t u, float *buf);
 /* Quantizes rows of X (rows x k) to int8 with a symmetric scale per row:
  * scale = max |x_i| / 127, q_i = round(x_i / scale). */
 void st_model_quantize(const float *X, uint64_t rows, uint32_t k, int8_t *q, float *scale);
+
+/* The Gram matrix every fold-in of a user against m->V uses: V^T V, or
+ * V^T diag(rho) V for a popularity-weighted model (k x k). -1 when out of
+ * memory. */
+int st_model_gram(const st_model *m, float *G);
 
 /* Looks a meta value up ("key=value" lines); copies at most outlen-1 bytes.
  * Returns 0 when found. */

@@ -746,7 +746,7 @@ double st_score_confidences(const st_model *m, const st_als_params *p, const uin
     for (uint32_t i = 0; i < nnz; i++) {
         /* idf as st_als_confidence computes it in training */
         double idf = p->confidence == ST_CONF_BM25 ? log((double)m->users) - log1p((double)m->popularity[seg[i]]) : 0;
-        cm1[i] = st_als_conf1(p, r[i], idf, norm);
+        cm1[i] = st_als_user_coef(st_als_conf1(p, r[i], idf, norm), m->missing, seg[i]);
     }
     return st_als_row_lambda(p, nnz, m->segments);
 }
@@ -763,7 +763,7 @@ int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, cons
 {
     float *cm1 = scratch;
     double lambda = confidences(m, seg, r, nnz, cm1);
-    return st_als_foldin(m->k, m->V, G, lambda, seg, cm1, nnz, x, scratch + nnz);
+    return st_als_foldin_weighted(m->k, m->V, G, m->missing, lambda, seg, cm1, nnz, x, scratch + nnz);
 }
 
 int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz,
@@ -772,24 +772,16 @@ int st_score_explain(const st_model *m, const float *G, const uint32_t *seg, con
     uint32_t k = m->k;
     float *cm1 = scratch, *M = cm1 + nnz, *A = M + (size_t)nnz * k, *z = A + (size_t)k * k;
     double lambda = confidences(m, seg, r, nnz, cm1);
-    /* W = G + lambda I + sum_i cm1_i v_i v_i^T, the last term as one syrk over
-     * the rows sqrt(cm1_i) v_i gathered into M. */
-    memcpy(A, G, (size_t)k * k * sizeof *A);
-    for (uint32_t i = 0; i < k; i++) A[(size_t)i * k + i] += (float)lambda;
-    for (uint32_t i = 0; i < nnz; i++) {
-        const float *v = m->V + (size_t)seg[i] * k;
-        float sc = sqrtf(cm1[i]);
-        for (uint32_t j = 0; j < k; j++) M[(size_t)i * k + j] = sc * v[j];
-    }
-    if (nnz > 0)
-        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)k, (blasint)nnz, 1.0f, M, (blasint)k, 1.0f, A,
-                    (blasint)k);
+    /* W = G + lambda I + sum_i cm1_i v_i v_i^T, as the fold-in forms it. */
+    st_als_row_system(k, m->V, G, lambda, seg, cm1, nnz, A, M);
     memcpy(z, m->V + (size_t)s * k, k * sizeof *z);
     if (LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, A, (lapack_int)k) != 0) return -1;
     if (LAPACKE_spotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)k, 1, A, (lapack_int)k, z, (lapack_int)k) != 0)
         return -1;
-    /* z = W^-1 v_s; past segment i contributes c_i (z . v_i), with c = 1 + cm1. */
-    for (uint32_t i = 0; i < nnz; i++) contrib[i] = (1.0f + cm1[i]) * st_dot(z, m->V + (size_t)seg[i] * k, k);
+    /* z = W^-1 v_s; past segment i contributes c_i (z . v_i), with c / w0 = cm1 + rho
+     * (rho 1 unless missing data is weighted by popularity). */
+    for (uint32_t i = 0; i < nnz; i++)
+        contrib[i] = (cm1[i] + (m->missing ? m->missing[seg[i]] : 1.0f)) * st_dot(z, m->V + (size_t)seg[i] * k, k);
     return 0;
 }
 

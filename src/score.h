@@ -134,14 +134,14 @@ uint64_t st_score_explain_scratch(const st_model *m, uint32_t nnz);
 /* The confidence-minus-one of each history entry (seg[i], r[i]) into cm1,
  * with model m's scheme as the parameters p say (st_model_params), and the
  * row's lambda, returned: exactly what training uses for a row with this
- * history. */
+ * history (for a popularity-weighted model c / w0 - rho_s, als.h). */
 double st_score_confidences(const st_model *m, const st_als_params *p, const uint32_t *seg, const float *r,
                             uint32_t nnz, float *cm1);
 
 /* Fold-in: the vector x (k) the model would give a user whose history is
  * (seg[i], r[i]), i < nnz: distinct segment indices and raw engagement values
  * r >= 0, weighted with the model's own confidence scheme and regularisation,
- * solved exactly against the segment factors (G = V^T V, k x k). Returns -1
+ * solved exactly against the segment factors (G = st_model_gram, k x k). Returns -1
  * when the system cannot be solved (not positive definite). */
 int st_score_foldin(const st_model *m, const float *G, const uint32_t *seg, const float *r, uint32_t nnz, float *x,
                     float *scratch);

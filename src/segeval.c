@@ -435,7 +435,10 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     for (uint32_t u = 0; u < mu; u++) c.active_order[u] = u;
     qsort_r(c.active_order, mu, sizeof *c.active_order, cmp_activity, (void *)m);
     st_score_segment_norms(m, c.norms);
-    st_als_gram(m->V, n, m->k, c.G);
+    if (st_model_gram(m, c.G) != 0) {
+        st_seterr(err, "out of memory");
+        goto done;
+    }
     st_score_prior(m, c.q);
     for (uint32_t s = 0; s < n; s++) c.pop[s] = (float)(c.train.ptr[s + 1] - c.train.ptr[s]);
     c.nlal = choose_segments(&c, &c.held, 1, c.lal_seg);

@@ -185,7 +185,12 @@ st_served *st_served_load(const char *path, char *err)
         st_seterr(err, "%s: out of memory for the model's derived tables", path);
         return NULL;
     }
-    st_als_gram(m->V, n, k, s->G);
+    if (st_model_gram(m, s->G) != 0) {
+        st_free(tmp);
+        served_free(s);
+        st_seterr(err, "%s: out of memory for the model's derived tables", path);
+        return NULL;
+    }
     st_score_prior(m, s->prior);
     st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
     st_free(tmp);

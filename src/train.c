@@ -11,8 +11,10 @@ void st_trained_free(st_trained *t)
     st_free(t->X);
     st_free(t->Y);
     st_free(t->loss);
+    st_free(t->missing);
     t->X = t->Y = NULL;
     t->loss = NULL;
+    t->missing = NULL;
 }
 
 int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *hooks, char *err)
@@ -51,6 +53,18 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
     if (st_als_confidence(p, x, &d, err) != 0) return -1;
     int rc = 0;
     t->weight = st_als_weight(&d);
+    /* The weights go with the model: the served fold-in needs the Gram
+     * matrix the factors were trained against. */
+    st_free(t->missing);
+    t->missing = NULL;
+    if (d.rho) {
+        t->missing = st_malloc((size_t)n * sizeof *t->missing + 1);
+        if (!t->missing) {
+            st_als_data_free(&d);
+            return st_seterr(err, "out of memory");
+        }
+        memcpy(t->missing, d.rho, (size_t)n * sizeof *t->missing);
+    }
     while (t->iterations < p->iterations) {
         double t0 = st_now();
         double obj;
@@ -103,6 +117,7 @@ void st_train_model(const st_interactions *x, const st_trained *t, const char *m
     for (uint32_t s = 0; s < t->n; s++)
         popularity[s] = (float)(x->by_segment.indptr[s + 1] - x->by_segment.indptr[s]);
     m->popularity = popularity;
+    m->missing = t->missing;
     m->loss = t->loss;
     m->meta = meta ? meta : "";
     m->meta_len = meta ? strlen(meta) : 0;

@@ -20,6 +20,7 @@ typedef struct {
     uint32_t m, n, k;
     float *X, *Y;        /* owned, m x k and n x k */
     double *loss;        /* owned, one per completed iteration (room for params.iterations) */
+    float *missing;      /* owned, n: rho of popularity-weighted missing data (als.h), or NULL */
     double weight;       /* m n + sum(c - 1): divides the loss into a per-weight figure */
     uint32_t iterations; /* completed */
     double seconds;      /* training time, without set-up */
@@ -45,7 +46,8 @@ int st_train_run(const st_interactions *x, st_trained *t, const st_train_hooks *
 void st_trained_free(st_trained *t);
 
 /* Assembles a model over t and x; popularity (n floats) is filled here from
- * x and must outlive m. meta may be NULL. The model owns nothing. */
+ * x and must outlive m. meta may be NULL. The model owns nothing; its
+ * missing-data weights are t's, those the factors were trained with. */
 void st_train_model(const st_interactions *x, const st_trained *t, const char *meta, float *popularity,
                     st_model *m);
 

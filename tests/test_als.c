@@ -3,6 +3,7 @@
  * force over every pair, confidence schemes against hand computations, and
  * thread-count independence. */
 #include "als.h"
+#include "als_problem.h"
 #include "interactions.h"
 #include "rng.h"
 #include "tap.h"
@@ -16,47 +17,6 @@ static st_als_params p, pc;
 static st_als_data d;
 static size_t xs, ys;
 static float *X, *Y, *Xr, *Yr;
-
-/* A random problem: users x segs, the given density, integer counts 1..20. */
-static void make_problem(st_interactions *out, uint32_t users, uint32_t segs, double density, uint64_t seed)
-{
-    char err[ST_ERRLEN] = "";
-    st_weighting w;
-    st_weighting_default(&w);
-    st_builder *b = st_builder_new(&w, err);
-    st_rng r;
-    st_rng_seed(&r, seed);
-    char us[32], ss[32];
-    for (uint32_t u = 0; u < users; u++) {
-        for (uint32_t s = 0; s < segs; s++) {
-            /* Every user and segment appears: the first pair of each row is forced. */
-            if (s != u % segs && st_rng_uniform(&r) >= density) continue;
-            snprintf(us, sizeof us, "u%u", u);
-            snprintf(ss, sizeof ss, "s%u", s);
-            st_event e = {.user = us, .user_len = strlen(us), .segment = ss, .segment_len = strlen(ss),
-                          .weight = (double)(1 + st_rng_below(&r, 20))};
-            st_builder_add(b, &e, err);
-        }
-    }
-    for (uint32_t s = 0; s < segs; s++) {
-        snprintf(us, sizeof us, "u%u", s % users);
-        snprintf(ss, sizeof ss, "s%u", s);
-        st_event e = {.user = us, .user_len = strlen(us), .segment = ss, .segment_len = strlen(ss), .weight = 1};
-        st_builder_add(b, &e, err);
-    }
-    if (st_builder_finish(b, out, err) != 0) {
-        printf("# make_problem: %s\n", err);
-        exit(1);
-    }
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t len)
-{
-    double most = 0;
-    for (size_t i = 0; i < len; i++)
-        if (fabs((double)a[i] - b[i]) > most) most = fabs((double)a[i] - b[i]);
-    return most;
-}
 
 /* The objective by brute force over every pair, in double. */
 static double brute_loss(const st_als_params *pa, const st_interactions *xi, const st_als_data *da, const float *U,
@@ -309,7 +269,7 @@ static void test_param_checks(void)
 int main(void)
 {
     char err[ST_ERRLEN] = "";
-    make_problem(&x, 40, 25, 0.15, 1);
+    als_problem(&x, 40, 25, 0.15, 0, 1);
     m = x.users.count;
     n = x.segments.count;
     st_als_params_default(&p);

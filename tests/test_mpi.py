@@ -100,4 +100,7 @@ with tempfile.TemporaryDirectory() as d:
     ok(not os.path.exists(p("bad.model")), "and no model is written")
     r = mpirun(2, "train", p("all.csv"), "-o", p("x.model"), "--resume", p("single.model"))
     ok(r.returncode == 2 and "not supported under MPI" in r.stderr, "--resume under MPI is a usage error")
+    r = mpirun(2, "train", p("all.csv"), "-o", p("x.model"), "--missing-weight", "popularity")
+    ok(r.returncode == 2 and "--missing-weight popularity is not supported under MPI" in r.stderr and
+       not os.path.exists(p("x.model")), "popularity-weighted missing data under MPI is a usage error")
 done()

@@ -162,7 +162,7 @@ def check_card_and_errors(M, r, label):
     server = dict(zip(info[::2], info[1::2]))
     card = M.card()
     numbers = {"final_loss", "alpha", "eps", "lambda", "unobserved_weight", "half_life", "prior_weight", "calib_a",
-               "calib_b"}
+               "calib_b", "missing_exponent"}
     diff = [k for k in server if k not in ("path", "generation", "loaded_at") and
             (float(server[k]) != card.get(k) if k in numbers else server[k] != card.get(k))]
     ok(not diff and len(card) == len(server) - 2, f"{label}: the model card is MODEL INFO" +
@@ -292,6 +292,19 @@ with tempfile.TemporaryDirectory() as d:
         check_exact(Mx, r, label, list(Mx.user_ids))
         srv.stop()
     ok(starling_pkg.Model(q8).int8 and starling_pkg.Model(q8).Uq.dtype == np.int8, "int8: the rows stay int8 in the file")
+    # Popularity-weighted missing data: every fold-in against V^T diag(rho) V.
+    pw = os.path.join(d, "pw.model")
+    starling("train", ev, "-o", pw, "--factors", 16, "--iterations", 4, "--seed", 3, "-q",
+             "--missing-weight", "popularity", "--missing-exponent", 0.5)
+    Mp = starling_pkg.Model(pw)
+    ok(Mp.header["version"] == 3 and Mp.missing is not None and abs(float(Mp.missing.mean()) - 1) < 1e-5 and
+       Mp.missing.std() > 0.1 and M.header["version"] == 2 and M.missing is None,
+       "popularity-weighted: a version 3 file with its weights (mean 1); a uniform model stays version 2")
+    srv = Server(pw, "--min-audience", 0, "--min-seeds", 0, d=d)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
+    check_solved(Mp, r, "popularity-weighted", list(Mp.user_ids))
+    check_card_and_errors(Mp, r, "popularity-weighted")
+    srv.stop()
     # The journal, on a model that weighs kinds and decays by age.
     kw = os.path.join(d, "kw.model")
     starling("train", ev, "-o", kw, "--factors", 16, "--iterations", 4, "--seed", 3, "-q",

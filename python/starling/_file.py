@@ -16,15 +16,16 @@ import xxhash
 
 from ._common import StarlingError, to_bytes, to_str
 
-HEADER = struct.Struct("<8sIIQIIIIQQQQqIIIIIIdddddddddddddddIIdQQ")
+HEADER = struct.Struct("<8sIIQIIIIQQQQqIIIIIIdddddddddddddddIIddQ")
 assert HEADER.size == 256
 FIELDS = ("magic version nsections file_bytes users segments factors iterations nnz events seed "
           "fingerprint created threads solver cg_steps confidence regularization flags lambda_ alpha eps "
           "bm25_k1 bm25_b reg_alpha0 reg_nu half_life decay_now final_loss bm25_mean_rowsum init_scale "
-          "calib_a calib_b prior_weight iterations_asked reserved0 unobserved_weight reserved2 header_checksum").split()
+          "calib_a calib_b prior_weight iterations_asked missing_weight unobserved_weight missing_exponent "
+          "header_checksum").split()
 SECTION = struct.Struct("<4sIQQQ")
 CHECKSUMMED = 248  # header bytes under the header checksum
-VERSION, OLDEST = 2, 1
+VERSION, OLDEST = 3, 1
 MAX_SECTIONS = 64
 IDMAP_MAX = 2**32 - 2
 FLAG_CALIBRATED, FLAG_INT8 = 1, 2
@@ -205,6 +206,8 @@ class ModelFile:
         self.hist_idx = self._section("HIDX", "<u4", h["nnz"])
         self.hist_val = self._section("HVAL", "<f4", h["nnz"])
         self.popularity = self._section("SPOP", "<f4", n)
+        # rho of popularity-weighted missing data (src/als.h), or None: uniform
+        self.missing = self._section("SMIS", "<f4", n) if h["missing_weight"] == 1 else None
         self.loss = self._section("LOSS", "<f8", h["iterations"])
         self.meta = bytes(self._section("META", np.uint8)).decode("utf-8", "replace")
         hp = self.hist_ptr

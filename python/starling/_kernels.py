@@ -98,9 +98,10 @@ def calibrate(a, b, score):
     return float(F32(p))
 
 
-def confidences(h, popularity, users, seg, r):
+def confidences(h, popularity, users, seg, r, missing=None):
     """st_score_confidences: the confidence-minus-one (float32) of each
-    history entry (seg[i], r[i]) and the row's lambda, as training gives them."""
+    history entry (seg[i], r[i]) and the row's lambda, as training gives them
+    (c / w0 - rho_s under popularity-weighted missing data)."""
     scheme = h["confidence"]
     w0 = h["unobserved_weight"] if h["unobserved_weight"] > 0 else 1.0
     norm = 1.0
@@ -126,7 +127,7 @@ def confidences(h, popularity, users, seg, r):
             c = 0.0
         if w0 != 1:
             c = (1 + c) / w0 - 1
-        cm1[i] = c
+        cm1[i] = c if missing is None else F32(c) + (F32(1) - missing[s])
     if h["regularization"] == REG_FREQUENCY:
         lam = h["lambda_"] * math.pow(len(seg) + h["reg_alpha0"] * len(popularity), h["reg_nu"]) / w0
     else:
@@ -145,7 +146,14 @@ def system(G, V, seg, cm1, lam):
     return W, Vs
 
 
-def foldin(G, V, seg, cm1, lam):
+def rhs_weights(seg, cm1, missing):
+    """c / w0 of each history entry: cm1 + rho_s (1 + cm1 when uniform)."""
+    if missing is None:
+        return F32(1) + cm1
+    return (cm1 + missing[np.asarray(seg, dtype=np.int64)]).astype(F32)
+
+
+def foldin(G, V, seg, cm1, lam, missing=None):
     """st_als_foldin: the vector (float32) a user with this history gets,
     one exact solve; zeros for an empty history. None when the system is not
     positive definite."""
@@ -153,7 +161,7 @@ def foldin(G, V, seg, cm1, lam):
     if len(seg) == 0:
         return np.zeros(k, dtype=F32)
     W, Vs = system(G, V, seg, cm1, lam)
-    b = Vs.T @ (1.0 + cm1.astype(np.float64))
+    b = Vs.T @ rhs_weights(seg, cm1, missing).astype(np.float64)
     try:
         L = np.linalg.cholesky(W)
     except np.linalg.LinAlgError:
@@ -161,7 +169,7 @@ def foldin(G, V, seg, cm1, lam):
     return np.linalg.solve(L.T, np.linalg.solve(L, b)).astype(F32)
 
 
-def explain(G, V, seg, cm1, lam, s):
+def explain(G, V, seg, cm1, lam, s, missing=None):
     """st_score_explain: what each history entry contributes to the fold-in
     score of segment s (float32 each), or None when not positive definite."""
     W, _ = system(G, V, seg, cm1, lam)
@@ -171,10 +179,13 @@ def explain(G, V, seg, cm1, lam, s):
         return None
     z = np.linalg.solve(L.T, np.linalg.solve(L, V[s].astype(np.float64))).astype(F32)
     rows = V[np.asarray(seg, dtype=np.int64)]
-    return ((F32(1) + cm1) * dot_rows(rows, z)).astype(F32)
+    return (rhs_weights(seg, cm1, missing) * dot_rows(rows, z)).astype(F32)
 
 
-def gram(V):
-    """G = V^T V, in float64 from the float32 factors."""
+def gram(V, missing=None):
+    """G = V^T V (V^T diag(rho) V under popularity-weighted missing data),
+    in float64 from the float32 factors."""
     V64 = V.astype(np.float64)
-    return V64.T @ V64
+    if missing is None:
+        return V64.T @ V64
+    return V64.T @ (missing.astype(np.float64)[:, None] * V64)

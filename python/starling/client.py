@@ -131,7 +131,7 @@ def history_cmd(user):
 
 
 NUMBERS = {"final_loss", "alpha", "eps", "lambda", "unobserved_weight", "half_life", "prior_weight", "calib_a",
-           "calib_b"}
+           "calib_b", "missing_exponent"}
 
 
 def _card(r):

@@ -119,12 +119,12 @@ class Model(ModelFile):
     def G(self):
         """V^T V (float64), computed once."""
         if self._G is None:
-            self._G = K.gram(self.V)
+            self._G = K.gram(self.V, self.missing)
         return self._G
 
     def _solve(self, seg, r):
-        cm1, lam = K.confidences(self.header, self.popularity, self.m, seg, r)
-        return K.foldin(self.G, self.V, seg, cm1, lam)
+        cm1, lam = K.confidences(self.header, self.popularity, self.m, seg, r, self.missing)
+        return K.foldin(self.G, self.V, seg, cm1, lam, self.missing)
 
     def _user(self, user):
         if self.online is not None:
@@ -300,8 +300,8 @@ class Model(ModelFile):
                                 f"the prior)")
         s = self._segment(segment)
         seg = [int(i) for i in u.seg]
-        cm1, lam = K.confidences(self.header, self.popularity, self.m, seg, u.r)
-        contrib = K.explain(self.G, self.V, seg, cm1, lam, s)
+        cm1, lam = K.confidences(self.header, self.popularity, self.m, seg, u.r, self.missing)
+        contrib = K.explain(self.G, self.V, seg, cm1, lam, s, self.missing)
         if contrib is None:
             raise StarlingError("explanation failed: the system is not positive definite")
         total = 0.0
@@ -434,6 +434,8 @@ class Model(ModelFile):
              "confidence": CONFIDENCES.get(h["confidence"], "?"), "alpha": h["alpha"], "eps": h["eps"],
              "lambda": h["lambda_"], "regularization": REGULARIZATIONS.get(h["regularization"], "plain"),
              "unobserved_weight": h["unobserved_weight"] if h["unobserved_weight"] > 0 else 1.0,
+             "missing_weight": "popularity" if h["missing_weight"] == 1 else "uniform",
+             "missing_exponent": h["missing_exponent"],
              "seed": h["seed"], "half_life": h["half_life"], "prior_weight": h["prior_weight"],
              "threads": h["threads"]}
         if h["flags"] & FLAG_CALIBRATED:
