@@ -159,10 +159,11 @@ void cmd_segments(st_ctx *c)
      * history: the calibration of the blend alone, w q[s]. */
     float fmin = r.calibrated ? -INFINITY : (float)r.min;
     uint32_t got = r.only_from ? rank_only(c, &r, &u, fmin) : rank_all(c, &r, &u, fmin);
+    got = st_cmd_merge_added(c, u.known ? u.x : NULL, r.count, fmin, r.only_from, r.only_to, r.ex_from, r.ex_to, got);
     if (r.calibrated) {
         uint32_t w = 0;
         for (uint32_t i = 0; i < got; i++) {
-            float base = u.known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
+            float base = u.known ? sc->top[i] : (float)m->h.prior_weight * st_cmd_segment_prior(c, sc->idx[i]);
             float p = (float)st_score_calibrated(m, base);
             if (p >= r.min) {
                 sc->idx[w] = sc->idx[i];
@@ -196,12 +197,12 @@ void cmd_score(st_ctx *c)
     resp_simple(c->out, st_cmd_user_source(&u));
     resp_array(c->out, last - 2);
     for (int i = 2; i < last; i++) {
-        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        uint32_t s = st_cmd_find_any_segment(sv, &c->argv[i]);
         if (s == ST_NOT_FOUND) resp_null(c->out);
         else if (calibrated) /* a user answered from the prior: the blend alone, w q[s], as SEGMENTS */
-            resp_score(c->out, (float)st_score_calibrated(m, u.known ? st_score_one(m, sv->prior, u.x, s)
-                                                                      : (float)m->h.prior_weight * sv->prior[s]));
-        else resp_score(c->out, u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s]);
+            resp_score(c->out, (float)st_score_calibrated(m, u.known ? st_cmd_segment_score(c, u.x, s)
+                                                                      : (float)m->h.prior_weight * st_cmd_segment_prior(c, s)));
+        else resp_score(c->out, st_cmd_segment_score(c, u.known ? u.x : NULL, s));
     }
 }
 
