@@ -523,7 +523,8 @@ int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overl
         chg->id_len = r->user_len;
     }
     chg->kind = r->type;
-    if (r->type == ST_JREC_FORGET) return 0;
+    if (r->type == ST_JREC_FORGET)
+        return st_segov_prepare_forget(o->segs, r->user, r->user_len, member_vector, o, &chg->segchg, err);
     history_add(chg->hist_seg, chg->hist_r, &chg->hist_n, chg->seg, v);
     chg->x = st_malloc(o->k * sizeof *chg->x);
     if (!chg->x) return st_seterr(err, "out of memory");
@@ -538,7 +539,7 @@ int st_overlay_check(st_overlay *o, st_overlay_change *chg, char *err)
     /* Only writers change slots, and the caller lets one at a time in:
      * reading without the lock is safe here. */
     if (!chg->user) return st_segov_check(o->segs, &chg->segchg, err);
-    if (chg->segchg.apply) {
+    if (chg->segchg.apply || chg->segchg.nre) {
         int rc = st_segov_check(o->segs, &chg->segchg, err);
         if (rc != 1) return rc;
     }
@@ -568,7 +569,7 @@ static void mark_forgotten(st_overlay *o, slot_t *s)
 
 void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
 {
-    if (chg->segchg.apply) st_segov_commit(o->segs, &chg->segchg);
+    if (chg->segchg.apply || chg->segchg.nre) st_segov_commit(o->segs, &chg->segchg);
     if (!chg->kind) {
         st_overlay_discard(chg);
         return;

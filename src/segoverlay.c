@@ -311,6 +311,9 @@ void st_segov_discard(st_segov_change *chg)
     st_free(chg->new_ids);
     st_free(chg->new_vals);
     st_free(chg->y);
+    st_free(chg->re_entry);
+    st_free(chg->re_version);
+    st_free(chg->re_y);
     memset(chg, 0, sizeof *chg);
 }
 
@@ -480,6 +483,8 @@ static int reserve(st_segov *g, char *err)
 
 int st_segov_check(st_segov *g, st_segov_change *chg, char *err)
 {
+    for (uint32_t i = 0; i < chg->nre; i++)
+        if (g->e[chg->re_entry[i]].version != chg->re_version[i]) return 0;
     if (!chg->apply) return 1;
     if (chg->entry == ST_NOT_FOUND) {
         if (st_idmap_find(&g->names, chg->name, chg->name_len) != ST_NOT_FOUND) return 0;
@@ -558,11 +563,16 @@ static void publish(st_segov *g, uint32_t i, const float *y)
 
 void st_segov_commit(st_segov *g, st_segov_change *chg)
 {
+    pthread_mutex_lock(&g->mlock);
+    for (uint32_t i = 0; i < chg->nre; i++) {
+        g->e[chg->re_entry[i]].version++;
+        publish(g, chg->re_entry[i], chg->re_y + (size_t)i * g->k);
+    }
     if (!chg->apply) {
+        pthread_mutex_unlock(&g->mlock);
         st_segov_discard(chg);
         return;
     }
-    pthread_mutex_lock(&g->mlock);
     uint32_t i = entry_of(g, chg->entry, chg->name, chg->name_len);
     if (i != ST_NOT_FOUND) {
         entry_t *e = &g->e[i];
@@ -574,6 +584,89 @@ void st_segov_commit(st_segov *g, st_segov_change *chg)
     }
     pthread_mutex_unlock(&g->mlock);
     st_segov_discard(chg);
+}
+
+/* Entry e's members packed in index order, with its values (ml->vals
+ * points into e); -1 on out-of-memory. */
+static int pack_entry(const entry_t *e, member_list *ml)
+{
+    uint64_t bytes = 0;
+    for (uint32_t j = 0; j < e->members.count; j++) {
+        size_t len;
+        st_idmap_name(&e->members, j, &len);
+        bytes += 4 + len;
+    }
+    char *ids = st_malloc(bytes + 1), *p = ids;
+    if (!ids) return -1;
+    for (uint32_t j = 0; j < e->members.count; j++) {
+        size_t len;
+        const char *s = st_idmap_name(&e->members, j, &len);
+        p = st_jrecord_pack(p, s, (uint32_t)len);
+    }
+    *ml = (member_list){.ids = ids, .bytes = bytes, .vals = e->vals, .n = e->members.count};
+    return 0;
+}
+
+/* The caller's lookup, less one user (the one being forgotten). */
+typedef struct {
+    st_segov_user_fn users;
+    void *ctx;
+    const char *id;
+    uint32_t len;
+} excluding;
+
+static int lookup_excluding(void *vctx, const char *id, uint32_t len, float *x, double *rowsum)
+{
+    const excluding *ex = vctx;
+    if (len == ex->len && memcmp(id, ex->id, len) == 0) return 0;
+    return ex->users(ex->ctx, id, len, x, rowsum);
+}
+
+int st_segov_prepare_forget(st_segov *g, const char *user, uint32_t len, st_segov_user_fn users, void *ctx,
+                            st_segov_change *chg, char *err)
+{
+    memset(chg, 0, sizeof *chg);
+    if (atomic_load(&g->count) == 0) return 0;
+    pthread_mutex_lock(&g->mlock);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->ne; i++)
+        n += g->e[i].pos != ST_NOT_FOUND && st_idmap_find(&g->e[i].members, user, len) != ST_NOT_FOUND;
+    member_list *lists = n ? st_calloc(n, sizeof *lists) : NULL;
+    chg->re_entry = n ? st_malloc(n * sizeof *chg->re_entry) : NULL;
+    chg->re_version = n ? st_malloc(n * sizeof *chg->re_version) : NULL;
+    chg->re_y = n ? st_malloc((size_t)n * g->k * sizeof *chg->re_y) : NULL;
+    float **vals = n ? st_calloc(n, sizeof *vals) : NULL;
+    int rc = n && (!lists || !chg->re_entry || !chg->re_version || !chg->re_y || !vals) ? -1 : 0;
+    for (uint32_t i = 0; i < g->ne && rc == 0; i++) {
+        const entry_t *e = &g->e[i];
+        if (e->pos == ST_NOT_FOUND || st_idmap_find(&e->members, user, len) == ST_NOT_FOUND) continue;
+        chg->re_entry[chg->nre] = i;
+        chg->re_version[chg->nre] = e->version;
+        /* The values are copied: a commit may grow them meanwhile. */
+        vals[chg->nre] = st_malloc(((size_t)e->members.count + 1) * sizeof **vals);
+        rc = vals[chg->nre] && pack_entry(e, &lists[chg->nre]) == 0 ? 0 : -1;
+        if (rc == 0) {
+            memcpy(vals[chg->nre], e->vals, e->members.count * sizeof **vals);
+            lists[chg->nre].vals = vals[chg->nre];
+        }
+        chg->nre++;
+    }
+    pthread_mutex_unlock(&g->mlock);
+    if (rc != 0) st_seterr(err, "out of memory");
+    excluding ex = {users, ctx, user, len};
+    for (uint32_t i = 0; i < chg->nre && rc == 0; i++) {
+        float *y = chg->re_y + (size_t)i * g->k;
+        uint32_t used = 0;
+        rc = solve_members(g, &lists[i], lookup_excluding, &ex, y, &used, err);
+        if (rc == 0 && used == 0) memset(y, 0, g->k * sizeof *y); /* no member left to solve from */
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        st_free((char *)(lists ? lists[i].ids : NULL));
+        st_free(vals ? vals[i] : NULL);
+    }
+    st_free(lists);
+    st_free(vals);
+    return rc;
 }
 
 /* ---- replay ----------------------------------------------------------------------- */
@@ -636,33 +729,16 @@ int st_segov_solve(st_segov *g, st_segov_user_fn users, void *ctx, char *err)
         e->dirty = 0;
         if (!(e->added || e->pos != ST_NOT_FOUND || e->members.count >= g->min_users)) continue;
         if (need_gram(g, err) != 0) return -1;
-        member_list ml = {.ids = e->members.count ? NULL : "", .vals = e->vals, .n = e->members.count};
-        /* The members packed, in index order. */
-        uint64_t bytes = 0;
-        for (uint32_t j = 0; j < ml.n; j++) {
-            size_t len;
-            st_idmap_name(&e->members, j, &len);
-            bytes += 4 + len;
-        }
-        char *ids = st_malloc(bytes + 1);
+        member_list ml;
         float *y = st_malloc(g->k * sizeof *y);
-        if (!ids || !y) {
-            st_free(ids);
+        if (!y || pack_entry(e, &ml) != 0) {
             st_free(y);
             return st_seterr(err, "out of memory");
         }
-        char *p = ids;
-        for (uint32_t j = 0; j < ml.n; j++) {
-            size_t len;
-            const char *s = st_idmap_name(&e->members, j, &len);
-            p = st_jrecord_pack(p, s, (uint32_t)len);
-        }
-        ml.ids = ids;
-        ml.bytes = bytes;
         uint32_t used = 0;
         int rc = solve_members(g, &ml, users, ctx, y, &used, err);
         if (rc == 0 && used > 0 && (rc = reserve(g, err)) == 0) publish(g, i, y);
-        st_free(ids);
+        st_free((char *)ml.ids);
         st_free(y);
         if (rc != 0) return -1;
     }

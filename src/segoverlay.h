@@ -90,6 +90,10 @@ typedef struct {
     float upd_val;
     float *y;             /* the vector (k), when visible */
     uint32_t members, used, unknown; /* after the change: members, used in the solve, without a vector */
+    uint32_t nre;         /* FORGET: served segments the user is a member of, re-solved without them */
+    uint32_t *re_entry;
+    uint64_t *re_version;
+    float *re_y;          /* nre x k */
 } st_segov_change;
 
 /* Prepares the change of r: a SEGMENT, a SEGVEC, or an EVENT (value v, on a
@@ -98,6 +102,11 @@ typedef struct {
  * rank). Either way chg goes to st_segov_commit or st_segov_discard. */
 int st_segov_prepare(st_segov *g, const st_jrecord *r, double v, st_segov_user_fn users, void *ctx,
                      st_segov_change *chg, char *err);
+/* Prepares what a FORGET of user does here: every served segment the user
+ * is a member of is solved again without them (they stay a member; every
+ * later solve leaves a forgotten user out too). 0, or -1 with err. */
+int st_segov_prepare_forget(st_segov *g, const char *user, uint32_t len, st_segov_user_fn users, void *ctx,
+                            st_segov_change *chg, char *err);
 /* 1 when the segment is as chg was prepared from, 0 when it changed since
  * (prepare again), -1 with err on out-of-memory making room. */
 int st_segov_check(st_segov *g, st_segov_change *chg, char *err);
