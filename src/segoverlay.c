@@ -31,7 +31,9 @@ typedef struct {
     uint64_t version;  /* +1 per commit */
     uint32_t pos;      /* visible position, or ST_NOT_FOUND */
     uint8_t added;     /* SEGMENT ADD or SET: visible whatever its member count */
+    uint8_t fixed;     /* the vector is SEGMENT SET's: events and FORGETs do not re-solve it */
     uint8_t dirty;     /* replay: to solve */
+    uint32_t solved_n; /* members when it was last solved */
 } entry_t;
 
 struct st_segov {
@@ -413,8 +415,17 @@ int st_segov_prepare(st_segov *g, const st_jrecord *r, double v, st_segov_user_f
     chg->entry = st_idmap_find(&g->names, r->segment, r->segment_len);
     const entry_t *e = chg->entry == ST_NOT_FOUND ? NULL : &g->e[chg->entry];
     chg->version = e ? e->version : 0;
-    int was_visible = e && e->pos != ST_NOT_FOUND, added = (e && e->added) || r->type != ST_JREC_EVENT;
+    /* SEGMENT ADD always solves; an EVENT when the segment reaches
+     * min_users, and then each time its member count has doubled since it
+     * was last solved (a solve costs O(nm k^2): amortised O(k^2) a member);
+     * never over a SEGMENT SET's vector. */
+    int solve = r->type == ST_JREC_SEGMENT;
+    if (r->type == ST_JREC_EVENT && !(e && e->fixed)) {
+        uint64_t n = (e ? e->members.count : 0) + 1;
+        solve = e && e->pos != ST_NOT_FOUND ? n >= 2ull * e->solved_n : n >= g->min_users;
+    }
     chg->added = r->type != ST_JREC_EVENT;
+    chg->kind = r->type;
     int rc = r->type == ST_JREC_SEGVEC ? prepare_vector(g, r, chg, err) : build_members(e, r, v, chg, &all, err);
     if (rc == 0 && r->type != ST_JREC_SEGVEC) rc = need_gram(g, err);
     pthread_mutex_unlock(&g->mlock);
@@ -430,7 +441,7 @@ int st_segov_prepare(st_segov *g, const st_jrecord *r, double v, st_segov_user_f
     if (rc == 0 && r->type != ST_JREC_SEGVEC) {
         chg->apply = 1;
         chg->members = all.n;
-        if (was_visible || added || all.n >= g->min_users) {
+        if (solve && all.n >= (r->type == ST_JREC_EVENT ? g->min_users : 1)) {
             chg->y = st_malloc(g->k * sizeof *chg->y);
             if (!chg->y) rc = st_seterr(err, "out of memory");
             if (rc == 0) rc = solve_members(g, &all, users, ctx, chg->y, &chg->used, err);
@@ -578,9 +589,13 @@ void st_segov_commit(st_segov *g, st_segov_change *chg)
         entry_t *e = &g->e[i];
         e->version++;
         e->added |= (uint8_t)chg->added;
+        if (chg->kind != ST_JREC_EVENT) e->fixed = chg->kind == ST_JREC_SEGVEC;
         if (chg->upd_member != ST_NOT_FOUND && chg->upd_member < e->members.count) e->vals[chg->upd_member] += chg->upd_val;
         add_members(e, chg->new_ids, chg->new_bytes, chg->new_vals, chg->nnew);
-        if (chg->visible) publish(g, i, chg->y);
+        if (chg->visible) {
+            publish(g, i, chg->y);
+            e->solved_n = e->members.count;
+        }
     }
     pthread_mutex_unlock(&g->mlock);
     st_segov_discard(chg);
@@ -630,7 +645,7 @@ int st_segov_prepare_forget(st_segov *g, const char *user, uint32_t len, st_sego
     pthread_mutex_lock(&g->mlock);
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ne; i++)
-        n += g->e[i].pos != ST_NOT_FOUND && st_idmap_find(&g->e[i].members, user, len) != ST_NOT_FOUND;
+        n += g->e[i].pos != ST_NOT_FOUND && !g->e[i].fixed && st_idmap_find(&g->e[i].members, user, len) != ST_NOT_FOUND;
     member_list *lists = n ? st_calloc(n, sizeof *lists) : NULL;
     chg->re_entry = n ? st_malloc(n * sizeof *chg->re_entry) : NULL;
     chg->re_version = n ? st_malloc(n * sizeof *chg->re_version) : NULL;
@@ -639,7 +654,7 @@ int st_segov_prepare_forget(st_segov *g, const char *user, uint32_t len, st_sego
     int rc = n && (!lists || !chg->re_entry || !chg->re_version || !chg->re_y || !vals) ? -1 : 0;
     for (uint32_t i = 0; i < g->ne && rc == 0; i++) {
         const entry_t *e = &g->e[i];
-        if (e->pos == ST_NOT_FOUND || st_idmap_find(&e->members, user, len) == ST_NOT_FOUND) continue;
+        if (e->pos == ST_NOT_FOUND || e->fixed || st_idmap_find(&e->members, user, len) == ST_NOT_FOUND) continue;
         chg->re_entry[chg->nre] = i;
         chg->re_version[chg->nre] = e->version;
         /* The values are copied: a commit may grow them meanwhile. */
@@ -684,14 +699,17 @@ int st_segov_replay(st_segov *g, const st_jrecord *r, double v, char *err)
         float *y = st_malloc(g->k * sizeof *y);
         if (!y) return st_seterr(err, "out of memory");
         memcpy(y, r->vector, g->k * sizeof *y);
-        e->added = 1;
+        e->added = e->fixed = 1;
         e->dirty = 0;
         publish(g, i, y);
         st_free(y);
         return 0;
     }
-    if (r->type == ST_JREC_SEGMENT) e->added = 1;
-    e->dirty = 1;
+    if (r->type == ST_JREC_SEGMENT) {
+        e->added = 1;
+        e->fixed = 0;
+    }
+    e->dirty = !e->fixed;
     uint32_t off = 0, len;
     const char *s;
     float fv = (float)v;
@@ -727,7 +745,7 @@ int st_segov_solve(st_segov *g, st_segov_user_fn users, void *ctx, char *err)
         entry_t *e = &g->e[i];
         if (!e->dirty) continue;
         e->dirty = 0;
-        if (!(e->added || e->pos != ST_NOT_FOUND || e->members.count >= g->min_users)) continue;
+        if (e->fixed || !(e->added || e->pos != ST_NOT_FOUND || e->members.count >= g->min_users)) continue;
         if (need_gram(g, err) != 0) return -1;
         member_list ml;
         float *y = st_malloc(g->k * sizeof *y);
@@ -737,7 +755,10 @@ int st_segov_solve(st_segov *g, st_segov_user_fn users, void *ctx, char *err)
         }
         uint32_t used = 0;
         int rc = solve_members(g, &ml, users, ctx, y, &used, err);
-        if (rc == 0 && used > 0 && (rc = reserve(g, err)) == 0) publish(g, i, y);
+        if (rc == 0 && used > 0 && (rc = reserve(g, err)) == 0) {
+            publish(g, i, y);
+            e->solved_n = e->members.count;
+        }
         st_free((char *)ml.ids);
         st_free(y);
         if (rc != 0) return -1;

@@ -14,7 +14,11 @@
  * forgotten users) are kept as members but not used in the solve; members
  * changed online use their online vectors. A segment becomes visible
  * (served) once it has a vector: at once for SEGMENT ADD and SEGMENT SET, and
- * for EVENTs once min_users distinct users engaged with it.
+ * for EVENTs once min_users distinct users engaged with it. SEGMENT ADD
+ * re-solves at once; EVENTs each time the member count has doubled since
+ * the last solve (amortised O(k^2) a member, not O(nm k^2) an event); a
+ * FORGET of a member at once; a SEGMENT SET vector is never re-solved but
+ * by a SEGMENT ADD. Replay solves each segment once, from all its members.
  *
  * Readers see visible segments by a dense position j = 0, 1, ... in the
  * order they became visible (positions never move); a caller that numbers
@@ -78,6 +82,7 @@ typedef struct {
     int apply;            /* 0: nothing to commit */
     int visible;          /* the segment has a vector after the change */
     int added;            /* a SEGMENT or SEGVEC: visible whatever its member count */
+    int kind;             /* the record's type */
     uint32_t entry;       /* the segment's entry, or UINT32_MAX for a new one */
     uint64_t version;
     char *name;           /* a new entry's name */

@@ -154,6 +154,15 @@ static void test_solve_and_protocol(void)
     st_overlay_free(o2);
 }
 
+/* An EVENT of model user u on seg, weight 2. */
+static st_jrecord event_on(uint32_t u, const char *seg)
+{
+    size_t len;
+    const char *id = st_idmap_name(&M.user_ids, u, &len);
+    return (st_jrecord){.type = ST_JREC_EVENT, .user = id, .user_len = (uint32_t)len, .segment = seg,
+                        .segment_len = (uint32_t)strlen(seg), .weight = 2, .ts = 1e12};
+}
+
 static void test_threshold(void)
 {
     char err[ST_ERRLEN] = "";
@@ -161,10 +170,7 @@ static void test_threshold(void)
     st_segov *g = st_overlay_segments(o);
     st_segov_set_min_users(g, 3);
     for (uint32_t u = 0; u < 3; u++) {
-        size_t len;
-        const char *id = st_idmap_name(&M.user_ids, u, &len);
-        st_jrecord ev = {.type = ST_JREC_EVENT, .user = id, .user_len = (uint32_t)len, .segment = "new:t",
-                         .segment_len = 5, .weight = 2, .ts = 1e12};
+        st_jrecord ev = event_on(u, "new:t");
         apply(o, &ev, err);
         apply(o, &ev, err); /* the same user again counts once */
         ok(st_segov_count(g) == (u == 2 ? 1u : 0u), "after %u distinct users: %u segments", u + 1, st_segov_count(g));
@@ -172,6 +178,17 @@ static void test_threshold(void)
     st_segov_stats s;
     st_segov_get_stats(g, &s);
     ok(s.visible == 1 && s.pending == 0 && s.members == 3, "INFO's figures: 1 added, 3 members");
+    /* Later EVENTs re-solve it each time the member count doubles: not at
+     * the 4th and 5th user, at the 6th. */
+    float y0[64], y1[64];
+    st_segov_vector(g, 0, y0, NULL);
+    for (uint32_t u = 3; u < 6; u++) {
+        st_jrecord ev = event_on(u, "new:t");
+        apply(o, &ev, err);
+        st_segov_vector(g, 0, y1, NULL);
+        int same = memcmp(y0, y1, M.k * sizeof *y0) == 0;
+        ok(u < 5 ? same : !same, "after %u members the vector is %s", u + 1, same ? "as it was" : "solved again");
+    }
     st_overlay_free(o);
 }
 
