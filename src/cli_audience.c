@@ -136,6 +136,7 @@ typedef struct {
     cand_t *cands;
     float *centroid, *top;
     uint32_t *idx;
+    float *segvec;     /* k: --segment added online (SEGMENT ADD/SET), from each file's journal in turn */
     float *thresholds; /* the reach curve's (nt); NULL: no curve */
     uint32_t nt;
     uint64_t *curve; /* nt counts, summed over the files */
@@ -150,6 +151,7 @@ static void job_free(audience_job *j)
     st_free(j->top);
     st_free(j->cands);
     st_free(j->centroid);
+    st_free(j->segvec);
     seeds_free(&j->sl);
 }
 
@@ -302,6 +304,24 @@ static uint64_t seed_positions(audience_job *j, int f, uint32_t *ex)
     return n;
 }
 
+/* --segment that no model file has but the file's journal added (SEGMENT
+ * ADD, SEGMENT SET, EVENTs past --segment-min-users at the default): its
+ * vector into j->segvec and its blend into *add, as that file's server
+ * serves it. -1 (said) when the journal has no such segment. */
+static int added_segment(audience_job *j, const st_jmodel *cm, float *add)
+{
+    st_segov *g = cm->ov ? st_overlay_segments(cm->ov) : NULL;
+    uint32_t pos = g ? st_segov_find(g, j->segment, strlen(j->segment)) : ST_NOT_FOUND;
+    if (pos == ST_NOT_FOUND)
+        return st_cli_fail("audience", "unknown segment '%s' (not in the model%s)", j->segment,
+                           cm->ov ? ", nor added by its journal" : "; --journal reads segments added online"),
+               -1;
+    if (!j->segvec && !(j->segvec = st_malloc(j->k * sizeof *j->segvec)))
+        return st_cli_fail("audience", "out of memory"), -1;
+    *add = (float)cm->m.h.prior_weight * st_segov_vector(g, pos, j->segvec, NULL);
+    return 0;
+}
+
 /* One pass over each file (scan.c): its best want users merged into
  * j->cands, its count at --min into *total_reach, or its reach curve added
  * to j->curve. Returns the candidates, or UINT64_MAX on out-of-memory
@@ -317,7 +337,13 @@ static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
         const st_model *m = &cm->m;
         st_scan_query q = {.min = (float)j->min, .want = j->reach || j->thresholds ? 0 : j->want, .count = 1,
                            .skip = cm->view.hidden, .extra = cm->view.X, .nextra = cm->view.n};
-        if (j->segment) {
+        if (j->segment && j->seg == ST_NOT_FOUND) {
+            if (added_segment(j, cm, &q.add) != 0) {
+                rc = -2;
+                break;
+            }
+            q.x = j->segvec;
+        } else if (j->segment) {
             q.x = m->V + (size_t)j->seg * j->k;
             q.add = (float)m->h.prior_weight * cm->prior[j->seg];
         } else {
@@ -338,6 +364,7 @@ static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
     }
     st_free(counts);
     st_free(ex);
+    if (rc == -2) return UINT64_MAX;
     if (rc != 0) return st_cli_fail("audience", "out of memory"), UINT64_MAX;
     return ncand;
 }
@@ -401,7 +428,6 @@ static int answer(audience_job *j, const char *seeds_file, const char *seeds_lis
 {
     if (j->segment) {
         j->seg = st_idmap_find(&j->models[0].m.segment_ids, j->segment, strlen(j->segment));
-        if (j->seg == ST_NOT_FOUND) return st_cli_fail("audience", "unknown segment '%s'", j->segment);
     } else {
         int code = seed_centroid(j, seeds_file, seeds_list);
         if (code != ST_EXIT_OK) return code;

@@ -203,6 +203,8 @@ static void serve_opts(serve_args *a, st_opt *opts)
         {"min-audience", 0, ST_OPT_U64, &a->cfg.min_audience, "N",
          "privacy floor: AUDIENCE, REACH, LOOKALIKE and s: ranges never disclose fewer than N users (0 = none)", 0},
         {"min-seeds", 0, ST_OPT_U64, &a->cfg.min_seeds, "N", "privacy floor: LOOKALIKE needs N known seed users", 0},
+        {"segment-min-users", 0, ST_OPT_U64, &a->cfg.segment_min_users, "N",
+         "EVENTs of N distinct users on a segment the model does not know create it (replay counts the same way)", 0},
         {"slowlog-log-slower-than", 0, ST_OPT_DOUBLE, &a->cfg.slowlog_slower_than, "USEC",
          "SLOWLOG keeps commands slower than this (-1 = none, 0 = every command)", 0},
         {"slowlog-max-len", 0, ST_OPT_U64, &a->cfg.slowlog_max_len, "N", "entries SLOWLOG keeps", 0},

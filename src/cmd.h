@@ -7,7 +7,7 @@
  * seams Redis uses: cmd_target.c (SEGMENTS, SCORE, FOLDIN, EXPLAIN, SIMILAR,
  * HISTORY), cmd_scan.c (AUDIENCE, LOOKALIKE, REACH: scans over every user,
  * with the privacy floors), cmd_views.c (the u:<user> and s:<segment>
- * sorted-set views), cmd_write.c (EVENT, FORGET, ZINCRBY, DEL, JOURNAL,
+ * sorted-set views), cmd_write.c (EVENT, FORGET, ZINCRBY, DEL, SEGMENT, JOURNAL,
  * DEBUG) and cmd_admin.c (CONFIG, INFO, MODEL, AUTH, PING), cmd_client.c (CLIENT,
  * HELLO), cmd_compat.c (TIME, DBSIZE, SCAN, SLOWLOG, LATENCY), cmd_config.c (CONFIG).
  * Internal to the command layer: nothing outside these files includes it.
@@ -65,6 +65,30 @@ int64_t st_cmd_scan_segment_users(st_ctx *c, uint32_t s);
 uint64_t st_cmd_select_min(float *scores, uint64_t n, double min);
 int st_cmd_below_floor(st_ctx *c, uint64_t users);
 
+/* ---- segments added online (cmd_segment.c): numbered n + j after the model's ---- */
+
+/* The model's segment or an added one (n + j); ST_NOT_FOUND when neither. */
+uint32_t st_cmd_find_any_segment(const st_served *sv, const resp_arg *a);
+/* The same, replying "unknown segment" and returning -1 when neither. */
+int st_cmd_need_any_segment(st_ctx *c, const resp_arg *a, uint32_t *s);
+/* Segment s's factors (a model row, or added segment's vector copied into
+ * buf, k floats) and its blend prior_weight q[s] into *add. */
+const float *st_cmd_segment_vector(st_ctx *c, uint32_t s, float *buf, float *add);
+/* The popularity prior q of segment s. */
+float st_cmd_segment_prior(st_ctx *c, uint32_t s);
+/* The blended score of user vector x for segment s (st_score_one), or its
+ * prior q when x is NULL (a user answered from the prior). Uses
+ * scratch->work for an added segment. */
+float st_cmd_segment_score(st_ctx *c, const float *x, uint32_t s);
+const char *st_cmd_segment_name(const st_served *sv, uint32_t s, size_t *len);
+/* out[u] = every model user's blended score for added segment s (m floats). */
+void st_cmd_added_segment_users(st_ctx *c, uint32_t s, float *out);
+/* Merges the added segments scoring at least fmin for x (NULL: the prior),
+ * and listed in argv[only_from..only_to) when only_from, not listed in
+ * argv[ex_from..ex_to), into the best-first list scratch idx/top of got
+ * entries, kept to count; returns its new length. */
+uint32_t st_cmd_merge_added(st_ctx *c, const float *x, uint32_t count, float fmin, int only_from, int only_to,
+                            int ex_from, int ex_to, uint32_t got);
 
 /* A growing text (INFO's sections, CLIENT LIST's lines); buf is st_malloc'd
  * (NULL while empty), the caller frees it. st_text_printf appends; out of
@@ -131,6 +155,9 @@ void cmd_quit(st_ctx *c);
 void cmd_reach(st_ctx *c);
 void cmd_score(st_ctx *c);
 void cmd_segments(st_ctx *c);
+void cmd_segment_add(st_ctx *c);
+void cmd_segment_partial(st_ctx *c);
+void cmd_segment_set(st_ctx *c);
 void cmd_scan(st_ctx *c);
 void cmd_select(st_ctx *c);
 void cmd_similar(st_ctx *c);

@@ -73,6 +73,7 @@ static const param params[] = {
     {"forget-compact-delay", K_DBL, F(forget_compact_delay), 1, 0, NULL},
     {"min-audience", K_U64, F(min_audience), 1, 0, NULL},
     {"min-seeds", K_U64, F(min_seeds), 1, 0, NULL},
+    {"segment-min-users", K_U64, F(segment_min_users), 0, 0, NULL},
     {"enable-debug-command", K_BOOL, F(enable_debug), 0, 0, NULL},
     {"protected-mode", K_BOOL, F(protected_mode), 0, 0, NULL},
     {"request-timeout", K_DBL, F(request_timeout), 1, 0, NULL},

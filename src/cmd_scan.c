@@ -57,10 +57,11 @@ int64_t st_cmd_scan_segment_users(st_ctx *c, uint32_t s)
     int64_t n = scan_users(c);
     if (n < 0) return -1;
     st_scratch *sc = c->scratch;
-    st_score_segment_users(m, sv->prior, s, sc->scores);
+    if (s < m->segments) st_score_segment_users(m, sv->prior, s, sc->scores);
+    else st_cmd_added_segment_users(c, s, sc->scores);
     hide_rows(c, sc->scores);
     const st_overlay_view *v = &sc->view;
-    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_score_one(m, sv->prior, v->X + (size_t)i * m->k, s);
+    for (uint32_t i = 0; i < v->n; i++) sc->scores[m->users + i] = st_cmd_segment_score(c, v->X + (size_t)i * m->k, s);
     return n;
 }
 
@@ -165,9 +166,7 @@ static int approx_word(const st_ctx *c, int i)
 /* The query of segment s: its factors, and its blend w q[s] to add. */
 static const float *segment_query(st_ctx *c, uint32_t s, float *add)
 {
-    const st_model *m = &c->model->m;
-    *add = (float)m->h.prior_weight * c->model->prior[s];
-    return m->V + (size_t)s * m->k;
+    return st_cmd_segment_vector(c, s, c->scratch->ux, add);
 }
 
 static void reply_user_pairs(st_ctx *c, const uint32_t *idx, const float *top, uint32_t n)
@@ -184,7 +183,7 @@ void cmd_audience(st_ctx *c)
     uint32_t s, count = 0;
     int have_count = 0, how = 0;
     double min = -INFINITY;
-    if (st_cmd_need_segment(c, &c->argv[1], &s) != 0) return;
+    if (st_cmd_need_any_segment(c, &c->argv[1], &s) != 0) return;
     for (int i = 2; i < c->argc;) {
         if (approx_word(c, i)) { /* a word alone; the others come in pairs */
             how = approx_word(c, i++);
@@ -375,7 +374,7 @@ void cmd_reach(st_ctx *c)
 {
     uint32_t s;
     double min;
-    if (st_cmd_need_segment(c, &c->argv[1], &s) != 0) return;
+    if (st_cmd_need_any_segment(c, &c->argv[1], &s) != 0) return;
     if (st_cmd_is_word(&c->argv[2], "CURVE")) {
         reach_curve(c, s);
         return;

@@ -167,6 +167,7 @@ struct st_seg_run {
         const resp_arg *argv; /* the request answered (NULL: none, or already replied) */
         uint32_t got;
         int online;
+        const float *x; /* the user's vector, in X */
     } req[ST_RUN_MAX];
     uint32_t idx[ST_RUN_MAX][RUN_COUNT];
     float top[ST_RUN_MAX][RUN_COUNT];
@@ -237,6 +238,7 @@ static void run_prepare(st_ctx *c)
                                    .min = r.calibrated ? -INFINITY : (float)r.min, .skip = bit ? sc->skip : NULL,
                                    .skip_bit = bit, .out_idx = b->idx[i], .out_score = b->top[i]};
         b->req[i].online = u.online;
+        b->req[i].x = b->X + (size_t)nq * k;
         who[nq++] = i;
     }
     st_score_topk_segments_many(&sv->seg_index, q, (uint32_t)nq);
@@ -248,8 +250,9 @@ static void run_prepare(st_ctx *c)
 }
 
 /* This request's answer from its run, into sc->idx / sc->top: 1 when the
- * run had it (its source in *source), 0 when it is to be scored alone. */
-static int run_answer(st_ctx *c, uint32_t *got, const char **source)
+ * run had it (its source in *source, the user's vector in *x), 0 when it is
+ * to be scored alone. */
+static int run_answer(st_ctx *c, uint32_t *got, const char **source, const float **x)
 {
     struct st_seg_run *b = c->scratch->seg_run;
     if (!c->run || !b || b->model != c->model || b->run_id != c->run->id) return 0;
@@ -260,6 +263,7 @@ static int run_answer(st_ctx *c, uint32_t *got, const char **source)
     memcpy(c->scratch->idx, b->idx[i], *got * sizeof *b->idx[i]);
     memcpy(c->scratch->top, b->top[i], *got * sizeof *b->top[i]);
     *source = b->req[i].online ? "online" : "model";
+    *x = b->req[i].x;
     return 1;
 }
 
@@ -283,16 +287,20 @@ void cmd_segments(st_ctx *c)
     uint32_t got;
     const char *source;
     int known = 1;
-    if (!run_answer(c, &got, &source)) {
+    const float *x = NULL;
+    if (!run_answer(c, &got, &source, &x)) {
         user_view u = st_cmd_find_user(c, c->argv[1].ptr, c->argv[1].len);
         got = r.only_from ? rank_only(c, &r, &u, fmin) : rank_all(c, &r, &u, fmin);
         known = u.known;
+        x = u.known ? u.x : NULL;
         source = st_cmd_user_source(&u);
     }
+    /* segments added online (the run's batched scan knows only the model's) */
+    got = st_cmd_merge_added(c, x, r.count, fmin, r.only_from, r.only_to, r.ex_from, r.ex_to, got);
     if (r.calibrated) {
         uint32_t w = 0;
         for (uint32_t i = 0; i < got; i++) {
-            float base = known ? sc->top[i] : (float)m->h.prior_weight * sv->prior[sc->idx[i]];
+            float base = known ? sc->top[i] : (float)m->h.prior_weight * st_cmd_segment_prior(c, sc->idx[i]);
             float p = (float)st_score_calibrated(m, base);
             if (p >= r.min) {
                 sc->idx[w] = sc->idx[i];
@@ -326,12 +334,12 @@ void cmd_score(st_ctx *c)
     resp_simple(c->out, st_cmd_user_source(&u));
     resp_array(c->out, last - 2);
     for (int i = 2; i < last; i++) {
-        uint32_t s = st_cmd_find_segment(sv, &c->argv[i]);
+        uint32_t s = st_cmd_find_any_segment(sv, &c->argv[i]);
         if (s == ST_NOT_FOUND) resp_null(c->out);
         else if (calibrated) /* a user answered from the prior: the blend alone, w q[s], as SEGMENTS */
-            resp_score(c->out, (float)st_score_calibrated(m, u.known ? st_score_one(m, sv->prior, u.x, s)
-                                                                      : (float)m->h.prior_weight * sv->prior[s]));
-        else resp_score(c->out, u.known ? st_score_one(m, sv->prior, u.x, s) : sv->prior[s]);
+            resp_score(c->out, (float)st_score_calibrated(m, u.known ? st_cmd_segment_score(c, u.x, s)
+                                                                      : (float)m->h.prior_weight * st_cmd_segment_prior(c, s)));
+        else resp_score(c->out, st_cmd_segment_score(c, u.known ? u.x : NULL, s));
     }
 }
 

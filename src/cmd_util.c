@@ -98,7 +98,7 @@ uint32_t st_cmd_find_segment(const st_served *sv, const resp_arg *a)
 void st_cmd_bulk_segment(st_ctx *c, uint32_t s)
 {
     size_t n;
-    const char *name = st_idmap_name(&c->model->m.segment_ids, s, &n);
+    const char *name = st_cmd_segment_name(c->model, s, &n);
     resp_bulk(c->out, name, n);
 }
 

@@ -24,7 +24,8 @@ static view_key parse_key(st_ctx *c, const resp_arg *k)
         v.u = st_cmd_find_user(c, k->ptr + 2, k->len - 2);
         if (v.u.known) v.kind = 'u';
     } else if (k->ptr[0] == 's') {
-        v.idx = st_idmap_find(&c->model->m.segment_ids, k->ptr + 2, k->len - 2);
+        resp_arg name = {k->ptr + 2, k->len - 2};
+        v.idx = st_cmd_find_any_segment(c->model, &name);
         if (v.idx != ST_NOT_FOUND) v.kind = 's';
     }
     return v;
@@ -76,7 +77,7 @@ static int view_score(st_ctx *c, const view_key *k, const resp_arg *member, floa
     if (k->kind == 's') {
         user_view u = st_cmd_find_user(c, member->ptr, member->len);
         if (!u.known) return 0;
-        *score = st_score_one(m, sv->prior, u.x, k->idx);
+        *score = st_cmd_segment_score(c, u.x, k->idx);
         return 1;
     }
     return 0;

@@ -262,3 +262,130 @@ void cmd_debug_fsync_fail(st_ctx *c)
     st_io_fail_fsync(on != 0);
     resp_simple(c->out, "OK");
 }
+
+/* ---- segments from lists of users ----------------------------------------------- */
+
+/* argv[from..] as the members of a SEGMENT record, packed into a new buffer
+ * (*bytes long); NULL after replying the error. */
+static char *pack_members(st_ctx *c, int from, uint64_t *bytes)
+{
+    uint64_t n = 0;
+    for (int i = from; i < c->argc; i++) {
+        if (arg_id(c, &c->argv[i], "user") != 0) return NULL;
+        n += c->argv[i].len;
+    }
+    *bytes = st_jrecord_pack_size((uint64_t)(c->argc - from), n);
+    if (*bytes + c->argv[2].len + 64 > ST_JOURNAL_MAX_RECORD) {
+        resp_error(c->out, "ERR the list takes %llu bytes, more than one journal record holds (%u): add it in parts "
+                           "(each SEGMENT ADD adds to the segment)",
+                   (unsigned long long)*bytes, ST_JOURNAL_MAX_RECORD);
+        return NULL;
+    }
+    char *packed = st_malloc(*bytes + 1), *p = packed;
+    if (!packed) {
+        resp_error(c->out, "ERR out of memory");
+        return NULL;
+    }
+    for (int i = from; i < c->argc; i++) p = st_jrecord_pack(p, c->argv[i].ptr, (uint32_t)c->argv[i].len);
+    return packed;
+}
+
+void cmd_segment_add(st_ctx *c)
+{
+    uint64_t bytes;
+    if (arg_id(c, &c->argv[2], "segment") != 0) return;
+    char *packed = pack_members(c, 3, &bytes);
+    if (!packed) return;
+    st_jrecord r = {.type = ST_JREC_SEGMENT,
+                    .segment = c->argv[2].ptr,
+                    .segment_len = (uint32_t)c->argv[2].len,
+                    .members = packed,
+                    .members_len = (uint32_t)bytes,
+                    .nmembers = (uint32_t)(c->argc - 3),
+                    .ts = unix_now()};
+    st_write_result res;
+    int rc = do_write(c, &r, &res);
+    st_free(packed);
+    if (rc != 0) return;
+    resp_map(c->out, 3);
+    st_cmd_kv_int(c->out, "members", res.seg_members);
+    st_cmd_kv_int(c->out, "solved_from", res.seg_used);
+    st_cmd_kv_int(c->out, "without_vector", (int64_t)res.seg_members - res.seg_used);
+}
+
+void cmd_segment_set(st_ctx *c)
+{
+    uint32_t k = c->model->m.k;
+    if (arg_id(c, &c->argv[2], "segment") != 0) return;
+    if ((uint32_t)(c->argc - 3) != k) {
+        resp_error(c->out, "ERR SEGMENT SET needs %u values (the model's rank), got %d", k, c->argc - 3);
+        return;
+    }
+    float *y = st_malloc(k * sizeof *y);
+    if (!y) {
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        double v;
+        const resp_arg *a = &c->argv[3 + i];
+        if (strlen(a->ptr) != a->len || st_parse_double(a->ptr, &v) != 0 || !isfinite((float)v)) {
+            resp_error(c->out, "ERR value %u '%.*s' is not a finite number", i + 1, (int)(a->len > 32 ? 32 : a->len),
+                       a->ptr);
+            st_free(y);
+            return;
+        }
+        y[i] = (float)v;
+    }
+    st_jrecord r = {.type = ST_JREC_SEGVEC,
+                    .segment = c->argv[2].ptr,
+                    .segment_len = (uint32_t)c->argv[2].len,
+                    .vector = y,
+                    .k = k};
+    st_write_result res;
+    int rc = do_write(c, &r, &res);
+    st_free(y);
+    if (rc == 0) resp_simple(c->out, "OK");
+}
+
+void cmd_segment_partial(st_ctx *c)
+{
+    const st_model *m = &c->model->m;
+    uint32_t k = m->k, members = 0, used = 0;
+    uint64_t bytes;
+    char err[ST_ERRLEN];
+    if (arg_id(c, &c->argv[2], "segment") != 0) return;
+    char *packed = pack_members(c, 3, &bytes);
+    double *A = packed ? st_malloc(((size_t)k * k + k) * sizeof *A) : NULL;
+    if (!A) {
+        if (packed) resp_error(c->out, "ERR out of memory");
+        st_free(packed);
+        return;
+    }
+    int rc = st_overlay_segment_partial(c->model->ov, packed, bytes, A, A + (size_t)k * k, &members, &used, err);
+    st_free(packed);
+    if (rc != 0) {
+        resp_error(c->out, "ERR %s", err);
+        st_free(A);
+        return;
+    }
+    st_als_params p;
+    st_model_params(&m->h, &p);
+    resp_map(c->out, 11);
+    st_cmd_kv_int(c->out, "members", members);
+    st_cmd_kv_int(c->out, "used", used);
+    st_cmd_kv_int(c->out, "users", m->users);
+    st_cmd_kv_int(c->out, "k", k);
+    st_cmd_kv_num(c->out, "lambda", p.lambda);
+    st_cmd_kv_str(c->out, "regularization", st_reg_name(p.regularization));
+    st_cmd_kv_num(c->out, "reg_alpha0", p.reg_alpha0);
+    st_cmd_kv_num(c->out, "reg_nu", p.reg_nu);
+    st_cmd_kv_num(c->out, "unobserved", p.unobserved);
+    resp_bulk(c->out, "gram", 4);
+    resp_array(c->out, (int64_t)k * k);
+    for (size_t i = 0; i < (size_t)k * k; i++) resp_double(c->out, A[i]);
+    resp_bulk(c->out, "rhs", 3);
+    resp_array(c->out, k);
+    for (uint32_t i = 0; i < k; i++) resp_double(c->out, A[(size_t)k * k + i]);
+    st_free(A);
+}

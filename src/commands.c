@@ -118,6 +118,15 @@ static const st_command commands[] = {
     {"event", cmd_event, -4, WRITE | R_WRITE, 0, "online", "Add an engagement event to a user and re-solve their vector",
      "O(h k^2 + k^3), then a journal write"},
     {"forget", cmd_forget, 2, WRITE | R_WRITE, 0, "online", "Erase a user: vector, history, every reply", "O(1), then a journal write"},
+    {"segment", NULL, -2, CONTAINER, 0, "online", "SEGMENT ADD | SEGMENT SET | SEGMENT PARTIAL", "O(1)"},
+    {"segment|add", cmd_segment_add, -4, WRITE | R_WRITE, 0, "online",
+     "Add a segment from a list of users (or users to one added before): its vector solved from its members",
+     "O(nm k^2 + k^3), then a journal write"},
+    {"segment|set", cmd_segment_set, -4, WRITE | R_WRITE, 0, "online",
+     "Add or replace an added segment with a vector solved elsewhere (sharded deployments)", "O(k), then a journal write"},
+    {"segment|partial", cmd_segment_partial, -4, R_WRITE, 0, "online",
+     "This server's part of the system a segment's vector solves, for a solve over several shards", "O(nm k^2)"},
+    {"segment|help", cmd_help, 2, 0, 0, "online", "The SEGMENT subcommands", "O(1)"},
     {"journal", NULL, -2, CONTAINER, 0, "server", "JOURNAL COMPACT", "O(1)"},
     {"journal|compact", cmd_journal_compact, 2, WRITE | R_ADMIN, 0, "server",
      "Compact the journal in the background (erased events leave the file)", "O(1); the compaction O(journal)"},
@@ -682,7 +691,7 @@ static void info_persistence(st_text *t, const info_ctx *x)
             "journal_last_compaction_bytes:%llu->%llu\r\njournal_last_compaction_erased_events:%llu\r\n"
             "journal_start_records:%llu\r\njournal_start_torn_bytes:%llu\r\njournal_start_seconds:%.3f\r\n"
             "online_users:%llu\r\nforgotten_users:%llu\r\nhidden_model_rows:%llu\r\n"
-            "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n\r\n",
+            "records_already_in_model:%llu\r\nevents_unknown_segment:%llu\r\n",
             ji.has_journal, ji.has_journal, ji.has_journal ? ji.path : "", (unsigned long long)ji.id,
             ji.has_journal ? st_appendfsync_name(ji.policy) : "", !ji.has_journal ? "none" : js->broken ? "broken" : "ok",
             js->broken ? "err" : "ok", (unsigned long long)js->rolled_back, (unsigned long long)js->bytes, (unsigned long long)js->records, (unsigned long long)js->last_seq,
@@ -695,6 +704,10 @@ static void info_persistence(st_text *t, const info_ctx *x)
             (unsigned long long)ji.start_torn_bytes, ji.start_seconds, (unsigned long long)os.live,
             (unsigned long long)os.forgotten, (unsigned long long)os.hidden_rows,
             (unsigned long long)os.skipped_in_model, (unsigned long long)os.unknown_segment);
+    st_segov_stats ss = {0};
+    if (x->sv) st_segov_get_stats(st_overlay_segments(x->sv->ov), &ss);
+    st_text_printf(t, "added_segments:%llu\r\npending_segments:%llu\r\nadded_segment_members:%llu\r\n\r\n",
+                   (unsigned long long)ss.visible, (unsigned long long)ss.pending, (unsigned long long)ss.members);
 }
 
 static void info_stats(st_text *t, const info_ctx *x)

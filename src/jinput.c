@@ -85,10 +85,28 @@ static int add_input_event(const st_event *ev, void *ctx, char *err)
     return st_builder_add(jf->b, ev, err);
 }
 
+static int add_journal_event(const st_jrecord *r, void *ctx, char *err);
+
+/* A SEGMENT record: each member an event of weight 1 on the segment at the
+ * record's time (what SEGMENT ADD solved the segment with), under the rule
+ * of events. SEGVEC records carry no users: nothing to learn. */
+static int add_journal_segment(const st_jrecord *r, void *ctx, char *err)
+{
+    uint32_t off = 0, len;
+    const char *s;
+    while (st_jrecord_member(r, &off, &s, &len)) {
+        st_jrecord ev = {.seq = r->seq, .type = ST_JREC_EVENT, .user = s, .user_len = len, .segment = r->segment,
+                         .segment_len = r->segment_len, .weight = 1, .ts = r->ts};
+        if (add_journal_event(&ev, ctx, err) != 0) return -1;
+    }
+    return 0;
+}
+
 /* A journal event counts unless a later FORGET of its user erased it. */
 static int add_journal_event(const st_jrecord *r, void *ctx, char *err)
 {
     feed *jf = ctx;
+    if (r->type == ST_JREC_SEGMENT) return add_journal_segment(r, ctx, err);
     if (r->type != ST_JREC_EVENT) return 0;
     uint32_t u = st_idmap_find(&jf->f->users, r->user, r->user_len);
     if (u != ST_NOT_FOUND && r->seq < jf->f->seq[u]) {

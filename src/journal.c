@@ -20,6 +20,8 @@
  *           8 u64 seq 16 u8 type 17 payload
  *   EVENT   u32 + user, u32 + segment, u32 + kind, f64 weight, f64 ts
  *   FORGET  u32 + user
+ *   SEGMENT u32 + segment, f64 ts, u32 count, count x (u32 + user)
+ *   SEGVEC  u32 + segment, u32 k, k x f32
  */
 #include "journal.h"
 
@@ -45,6 +47,7 @@
 #define READ_CHUNK (1u << 20)
 #define EVENT_FIXED (8 + 1 + 4 + 4 + 4 + 8 + 8) /* an EVENT's len with empty strings */
 #define FORGET_FIXED (8 + 1 + 4)
+#define SEGMENT_FIXED (8 + 1 + 4 + 4) /* a SEGMENT's or SEGVEC's len before members or values */
 
 const char *st_appendfsync_name(st_appendfsync p)
 {
@@ -83,8 +86,10 @@ static uint32_t crc(const unsigned char *p, size_t n)
 /* Bytes of r encoded (crc and len included); 0 when it is too long. */
 static size_t record_size(const st_jrecord *r)
 {
-    uint64_t n = r->type == ST_JREC_EVENT ? (uint64_t)EVENT_FIXED + r->user_len + r->segment_len + r->kind_len
-                                          : (uint64_t)FORGET_FIXED + r->user_len;
+    uint64_t n = r->type == ST_JREC_EVENT     ? (uint64_t)EVENT_FIXED + r->user_len + r->segment_len + r->kind_len
+                 : r->type == ST_JREC_SEGMENT ? (uint64_t)SEGMENT_FIXED + 8 + r->segment_len + r->members_len
+                 : r->type == ST_JREC_SEGVEC  ? (uint64_t)SEGMENT_FIXED + r->segment_len + 4ull * r->k
+                                              : (uint64_t)FORGET_FIXED + r->user_len;
     return n + 8 > ST_JOURNAL_MAX_RECORD ? 0 : (size_t)(n + 8);
 }
 
@@ -100,8 +105,16 @@ static void encode(const st_jrecord *r, uint64_t seq, unsigned char *out, size_t
     put32(out + 4, (uint32_t)(size - 8));
     put64(out + 8, seq);
     out[16] = (unsigned char)r->type;
-    unsigned char *p = put_str(out + 17, r->user, r->user_len);
-    if (r->type == ST_JREC_EVENT) {
+    int seg = r->type == ST_JREC_SEGMENT || r->type == ST_JREC_SEGVEC;
+    unsigned char *p = seg ? put_str(out + 17, r->segment, r->segment_len) : put_str(out + 17, r->user, r->user_len);
+    if (r->type == ST_JREC_SEGMENT) {
+        memcpy(p, &r->ts, 8);
+        put32(p + 8, r->nmembers);
+        if (r->members_len) memcpy(p + 12, r->members, r->members_len);
+    } else if (r->type == ST_JREC_SEGVEC) {
+        put32(p, r->k);
+        memcpy(p + 4, r->vector, 4ull * r->k);
+    } else if (r->type == ST_JREC_EVENT) {
         p = put_str(p, r->segment, r->segment_len);
         p = put_str(p, r->kind, r->kind ? r->kind_len : 0);
         memcpy(p, &r->weight, 8);
@@ -122,6 +135,65 @@ static int get_str(const unsigned char **p, size_t *left, const char **s, uint32
     return 0;
 }
 
+int st_jrecord_member(const st_jrecord *r, uint32_t *off, const char **s, uint32_t *len)
+{
+    if (*off + 4 > r->members_len) return 0;
+    uint32_t n = get32((const unsigned char *)r->members + *off);
+    if (n > r->members_len - *off - 4) return 0;
+    *s = r->members + *off + 4;
+    *len = n;
+    *off += 4 + n;
+    return 1;
+}
+
+uint64_t st_jrecord_pack_size(uint64_t n, uint64_t bytes) { return 4 * n + bytes; }
+
+char *st_jrecord_pack(char *out, const char *s, uint32_t len)
+{
+    return (char *)put_str((unsigned char *)out, s, len);
+}
+
+/* A SEGMENT's or SEGVEC's body after the type byte: the segment, then its
+ * members (each a non-empty string, exactly count of them filling the rest)
+ * or its k finite values. */
+static const char *decode_segment(const unsigned char *p, size_t left, st_jrecord *r)
+{
+    if (get_str(&p, &left, &r->segment, &r->segment_len) != 0 || r->segment_len == 0) return "bad segment id";
+    if (r->type == ST_JREC_SEGMENT) {
+        if (left < 8) return "bad SEGMENT length";
+        memcpy(&r->ts, p, 8);
+        if (!isfinite(r->ts)) return "timestamp is not finite";
+        p += 8;
+        left -= 8;
+    }
+    if (left < 4) return "bad SEGMENT length";
+    uint32_t n = get32(p);
+    p += 4;
+    left -= 4;
+    if (r->type == ST_JREC_SEGVEC) {
+        if (n == 0 || left != 4ull * n) return "bad SEGVEC length";
+        for (uint32_t i = 0; i < n; i++) {
+            float v;
+            memcpy(&v, p + 4ull * i, 4);
+            if (!isfinite(v)) return "a SEGVEC value is not finite";
+        }
+        r->vector = p;
+        r->k = n;
+        return NULL;
+    }
+    r->members = (const char *)p;
+    r->members_len = (uint32_t)left;
+    uint32_t off = 0, got = 0, len;
+    const char *s;
+    while (st_jrecord_member(r, &off, &s, &len)) {
+        if (len == 0) return "an empty member id";
+        got++;
+    }
+    if (off != left || got != n) return "bad SEGMENT member list";
+    r->nmembers = n;
+    return NULL;
+}
+
 /* Decodes the record whose bytes after crc and len are body[0..len). Returns
  * a reason when the content is malformed (the CRC matched, so a bug or a
  * crafted file wrote it), NULL when it is fine. */
@@ -132,6 +204,7 @@ static const char *decode(const unsigned char *body, uint32_t len, st_jrecord *r
     r->type = (st_jrec_type)body[8];
     const unsigned char *p = body + 9;
     size_t left = len - 9;
+    if (r->type == ST_JREC_SEGMENT || r->type == ST_JREC_SEGVEC) return decode_segment(p, left, r);
     if (get_str(&p, &left, &r->user, &r->user_len) != 0 || r->user_len == 0) return "bad user id";
     if (r->type == ST_JREC_FORGET) return left == 0 ? NULL : "trailing bytes in a FORGET";
     if (r->type != ST_JREC_EVENT) return "unknown record type (written by a newer starling?)";
@@ -349,7 +422,8 @@ static int scan_fd(int fd, const char *path, uint64_t from, uint64_t to, raw_fn 
         }
         info->records++;
         if (r.type == ST_JREC_EVENT) info->events++;
-        else info->forgets++;
+        else if (r.type == ST_JREC_FORGET) info->forgets++;
+        else info->segments++;
         pos += 8 + (uint64_t)len;
     }
     st_free(w.buf);
@@ -823,7 +897,7 @@ static int collect_forgets(const st_jrecord *r, const unsigned char *raw, size_t
     (void)raw;
     (void)rawlen;
     forget_map *f = vctx;
-    if (r->type != ST_JREC_FORGET) return 0;
+    if (r->type != ST_JREC_FORGET) return 0; /* SEGMENT and SEGVEC records are kept as they are */
     uint32_t u;
     if (st_idmap_intern(&f->users, r->user, r->user_len, &u, NULL, err) != 0) return -1;
     if (u >= f->cap) {
@@ -865,7 +939,7 @@ static int rw_put(rewrite *w, const unsigned char *p, size_t n)
 static int keep_record(const st_jrecord *r, const unsigned char *raw, size_t rawlen, void *vctx, char *err)
 {
     rewrite *w = vctx;
-    uint32_t u = st_idmap_find(&w->forgets->users, r->user, r->user_len);
+    uint32_t u = r->user ? st_idmap_find(&w->forgets->users, r->user, r->user_len) : ST_NOT_FOUND;
     uint64_t fseq = u == ST_NOT_FOUND ? 0 : w->forgets->seq[u];
     if (r->type == ST_JREC_EVENT && r->seq < fseq) {
         w->erased++;

@@ -7,7 +7,9 @@
  * itself, seq increases strictly from record to record and is never reused,
  * not even after compaction drops records (the header's floor keeps it
  * rising). Payloads: an EVENT is (user, segment, kind, weight, ts), a FORGET
- * is (user); strings are u32 length + bytes. docs/FORMAT.md has every byte.
+ * is (user), a SEGMENT (segment, ts, its members: users, a u32 count then
+ * each as a string), a SEGVEC (segment, k, k float32: a vector solved elsewhere);
+ * strings are u32 length + bytes. docs/FORMAT.md has every byte.
  *
  * Durability, with the meaning Redis gives appendfsync:
  *   always    the record is written and fdatasync'ed before the caller may
@@ -54,20 +56,35 @@
 /* The largest record a reader accepts; appends of longer ones are refused. */
 #define ST_JOURNAL_MAX_RECORD (16u << 20)
 
-typedef enum { ST_JREC_EVENT = 1, ST_JREC_FORGET = 2 } st_jrec_type;
+typedef enum { ST_JREC_EVENT = 1, ST_JREC_FORGET = 2, ST_JREC_SEGMENT = 3, ST_JREC_SEGVEC = 4 } st_jrec_type;
 
 typedef struct {
     uint64_t seq;     /* set by st_journal_append */
     st_jrec_type type;
-    const char *user;
+    const char *user;    /* EVENT and FORGET */
     uint32_t user_len;
-    const char *segment; /* EVENT only */
+    const char *segment; /* EVENT, SEGMENT and SEGVEC */
     uint32_t segment_len;
     const char *kind;    /* EVENT only; NULL or kind_len 0 = no kind */
     uint32_t kind_len;
     double weight;       /* EVENT: finite, >= 0 */
-    double ts;           /* EVENT: unix seconds */
+    double ts;           /* EVENT, SEGMENT: unix seconds */
+    /* SEGMENT: nmembers users packed as u32 length + bytes, members_len bytes
+     * in all (walk them with st_jrecord_member). SEGVEC: k float32 values,
+     * little-endian, at vector (not aligned: read with memcpy). */
+    const char *members;
+    uint32_t members_len, nmembers;
+    const void *vector;
+    uint32_t k;
 } st_jrecord;
+
+/* The next member of a SEGMENT record from byte *off (start at 0): 1 with
+ * *s, *len set and *off advanced, 0 past the last one. Packs members: a
+ * record's members are n strings, each a u32 length (little-endian) then
+ * its bytes; st_jrecord_pack_size is their size. */
+int st_jrecord_member(const st_jrecord *r, uint32_t *off, const char **s, uint32_t *len);
+uint64_t st_jrecord_pack_size(uint64_t n, uint64_t bytes);
+char *st_jrecord_pack(char *out, const char *s, uint32_t len);
 
 /* Called once per record, in order. The strings point into a buffer valid
  * only during the call. A non-zero return stops the read with that error. */
@@ -75,7 +92,7 @@ typedef int (*st_jrecord_fn)(const st_jrecord *r, void *ctx, char *err);
 
 typedef struct {
     uint64_t id;          /* the journal's id */
-    uint64_t records, events, forgets; /* complete records read */
+    uint64_t records, events, forgets, segments; /* complete records read (segments: SEGMENT and SEGVEC) */
     uint64_t last_seq;    /* the highest seq used: max(the header's floor, the last record's) */
     uint64_t end;         /* offset just past the last complete record */
     uint64_t file_bytes;  /* the file's size when read */

@@ -58,6 +58,7 @@ struct st_overlay {
     uint32_t nhidden, nlive, nforgotten;
     atomic_uint_fast64_t size;
     float *work;        /* fold-in scratch for replay */
+    st_segov *segs;     /* segments added online */
     atomic_uint_fast64_t replayed, skipped, unknown_segment;
 };
 
@@ -106,7 +107,8 @@ st_overlay *st_overlay_new(const st_model *m, const float *G, const float *prior
     o->index = st_calloc(o->nindex, sizeof *o->index);
     o->hidden = st_calloc((size_t)m->users + 1, 1);
     o->work = st_malloc(st_score_foldin_scratch(m, m->segments) * sizeof *o->work);
-    if (!o->index || !o->hidden || !o->work) {
+    o->segs = st_segov_new(m, err);
+    if (!o->index || !o->hidden || !o->work || !o->segs) {
         st_overlay_free(o);
         st_seterr(err, "out of memory for the online users' tables");
         return NULL;
@@ -140,6 +142,7 @@ void st_overlay_free(st_overlay *o)
     st_free(o->index);
     st_free(o->hidden);
     st_free(o->work);
+    st_segov_free(o->segs);
     st_weighting_free(&o->w);
     st_free(o);
 }
@@ -425,7 +428,53 @@ void st_overlay_discard(st_overlay_change *chg)
     st_free(chg->hist_seg);
     st_free(chg->hist_r);
     st_free(chg->x);
+    st_segov_discard(&chg->segchg);
     memset(chg, 0, sizeof *chg);
+}
+
+st_segov *st_overlay_segments(st_overlay *o) { return o->segs; }
+
+/* A member's vector for a segment's solve (st_segov_user_fn): an online
+ * user's, else the model's row; none for forgotten and unknown users. The
+ * activity bm25 weighs by is the model's history of the user. */
+static int member_vector(void *ctx, const char *id, uint32_t len, float *x, double *rowsum)
+{
+    st_overlay *o = ctx;
+    const st_model *m = o->m;
+    int st = st_overlay_find(o, id, len, x, NULL, NULL, NULL, NULL);
+    if (st == ST_OV_FORGOTTEN) return 0;
+    uint32_t u = st_idmap_find(&m->user_ids, id, len);
+    if (st == ST_OV_ABSENT) {
+        if (u == ST_NOT_FOUND) return 0;
+        const float *row = st_model_user(m, u, x);
+        if (row != x) memcpy(x, row, o->k * sizeof *x);
+    }
+    double sum = 0;
+    for (uint64_t q = u == ST_NOT_FOUND ? 0 : m->hist_ptr[u]; u != ST_NOT_FOUND && q < m->hist_ptr[u + 1]; q++)
+        sum += m->hist_val[q];
+    *rowsum = sum;
+    return 1;
+}
+
+int st_overlay_segment_partial(st_overlay *o, const char *ids, uint64_t bytes, double *A, double *b,
+                               uint32_t *members, uint32_t *used, char *err)
+{
+    return st_segov_partial(o->segs, ids, bytes, member_vector, o, A, b, members, used, err);
+}
+
+/* A SEGMENT or SEGVEC record's change, or an EVENT's (value v) on a
+ * segment the model does not know. */
+static int prepare_segment(st_overlay *o, const st_jrecord *r, double v, st_overlay_change *chg, char *err)
+{
+    if (r->type != ST_JREC_EVENT && st_idmap_find(&o->m->segment_ids, r->segment, r->segment_len) != ST_NOT_FOUND)
+        return st_seterr(err, "segment '%.*s' is in the model: SEGMENT ADD and SET make new segments only",
+                         (int)(r->segment_len > 64 ? 64 : r->segment_len), r->segment);
+    if (st_segov_prepare(o->segs, r, v, member_vector, o, &chg->segchg, err) != 0) return -1;
+    if (r->type == ST_JREC_SEGMENT && !chg->segchg.visible)
+        return st_seterr(err, "none of the %u users listed is known to the model (or each was forgotten): "
+                              "segment '%.*s' has no vector to solve",
+                         chg->segchg.members, (int)(r->segment_len > 64 ? 64 : r->segment_len), r->segment);
+    return 0;
 }
 
 uint64_t st_overlay_work(const st_overlay *o) { return st_score_foldin_scratch(o->m, o->m->segments); }
@@ -434,6 +483,7 @@ int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overl
 {
     const st_model *m = o->m;
     memset(chg, 0, sizeof *chg);
+    if (r->type == ST_JREC_SEGMENT || r->type == ST_JREC_SEGVEC) return prepare_segment(o, r, 0, chg, err);
     chg->user = r->user;
     chg->user_len = r->user_len;
     double v = 0;
@@ -463,6 +513,7 @@ int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overl
     }
     pthread_rwlock_unlock(&o->lock);
     if (rc != 0) return st_seterr(err, "out of memory");
+    if (r->type == ST_JREC_EVENT && !chg->known_segment && v > 0) return prepare_segment(o, r, v, chg, err);
     if (r->type == ST_JREC_EVENT && !event) return 0; /* the journal keeps it; the model cannot use it */
     if (chg->slot == UINT32_MAX) {
         chg->id = st_malloc((size_t)r->user_len + 1);
@@ -472,7 +523,8 @@ int st_overlay_prepare(st_overlay *o, const st_jrecord *r, float *work, st_overl
         chg->id_len = r->user_len;
     }
     chg->kind = r->type;
-    if (r->type == ST_JREC_FORGET) return 0;
+    if (r->type == ST_JREC_FORGET)
+        return st_segov_prepare_forget(o->segs, r->user, r->user_len, member_vector, o, &chg->segchg, err);
     history_add(chg->hist_seg, chg->hist_r, &chg->hist_n, chg->seg, v);
     chg->x = st_malloc(o->k * sizeof *chg->x);
     if (!chg->x) return st_seterr(err, "out of memory");
@@ -486,6 +538,11 @@ int st_overlay_check(st_overlay *o, st_overlay_change *chg, char *err)
 {
     /* Only writers change slots, and the caller lets one at a time in:
      * reading without the lock is safe here. */
+    if (!chg->user) return st_segov_check(o->segs, &chg->segchg, err);
+    if (chg->segchg.apply || chg->segchg.nre) {
+        int rc = st_segov_check(o->segs, &chg->segchg, err);
+        if (rc != 1) return rc;
+    }
     uint32_t slot = lookup(o, chg->user, chg->user_len);
     if (slot != chg->slot) return 0;
     if (slot != UINT32_MAX && o->slots[slot].version != chg->version) return 0;
@@ -512,6 +569,7 @@ static void mark_forgotten(st_overlay *o, slot_t *s)
 
 void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
 {
+    if (chg->segchg.apply || chg->segchg.nre) st_segov_commit(o->segs, &chg->segchg);
     if (!chg->kind) {
         st_overlay_discard(chg);
         return;
@@ -553,17 +611,23 @@ void st_overlay_commit(st_overlay *o, st_overlay_change *chg)
 int st_overlay_replay(st_overlay *o, uint64_t journal_id, const st_jrecord *r, char *err)
 {
     const st_model *m = o->m;
-    if (o->lineage_id && journal_id == o->lineage_id && r->seq <= o->lineage_seq) {
+    /* A SEGVEC is never trained into a model (it names no users). */
+    if (o->lineage_id && journal_id == o->lineage_id && r->seq <= o->lineage_seq && r->type != ST_JREC_SEGVEC) {
         atomic_fetch_add(&o->skipped, 1); /* trained into the model */
         return 0;
     }
     atomic_fetch_add(&o->replayed, 1);
     uint32_t seg = 0;
     double v = 0;
+    if (r->type == ST_JREC_SEGMENT || r->type == ST_JREC_SEGVEC) {
+        if (st_idmap_find(&m->segment_ids, r->segment, r->segment_len) != ST_NOT_FOUND) return 0;
+        return st_segov_replay(o->segs, r, 0, err);
+    }
     if (r->type == ST_JREC_EVENT) {
         seg = st_idmap_find(&m->segment_ids, r->segment, r->segment_len);
         if (seg == ST_NOT_FOUND) atomic_fetch_add(&o->unknown_segment, 1);
         v = st_overlay_event_value(o, r->weight, r->kind, r->kind_len, r->ts);
+        if (seg == ST_NOT_FOUND && v > 0) return st_segov_replay(o->segs, r, v, err);
         if (seg == ST_NOT_FOUND || !(v > 0)) return 0;
     }
     uint32_t i = lookup(o, r->user, r->user_len);
@@ -649,7 +713,8 @@ int st_overlay_solve(st_overlay *o, char *err)
             o->nlive++;
         }
     }
-    return 0;
+    /* Added segments last: their members' vectors are the replayed ones. */
+    return st_segov_solve(o->segs, member_vector, o, err);
 }
 
 void st_overlay_get_stats(st_overlay *o, st_overlay_stats *s)

@@ -41,6 +41,7 @@
 
 #include "journal.h"
 #include "model.h"
+#include "segoverlay.h"
 
 typedef struct st_overlay st_overlay;
 
@@ -112,12 +113,24 @@ typedef struct {
     uint32_t id_len, model_u, seg;
     uint32_t hist_n, *hist_seg;
     float *hist_r, *x;
+    st_segov_change segchg; /* SEGMENT, SEGVEC, or an EVENT on a segment the model does not know */
 } st_overlay_change;
+
+/* The segments added online beside this overlay's model (segoverlay.h):
+ * SEGMENT and SEGVEC records, and EVENTs on segments the model does not
+ * know, go there; their members' vectors are looked up here (an online
+ * user's vector, a model row, none for forgotten and unknown users). */
+st_segov *st_overlay_segments(st_overlay *o);
+/* st_segov_partial with this overlay's lookup of members' vectors. */
+int st_overlay_segment_partial(st_overlay *o, const char *ids, uint64_t bytes, double *A, double *b,
+                               uint32_t *members, uint32_t *used, char *err);
 
 /* Floats of work st_overlay_prepare needs. */
 uint64_t st_overlay_work(const st_overlay *o);
 
-/* Prepares the change record r makes (an EVENT or a FORGET) from the
+/* Prepares the change record r makes (an EVENT, a FORGET, a SEGMENT or a
+ * SEGVEC; a SEGMENT or SEGVEC naming a segment of the model is refused, as
+ * is a SEGMENT none of whose members has a vector) from the
  * user's state now, without making it visible; any number of writers may
  * prepare at once, while others commit. work: st_overlay_work floats.
  * 0 (chg->kind is 0 when there is nothing to apply: a segment the model

@@ -61,6 +61,7 @@ void st_server_config_default(st_server_config *c)
     c->forget_compact_delay = 3600;
     c->min_audience = ST_PRIVACY_MIN_AUDIENCE;
     c->min_seeds = ST_PRIVACY_MIN_SEEDS;
+    c->segment_min_users = ST_SEGMENT_MIN_USERS;
     c->http_bind = "127.0.0.1";
     c->http_port = -1;
     c->http_rate = 0;
@@ -203,6 +204,7 @@ static int load_first_model(st_server *srv, char *err)
     st_served *s = st_served_load(srv->cfg.model_path, err);
     if (!s) return -1;
     s->generation = 1;
+    st_segov_set_min_users(st_overlay_segments(s->ov), (uint32_t)srv->cfg.segment_min_users);
     /* The journal is replayed into the model's overlay before either is
      * visible: until then every command that needs a model, writes
      * included, answers -LOADING. */

@@ -120,6 +120,7 @@ static int reload_locked(st_server *srv, const char *path, char *err)
     pthread_mutex_unlock(&srv->model_lock);
     st_served *s = st_served_load(cur, err);
     if (!s) return reload_failed(srv, NULL, path, err);
+    st_segov_set_min_users(st_overlay_segments(s->ov), (uint32_t)srv->cfg.segment_min_users);
     /* The online changes carry over: the journal is replayed against the
      * new model, first up to where it ends now (writes go on meanwhile),
      * then, holding writes, the little appended since. */
@@ -274,6 +275,9 @@ int st_srv_write(st_server *srv, st_jrecord *r, st_scratch *sc, st_write_result 
         res->existed = chg.existed;
         res->known_segment = chg.known_segment;
         res->score = chg.kind == ST_JREC_EVENT ? chg.score : NAN;
+        res->seg_members = chg.segchg.members;
+        res->seg_used = chg.segchg.used;
+        res->seg_visible = chg.segchg.visible;
         st_overlay_commit(sv->ov, &chg);
         pthread_mutex_unlock(&srv->write_lock);
         st_served_release(sv);

@@ -51,6 +51,7 @@ typedef struct {
     double forget_compact_delay;  /* compact this many seconds after a FORGET, to erase from the file too; 0 = never */
     uint64_t min_audience;   /* privacy floor: no audience or reach of fewer users is disclosed; 0 = none */
     uint64_t min_seeds;      /* privacy floor: LOOKALIKE needs this many known seeds */
+    uint64_t segment_min_users; /* distinct users whose EVENTs on an unknown segment create it (segoverlay.h) */
     int enable_debug;        /* the DEBUG command (failure injection for tests) */
     /* HTTP (api.h): the JSON API, /metrics, /healthz, /readyz and the page. */
     const char *http_bind;   /* "127.0.0.1" */
@@ -136,6 +137,8 @@ typedef struct {
     int existed;        /* the user appeared in replies before */
     int known_segment;  /* EVENT: the served model knows the segment */
     float score;        /* EVENT: the user's new score for it; NaN when nothing changed (unknown segment, zero value) */
+    uint32_t seg_members, seg_used; /* SEGMENT: its members after the write, those its vector was solved from */
+    int seg_visible;    /* SEGMENT, SEGVEC, EVENT on a segment the model does not know: the segment is served */
 } st_write_result;
 
 /* The journal and what was replayed at start, for INFO. has_journal is 0

@@ -123,6 +123,8 @@ class Online:
             self.skipped += 1
             return
         self.replayed += 1
+        if rec["type"] in ("segment", "segvec"):
+            return  # segments added online: the server's (docs/PROTOCOL.md, SEGMENT); users are unchanged
         if rec["type"] == "event":
             seg = self.mf.segment_table.find(rec["segment"])
             v = self.value(rec["weight"], rec["kind"], rec["ts"])

@@ -146,6 +146,20 @@ def _card(r):
     return card
 
 
+def _segment_reply(r):
+    out = {}
+    for i in range(0, len(r), 2):
+        key, v = to_str(r[i]), r[i + 1]
+        if isinstance(v, list):
+            v = [float(x) for x in v]
+        elif isinstance(v, bytes):
+            v = to_str(v)
+            if key not in ("regularization",):
+                v = float(v)
+        out[key] = v
+    return out
+
+
 class Client:
     """A connection to one starling server (redis-py underneath).
 
@@ -249,6 +263,22 @@ class Client:
     def forget(self, user):
         """FORGET: erases the user from every answer, for good."""
         self.execute([b"FORGET", to_bytes(user)], lambda r: None)
+
+    def add_segment(self, segment, users):
+        """SEGMENT ADD: a segment the model does not know, from its members
+        (or members added to one added before); returns {"members",
+        "solved_from", "without_vector"} once durable."""
+        return self.execute([b"SEGMENT", b"ADD", to_bytes(segment), *map(to_bytes, users)], _segment_reply)
+
+    def set_segment(self, segment, vector):
+        """SEGMENT SET: an added segment's vector, solved elsewhere."""
+        self.execute([b"SEGMENT", b"SET", to_bytes(segment), *(repr(float(v)).encode() for v in vector)],
+                     lambda r: None)
+
+    def segment_partial(self, segment, users):
+        """SEGMENT PARTIAL: this server's part of the segment's system, as a
+        dict (gram: k*k floats, rhs: k floats, the counts and settings)."""
+        return self.execute([b"SEGMENT", b"PARTIAL", to_bytes(segment), *map(to_bytes, users)], _segment_reply)
 
     # ---- batches -----------------------------------------------------------
 

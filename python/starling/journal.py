@@ -12,7 +12,7 @@ from ._common import StarlingError, to_str
 
 HEADER = struct.Struct("<8sIIQqQ20sI")
 assert HEADER.size == 64
-EVENT, FORGET = 1, 2
+EVENT, FORGET, SEGMENT, SEGVEC = 1, 2, 3, 4
 FORGET_FIXED = 8 + 1 + 4
 MAX_RECORD = 16 << 20
 SCAN_AHEAD = 1 << 20
@@ -27,7 +27,8 @@ class Journal:
 
     Attributes: id (the journal's id), created, seq_floor, last_seq,
     records (dicts: seq, type "event" or "forget", user, and for an event
-    segment, kind (None for none), weight, ts; ids as str), end (where the
+    segment, kind (None for none), weight, ts; type "segment" with segment
+    and members, "segvec" with segment and vector; ids as str), end (where the
     valid records end), torn_bytes (bytes of a torn tail dropped)."""
 
     def __init__(self, path):
@@ -96,8 +97,49 @@ class Journal:
         self.last_seq = max(last, self.seq_floor)
 
     @staticmethod
+    def _decode_segment(seq, kind, body):
+        """A SEGMENT (segment, members) or SEGVEC (segment, k float32)."""
+        p = 9
+        if len(body) - p < 4:
+            return None, "bad segment id"
+        (n,) = struct.unpack_from("<I", body, p)
+        if n == 0 or n > len(body) - p - 4:
+            return None, "bad segment id"
+        seg = to_str(body[p + 4:p + 4 + n])
+        p += 4 + n
+        ts = None
+        if kind == SEGMENT:
+            if len(body) - p < 8:
+                return None, "bad SEGMENT length"
+            (ts,) = struct.unpack_from("<d", body, p)
+            p += 8
+        if len(body) - p < 4:
+            return None, "bad SEGMENT length"
+        (count,) = struct.unpack_from("<I", body, p)
+        p += 4
+        if kind == SEGVEC:
+            if count == 0 or len(body) - p != 4 * count:
+                return None, "bad SEGVEC length"
+            vec = list(struct.unpack_from(f"<{count}f", body, p))
+            return {"seq": seq, "type": "segvec", "segment": seg, "vector": vec}, None
+        members = []
+        while p < len(body):
+            if len(body) - p < 4:
+                return None, "bad SEGMENT member list"
+            (m,) = struct.unpack_from("<I", body, p)
+            if m == 0 or m > len(body) - p - 4:
+                return None, "bad SEGMENT member list"
+            members.append(to_str(body[p + 4:p + 4 + m]))
+            p += 4 + m
+        if len(members) != count:
+            return None, "bad SEGMENT member list"
+        return {"seq": seq, "type": "segment", "segment": seg, "ts": ts, "members": members}, None
+
+    @staticmethod
     def _decode(body):
         seq, kind = struct.unpack_from("<QB", body, 0)
+        if kind in (SEGMENT, SEGVEC):
+            return Journal._decode_segment(seq, kind, body)
         p = 9
         fields = []
         for _ in range(3 if kind == EVENT else 1):

@@ -318,6 +318,29 @@ class ShardedClient:
 
     # ---- every shard, merged -------------------------------------------------------
 
+    def add_segment(self, segment, users):
+        """A segment from a list of users over every shard (docs/SCALING.md):
+        SEGMENT PARTIAL on each, the summed system solved here, SEGMENT SET of
+        the vector on each. Returns {"members", "solved_from", "vector"}."""
+        users = list(users)
+        parts = self._everywhere(([b"SEGMENT", b"PARTIAL", to_bytes(segment), *map(to_bytes, users)],
+                                  C._segment_reply))
+        k = int(parts[0]["k"])
+        A = sum(np.asarray(p["gram"], dtype=np.float64).reshape(k, k) for p in parts)
+        b = sum(np.asarray(p["rhs"], dtype=np.float64) for p in parts)
+        used = sum(int(p["used"]) for p in parts)
+        if used == 0:
+            raise StarlingError(f"none of the {len(users)} users listed is known to any shard: segment "
+                                f"'{segment}' has no vector to solve")
+        p0 = parts[0]
+        lam = p0["lambda"] / p0["unobserved"]
+        if p0["regularization"] == "frequency":
+            lam *= (used + p0["reg_alpha0"] * sum(int(p["users"]) for p in parts)) ** p0["reg_nu"]
+        y = np.linalg.solve(A + lam * np.eye(k), b).astype(np.float32)
+        args = [b"SEGMENT", b"SET", to_bytes(segment), *(repr(float(v)).encode() for v in y)]
+        self._everywhere((args, lambda r: None))
+        return {"members": int(p0["members"]), "solved_from": used, "vector": y}
+
     def _floor(self, users):
         if users < self.min_audience:
             raise StarlingError(f"audience below the privacy floor of {self.min_audience} users (--min-audience): "
