@@ -12,7 +12,10 @@
  * lambda of a segment with S users among m. score(u) = U_u . v.
  * The solve is st_als_foldin's (one Cholesky, k x k) with U^T U in place of
  * V^T V. When it fails (not positive definite, or a non-finite v), the
- * query is the seeds' centroid, as LOOKALIKE served before.
+ * query is the seeds' centroid, as LOOKALIKE served before. For a trained
+ * model it cannot fail (lambda > 0 and c >= w0 make the system positive
+ * definite); the fallback guards factors that are not finite, and the
+ * return value says it was taken (not logged: nothing trained reaches it).
  *
  * U^T U is computed once per model (st_lookalike_gram: at load in the
  * server, once per run in eval and the batch commands): an aggregate of the
