@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "lookalike.h"
 #include "model.h"
 #include "privacy.h"
 #include "scan.h"
@@ -134,7 +135,7 @@ typedef struct {
     uint32_t k, nseg, want, seg;
     seed_list sl;
     cand_t *cands;
-    float *centroid, *top;
+    float *query, *top; /* query: LOOKALIKE's (k floats) */
     uint32_t *idx;
     float *segvec;     /* k: --segment added online (SEGMENT ADD/SET), from each file's journal in turn */
     float *thresholds; /* the reach curve's (nt); NULL: no curve */
@@ -150,7 +151,7 @@ static void job_free(audience_job *j)
     st_free(j->idx);
     st_free(j->top);
     st_free(j->cands);
-    st_free(j->centroid);
+    st_free(j->query);
     st_free(j->segvec);
     seeds_free(&j->sl);
 }
@@ -247,24 +248,40 @@ static int load_models(audience_job *j, char **paths, const st_opt_list *journal
     j->idx = st_malloc((size_t)j->want * sizeof *j->idx);
     j->top = st_malloc((size_t)j->want * sizeof *j->top);
     j->cands = st_malloc((size_t)j->want * j->nmodels * sizeof *j->cands);
-    j->centroid = st_malloc((size_t)j->k * sizeof *j->centroid);
-    if (!j->curve || !j->idx || !j->top || !j->cands || !j->centroid) return st_cli_fail("audience", "out of memory");
+    j->query = st_malloc((size_t)j->k * sizeof *j->query);
+    if (!j->curve || !j->idx || !j->top || !j->cands || !j->query) return st_cli_fail("audience", "out of memory");
     return ST_EXIT_OK;
 }
 
-/* The centroid of the known seeds, wherever they live, under the seed floor. */
-static int seed_centroid(audience_job *j, const char *seeds_file, const char *seeds_list)
+/* LOOKALIKE's query of the known seeds (rows, n x k) into j->query: the
+ * seeds folded in as a segment against U^T U of every file's rows, as the
+ * server of the unsharded model solves it (lookalike.h). */
+static int seed_query(audience_job *j, const float *rows, uint32_t n)
+{
+    size_t kk = (size_t)j->k * j->k;
+    double *acc = st_calloc(kk, sizeof *acc);
+    float *G = st_malloc(kk * sizeof *G);
+    uint64_t users = 0;
+    int rc = acc && G ? 0 : -1;
+    for (int f = 0; f < j->nmodels && rc == 0; f++) {
+        rc = st_lookalike_gram_add(&j->models[f].m, acc);
+        users += j->models[f].m.users;
+    }
+    for (size_t i = 0; i < kk && rc == 0; i++) G[i] = (float)acc[i];
+    if (rc == 0 && st_lookalike_query(&j->models[0].m, users, G, rows, n, j->query) < 0) rc = -1;
+    st_free(acc);
+    st_free(G);
+    return rc == 0 ? ST_EXIT_OK : st_cli_fail("audience", "out of memory");
+}
+
+/* The query of the known seeds, wherever they live, under the seed floor. */
+static int lookalike_seeds(audience_job *j, const char *seeds_file, const char *seeds_list)
 {
     char err[ST_ERRLEN];
     if (read_seeds(seeds_file, seeds_list, &j->sl, err) != 0) return st_cli_fail("audience", "%s", err);
     uint32_t k = j->k, n = j->sl.n, known = 0;
     float *rows = st_malloc(((size_t)n * k + 1) * sizeof *rows);
-    uint32_t *seed_rows = st_malloc(((size_t)n + 1) * sizeof *seed_rows);
-    if (!rows || !seed_rows) {
-        st_free(rows);
-        st_free(seed_rows);
-        return st_cli_fail("audience", "out of memory");
-    }
+    if (!rows) return st_cli_fail("audience", "out of memory");
     for (uint32_t i = 0; i < n; i++) {
         for (int f = 0; f < j->nmodels; f++) {
             st_juser u;
@@ -275,7 +292,6 @@ static int seed_centroid(audience_job *j, const char *seeds_file, const char *se
             for (uint32_t q = 0; q < i && !dup; q++) dup = strcmp(j->sl.ids[q], j->sl.ids[i]) == 0;
             if (!dup) {
                 memcpy(rows + (size_t)known * k, u.x, k * sizeof *rows);
-                seed_rows[known] = known;
                 known++;
             }
             break;
@@ -284,9 +300,8 @@ static int seed_centroid(audience_job *j, const char *seeds_file, const char *se
     char msg[256];
     int code = ST_EXIT_OK;
     if (st_privacy_seeds(known, n, j->min_seeds, msg, sizeof msg) != 0) code = st_cli_fail("audience", "%s", msg);
-    else st_score_centroid(rows, k, seed_rows, known, j->centroid);
+    else code = seed_query(j, rows, known);
     st_free(rows);
-    st_free(seed_rows);
     return code;
 }
 
@@ -347,7 +362,7 @@ static uint64_t scan_models(audience_job *j, uint64_t *total_reach)
             q.x = m->V + (size_t)j->seg * j->k;
             q.add = (float)m->h.prior_weight * cm->prior[j->seg];
         } else {
-            q.x = j->centroid;
+            q.x = j->query;
             q.add = -0.0f;
             q.exclude = ex;
             q.nexclude = seed_positions(j, f, ex);
@@ -429,7 +444,7 @@ static int answer(audience_job *j, const char *seeds_file, const char *seeds_lis
     if (j->segment) {
         j->seg = st_idmap_find(&j->models[0].m.segment_ids, j->segment, strlen(j->segment));
     } else {
-        int code = seed_centroid(j, seeds_file, seeds_list);
+        int code = lookalike_seeds(j, seeds_file, seeds_list);
         if (code != ST_EXIT_OK) return code;
     }
     uint64_t total_reach, ncand = scan_models(j, &total_reach);

@@ -11,6 +11,7 @@
 
 #include "ann.h"
 #include "cmd.h"
+#include "lookalike.h"
 #include "privacy.h"
 #include "scan.h"
 #include "util.h"
@@ -25,7 +26,7 @@ static int cmp_u64(const void *a, const void *b)
 
 /* Copies the overlay into the thread's view and makes the scratch hold a
  * score per user (the model's rows, then the overlay's users) plus a
- * centroid. Returns the number of scan positions, or -1 (replied). Heavy
+ * query vector. Returns the number of scan positions, or -1 (replied). Heavy
  * pool only: it allocates when the overlay grew. */
 static int64_t scan_users(st_ctx *c)
 {
@@ -263,7 +264,7 @@ void cmd_lookalike(st_ctx *c)
 {
     const st_model *m = &c->model->m;
     st_scratch *sc = c->scratch;
-    uint32_t count, k = m->k;
+    uint32_t count;
     int how = approx_word(c, 1), at = how ? 2 : 1; /* LOOKALIKE [APPROX|EXACT] COUNT n user ... */
     if (c->argc < at + 3 || !st_cmd_is_word(&c->argv[at], "COUNT")) {
         resp_error(c->out, "ERR syntax error: LOOKALIKE [APPROX|EXACT] COUNT n user [user ...]");
@@ -292,13 +293,17 @@ void cmd_lookalike(st_ctx *c)
         st_free(keys);
         return;
     }
-    /* The centroid of the seeds' vectors (summed in double), every user's
-     * score against it; seeds are not their own look-alikes: their scan
-     * positions (ascending, as keys are) are excluded. */
-    uint32_t *iota = sc->segs;
-    for (uint32_t i = 0; i < (uint32_t)nseeds; i++) iota[i] = i;
+    /* The query: the seeds folded in as a segment (lookalike.h; their
+     * centroid if that solve fails), every user's score against it; seeds
+     * are not their own look-alikes: their scan positions (ascending, as
+     * keys are) are excluded. */
     float *centroid = sc->scores + n;
-    st_score_centroid(rows, k, iota, (uint32_t)nseeds, centroid);
+    if (st_lookalike_query(m, m->users, c->model->GU, rows, (uint32_t)nseeds, centroid) < 0) {
+        st_free(rows);
+        st_free(keys);
+        resp_error(c->out, "ERR out of memory");
+        return;
+    }
     const st_overlay_view *v = &sc->view;
     uint32_t *exclude = sc->segs, nexclude = 0;
     for (int64_t i = 0; i < nseeds; i++) {

@@ -25,7 +25,7 @@
 #include "model.h"
 
 typedef struct {
-    const float *x;          /* k floats: a segment's factors, or the seeds' centroid */
+    const float *x;          /* k floats: a segment's factors, or LOOKALIKE's query (lookalike.h) */
     float add;               /* added to every dot product: the blend w q[s]; -0.0f adds nothing (not even to -0) */
     float min;               /* only users scoring at least min count or are selected; -INFINITY: all */
     uint32_t want;           /* select the best `want` (0: none) */

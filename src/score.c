@@ -835,24 +835,6 @@ void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_
     }
 }
 
-void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch)
-{
-    uint32_t k = m->k;
-    float *c = scratch + m->users;
-    if (m->Uq) {
-        /* Dequantized seeds, summed as the float rows would be. */
-        for (uint32_t j = 0; j < k; j++) {
-            double sum = 0;
-            for (uint32_t i = 0; i < nseeds; i++)
-                sum += (float)m->Uq[(size_t)seeds[i] * k + j] * m->Uscale[seeds[i]];
-            c[j] = nseeds > 0 ? (float)(sum / nseeds) : 0.0f;
-        }
-    } else {
-        st_score_centroid(m->U, k, seeds, nseeds, c);
-    }
-    st_score_all_users(m, c, scratch);
-}
-
 void st_score_segment_norms(const st_model *m, float *norms)
 {
     for (uint32_t s = 0; s < m->segments; s++) {

@@ -161,14 +161,9 @@ void st_score_all_users(const st_model *m, const float *y, float *out);
  * st_score_one gives each (q from st_score_prior; out: m floats). */
 void st_score_segment_users(const st_model *m, const float *q, uint32_t s, float *out);
 
-/* The scores LOOKALIKE ranks (scan.c selects them in one pass; this is
- * the batch form for evaluations): scratch[u] = U[u] . c for every user u
- * (seeds included), c = the mean of the seeds' vectors (user indices,
- * distinct), left at scratch + m. scratch: m + k floats. */
-void st_score_lookalike_scores(const st_model *m, const uint32_t *seeds, uint32_t nseeds, float *scratch);
-
 /* c = the mean of rows rows[0..n) of U (k columns), summed in double so that
- * it does not depend on their order. */
+ * it does not depend on their order (LOOKALIKE's query when its seed solve
+ * fails: lookalike.h). */
 void st_score_centroid(const float *U, uint32_t k, const uint32_t *rows, uint32_t n, float *c);
 
 /* norms[s] = |V[s]| for every segment. */

@@ -10,11 +10,13 @@
 #include "segeval.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rng.h"
 #include "als.h"
+#include "lookalike.h"
 #include "score.h"
 #include "util.h"
 
@@ -84,6 +86,7 @@ typedef struct {
     uint32_t *active_order; /* model users by training activity, most first */
     float *norms;       /* n */
     float *G;           /* k x k: V^T V, for SIMILAR's fold-in */
+    float *GU;          /* k x k: U^T U, for LOOKALIKE's seed solve */
     float *q;           /* n: the prior */
     float *pop;         /* n: popularity, for SIMILAR's baseline */
     uint32_t *lal_seg, nlal, *sim_seg, nsim;
@@ -93,6 +96,7 @@ typedef struct {
     double *sim_ov;     /* nsim x ST_SIM_RANKERS */
     char *scratch;
     size_t per_thread;
+    atomic_int oom;     /* a seed solve ran out of memory: the run fails */
 } seg_ctx;
 
 /* Is user u a seed of segment s: a hash of (s, u, seed) below the share. */
@@ -120,13 +124,13 @@ typedef struct {
 /* Ranks the candidates (excl[u] == 0) by the three rankers from the seeds
  * and writes each one's recall of the targets (target[u] == 1, ntargets of
  * them) at N = ntargets into r1 and N = 10 ntargets into r10. */
-static void rank_lookalike(const seg_ctx *c, const lal_scratch *x, uint32_t nseeds, uint32_t ntargets, double *r1,
+static void rank_lookalike(seg_ctx *c, const lal_scratch *x, uint32_t nseeds, uint32_t ntargets, double *r1,
                            double *r10)
 {
     const st_model *m = c->m;
     uint32_t mu = m->users, want1 = ntargets, want10 = ntargets * 10 < mu ? ntargets * 10 : mu;
     /* model: LOOKALIKE as served, non-candidates masked out. */
-    st_score_lookalike_scores(m, x->seeds, nseeds, x->score);
+    if (st_lookalike_scores(m, c->GU, x->seeds, nseeds, x->score) < 0) atomic_store(&c->oom, 1);
     for (uint32_t u = 0; u < mu; u++)
         if (x->excl[u]) x->score[u] = NAN;
     uint32_t got = st_topk(x->score, mu, want10, NULL, 0, x->idx, x->top);
@@ -347,6 +351,7 @@ static void ctx_free(seg_ctx *c)
     st_free(c->active_order);
     st_free(c->norms);
     st_free(c->G);
+    st_free(c->GU);
     st_free(c->q);
     st_free(c->pop);
     st_free(c->lal_seg);
@@ -409,6 +414,7 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
 {
     seg_ctx c;
     memset(&c, 0, sizeof c);
+    atomic_init(&c.oom, 0);
     c.m = m;
     c.set = set;
     c.o = o;
@@ -424,11 +430,13 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     c.active_order = st_malloc(((size_t)mu + 1) * sizeof *c.active_order);
     c.norms = st_malloc(((size_t)n + 1) * sizeof *c.norms);
     c.G = st_malloc((size_t)m->k * m->k * sizeof *c.G);
+    c.GU = st_malloc((size_t)m->k * m->k * sizeof *c.GU);
     c.q = st_malloc(((size_t)n + 1) * sizeof *c.q);
     c.pop = st_malloc(((size_t)n + 1) * sizeof *c.pop);
     c.lal_seg = st_malloc(((size_t)n + 1) * sizeof *c.lal_seg);
     c.sim_seg = st_malloc(((size_t)n + 1) * sizeof *c.sim_seg);
-    if (!c.active_order || !c.norms || !c.G || !c.q || !c.pop || !c.lal_seg || !c.sim_seg) {
+    if (!c.active_order || !c.norms || !c.G || !c.GU || !c.q || !c.pop || !c.lal_seg || !c.sim_seg ||
+        st_lookalike_gram(m, c.GU) != 0) {
         st_seterr(err, "out of memory");
         goto done;
     }
@@ -464,6 +472,10 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     }
     memset(c.scratch, 0, (size_t)threads * c.per_thread);
     st_parallel_run(threads, (uint64_t)c.nlal + c.nsim, seg_task, &c);
+    if (atomic_load(&c.oom)) {
+        st_seterr(err, "out of memory for LOOKALIKE's seed solve");
+        goto done;
+    }
     summarise(&c, out);
     if (out->lal_segments == 0 && out->sim_segments == 0) {
         st_seterr(err, "no segment has enough held-out users to evaluate LOOKALIKE or SIMILAR (at least %u held-out "

@@ -12,8 +12,8 @@
  * but the seeds as a candidate: how well a seed sample is expanded back to
  * the segment it came from (the model has seen those users with the
  * segment; co-occurrence leaves the segment itself out). Rankers:
- *   model       LOOKALIKE as the server answers it (st_score_lookalike_scores: the
- *               seeds' mean vector, dot product with every user);
+ *   model       LOOKALIKE as the server answers it (st_lookalike_scores: the
+ *               seeds folded in as a segment, dot product with every user);
  *   active      the most active candidates (most segments in training), the
  *               same for every segment;
  *   co-occurrence  candidates scored by the segments they share with the

@@ -17,10 +17,9 @@
 #include <string.h>
 
 #include "als.h"
+#include "lookalike.h"
 #include "score.h"
 #include "util.h"
-
-#define GRAM_CHUNK 4096u
 
 typedef struct {
     char *name;
@@ -151,30 +150,8 @@ uint32_t st_segov_scores(st_segov *g, const float *x, float *scores, uint32_t ca
 
 int st_segov_user_gram(const st_model *m, float *GU, char *err)
 {
-    uint32_t k = m->k;
-    if (m->U) {
-        st_als_gram(m->U, m->users, k, GU);
-        return 0;
-    }
-    /* int8 rows: dequantized a chunk at a time, each chunk's Gram added. */
-    float *X = st_malloc((size_t)GRAM_CHUNK * k * sizeof *X), *T = st_malloc((size_t)k * k * sizeof *T);
-    if (!X || !T) {
-        st_free(X);
-        st_free(T);
-        return st_seterr(err, "out of memory for the user Gram matrix");
-    }
-    memset(GU, 0, (size_t)k * k * sizeof *GU);
-    for (uint32_t u0 = 0; u0 < m->users; u0 += GRAM_CHUNK) {
-        uint32_t n = m->users - u0 < GRAM_CHUNK ? m->users - u0 : GRAM_CHUNK;
-        for (uint32_t i = 0; i < n; i++) {
-            const float *row = st_model_user(m, u0 + i, X + (size_t)i * k);
-            if (row != X + (size_t)i * k) memcpy(X + (size_t)i * k, row, k * sizeof *X);
-        }
-        st_als_gram(X, n, k, T);
-        for (size_t i = 0; i < (size_t)k * k; i++) GU[i] += T[i];
-    }
-    st_free(X);
-    st_free(T);
+    /* The same U^T U LOOKALIKE solves against (lookalike.h). */
+    if (st_lookalike_gram(m, GU) != 0) return st_seterr(err, "out of memory for the user Gram matrix");
     return 0;
 }
 

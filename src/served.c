@@ -9,6 +9,7 @@
 #include "als.h"
 #include "ann.h"
 #include "log.h"
+#include "lookalike.h"
 #include "util.h"
 
 /* ---- scratch ------------------------------------------------------------ */
@@ -43,7 +44,7 @@ int st_scratch_fit(st_scratch *s, const st_model *m, int all_users, uint64_t max
 {
     uint64_t rows = m->segments;
     if (all_users && m->users > rows) rows = m->users;
-    rows += m->k; /* look-alike keeps its centroid after the user scores */
+    rows += m->k; /* look-alike keeps its query vector after the user scores */
     if (st_scratch_rows(s, rows) != 0) return -1;
     if (m->k > s->cap_ux) {
         if (grow((void **)&s->ux, m->k, sizeof(float)) != 0) return -1;
@@ -102,6 +103,7 @@ static void served_free(st_served *s)
     st_ann_free(atomic_load(&s->ann));
     st_overlay_free(s->ov);
     st_free(s->G);
+    st_free(s->GU);
     st_free(s->prior);
     st_free(s->prior_rank);
     st_free(s->seg_norms);
@@ -195,9 +197,10 @@ st_served *st_served_load(const char *path, char *err)
     st_topk(s->prior, n, n, NULL, 0, s->prior_rank, tmp);
     st_free(tmp);
     st_score_segment_norms(m, s->seg_norms);
-    if (st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
+    s->GU = st_aligned_alloc(64, (size_t)k * k * sizeof *s->GU);
+    if (!s->GU || st_lookalike_gram(m, s->GU) != 0 || st_segment_index_build(m, s->prior, &s->seg_index) != 0) {
         served_free(s);
-        st_seterr(err, "%s: out of memory for the segment index", path);
+        st_seterr(err, "%s: out of memory for the segment index or the users' Gram matrix", path);
         return NULL;
     }
     s->ov = st_overlay_new(m, s->G, s->prior, err);

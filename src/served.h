@@ -28,6 +28,7 @@ struct st_ann;
 typedef struct st_served {
     st_model m;
     float *G;         /* V^T V, k x k, for fold-in and explanations */
+    float *GU;        /* U^T U of the file's rows, k x k, for LOOKALIKE's seed solve (lookalike.h) */
     float *prior;     /* n: the popularity prior q (st_score_prior), for the blend and unknown users */
     uint32_t *prior_rank; /* n: segment indices by q, best first */
     float *seg_norms; /* n: |V[s]| */

@@ -36,6 +36,31 @@ def foldin(M, idx, r):
     return A, c, np.linalg.solve(A, Vs.T @ c)
 
 
+def lookalike(M, rows):
+    """LOOKALIKE's query v for the seed model rows (docs/PROTOCOL.md): the
+    seeds folded in as a new segment against the user factors U, solved
+    exactly in float64:
+    (w0 U^T U + (c - w0) S^T S + lambda_seg I) v = c S^T 1
+    over the seed rows S, c the confidence of one pair at r = eps under the
+    log scheme (1 when eps is 0: alpha log(1 + r/0) is no number) or at r = 1
+    under the linear one, lambda_seg the row lambda of a segment with |S|
+    users (cols: the users)."""
+    h = M.header
+    assert h["confidence"] in (0, 1), "lookalike() implements the linear and log confidence schemes"
+    U = M.U.astype(np.float64)
+    S = U[sorted(set(rows))]
+    if h["confidence"] == 1:
+        c = 1 + h["alpha"] * np.log(2) if h["eps"] > 0 else 1.0
+    else:
+        c = 1 + h["alpha"]
+    lam = h["lambda_"]
+    if h["regularization"] == 1:
+        lam *= (len(S) + h["reg_alpha0"] * M.m) ** h["reg_nu"]
+    w0 = unobserved(M)
+    A = w0 * U.T @ U + (c - w0) * S.T @ S + lam * np.eye(U.shape[1])
+    return np.linalg.solve(A, c * S.sum(axis=0))
+
+
 def close(a, b, tol=1e-5):
     """The same ranking up to tol: scores within tol position by position, and
     an id out of place only where another scored within tol of it."""

@@ -8,10 +8,11 @@ the system's site packages (pip --no-build-isolation --no-index) and with
 reads models and a journal and is compared with `starling serve` on the same
 files (privacy floors off), through redis-py:
 - model users: SEGMENTS (with MIN, ONLY, EXCLUDE, UNSEEN, CALIBRATED), SCORE,
-  AUDIENCE, REACH, LOOKALIKE, HISTORY equal the server's float32
+  AUDIENCE, REACH, HISTORY equal the server's float32
   values bit for bit, for a float model with the fitted prior weight and
   calibration, a rank that is not a multiple of 8, and an int8 model;
-- FOLDIN, EXPLAIN and SIMILAR (solved in float64 here, float32 there) within 1e-5;
+- FOLDIN, EXPLAIN, SIMILAR and LOOKALIKE (solved in float64 here, float32
+  there) within 1e-5, LOOKALIKE also of its definition solved in numpy;
 - with the journal of a server that took EVENTs and FORGETs: the online users,
   the forgotten ones and the scans over every user, within 1e-5;
 - the model card equals MODEL INFO; errors say what the server says;
@@ -31,6 +32,7 @@ except ImportError as e:
     print(f"1..0 # SKIP {e} (python3-numpy, python3-redis: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server, make_model  # noqa: E402
+import oracle  # noqa: E402
 from oracle import close  # noqa: E402
 from tap import done, note, ok, skip_all, starling  # noqa: E402
 
@@ -123,13 +125,30 @@ def check_exact(M, r, label, users):
     ok(M.audience(s, 1000, min=thr) == pairs(r.execute_command("AUDIENCE", s, "COUNT", 1000, "MIN", repr(thr))) and
        M.reach(s, thr) == r.execute_command("REACH", s, "MIN", repr(thr)) >= 200,
        f"{label}: AUDIENCE MIN and REACH at the 200th score ({M.reach(s, thr)} users)")
-    seeds = [list(M.user_ids[i:i + 12]) + ["ghost", M.user_ids[i]] for i in (0, 40, 500)]
-    look = pipelined(r, [("LOOKALIKE", "COUNT", 30, *sd) for sd in seeds])
-    ok(all(M.lookalike(sd, 30) == pairs(la) for sd, la in zip(seeds, look)),
-       f"{label}: LOOKALIKE (unknown and repeated seeds ignored)")
     hist = pipelined(r, [("HISTORY", x) for x in users[:100]])
     ok(all(M.history(x) == pairs(h[1]) and M.history(x).source == h[0] for x, h in zip(users, hist)),
        f"{label}: HISTORY")
+
+
+def lookalike_numpy(M, rows, n):
+    """LOOKALIKE of the model rows `rows` from its definition
+    (oracle.lookalike): every other user scored U_u . v, the best n."""
+    sc = M.U.astype(np.float64) @ oracle.lookalike(M, rows)
+    sc[sorted(set(rows))] = -np.inf
+    top = np.lexsort((np.arange(M.m), -sc))[:n]
+    return [(M.user_ids[i], float(sc[i])) for i in top]
+
+
+def check_lookalike(M, r, label):
+    """LOOKALIKE: a solve (float64 here, float32 there) within 1e-5 of the
+    server's, and both within 1e-5 of the definition computed in numpy."""
+    starts = (0, 40, 500) if M.m > 600 else (0, 40, 80)
+    seeds = [list(M.user_ids[i:i + 12]) + ["ghost", M.user_ids[i]] for i in starts]
+    look = pipelined(r, [("LOOKALIKE", "COUNT", 30, *sd) for sd in seeds])
+    ok(all(close(M.lookalike(sd, 30), pairs(la)) for sd, la in zip(seeds, look)),
+       f"{label}: LOOKALIKE within {TOL} of the server's (unknown and repeated seeds ignored)")
+    ok(all(close(M.lookalike(sd, 30), lookalike_numpy(M, list(range(i, i + 12)), 30)) for i, sd in zip(starts, seeds)),
+       f"{label}: LOOKALIKE within {TOL} of the seeds folded in as a segment, solved in numpy from the definition")
 
 
 def check_solved(M, r, label, users):
@@ -275,6 +294,7 @@ with tempfile.TemporaryDirectory() as d:
     r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
     users = list(M.user_ids)
     check_exact(M, r, "float32", users)
+    check_lookalike(M, r, "float32")
     check_solved(M, r, "float32", users)
     check_card_and_errors(M, r, "float32")
     srv.stop()
@@ -290,6 +310,7 @@ with tempfile.TemporaryDirectory() as d:
         srv = Server(p, "--min-audience", 0, "--min-seeds", 0, d=d)
         r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
         check_exact(Mx, r, label, list(Mx.user_ids))
+        check_lookalike(Mx, r, label)
         srv.stop()
     ok(starling_pkg.Model(q8).int8 and starling_pkg.Model(q8).Uq.dtype == np.int8, "int8: the rows stay int8 in the file")
     # Popularity-weighted missing data: every fold-in against V^T diag(rho) V.

@@ -172,10 +172,11 @@ with tempfile.TemporaryDirectory() as d:
     ok(len(au2) == 2 * int((us >= np.float32(thr)).sum()), "AUDIENCE MIN")
     seeds = [M.user_ids[i] for i in (1, 2, 3)] + ["ghost"]
     la = r.execute_command("LOOKALIKE", "COUNT", 5, *seeds)
-    cen = M.U[[1, 2, 3]].mean(axis=0)
-    ls = (M.U @ cen).astype(np.float64)
+    ls = M.U.astype(np.float64) @ oracle.lookalike(M, [1, 2, 3])
     ls[[1, 2, 3]] = -np.inf
-    ok([p[0] for p in pairs(la)] == [M.user_ids[i] for i in top(ls, 5)], "LOOKALIKE = users nearest the seeds' centroid")
+    ok([p[0] for p in pairs(la)] == [M.user_ids[i] for i in top(ls, 5)] and
+       all(abs(float(sc) - ls[M.user_index(n)]) < 1e-4 for n, sc in pairs(la)),
+       "LOOKALIKE = numpy's users and scores for the seeds folded in as a segment")
     ok("none of the" in err(lambda: r.execute_command("LOOKALIKE", "COUNT", 5, "ghost")), "LOOKALIKE unknown seeds")
     ok("unknown segment" in err(lambda: r.execute_command("AUDIENCE", "nope", "COUNT", 5)), "AUDIENCE unknown segment")
     ok("COUNT" in err(lambda: r.execute_command("AUDIENCE", M.segment_ids[s], "COUNT", 10 ** 9)), "AUDIENCE COUNT limit")

@@ -98,14 +98,41 @@ def calibrate(a, b, score):
     return float(F32(p))
 
 
+def conf1(h, v, idf, norm):
+    """st_als_conf1: the confidence-minus-one of one raw value v (divided by
+    w0 as the solvers take it), in float64; idf and norm only for bm25."""
+    scheme = h["confidence"]
+    w0 = h["unobserved_weight"] if h["unobserved_weight"] > 0 else 1.0
+    v = float(v)
+    if scheme == CONF_LOG:
+        f = math.log1p(v / h["eps"]) if h["eps"] != 0 else math.inf
+    elif scheme == CONF_BM25:
+        k1 = h["bm25_k1"]
+        f = v * (k1 + 1.0) / (k1 * norm + v) * idf
+    else:
+        f = v
+    c = h["alpha"] * f
+    if not (c > 0 and math.isfinite(c)):
+        c = 0.0
+    if w0 != 1:
+        c = (1 + c) / w0 - 1
+    return c
+
+
+def row_lambda(h, nnz, cols):
+    """st_als_row_lambda: lambda of a row with nnz nonzeros among cols columns."""
+    w0 = h["unobserved_weight"] if h["unobserved_weight"] > 0 else 1.0
+    if h["regularization"] == REG_FREQUENCY:
+        return h["lambda_"] * math.pow(nnz + h["reg_alpha0"] * cols, h["reg_nu"]) / w0
+    return h["lambda_"] / w0
+
+
 def confidences(h, popularity, users, seg, r, missing=None):
     """st_score_confidences: the confidence-minus-one (float32) of each
     history entry (seg[i], r[i]) and the row's lambda, as training gives them
-    (c / w0 - rho_s under popularity-weighted missing data)."""
-    scheme = h["confidence"]
-    w0 = h["unobserved_weight"] if h["unobserved_weight"] > 0 else 1.0
+    (c / w0 - rho_s under popularity-weighted missing data: missing = rho)."""
     norm = 1.0
-    if scheme == CONF_BM25:
+    if h["confidence"] == CONF_BM25:
         total = 0.0
         for v in r:
             total += float(v)
@@ -113,26 +140,33 @@ def confidences(h, popularity, users, seg, r, missing=None):
         norm = (1.0 - h["bm25_b"]) + h["bm25_b"] * total / mean
     cm1 = np.empty(len(seg), dtype=F32)
     for i, (s, v) in enumerate(zip(seg, r)):
-        v = float(v)
-        if scheme == CONF_LOG:
-            f = math.log1p(v / h["eps"]) if h["eps"] != 0 else math.inf
-        elif scheme == CONF_BM25:
+        idf = 0.0
+        if h["confidence"] == CONF_BM25:
             idf = math.log(users) - math.log1p(float(popularity[s])) if users > 0 else -math.inf
-            k1 = h["bm25_k1"]
-            f = v * (k1 + 1.0) / (k1 * norm + v) * idf
-        else:
-            f = v
-        c = h["alpha"] * f
-        if not (c > 0 and math.isfinite(c)):
-            c = 0.0
-        if w0 != 1:
-            c = (1 + c) / w0 - 1
+        c = conf1(h, v, idf, norm)
         cm1[i] = c if missing is None else F32(c) + (F32(1) - missing[s])
-    if h["regularization"] == REG_FREQUENCY:
-        lam = h["lambda_"] * math.pow(len(seg) + h["reg_alpha0"] * len(popularity), h["reg_nu"]) / w0
-    else:
-        lam = h["lambda_"] / w0
-    return cm1, lam
+    return cm1, row_lambda(h, len(seg), len(popularity))
+
+
+def lookalike_query(h, users, GU, rows):
+    """st_lookalike_query: LOOKALIKE's query (float32, k) for the seed
+    vectors rows (S x k float32, distinct users): the seeds folded in as a
+    segment against GU = U^T U (float64, over `users` rows), each seed pair
+    at the typical value (eps under the log scheme, else 1; bm25: the idf of
+    a segment of S users, a mean user), the row lambda of a segment with S
+    users; solved in float64. The seeds' centroid (summed in double, in row
+    order) when the system is not positive definite or v is not finite."""
+    n = len(rows)
+    r = h["eps"] if h["confidence"] == CONF_LOG and h["eps"] > 0 else 1.0
+    idf = math.log(users) - math.log1p(n) if h["confidence"] == CONF_BM25 else 0.0
+    cm1 = np.full(n, F32(conf1(h, r, idf, 1.0)), dtype=F32)
+    v = foldin(GU, rows, np.arange(n), cm1, row_lambda(h, n, users))
+    if v is None or not np.all(np.isfinite(v)):
+        total = np.zeros(rows.shape[1], dtype=np.float64)
+        for x in rows:
+            total += x.astype(np.float64)
+        v = (total / max(n, 1)).astype(F32)
+    return v
 
 
 def system(G, V, seg, cm1, lam):

@@ -81,7 +81,7 @@ class Model(ModelFile):
         self.prior = K.prior(self.popularity)
         self.prior_weight = F32(h["prior_weight"])
         self._add = (self.prior_weight * self.prior).astype(F32)
-        self._G = self._rank = None
+        self._G = self._GU = self._rank = None
         self.online = None
         self.journal = None
         self._hidden = None
@@ -121,6 +121,15 @@ class Model(ModelFile):
         if self._G is None:
             self._G = K.gram(self.V, self.missing)
         return self._G
+
+    @property
+    def GU(self):
+        """U^T U of the file's user rows (dequantized for int8), summed in
+        float64 and kept in float32 as the server keeps it (then float64 for
+        the solve): LOOKALIKE's Gram matrix, computed once."""
+        if self._GU is None:
+            self._GU = K.gram(self.U).astype(F32).astype(np.float64)
+        return self._GU
 
     def _solve(self, seg, r):
         cm1, lam = K.confidences(self.header, self.popularity, self.m, seg, r, self.missing)
@@ -381,8 +390,9 @@ class Model(ModelFile):
         return [int(len(sc) - np.searchsorted(sc, x, side="left")) for x in t]
 
     def lookalike(self, seeds, n):
-        """LOOKALIKE COUNT n user ...: users closest to the centroid of the
-        seeds' vectors, seeds excluded."""
+        """LOOKALIKE COUNT n user ...: users scored against the seeds folded
+        in as a segment (K.lookalike_query: one solve against U^T U, the
+        centroid if it fails), seeds excluded."""
         count = _count(n, 2**32 - 1)
         if isinstance(seeds, (str, bytes)):
             seeds = [seeds]
@@ -394,12 +404,10 @@ class Model(ModelFile):
                 found[u.place] = u.x
         if not found:
             raise StarlingError(f"none of the {len(seeds)} seed users is in the model")
-        places = sorted(found)
-        total = np.zeros(self.k, dtype=np.float64)
-        for p in places:  # in double, in the order of the scan, as st_score_centroid
-            total += found[p].astype(np.float64)
-        c = (total / len(places)).astype(F32)
-        sc = self._scan(c)
+        places = sorted(found)  # the order of the scan, as the server gathers them
+        rows = np.array([found[p] for p in places], dtype=F32).reshape(len(places), self.k)
+        v = K.lookalike_query(self.header, self.m, self.GU, rows)
+        sc = self._scan(v)
         sc[places] = np.nan
         idx, vals = K.topk(sc, count)
         return Result([(self._user_name(int(i)), float(v)) for i, v in zip(idx, vals)])

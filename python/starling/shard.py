@@ -12,8 +12,8 @@ user: any shard answers them (every shard holds every segment). AUDIENCE and
 REACH go to every shard at once and are merged: the best n of the shards'
 best n, and the sum of the counts.
 
-Not here: LOOKALIKE over more than one shard. Its centroid is the mean of
-the seeds' vectors, which live on several shards, and the protocol gives no
+Not here: LOOKALIKE over more than one shard. Its query is solved from the
+seeds' vectors and U^T U of every user, which live on several shards, and the protocol gives no
 command that returns a vector or scores against a given one, so no merge of
 the shards' replies equals the unsharded answer; it raises StarlingError.
 """
@@ -365,7 +365,7 @@ class ShardedClient:
     def lookalike(self, seeds, n):
         if len(self.shards) == 1:
             return self.shards[0].lookalike(seeds, n)
-        raise StarlingError("LOOKALIKE over several shards: the seeds' centroid needs their vectors from every "
+        raise StarlingError("LOOKALIKE over several shards: the seeds' query needs their vectors from every "
                             "shard, which the protocol does not give; run `starling audience SHARD.model ... "
                             "--lookalike` over the shard files, or starling.Model over the unsharded model")
 
