@@ -489,32 +489,105 @@ static double scale10(double m, int e)
     return -e <= 22 ? m / pow10_table[-e] : m / pow(10, -e);
 }
 
-int resp_format_score(char *buf, float v)
+/* floor(log10(av)) for a positive finite float: an estimate from the binary
+ * exponent, corrected against the powers of ten (the same as
+ * floor(log10(av)) for every float: bench/score_text_check.c compares them). */
+static int decimal_exponent(float av)
 {
-    if (isnan(v)) return snprintf(buf, 32, "nan");
-    if (isinf(v)) return snprintf(buf, 32, v > 0 ? "inf" : "-inf");
-    if (v == 0) return snprintf(buf, 32, signbit(v) ? "-0" : "0");
-    /* The shortest of 1..9 significant digits that reads back as the same
-     * float: 9 always does for float32. Digits come from integer arithmetic,
-     * so this costs a few multiplications instead of several snprintf calls. */
-    double d = fabs((double)v);
-    int e0 = (int)floor(log10(d)), e = e0;
-    int64_t m = 0;
-    for (int digits = 1; digits <= 9; digits++) {
-        e = e0;
-        m = (int64_t)llround(scale10(d, digits - 1 - e));
-        if (m >= (int64_t)pow10_table[digits]) { /* rounding carried into a new digit */
-            m /= 10;
-            e++;
-        }
-        if ((float)scale10((double)m, e - digits + 1) == fabsf(v)) break;
+    uint32_t bits;
+    memcpy(&bits, &av, sizeof bits);
+    int b = (int)(bits >> 23) - 127; /* av in [2^b, 2^(b+1)) when normal */
+    if (b == -127) b = ilogbf(av);
+    int e = (b * 1233) >> 12; /* floor(b log10(2)), or one less */
+    double d = (double)av;
+    if (scale10(1.0, e) > d) e--;
+    while (scale10(1.0, e + 1) <= d) e++;
+    return e;
+}
+
+/* v rounded to `digits` significant digits, m x 10^(*e - digits + 1), with e0
+ * v's decimal exponent: the full search's arithmetic, step for step. */
+static int64_t round_digits(double d, int e0, int digits, int *e)
+{
+    double x = scale10(d, digits - 1 - e0);
+    double t = trunc(x);
+    int64_t m = (int64_t)t + (x - t >= 0.5); /* llround for x >= 0 */
+    *e = e0;
+    if (m >= (int64_t)pow10_table[digits]) { /* rounding carried into a new digit */
+        m /= 10;
+        (*e)++;
     }
+    return m;
+}
+
+/* The fewest significant digits, 1 to 9, whose rounding of av (positive,
+ * finite) reads back as av; 9 always does for float32. Each trial rounding
+ * is sorted first, without a branch: one further from av than twice the gap
+ * to av's wider neighbour cannot read back as av (skipped); one nearer than
+ * 0.49 times the narrower gap must (taken); only those in between get the
+ * exact check, a division and a conversion. So the count is that of trying
+ * 1, 2, ... with the exact check alone (bench/score_text_check.c compares
+ * the two over every float), at a fraction of the cost. */
+static int shortest_digits(float av, int e0)
+{
+    uint32_t bits;
+    memcpy(&bits, &av, sizeof bits);
+    uint32_t up_bits = bits + 1, down_bits = bits - 1;
+    float up, down;
+    memcpy(&up, &up_bits, sizeof up);
+    memcpy(&down, &down_bits, sizeof down);
+    double d = (double)av, gap_up = (double)up - d, gap_down = d - (double)down; /* up is inf past FLT_MAX */
+    double hi = 2.0 * fmax(gap_up, gap_down) / d, lo = 0.49 * fmin(gap_up, gap_down) / d;
+    unsigned maybe = 0, sure = 0;
+    for (int digits = 1; digits <= 8; digits++) {
+        double x = scale10(d, digits - 1 - e0);
+        double t = trunc(x);
+        double off = fabs(x - (t + (double)(x - t >= 0.5)));
+        maybe |= (unsigned)(off <= x * hi) << digits;
+        sure |= (unsigned)(off < x * lo) << digits;
+    }
+    for (; maybe; maybe &= maybe - 1) {
+        int digits = __builtin_ctz(maybe), e;
+        if (sure >> digits & 1) return digits;
+        int64_t m = round_digits(d, e0, digits, &e);
+        if ((float)scale10((double)m, e - digits + 1) == av) return digits;
+    }
+    return 9;
+}
+
+/* Writes the decimal digits of m (below 10^9) at p, two at a time; returns
+ * how many. */
+static int significand_digits(char *p, uint32_t m)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char tmp[10];
+    int n = 10;
+    while (m >= 100) {
+        uint32_t q = m / 100, r = m - q * 100;
+        tmp[--n] = pairs[2 * r + 1];
+        tmp[--n] = pairs[2 * r];
+        m = q;
+    }
+    if (m >= 10) {
+        tmp[--n] = pairs[2 * m + 1];
+        tmp[--n] = pairs[2 * m];
+    } else {
+        tmp[--n] = (char)('0' + m);
+    }
+    memcpy(p, tmp + n, (size_t)(10 - n));
+    return 10 - n;
+}
+
+int resp_format_decimal(char *buf, int negative, int64_t m, int e)
+{
     char dig[16];
-    int nd = fmt_i64(dig, m);
+    int nd = significand_digits(dig, (uint32_t)m);
     /* Trailing zeros carry no information. */
     while (nd > 1 && dig[nd - 1] == '0') nd--;
     int w = 0;
-    if (v < 0) buf[w++] = '-';
+    if (negative) buf[w++] = '-';
     if (e >= -5 && e < 17) {
         if (e < 0) {
             buf[w++] = '0';
@@ -538,6 +611,20 @@ int resp_format_score(char *buf, float v)
     }
     buf[w] = '\0';
     return w;
+}
+
+int resp_format_score(char *buf, float v)
+{
+    if (isnan(v)) return snprintf(buf, 32, "nan");
+    if (isinf(v)) return snprintf(buf, 32, v > 0 ? "inf" : "-inf");
+    if (v == 0) return snprintf(buf, 32, signbit(v) ? "-0" : "0");
+    /* The shortest of 1..9 significant digits that reads back as the same
+     * float. Digits come from integer arithmetic. */
+    float av = fabsf(v);
+    double d = (double)av;
+    int e0 = decimal_exponent(av), e;
+    int64_t m = round_digits(d, e0, shortest_digits(av, e0), &e);
+    return resp_format_decimal(buf, v < 0, m, e);
 }
 
 void resp_score(resp_out *o, float v)

@@ -126,5 +126,10 @@ void resp_double(resp_out *o, double v);
 void resp_score(resp_out *o, float v);
 /* The same text, into buf (at least 32 bytes); returns its length. */
 int resp_format_score(char *buf, float v);
+/* The text of (negative ? -1 : 1) x m x 10^(e - digits(m) + 1), m in
+ * [1, 10^9) with e the exponent of its leading digit, as resp_format_score
+ * lays it out (trailing zeros dropped, an exponent outside [-5, 17)), into buf
+ * (at least 32 bytes); returns its length. */
+int resp_format_decimal(char *buf, int negative, int64_t m, int e);
 
 #endif

@@ -1,8 +1,12 @@
 /* Tests of the RESP parser and reply writers: well-formed requests whole,
  * pipelined and fed one byte at a time; every protocol error path; the
- * limits; out-of-memory while growing; and the score formatter's round trip. */
+ * limits; out-of-memory while growing; and the score formatter's round trip,
+ * byte for byte the text of the search it replaced. */
+#include <float.h>
+
 #include "resp.h"
 #include "rng.h"
+#include "score_text_ref.h"
 #include "tap.h"
 #include "util.h"
 
@@ -260,6 +264,72 @@ static void test_resp3(void)
     resp_out_free(&o);
 }
 
+/* Whether resp_format_score writes v as the full search of
+ * score_text_ref.h does; prints the first difference. */
+static int same_score_text(float v, int *printed)
+{
+    char a[48], b[48];
+    int na = resp_format_score(a, v), nb = ref_format_score(b, v);
+    if (na == nb && memcmp(a, b, (size_t)na) == 0) return 1;
+    if (!(*printed)++) {
+        uint32_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        printf("#   bits %08x: '%s', the full search '%s'\n", (unsigned)bits, a, b);
+    }
+    return 0;
+}
+
+/* Neighbours either side of v, up to k steps away (signs and zero included). */
+static int same_around(float v, int k, int *printed)
+{
+    int all = same_score_text(v, printed);
+    float up = v, down = v;
+    for (int i = 0; i < k; i++) {
+        up = nextafterf(up, INFINITY);
+        down = nextafterf(down, -INFINITY);
+        all &= same_score_text(up, printed) & same_score_text(down, printed);
+    }
+    return all;
+}
+
+/* The filtered search in resp_format_score against the full one: the same
+ * bytes for random bit patterns, scores of the range they live in, and the
+ * edges where a shortcut would slip: zeros, subnormals, integers, powers of
+ * ten and of two and their neighbours, the largest and smallest floats.
+ * (bench/score_text_check.c runs the same comparison over every float.) */
+static void test_score_text_same(void)
+{
+    int printed = 0, random_ok = 1, edge_ok = 1;
+    st_rng r;
+    st_rng_seed(&r, 29);
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)st_rng_next(&r);
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        random_ok &= same_score_text(v, &printed);
+        random_ok &= same_score_text((float)(st_rng_uniform(&r) * 4 - 2), &printed);
+    }
+    ok(random_ok, "score text: the same bytes as the full search (2,000,000 bit patterns, 2,000,000 scores)");
+    float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_MAX, -FLT_MAX, FLT_MIN, -FLT_MIN,
+                        FLT_TRUE_MIN, -FLT_TRUE_MIN, FLT_EPSILON, 1.0f / 3, 2.0f / 3, 16777216.0f, 16777217.0f};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) edge_ok &= same_around(specials[i], 64, &printed);
+    for (uint32_t bits = 0; bits < 200000; bits++) { /* the smallest subnormals */
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        edge_ok &= same_score_text(v, &printed) & same_score_text(-v, &printed);
+    }
+    for (int i = -200000; i <= 200000; i++) edge_ok &= same_score_text((float)i, &printed);
+    for (int e = -45; e <= 38; e++) {
+        char t[16];
+        snprintf(t, sizeof t, "1e%d", e);
+        float p = strtof(t, NULL);
+        edge_ok &= same_around(p, 16, &printed) & same_around(-p, 4, &printed);
+        for (int k = 2; k <= 9; k++) edge_ok &= same_around(p * (float)k, 4, &printed);
+    }
+    for (int e = -149; e <= 127; e++) edge_ok &= same_around(ldexpf(1.0f, e), 16, &printed);
+    ok(edge_ok, "score text: the same bytes at zeros, subnormals, integers, powers of ten and two, the extremes");
+}
+
 int main(void)
 {
     resp_limits_default(&lim);
@@ -267,6 +337,7 @@ int main(void)
     test_errors();
     test_limits();
     test_replies();
+    test_score_text_same();
     test_resp3();
     return tap_done();
 }
