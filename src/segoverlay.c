@@ -49,7 +49,8 @@ struct st_segov {
     uint32_t *nmem;
     uint32_t vcap;
     atomic_uint count;
-    float *GU;               /* U^T U, once computed */
+    const float *GU;         /* U^T U: lent (st_segov_lend_gram), or GU_own once computed */
+    float *GU_own;
 };
 
 st_segov *st_segov_new(const st_model *m, char *err)
@@ -91,7 +92,7 @@ void st_segov_free(st_segov *g)
     st_free(g->Y);
     st_free(g->q);
     st_free(g->nmem);
-    st_free(g->GU);
+    st_free(g->GU_own);
     pthread_rwlock_destroy(&g->lock);
     pthread_mutex_destroy(&g->mlock);
     st_free(g);
@@ -188,7 +189,9 @@ int st_segov_solve_vector(const st_model *m, const float *GU, const float *X, co
     return 0;
 }
 
-/* The Gram matrix, computed at the first solve (under mlock). */
+void st_segov_lend_gram(st_segov *g, const float *GU) { g->GU = GU; }
+
+/* The Gram matrix: the one lent, or computed at the first solve (under mlock). */
 static int need_gram(st_segov *g, char *err)
 {
     if (g->GU) return 0;
@@ -198,7 +201,7 @@ static int need_gram(st_segov *g, char *err)
         st_free(GU);
         return -1;
     }
-    g->GU = GU;
+    g->GU = g->GU_own = GU;
     return 0;
 }
 

@@ -56,6 +56,10 @@ typedef int (*st_segov_user_fn)(void *ctx, const char *id, uint32_t len, float *
 st_segov *st_segov_new(const st_model *m, char *err);
 void st_segov_free(st_segov *g);
 void st_segov_set_min_users(st_segov *g, uint32_t n);
+/* Lends g its model's U^T U (k x k, st_lookalike_gram), so that a solve does
+ * not compute a second copy; GU must outlive g. Without it, the first solve
+ * computes one (the batch tools' overlays). Call before any solve. */
+void st_segov_lend_gram(st_segov *g, const float *GU);
 uint32_t st_segov_min_users(const st_segov *g);
 
 /* ---- readers -------------------------------------------------------------- */

@@ -208,6 +208,7 @@ st_served *st_served_load(const char *path, char *err)
         served_free(s);
         return NULL;
     }
+    st_segov_lend_gram(st_overlay_segments(s->ov), s->GU); /* SEGMENT ADD solves against LOOKALIKE's U^T U */
     snprintf(s->path, sizeof s->path, "%s", path);
     s->loaded_at = (double)time(NULL);
     atomic_init(&s->refs, 1);
