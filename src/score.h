@@ -7,8 +7,8 @@
  * dot product plus the model's prior blend (w = prior_weight, 0 unless
  * `starling eval`/`tune` fitted it; q from st_score_prior).
  * Owns: nothing. Never: allocates (every buffer is the caller's, so the
- * server's hot path can reuse per-thread scratch; the one exception is
- * st_segment_index_build, run once per model load), blocks, or prints.
+ * server's hot path can reuse per-thread scratch), blocks, or prints. The
+ * pruned top-k over segments SEGMENTS answers from is segindex.h.
  * Ties are broken by the lower index, so every ranking is deterministic.
  * Functions that take a user's vector or history take them as arguments
  * rather than a user index, so a caller may pass a user that is not in the
@@ -26,7 +26,8 @@
 void st_score_all_segments(const st_model *m, const float *x, float *scores);
 
 /* The best `want` of n scores, best first, skipping the indices listed in
- * exclude (sorted ascending, nexclude of them) and any NaN. Writes at most
+ * exclude (sorted ascending, nexclude of them) and any NaN or -inf (no
+ * score; the buffered and the heap selections agree on it). Writes at most
  * `want` (index, score) pairs and returns how many; out_idx and out_score
  * (want entries each) double as the heap while selecting. */
 uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t *exclude, uint64_t nexclude,
@@ -74,57 +75,6 @@ typedef const char *(*st_member_name_fn)(const void *ctx, uint32_t i, size_t *le
  * skipped. out_idx, out_score: want entries. */
 uint32_t st_topk_members(const float *scores, uint32_t n, uint32_t want, int descending, st_member_name_fn name,
                          const void *ctx, uint32_t *out_idx, float *out_score);
-
-/* Segments by decreasing norm |V[s]|, their rows copied in that order, for
- * st_score_topk_segments. Built once per loaded model (allocates n k + 2n
- * values); -1 on out-of-memory. */
-typedef struct {
-    uint32_t n, k;
-    uint32_t *order; /* position -> segment */
-    float *norms;    /* by position, decreasing */
-    float *add;      /* by position: the prior blend w q[s] */
-    float *add_max;  /* n + 1: the largest add from each position on */
-    float *rows;     /* n x k, by position */
-} st_segment_index;
-
-/* q from st_score_prior: the index scores with the model's blend. */
-int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix);
-void st_segment_index_free(st_segment_index *ix);
-
-/* The best `want` segments for the user vector x (blended scores, as
- * st_score_blend gives them) among those scoring at least min and not marked in skip (indexed by segment; NULL = none): the
- * same answer, scores and order as st_score_blend and st_topk, but visiting
- * segments by decreasing norm and stopping once |x| |V[s]| plus the largest
- * blend ahead (the most the rest could score, with a margin for rounding)
- * falls below the
- * want-th best so far or below min. *visited (may be NULL) receives how many
- * segments were scored. Never allocates. */
-uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
-                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited);
-
-/* One question of st_score_topk_segments_many: the best `want` segments
- * for the user vector x among those scoring at least min and not skipped,
- * as st_score_topk_segments answers it. */
-typedef struct {
-    const float *x;       /* k floats */
-    uint32_t want;
-    float min;            /* -INFINITY: none */
-    const uint8_t *skip;  /* segment s is left out when skip[s] & skip_bit; NULL = none */
-    uint8_t skip_bit;     /* so that eight questions can share one mask */
-    uint32_t *out_idx;    /* want entries: the answer, best first */
-    float *out_score;     /* want entries */
-    uint32_t got;         /* out: entries in the answer */
-    uint32_t visited;     /* out: segments scored */
-} st_segment_query;
-
-/* Answers nq questions together: for each, the same segments, scores and
- * order as st_score_topk_segments gives it alone (the same pruning, the
- * same rows scored in the same order), but each block of rows of the index
- * is scored for every question still running while it is in the cache, so
- * a pipeline of requests reads V once rather than once each. Never
- * allocates. The index carries the segment rows and their count, so
- * segments added to it are scored like the others. */
-void st_score_topk_segments_many(const st_segment_index *ix, st_segment_query *q, uint32_t nq);
 
 /* Floats of scratch that st_score_foldin / st_score_explain need for a
  * history of nnz entries. */

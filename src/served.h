@@ -21,6 +21,7 @@
 #include "model.h"
 #include "overlay.h"
 #include "score.h"
+#include "segindex.h"
 
 struct st_ann;
 
@@ -32,7 +33,7 @@ typedef struct st_served {
     float *prior;     /* n: the popularity prior q (st_score_prior), for the blend and unknown users */
     uint32_t *prior_rank; /* n: segment indices by q, best first */
     float *seg_norms; /* n: |V[s]| */
-    st_segment_index seg_index; /* segments by norm, for pruned SEGMENTS */
+    st_segment_index seg_index; /* the pruned top-k SEGMENTS answers from */
     st_overlay *ov;   /* users changed online, for this model (empty until the journal is replayed) */
     char path[4096];
     uint64_t generation; /* 1 for the first model, +1 per reload */

@@ -1,0 +1,483 @@
+/* segindex: the exact, pruned top-k over segments (see segindex.h).
+ *
+ * Why these bounds. On a trained model at rank 64 with 10,000 segments and
+ * a popularity blend (bench/serve.sh's), visiting by decreasing norm scored
+ * about 1,400 segments a question; visiting by blend + c |V[s]| stops after
+ * about 950, and the projection on 8 principal directions rules out about
+ * half of those for an eighth of a dot product each (bench/README.md).
+ *
+ * Rounding. u = 2^-24. A computed score (dot8: k products summed in eight
+ * lanes, then the blend added) is within (k + 2) u (|x| |v| + |blend|) of
+ * the exact value. The projections, tails and norms are computed in double
+ * from the float inputs and rounded up (projections to nearest, within
+ * u |x| of theirs); the directions are orthonormal to about 1e-15; a bound
+ * sums four float terms. So every bound is raised by (k + 24) 2u |x| |v|
+ * plus 2^-20 |blend| plus 1e-30: several times what the arithmetic can lose,
+ * at no measurable cost in pruning.
+ */
+#include "segindex.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dotkern.h"
+#include "util.h"
+
+/* A block of 32 positions holds, 32 floats each: the projections on the
+ * SEG_DIRS directions, the norm of the rest past the first SEG_DIRS_A
+ * directions and past all of them, the rounding margin and the blend with
+ * its margin. */
+enum {
+    SEG_BLOCK = 32,
+    SEG_GROUP = 64,
+    SEG_DIRS_A = 8,
+    SEG_DIRS = 32,
+    SEG_TAIL_A = SEG_DIRS * SEG_BLOCK,
+    SEG_TAIL_B = SEG_TAIL_A + SEG_BLOCK,
+    SEG_EPS = SEG_TAIL_B + SEG_BLOCK,
+    SEG_ADDU = SEG_EPS + SEG_BLOCK,
+    SEG_STRIDE = SEG_ADDU + SEG_BLOCK
+};
+
+/* The float at least d (for d = +inf, +inf). */
+static float up(double d)
+{
+    float f = (float)d;
+    return (double)f < d ? nextafterf(f, INFINITY) : f;
+}
+
+/* The relative margin on |x| |v| of a bound at rank k. */
+static double margin_factor(uint32_t k) { return (double)(k + SEG_DIRS + 16) * 0x1p-23; }
+
+/* The blend a with its margin, rounded up. */
+static float add_up(float a) { return up((double)a + fabs((double)a) * 0x1p-20 + 1e-30); }
+
+static int by_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median norm of up to 4,096 user rows spread over the model (1 when
+ * it has none): the c of the visiting order. Any c gives exact answers;
+ * a typical one visits fewest segments. */
+static float typical_user_norm(const st_model *m)
+{
+    uint32_t users = m->users, k = m->k, step = users > 4096 ? users / 4096 : 1, n = 0;
+    if (users == 0 || (!m->U && !m->Uq)) return 1.0f;
+    float *norms = st_malloc(4096 * sizeof *norms);
+    if (!norms) return 1.0f;
+    for (uint32_t u = 0; u < users && n < 4096; u += step) {
+        double s = 0;
+        for (uint32_t j = 0; j < k; j++) {
+            double v = m->U ? m->U[(size_t)u * k + j] : (double)m->Uq[(size_t)u * k + j] * m->Uscale[u];
+            s += v * v;
+        }
+        if (isfinite(s)) norms[n++] = (float)sqrt(s);
+    }
+    float c = 1.0f;
+    if (n > 0) {
+        qsort(norms, n, sizeof *norms, by_float);
+        c = norms[n / 2];
+    }
+    st_free(norms);
+    return c > 0 && isfinite(c) ? c : 1.0f;
+}
+
+/* dir (k x SEG_DIRS): w orthonormal directions, the leading eigenvectors of
+ * V^T V over V's finite rows (computed in double), then zero directions up
+ * to SEG_DIRS (they add nothing to a projection); the first w unit vectors
+ * when the eigensolver fails. Any orthonormal set keeps the bounds exact. */
+static int principal_directions(const st_model *m, uint32_t w, double *dir)
+{
+    uint32_t n = m->segments, k = m->k, chunk = 1024;
+    if (k == 0) return 0;
+    double *C = st_calloc((size_t)k * k, sizeof *C), *D = st_malloc((size_t)chunk * k * sizeof *D);
+    double *eig = st_malloc((size_t)k * sizeof *eig);
+    if (!C || !D || !eig) {
+        st_free(C);
+        st_free(D);
+        st_free(eig);
+        return -1;
+    }
+    for (uint32_t s0 = 0; s0 < n; s0 += chunk) {
+        uint32_t rows = 0;
+        for (uint32_t s = s0; s < n && s < s0 + chunk; s++) {
+            const float *v = m->V + (size_t)s * k;
+            int finite = 1;
+            for (uint32_t j = 0; j < k; j++) finite &= isfinite(v[j]) != 0;
+            if (!finite) continue;
+            for (uint32_t j = 0; j < k; j++) D[(size_t)rows * k + j] = v[j];
+            rows++;
+        }
+        if (rows > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)rows, 1.0, D, (int)k, 1.0, C, (int)k);
+    }
+    int ok = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)k, C, (lapack_int)k, eig) == 0;
+    for (uint32_t j = 0; j < k; j++)
+        for (uint32_t t = 0; t < SEG_DIRS; t++) {
+            double d = t < w ? C[(size_t)j * k + (k - 1 - t)] : 0; /* eigenvalues come ascending */
+            ok &= isfinite(d) != 0;
+            dir[(size_t)j * SEG_DIRS + t] = d;
+        }
+    if (!ok)
+        for (uint32_t j = 0; j < k; j++)
+            for (uint32_t t = 0; t < SEG_DIRS; t++) dir[(size_t)j * SEG_DIRS + t] = t < w && j == t;
+    st_free(C);
+    st_free(D);
+    st_free(eig);
+    return 0;
+}
+
+/* The projection of the k-vector v on the directions (SEG_DIRS floats, to
+ * nearest), the squared norms of its first SEG_DIRS_A coordinates, of all
+ * of them, and of v, in double. dir is k x SEG_DIRS (coordinate j of every
+ * direction together), so the SEG_DIRS sums run side by side. */
+static void project(const double *dir, uint32_t k, const float *v, float *pv, double *pa2, double *pb2, double *v2)
+{
+    double a[SEG_DIRS] = {0}, b[4] = {0};
+    uint32_t j = 0;
+#ifdef __FMA__
+    __m256d acc[SEG_DIRS / 4];
+    for (int t = 0; t < SEG_DIRS / 4; t++) acc[t] = _mm256_setzero_pd();
+    for (; j < k; j++) {
+        __m256d vj = _mm256_set1_pd(v[j]);
+        for (int t = 0; t < SEG_DIRS / 4; t++)
+            acc[t] = _mm256_fmadd_pd(_mm256_loadu_pd(dir + (size_t)j * SEG_DIRS + 4 * t), vj, acc[t]);
+    }
+    for (int t = 0; t < SEG_DIRS / 4; t++) _mm256_storeu_pd(a + 4 * t, acc[t]);
+#else
+    for (; j < k; j++)
+        for (int t = 0; t < SEG_DIRS; t++) a[t] += dir[(size_t)j * SEG_DIRS + t] * v[j];
+#endif
+    for (j = 0; j + 4 <= k; j += 4)
+        for (int h = 0; h < 4; h++) b[h] += (double)v[j + h] * v[j + h];
+    for (; j < k; j++) b[0] += (double)v[j] * v[j];
+    double sa = 0, sb = 0;
+    for (int t = 0; t < SEG_DIRS; t++) {
+        pv[t] = (float)a[t];
+        sb += a[t] * a[t];
+        if (t + 1 == SEG_DIRS_A) sa = sb;
+    }
+    *pa2 = sa;
+    *pb2 = sb;
+    *v2 = (b[0] + b[1]) + (b[2] + b[3]);
+}
+
+/* |v| sqrt(1 - |proj|^2/|v|^2) with a cushion of 1e-6 |v|, rounded up. */
+static float tail_norm(double p2, double v2) { return up(sqrt(fmax(0.0, v2 - p2) + 1e-12 * v2)); }
+
+typedef struct {
+    double key;
+    uint32_t s;
+} keyed;
+
+static int by_key(const void *a, const void *b)
+{
+    const keyed *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return (x->s > y->s) - (x->s < y->s);
+}
+
+/* Lays out position p's block entry: its projection, tails, margin and blend. */
+static void fill_row(st_segment_index *ix, uint32_t p)
+{
+    uint32_t k = ix->k, b = p / SEG_BLOCK, r = p % SEG_BLOCK;
+    float *blk = ix->blocks + (size_t)b * SEG_STRIDE, pv[SEG_DIRS];
+    const float *v = ix->rows + (size_t)p * k;
+    double pa2, pb2, v2;
+    project(ix->dir, k, v, pv, &pa2, &pb2, &v2);
+    int finite = isfinite(v2) && isfinite(ix->add[p]);
+    for (uint32_t t = 0; t < SEG_DIRS; t++) {
+        finite &= isfinite(pv[t]) != 0;
+        blk[t * SEG_BLOCK + r] = pv[t];
+    }
+    blk[SEG_TAIL_A + r] = tail_norm(pa2, v2);
+    blk[SEG_TAIL_B + r] = tail_norm(pb2, v2);
+    blk[SEG_EPS + r] = up(sqrt(v2) * margin_factor(k));
+    blk[SEG_ADDU + r] = add_up(ix->add[p]);
+    if (!finite) ix->exact[b] = 1;
+}
+
+int st_segment_index_build(const st_model *m, const float *q, st_segment_index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    uint32_t n = m->segments, k = m->k, w = k < SEG_DIRS ? k : SEG_DIRS, nblocks = (n + SEG_BLOCK - 1) / SEG_BLOCK;
+    ix->n = n;
+    ix->k = k;
+    ix->w = w;
+    ix->order = st_malloc((size_t)n * sizeof *ix->order + 1);
+    ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows + 64);
+    ix->add = st_malloc((size_t)n * sizeof *ix->add + 1);
+    ix->norm_max = st_malloc(((size_t)n + 1) * sizeof *ix->norm_max);
+    ix->add_max = st_malloc(((size_t)n + 1) * sizeof *ix->add_max);
+    ix->key_max = st_malloc(((size_t)n + 1) * sizeof *ix->key_max);
+    ix->dir = st_malloc((size_t)k * SEG_DIRS * sizeof *ix->dir + 1);
+    ix->blocks = st_aligned_alloc(64, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks + 64);
+    ix->exact = st_calloc((size_t)nblocks + 1, 1);
+    keyed *key = st_malloc((size_t)n * sizeof *key + 1);
+    float *norm = st_malloc((size_t)n * sizeof *norm + 1);
+    if (!ix->order || !ix->rows || !ix->add || !ix->norm_max || !ix->add_max || !ix->key_max || !ix->dir ||
+        !ix->blocks || !ix->exact || !key || !norm || principal_directions(m, w, ix->dir) != 0) {
+        st_free(key);
+        st_free(norm);
+        st_segment_index_free(ix);
+        return -1;
+    }
+    ix->c = typical_user_norm(m);
+    float wgt = (float)m->h.prior_weight;
+    for (uint32_t s = 0; s < n; s++) {
+        double v2 = 0;
+        for (uint32_t j = 0; j < k; j++) v2 += (double)m->V[(size_t)s * k + j] * m->V[(size_t)s * k + j];
+        norm[s] = up(sqrt(v2));
+        /* Rows with a value that is not finite go first, where nothing stops before them. */
+        double kv = (double)add_up(wgt * q[s]) + (double)ix->c * norm[s];
+        key[s] = (keyed){.key = isfinite(kv) ? kv : INFINITY, .s = s};
+    }
+    qsort(key, n, sizeof *key, by_key);
+    memset(ix->blocks, 0, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks);
+    for (uint32_t p = 0; p < n; p++) {
+        uint32_t s = key[p].s;
+        ix->order[p] = s;
+        memcpy(ix->rows + (size_t)p * k, m->V + (size_t)s * k, k * sizeof *ix->rows);
+        ix->add[p] = wgt * q[s]; /* the blend, exactly as st_score_one adds it */
+        fill_row(ix, p);
+    }
+    /* Past the last row of the last block: bounds of -inf (masked off anyway). */
+    for (uint32_t p = n; p < nblocks * SEG_BLOCK; p++)
+        ix->blocks[(size_t)(p / SEG_BLOCK) * SEG_STRIDE + SEG_ADDU + p % SEG_BLOCK] = -INFINITY;
+    ix->norm_max[n] = ix->add_max[n] = ix->key_max[n] = -INFINITY;
+    for (uint32_t p = n; p-- > 0;) {
+        float nm = norm[ix->order[p]], am = add_up(ix->add[p]), km = up(key[p].key);
+        if (!isfinite(nm) || !isfinite(am)) nm = am = km = INFINITY;
+        ix->norm_max[p] = fmaxf(nm, ix->norm_max[p + 1]);
+        ix->add_max[p] = fmaxf(am, ix->add_max[p + 1]);
+        ix->key_max[p] = fmaxf(km, ix->key_max[p + 1]);
+    }
+    st_free(key);
+    st_free(norm);
+    return 0;
+}
+
+void st_segment_index_free(st_segment_index *ix)
+{
+    st_free(ix->order);
+    st_free(ix->rows);
+    st_free(ix->add);
+    st_free(ix->norm_max);
+    st_free(ix->add_max);
+    st_free(ix->key_max);
+    st_free(ix->dir);
+    st_free(ix->blocks);
+    st_free(ix->exact);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* ---- questions ------------------------------------------------------------ */
+
+/* What a question needs besides x: its norm with the margin, its projection
+ * and the bound on the rest of it; exact = 1 when x is not finite. */
+typedef struct {
+    float xnu, txa, txb, xn, xp[SEG_DIRS];
+    int exact;
+} query_bounds;
+
+static void query_prepare(const st_segment_index *ix, const float *x, query_bounds *b)
+{
+    double pa2, pb2, x2;
+    project(ix->dir, ix->k, x, b->xp, &pa2, &pb2, &x2);
+    b->exact = !isfinite(x2);
+    for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(b->xp[t]);
+    b->xn = up(sqrt(x2));
+    b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
+    b->txa = tail_norm(pa2, x2);
+    b->txb = tail_norm(pb2, x2);
+}
+
+/* The most any segment from position p on can score for the question:
+ * through the norm and blend maxima, or through the visiting key. */
+static double reach_from(const st_segment_index *ix, const query_bounds *b, uint32_t p)
+{
+    double nm = ix->norm_max[p], r1 = (double)b->xnu * nm + ix->add_max[p];
+    double over = (double)b->xnu - ix->c, r2 = (double)ix->key_max[p] + (over > 0 ? over : 0) * nm;
+    double r = r1 < r2 ? r1 : r2;
+    return r + fabs(r) * 1e-12;
+}
+
+/* 1 when nothing from position p on can enter q's answer. */
+static int seg_pruned(const st_segment_index *ix, const st_segment_query *q, const query_bounds *b, uint32_t p)
+{
+    if (b->exact) return 0; /* no bound holds for a vector that is not finite */
+    double reach = reach_from(ix, b, p);
+    return reach < q->min || (q->got == q->want && reach < q->out_score[0]);
+}
+
+/* The score a position must reach to enter q's answer now. */
+static float entry_threshold(const st_segment_query *q)
+{
+    return q->got == q->want && q->out_score[0] > q->min ? q->out_score[0] : q->min;
+}
+
+/* Offers the exact scores sc of positions pos[0..np) to q: only those that
+ * can enter its answer (a branch-free test first: most cannot). */
+static void offer_all(const st_segment_index *ix, st_segment_query *q, const uint32_t *pos, const float *sc,
+                      uint32_t np)
+{
+    float v[8], thr = entry_threshold(q);
+    uint32_t m = 0;
+    for (uint32_t t = 0; t < np; t++) {
+        v[t] = sc[t] + ix->add[pos[t]]; /* the blend, exactly as st_score_one adds it */
+        m |= (uint32_t)(v[t] >= thr) << t; /* NaN compares false; -inf is no score either */
+    }
+    for (; m; m &= m - 1) {
+        uint32_t t = (uint32_t)__builtin_ctz(m);
+        if (v[t] >= q->min && v[t] > -INFINITY) offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[t]], v[t]);
+    }
+    q->scored += np;
+}
+
+/* Scores eight rows exactly (row[np..8) are copies, scored and dropped). */
+static void score8(const st_segment_index *ix, st_segment_query *q, const float **row, const uint32_t *pos,
+                   uint32_t np)
+{
+    uint32_t k = ix->k;
+    float sc[8];
+    for (uint32_t t = np; t < 8; t++) row[t] = row[0];
+    if (k % 8 == 0) dot8x8_any(row, k, q->x, sc);
+    else
+        for (uint32_t t = 0; t < np; t++) sc[t] = dot8(row[t], q->x, k);
+    offer_all(ix, q, pos, sc, np);
+}
+
+/* Scores exactly, for q, the positions in mask (bits of the block at p)
+ * that q does not skip, eight rows at a time with the eight-row kernel. */
+static void score_mask(const st_segment_index *ix, st_segment_query *q, uint32_t p, uint32_t mask)
+{
+    uint32_t pos[8], np = 0;
+    const float *row[8];
+    for (; mask; mask &= mask - 1) {
+        uint32_t j = (uint32_t)__builtin_ctz(mask);
+        if (q->skip && (q->skip[ix->order[p + j]] & q->skip_bit)) continue;
+        pos[np] = p + j;
+        row[np++] = ix->rows + (size_t)(p + j) * ix->k;
+        if (np == 8) {
+            score8(ix, q, row, pos, 8);
+            np = 0;
+        }
+    }
+    if (np) score8(ix, q, row, pos, np);
+}
+
+/* a * b + c, fused where the CPU can (a bound needs no fixed rounding). */
+static inline v8f fma8(float a, v8f b, v8f c)
+{
+#ifdef __FMA__
+    return (v8f)_mm256_fmadd_ps(_mm256_set1_ps(a), (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* Bit j set when lane j of a is at least thr (NaN: not set). */
+static inline uint32_t at_least8(v8f a, float thr)
+{
+#ifdef __AVX__
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps((__m256)a, _mm256_set1_ps(thr), _CMP_GE_OQ));
+#else
+    uint32_t m = 0;
+    for (int j = 0; j < 8; j++) m |= (uint32_t)(a[j] >= thr) << j;
+    return m;
+#endif
+}
+
+/* The bits of the block at position p whose bound reaches thr, 32 rows at
+ * once (each projected coordinate is 32 floats in a row): the dot of the
+ * first SEG_DIRS_A projected coordinates plus the tails' product, plus the
+ * margin and the blend; then, for each eight rows with one still in, the
+ * same through all SEG_DIRS coordinates, a tighter bound. */
+static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, uint32_t p, float thr)
+{
+    const float *blk = ix->blocks + (size_t)(p / SEG_BLOCK) * SEG_STRIDE;
+    v8f dot[4] = {{0}}, base[4];
+    uint32_t mask = 0;
+    /* The four groups of eight side by side: four independent chains. */
+    for (int t = 0; t < SEG_DIRS_A; t++)
+        for (int i = 0; i < 4; i++) dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
+    for (int i = 0; i < 4; i++) {
+        const float *c = blk + 8 * i;
+        base[i] = fma8(b->xn, load8(c + SEG_EPS), load8(c + SEG_ADDU));
+        mask |= at_least8(fma8(b->txa, load8(c + SEG_TAIL_A), base[i] + dot[i]), thr) << (8 * i);
+    }
+    uint32_t out = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!(mask >> (8 * i) & 0xff)) continue;
+        const float *c = blk + 8 * i;
+        v8f d1 = {0}, d2 = {0}, d3 = {0};
+        for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 4) {
+            dot[i] = fma8(b->xp[t], load8(c + t * SEG_BLOCK), dot[i]);
+            d1 = fma8(b->xp[t + 1], load8(c + (t + 1) * SEG_BLOCK), d1);
+            d2 = fma8(b->xp[t + 2], load8(c + (t + 2) * SEG_BLOCK), d2);
+            d3 = fma8(b->xp[t + 3], load8(c + (t + 3) * SEG_BLOCK), d3);
+        }
+        v8f all = (dot[i] + d1) + (d2 + d3);
+        out |= at_least8(fma8(b->txb, load8(c + SEG_TAIL_B), base[i] + all), thr) << (8 * i);
+    }
+    return out & mask;
+}
+
+/* Visits the block at position p (nb rows) for q. */
+static void seg_block(const st_segment_index *ix, st_segment_query *q, const query_bounds *b, uint32_t p, uint32_t nb)
+{
+    uint32_t valid = nb == SEG_BLOCK ? 0xffffffffu : (1u << nb) - 1;
+    if (b->exact || ix->exact[p / SEG_BLOCK]) {
+        score_mask(ix, q, p, valid);
+        return;
+    }
+    score_mask(ix, q, p, bound_mask(ix, b, p, entry_threshold(q)) & valid);
+}
+
+/* Up to SEG_GROUP questions, block by block: each block is visited for
+ * every question not yet pruned while it is in the cache. */
+static void seg_group(const st_segment_index *ix, st_segment_query *q, uint32_t nq)
+{
+    uint32_t n = ix->n, live[SEG_GROUP], nlive = 0;
+    query_bounds qb[SEG_GROUP];
+    for (uint32_t i = 0; i < nq; i++) {
+        q[i].got = q[i].visited = q[i].scored = 0;
+        if (q[i].want == 0) continue;
+        query_prepare(ix, q[i].x, &qb[i]);
+        live[nlive++] = i;
+    }
+    for (uint32_t p = 0; p < n && nlive > 0; p += SEG_BLOCK) {
+        uint32_t nb = n - p < SEG_BLOCK ? n - p : SEG_BLOCK, kept = 0;
+        for (uint32_t j = 0; j < nlive; j++) {
+            uint32_t i = live[j];
+            if (seg_pruned(ix, &q[i], &qb[i], p)) {
+                q[i].visited = p;
+                continue;
+            }
+            live[kept++] = i;
+        }
+        nlive = kept;
+        for (uint32_t j = 0; j < nlive; j++) seg_block(ix, &q[live[j]], &qb[live[j]], p, nb);
+    }
+    for (uint32_t j = 0; j < nlive; j++) q[live[j]].visited = n;
+    for (uint32_t i = 0; i < nq; i++) heap_to_sorted(q[i].out_idx, q[i].out_score, q[i].got);
+}
+
+void st_score_topk_segments_many(const st_segment_index *ix, st_segment_query *q, uint32_t nq)
+{
+    for (uint32_t g = 0; g < nq; g += SEG_GROUP) seg_group(ix, q + g, nq - g < SEG_GROUP ? nq - g : SEG_GROUP);
+}
+
+uint32_t st_score_topk_segments(const st_segment_index *ix, const float *x, uint32_t want, float min,
+                                const uint8_t *skip, uint32_t *out_idx, float *out_score, uint32_t *visited)
+{
+    st_segment_query q = {.x = x, .want = want, .min = min, .skip = skip, .skip_bit = 0xff, .out_idx = out_idx,
+                          .out_score = out_score};
+    seg_group(ix, &q, 1);
+    if (visited) *visited = q.visited;
+    return q.got;
+}
