@@ -613,6 +613,90 @@ int resp_format_decimal(char *buf, int negative, int64_t m, int e)
     return w;
 }
 
+/* The digits resp_format_score chooses, for 1e-4 <= av < 10 (where most
+ * scores are), from exact integers: av = M 2^-s, and N = M 10^(8-e0) makes
+ * av 10^(8-e0) = N 2^-s = T9 + fr in units of av's ninth digit. Rounding to
+ * n digits (half up, as the search below) is then T9 / 10^(9-n) and its
+ * remainder, and whether that reads back as av is where it falls against
+ * av's rounding interval (the gap to each neighbour, 10^(8-e0) 2^-s in the
+ * same units): well inside, it does; well outside, it does not; within
+ * 2^-20 of an edge, or where the search's double arithmetic might round the
+ * other way, the search decides (0 is returned). A rounding that reads back
+ * at n digits also does at n + 1 (the n-digit value is an (n + 1)-digit one,
+ * and the nearest is no further) except where av's interval is lopsided
+ * (M a power of two: left to the search), so the fewest digits are found
+ * by bisection: three trials instead of eight. bench/score_text_check.c
+ * compares every float with the search: the same bytes. */
+typedef struct {
+    uint64_t T9, frac; /* N's ninth-digit part and what is below it (2^-s units) */
+    double fr, up4;    /* frac in ninth-digit units; twice the gap to a neighbour */
+    int e0;            /* av's decimal exponent */
+} digits_fast;
+
+/* Rounds to n digits (1..8) into *m: 1 when that reads back as av, 0 when
+ * not, -1 when the search must decide. */
+static int try_digits(const digits_fast *f, int n, uint64_t *m)
+{
+    static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+    uint32_t unit = p10[9 - n], t = (uint32_t)f->T9 / unit, r = (uint32_t)f->T9 - t * unit, h = unit / 2;
+    *m = t + (r >= h);
+    /* The search rounds the double nearest av 10^(n-1-e0), inexact past
+     * 10^8 (within 2^-27 of it): that near one half, it decides. */
+    double off = fabs((double)((int64_t)r - (int64_t)h) + f->fr);
+    if (n - 1 - f->e0 > 8 && off <= (double)unit * 0x1p-26) return -1;
+    double diff = (double)((int64_t)(*m * unit) - (int64_t)f->T9) - f->fr, g = f->up4;
+    double four = 4 * fabs(diff);
+    if (four < g * (1 - 0x1p-20)) return 1;
+    return four > g * (1 + 0x1p-20) ? 0 : -1;
+}
+
+static int shortest_fast(float av, int64_t *m_out, int *e_out)
+{
+    double d = (double)av;
+    if (!(d >= 1e-4 && d < 10.0)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &av, sizeof bits);
+    if ((bits & 0x7fffffu) == 0) return 0; /* a power of two: a lopsided interval */
+    static const uint64_t p10[] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+                                   100000000ull, 1000000000ull, 10000000000ull, 100000000000ull,
+                                   1000000000000ull};
+    digits_fast f;
+    f.e0 = d >= 1.0 ? 0 : d >= 0.1 ? -1 : d >= 0.01 ? -2 : d >= 0.001 ? -3 : -4;
+    uint64_t M = (bits & 0x7fffffu) | 0x800000u;
+    int s = 150 - (int)(bits >> 23), p9 = 8 - f.e0; /* s in [20, 37], p9 in [8, 12] */
+    uint64_t N = M * p10[p9], half = 1ull << (s - 1);
+    f.T9 = N >> s; /* below 10^9 */
+    f.frac = N & ((1ull << s) - 1);
+    /* Nine digits: the search rounds the double nearest N 2^-s; it may
+     * differ from the exact rounding only that near one half. */
+    if ((f.frac > half ? f.frac - half : half - f.frac) <= (1ull << (s - 21)) + 1) return 0;
+    uint64_t scale_bits = (uint64_t)(1023 - s) << 52; /* 2^-s */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    f.fr = (double)f.frac * scale;
+    f.up4 = 2 * (double)p10[p9] * scale;
+    int lo = 1, hi = 9;
+    uint64_t m = f.T9 + (f.frac >= half), mt;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2, c = try_digits(&f, mid, &mt);
+        if (c < 0) return 0;
+        if (c) {
+            hi = mid;
+            m = mt;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    int e = f.e0;
+    if (m >= p10[lo]) { /* the rounding carried into a new digit */
+        m /= 10;
+        e++;
+    }
+    *m_out = (int64_t)m;
+    *e_out = e;
+    return 1;
+}
+
 int resp_format_score(char *buf, float v)
 {
     if (isnan(v)) return snprintf(buf, 32, "nan");
@@ -621,9 +705,12 @@ int resp_format_score(char *buf, float v)
     /* The shortest of 1..9 significant digits that reads back as the same
      * float. Digits come from integer arithmetic. */
     float av = fabsf(v);
+    int64_t m;
+    int e;
+    if (shortest_fast(av, &m, &e)) return resp_format_decimal(buf, v < 0, m, e);
     double d = (double)av;
-    int e0 = decimal_exponent(av), e;
-    int64_t m = round_digits(d, e0, shortest_digits(av, e0), &e);
+    int e0 = decimal_exponent(av);
+    m = round_digits(d, e0, shortest_digits(av, e0), &e);
     return resp_format_decimal(buf, v < 0, m, e);
 }
 

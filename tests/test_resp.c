@@ -327,7 +327,21 @@ static void test_score_text_same(void)
         for (int k = 2; k <= 9; k++) edge_ok &= same_around(p * (float)k, 4, &printed);
     }
     for (int e = -149; e <= 127; e++) edge_ok &= same_around(ldexpf(1.0f, e), 16, &printed);
-    ok(edge_ok, "score text: the same bytes at zeros, subnormals, integers, powers of ten and two, the extremes");
+    /* Where a rounding to n digits is a tie or nearly (a decimal ending in
+     * 5 one digit past n) and where the fewest digits are few (short
+     * decimals): the floats nearest such decimals between 1e-5 and 20. */
+    for (int i = 0; i < 200000; i++) {
+        int n = 1 + (int)st_rng_below(&r, 9), e = -5 + (int)st_rng_below(&r, 7);
+        double lead = 1 + (double)st_rng_below(&r, 9), tail = (double)st_rng_below(&r, 100000000);
+        char t[64];
+        snprintf(t, sizeof t, "%.0f%0*.0f5e%d", lead, n - 1 > 0 ? n - 1 : 1, n > 1 ? fmod(tail, pow(10, n - 1)) : 0,
+                 e - n);
+        edge_ok &= same_around(strtof(t, NULL), 2, &printed);
+        snprintf(t, sizeof t, "%.0fe%d", lead * pow(10, n - 1) + fmod(tail, pow(10, n - 1)), e - n + 1);
+        edge_ok &= same_around(strtof(t, NULL), 2, &printed);
+    }
+    ok(edge_ok, "score text: the same bytes at zeros, subnormals, integers, powers of ten and two, the extremes, "
+                "ties of every rounding and short decimals");
 }
 
 int main(void)
