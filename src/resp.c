@@ -583,23 +583,27 @@ static int significand_digits(char *p, uint32_t m)
 int resp_format_decimal(char *buf, int negative, int64_t m, int e)
 {
     char dig[16];
-    int nd = significand_digits(dig, (uint32_t)m);
     /* Trailing zeros carry no information. */
-    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    uint32_t mm = (uint32_t)m;
+    while (mm >= 10 && mm % 10 == 0) mm /= 10;
+    int nd = significand_digits(dig, mm);
     int w = 0;
     if (negative) buf[w++] = '-';
     if (e >= -5 && e < 17) {
         if (e < 0) {
-            buf[w++] = '0';
-            buf[w++] = '.';
-            for (int i = 0; i < -e - 1; i++) buf[w++] = '0';
-            for (int i = 0; i < nd; i++) buf[w++] = dig[i];
+            memcpy(buf + w, "0.00000", (size_t)(1 - e)); /* "0." and -e - 1 zeros */
+            w += 1 - e;
+            memcpy(buf + w, dig, (size_t)nd);
+            w += nd;
+        } else if (nd > e + 1) {
+            memcpy(buf + w, dig, (size_t)e + 1);
+            buf[w + e + 1] = '.';
+            memcpy(buf + w + e + 2, dig + e + 1, (size_t)(nd - e - 1));
+            w += nd + 1;
         } else {
-            for (int i = 0; i <= e; i++) buf[w++] = i < nd ? dig[i] : '0';
-            if (nd > e + 1) {
-                buf[w++] = '.';
-                for (int i = e + 1; i < nd; i++) buf[w++] = dig[i];
-            }
+            memcpy(buf + w, dig, (size_t)nd);
+            memset(buf + w + nd, '0', (size_t)(e + 1 - nd));
+            w += e + 1;
         }
     } else {
         buf[w++] = dig[0];
