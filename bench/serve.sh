@@ -9,7 +9,9 @@
 # and prints requests per second, p50 and p99, and each figure's ratio to
 # redis-server's GET in the same run. Then the event loop alone: starling
 # --threads 1 against a libuv server built from the same parser
-# (bench/uv_ping.c), PING, same load.
+# (bench/uv_ping.c), PING, same load; last, the pruned top-k under SEGMENTS
+# alone (bench/segments_bench.c): CPU time per question, segments visited and
+# scored.
 #
 # The machine is shared, so every measurement is repeated BENCH_REPEAT times
 # (default 3), the repetitions interleaved across servers, and the median
@@ -173,3 +175,11 @@ for p, b in loop.items():
     for label, (rps, p50, p99) in b.items():
         print(f"| {label} | {'none' if p == '1' else '-P ' + p} | {rps:,.0f} | {p50:.3f} | {p99:.3f} |")
 EOF
+
+# The kernel under SEGMENTS alone (bench/segments_bench.c), on the same model.
+gcc -std=c11 -O3 -march=native -D_GNU_SOURCE -Isrc bench/segments_bench.c build/libstarling.a \
+    -o "$OUT/segments_bench" -llapacke -lopenblas -ljansson -lz -lmd -lpthread -lm
+{
+    printf '\nThe pruned top-k under SEGMENTS alone (bench/segments_bench.c, src/segindex.c):\n\n'
+    OPENBLAS_NUM_THREADS=1 "$OUT/segments_bench" "$MODEL"
+} | tee -a "$OUT/serve.md"
