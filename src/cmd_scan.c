@@ -297,8 +297,8 @@ void cmd_lookalike(st_ctx *c)
      * centroid if that solve fails), every user's score against it; seeds
      * are not their own look-alikes: their scan positions (ascending, as
      * keys are) are excluded. */
-    float *centroid = sc->scores + n;
-    if (st_lookalike_query(m, m->users, c->model->GU, rows, (uint32_t)nseeds, centroid) < 0) {
+    float *query = sc->scores + n;
+    if (st_lookalike_query(m, m->users, c->model->GU, rows, (uint32_t)nseeds, query) < 0) {
         st_free(rows);
         st_free(keys);
         resp_error(c->out, "ERR out of memory");
@@ -323,7 +323,7 @@ void cmd_lookalike(st_ctx *c)
     st_free(rows);
     st_free(keys);
     st_scan_result res;
-    if (scan_best(c, centroid, -0.0f, -INFINITY, count, 0, exclude, nexclude, approx_index(c, how), &res) != 0) return;
+    if (scan_best(c, query, -0.0f, -INFINITY, count, 0, exclude, nexclude, approx_index(c, how), &res) != 0) return;
     uint32_t got = res.n;
     if (got < c->cfg->min_audience) {
         resp_error(c->out, "ERR only %u look-alikes: below the privacy floor of %llu (--min-audience)", got,
