@@ -671,9 +671,12 @@ static int shortest_fast(float av, int64_t *m_out, int *e_out)
     uint64_t N = M * p10[p9], half = 1ull << (s - 1);
     f.T9 = N >> s; /* below 10^9 */
     f.frac = N & ((1ull << s) - 1);
-    /* Nine digits: the search rounds the double nearest N 2^-s; it may
-     * differ from the exact rounding only that near one half. */
-    if ((f.frac > half ? f.frac - half : half - f.frac) <= (1ull << (s - 21)) + 1) return 0;
+    /* Nine digits: the search rounds the double nearest N 2^-s, which is
+     * within 2^(s-23) of N in these units (N 2^-s is below 2^30) and is N
+     * itself when N < 2^53 (so for s < 21): it may differ from the exact
+     * rounding only when frac is that near one half (a margin of 4). */
+    uint64_t near = s >= 21 ? (1ull << (s - 21)) + 1 : 1;
+    if ((f.frac > half ? f.frac - half : half - f.frac) <= near) return 0;
     uint64_t scale_bits = (uint64_t)(1023 - s) << 52; /* 2^-s */
     double scale;
     memcpy(&scale, &scale_bits, sizeof scale);
