@@ -395,8 +395,10 @@ static inline uint32_t at_least8(v8f a, float thr)
 /* The bits of the block at position p whose bound reaches thr, 32 rows at
  * once (each projected coordinate is 32 floats in a row): the dot of the
  * first SEG_DIRS_A projected coordinates plus the tails' product, plus the
- * margin and the blend; then, for each eight rows with one still in, the
- * same through all SEG_DIRS coordinates, a tighter bound. */
+ * margin and the blend; then, when a row is still in, the same through all
+ * SEG_DIRS coordinates for the whole block, a tighter bound (the four
+ * groups of eight side by side beat skipping the groups with none in: the
+ * sums are chains of dependent adds). */
 static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, uint32_t p, float thr)
 {
     const float *blk = ix->blocks + (size_t)(p / SEG_BLOCK) * SEG_STRIDE;
@@ -410,19 +412,19 @@ static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, ui
         base[i] = fma8(b->xn, load8(c + SEG_EPS), load8(c + SEG_ADDU));
         mask |= at_least8(fma8(b->txa, load8(c + SEG_TAIL_A), base[i] + dot[i]), thr) << (8 * i);
     }
+    if (!mask) return 0;
+    /* The rest of the coordinates for the four groups side by side, two
+     * chains each: eight independent sums keep the FMA units busy. */
+    v8f e[4] = {{0}};
+    for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 2)
+        for (int i = 0; i < 4; i++) {
+            dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
+            e[i] = fma8(b->xp[t + 1], load8(blk + (t + 1) * SEG_BLOCK + 8 * i), e[i]);
+        }
     uint32_t out = 0;
     for (int i = 0; i < 4; i++) {
-        if (!(mask >> (8 * i) & 0xff)) continue;
         const float *c = blk + 8 * i;
-        v8f d1 = {0}, d2 = {0}, d3 = {0};
-        for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 4) {
-            dot[i] = fma8(b->xp[t], load8(c + t * SEG_BLOCK), dot[i]);
-            d1 = fma8(b->xp[t + 1], load8(c + (t + 1) * SEG_BLOCK), d1);
-            d2 = fma8(b->xp[t + 2], load8(c + (t + 2) * SEG_BLOCK), d2);
-            d3 = fma8(b->xp[t + 3], load8(c + (t + 3) * SEG_BLOCK), d3);
-        }
-        v8f all = (dot[i] + d1) + (d2 + d3);
-        out |= at_least8(fma8(b->txb, load8(c + SEG_TAIL_B), base[i] + all), thr) << (8 * i);
+        out |= at_least8(fma8(b->txb, load8(c + SEG_TAIL_B), base[i] + (dot[i] + e[i])), thr) << (8 * i);
     }
     return out & mask;
 }

@@ -7,9 +7,10 @@
  *   time, and the visit stops once the most any remaining segment can score
  *   falls below the want-th best so far (or below MIN);
  * - each visited block is first bounded row by row from a short projection:
- *   V[s]'s coordinates along the first 8 principal directions of V, exactly
- *   dotted with the user's, plus |tail of x| |tail of V[s]| for the rest
- *   (Cauchy-Schwarz); only the rows whose bound reaches the want-th best
+ *   V[s]'s coordinates along the first 8 principal directions of V, dotted
+ *   with the user's, plus |tail of x| |tail of V[s]| for the rest
+ *   (Cauchy-Schwarz), then the same with 32 directions when a row is still
+ *   in; only the rows whose bound reaches the want-th best
  *   are scored, with the one dot-product kernel (st_dot), so every score
  *   returned is the float SCORE gives.
  * Both bounds carry margins larger than the rounding of the arithmetic
