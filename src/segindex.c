@@ -11,7 +11,7 @@
  * the exact value. The projections, tails and norms are computed in double
  * from the float inputs and rounded up (projections to nearest, within
  * u |x| of theirs); the directions are orthonormal to about 1e-15; a bound
- * sums four float terms. So every bound is raised by (k + 24) 2u |x| |v|
+ * sums four float terms. So every bound is raised by (k + 56) 2u |x| |v|
  * plus 2^-20 |blend| plus 1e-30: several times what the arithmetic can lose,
  * at no measurable cost in pruning.
  */
@@ -34,7 +34,7 @@ enum {
     SEG_BLOCK = 32,
     SEG_GROUP = 64,
     SEG_DIRS_A = 8,
-    SEG_DIRS = 32,
+    SEG_DIRS = 40,
     SEG_TAIL_A = SEG_DIRS * SEG_BLOCK,
     SEG_TAIL_B = SEG_TAIL_A + SEG_BLOCK,
     SEG_EPS = SEG_TAIL_B + SEG_BLOCK,

@@ -9,7 +9,7 @@
  * - each visited block is first bounded row by row from a short projection:
  *   V[s]'s coordinates along the first 8 principal directions of V, dotted
  *   with the user's, plus |tail of x| |tail of V[s]| for the rest
- *   (Cauchy-Schwarz), then the same with 32 directions when a row is still
+ *   (Cauchy-Schwarz), then the same with 40 directions when a row is still
  *   in; only the rows whose bound reaches the want-th best
  *   are scored, with the one dot-product kernel (st_dot), so every score
  *   returned is the float SCORE gives.
