@@ -414,7 +414,10 @@ with tempfile.TemporaryDirectory() as d:
     deadline = time.monotonic() + 10  # until the server has accepted them all (a busy machine is slow to)
     while rr.info("clients")["connected_clients"] < len(held) + len(probes) + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
+    accepted = rr.info("clients")["connected_clients"]
     resp = raw_exchange(srv.http_port, b"")
+    if status_of(resp) != 429:
+        note(f"the server had {accepted} clients of {len(held) + len(probes) + 1} expected; it answered {resp[:80]!r}")
     ok(status_of(resp) == 429, "past the 16 connections kept for probes: refused at once with 429")
     ok(rr.ping() and rr.execute_command("MODEL", "INFO") is not None,
        "the HTTP connections take nothing of the RESP budget (--maxclients 2)")
