@@ -538,9 +538,11 @@ static int check_recall(st_ann *a, const st_model *m, const uint32_t *assign, st
             break;
         }
         if (qi < CHECK_QUERIES) {
-            /* Fewer than n answers (scores all NaN): the rest count as found. */
-            rows_before(a, assign, x, best, sr.n, order, before, need + (size_t)qi * n);
-            for (uint32_t i = sr.n; i < n; i++) need[(size_t)qi * n + i] = 0;
+            /* Fewer than n answers (scores all NaN): the rest count as found,
+             * as zeros ahead of the sorted needs (mean_recall_at bisects). */
+            uint64_t *nq = need + (size_t)qi * n;
+            for (uint32_t i = 0; i < n - sr.n; i++) nq[i] = 0;
+            rows_before(a, assign, x, best, sr.n, order, before, nq + (n - sr.n));
             continue;
         }
         if (qi == CHECK_QUERIES) {
