@@ -632,7 +632,7 @@ int resp_format_decimal(char *buf, int negative, int64_t m, int e)
  * by bisection: three trials instead of eight. bench/score_text_check.c
  * compares every float with the search: the same bytes. */
 typedef struct {
-    uint64_t T9, frac; /* N's ninth-digit part and what is below it (2^-s units) */
+    uint64_t T9;       /* N's ninth-digit part */
     double fr, up4;    /* frac in ninth-digit units; twice the gap to a neighbour */
     int e0;            /* av's decimal exponent */
 } digits_fast;
@@ -670,20 +670,20 @@ static int shortest_fast(float av, int64_t *m_out, int *e_out)
     int s = 150 - (int)(bits >> 23), p9 = 8 - f.e0; /* s in [20, 37], p9 in [8, 12] */
     uint64_t N = M * p10[p9], half = 1ull << (s - 1);
     f.T9 = N >> s; /* below 10^9 */
-    f.frac = N & ((1ull << s) - 1);
+    uint64_t frac = N & ((1ull << s) - 1);
     /* Nine digits: the search rounds the double nearest N 2^-s, which is
      * within 2^(s-23) of N in these units (N 2^-s is below 2^30) and is N
      * itself when N < 2^53 (so for s < 21): it may differ from the exact
      * rounding only when frac is that near one half (a margin of 4). */
     uint64_t near = s >= 21 ? (1ull << (s - 21)) + 1 : 1;
-    if ((f.frac > half ? f.frac - half : half - f.frac) <= near) return 0;
+    if ((frac > half ? frac - half : half - frac) <= near) return 0;
     uint64_t scale_bits = (uint64_t)(1023 - s) << 52; /* 2^-s */
     double scale;
     memcpy(&scale, &scale_bits, sizeof scale);
-    f.fr = (double)f.frac * scale;
+    f.fr = (double)frac * scale;
     f.up4 = 2 * (double)p10[p9] * scale;
     int lo = 1, hi = 9;
-    uint64_t m = f.T9 + (f.frac >= half), mt;
+    uint64_t m = f.T9 + (frac >= half), mt;
     while (lo < hi) {
         int mid = (lo + hi) / 2, c = try_digits(&f, mid, &mt);
         if (c < 0) return 0;

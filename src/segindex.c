@@ -41,6 +41,8 @@ enum {
     SEG_ADDU = SEG_EPS + SEG_BLOCK,
     SEG_STRIDE = SEG_ADDU + SEG_BLOCK
 };
+_Static_assert(SEG_DIRS % 4 == 0, "project() sums the directions four doubles at a time");
+_Static_assert((SEG_DIRS - SEG_DIRS_A) % 2 == 0, "bound_mask() takes the second stage's coordinates two at a time");
 
 /* The float at least d (for d = +inf, +inf). */
 static float up(double d)
@@ -207,7 +209,6 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
     uint32_t n = m->segments, k = m->k, w = k < SEG_DIRS ? k : SEG_DIRS, nblocks = (n + SEG_BLOCK - 1) / SEG_BLOCK;
     ix->n = n;
     ix->k = k;
-    ix->w = w;
     ix->order = st_malloc((size_t)n * sizeof *ix->order + 1);
     ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows + 64);
     ix->add = st_malloc((size_t)n * sizeof *ix->add + 1);
@@ -329,11 +330,11 @@ static void offer_all(const st_segment_index *ix, st_segment_query *q, const uin
     uint32_t m = 0;
     for (uint32_t t = 0; t < np; t++) {
         v[t] = sc[t] + ix->add[pos[t]]; /* the blend, exactly as st_score_one adds it */
-        m |= (uint32_t)(v[t] >= thr) << t; /* NaN compares false; -inf is no score either */
+        m |= (uint32_t)(v[t] >= thr) << t; /* thr >= min; NaN compares false; -inf is no score either */
     }
     for (; m; m &= m - 1) {
         uint32_t t = (uint32_t)__builtin_ctz(m);
-        if (v[t] >= q->min && v[t] > -INFINITY) offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[t]], v[t]);
+        if (v[t] > -INFINITY) offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[t]], v[t]);
     }
     q->scored += np;
 }

@@ -30,7 +30,7 @@
 #include "model.h"
 
 typedef struct {
-    uint32_t n, k, w;    /* segments, rank, projected coordinates */
+    uint32_t n, k;       /* segments, rank */
     float c;             /* the user norm the visiting order is tuned to */
     uint32_t *order;     /* position -> segment */
     float *rows;         /* n x k, by position: the exact rows */

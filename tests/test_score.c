@@ -127,6 +127,21 @@ static void test_topk_segments_pruned(st_rng *r)
     ok(pruned_some > 50, "and it stops early in many of them (%d of 300)", pruned_some);
 }
 
+/* The answer the index must give: st_score_one for every segment, the
+ * skipped and those under min left out, then st_topk. */
+static uint32_t full_answer(const st_model *m, const float *q, const float *x, uint32_t want, float min,
+                            const uint8_t *skip, uint32_t *idx, float *top)
+{
+    float *full = malloc(m->segments * sizeof *full);
+    for (uint32_t s = 0; s < m->segments; s++) {
+        full[s] = st_score_one(m, q, x, s);
+        if ((skip && skip[s]) || !(full[s] >= min)) full[s] = NAN;
+    }
+    uint32_t got = st_topk(full, m->segments, want, NULL, 0, idx, top);
+    free(full);
+    return got;
+}
+
 /* A random segment index of n rows at rank k: skewed norms, duplicate rows
  * (ties), half the time a prior blend. V, q, pop are the caller's to free. */
 static void random_index(st_rng *r, uint32_t n, uint32_t k, int blend, float **V, float **pop, float **q,
@@ -162,7 +177,7 @@ static void test_topk_segments_many(st_rng *r)
         st_model m;
         st_segment_index ix;
         random_index(r, n, k, trial % 2, &V, &pop, &q, &m, &ix);
-        float *X = malloc((size_t)nq * k * sizeof *X), *full = malloc(n * sizeof *full);
+        float *X = malloc((size_t)nq * k * sizeof *X);
         uint8_t *skip = calloc(n, 1);
         uint32_t *idx = malloc((size_t)nq * 64 * sizeof *idx), i1[64], i2[64], vis;
         float *top = malloc((size_t)nq * 64 * sizeof *top), t1[64], t2[64];
@@ -188,11 +203,7 @@ static void test_topk_segments_many(st_rng *r)
             same &= g1 == e->got && vis == e->visited;
             for (uint32_t i = 0; same && i < g1; i++) same = i1[i] == e->out_idx[i] && t1[i] == e->out_score[i];
             /* the full scan, every score st_score_one's */
-            for (uint32_t s = 0; s < n; s++) {
-                full[s] = st_score_one(&m, q, e->x, s);
-                if (mine[s] || !(full[s] >= e->min)) full[s] = NAN;
-            }
-            uint32_t g2 = st_topk(full, n, e->want, NULL, 0, i2, t2);
+            uint32_t g2 = full_answer(&m, q, e->x, e->want, e->min, mine, i2, t2);
             full_same &= g2 == e->got;
             for (uint32_t i = 0; full_same && i < g2; i++) full_same = i2[i] == e->out_idx[i] && t2[i] == e->out_score[i];
             if (!same || !full_same)
@@ -206,7 +217,6 @@ static void test_topk_segments_many(st_rng *r)
         free(pop);
         free(q);
         free(X);
-        free(full);
         free(skip);
         free(idx);
         free(top);
@@ -215,21 +225,6 @@ static void test_topk_segments_many(st_rng *r)
     ok(same, "batched pruned top-k equals each question asked alone: same segments, scores (bit for bit), order "
              "and segments visited (%d questions in 60 batches)", checked);
     ok(full_same, "and equals the full scan of st_score_one scores with the question's COUNT, MIN and skips");
-}
-
-/* The answer the index must give: st_score_one for every segment, the
- * skipped and those under min left out, then st_topk. */
-static uint32_t full_answer(const st_model *m, const float *q, const float *x, uint32_t want, float min,
-                            const uint8_t *skip, uint32_t *idx, float *top)
-{
-    float *full = malloc(m->segments * sizeof *full);
-    for (uint32_t s = 0; s < m->segments; s++) {
-        full[s] = st_score_one(m, q, x, s);
-        if ((skip && skip[s]) || !(full[s] >= min)) full[s] = NAN;
-    }
-    uint32_t got = st_topk(full, m->segments, want, NULL, 0, idx, top);
-    free(full);
-    return got;
 }
 
 /* 1 when the index answers x exactly as the full scan does; adds the
