@@ -3,8 +3,9 @@
  * Why these bounds. On a trained model at rank 64 with 10,000 segments and
  * a popularity blend (bench/serve.sh's), visiting by decreasing norm scored
  * about 1,400 segments a question; visiting by blend + c |V[s]| stops after
- * about 950, and the projection on 8 principal directions rules out about
- * half of those for an eighth of a dot product each (bench/README.md).
+ * about 900, and projections on directions fitted to the rows visited
+ * and to the users rule out all but about 40 of those, most for an eighth
+ * of a dot product each (bench/README.md).
  *
  * Rounding. u = 2^-24. A computed score (dot8: k products summed in eight
  * lanes, then the blend added) is within (k + 2) u (|x| |v| + |blend|) of
@@ -39,7 +40,9 @@ enum {
     SEG_TAIL_B = SEG_TAIL_A + SEG_BLOCK,
     SEG_EPS = SEG_TAIL_B + SEG_BLOCK,
     SEG_ADDU = SEG_EPS + SEG_BLOCK,
-    SEG_STRIDE = SEG_ADDU + SEG_BLOCK
+    SEG_STRIDE = SEG_ADDU + SEG_BLOCK,
+    SEG_HEAD = 1024,       /* segment rows the directions are fitted to */
+    SEG_USER_SAMPLE = 4096 /* user rows the order and the directions are fitted to */
 };
 _Static_assert(SEG_DIRS % 4 == 0, "project() sums the directions four doubles at a time");
 _Static_assert((SEG_DIRS - SEG_DIRS_A) % 2 == 0, "bound_mask() takes the second stage's coordinates two at a time");
@@ -63,21 +66,41 @@ static int by_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The median norm of up to 4,096 user rows spread over the model (1 when
- * it has none): the c of the visiting order. Any c gives exact answers;
- * a typical one visits fewest segments. */
+/* Row u of the user factors in double (dequantized for an int8 model);
+ * 0 when a value in it is not finite. */
+static int user_row(const st_model *m, uint32_t u, double *out)
+{
+    uint32_t k = m->k;
+    int finite = 1;
+    for (uint32_t j = 0; j < k; j++) {
+        out[j] = m->U ? m->U[(size_t)u * k + j] : (double)m->Uq[(size_t)u * k + j] * m->Uscale[u];
+        finite &= isfinite(out[j]) != 0;
+    }
+    return finite;
+}
+
+/* The user rows both the visiting order and the directions are fitted to:
+ * up to SEG_USER_SAMPLE spread over the model. */
+static uint32_t user_step(const st_model *m) { return m->users > SEG_USER_SAMPLE ? m->users / SEG_USER_SAMPLE : 1; }
+
+/* The median norm of the sampled user rows (1 when the model has none):
+ * the c of the visiting order. Any c gives exact answers; a typical one
+ * visits fewest segments. */
 static float typical_user_norm(const st_model *m)
 {
-    uint32_t users = m->users, k = m->k, step = users > 4096 ? users / 4096 : 1, n = 0;
+    uint32_t users = m->users, k = m->k, step = user_step(m), n = 0;
     if (users == 0 || (!m->U && !m->Uq)) return 1.0f;
-    float *norms = st_malloc(4096 * sizeof *norms);
-    if (!norms) return 1.0f;
-    for (uint32_t u = 0; u < users && n < 4096; u += step) {
+    float *norms = st_malloc(SEG_USER_SAMPLE * sizeof *norms);
+    double *row = st_malloc(((size_t)k + 1) * sizeof *row);
+    if (!norms || !row) {
+        st_free(norms);
+        st_free(row);
+        return 1.0f;
+    }
+    for (uint32_t u = 0; u < users && n < SEG_USER_SAMPLE; u += step) {
+        if (!user_row(m, u, row)) continue;
         double s = 0;
-        for (uint32_t j = 0; j < k; j++) {
-            double v = m->U ? m->U[(size_t)u * k + j] : (double)m->Uq[(size_t)u * k + j] * m->Uscale[u];
-            s += v * v;
-        }
+        for (uint32_t j = 0; j < k; j++) s += row[j] * row[j];
         if (isfinite(s)) norms[n++] = (float)sqrt(s);
     }
     float c = 1.0f;
@@ -86,37 +109,91 @@ static float typical_user_norm(const st_model *m)
         c = norms[n / 2];
     }
     st_free(norms);
+    st_free(row);
     return c > 0 && isfinite(c) ? c : 1.0f;
 }
 
-/* dir (k x SEG_DIRS): w orthonormal directions, the leading eigenvectors of
- * V^T V over V's finite rows (computed in double), then zero directions up
- * to SEG_DIRS (they add nothing to a projection); the first w unit vectors
- * when the eigensolver fails. Any orthonormal set keeps the bounds exact. */
-static int principal_directions(const st_model *m, uint32_t w, double *dir)
+/* A Gram matrix (upper triangle) summed from rows pushed one at a time,
+ * GRAM_CHUNK at a time through dsyrk. */
+enum { GRAM_CHUNK = 256 };
+typedef struct {
+    double *C, *D;
+    uint32_t k, rows;
+} gram_acc;
+
+static void gram_flush(gram_acc *g)
 {
-    uint32_t n = m->segments, k = m->k, chunk = 1024;
+    if (g->rows > 0)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)g->k, (int)g->rows, 1.0, g->D, (int)g->k, 1.0, g->C,
+                    (int)g->k);
+    g->rows = 0;
+}
+
+static void gram_push(gram_acc *g, const double *row)
+{
+    memcpy(g->D + (size_t)g->rows * g->k, row, g->k * sizeof *row);
+    if (++g->rows == GRAM_CHUNK) gram_flush(g);
+}
+
+/* C += G / trace(G) (upper triangles; nothing when the trace is 0). */
+static void add_normalized(double *C, const double *G, uint32_t k)
+{
+    double tr = 0;
+    for (uint32_t j = 0; j < k; j++) tr += G[(size_t)j * k + j];
+    if (!(tr > 0) || !isfinite(tr)) return;
+    for (uint32_t i = 0; i < k; i++)
+        for (uint32_t j = i; j < k; j++) C[(size_t)i * k + j] += G[(size_t)i * k + j] / tr;
+}
+
+/* dir (k x SEG_DIRS): w orthonormal directions, then zero directions up to
+ * SEG_DIRS (they add nothing to a projection). The directions are the
+ * leading eigenvectors of Vh^T Vh / |Vh|^2 + Us^T Us / |Us|^2 (double),
+ * Vh the first SEG_HEAD finite segment rows in visiting order (the ones
+ * questions visit) and Us the sampled finite user rows: the bound's tails
+ * are |x past them| |v past them|, so the directions that hold most of
+ * both the visited rows and the questions leave the smallest tails (on
+ * bench/serve.sh's model, a third of the rows scored with V's own axes).
+ * The first w unit vectors when the eigensolver fails. Any orthonormal set
+ * keeps the bounds exact. */
+static int principal_directions(const st_model *m, const uint32_t *order, uint32_t w, double *dir)
+{
+    uint32_t n = m->segments, k = m->k, users = m->users, step = user_step(m);
     if (k == 0) return 0;
-    double *C = st_calloc((size_t)k * k, sizeof *C), *D = st_malloc((size_t)chunk * k * sizeof *D);
+    double *C = st_calloc((size_t)k * k, sizeof *C), *G = st_malloc((size_t)k * k * sizeof *G);
+    double *D = st_malloc((size_t)GRAM_CHUNK * k * sizeof *D), *row = st_malloc((size_t)k * sizeof *row);
     double *eig = st_malloc((size_t)k * sizeof *eig);
-    if (!C || !D || !eig) {
+    if (!C || !G || !D || !row || !eig) {
         st_free(C);
+        st_free(G);
         st_free(D);
+        st_free(row);
         st_free(eig);
         return -1;
     }
-    for (uint32_t s0 = 0; s0 < n; s0 += chunk) {
-        uint32_t rows = 0;
-        for (uint32_t s = s0; s < n && s < s0 + chunk; s++) {
-            const float *v = m->V + (size_t)s * k;
-            int finite = 1;
-            for (uint32_t j = 0; j < k; j++) finite &= isfinite(v[j]) != 0;
-            if (!finite) continue;
-            for (uint32_t j = 0; j < k; j++) D[(size_t)rows * k + j] = v[j];
-            rows++;
+    gram_acc g = {.C = G, .D = D, .k = k};
+    memset(G, 0, (size_t)k * k * sizeof *G);
+    for (uint32_t p = 0, taken = 0; p < n && taken < SEG_HEAD; p++) {
+        const float *v = m->V + (size_t)order[p] * k;
+        int finite = 1;
+        for (uint32_t j = 0; j < k; j++) {
+            row[j] = v[j];
+            finite &= isfinite(v[j]) != 0;
         }
-        if (rows > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)rows, 1.0, D, (int)k, 1.0, C, (int)k);
+        if (!finite) continue;
+        gram_push(&g, row);
+        taken++;
     }
+    gram_flush(&g);
+    add_normalized(C, G, k);
+    memset(G, 0, (size_t)k * k * sizeof *G);
+    if (m->U || m->Uq)
+        for (uint32_t u = 0, taken = 0; u < users && taken < SEG_USER_SAMPLE; u += step)
+            if (user_row(m, u, row)) {
+                gram_push(&g, row);
+                taken++;
+            }
+    gram_flush(&g);
+    add_normalized(C, G, k);
     int ok = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)k, C, (lapack_int)k, eig) == 0;
     for (uint32_t j = 0; j < k; j++)
         for (uint32_t t = 0; t < SEG_DIRS; t++) {
@@ -128,7 +205,9 @@ static int principal_directions(const st_model *m, uint32_t w, double *dir)
         for (uint32_t j = 0; j < k; j++)
             for (uint32_t t = 0; t < SEG_DIRS; t++) dir[(size_t)j * SEG_DIRS + t] = t < w && j == t;
     st_free(C);
+    st_free(G);
     st_free(D);
+    st_free(row);
     st_free(eig);
     return 0;
 }
@@ -137,7 +216,7 @@ static int principal_directions(const st_model *m, uint32_t w, double *dir)
  * nearest), the squared norms of its first SEG_DIRS_A coordinates, of all
  * of them, and of v, in double. dir is k x SEG_DIRS (coordinate j of every
  * direction together), so the SEG_DIRS sums run side by side. */
-static void project(const double *dir, uint32_t k, const float *v, float *pv, double *pa2, double *pb2, double *v2)
+static void project(const double *dir, uint32_t k, const float *v, float *pv, double p2[2], double *v2)
 {
     double a[SEG_DIRS] = {0}, b[4] = {0};
     uint32_t j = 0;
@@ -157,14 +236,13 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
     for (j = 0; j + 4 <= k; j += 4)
         for (int h = 0; h < 4; h++) b[h] += (double)v[j + h] * v[j + h];
     for (; j < k; j++) b[0] += (double)v[j] * v[j];
-    double sa = 0, sb = 0;
+    double sb = 0;
     for (int t = 0; t < SEG_DIRS; t++) {
         pv[t] = (float)a[t];
         sb += a[t] * a[t];
-        if (t + 1 == SEG_DIRS_A) sa = sb;
+        if (t + 1 == SEG_DIRS_A) p2[0] = sb;
     }
-    *pa2 = sa;
-    *pb2 = sb;
+    p2[1] = sb;
     *v2 = (b[0] + b[1]) + (b[2] + b[3]);
 }
 
@@ -189,15 +267,15 @@ static void fill_row(st_segment_index *ix, uint32_t p)
     uint32_t k = ix->k, b = p / SEG_BLOCK, r = p % SEG_BLOCK;
     float *blk = ix->blocks + (size_t)b * SEG_STRIDE, pv[SEG_DIRS];
     const float *v = ix->rows + (size_t)p * k;
-    double pa2, pb2, v2;
-    project(ix->dir, k, v, pv, &pa2, &pb2, &v2);
+    double p2[2], v2;
+    project(ix->dir, k, v, pv, p2, &v2);
     int finite = isfinite(v2) && isfinite(ix->add[p]);
     for (uint32_t t = 0; t < SEG_DIRS; t++) {
         finite &= isfinite(pv[t]) != 0;
         blk[t * SEG_BLOCK + r] = pv[t];
     }
-    blk[SEG_TAIL_A + r] = tail_norm(pa2, v2);
-    blk[SEG_TAIL_B + r] = tail_norm(pb2, v2);
+    blk[SEG_TAIL_A + r] = tail_norm(p2[0], v2);
+    blk[SEG_TAIL_B + r] = tail_norm(p2[1], v2);
     blk[SEG_EPS + r] = up(sqrt(v2) * margin_factor(k));
     blk[SEG_ADDU + r] = add_up(ix->add[p]);
     if (!finite) ix->exact[b] = 1;
@@ -221,7 +299,7 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
     keyed *key = st_malloc((size_t)n * sizeof *key + 1);
     float *norm = st_malloc((size_t)n * sizeof *norm + 1);
     if (!ix->order || !ix->rows || !ix->add || !ix->norm_max || !ix->add_max || !ix->key_max || !ix->dir ||
-        !ix->blocks || !ix->exact || !key || !norm || principal_directions(m, w, ix->dir) != 0) {
+        !ix->blocks || !ix->exact || !key || !norm) {
         st_free(key);
         st_free(norm);
         st_segment_index_free(ix);
@@ -238,10 +316,16 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
         key[s] = (keyed){.key = isfinite(kv) ? kv : INFINITY, .s = s};
     }
     qsort(key, n, sizeof *key, by_key);
+    for (uint32_t p = 0; p < n; p++) ix->order[p] = key[p].s;
+    if (principal_directions(m, ix->order, w, ix->dir) != 0) {
+        st_free(key);
+        st_free(norm);
+        st_segment_index_free(ix);
+        return -1;
+    }
     memset(ix->blocks, 0, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks);
     for (uint32_t p = 0; p < n; p++) {
         uint32_t s = key[p].s;
-        ix->order[p] = s;
         memcpy(ix->rows + (size_t)p * k, m->V + (size_t)s * k, k * sizeof *ix->rows);
         ix->add[p] = wgt * q[s]; /* the blend, exactly as st_score_one adds it */
         fill_row(ix, p);
@@ -287,14 +371,14 @@ typedef struct {
 
 static void query_prepare(const st_segment_index *ix, const float *x, query_bounds *b)
 {
-    double pa2, pb2, x2;
-    project(ix->dir, ix->k, x, b->xp, &pa2, &pb2, &x2);
+    double p2[2], x2;
+    project(ix->dir, ix->k, x, b->xp, p2, &x2);
     b->exact = !isfinite(x2);
     for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(b->xp[t]);
     b->xn = up(sqrt(x2));
     b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
-    b->txa = tail_norm(pa2, x2);
-    b->txb = tail_norm(pb2, x2);
+    b->txa = tail_norm(p2[0], x2);
+    b->txb = tail_norm(p2[1], x2);
 }
 
 /* The most any segment from position p on can score for the question:
@@ -397,15 +481,17 @@ static inline uint32_t at_least8(v8f a, float thr)
  * once (each projected coordinate is 32 floats in a row): the dot of the
  * first SEG_DIRS_A projected coordinates plus the tails' product, plus the
  * margin and the blend; then, when a row is still in, the same through all
- * SEG_DIRS coordinates for the whole block, a tighter bound (the four
- * groups of eight side by side beat skipping the groups with none in: the
- * sums are chains of dependent adds). */
+ * SEG_DIRS coordinates for the whole block, a tighter bound. Each stage
+ * runs the four groups of eight side by side (that beats skipping the
+ * groups with none in: the sums are chains of dependent adds). A stage
+ * between the two (16 coordinates) and scoring the few rows it leaves
+ * without the last were measured: neither gains on bench/serve.sh's model
+ * or the shared data sets' (bench/README.md). */
 static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, uint32_t p, float thr)
 {
     const float *blk = ix->blocks + (size_t)(p / SEG_BLOCK) * SEG_STRIDE;
-    v8f dot[4] = {{0}}, base[4];
+    v8f dot[4] = {{0}}, e[4] = {{0}}, base[4];
     uint32_t mask = 0;
-    /* The four groups of eight side by side: four independent chains. */
     for (int t = 0; t < SEG_DIRS_A; t++)
         for (int i = 0; i < 4; i++) dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
     for (int i = 0; i < 4; i++) {
@@ -414,31 +500,29 @@ static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, ui
         mask |= at_least8(fma8(b->txa, load8(c + SEG_TAIL_A), base[i] + dot[i]), thr) << (8 * i);
     }
     if (!mask) return 0;
-    /* The rest of the coordinates for the four groups side by side, two
-     * chains each: eight independent sums keep the FMA units busy. */
-    v8f e[4] = {{0}};
+    /* Two chains a group from here: eight independent sums keep the FMA units busy. */
     for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 2)
         for (int i = 0; i < 4; i++) {
             dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
             e[i] = fma8(b->xp[t + 1], load8(blk + (t + 1) * SEG_BLOCK + 8 * i), e[i]);
         }
     uint32_t out = 0;
-    for (int i = 0; i < 4; i++) {
-        const float *c = blk + 8 * i;
-        out |= at_least8(fma8(b->txb, load8(c + SEG_TAIL_B), base[i] + (dot[i] + e[i])), thr) << (8 * i);
-    }
+    for (int i = 0; i < 4; i++)
+        out |= at_least8(fma8(b->txb, load8(blk + 8 * i + SEG_TAIL_B), base[i] + (dot[i] + e[i])), thr) << (8 * i);
     return out & mask;
 }
 
-/* Visits the block at position p (nb rows) for q. */
+/* Visits the block at position p (nb rows) for q: every row scored while
+ * nothing can be ruled out (no bound, or no threshold yet). */
 static void seg_block(const st_segment_index *ix, st_segment_query *q, const query_bounds *b, uint32_t p, uint32_t nb)
 {
     uint32_t valid = nb == SEG_BLOCK ? 0xffffffffu : (1u << nb) - 1;
-    if (b->exact || ix->exact[p / SEG_BLOCK]) {
+    float thr = entry_threshold(q);
+    if (b->exact || ix->exact[p / SEG_BLOCK] || thr == -INFINITY) {
         score_mask(ix, q, p, valid);
         return;
     }
-    score_mask(ix, q, p, bound_mask(ix, b, p, entry_threshold(q)) & valid);
+    score_mask(ix, q, p, bound_mask(ix, b, p, thr) & valid);
 }
 
 /* Up to SEG_GROUP questions, block by block: each block is visited for

@@ -7,10 +7,11 @@
  *   time, and the visit stops once the most any remaining segment can score
  *   falls below the want-th best so far (or below MIN);
  * - each visited block is first bounded row by row from a short projection:
- *   V[s]'s coordinates along the first 8 principal directions of V, dotted
- *   with the user's, plus |tail of x| |tail of V[s]| for the rest
- *   (Cauchy-Schwarz), then the same with 40 directions when a row is still
- *   in; only the rows whose bound reaches the want-th best
+ *   V[s]'s coordinates along 8 directions, dotted with the user's, plus
+ *   |tail of x| |tail of V[s]| for the rest (Cauchy-Schwarz), then the same
+ *   with 40 directions when a row is still in (the directions:
+ *   the leading eigenvectors of the visited rows' and the users' Gram
+ *   matrices, each scaled to trace 1); only the rows whose bound reaches the want-th best
  *   are scored, with the one dot-product kernel (st_dot), so every score
  *   returned is the float SCORE gives.
  * Both bounds carry margins larger than the rounding of the arithmetic
@@ -38,8 +39,8 @@ typedef struct {
     float *norm_max;     /* n + 1: from each position on, the largest |V[s]| (rounded up) */
     float *add_max;      /* n + 1: ... the largest blend (with its margin) */
     float *key_max;      /* n + 1: ... the largest blend + c |V[s]| (rounded up) */
-    double *dir;         /* w x k: orthonormal directions, V's leading principal axes */
-    float *blocks;       /* per block of 32 positions: w x 32 projections, then 32 tail norms,
+    double *dir;         /* k x 40: orthonormal directions (segindex.c) */
+    float *blocks;       /* per block of 32 positions: 40 x 32 projections, then 2 x 32 tail norms,
                             32 rounding margins and 32 blends with margin, each rounded up */
     uint8_t *exact;      /* per block: 1 when a value in it is not finite (scored row by row) */
 } st_segment_index;

@@ -321,6 +321,47 @@ static void test_segment_index_hard(st_rng *r)
        "(%llu of %llu)", (unsigned long long)tight_scored, (unsigned long long)tight_visited);
 }
 
+/* The directions follow the rows questions visit and the users, not the
+ * bulk of V: here the popular head (visited first) and the users vary
+ * along coordinates 40-63 and a much larger tail of quiet segments along
+ * 0-39, so V's own 40 principal axes would be the tail's and leave the
+ * head's bounds no tighter than Cauchy-Schwarz. */
+static void test_segment_index_directions(st_rng *r)
+{
+    enum { N = 3000, HEAD = 256, USERS = 200, K = 64 };
+    float *V = malloc((size_t)N * K * sizeof *V), *U = malloc((size_t)USERS * K * sizeof *U);
+    float *pop = malloc(N * sizeof *pop), *q = malloc(N * sizeof *q);
+    for (uint32_t s = 0; s < N; s++) {
+        int head = s < HEAD;
+        for (uint32_t j = 0; j < K; j++) {
+            int own = head ? j >= 40 : j < 40; /* the coordinates this row varies along */
+            double sd = own ? (head ? 0.3 : 0.15) : 0.002;
+            V[(size_t)s * K + j] = (float)(sd * st_rng_normal(r));
+        }
+        pop[s] = head ? 1000.0f + (float)st_rng_below(r, 1000) : (float)st_rng_below(r, 50);
+    }
+    for (uint32_t u = 0; u < USERS; u++)
+        for (uint32_t j = 0; j < K; j++)
+            U[(size_t)u * K + j] = (float)((j >= 40 ? 1.0 : 0.05) * st_rng_normal(r));
+    st_model m = {.segments = N, .users = USERS, .k = K, .V = V, .U = U, .popularity = pop};
+    m.h.prior_weight = 0.5;
+    st_score_prior(&m, q);
+    st_segment_index ix;
+    int built = st_segment_index_build(&m, q, &ix) == 0, agree = built;
+    uint64_t visited = 0, scored = 0;
+    for (uint32_t u = 0; u < USERS && agree; u++)
+        agree &= index_agrees(&ix, &m, q, U + (size_t)u * K, 10, -INFINITY, NULL, &visited, &scored);
+    ok(agree, "with the visited rows and the users along other axes than most of V, answers equal the full scan");
+    ok(agree && scored * 20 < visited,
+       "and the projection, on directions fitted to them, leaves under 5%% of the visited segments to score (%llu "
+       "of %llu; V's own axes leave 8.5%%)", (unsigned long long)scored, (unsigned long long)visited);
+    if (built) st_segment_index_free(&ix);
+    free(V);
+    free(U);
+    free(pop);
+    free(q);
+}
+
 int main(void)
 {
     st_rng r;
@@ -330,6 +371,7 @@ int main(void)
     test_topk_segments_pruned(&r);
     test_topk_segments_many(&r);
     test_segment_index_hard(&r);
+    test_segment_index_directions(&r);
     float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
     is_near(st_dot(a, b, 3), 32, 0, "dot");
     return tap_done();
