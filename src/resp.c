@@ -462,15 +462,47 @@ void resp_double(resp_out *o, double v)
     double_text(o, b, (size_t)n);
 }
 
+/* memcpy for the short strings replies are mostly made of (segment names,
+ * scores): up to 32 bytes as two overlapping copies of fixed size, which
+ * the compiler inlines, reading nothing outside s; longer ones by memcpy.
+ * SEGMENTS' replies are twenty such strings each. */
+static inline void copy_short(char *d, const char *s, size_t n)
+{
+    if (n >= 16 && n <= 32) {
+        memcpy(d, s, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8 && n < 16) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++) d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
 void resp_bulk(resp_out *o, const void *s, size_t n)
 {
     if (resp_out_reserve(o, n + 26) != 0) return;
     char *p = o->buf + o->len;
     p[0] = '$';
-    int w = 1 + fmt_i64(p + 1, (int64_t)n);
+    int w;
+    if (n < 10) {
+        p[1] = (char)('0' + n);
+        w = 2;
+    } else if (n < 100) {
+        p[1] = (char)('0' + n / 10);
+        p[2] = (char)('0' + n % 10);
+        w = 3;
+    } else {
+        w = 1 + fmt_i64(p + 1, (int64_t)n);
+    }
     p[w++] = '\r';
     p[w++] = '\n';
-    memcpy(p + w, s, n);
+    copy_short(p + w, s, n);
     w += (int)n;
     p[w++] = '\r';
     p[w++] = '\n';
@@ -684,8 +716,12 @@ static int shortest_fast(float av, int64_t *m_out, int *e_out)
     f.up4 = 2 * (double)p10[p9] * scale;
     int lo = 1, hi = 9;
     uint64_t m = f.T9 + (frac >= half), mt;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2, c = try_digits(&f, mid, &mt);
+    /* Most scores need 7 or 8 digits: 7 is tried first, then 6 or 8, then
+     * the bisection goes on over what is left (two trials, mostly). */
+    for (int step = 0; lo < hi; step++) {
+        int mid = step == 0 ? 7 : step == 1 ? (hi == 7 ? 6 : 8) : (lo + hi) / 2;
+        if (mid < lo || mid >= hi) mid = (lo + hi) / 2;
+        int c = try_digits(&f, mid, &mt);
         if (c < 0) return 0;
         if (c) {
             hi = mid;

@@ -191,6 +191,25 @@ static void test_replies(void)
     ok(o.len == strlen(want) - 5 && o.buf[0] == '-', "consume drops the written prefix");
     resp_out_free(&o);
 
+    /* Every length a bulk string's copy and header take apart (the short
+     * copies, the one- to three-digit headers), each string distinct bytes
+     * taken from the end of a buffer so that a read past it would show. */
+    resp_out_init(&o, 0);
+    char src[300], exp[400];
+    int bulks = 1;
+    for (size_t n = 0; n <= 300 && bulks; n++) {
+        for (size_t i = 0; i < n; i++) src[sizeof src - n + i] = (char)('a' + (i * 7 + n) % 26);
+        o.len = 0;
+        resp_bulk(&o, src + sizeof src - n, n);
+        int w = snprintf(exp, sizeof exp, "$%zu\r\n", n);
+        memcpy(exp + w, src + sizeof src - n, n);
+        memcpy(exp + w + n, "\r\n", 2);
+        bulks = o.len == (size_t)w + n + 2 && memcmp(o.buf, exp, o.len) == 0;
+        if (!bulks) printf("#   bulk string of %zu bytes differs\n", n);
+    }
+    ok(bulks, "bulk strings of 0 to 300 bytes: header and bytes exact");
+    resp_out_free(&o);
+
     resp_out_init(&o, 10000);
     char big[6000];
     memset(big, 'z', sizeof big);
