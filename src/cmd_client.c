@@ -140,20 +140,21 @@ static int matches(const client_filter *f, const st_client_info *ci)
     return 1;
 }
 
-/* One line of CLIENT LIST, in Redis 7.2's layout (fields Redis has and
- * starling does not, pub/sub and MULTI, are there with their idle values). */
+/* One line of CLIENT LIST, in Redis 8's layout (fields Redis has and
+ * starling does not, pub/sub, MULTI and WATCH, are there with their idle
+ * values); io-thread is the event loop serving the connection. */
 static void client_line(st_text *t, const st_client_info *ci)
 {
     const st_session *s = ci->sess;
     st_text_printf(t,
                    "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=0 psub=0 ssub=0 "
-                   "multi=-1 qbuf=%llu qbuf-free=%llu argv-mem=0 multi-mem=0 rbs=%llu rbp=0 obl=%llu oll=0 "
-                   "omem=%llu tot-mem=%llu events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+                   "multi=-1 watch=0 qbuf=%llu qbuf-free=%llu argv-mem=0 multi-mem=0 rbs=%llu rbp=0 obl=%llu oll=0 "
+                   "omem=%llu tot-mem=%llu events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s io-thread=%d\n",
                    (unsigned long long)ci->id, s->addr, s->laddr, ci->fd, s->name, (long long)ci->age,
                    (long long)ci->idle, ci->blocked ? "b" : "N", (unsigned long long)ci->qbuf,
                    (unsigned long long)ci->qbuf_free, (unsigned long long)(ci->qbuf + ci->qbuf_free),
                    (unsigned long long)ci->obl, (unsigned long long)ci->omem, (unsigned long long)ci->tot_mem, ci->cmd,
-                   s->user, s->resp, s->lib_name, s->lib_ver);
+                   s->user, s->resp, s->lib_name, s->lib_ver, ci->io_thread);
 }
 
 static int list_one(void *arg, const st_client_info *ci)

@@ -12,7 +12,9 @@
  * bench/README.md has the figures.
  *
  * A connection's life: accepted by whichever loop epoll wakes
- * (EPOLLEXCLUSIVE on the shared listening sockets), read into its input
+ * (EPOLLEXCLUSIVE on the shared listening sockets) and served by the loop
+ * serving fewest connections (handed over through its eventfd when that is
+ * another: one wake-up can accept a whole pool's backlog), read into its input
  * buffer, parsed request by request, each request run to completion by
  * st_call before the next is parsed (so replies are in request order, which
  * pipelining needs), replies appended to its output buffer and written at
@@ -119,6 +121,7 @@ static void client_close(st_client *c, const char *why)
     if (c->next) c->next->prev = c->prev;
     pthread_mutex_unlock(&l->srv->clients_lock);
     l->nclients--;
+    atomic_fetch_sub(&l->assigned, 1);
     atomic_fetch_sub(&l->srv->nclients, 1);
     atomic_fetch_sub(c->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
     if (c->blocked) c->dead = 1; /* the job still points here */
@@ -739,6 +742,104 @@ static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
     return c;
 }
 
+/* Takes up an accepted connection (admitted, its peer's address in addr)
+ * on loop l. */
+static void adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const char *addr)
+{
+    st_server *srv = l->srv;
+    st_client *c = client_new(l, ls, fd);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        if (c) client_free(c);
+        atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
+        atomic_fetch_sub(&l->assigned, 1);
+        return;
+    }
+    if (!ls->is_unix) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    snprintf(c->sess.addr, sizeof c->sess.addr, "%s", addr);
+    if (ls->is_unix) snprintf(c->sess.laddr, sizeof c->sess.laddr, "%s:0", srv->cfg.unixsocket);
+    else snprintf(c->sess.laddr, sizeof c->sess.laddr, "%.48s:%d", ls->is_http ? srv->http_addr : srv->tcp_addr,
+                  ls->is_http ? srv->http_port : srv->tcp_port);
+    c->probes_only = probes;
+    st_srv_client_publish(c);
+    pthread_mutex_lock(&srv->clients_lock);
+    c->next = l->clients;
+    if (l->clients) l->clients->prev = c;
+    l->clients = c;
+    pthread_mutex_unlock(&srv->clients_lock);
+    l->nclients++;
+    atomic_fetch_add(&srv->nclients, 1);
+    st_stat_bump(&l->stats.connections, 1);
+    if (c->is_http) st_stat_bump(&l->stats.http_connections, 1);
+    st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
+}
+
+/* The loop serving fewest connections (l itself on a tie): whichever loop
+ * epoll wakes accepts everything waiting, and clients that open their
+ * pool at once would otherwise all land on it. */
+static st_loop *least_loaded(st_loop *l)
+{
+    st_server *srv = l->srv;
+    st_loop *best = l;
+    uint64_t least = atomic_load_explicit(&l->assigned, memory_order_relaxed);
+    for (int i = 0; i < srv->nloops; i++) {
+        uint64_t a = atomic_load_explicit(&srv->loops[i].assigned, memory_order_relaxed);
+        if (a < least) {
+            least = a;
+            best = &srv->loops[i];
+        }
+    }
+    return best;
+}
+
+/* Gives an accepted connection to loop t (woken through its eventfd);
+ * 0 when t takes no more (shutting down, or its queue full). */
+static int hand_off(st_loop *t, st_listener *ls, int fd, int probes, const char *addr)
+{
+    pthread_mutex_lock(&t->handoff_lock);
+    int ok = !t->handoff_closed && t->nhandoff < ST_HANDOFF_MAX;
+    if (ok) {
+        struct st_handoff *h = &t->handoff[t->nhandoff++];
+        h->fd = fd;
+        h->probes = probes;
+        h->ls = ls;
+        snprintf(h->addr, sizeof h->addr, "%s", addr);
+    }
+    pthread_mutex_unlock(&t->handoff_lock);
+    if (ok) {
+        uint64_t one = 1;
+        if (write(t->evfd, &one, sizeof one) < 0) { /* a saturated counter still wakes the loop */
+        }
+    }
+    return ok;
+}
+
+/* Takes up the connections given to l; with close_all (the loop is
+ * stopping), closes them instead, and takes no more. */
+void st_srv_take_handoffs(st_loop *l, int close_all)
+{
+    struct st_handoff h[ST_HANDOFF_MAX];
+    pthread_mutex_lock(&l->handoff_lock);
+    int n = l->nhandoff;
+    memcpy(h, l->handoff, (size_t)n * sizeof *h);
+    l->nhandoff = 0;
+    if (close_all) l->handoff_closed = 1;
+    pthread_mutex_unlock(&l->handoff_lock);
+    for (int i = 0; i < n; i++) {
+        if (!close_all && !l->draining) {
+            adopt_client(l, h[i].ls, h[i].fd, h[i].probes, h[i].addr);
+            continue;
+        }
+        close(h[i].fd);
+        atomic_fetch_sub(h[i].ls->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
+        atomic_fetch_sub(&l->assigned, 1);
+    }
+}
+
 static void accept_clients(st_loop *l, st_listener *ls)
 {
     st_server *srv = l->srv;
@@ -758,34 +859,14 @@ static void accept_clients(st_loop *l, st_listener *ls)
         else loopback = peer_name(&sa, addr, sizeof addr);
         int probes = admit(l, ls, fd, loopback);
         if (probes < 0) continue;
-        st_client *c = client_new(l, ls, fd);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
-            if (c) client_free(c);
-            atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
-            continue;
+        st_loop *t = least_loaded(l);
+        atomic_fetch_add(&t->assigned, 1);
+        if (t != l && hand_off(t, ls, fd, probes, addr)) continue;
+        if (t != l) {
+            atomic_fetch_sub(&t->assigned, 1);
+            atomic_fetch_add(&l->assigned, 1);
         }
-        if (!ls->is_unix) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        snprintf(c->sess.addr, sizeof c->sess.addr, "%s", addr);
-        if (ls->is_unix) snprintf(c->sess.laddr, sizeof c->sess.laddr, "%s:0", srv->cfg.unixsocket);
-        else snprintf(c->sess.laddr, sizeof c->sess.laddr, "%.48s:%d", ls->is_http ? srv->http_addr : srv->tcp_addr,
-                      ls->is_http ? srv->http_port : srv->tcp_port);
-        c->probes_only = probes;
-        st_srv_client_publish(c);
-        pthread_mutex_lock(&srv->clients_lock);
-        c->next = l->clients;
-        if (l->clients) l->clients->prev = c;
-        l->clients = c;
-        pthread_mutex_unlock(&srv->clients_lock);
-        l->nclients++;
-        atomic_fetch_add(&srv->nclients, 1);
-        st_stat_bump(&l->stats.connections, 1);
-        if (c->is_http) st_stat_bump(&l->stats.http_connections, 1);
-        st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
+        adopt_client(l, ls, fd, probes, addr);
     }
 }
 
@@ -955,6 +1036,7 @@ void *st_srv_loop_main(void *arg)
                 uint64_t v;
                 if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
                 }
+                st_srv_take_handoffs(l, 0);
                 st_srv_finish_jobs(l);
                 if (atomic_load(&l->kills)) st_srv_reap_killed(l);
             } else {
@@ -980,6 +1062,7 @@ void *st_srv_loop_main(void *arg)
             }
         }
     }
+    st_srv_take_handoffs(l, 1);
     int left = 0;
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;

@@ -60,6 +60,7 @@ static void client_info(const st_client *c, double now, double now_coarse, st_cl
     ci->cmd = last > 0 ? st_command_name((size_t)(last - 1)) : "NULL";
     ci->blocked = atomic_load_explicit(&c->pub_blocked, memory_order_relaxed);
     ci->is_http = c->is_http;
+    ci->io_thread = c->loop->id;
 }
 
 uint64_t st_srv_clients(st_server *srv, st_client_fn fn, void *arg, int kill, uint64_t self_id, int *self_hit)

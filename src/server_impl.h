@@ -33,7 +33,9 @@ enum { PROBES_FULL = 1, PROBES_PROTECTED = 2 };
 
 typedef enum { H_LISTENER = 1, H_CLIENT, H_WAKE } handle_kind;
 
-typedef struct {
+#define ST_HANDOFF_MAX 256 /* accepted connections waiting for the loop they were given to */
+
+typedef struct st_listener {
     int kind;
     int fd;
     int is_unix;
@@ -106,6 +108,17 @@ struct st_loop {
     st_client *sync_wait; /* connections whose replies wait for the journal's fdatasync */
     uint64_t closed, trimmed_at; /* connections closed; the count at the last malloc_trim */
     atomic_int kills; /* some connection of this loop is marked by CLIENT KILL */
+    /* Connections this loop serves or has been given (any loop reads it to
+     * pick the least loaded), and those given to it by the loop that
+     * accepted them, not yet taken up (under handoff_lock). */
+    atomic_uint_fast64_t assigned;
+    pthread_mutex_t handoff_lock;
+    int nhandoff, handoff_closed;
+    struct st_handoff {
+        int fd, probes;
+        struct st_listener *ls;
+        char addr[64];
+    } handoff[ST_HANDOFF_MAX];
     /* The run of pipelined SEGMENTS being served (process_input): its
      * requests' arguments and where each starts in the input. */
     st_run run;
@@ -173,6 +186,7 @@ void *st_srv_loop_main(void *arg);
 
 /* Hands the replies of the loop's finished heavy jobs to their connections. */
 void st_srv_finish_jobs(st_loop *l);
+void st_srv_take_handoffs(st_loop *l, int close_all);
 
 /* Closes the connections of l that CLIENT KILL marked (l's own thread). */
 void st_srv_reap_killed(st_loop *l);

@@ -154,6 +154,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
     l->id = id;
     l->srv = srv;
     pthread_mutex_init(&l->done_lock, NULL);
+    pthread_mutex_init(&l->handoff_lock, NULL);
     resp_out_init(&l->http_reply, srv->cfg.output_limit);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -179,6 +180,7 @@ static int loop_init(st_server *srv, st_loop *l, int id, char *err)
 
 static void loop_destroy(st_loop *l)
 {
+    st_srv_take_handoffs(l, 1);
     st_srv_finish_jobs(l);
     if (l->epfd >= 0) close(l->epfd);
     if (l->evfd >= 0) close(l->evfd);
@@ -186,6 +188,7 @@ static void loop_destroy(st_loop *l)
     st_scratch_free(&l->scratch);
     resp_out_free(&l->http_reply);
     pthread_mutex_destroy(&l->done_lock);
+    pthread_mutex_destroy(&l->handoff_lock);
 }
 
 /* Loads the first model while the loops already answer (health checks,

@@ -101,6 +101,7 @@ typedef struct {
     uint64_t qbuf, qbuf_free, obl, omem, tot_mem;
     const char *cmd;        /* the last command run ("NULL" before any) */
     int blocked, is_http;
+    int io_thread;          /* the event loop serving it (Redis 8's io-thread field) */
 } st_client_info;
 
 /* Called for each connection by ops->clients; a nonzero return from a

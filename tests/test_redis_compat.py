@@ -4,7 +4,9 @@ administration (CLIENT, HELLO 2|3 and RESP3 replies, TIME, DBSIZE, SCAN,
 SELECT, TYPE, CONFIG, SLOWLOG, LATENCY, INFO sections, COMMAND), with
 redis-py, redis-cli (RESP2 and -3) and raw sockets, values checked.
 """
+import collections
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,10 +21,10 @@ except ImportError as e:  # pragma: no cover
 from serve import Server, make_model, read_until_closed  # noqa: E402
 from tap import done, note, ok, skip  # noqa: E402
 
-# Redis 7.2's CLIENT LIST fields, in its order.
+# Redis 8's CLIENT LIST fields, in its order.
 CLIENT_FIELDS = ["id", "addr", "laddr", "fd", "name", "age", "idle", "flags", "db", "sub", "psub", "ssub", "multi",
-                 "qbuf", "qbuf-free", "argv-mem", "multi-mem", "rbs", "rbp", "obl", "oll", "omem", "tot-mem",
-                 "events", "cmd", "user", "redir", "resp", "lib-name", "lib-ver"]
+                 "watch", "qbuf", "qbuf-free", "argv-mem", "multi-mem", "rbs", "rbp", "obl", "oll", "omem", "tot-mem",
+                 "events", "cmd", "user", "redir", "resp", "lib-name", "lib-ver", "io-thread"]
 
 
 def parse_line(line):
@@ -86,7 +88,7 @@ def test_client(srv):
        r.execute_command("CLIENT", "GETNAME") == "admin-conn", "CLIENT SETNAME, GETNAME")
     my_id = r.execute_command("CLIENT", "ID")
     info = parse_line(r.execute_command("CLIENT", "INFO").strip())
-    ok(list(info) == CLIENT_FIELDS, "CLIENT INFO has Redis 7.2's fields in its order")
+    ok(list(info) == CLIENT_FIELDS, "CLIENT INFO has Redis 8's fields in its order")
     ok(int(info["id"]) == my_id and info["name"] == "admin-conn" and info["lib-name"] == "go-redis(app)" and
        info["lib-ver"] == "9.5.0" and info["cmd"] == "client|info" and info["resp"] == "2" and
        info["laddr"] == f"127.0.0.1:{srv.port}" and info["db"] == "0" and info["user"] == "default",
@@ -108,6 +110,22 @@ def test_client(srv):
     ok(sorted(int(x["id"]) for x in rows) == sorted(ids), "CLIENT LIST ID id ... lists those alone")
     ok(client_list(r, "TYPE", "pubsub") == [] and len(client_list(r, "TYPE", "normal")) >= 9, "CLIENT LIST TYPE")
     ok(all(list(x) == CLIENT_FIELDS for x in client_list(r)), "every CLIENT LIST line has Redis's fields")
+    # A pool opened at once: io-thread names the event loop serving each
+    # connection, and each went to the loop serving fewest, whichever loop
+    # accepted it (one wake-up can accept the whole backlog).
+    loops = int(r.info("server")["event_loops"])
+    burst = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(24)]
+    for i, s in enumerate(burst):
+        s.sendall(b"AUTH rootpass\r\nCLIENT SETNAME burst-%d\r\n" % i)
+    for s in burst:
+        recv_until(s, b"+OK\r\n+OK\r\n", deadline=10)
+    per_loop = collections.Counter(int(c["io-thread"]) for c in client_list(r))
+    ok(set(per_loop) <= set(range(loops)) and len(per_loop) == loops and
+       max(per_loop.values()) - min(per_loop.values()) <= 1,
+       f"io-thread: connections opened at once are spread evenly over the event loops: {dict(per_loop)} over "
+       f"{loops} loops")
+    for s in burst:
+        s.close()
 
     # KILL: by ID, by ADDR, the old form, by USER (sparing the caller), and the right it needs.
     victim = srv.raw()
