@@ -24,10 +24,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ann.h"
 #include "cmd.h"
+#include "scan.h"
 #include "util.h"
 
-typedef enum { K_STR, K_U64, K_DBL, K_BOOL, K_FSYNC, K_LOGLEVEL, K_PORT, K_HTTP_PORT, K_BURST, K_FIXED, K_AOF, K_INT, K_ALLOW_HOST, K_ALLOW_ORIGIN } kind;
+typedef enum {
+    K_STR, K_U64, K_DBL, K_BOOL, K_FSYNC, K_LOGLEVEL, K_PORT, K_HTTP_PORT, K_BURST, K_FIXED, K_AOF, K_INT, K_ALLOW_HOST,
+    K_ALLOW_ORIGIN, K_APPROX, K_APPROX_RECALL, K_SCAN_THREADS /* the last three: process-wide, set at start */
+} kind;
 
 typedef struct {
     const char *name;
@@ -55,6 +60,7 @@ static const param params[] = {
     {"max-count", K_U64, F(max_count), 1, 1, NULL},
     {"threads", K_INT, F(threads), 0, 0, NULL},
     {"heavy-threads", K_INT, F(heavy_threads), 0, 0, NULL},
+    {"scan-threads", K_SCAN_THREADS, 0, 0, 0, NULL},
     {"shutdown-timeout", K_DBL, F(shutdown_timeout), 1, 0, NULL},
     {"allow-reload-path", K_BOOL, F(allow_reload_path), 0, 0, NULL},
     {"loglevel", K_LOGLEVEL, F(loglevel), 0, 0, NULL},
@@ -73,6 +79,8 @@ static const param params[] = {
     {"forget-compact-delay", K_DBL, F(forget_compact_delay), 1, 0, NULL},
     {"min-audience", K_U64, F(min_audience), 1, 0, NULL},
     {"min-seeds", K_U64, F(min_seeds), 1, 0, NULL},
+    {"approx", K_APPROX, 0, 0, 0, NULL},
+    {"approx-recall", K_APPROX_RECALL, 0, 0, 0, NULL},
     {"segment-min-users", K_U64, F(segment_min_users), 0, 0, NULL},
     {"enable-debug-command", K_BOOL, F(enable_debug), 0, 0, NULL},
     {"protected-mode", K_BOOL, F(protected_mode), 0, 0, NULL},
@@ -130,6 +138,9 @@ static const char *show(const st_ctx *c, const st_server_config *cfg, const para
     case K_AOF: return cfg->journal ? "yes" : "no";
     case K_ALLOW_HOST: join_list(buf, SHOW_MAX, cfg->http_allow_host, cfg->n_http_allow_host); return buf;
     case K_ALLOW_ORIGIN: join_list(buf, SHOW_MAX, cfg->http_allow_origin, cfg->n_http_allow_origin); return buf;
+    case K_APPROX: return st_ann_mode_name(st_ann_mode());
+    case K_APPROX_RECALL: snprintf(buf, 64, "%g", st_ann_target()); return buf;
+    case K_SCAN_THREADS: snprintf(buf, 64, "%d", st_scan_threads()); return buf;
     case K_PORT:
     case K_HTTP_PORT:
         /* the bound port, for --port 0 */

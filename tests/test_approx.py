@@ -68,6 +68,14 @@ with tempfile.TemporaryDirectory() as d:
        f"{info['approx_build_seconds']} s, budget {info['approx_probe_rows']} rows")
     ok(info["approx_recall"] >= 0.9 and info["approx_recall_queries"] > 0,
        f"INFO approx: measured recall@{info['approx_recall_at']} {info['approx_recall']}")
+    conf = r.config_get("approx*")
+    ok(conf == {"approx": "request", "approx-recall": "0.98"}, f"CONFIG GET approx*: {conf}")
+    try:
+        r.config_set("approx", "on")
+        refused = ""
+    except redis.ResponseError as e:
+        refused = str(e)
+    ok("approx" in refused and "immutable" in refused, f"CONFIG SET approx: refused, named ({refused})")
 
     # AUDIENCE: recall against the exact scan; every score the exact one.
     segs = [M.segment_ids[i] for i in range(0, 200, 20)]

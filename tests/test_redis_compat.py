@@ -260,6 +260,9 @@ def test_config(srv, conf, model, d):
        f"a bad value refuses the whole SET, naming the parameter ({e})")
     e = error_of(r, "CONFIG", "SET", "port", 1)
     ok("'port'" in (e or "") and "immutable" in e, f"a setting unsafe to change is refused by name ({e})")
+    got = r.config_get("*-threads")
+    ok(set(got) == {"heavy-threads", "scan-threads"} and int(got["scan-threads"]) >= 1,
+       f"CONFIG GET *-threads: the pool's and the scans' ({got})")
     e = error_of(r, "CONFIG", "SET", "no-such-thing", 1)
     ok("'no-such-thing'" in (e or ""), f"an unknown one too ({e})")
     ok("duplicate" in (error_of(r, "CONFIG", "SET", "timeout", 2, "timeout", 3) or ""), "a parameter given twice")
