@@ -214,6 +214,7 @@ static void run_prepare(st_ctx *c)
     b->model = sv;
     b->run_id = run->id;
     st_segment_query q[ST_RUN_MAX];
+    const float *row[ST_RUN_MAX]; /* a model row still to copy into b->X (NULL: copied) */
     int who[ST_RUN_MAX], nq = 0, bits = 0;
     resp_out sink = {.overflow = 1}; /* what parsing would reply is dropped, unwritten */
     for (int i = 0; i < run->n; i++) {
@@ -233,7 +234,15 @@ static void run_prepare(st_ctx *c)
         if (!u.known) continue;
         uint8_t bit = skips ? (uint8_t)(1u << bits++) : 0;
         if (bit) mark_skip(&ci, &r, &u, bit);
-        memcpy(b->X + (size_t)nq * k, u.x, k * sizeof *b->X); /* an online user's vector is in the scratch until the next lookup */
+        /* An online user's vector, and an int8 model's row dequantized, are
+         * in the scratch until the next lookup: copied now. A float model's
+         * row is fetched while the other requests are looked up, and copied
+         * after them (a random user's row is rarely in the cache). */
+        int in_model = !u.online && !sv->m.Uq;
+        row[nq] = in_model ? u.x : NULL;
+        if (!in_model) memcpy(b->X + (size_t)nq * k, u.x, k * sizeof *b->X);
+        else
+            for (uint32_t j = 0; j < k; j += 16) __builtin_prefetch(u.x + j);
         q[nq] = (st_segment_query){.x = b->X + (size_t)nq * k, .want = r.count,
                                    .min = r.calibrated ? -INFINITY : (float)r.min, .skip = bit ? sc->skip : NULL,
                                    .skip_bit = bit, .out_idx = b->idx[i], .out_score = b->top[i]};
@@ -241,6 +250,8 @@ static void run_prepare(st_ctx *c)
         b->req[i].x = b->X + (size_t)nq * k;
         who[nq++] = i;
     }
+    for (int j = 0; j < nq; j++)
+        if (row[j]) memcpy(b->X + (size_t)j * k, row[j], k * sizeof *b->X);
     st_score_topk_segments_many(&sv->seg_index, q, (uint32_t)nq);
     if (bits) memset(sc->skip, 0, sv->m.segments); /* all 0 between requests */
     for (int j = 0; j < nq; j++) {

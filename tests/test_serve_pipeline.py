@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover
     print(f"1..0 # SKIP {e} (install python3-redis: scripts/deps.sh test)")
     sys.exit(0)
 from serve import Server, make_model  # noqa: E402
+from tap import starling  # noqa: E402
 from starling import Model  # noqa: E402
 from tap import done, ok  # noqa: E402
 
@@ -248,6 +249,18 @@ with tempfile.TemporaryDirectory() as d:
 
         rs = redis.Redis(host="127.0.0.1", port=small.port, socket_timeout=10)
         ok(rp.ping() and rs.ping(), "both servers still answer")
+
+        # An int8 model: each user's row is dequantized into the same scratch,
+        # so a run must take each one before looking up the next.
+        q8 = os.path.join(d, "q8.model")
+        starling("quantize", model, "-o", q8)
+        for name in ("q8ref", "q8pip"):
+            servers.append(Server(q8, "--journal", os.path.join(d, f"{name}.journal"), *flags, d=d))
+        q8ref, q8pip = servers[-2:]
+        want3 = one_per_write(q8ref, parts2)
+        together = b"".join(all_at_once(q8pip, parts2[i:i + 16]) for i in range(0, len(parts2), 16))
+        ok(None not in want3 and together == b"".join(want3) and want3 != want2,
+           "an int8 model: SEGMENTS of 40 users in writes of 16, the same bytes as one per write")
     finally:
         for srv in servers:
             srv.stop()
