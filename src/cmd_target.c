@@ -217,6 +217,16 @@ static void run_prepare(st_ctx *c)
     const float *row[ST_RUN_MAX]; /* a model row still to copy into b->X (NULL: copied) */
     int who[ST_RUN_MAX], nq = 0, bits = 0;
     resp_out sink = {.overflow = 1}; /* what parsing would reply is dropped, unwritten */
+    /* Each user's hash slot on its way while the others hash (once per user:
+     * a run of one user's requests hashes it once more, not n times). */
+    const resp_arg *last = NULL;
+    for (int i = 0; i < run->n; i++) {
+        if (run->argc[i] < 2) continue;
+        const resp_arg *id = &run->argv[i][1];
+        if (last && last->len == id->len && memcmp(last->ptr, id->ptr, id->len) == 0) continue;
+        st_idmap_prefetch(&sv->m.user_ids, id->ptr, id->len);
+        last = id;
+    }
     for (int i = 0; i < run->n; i++) {
         b->req[i].argv = NULL;
         if (run->argc[i] < 2) continue; /* its arity error is replied at its turn */

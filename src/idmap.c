@@ -45,6 +45,34 @@ const char *st_idmap_name(const st_idmap *m, uint32_t i, size_t *len)
     return m->bytes + a;
 }
 
+/* memcmp(a, b, n) == 0, inline for the short ids most are: up to 16
+ * bytes as two overlapping fixed-size compares, reading nothing past n. */
+static inline int same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y, z, w;
+    if (n >= 8 && n <= 16) {
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        memcpy(&z, a + n - 8, 8);
+        memcpy(&w, b + n - 8, 8);
+        return ((x ^ y) | (z ^ w)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4);
+        memcpy(&q, b, 4);
+        memcpy(&r, a + n - 4, 4);
+        memcpy(&t, b + n - 4, 4);
+        return ((p ^ q) | (r ^ t)) == 0;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
+void st_idmap_prefetch(const st_idmap *m, const char *s, size_t len)
+{
+    if (m->nslots > 0) __builtin_prefetch(m->slots + (st_idmap_hash(s, len) & (m->nslots - 1)));
+}
+
 uint32_t st_idmap_find(const st_idmap *m, const char *s, size_t len)
 {
     if (m->nslots == 0) return ST_NOT_FOUND;
@@ -56,7 +84,7 @@ uint32_t st_idmap_find(const st_idmap *m, const char *s, size_t len)
         uint32_t i = v - 1;
         if (i < m->count) {
             uint64_t a = m->offsets[i], b = m->offsets[i + 1];
-            if (b - a - 1 == len && memcmp(m->bytes + a, s, len) == 0) return i;
+            if (b - a - 1 == len && same_bytes(m->bytes + a, s, len)) return i;
         }
         h = (h + 1) & mask;
     }

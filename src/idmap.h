@@ -42,6 +42,10 @@ int st_idmap_intern(st_idmap *m, const char *s, size_t len, uint32_t *idx, int *
 /* Index of the id, or ST_NOT_FOUND. Never allocates. */
 uint32_t st_idmap_find(const st_idmap *m, const char *s, size_t len);
 
+/* Starts fetching the hash slot st_idmap_find(m, s, len) reads first (for
+ * a run of lookups: each one's slot on its way while the others hash). */
+void st_idmap_prefetch(const st_idmap *m, const char *s, size_t len);
+
 /* The NUL-terminated id of index i (i < count); *len may be NULL. Valid while
  * the map (or the model it views) lives. */
 const char *st_idmap_name(const st_idmap *m, uint32_t i, size_t *len);

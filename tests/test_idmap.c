@@ -87,6 +87,33 @@ static void test_out_of_memory(void)
     st_idmap_free(&f);
 }
 
+/* Ids of every length from 1 to 40, and for each, the same id with one
+ * byte changed at every position: found exactly, never each other (the
+ * short-id comparison reads each end in fixed-size pieces). */
+static void test_lengths(void)
+{
+    st_idmap m;
+    st_idmap_init(&m);
+    char id[41], other[41], err[ST_ERRLEN];
+    uint32_t idx;
+    int all = 1;
+    for (size_t n = 1; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++) id[i] = (char)('a' + (i * 5 + n) % 26);
+        if (st_idmap_intern(&m, id, n, &idx, NULL, err) != 0) all = 0;
+    }
+    for (size_t n = 1; n <= 40 && all; n++) {
+        for (size_t i = 0; i < n; i++) id[i] = (char)('a' + (i * 5 + n) % 26);
+        all &= st_idmap_find(&m, id, n) == (uint32_t)(n - 1);
+        for (size_t pos = 0; pos < n; pos++) {
+            memcpy(other, id, n);
+            other[pos] = (char)(other[pos] ^ 0x20);
+            all &= st_idmap_find(&m, other, n) == ST_NOT_FOUND;
+        }
+    }
+    ok(all, "ids of 1 to 40 bytes: each found, none matched by the same id with any one byte changed");
+    st_idmap_free(&m);
+}
+
 int main(void)
 {
     st_idmap m;
@@ -96,6 +123,7 @@ int main(void)
     test_view(&m);
     test_view_checks();
     test_out_of_memory();
+    test_lengths();
     st_idmap_free(&m);
     return tap_done();
 }
