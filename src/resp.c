@@ -661,7 +661,8 @@ int resp_format_decimal(char *buf, int negative, int64_t m, int e)
  * at n digits also does at n + 1 (the n-digit value is an (n + 1)-digit one,
  * and the nearest is no further) except where av's interval is lopsided
  * (M a power of two: left to the search), so the fewest digits are found
- * by bisection: three trials instead of eight. bench/score_text_check.c
+ * by a search over the count: 7 first (most scores need 7 or 8), then 6 or
+ * 8, then bisection; two trials mostly, instead of eight. bench/score_text_check.c
  * compares every float with the search: the same bytes. */
 typedef struct {
     uint64_t T9;       /* N's ninth-digit part */

@@ -290,15 +290,13 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
     ix->order = st_malloc((size_t)n * sizeof *ix->order + 1);
     ix->rows = st_aligned_alloc(64, (size_t)n * k * sizeof *ix->rows + 64);
     ix->add = st_malloc((size_t)n * sizeof *ix->add + 1);
-    ix->norm_max = st_malloc(((size_t)n + 1) * sizeof *ix->norm_max);
-    ix->add_max = st_malloc(((size_t)n + 1) * sizeof *ix->add_max);
-    ix->key_max = st_malloc(((size_t)n + 1) * sizeof *ix->key_max);
+    ix->reach = st_malloc(((size_t)nblocks + 1) * sizeof *ix->reach);
     ix->dir = st_malloc((size_t)k * SEG_DIRS * sizeof *ix->dir + 1);
     ix->blocks = st_aligned_alloc(64, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks + 64);
     ix->exact = st_calloc((size_t)nblocks + 1, 1);
     keyed *key = st_malloc((size_t)n * sizeof *key + 1);
     float *norm = st_malloc((size_t)n * sizeof *norm + 1);
-    if (!ix->order || !ix->rows || !ix->add || !ix->norm_max || !ix->add_max || !ix->key_max || !ix->dir ||
+    if (!ix->order || !ix->rows || !ix->add || !ix->reach || !ix->dir ||
         !ix->blocks || !ix->exact || !key || !norm) {
         st_free(key);
         st_free(norm);
@@ -333,13 +331,15 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
     /* Past the last row of the last block: bounds of -inf (masked off anyway). */
     for (uint32_t p = n; p < nblocks * SEG_BLOCK; p++)
         ix->blocks[(size_t)(p / SEG_BLOCK) * SEG_STRIDE + SEG_ADDU + p % SEG_BLOCK] = -INFINITY;
-    ix->norm_max[n] = ix->add_max[n] = ix->key_max[n] = -INFINITY;
+    struct st_seg_reach r = {-INFINITY, -INFINITY, -INFINITY};
+    ix->reach[nblocks] = r;
     for (uint32_t p = n; p-- > 0;) {
         float nm = norm[ix->order[p]], am = add_up(ix->add[p]), km = up(key[p].key);
         if (!isfinite(nm) || !isfinite(am)) nm = am = km = INFINITY;
-        ix->norm_max[p] = fmaxf(nm, ix->norm_max[p + 1]);
-        ix->add_max[p] = fmaxf(am, ix->add_max[p + 1]);
-        ix->key_max[p] = fmaxf(km, ix->key_max[p + 1]);
+        r.norm = fmaxf(nm, r.norm);
+        r.add = fmaxf(am, r.add);
+        r.key = fmaxf(km, r.key);
+        if (p % SEG_BLOCK == 0) ix->reach[p / SEG_BLOCK] = r;
     }
     st_free(key);
     st_free(norm);
@@ -351,9 +351,7 @@ void st_segment_index_free(st_segment_index *ix)
     st_free(ix->order);
     st_free(ix->rows);
     st_free(ix->add);
-    st_free(ix->norm_max);
-    st_free(ix->add_max);
-    st_free(ix->key_max);
+    st_free(ix->reach);
     st_free(ix->dir);
     st_free(ix->blocks);
     st_free(ix->exact);
@@ -381,12 +379,13 @@ static void query_prepare(const st_segment_index *ix, const float *x, query_boun
     b->txb = tail_norm(p2[1], x2);
 }
 
-/* The most any segment from position p on can score for the question:
+/* The most any segment from position p (a block's first) on can score for the question:
  * through the norm and blend maxima, or through the visiting key. */
 static double reach_from(const st_segment_index *ix, const query_bounds *b, uint32_t p)
 {
-    double nm = ix->norm_max[p], r1 = (double)b->xnu * nm + ix->add_max[p];
-    double over = (double)b->xnu - ix->c, r2 = (double)ix->key_max[p] + (over > 0 ? over : 0) * nm;
+    const struct st_seg_reach *s = &ix->reach[p / SEG_BLOCK];
+    double nm = s->norm, r1 = (double)b->xnu * nm + s->add;
+    double over = (double)b->xnu - ix->c, r2 = (double)s->key + (over > 0 ? over : 0) * nm;
     double r = r1 < r2 ? r1 : r2;
     return r + fabs(r) * 1e-12;
 }

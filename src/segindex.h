@@ -36,9 +36,11 @@ typedef struct {
     uint32_t *order;     /* position -> segment */
     float *rows;         /* n x k, by position: the exact rows */
     float *add;          /* by position: the prior blend w q[s] */
-    float *norm_max;     /* n + 1: from each position on, the largest |V[s]| (rounded up) */
-    float *add_max;      /* n + 1: ... the largest blend (with its margin) */
-    float *key_max;      /* n + 1: ... the largest blend + c |V[s]| (rounded up) */
+    struct st_seg_reach { /* per block, and one past the last: from its first position on, */
+        float norm;       /* the largest |V[s]| (rounded up), */
+        float add;        /* the largest blend (with its margin), */
+        float key;        /* the largest blend + c |V[s]| (rounded up) */
+    } *reach;             /* together, so a question's stop test reads one line */
     double *dir;         /* k x 40: orthonormal directions (segindex.c) */
     float *blocks;       /* per block of 32 positions: 40 x 32 projections, then 2 x 32 tail norms,
                             32 rounding margins and 32 blends with margin, each rounded up */
