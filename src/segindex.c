@@ -9,10 +9,16 @@
  *
  * Rounding. u = 2^-24. A computed score (dot8: k products summed in eight
  * lanes, then the blend added) is within (k + 2) u (|x| |v| + |blend|) of
- * the exact value. The projections, tails and norms are computed in double
- * from the float inputs and rounded up (projections to nearest, within
- * u |x| of theirs); the directions are orthonormal to about 1e-15; a bound
- * sums four float terms. So every bound is raised by (k + 56) 2u |x| |v|
+ * the exact value. A segment's projections, tails and norms are computed in
+ * double from the float inputs and rounded up (projections to nearest,
+ * within u |v| of theirs); the directions are orthonormal to about 1e-15; a
+ * bound sums four float terms. A question's projection is computed in
+ * float (directions rounded to float, k products summed): each coordinate
+ * within (2k + 2) u |x| of the exact one, so the projected dot product is
+ * within sqrt(SEG_DIRS) (2k + 2) u |x| |v| < 7 (2k + 2) u |x| |v| of its
+ * exact value, and its tails' squares within 13 (2k + 2) u |x|^2, which
+ * tail_query adds. So every bound is raised by (8k + 63) 2^-23 |x| |v|
+ * ((k + 56) 2u for the rest, 7 (2k + 2) u for the question's projection)
  * plus 2^-20 |blend| plus 1e-30: several times what the arithmetic can lose,
  * at no measurable cost in pruning.
  */
@@ -44,7 +50,7 @@ enum {
     SEG_HEAD = 1024,       /* segment rows the directions are fitted to */
     SEG_USER_SAMPLE = 4096 /* user rows the order and the directions are fitted to */
 };
-_Static_assert(SEG_DIRS % 4 == 0, "project() sums the directions four doubles at a time");
+_Static_assert(SEG_DIRS % 8 == 0, "project() and project_query() sum the directions 4 doubles, 8 floats at a time");
 _Static_assert((SEG_DIRS - SEG_DIRS_A) % 2 == 0, "bound_mask() takes the second stage's coordinates two at a time");
 
 /* The float at least d (for d = +inf, +inf). */
@@ -55,7 +61,7 @@ static float up(double d)
 }
 
 /* The relative margin on |x| |v| of a bound at rank k. */
-static double margin_factor(uint32_t k) { return (double)(k + SEG_DIRS + 16) * 0x1p-23; }
+static double margin_factor(uint32_t k) { return (double)(k + SEG_DIRS + 16) * 0x1p-23 + 7.0 * (2 * k + 2) * 0x1p-24; }
 
 /* The blend a with its margin, rounded up. */
 static float add_up(float a) { return up((double)a + fabs((double)a) * 0x1p-20 + 1e-30); }
@@ -237,6 +243,7 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
         for (int h = 0; h < 4; h++) b[h] += (double)v[j + h] * v[j + h];
     for (; j < k; j++) b[0] += (double)v[j] * v[j];
     double sb = 0;
+    p2[0] = 0;
     for (int t = 0; t < SEG_DIRS; t++) {
         pv[t] = (float)a[t];
         sb += a[t] * a[t];
@@ -248,6 +255,47 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
 
 /* |v| sqrt(1 - |proj|^2/|v|^2) with a cushion of 1e-6 |v|, rounded up. */
 static float tail_norm(double p2, double v2) { return up(sqrt(fmax(0.0, v2 - p2) + 1e-12 * v2)); }
+
+/* A question's tail from its float projection: the cushion covers what
+ * that projection's rounding can take off p2 (13 (2k + 2) u |x|^2). */
+static float tail_query(double p2, double x2, uint32_t k)
+{
+    return up(sqrt(fmax(0.0, x2 - p2) + (13.0 * (2 * k + 2) * 0x1p-24 + 1e-12) * x2));
+}
+
+/* A question's projection on the directions in float (dirf: k x SEG_DIRS,
+ * the directions rounded to float), the squared norms of its first
+ * SEG_DIRS_A coordinates and of all of them, and |x|^2, the last three in
+ * double. Half the work of project() in double, which the margins allow. */
+static void project_query(const float *dirf, uint32_t k, const float *x, float *xp, double p2[2], double *x2)
+{
+#ifdef __FMA__
+    __m256 acc[SEG_DIRS / 8];
+    for (int t = 0; t < SEG_DIRS / 8; t++) acc[t] = _mm256_setzero_ps();
+    for (uint32_t j = 0; j < k; j++) {
+        __m256 xj = _mm256_set1_ps(x[j]);
+        for (int t = 0; t < SEG_DIRS / 8; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(dirf + (size_t)j * SEG_DIRS + 8 * t), xj, acc[t]);
+    }
+    for (int t = 0; t < SEG_DIRS / 8; t++) _mm256_storeu_ps(xp + 8 * t, acc[t]);
+#else
+    for (int t = 0; t < SEG_DIRS; t++) xp[t] = 0;
+    for (uint32_t j = 0; j < k; j++)
+        for (int t = 0; t < SEG_DIRS; t++) xp[t] += dirf[(size_t)j * SEG_DIRS + t] * x[j];
+#endif
+    double b[4] = {0}, sb = 0;
+    uint32_t j = 0;
+    p2[0] = 0;
+    for (; j + 4 <= k; j += 4)
+        for (int h = 0; h < 4; h++) b[h] += (double)x[j + h] * x[j + h];
+    for (; j < k; j++) b[0] += (double)x[j] * x[j];
+    for (int t = 0; t < SEG_DIRS; t++) {
+        sb += (double)xp[t] * xp[t];
+        if (t + 1 == SEG_DIRS_A) p2[0] = sb;
+    }
+    p2[1] = sb;
+    *x2 = (b[0] + b[1]) + (b[2] + b[3]);
+}
 
 typedef struct {
     double key;
@@ -292,11 +340,12 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
     ix->add = st_malloc((size_t)n * sizeof *ix->add + 1);
     ix->reach = st_malloc(((size_t)nblocks + 1) * sizeof *ix->reach);
     ix->dir = st_malloc((size_t)k * SEG_DIRS * sizeof *ix->dir + 1);
+    ix->dirf = st_malloc((size_t)k * SEG_DIRS * sizeof *ix->dirf + 1);
     ix->blocks = st_aligned_alloc(64, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks + 64);
     ix->exact = st_calloc((size_t)nblocks + 1, 1);
     keyed *key = st_malloc((size_t)n * sizeof *key + 1);
     float *norm = st_malloc((size_t)n * sizeof *norm + 1);
-    if (!ix->order || !ix->rows || !ix->add || !ix->reach || !ix->dir ||
+    if (!ix->order || !ix->rows || !ix->add || !ix->reach || !ix->dir || !ix->dirf ||
         !ix->blocks || !ix->exact || !key || !norm) {
         st_free(key);
         st_free(norm);
@@ -321,6 +370,7 @@ int st_segment_index_build(const st_model *m, const float *q, st_segment_index *
         st_segment_index_free(ix);
         return -1;
     }
+    for (size_t i = 0; i < (size_t)k * SEG_DIRS; i++) ix->dirf[i] = (float)ix->dir[i];
     memset(ix->blocks, 0, (size_t)nblocks * SEG_STRIDE * sizeof *ix->blocks);
     for (uint32_t p = 0; p < n; p++) {
         uint32_t s = key[p].s;
@@ -353,6 +403,7 @@ void st_segment_index_free(st_segment_index *ix)
     st_free(ix->add);
     st_free(ix->reach);
     st_free(ix->dir);
+    st_free(ix->dirf);
     st_free(ix->blocks);
     st_free(ix->exact);
     memset(ix, 0, sizeof *ix);
@@ -370,13 +421,13 @@ typedef struct {
 static void query_prepare(const st_segment_index *ix, const float *x, query_bounds *b)
 {
     double p2[2], x2;
-    project(ix->dir, ix->k, x, b->xp, p2, &x2);
+    project_query(ix->dirf, ix->k, x, b->xp, p2, &x2);
     b->exact = !isfinite(x2);
     for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(b->xp[t]);
     b->xn = up(sqrt(x2));
     b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
-    b->txa = tail_norm(p2[0], x2);
-    b->txb = tail_norm(p2[1], x2);
+    b->txa = tail_query(p2[0], x2, ix->k);
+    b->txb = tail_query(p2[1], x2, ix->k);
 }
 
 /* The most any segment from position p (a block's first) on can score for the question:

@@ -42,6 +42,7 @@ typedef struct {
         float key;        /* the largest blend + c |V[s]| (rounded up) */
     } *reach;             /* together, so a question's stop test reads one line */
     double *dir;         /* k x 40: orthonormal directions (segindex.c) */
+    float *dirf;         /* the same, rounded to float: questions are projected in float */
     float *blocks;       /* per block of 32 positions: 40 x 32 projections, then 2 x 32 tail norms,
                             32 rounding margins and 32 blends with margin, each rounded up */
     uint8_t *exact;      /* per block: 1 when a value in it is not finite (scored row by row) */
