@@ -9,11 +9,12 @@
  * - each visited block is first bounded row by row from a short projection:
  *   V[s]'s coordinates along 8 directions, dotted with the user's, plus
  *   |tail of x| |tail of V[s]| for the rest (Cauchy-Schwarz), then the same
- *   with 40 directions when a row is still in (the directions:
- *   the leading eigenvectors of the visited rows' and the users' Gram
- *   matrices, each scaled to trace 1); only the rows whose bound reaches the want-th best
- *   are scored, with the one dot-product kernel (st_dot), so every score
- *   returned is the float SCORE gives.
+ *   with 40 directions when a row is still in (the directions: the leading
+ *   eigenvectors of the visited rows' and the users' Gram matrices, each
+ *   scaled to trace 1; the question is projected in float, the rows in
+ *   double); only the rows whose bound reaches the want-th best are scored,
+ *   with the one dot-product kernel (st_dot), so every score returned is
+ *   the float SCORE gives.
  * Both bounds carry margins larger than the rounding of the arithmetic
  * behind them, so the answer is always exactly the full scan's: the same
  * segments, scores and order (tests/test_score.c checks it against the
