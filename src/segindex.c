@@ -218,13 +218,24 @@ static int principal_directions(const st_model *m, const uint32_t *order, uint32
     return 0;
 }
 
+/* |v|^2 of a k-vector, in double, four sums side by side. */
+static double norm2(const float *v, uint32_t k)
+{
+    double b[4] = {0};
+    uint32_t j = 0;
+    for (; j + 4 <= k; j += 4)
+        for (int h = 0; h < 4; h++) b[h] += (double)v[j + h] * v[j + h];
+    for (; j < k; j++) b[0] += (double)v[j] * v[j];
+    return (b[0] + b[1]) + (b[2] + b[3]);
+}
+
 /* The projection of the k-vector v on the directions (SEG_DIRS floats, to
  * nearest), the squared norms of its first SEG_DIRS_A coordinates, of all
  * of them, and of v, in double. dir is k x SEG_DIRS (coordinate j of every
  * direction together), so the SEG_DIRS sums run side by side. */
 static void project(const double *dir, uint32_t k, const float *v, float *pv, double p2[2], double *v2)
 {
-    double a[SEG_DIRS] = {0}, b[4] = {0};
+    double a[SEG_DIRS] = {0};
     uint32_t j = 0;
 #ifdef __FMA__
     __m256d acc[SEG_DIRS / 4];
@@ -239,9 +250,6 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
     for (; j < k; j++)
         for (int t = 0; t < SEG_DIRS; t++) a[t] += dir[(size_t)j * SEG_DIRS + t] * v[j];
 #endif
-    for (j = 0; j + 4 <= k; j += 4)
-        for (int h = 0; h < 4; h++) b[h] += (double)v[j + h] * v[j + h];
-    for (; j < k; j++) b[0] += (double)v[j] * v[j];
     double sb = 0;
     p2[0] = 0;
     for (int t = 0; t < SEG_DIRS; t++) {
@@ -250,7 +258,7 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
         if (t + 1 == SEG_DIRS_A) p2[0] = sb;
     }
     p2[1] = sb;
-    *v2 = (b[0] + b[1]) + (b[2] + b[3]);
+    *v2 = norm2(v, k);
 }
 
 /* |v| sqrt(1 - |proj|^2/|v|^2) with a cushion of 1e-6 |v|, rounded up. */
@@ -283,18 +291,14 @@ static void project_query(const float *dirf, uint32_t k, const float *x, float *
     for (uint32_t j = 0; j < k; j++)
         for (int t = 0; t < SEG_DIRS; t++) xp[t] += dirf[(size_t)j * SEG_DIRS + t] * x[j];
 #endif
-    double b[4] = {0}, sb = 0;
-    uint32_t j = 0;
+    double sb = 0;
     p2[0] = 0;
-    for (; j + 4 <= k; j += 4)
-        for (int h = 0; h < 4; h++) b[h] += (double)x[j + h] * x[j + h];
-    for (; j < k; j++) b[0] += (double)x[j] * x[j];
     for (int t = 0; t < SEG_DIRS; t++) {
         sb += (double)xp[t] * xp[t];
         if (t + 1 == SEG_DIRS_A) p2[0] = sb;
     }
     p2[1] = sb;
-    *x2 = (b[0] + b[1]) + (b[2] + b[3]);
+    *x2 = norm2(x, k);
 }
 
 typedef struct {

@@ -742,6 +742,14 @@ static st_client *client_new(st_loop *l, const st_listener *ls, int fd)
     return c;
 }
 
+/* Closes an accepted connection loop l was to serve, and uncounts it. */
+static void drop_accepted(st_loop *l, const st_listener *ls, int fd)
+{
+    close(fd);
+    atomic_fetch_sub(ls->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
+    atomic_fetch_sub(&l->assigned, 1);
+}
+
 /* Takes up an accepted connection (admitted, its peer's address in addr)
  * on loop l; NULL when it could not (closed and uncounted). */
 static st_client *adopt_client(st_loop *l, st_listener *ls, int fd, int probes, const char *addr)
@@ -750,10 +758,8 @@ static st_client *adopt_client(st_loop *l, st_listener *ls, int fd, int probes, 
     st_client *c = client_new(l, ls, fd);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        close(fd);
         if (c) client_free(c);
-        atomic_fetch_sub(ls->is_http ? &srv->nclients_http : &srv->nclients_resp, 1);
-        atomic_fetch_sub(&l->assigned, 1);
+        drop_accepted(l, ls, fd);
         return NULL;
     }
     if (!ls->is_unix) {
@@ -812,8 +818,8 @@ static st_loop *least_loaded(st_loop *l)
     return best;
 }
 
-/* Gives an accepted connection to loop t (woken through its eventfd);
- * 0 when t takes no more (shutting down, or its queue full). */
+/* Gives an accepted connection to loop t (counted as t's, t woken through
+ * its eventfd); 0 when t takes no more (shutting down, or its queue full). */
 static int hand_off(st_loop *t, st_listener *ls, int fd, int probes, const char *addr)
 {
     pthread_mutex_lock(&t->handoff_lock);
@@ -824,6 +830,7 @@ static int hand_off(st_loop *t, st_listener *ls, int fd, int probes, const char 
         h->probes = probes;
         h->ls = ls;
         snprintf(h->addr, sizeof h->addr, "%s", addr);
+        atomic_fetch_add(&t->assigned, 1);
     }
     pthread_mutex_unlock(&t->handoff_lock);
     if (ok) {
@@ -852,9 +859,7 @@ void st_srv_take_handoffs(st_loop *l, int close_all)
             if (c && l->draining) drain_one(c);
             continue;
         }
-        close(h[i].fd);
-        atomic_fetch_sub(h[i].ls->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
-        atomic_fetch_sub(&l->assigned, 1);
+        drop_accepted(l, h[i].ls, h[i].fd);
     }
 }
 
@@ -878,12 +883,8 @@ static void accept_clients(st_loop *l, st_listener *ls)
         int probes = admit(l, ls, fd, loopback);
         if (probes < 0) continue;
         st_loop *t = least_loaded(l);
-        atomic_fetch_add(&t->assigned, 1);
         if (t != l && hand_off(t, ls, fd, probes, addr)) continue;
-        if (t != l) {
-            atomic_fetch_sub(&t->assigned, 1);
-            atomic_fetch_add(&l->assigned, 1);
-        }
+        atomic_fetch_add(&l->assigned, 1);
         adopt_client(l, ls, fd, probes, addr);
     }
 }
