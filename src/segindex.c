@@ -9,23 +9,31 @@
  *
  * Rounding. u = 2^-24. A computed score (dot8: k products summed in eight
  * lanes, then the blend added) is within (k + 2) u (|x| |v| + |blend|) of
- * the exact value. A segment's projections, tails and norms are computed in
- * double from the float inputs and rounded up (projections to nearest,
- * within u |v| of theirs); the directions are orthonormal to about 1e-15; a
- * bound sums four float terms. A question's projection is computed in
- * float (directions rounded to float, k products summed): each coordinate
- * within (2k + 2) u |x| of the exact one, so the projected dot product is
- * within sqrt(SEG_DIRS) (2k + 2) u |x| |v| < 7 (2k + 2) u |x| |v| of its
- * exact value, and its tails' squares within 13 (2k + 2) u |x|^2, which
- * tail_query adds. So every bound is raised by (8k + 63) 2^-23 |x| |v|
- * ((k + 56) 2u for the rest, 7 (2k + 2) u for the question's projection)
- * plus 2^-20 |blend| plus 1e-30: several times what the arithmetic can lose,
- * at no measurable cost in pruning.
+ * the exact value. A segment's projection a, tails and norms are computed
+ * in double from the float inputs (the directions are orthonormal to about
+ * 1e-15); a is kept as 16-bit integers q over the scale s = |a| / SEG_Q,
+ * and what that takes off, e = a - s q, is computed exactly: |x| |e| goes
+ * into the row's margin. A question's projection xp is computed in float
+ * (directions rounded to float, k products summed): each coordinate within
+ * (2k + 2) u |x| of the exact one, so the projected dot product is within
+ * sqrt(SEG_DIRS) (2k + 2) u |x| |v| < 7 (2k + 2) u |x| |v| of its exact
+ * value, and its tails' squares within 13 (2k + 2) u |x|^2, which
+ * tail_query adds. xp is kept as integers over xs = |x| / SEG_Q, each
+ * within xs / 2, in all within SEG_QX |x|: times |s q| <= |a| + |e|, that
+ * goes into the margin too. The integer dot is exact (no sum passes
+ * 2^31); turning it into a float and multiplying by the two scales loses
+ * at most 2^-23 |x| |v|. So every bound is raised by |x| times
+ * (8k + 67) 2^-23 |v| + SEG_QX (|a| + |e|) + (1 + 2^-10) |e| ((k + 60) 2u
+ * for the rest, 7 (2k + 2) u for the question's float projection), plus
+ * 2^-20 |blend| plus 1e-30: several times what the arithmetic can lose,
+ * and about 1e-4 |x| |v| in all, at no measurable cost in pruning
+ * (tests/test_score.c has answers go wrong without the margins).
  */
 #include "segindex.h"
 
 #include <cblas.h>
 #include <lapacke.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,25 +41,36 @@
 #include "dotkern.h"
 #include "util.h"
 
-/* A block of 32 positions holds, 32 floats each: the projections on the
- * SEG_DIRS directions, the norm of the rest past the first SEG_DIRS_A
- * directions and past all of them, the rounding margin and the blend with
- * its margin. */
+/* A block of 32 positions holds the projections on the SEG_DIRS directions
+ * as 16-bit integers (row r's coordinates 2j and 2j + 1 side by side at
+ * (32 j + r) 2, so one 32-byte load holds a pair for eight rows), then, 32
+ * floats each: the scale of each row's integers, the norm of the rest past
+ * the first SEG_DIRS_A directions and past all of them, the margin and the
+ * blend with its margin. */
 enum {
     SEG_BLOCK = 32,
     SEG_GROUP = 64,
     SEG_DIRS_A = 8,
     SEG_DIRS = 40,
-    SEG_TAIL_A = SEG_DIRS * SEG_BLOCK,
+    SEG_PAIRS = SEG_DIRS / 2,
+    SEG_SCALE = SEG_DIRS * SEG_BLOCK / 2, /* floats the integers take */
+    SEG_TAIL_A = SEG_SCALE + SEG_BLOCK,
     SEG_TAIL_B = SEG_TAIL_A + SEG_BLOCK,
     SEG_EPS = SEG_TAIL_B + SEG_BLOCK,
     SEG_ADDU = SEG_EPS + SEG_BLOCK,
     SEG_STRIDE = SEG_ADDU + SEG_BLOCK,
     SEG_HEAD = 1024,       /* segment rows the directions are fitted to */
-    SEG_USER_SAMPLE = 4096 /* user rows the order and the directions are fitted to */
+    SEG_USER_SAMPLE = 4096, /* user rows the order and the directions are fitted to */
+    SEG_Q = 32000           /* the norm of a projection in integers: any pair's dot fits in 31 bits */
 };
 _Static_assert(SEG_DIRS % 8 == 0, "project() and project_query() sum the directions 4 doubles, 8 floats at a time");
-_Static_assert((SEG_DIRS - SEG_DIRS_A) % 2 == 0, "bound_mask() takes the second stage's coordinates two at a time");
+_Static_assert(SEG_DIRS_A % 2 == 0, "bound_mask() takes the coordinates two at a time");
+_Static_assert((double)SEG_Q * SEG_Q * 1.001 < 2147483647.0 && SEG_Q < 32767, "integer dots fit in int32");
+
+/* What the question's integers can take off its dot with a row, relative
+ * to |x| and |that row's projection + its own error|: sqrt(SEG_DIRS)/2 of
+ * the question's scale (segindex.c's header). */
+#define SEG_QX (sqrt((double)SEG_DIRS) / (2.0 * SEG_Q) * (1.0 + 0x1p-20))
 
 /* The float at least d (for d = +inf, +inf). */
 static float up(double d)
@@ -61,7 +80,7 @@ static float up(double d)
 }
 
 /* The relative margin on |x| |v| of a bound at rank k. */
-static double margin_factor(uint32_t k) { return (double)(k + SEG_DIRS + 16) * 0x1p-23 + 7.0 * (2 * k + 2) * 0x1p-24; }
+static double margin_factor(uint32_t k) { return (double)(k + SEG_DIRS + 20) * 0x1p-23 + 7.0 * (2 * k + 2) * 0x1p-24; }
 
 /* The blend a with its margin, rounded up. */
 static float add_up(float a) { return up((double)a + fabs((double)a) * 0x1p-20 + 1e-30); }
@@ -229,14 +248,14 @@ static double norm2(const float *v, uint32_t k)
     return (b[0] + b[1]) + (b[2] + b[3]);
 }
 
-/* The projection of the k-vector v on the directions (SEG_DIRS floats, to
- * nearest), the squared norms of its first SEG_DIRS_A coordinates, of all
+/* The projection of the k-vector v on the directions (SEG_DIRS doubles),
+ * the squared norms of its first SEG_DIRS_A coordinates, of all
  * of them, and of v, in double. dir is k x SEG_DIRS (coordinate j of every
  * direction together), so the SEG_DIRS sums run side by side. */
-static void project(const double *dir, uint32_t k, const float *v, float *pv, double p2[2], double *v2)
+static void project(const double *dir, uint32_t k, const float *v, double *a, double p2[2], double *v2)
 {
-    double a[SEG_DIRS] = {0};
     uint32_t j = 0;
+    for (int t = 0; t < SEG_DIRS; t++) a[t] = 0;
 #ifdef __FMA__
     __m256d acc[SEG_DIRS / 4];
     for (int t = 0; t < SEG_DIRS / 4; t++) acc[t] = _mm256_setzero_pd();
@@ -253,7 +272,6 @@ static void project(const double *dir, uint32_t k, const float *v, float *pv, do
     double sb = 0;
     p2[0] = 0;
     for (int t = 0; t < SEG_DIRS; t++) {
-        pv[t] = (float)a[t];
         sb += a[t] * a[t];
         if (t + 1 == SEG_DIRS_A) p2[0] = sb;
     }
@@ -278,14 +296,21 @@ static float tail_query(double p2, double x2, uint32_t k)
 static void project_query(const float *dirf, uint32_t k, const float *x, float *xp, double p2[2], double *x2)
 {
 #ifdef __FMA__
-    __m256 acc[SEG_DIRS / 8];
-    for (int t = 0; t < SEG_DIRS / 8; t++) acc[t] = _mm256_setzero_ps();
-    for (uint32_t j = 0; j < k; j++) {
-        __m256 xj = _mm256_set1_ps(x[j]);
-        for (int t = 0; t < SEG_DIRS / 8; t++)
+    /* Even and odd j in separate sums: twice the chains for the FMA units. */
+    __m256 acc[SEG_DIRS / 8], odd[SEG_DIRS / 8];
+    for (int t = 0; t < SEG_DIRS / 8; t++) acc[t] = odd[t] = _mm256_setzero_ps();
+    uint32_t j = 0;
+    for (; j + 2 <= k; j += 2) {
+        __m256 xj = _mm256_set1_ps(x[j]), xo = _mm256_set1_ps(x[j + 1]);
+        for (int t = 0; t < SEG_DIRS / 8; t++) {
             acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(dirf + (size_t)j * SEG_DIRS + 8 * t), xj, acc[t]);
+            odd[t] = _mm256_fmadd_ps(_mm256_loadu_ps(dirf + (size_t)(j + 1) * SEG_DIRS + 8 * t), xo, odd[t]);
+        }
     }
-    for (int t = 0; t < SEG_DIRS / 8; t++) _mm256_storeu_ps(xp + 8 * t, acc[t]);
+    if (j < k)
+        for (int t = 0; t < SEG_DIRS / 8; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(dirf + (size_t)j * SEG_DIRS + 8 * t), _mm256_set1_ps(x[j]), acc[t]);
+    for (int t = 0; t < SEG_DIRS / 8; t++) _mm256_storeu_ps(xp + 8 * t, _mm256_add_ps(acc[t], odd[t]));
 #else
     for (int t = 0; t < SEG_DIRS; t++) xp[t] = 0;
     for (uint32_t j = 0; j < k; j++)
@@ -313,22 +338,34 @@ static int by_key(const void *a, const void *b)
     return (x->s > y->s) - (x->s < y->s);
 }
 
-/* Lays out position p's block entry: its projection, tails, margin and blend. */
+/* Lays out position p's block entry: its projection in integers and their
+ * scale, tails, margin and blend. The integers are the projection over a
+ * scale that takes its norm to SEG_Q, rounded; what the rounding took off
+ * (|e|, in double) goes into the margin, with what the question's own
+ * rounding can take (SEG_QX). */
 static void fill_row(st_segment_index *ix, uint32_t p)
 {
     uint32_t k = ix->k, b = p / SEG_BLOCK, r = p % SEG_BLOCK;
-    float *blk = ix->blocks + (size_t)b * SEG_STRIDE, pv[SEG_DIRS];
+    float *blk = ix->blocks + (size_t)b * SEG_STRIDE;
+    int16_t *iv = (int16_t *)blk;
     const float *v = ix->rows + (size_t)p * k;
-    double p2[2], v2;
-    project(ix->dir, k, v, pv, p2, &v2);
-    int finite = isfinite(v2) && isfinite(ix->add[p]);
+    double a[SEG_DIRS], p2[2], v2, e2 = 0;
+    project(ix->dir, k, v, a, p2, &v2);
+    int finite = isfinite(v2) && isfinite(ix->add[p]) && isfinite(p2[1]);
+    float scale = (float)(sqrt(p2[1]) / SEG_Q);
+    if (!finite || !(scale >= FLT_MIN)) scale = 0; /* no integers: the whole projection is the error */
     for (uint32_t t = 0; t < SEG_DIRS; t++) {
-        finite &= isfinite(pv[t]) != 0;
-        blk[t * SEG_BLOCK + r] = pv[t];
+        double qt = scale > 0 ? nearbyint(a[t] / scale) : 0;
+        qt = fmin(fmax(qt, -32767), 32767);
+        double e = a[t] - qt * scale; /* exact: a 16-bit integer times a float */
+        e2 += e * e;
+        iv[(t / 2 * SEG_BLOCK + r) * 2 + t % 2] = (int16_t)qt;
     }
+    double en = sqrt(e2) * (1 + 0x1p-20) + 1e-300, pn = sqrt(p2[1]);
+    blk[SEG_SCALE + r] = scale;
     blk[SEG_TAIL_A + r] = tail_norm(p2[0], v2);
     blk[SEG_TAIL_B + r] = tail_norm(p2[1], v2);
-    blk[SEG_EPS + r] = up(sqrt(v2) * margin_factor(k));
+    blk[SEG_EPS + r] = up(sqrt(v2) * margin_factor(k) + (pn + en) * SEG_QX + en * (1 + 0x1p-10));
     blk[SEG_ADDU + r] = add_up(ix->add[p]);
     if (!finite) ix->exact[b] = 1;
 }
@@ -416,22 +453,46 @@ void st_segment_index_free(st_segment_index *ix)
 /* ---- questions ------------------------------------------------------------ */
 
 /* What a question needs besides x: its norm with the margin, its projection
- * and the bound on the rest of it; exact = 1 when x is not finite. */
+ * in integers (pairs side by side, as the rows' are) and their scale, the
+ * bound on the rest of it and what the rows' margins are multiplied by;
+ * exact = 1 when x is not finite. */
 typedef struct {
-    float xnu, txa, txb, xn, xp[SEG_DIRS];
+    float xnu, txa, txb, xn, xe, xs;
+    int32_t xq[SEG_PAIRS];
     int exact;
 } query_bounds;
 
 static void query_prepare(const st_segment_index *ix, const float *x, query_bounds *b)
 {
     double p2[2], x2;
-    project_query(ix->dirf, ix->k, x, b->xp, p2, &x2);
+    float xp[SEG_DIRS];
+    project_query(ix->dirf, ix->k, x, xp, p2, &x2);
     b->exact = !isfinite(x2);
-    for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(b->xp[t]);
+    for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(xp[t]);
     b->xn = up(sqrt(x2));
     b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
     b->txa = tail_query(p2[0], x2, ix->k);
     b->txb = tail_query(p2[1], x2, ix->k);
+    /* The integers: the projection over xs = xn / SEG_Q, rounded (each within
+     * xs / 2, so all within sqrt(SEG_DIRS) xs / 2: SEG_QX xn of a row's margin;
+     * |xp| is within xn (1 + 2^-10), so none passes SEG_Q (1 + 2^-10)). A
+     * question too short for a normal scale has no integers: its margin
+     * then covers |xp| |projection| whole. */
+    b->xs = up((double)b->xn / SEG_Q);
+    b->xe = b->xn;
+    int16_t xq[SEG_DIRS] = {0};
+    if (b->xs >= FLT_MIN && !b->exact) {
+        double inv = 1.0 / b->xs; /* within 2^-52 of xp / xs either way: SEG_QX's cushion takes it */
+        for (uint32_t t = 0; t < SEG_DIRS; t++) {
+            double qt = nearbyint((double)xp[t] * inv);
+            xq[t] = (int16_t)(qt > 32767 ? 32767 : qt < -32767 ? -32767 : qt);
+        }
+    } else {
+        b->xs = 0;
+        b->xe = up((double)b->xn * (1 + 0x1p-9) / SEG_QX);
+    }
+    for (uint32_t j = 0; j < SEG_PAIRS; j++)
+        b->xq[j] = (int32_t)((uint32_t)(uint16_t)xq[2 * j] | (uint32_t)(uint16_t)xq[2 * j + 1] << 16);
 }
 
 /* The most any segment from position p (a block's first) on can score for the question:
@@ -459,54 +520,65 @@ static float entry_threshold(const st_segment_query *q)
     return q->got == q->want && q->out_score[0] > q->min ? q->out_score[0] : q->min;
 }
 
-/* Offers the exact scores sc of positions pos[0..np) to q: only those that
- * can enter its answer (a branch-free test first: most cannot). */
-static void offer_all(const st_segment_index *ix, st_segment_query *q, const uint32_t *pos, const float *sc,
-                      uint32_t np)
+/* Offers the exact scores v[0..np) of positions pos[] (v: 32 entries, the
+ * unused ones -inf) to q. When more of them can enter its answer than it
+ * wants, only the block's own best `want` can (`want` of its rows beat any
+ * other): each is found by its rank in the block, how many entries score
+ * higher, and they are offered worst first, so the heap takes each without
+ * sifting (unpredictable sifts cost more than the ranks). Equal scores
+ * share a rank; then every entry is offered, as the heap's tie-break needs. */
+static void offer_block(const st_segment_index *ix, st_segment_query *q, const uint32_t *pos, const float *v,
+                        uint32_t np)
 {
-    float v[8], thr = entry_threshold(q);
-    uint32_t m = 0;
-    for (uint32_t t = 0; t < np; t++) {
-        v[t] = sc[t] + ix->add[pos[t]]; /* the blend, exactly as st_score_one adds it */
-        m |= (uint32_t)(v[t] >= thr) << t; /* thr >= min; NaN compares false; -inf is no score either */
-    }
-    for (; m; m &= m - 1) {
-        uint32_t t = (uint32_t)__builtin_ctz(m);
-        if (v[t] > -INFINITY) offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[t]], v[t]);
-    }
+    float thr = entry_threshold(q);
+    /* At least thr and more than -inf (NaN: neither); the unused entries are -inf. */
+    uint32_t cand = thr > -INFINITY ? atleast_mask(v, thr) : above_mask(v, -INFINITY);
+    uint32_t nc = (uint32_t)__builtin_popcount(cand);
     q->scored += np;
-}
-
-/* Scores eight rows exactly (row[np..8) are copies, scored and dropped). */
-static void score8(const st_segment_index *ix, st_segment_query *q, const float **row, const uint32_t *pos,
-                   uint32_t np)
-{
-    uint32_t k = ix->k;
-    float sc[8];
-    for (uint32_t t = np; t < 8; t++) row[t] = row[0];
-    if (k % 8 == 0) dot8x8_any(row, k, q->x, sc);
-    else
-        for (uint32_t t = 0; t < np; t++) sc[t] = dot8(row[t], q->x, k);
-    offer_all(ix, q, pos, sc, np);
+    if (nc > q->want) {
+        uint32_t by_rank[32], ranks = 0;
+        for (uint32_t m = cand; m; m &= m - 1) {
+            uint32_t t = (uint32_t)__builtin_ctz(m), r = (uint32_t)__builtin_popcount(above_mask(v, v[t]) & cand);
+            by_rank[r] = t;
+            ranks |= 1u << r;
+        }
+        if ((uint32_t)__builtin_popcount(ranks) == nc) {
+            for (uint32_t r = q->want; r-- > 0;)
+                offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[by_rank[r]]], v[by_rank[r]]);
+            return;
+        }
+    }
+    for (; cand; cand &= cand - 1) {
+        uint32_t t = (uint32_t)__builtin_ctz(cand);
+        offer(q->out_idx, q->out_score, &q->got, q->want, ix->order[pos[t]], v[t]);
+    }
 }
 
 /* Scores exactly, for q, the positions in mask (bits of the block at p)
- * that q does not skip, eight rows at a time with the eight-row kernel. */
+ * that q does not skip, eight rows at a time with the eight-row kernel,
+ * then offers them. */
 static void score_mask(const st_segment_index *ix, st_segment_query *q, uint32_t p, uint32_t mask)
 {
-    uint32_t pos[8], np = 0;
-    const float *row[8];
+    uint32_t k = ix->k, pos[32], np = 0;
+    float v[32];
     for (; mask; mask &= mask - 1) {
         uint32_t j = (uint32_t)__builtin_ctz(mask);
         if (q->skip && (q->skip[ix->order[p + j]] & q->skip_bit)) continue;
-        pos[np] = p + j;
-        row[np++] = ix->rows + (size_t)(p + j) * ix->k;
-        if (np == 8) {
-            score8(ix, q, row, pos, 8);
-            np = 0;
-        }
+        pos[np++] = p + j;
     }
-    if (np) score8(ix, q, row, pos, np);
+    if (np == 0) return;
+    for (uint32_t g = 0; g < np; g += 8) {
+        uint32_t n8 = np - g < 8 ? np - g : 8;
+        if (k % 8 == 0) {
+            const float *row[8];
+            for (uint32_t t = 0; t < 8; t++) row[t] = ix->rows + (size_t)pos[g + (t < n8 ? t : 0)] * k;
+            dot8x8_any(row, k, q->x, v + g); /* rows past n8 are copies, scored and dropped */
+        } else
+            for (uint32_t t = 0; t < n8; t++) v[g + t] = dot8(ix->rows + (size_t)pos[g + t] * k, q->x, k);
+    }
+    for (uint32_t t = 0; t < np; t++) v[t] += ix->add[pos[t]]; /* the blend, exactly as st_score_one adds it */
+    for (uint32_t t = np; t < 32; t++) v[t] = -INFINITY;
+    offer_block(ix, q, pos, v, np);
 }
 
 /* a * b + c, fused where the CPU can (a bound needs no fixed rounding). */
@@ -531,38 +603,90 @@ static inline uint32_t at_least8(v8f a, float thr)
 #endif
 }
 
+/* a * b + c for vectors, fused where the CPU can. */
+static inline v8f fmav8(v8f a, v8f b, v8f c)
+{
+#ifdef __FMA__
+    return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* The block's 32 integer dots with the question (four groups of eight
+ * rows), pairs [j0, j1) added to acc: iv is the block's integers. Exact: no
+ * pair's or sum's magnitude passes |the question's integers| |the row's|
+ * < 2^31. */
+#ifdef __AVX2__
+typedef __m256i iacc8;
+static inline __m256i imadd(__m256i acc, const int16_t *g, __m256i xv)
+{
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)g), xv));
+    __asm__("" : "+x"(acc)); /* keeps the sums in order: reassociated into trees, they spill every product */
+    return acc;
+}
+static inline void idot32(iacc8 *acc, const int16_t *iv, const int32_t *xq, int j0, int j1)
+{
+    __m256i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#pragma GCC unroll 32
+    for (int j = j0; j < j1; j++) {
+        __m256i xv = _mm256_set1_epi32(xq[j]);
+        const int16_t *g = iv + j * SEG_BLOCK * 2;
+        a0 = imadd(a0, g, xv);
+        a1 = imadd(a1, g + 16, xv);
+        a2 = imadd(a2, g + 32, xv);
+        a3 = imadd(a3, g + 48, xv);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+static inline v8f itof8(iacc8 a) { return (v8f)_mm256_cvtepi32_ps(a); }
+#else
+typedef int32_t iacc8 __attribute__((vector_size(32)));
+static inline void idot32(iacc8 *acc, const int16_t *iv, const int32_t *xq, int j0, int j1)
+{
+    for (int j = j0; j < j1; j++) {
+        int32_t lo = (int16_t)(uint16_t)((uint32_t)xq[j] & 0xffff), hi = (int16_t)(uint16_t)((uint32_t)xq[j] >> 16);
+        for (int r = 0; r < SEG_BLOCK; r++)
+            acc[r / 8][r % 8] += lo * iv[(j * SEG_BLOCK + r) * 2] + hi * iv[(j * SEG_BLOCK + r) * 2 + 1];
+    }
+}
+static inline v8f itof8(iacc8 a) { return __builtin_convertvector(a, v8f); }
+#endif
+
 /* The bits of the block at position p whose bound reaches thr, 32 rows at
- * once (each projected coordinate is 32 floats in a row): the dot of the
- * first SEG_DIRS_A projected coordinates plus the tails' product, plus the
- * margin and the blend; then, when a row is still in, the same through all
- * SEG_DIRS coordinates for the whole block, a tighter bound. Each stage
- * runs the four groups of eight side by side (that beats skipping the
- * groups with none in: the sums are chains of dependent adds). A stage
- * between the two (16 coordinates) and scoring the few rows it leaves
- * without the last were measured: neither gains on bench/serve.sh's model
- * or the shared data sets' (bench/README.md). */
+ * once, four groups of eight side by side: the integer dot of the first
+ * SEG_DIRS_A projected coordinates, times the two scales, plus the tails'
+ * product, the margin and the blend; then, when a row is still in, the
+ * same through all SEG_DIRS coordinates for the whole block, a tighter
+ * bound. The integers halve the loads and the multiplies of float
+ * projections (two coordinates an instruction) and their sums are exact.
+ * A stage between the two (16 coordinates), skipping groups with no row in
+ * and scoring the few rows the first leaves without the second were
+ * measured: none gains on bench/serve.sh's model or the shared data sets'
+ * (bench/README.md). */
 static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, uint32_t p, float thr)
 {
     const float *blk = ix->blocks + (size_t)(p / SEG_BLOCK) * SEG_STRIDE;
-    v8f dot[4] = {{0}}, e[4] = {{0}}, base[4];
+    const int16_t *iv = (const int16_t *)blk;
+    iacc8 acc[4] = {{0}};
+    v8f base[4], sc[4];
     uint32_t mask = 0;
-    for (int t = 0; t < SEG_DIRS_A; t++)
-        for (int i = 0; i < 4; i++) dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
+    idot32(acc, iv, b->xq, 0, SEG_DIRS_A / 2);
     for (int i = 0; i < 4; i++) {
         const float *c = blk + 8 * i;
-        base[i] = fma8(b->xn, load8(c + SEG_EPS), load8(c + SEG_ADDU));
-        mask |= at_least8(fma8(b->txa, load8(c + SEG_TAIL_A), base[i] + dot[i]), thr) << (8 * i);
+        base[i] = fma8(b->xe, load8(c + SEG_EPS), load8(c + SEG_ADDU));
+        sc[i] = b->xs * load8(c + SEG_SCALE);
+        mask |= at_least8(fma8(b->txa, load8(c + SEG_TAIL_A), fmav8(itof8(acc[i]), sc[i], base[i])), thr) << (8 * i);
     }
     if (!mask) return 0;
-    /* Two chains a group from here: eight independent sums keep the FMA units busy. */
-    for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 2)
-        for (int i = 0; i < 4; i++) {
-            dot[i] = fma8(b->xp[t], load8(blk + t * SEG_BLOCK + 8 * i), dot[i]);
-            e[i] = fma8(b->xp[t + 1], load8(blk + (t + 1) * SEG_BLOCK + 8 * i), e[i]);
-        }
     uint32_t out = 0;
+    idot32(acc, iv, b->xq, SEG_DIRS_A / 2, SEG_PAIRS);
     for (int i = 0; i < 4; i++)
-        out |= at_least8(fma8(b->txb, load8(blk + 8 * i + SEG_TAIL_B), base[i] + (dot[i] + e[i])), thr) << (8 * i);
+        out |= at_least8(fma8(b->txb, load8(blk + 8 * i + SEG_TAIL_B), fmav8(itof8(acc[i]), sc[i], base[i])), thr)
+               << (8 * i);
     return out & mask;
 }
 

@@ -12,9 +12,10 @@
  *   with 40 directions when a row is still in (the directions: the leading
  *   eigenvectors of the visited rows' and the users' Gram matrices, each
  *   scaled to trace 1; the question is projected in float, the rows in
- *   double); only the rows whose bound reaches the want-th best are scored,
- *   with the one dot-product kernel (st_dot), so every score returned is
- *   the float SCORE gives.
+ *   double, and both are read as 16-bit integers, so the bounds' sums are
+ *   exact integer ones); only the rows whose bound reaches the want-th best
+ *   are scored, with the one dot-product kernel (st_dot), so every score
+ *   returned is the float SCORE gives.
  * Both bounds carry margins larger than the rounding of the arithmetic
  * behind them, so the answer is always exactly the full scan's: the same
  * segments, scores and order (tests/test_score.c checks it against the
@@ -44,8 +45,9 @@ typedef struct {
     } *reach;             /* together, so a question's stop test reads one line */
     double *dir;         /* k x 40: orthonormal directions (segindex.c) */
     float *dirf;         /* the same, rounded to float: questions are projected in float */
-    float *blocks;       /* per block of 32 positions: 40 x 32 projections, then 2 x 32 tail norms,
-                            32 rounding margins and 32 blends with margin, each rounded up */
+    float *blocks;       /* per block of 32 positions: 40 x 32 projections in 16-bit integers (the
+                            space of 640 floats), then 32 scales, 2 x 32 tail norms, 32 margins
+                            and 32 blends with margin, each rounded up */
     uint8_t *exact;      /* per block: 1 when a value in it is not finite (scored row by row) */
 } st_segment_index;
 

@@ -362,6 +362,42 @@ static void test_segment_index_directions(st_rng *r)
     free(q);
 }
 
+/* The bounds read each row's projection as 16-bit integers over a scale
+ * set by its norm, and the question's the same way, so a small coordinate
+ * beside a large one keeps only a few bits. Here every row is one large
+ * shared coordinate plus small ones that decide the answer, half the users
+ * carry a small share of the large one, and the whole rank is projected
+ * (no tail term to absorb an error): with the margins taken out of the
+ * bounds, answers here differ from the full scan. */
+static void test_segment_index_integers(st_rng *r)
+{
+    enum { N = 3000, USERS = 300, K = 32 }; /* all of it projected: no tail to hide a bound's error */
+    float *V = malloc((size_t)N * K * sizeof *V), *U = malloc((size_t)USERS * K * sizeof *U);
+    float *pop = calloc(N, sizeof *pop), *q = malloc(N * sizeof *q);
+    for (uint32_t s = 0; s < N; s++)
+        for (uint32_t j = 0; j < K; j++)
+            V[(size_t)s * K + j] = (float)(j == 0 ? 1000.0 * (1 + 1e-3 * st_rng_normal(r)) : st_rng_normal(r));
+    for (uint32_t u = 0; u < USERS; u++)
+        for (uint32_t j = 0; j < K; j++)
+            U[(size_t)u * K + j] = (float)(j == 0 ? (u % 2 ? 3e-3 * st_rng_normal(r) : 0.0) : st_rng_normal(r));
+    st_model m = {.segments = N, .users = USERS, .k = K, .V = V, .U = U, .popularity = pop};
+    st_score_prior(&m, q);
+    st_segment_index ix;
+    int built = st_segment_index_build(&m, q, &ix) == 0, agree = built, failed = -1;
+    uint64_t visited = 0, scored = 0;
+    for (uint32_t u = 0; u < USERS && agree; u++) {
+        agree &= index_agrees(&ix, &m, q, U + (size_t)u * K, 10, -INFINITY, NULL, &visited, &scored);
+        if (!agree) failed = (int)u;
+    }
+    ok(agree, "with rows and users whose small coordinates decide the answer, answers equal the full scan (%d "
+              "questions; first differing: %d)", USERS, failed);
+    if (built) st_segment_index_free(&ix);
+    free(V);
+    free(U);
+    free(pop);
+    free(q);
+}
+
 int main(void)
 {
     st_rng r;
@@ -372,6 +408,7 @@ int main(void)
     test_topk_segments_many(&r);
     test_segment_index_hard(&r);
     test_segment_index_directions(&r);
+    test_segment_index_integers(&r);
     float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
     is_near(st_dot(a, b, 3), 32, 0, "dot");
     return tap_done();
