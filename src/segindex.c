@@ -64,19 +64,27 @@ enum {
     SEG_Q = 32000           /* the norm of a projection in integers: any pair's dot fits in 31 bits */
 };
 _Static_assert(SEG_DIRS % 8 == 0, "project() and project_query() sum the directions 4 doubles, 8 floats at a time");
-_Static_assert(SEG_DIRS_A % 2 == 0, "bound_mask() takes the coordinates two at a time");
+_Static_assert(SEG_DIRS_A % 4 == 0, "bound_mask() takes the coordinates two at a time, project_query() sums four");
 _Static_assert((double)SEG_Q * SEG_Q * 1.001 < 2147483647.0 && SEG_Q < 32767, "integer dots fit in int32");
 
 /* What the question's integers can take off its dot with a row, relative
  * to |x| and |that row's projection + its own error|: sqrt(SEG_DIRS)/2 of
  * the question's scale (segindex.c's header). */
-#define SEG_QX (sqrt((double)SEG_DIRS) / (2.0 * SEG_Q) * (1.0 + 0x1p-20))
+#define SEG_QX (sqrt((double)SEG_DIRS) / (2.0 * SEG_Q) * (1.0 + 0x1p-6))
 
 /* The float at least d (for d = +inf, +inf). */
-static float up(double d)
+static inline float up(double d)
 {
     float f = (float)d;
-    return (double)f < d ? nextafterf(f, INFINITY) : f;
+    if (!((double)f < d)) return f;
+    if (f > 0 && f < INFINITY) { /* the next float up: its bits plus one */
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        bits++;
+        memcpy(&f, &bits, sizeof f);
+        return f;
+    }
+    return nextafterf(f, INFINITY);
 }
 
 /* The relative margin on |x| |v| of a bound at rank k. */
@@ -316,13 +324,14 @@ static void project_query(const float *dirf, uint32_t k, const float *x, float *
     for (uint32_t j = 0; j < k; j++)
         for (int t = 0; t < SEG_DIRS; t++) xp[t] += dirf[(size_t)j * SEG_DIRS + t] * x[j];
 #endif
-    double sb = 0;
-    p2[0] = 0;
-    for (int t = 0; t < SEG_DIRS; t++) {
-        sb += (double)xp[t] * xp[t];
-        if (t + 1 == SEG_DIRS_A) p2[0] = sb;
-    }
-    p2[1] = sb;
+    /* Four sums side by side (one chain of 40 adds waits on each). */
+    double a[4] = {0}, c[4] = {0};
+    for (int t = 0; t < SEG_DIRS_A; t += 4)
+        for (int h = 0; h < 4; h++) a[h] += (double)xp[t + h] * xp[t + h];
+    for (int t = SEG_DIRS_A; t < SEG_DIRS; t += 4)
+        for (int h = 0; h < 4; h++) c[h] += (double)xp[t + h] * xp[t + h];
+    p2[0] = (a[0] + a[1]) + (a[2] + a[3]);
+    p2[1] = p2[0] + ((c[0] + c[1]) + (c[2] + c[3]));
     *x2 = norm2(x, k);
 }
 
@@ -457,8 +466,9 @@ void st_segment_index_free(st_segment_index *ix)
  * bound on the rest of it and what the rows' margins are multiplied by;
  * exact = 1 when x is not finite. */
 typedef struct {
-    float xnu, txa, txb, xn, xe, xs;
-    int32_t xq[SEG_PAIRS];
+    double xnu, over; /* the norm with its margin; by how much it passes the visiting order's c (or 0) */
+    float txa, txb, xn, xe, xs;
+    int16_t xq[SEG_DIRS];
     int exact;
 } query_bounds;
 
@@ -471,6 +481,7 @@ static void query_prepare(const st_segment_index *ix, const float *x, query_boun
     for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(xp[t]);
     b->xn = up(sqrt(x2));
     b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
+    b->over = b->xnu > ix->c ? b->xnu - ix->c : 0;
     b->txa = tail_query(p2[0], x2, ix->k);
     b->txb = tail_query(p2[1], x2, ix->k);
     /* The integers: the projection over xs = xn / SEG_Q, rounded (each within
@@ -480,38 +491,43 @@ static void query_prepare(const st_segment_index *ix, const float *x, query_boun
      * then covers |xp| |projection| whole. */
     b->xs = up((double)b->xn / SEG_Q);
     b->xe = b->xn;
-    int16_t xq[SEG_DIRS] = {0};
+    int16_t *xq = b->xq;
+    memset(xq, 0, sizeof b->xq);
     if (b->xs >= FLT_MIN && !b->exact) {
-        double inv = 1.0 / b->xs; /* within 2^-52 of xp / xs either way: SEG_QX's cushion takes it */
+        /* xp times 1 / xs in float: within 2^-23 of xp / xs (at most SEG_Q (1 + 2^-10)), so
+         * each integer is within 0.504 of it, which SEG_QX's cushion (2^-6) takes. */
+        float inv = (float)(1.0 / b->xs);
+#ifdef __AVX2__
+        enum { W = SEG_DIRS / 8 };
+        __m256i w[W + 1];
+        for (int t = 0; t < W; t++) w[t] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xp + 8 * t), _mm256_set1_ps(inv)));
+        w[W] = _mm256_setzero_si256();
+        /* packs saturates (nothing here passes 32,767) and interleaves the halves; the permute restores the order */
+        for (int t = 0; 2 * t < W; t++) {
+            __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(w[2 * t], w[2 * t + 1]), 0xD8);
+            int16_t tmp[16];
+            _mm256_storeu_si256((__m256i *)tmp, v);
+            memcpy(xq + 16 * t, tmp, (size_t)(SEG_DIRS - 16 * t < 16 ? SEG_DIRS - 16 * t : 16) * sizeof *xq);
+        }
+#else
         for (uint32_t t = 0; t < SEG_DIRS; t++) {
-            double qt = nearbyint((double)xp[t] * inv);
+            float qt = nearbyintf(xp[t] * inv);
             xq[t] = (int16_t)(qt > 32767 ? 32767 : qt < -32767 ? -32767 : qt);
         }
+#endif
     } else {
         b->xs = 0;
         b->xe = up((double)b->xn * (1 + 0x1p-9) / SEG_QX);
     }
-    for (uint32_t j = 0; j < SEG_PAIRS; j++)
-        b->xq[j] = (int32_t)((uint32_t)(uint16_t)xq[2 * j] | (uint32_t)(uint16_t)xq[2 * j + 1] << 16);
 }
 
-/* The most any segment from position p (a block's first) on can score for the question:
- * through the norm and blend maxima, or through the visiting key. */
-static double reach_from(const st_segment_index *ix, const query_bounds *b, uint32_t p)
+/* The most any segment from a block on (s: its maxima) can score for the
+ * question: through the norm and blend maxima, or through the visiting key. */
+static inline double reach_from(const struct st_seg_reach *s, const query_bounds *b)
 {
-    const struct st_seg_reach *s = &ix->reach[p / SEG_BLOCK];
-    double nm = s->norm, r1 = (double)b->xnu * nm + s->add;
-    double over = (double)b->xnu - ix->c, r2 = (double)s->key + (over > 0 ? over : 0) * nm;
+    double nm = s->norm, r1 = b->xnu * nm + s->add, r2 = (double)s->key + b->over * nm;
     double r = r1 < r2 ? r1 : r2;
     return r + fabs(r) * 1e-12;
-}
-
-/* 1 when nothing from position p on can enter q's answer. */
-static int seg_pruned(const st_segment_index *ix, const st_segment_query *q, const query_bounds *b, uint32_t p)
-{
-    if (b->exact) return 0; /* no bound holds for a vector that is not finite */
-    double reach = reach_from(ix, b, p);
-    return reach < q->min || (q->got == q->want && reach < q->out_score[0]);
 }
 
 /* The score a position must reach to enter q's answer now. */
@@ -625,12 +641,14 @@ static inline __m256i imadd(__m256i acc, const int16_t *g, __m256i xv)
     __asm__("" : "+x"(acc)); /* keeps the sums in order: reassociated into trees, they spill every product */
     return acc;
 }
-static inline void idot32(iacc8 *acc, const int16_t *iv, const int32_t *xq, int j0, int j1)
+static inline void idot32(iacc8 *acc, const int16_t *iv, const int16_t *xq, int j0, int j1)
 {
     __m256i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
 #pragma GCC unroll 32
     for (int j = j0; j < j1; j++) {
-        __m256i xv = _mm256_set1_epi32(xq[j]);
+        int32_t pair; /* coordinates 2j and 2j + 1, as a row's pair lies (x86 is little-endian) */
+        memcpy(&pair, xq + 2 * j, sizeof pair);
+        __m256i xv = _mm256_set1_epi32(pair);
         const int16_t *g = iv + j * SEG_BLOCK * 2;
         a0 = imadd(a0, g, xv);
         a1 = imadd(a1, g + 16, xv);
@@ -645,10 +663,10 @@ static inline void idot32(iacc8 *acc, const int16_t *iv, const int32_t *xq, int 
 static inline v8f itof8(iacc8 a) { return (v8f)_mm256_cvtepi32_ps(a); }
 #else
 typedef int32_t iacc8 __attribute__((vector_size(32)));
-static inline void idot32(iacc8 *acc, const int16_t *iv, const int32_t *xq, int j0, int j1)
+static inline void idot32(iacc8 *acc, const int16_t *iv, const int16_t *xq, int j0, int j1)
 {
     for (int j = j0; j < j1; j++) {
-        int32_t lo = (int16_t)(uint16_t)((uint32_t)xq[j] & 0xffff), hi = (int16_t)(uint16_t)((uint32_t)xq[j] >> 16);
+        int32_t lo = xq[2 * j], hi = xq[2 * j + 1];
         for (int r = 0; r < SEG_BLOCK; r++)
             acc[r / 8][r % 8] += lo * iv[(j * SEG_BLOCK + r) * 2] + hi * iv[(j * SEG_BLOCK + r) * 2 + 1];
     }
@@ -690,19 +708,6 @@ static uint32_t bound_mask(const st_segment_index *ix, const query_bounds *b, ui
     return out & mask;
 }
 
-/* Visits the block at position p (nb rows) for q: every row scored while
- * nothing can be ruled out (no bound, or no threshold yet). */
-static void seg_block(const st_segment_index *ix, st_segment_query *q, const query_bounds *b, uint32_t p, uint32_t nb)
-{
-    uint32_t valid = nb == SEG_BLOCK ? 0xffffffffu : (1u << nb) - 1;
-    float thr = entry_threshold(q);
-    if (b->exact || ix->exact[p / SEG_BLOCK] || thr == -INFINITY) {
-        score_mask(ix, q, p, valid);
-        return;
-    }
-    score_mask(ix, q, p, bound_mask(ix, b, p, thr) & valid);
-}
-
 /* Up to SEG_GROUP questions, block by block: each block is visited for
  * every question not yet pruned while it is in the cache. */
 static void seg_group(const st_segment_index *ix, st_segment_query *q, uint32_t nq)
@@ -716,17 +721,25 @@ static void seg_group(const st_segment_index *ix, st_segment_query *q, uint32_t 
         live[nlive++] = i;
     }
     for (uint32_t p = 0; p < n && nlive > 0; p += SEG_BLOCK) {
-        uint32_t nb = n - p < SEG_BLOCK ? n - p : SEG_BLOCK, kept = 0;
+        uint32_t nb = n - p < SEG_BLOCK ? n - p : SEG_BLOCK, kept = 0, blk = p / SEG_BLOCK;
+        uint32_t valid = nb == SEG_BLOCK ? 0xffffffffu : (1u << nb) - 1;
         for (uint32_t j = 0; j < nlive; j++) {
-            uint32_t i = live[j];
-            if (seg_pruned(ix, &q[i], &qb[i], p)) {
+            uint32_t i = live[j], mask;
+            const query_bounds *b = &qb[i];
+            /* Stopped once nothing from here on can reach the score that enters
+             * its answer now (no bound holds for a vector that is not finite). */
+            float thr = entry_threshold(&q[i]);
+            if (!b->exact && reach_from(&ix->reach[blk], b) < thr) {
                 q[i].visited = p;
                 continue;
             }
             live[kept++] = i;
+            /* Every row is scored while nothing can be ruled out (no bound, or no threshold yet). */
+            if (b->exact || ix->exact[blk] || thr == -INFINITY) mask = valid;
+            else mask = bound_mask(ix, b, p, thr) & valid;
+            if (mask) score_mask(ix, &q[i], p, mask);
         }
         nlive = kept;
-        for (uint32_t j = 0; j < nlive; j++) seg_block(ix, &q[live[j]], &qb[live[j]], p, nb);
     }
     for (uint32_t j = 0; j < nlive; j++) q[live[j]].visited = n;
     for (uint32_t i = 0; i < nq; i++) heap_to_sorted(q[i].out_idx, q[i].out_score, q[i].got);
