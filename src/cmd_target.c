@@ -217,16 +217,29 @@ static void run_prepare(st_ctx *c)
     const float *row[ST_RUN_MAX]; /* a model row still to copy into b->X (NULL: copied) */
     int who[ST_RUN_MAX], nq = 0, bits = 0;
     resp_out sink = {.overflow = 1}; /* what parsing would reply is dropped, unwritten */
-    /* Each user's hash slot on its way while the others hash (once per user:
-     * a run of one user's requests hashes it once more, not n times). */
+    /* Each user's hash slot on its way while the others hash, then the
+     * offsets found there (with the user's history pointer and float row),
+     * then the id's bytes: three rounds of misses side by side instead of
+     * several after each other a lookup (once per user: a run of one
+     * user's requests hashes it once more, not n times). */
     const resp_arg *last = NULL;
+    uint64_t slot[ST_RUN_MAX];
+    int nslot = 0;
     for (int i = 0; i < run->n; i++) {
         if (run->argc[i] < 2) continue;
         const resp_arg *id = &run->argv[i][1];
         if (last && last->len == id->len && memcmp(last->ptr, id->ptr, id->len) == 0) continue;
-        st_idmap_prefetch(&sv->m.user_ids, id->ptr, id->len);
+        slot[nslot++] = st_idmap_prefetch(&sv->m.user_ids, id->ptr, id->len);
         last = id;
     }
+    for (int j = 0; j < nslot; j++) {
+        uint32_t u = st_idmap_prefetch_stage(&sv->m.user_ids, slot[j], 1);
+        if (u >= sv->m.users) continue;
+        if (sv->m.hist_ptr) __builtin_prefetch(sv->m.hist_ptr + u);
+        if (sv->m.U)
+            for (uint32_t j2 = 0; j2 < k; j2 += 16) __builtin_prefetch(sv->m.U + (size_t)u * k + j2);
+    }
+    for (int j = 0; j < nslot; j++) st_idmap_prefetch_stage(&sv->m.user_ids, slot[j], 2);
     for (int i = 0; i < run->n; i++) {
         b->req[i].argv = NULL;
         if (run->argc[i] < 2) continue; /* its arity error is replied at its turn */

@@ -68,9 +68,22 @@ static inline int same_bytes(const char *a, const char *b, size_t n)
     return memcmp(a, b, n) == 0;
 }
 
-void st_idmap_prefetch(const st_idmap *m, const char *s, size_t len)
+uint64_t st_idmap_prefetch(const st_idmap *m, const char *s, size_t len)
 {
-    if (m->nslots > 0) __builtin_prefetch(m->slots + (st_idmap_hash(s, len) & (m->nslots - 1)));
+    if (m->nslots == 0) return 0;
+    uint64_t h = st_idmap_hash(s, len) & (m->nslots - 1);
+    __builtin_prefetch(m->slots + h);
+    return h;
+}
+
+uint32_t st_idmap_prefetch_stage(const st_idmap *m, uint64_t slot, int stage)
+{
+    if (slot >= m->nslots) return ST_NOT_FOUND;
+    uint32_t v = m->slots[slot];
+    if (v == 0 || v - 1 >= m->count) return ST_NOT_FOUND;
+    if (stage == 1) __builtin_prefetch(m->offsets + (v - 1));
+    else __builtin_prefetch(m->bytes + m->offsets[v - 1]);
+    return v - 1;
 }
 
 uint32_t st_idmap_find(const st_idmap *m, const char *s, size_t len)

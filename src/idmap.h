@@ -42,9 +42,15 @@ int st_idmap_intern(st_idmap *m, const char *s, size_t len, uint32_t *idx, int *
 /* Index of the id, or ST_NOT_FOUND. Never allocates. */
 uint32_t st_idmap_find(const st_idmap *m, const char *s, size_t len);
 
-/* Starts fetching the hash slot st_idmap_find(m, s, len) reads first (for
- * a run of lookups: each one's slot on its way while the others hash). */
-void st_idmap_prefetch(const st_idmap *m, const char *s, size_t len);
+/* Starts fetching what st_idmap_find(m, s, len) reads, for a run of
+ * lookups, in three rounds over the run so that each round's misses
+ * overlap: stage 0 the hash slot (returned: pass it to the later stages),
+ * stage 1 the offsets of the id found there, stage 2 its bytes. Stages 1
+ * and 2 return the index at that slot, the likely answer (ST_NOT_FOUND:
+ * none), for the caller's own arrays. Reads only the map; a stage before
+ * its predecessor landed only waits. */
+uint64_t st_idmap_prefetch(const st_idmap *m, const char *s, size_t len);
+uint32_t st_idmap_prefetch_stage(const st_idmap *m, uint64_t slot, int stage);
 
 /* The NUL-terminated id of index i (i < count); *len may be NULL. Valid while
  * the map (or the model it views) lives. */

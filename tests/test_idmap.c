@@ -114,6 +114,38 @@ static void test_lengths(void)
     st_idmap_free(&m);
 }
 
+/* The staged prefetches read only the map: each stage names the index at
+ * the id's first slot (the id itself where nothing collided before it),
+ * never one past the map, and nothing for an empty map or an absent id's
+ * empty slot. */
+static void test_prefetch(const st_idmap *m)
+{
+    char buf[32];
+    int all = 1, direct = 0;
+    for (int i = 0; i < 100000; i += 3) {
+        int n = snprintf(buf, sizeof buf, "user-%d", i);
+        uint64_t slot = st_idmap_prefetch(m, buf, (size_t)n);
+        uint32_t a = st_idmap_prefetch_stage(m, slot, 1), b = st_idmap_prefetch_stage(m, slot, 2);
+        all &= slot < m->nslots && a == b && a < m->count;
+        direct += a == st_idmap_find(m, buf, (size_t)n);
+    }
+    ok(all, "a present id's prefetch stages name an index of the map, the same at both stages");
+    ok(direct > 25000, "and mostly the id's own (%d of 33334 at a load of at most 1/2: the others collided)", direct);
+    st_idmap e;
+    st_idmap_init(&e);
+    ok(st_idmap_prefetch_stage(&e, st_idmap_prefetch(&e, "x", 1), 1) == ST_NOT_FOUND, "an empty map: nothing");
+    ok(st_idmap_prefetch_stage(m, m->nslots, 2) == ST_NOT_FOUND, "a slot past the map: nothing");
+    int absent = 1;
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(buf, sizeof buf, "absent-%d", i);
+        uint64_t slot = st_idmap_prefetch(m, buf, (size_t)n);
+        uint32_t a = st_idmap_prefetch_stage(m, slot, 1);
+        absent &= a == ST_NOT_FOUND || a < m->count;
+    }
+    ok(absent, "absent ids: nothing or an index of the map");
+    st_idmap_free(&e);
+}
+
 int main(void)
 {
     st_idmap m;
@@ -121,6 +153,7 @@ int main(void)
     test_intern_and_find(&m);
     test_growth(&m);
     test_view(&m);
+    test_prefetch(&m);
     test_view_checks();
     test_out_of_memory();
     test_lengths();
