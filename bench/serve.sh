@@ -7,7 +7,8 @@
 #   starling PING, SCORE of 10 segments, SEGMENTS k=10 of 10,000 segments at rank 64
 #   (one user every time, and a random one of the 20,000 each time)
 # and prints requests per second, p50 and p99, and each figure's ratio to
-# redis-server's GET in the same run. Then the event loop alone: starling
+# redis-server's GET in the same run; then each server's CPU time per request
+# under -P 16 beside redis-server's per GET. Then the event loop alone: starling
 # --threads 1 against a libuv server built from the same parser
 # (bench/uv_ping.c), PING, same load; last, the pruned top-k under SEGMENTS
 # alone (bench/segments_bench.c): CPU time per question, segments visited and
@@ -54,7 +55,8 @@ SEGS=$($S segments "$MODEL" "$USER_ID" -k 10 | cut -f1 | tr '\n' ' ')
 
 RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$OUT" >/dev/null 2>&1 &
-PIDS+=($!)
+RPID=$!
+PIDS+=($RPID)
 SPORT=$(free_port)
 $S serve "$MODEL" --port "$SPORT" --logfile "$OUT/serve.log" &
 SPID=$!
@@ -69,7 +71,8 @@ BPORT=
 if [ -n "${BASELINE:-}" ]; then
     BPORT=$(free_port)
     "$BASELINE" serve "$MODEL" --port "$BPORT" --logfile "$OUT/serve-baseline.log" &
-    PIDS+=($!)
+    BPID=$!
+    PIDS+=($BPID)
     wait_port "$BPORT"
 fi
 wait_port "$RPORT" && wait_port "$SPORT" && wait_port "$S1PORT"
@@ -102,6 +105,29 @@ for rep in $(seq "$REPEAT"); do
         run "starling_SEGMENTS_k=10,_--threads_1" "$S1PORT" "$p" SEGMENTS "$USER_ID" COUNT 10
     done
 done >"$OUT/serve.raw"
+
+# The servers' CPU time per request under the same -P 16 load (user + system
+# time of the whole process, every thread, from /proc): on a shared machine
+# steadier than requests per second, which also carry the benchmark client's
+# share of the two cores; redis-server's per GET is the floor.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_run() { # LABEL PID PORT CMD...: prints "LABEL ticks requests"
+    label=$1 pid=$2 port=$3; shift 3
+    n=$((N * 4))
+    c0=$(cpu_ticks "$pid")
+    timeout 300 redis-benchmark -p "$port" -c 50 -n "$n" -P 16 -q "$@" >/dev/null 2>&1
+    echo "$label $(($(cpu_ticks "$pid") - c0)) $n"
+}
+for rep in $(seq "$REPEAT"); do
+    echo "server CPU, repetition $rep of $REPEAT..." >&2
+    cpu_run "redis-server_GET" "$RPID" "$RPORT" GET key:__rand_int__
+    cpu_run "starling_SEGMENTS_k=10" "$SPID" "$SPORT" SEGMENTS "$USER_ID" COUNT 10
+    cpu_run "starling_SEGMENTS_k=10,_random_users" "$SPID" "$SPORT" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+    if [ -n "$BPORT" ]; then
+        cpu_run "baseline_SEGMENTS_k=10" "$BPID" "$BPORT" SEGMENTS "$USER_ID" COUNT 10
+        cpu_run "baseline_SEGMENTS_k=10,_random_users" "$BPID" "$BPORT" -r 20000 SEGMENTS u__rand_int__ COUNT 10
+    fi
+done >"$OUT/serve.cpu"
 redis-cli -p "$SPORT" INFO everything | tr -d '\r' | grep -E '^(cmdstat|latency_percentiles_usec)_(segments|score|ping):' >"$OUT/serve.info"
 kill "$SPID"
 wait "$SPID" 2>/dev/null || true
@@ -124,7 +150,7 @@ for rep in $(seq "$LOOP_REPEAT"); do
     done
 done >"$OUT/loop.raw"
 
-/usr/bin/python3 - "$OUT/serve.raw" "$OUT/loop.raw" "$OUT/serve.info" "$REPEAT" <<'EOF' | tee "$OUT/serve.md"
+/usr/bin/python3 - "$OUT/serve.raw" "$OUT/loop.raw" "$OUT/serve.info" "$REPEAT" "$OUT/serve.cpu" "$(getconf CLK_TCK)" <<'EOF' | tee "$OUT/serve.md"
 import statistics
 import sys
 
@@ -164,6 +190,18 @@ if "16" in serve:
         if name in b16:
             r = b16[name][0] / b16["redis-server GET"][0]
             print(f"- {name}: >= 0.3x GET: {r:.2f}x: {'met' if r >= 0.3 else 'NOT met'}")
+cpu = {}
+for line in open(sys.argv[5]):
+    label, ticks, n = line.split()
+    cpu.setdefault(label.replace("_", " "), []).append(int(ticks) / int(sys.argv[6]) / int(n) * 1e6)
+if cpu:
+    floor = statistics.median(cpu["redis-server GET"])
+    print(f"\nServer CPU time per request, -P 16 (user + system, all threads; medians of {sys.argv[4]}); "
+          "ratio = redis-server's per GET over this one:\n")
+    print("| command | us a request (median) | min | ratio |")
+    print("|---|---:|---:|---:|")
+    for label, v in cpu.items():
+        print(f"| {label} | {statistics.median(v):.2f} | {min(v):.2f} | {floor / statistics.median(v):.2f}x |")
 print("\nServer-side time per command (starling's INFO, over every run above):\n")
 for line in open(sys.argv[3]):
     print(f"    {line.strip()}")
