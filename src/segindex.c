@@ -376,6 +376,9 @@ static void fill_row(st_segment_index *ix, uint32_t p)
     blk[SEG_TAIL_B + r] = tail_norm(p2[1], v2);
     blk[SEG_EPS + r] = up(sqrt(v2) * margin_factor(k) + (pn + en) * SEG_QX + en * (1 + 0x1p-10));
     blk[SEG_ADDU + r] = add_up(ix->add[p]);
+    /* A term past the float range (a tail, the margin, the blend's) makes bounds of inf or NaN:
+     * such a block is scored row by row. */
+    for (uint32_t f = SEG_SCALE; f < SEG_STRIDE; f += SEG_BLOCK) finite &= isfinite(blk[f + r]) != 0;
     if (!finite) ix->exact[b] = 1;
 }
 
@@ -480,6 +483,7 @@ static void query_prepare(const st_segment_index *ix, const float *x, query_boun
     b->exact = !isfinite(x2);
     for (uint32_t t = 0; t < SEG_DIRS; t++) b->exact |= !isfinite(xp[t]);
     b->xn = up(sqrt(x2));
+    b->exact |= !isfinite(b->xn); /* a norm past the float range, from finite coordinates */
     b->xnu = up(sqrt(x2) * (1.0 + margin_factor(ix->k)));
     b->over = b->xnu > ix->c ? b->xnu - ix->c : 0;
     b->txa = tail_query(p2[0], x2, ix->k);
@@ -516,8 +520,12 @@ static void query_prepare(const st_segment_index *ix, const float *x, query_boun
         }
 #endif
     } else {
+        /* Nothing is read from the float projection here: the margin covers the projected
+         * part whole and the tails are taken as all of x (the float projection of a
+         * subnormal x errs by more than its norm's share). */
         b->xs = 0;
         b->xe = up((double)b->xn * (1 + 0x1p-9) / SEG_QX);
+        b->txa = b->txb = b->xn;
     }
 }
 
@@ -547,8 +555,9 @@ static void offer_block(const st_segment_index *ix, st_segment_query *q, const u
                         uint32_t np)
 {
     float thr = entry_threshold(q);
-    /* At least thr and more than -inf (NaN: neither); the unused entries are -inf. */
-    uint32_t cand = thr > -INFINITY ? atleast_mask(v, thr) : above_mask(v, -INFINITY);
+    /* At least thr and more than -inf (NaN: neither; a NaN thr, a MIN of NaN, admits none,
+     * as the full scan's comparison does); the unused entries are -inf. */
+    uint32_t cand = thr == -INFINITY ? above_mask(v, -INFINITY) : atleast_mask(v, thr);
     uint32_t nc = (uint32_t)__builtin_popcount(cand);
     q->scored += np;
     if (nc > q->want) {
@@ -607,14 +616,15 @@ static inline v8f fma8(float a, v8f b, v8f c)
 #endif
 }
 
-/* Bit j set when lane j of a is at least thr (NaN: not set). */
+/* Bit j set when lane j of a is not below thr: a bound that came out NaN
+ * (infinities met in its terms) rules nothing out. */
 static inline uint32_t at_least8(v8f a, float thr)
 {
 #ifdef __AVX__
-    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps((__m256)a, _mm256_set1_ps(thr), _CMP_GE_OQ));
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps((__m256)a, _mm256_set1_ps(thr), _CMP_NLT_UQ));
 #else
     uint32_t m = 0;
-    for (int j = 0; j < 8; j++) m |= (uint32_t)(a[j] >= thr) << j;
+    for (int j = 0; j < 8; j++) m |= (uint32_t)!(a[j] < thr) << j;
     return m;
 #endif
 }

@@ -398,6 +398,84 @@ static void test_segment_index_integers(st_rng *r)
     free(q);
 }
 
+/* Magnitudes at the edge of float, where a bound's terms can overflow: a
+ * question whose norm passes FLT_MAX from finite coordinates, |x| |v| past
+ * the product of the two scales' range with an integer dot of 0, a zero
+ * question against rows whose tails pass FLT_MAX; and MIN NaN, which the
+ * full scan's comparison admits nothing under. Each answer must equal the
+ * full scan's (a bound that comes out inf or NaN rules nothing out). */
+static void test_segment_index_extremes(void)
+{
+    int agree = 1;
+    uint64_t visited = 0, scored = 0;
+    st_segment_index ix;
+    {   /* the norm past FLT_MAX; V's rows in sign pairs keep the directions on the axes */
+        enum { N = 200, K = 2 };
+        static float V[N * K], pop[N], q[N], U[3 * K] = {1, 0, 1, 0, 0, 1};
+        for (int s = 0; s < N; s++) {
+            double a = s < 150 ? -5e-30 * (1 + s / 2) : 1e-31 * (1 + s / 2 % 7);
+            V[s * K] = (float)a;
+            V[s * K + 1] = (float)(s % 2 ? -a : a);
+        }
+        st_model m = {.segments = N, .users = 3, .k = K, .V = V, .U = U, .popularity = pop};
+        st_score_prior(&m, q);
+        float x[K] = {3e38f, 3e38f};
+        agree &= st_segment_index_build(&m, q, &ix) == 0;
+        agree &= index_agrees(&ix, &m, q, x, 1, -INFINITY, NULL, &visited, &scored);
+        agree &= index_agrees(&ix, &m, q, x, 5, -INFINITY, NULL, &visited, &scored);
+        st_segment_index_free(&ix);
+    }
+    {   /* the two scales' product past FLT_MAX, the integer dot 0 */
+        enum { NB = 40, N = NB + 1, K = 2 };
+        static float V[N * K], pop[N], q[N], U[4 * K] = {1e24f, 0, 1e24f, 0, 1e24f, 0, 1e24f, 0};
+        for (int s = 0; s < NB; s++) {
+            V[s * K] = -1e13f;
+            V[s * K + 1] = s % 2 ? 1e25f : -1e25f;
+        }
+        V[NB * K + 1] = 1e24f;
+        st_model m = {.segments = N, .users = 4, .k = K, .V = V, .U = U, .popularity = pop};
+        st_score_prior(&m, q);
+        float x[K] = {1e24f, 0};
+        agree &= st_segment_index_build(&m, q, &ix) == 0;
+        agree &= index_agrees(&ix, &m, q, x, 1, -INFINITY, NULL, &visited, &scored);
+        st_segment_index_free(&ix);
+    }
+    {   /* a zero question; rows whose part past the first 8 directions passes FLT_MAX */
+        enum { N = 64, K = 24 };
+        static float V[N * K], pop[N], q[N], U[8 * K];
+        uint32_t rs = 12345;
+        for (int s = 0; s < N; s++) {
+            for (int j = 8; j < K; j++) {
+                rs = rs * 1103515245u + 12345u;
+                V[s * K + j] = (rs >> 16) & 1 ? 2e38f : -2e38f;
+            }
+            pop[s] = (float)s;
+        }
+        for (int u = 0; u < 8; u++) U[u * K + u] = 1.0f;
+        st_model m = {.segments = N, .users = 8, .k = K, .V = V, .U = U, .popularity = pop};
+        m.h.prior_weight = 1.0;
+        st_score_prior(&m, q);
+        float x[K] = {0};
+        agree &= st_segment_index_build(&m, q, &ix) == 0;
+        agree &= index_agrees(&ix, &m, q, x, 1, -INFINITY, NULL, &visited, &scored);
+        st_segment_index_free(&ix);
+    }
+    {   /* MIN NaN, with a row that is not finite (its block scored row by row) */
+        enum { N = 40, K = 4 };
+        static float V[N * K], pop[N], q[N], U[K] = {1, 1, 1, 1};
+        for (int i = 0; i < N * K; i++) V[i] = (float)((i * 37 % 17) - 8);
+        V[5 * K] = INFINITY;
+        st_model m = {.segments = N, .users = 1, .k = K, .V = V, .U = U, .popularity = pop};
+        st_score_prior(&m, q);
+        float x[K] = {1, 2, 3, 4};
+        agree &= st_segment_index_build(&m, q, &ix) == 0;
+        agree &= index_agrees(&ix, &m, q, x, 5, NAN, NULL, &visited, &scored);
+        st_segment_index_free(&ix);
+    }
+    ok(agree, "at the edge of float (a norm past FLT_MAX, scales whose product overflows, tails past FLT_MAX) "
+              "and with MIN NaN, answers equal the full scan");
+}
+
 int main(void)
 {
     st_rng r;
@@ -409,6 +487,7 @@ int main(void)
     test_segment_index_hard(&r);
     test_segment_index_directions(&r);
     test_segment_index_integers(&r);
+    test_segment_index_extremes();
     float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
     is_near(st_dot(a, b, 3), 32, 0, "dot");
     return tap_done();
