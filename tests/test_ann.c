@@ -14,6 +14,7 @@
 #include "scan.h"
 #include "score.h"
 #include "tap.h"
+#include "user_rows.h"
 #include "util.h"
 
 typedef struct {
@@ -38,23 +39,13 @@ static void fixture_make(fixture *f, st_rng *r, uint32_t m, uint32_t n, uint32_t
         for (uint32_t t = 0; t < k; t++) f->U[(size_t)u * k + t] = ctr[t] + 0.3f * (float)st_rng_normal(r);
     }
     /* Some exact twins: ties whatever the query. */
-    for (uint32_t u = 1; u < m; u += 11) memcpy(f->U + (size_t)u * k, f->U + (size_t)(u - 1) * k, k * sizeof *f->U);
+    user_rows_twins(f->U, m, k, 11);
     for (size_t i = 0; i < (size_t)n * k; i++) f->V[i] = (float)st_rng_normal(r);
     for (size_t i = 0; i < 20 * (size_t)k; i++) f->extra[i] = (float)(2 * st_rng_normal(r));
     free(C);
-    f->m.users = m;
     f->m.segments = n;
-    f->m.k = k;
     f->m.V = f->V;
-    if (q8) {
-        f->Uq = malloc((size_t)m * k + 1);
-        f->scale = malloc(((size_t)m + 1) * sizeof *f->scale);
-        st_model_quantize(f->U, m, k, f->Uq, f->scale);
-        f->m.Uq = f->Uq;
-        f->m.Uscale = f->scale;
-    } else {
-        f->m.U = f->U;
-    }
+    user_rows_attach(&f->m, f->U, m, k, q8, &f->Uq, &f->scale);
 }
 
 static void fixture_free(fixture *f)
@@ -65,12 +56,6 @@ static void fixture_free(fixture *f)
     free(f->extra);
     free(f->Uq);
     free(f->skip);
-}
-
-static int same_answer(uint32_t n1, const uint32_t *i1, const float *s1, uint32_t n2, const uint32_t *i2,
-                       const float *s2)
-{
-    return n1 == n2 && memcmp(i1, i2, n1 * sizeof *i1) == 0 && memcmp(s1, s2, n1 * sizeof *s1) == 0;
 }
 
 /* Every list holds its users within its radius; each user in one list. */

@@ -12,6 +12,7 @@
 #include "scan_q8.h"
 #include "score.h"
 #include "tap.h"
+#include "user_rows.h"
 #include "util.h"
 
 static int kernels_agree(void)
@@ -74,20 +75,10 @@ static void fixture_make(fixture *f, st_rng *r, uint32_t m, uint32_t k, int q8, 
     for (size_t i = 0; i < (size_t)m * k; i++)
         f->U[i] = ties ? (float)((int)st_rng_below(r, 5) - 2) * 0.25f : (float)(st_rng_uniform(r) * 2 - 1);
     /* Every 7th user the same as the one before: exact ties whatever the query. */
-    for (uint32_t u = 1; u < m; u += 7) memcpy(f->U + (size_t)u * k, f->U + (size_t)(u - 1) * k, k * sizeof *f->U);
+    user_rows_twins(f->U, m, k, 7);
     for (size_t i = 0; i < (size_t)nextra * k; i++) f->extra[i] = (float)(st_rng_uniform(r) * 2 - 1);
     for (uint32_t i = 0; i < k; i++) f->x[i] = ties ? (float)((int)st_rng_below(r, 3) - 1) : (float)(st_rng_uniform(r) * 2 - 1);
-    f->m.users = m;
-    f->m.k = k;
-    if (q8) {
-        f->Uq = malloc((size_t)m * k + 1);
-        f->scale = malloc(((size_t)m + 1) * sizeof *f->scale);
-        st_model_quantize(f->U, m, k, f->Uq, f->scale);
-        f->m.Uq = f->Uq;
-        f->m.Uscale = f->scale;
-    } else {
-        f->m.U = f->U;
-    }
+    user_rows_attach(&f->m, f->U, m, k, q8, &f->Uq, &f->scale);
 }
 
 /* Damaged rows now and then: a NaN or an infinite factor (float), a NaN or
@@ -112,12 +103,6 @@ static void fixture_free(fixture *f)
     free(f->extra);
     free(f->x);
     free(f->Uq);
-}
-
-static int same_answer(uint32_t n1, const uint32_t *i1, const float *s1, uint32_t n2, const uint32_t *i2,
-                       const float *s2)
-{
-    return n1 == n2 && memcmp(i1, i2, n1 * sizeof *i1) == 0 && memcmp(s1, s2, n1 * sizeof *s1) == 0;
 }
 
 /* One random case of st_scan_best against the reference; 1 when equal. */
