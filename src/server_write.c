@@ -205,11 +205,13 @@ static int roll_back(st_server *srv)
                (unsigned long long)dropped, err);
         return -1;
     }
-    atomic_store(&srv->tainted_gen, atomic_load(&srv->model_gen) - 1);
-    st_srv_wake_all(srv);
+    /* Logged before the withheld replies are released, so whoever sees the rebuilt model
+     * finds the log already saying why. */
     st_log(ST_LOG_WARNING, "journal: a failed fsync lost %llu writes; they were cut from the journal and the "
                            "served model was rebuilt without them; writes are refused (MISCONF) until a restart",
            (unsigned long long)dropped);
+    atomic_store(&srv->tainted_gen, atomic_load(&srv->model_gen) - 1);
+    st_srv_wake_all(srv);
     return 0;
 }
 
