@@ -111,8 +111,8 @@ static void client_close(st_client *c, const char *why)
     st_loop *l = c->loop;
     sync_wait_remove(c);
     st_log(ST_LOG_VERBOSE, "client %llu (%s) closed: %s", (unsigned long long)c->sess.id, c->sess.addr, why);
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    int fd = c->fd;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
     l->closed++;
     pthread_mutex_lock(&l->srv->clients_lock);
     c->fd = -1;
@@ -124,6 +124,9 @@ static void client_close(st_client *c, const char *why)
     atomic_fetch_sub(&l->assigned, 1);
     atomic_fetch_sub(&l->srv->nclients, 1);
     atomic_fetch_sub(c->is_http ? &l->srv->nclients_http : &l->srv->nclients_resp, 1);
+    /* Closed last: whoever sees the connection end no longer finds it in CLIENT LIST or KILL,
+     * nor in the counts. */
+    close(fd);
     if (c->blocked) c->dead = 1; /* the job still points here */
     else client_free(c);
 }
