@@ -607,14 +607,17 @@ static void score_mask(const st_segment_index *ix, st_segment_query *q, uint32_t
 }
 
 /* a * b + c, fused where the CPU can (a bound needs no fixed rounding). */
-static inline v8f fma8(float a, v8f b, v8f c)
+static inline v8f fmav8(v8f a, v8f b, v8f c)
 {
 #ifdef __FMA__
-    return (v8f)_mm256_fmadd_ps(_mm256_set1_ps(a), (__m256)b, (__m256)c);
+    return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
     return a * b + c;
 #endif
 }
+
+/* The same with a scalar a. */
+static inline v8f fma8(float a, v8f b, v8f c) { return fmav8((v8f){a, a, a, a, a, a, a, a}, b, c); }
 
 /* Bit j set when lane j of a is not below thr: a bound that came out NaN
  * (infinities met in its terms) rules nothing out. */
@@ -626,16 +629,6 @@ static inline uint32_t at_least8(v8f a, float thr)
     uint32_t m = 0;
     for (int j = 0; j < 8; j++) m |= (uint32_t)!(a[j] < thr) << j;
     return m;
-#endif
-}
-
-/* a * b + c for vectors, fused where the CPU can. */
-static inline v8f fmav8(v8f a, v8f b, v8f c)
-{
-#ifdef __FMA__
-    return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-    return a * b + c;
 #endif
 }
 
