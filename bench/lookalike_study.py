@@ -222,9 +222,16 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
     report(res, "most active", "most active")
 
 
-def similar_study(model, test, segments=200):
+def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0):
     """SIMILAR rankers: overlap@10 with the 10 segments most co-engaged with
-    s in held-out engagement."""
+    s in held-out engagement (eval's truth: the cosine of the held-out user
+    sets, at least 2 users in common, the 200 segments with the most held-out
+    users). Other truths, to see whether any is predictable: min_common users
+    in common, the cosine shrunk by shrink, segments spread evenly over the
+    held-out popularity order instead of its head. mock_draws > 0 adds a
+    scorer estimating the truth's distribution: that many draws of a quarter
+    of the training pairs as a mock held-out set, each segment scored by how
+    often it lands in the mock truth."""
     from starling import _kernels as K
     mf, hu, hs = load(model, test)
     d = Data(mf, hu, hs)
@@ -250,33 +257,59 @@ def similar_study(model, test, segments=200):
     mean_u = d.U.mean(axis=0)
     avg = d.V @ mean_u + w * q  # every segment's mean score over users
     ok = np.flatnonzero(hp >= 5)
-    order = ok[np.lexsort((ok, -hp[ok]))][:segments]
-    res = {}
-    for s in order:
-        cos_ = co_row(hu, hs, s, hu[hs == s])
-        c = cos_ / np.sqrt(hp[s] * hp + 1e-12)
-        c[cos_ < 2] = -1
+    order = ok[np.lexsort((ok, -hp[ok]))]
+    if spread:
+        order = order[np.linspace(0, len(order) - 1, min(segments, len(order))).astype(int)]
+    order = order[:segments]
+
+    def truth_of(us, ss, s, p):
+        co = co_row(us, ss, s, us[ss == s])
+        c = co / (np.sqrt(p[s] * p) + shrink + 1e-12)
+        c[co < min_common] = -1
         c[s] = -1
-        truth = np.flatnonzero(c > -1)
+        t = np.flatnonzero(c > -1)
+        return t[np.lexsort((t, -c[t]))][:10], co
+
+    mock = {}
+    if mock_draws:
+        rng = np.random.default_rng(7)
+        mock = {s: np.zeros(n) for s in order}
+        for _ in range(mock_draws):
+            keep = rng.random(len(d.hidx)) < 0.25
+            us, ss = d.huser[keep], d.hidx[keep]
+            p = np.bincount(ss, minlength=n).astype(np.float64)
+            for s in order:
+                mock[s][truth_of(us, ss, s, p)[0]] += 1
+    res = {}
+    tsize, tco = [], []  # what the truth is made of: its members' held-out users, users in common
+    for s in order:
+        truth, cos_ = truth_of(hu, hs, s, hp)
         if len(truth) == 0:
             continue
-        truth = truth[np.lexsort((truth, -c[truth]))][:10]
+        tsize += list(hp[truth])
+        tco += list(cos_[truth])
         cm1, lam = K.confidences(h, mf.popularity, d.m, [s], [r])
         x = K.foldin(G, mf.V, [s], cm1, lam).astype(np.float64)
         fold = d.V @ x + w * q
+        tr_co = co_row(d.huser, d.hidx, s, d.members(s))
         sc = {"popularity": tpop, "model (fold-in)": fold, "training co-engagement cosine":
-              co_row(d.huser, d.hidx, s, d.members(s)) / np.sqrt(tpop[s] * tpop + 1e-12),
+              tr_co / np.sqrt(tpop[s] * tpop + 1e-12),
+              "fold-in x shrunk training cosine": np.maximum(fold, 0) * tr_co / (np.sqrt(tpop[s] * tpop) + 10),
               "model-metric cosine": VC[s] @ d.V.T / (mnorm[s] * mnorm + 1e-12),
               "model-metric co-engagement": VC[s] @ d.V.T,
               "fold-in / mean score": fold / np.maximum(avg, 1e-6),
               "fold-in - mean score": fold - avg,
               "fold-in + pop rank blend": np.argsort(np.argsort(fold)) + np.argsort(np.argsort(tpop))}
+        if mock_draws:
+            sc["mock truth frequency"] = mock[s]
         for name, v in sc.items():
             v = v.astype(np.float64).copy()
             v[s] = -np.inf
             top = np.lexsort((np.arange(n), -v))[:10]
             res.setdefault(name, []).append(len(set(top) & set(truth)) / len(truth))
     report(res, "popularity", "popularity")
+    print("truth: its members' held-out users median %.0f, users in common with s median %.1f" %
+          (np.median(tsize), np.median(tco)))
 
 
 def oracle_study(model, test, truth, segments=200):
@@ -352,6 +385,10 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-softmax", action="store_true", help="skip the m x n softmax scorers (large models)")
     ap.add_argument("--mode", default="lookalike", choices=("lookalike", "normalised", "similar", "oracle"))
+    ap.add_argument("--min-common", type=int, default=2, help="similar mode: users in common a truth member needs")
+    ap.add_argument("--shrink", type=float, default=0.0, help="similar mode: the truth's cosine shrunk by this")
+    ap.add_argument("--spread", action="store_true", help="similar mode: segments spread over popularity")
+    ap.add_argument("--mock-draws", type=int, default=0, help="similar mode: draws of a mock held-out set")
     ap.add_argument("--truth", help="oracle mode: the planted affinities, `starling synth --truth FILE`")
     ap.add_argument("--protocol", default="held", choices=("held", "members"),
                     help="lookalike mode: the held-out users (default) or the segment's other training users")
@@ -359,7 +396,8 @@ def main():
     if a.mode == "normalised":
         return ease_study(a.model, a.test, segments=a.segments, seed=a.seed)
     if a.mode == "similar":
-        return similar_study(a.model, a.test, segments=a.segments)
+        return similar_study(a.model, a.test, segments=a.segments, min_common=a.min_common, shrink=a.shrink,
+                             spread=a.spread, mock_draws=a.mock_draws)
     if a.mode == "oracle":
         return oracle_study(a.model, a.test, a.truth, segments=a.segments)
     mf, hu, hs = load(a.model, a.test)

@@ -13,7 +13,10 @@ Splits (each seeded, written to WORK/DATASET/):
 
 Data sets: lastfm (../shared/data/lastfm-2k), mention (../shared/data/
 higgs-twitter mention graph: user, mentioned user, count), synth (the
-built-in synthetic default, one row per distinct pair).
+built-in synthetic default, one row per distinct pair). Two shapes where
+popularity is stronger, not in the default list: lastfm-head (Last.fm's 100
+artists with the most listeners) and synth-head (the synthetic log over 100
+segments: 50,000 users, 500,000 events).
 
 usage: bench/quality.py [--data lastfm,mention,synth] [--splits known,new,sparse]
                         [--work DIR] [--json] [--baselines item-knn,ease] [--lookalike]
@@ -48,16 +51,24 @@ def read_pairs(name):
             for line in f:
                 u, v, w = line.split()
                 pairs[(u, v)] = pairs.get((u, v), 0) + float(w)
-    elif name == "synth":
-        out = os.path.join(WORK, "synth-events.csv")
+    elif name in ("synth", "synth-head"):
+        segs, events = ("2000", "2000000") if name == "synth" else ("100", "500000")
+        out = os.path.join(WORK, name + "-events.csv")
         if not os.path.exists(out):
-            subprocess.run([STARLING, "synth", "-o", out, "--users", "50000", "--segments", "2000", "--events",
-                            "2000000", "--seed", "42"], check=True)
+            subprocess.run([STARLING, "synth", "-o", out, "--users", "50000", "--segments", segs, "--events",
+                            events, "--seed", "42"], check=True)
         with open(out) as f:
             next(f)
             for line in f:
                 c = line.split(",")
                 pairs[(c[0], c[1])] = 1.0
+    elif name == "lastfm-head":
+        pairs = read_pairs("lastfm")
+        listeners = {}
+        for (u, a) in pairs:
+            listeners[a] = listeners.get(a, 0) + 1
+        head = set(sorted(listeners, key=lambda a: (-listeners[a], a))[:100])
+        pairs = {k: w for k, w in pairs.items() if k[1] in head}
     else:
         raise SystemExit("unknown data set " + name)
     return pairs
@@ -170,7 +181,7 @@ def main():
         settings = [(kv.split("=", 1)[0], kv.split("=", 1)[1].split()) for kv in a.settings.split(";") if kv]
     out = []
     for name in a.data.split(","):
-        if name != "synth" and not os.path.isdir(SHARED):
+        if not name.startswith("synth") and not os.path.isdir(SHARED):
             print("skip %s: %s is absent" % (name, SHARED))
             continue
         pairs = read_pairs(name)
