@@ -234,7 +234,8 @@ static int load_models(audience_job *j, char **paths, const st_opt_list *journal
             return code;
         }
         const st_model *m = &j->models[i].m;
-        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].m.h.prior_weight)) {
+        if (i > 0 && (m->k != j->k || m->segments != j->nseg || m->h.prior_weight != j->models[0].m.h.prior_weight ||
+                      (m->h.flags & ST_MODEL_PRIOR_LINEAR) != (j->models[0].m.h.flags & ST_MODEL_PRIOR_LINEAR))) {
             j->loaded++;
             return st_cli_fail("audience", "%s is not a shard of the same model as %s (other segments or rank)",
                                paths[i], paths[0]);

@@ -28,7 +28,7 @@
 st_evaluate_opts st_eval_cli_evaluate_opts(const st_eval_cli *o, int threads)
 {
     st_evaluate_opts e = {.nk = o->nk, .metric = o->metric, .metric_ki = o->metric_ki, .prior_mode = o->prior_mode,
-                          .prior_fixed = o->prior_fixed, .seed = o->split_seed, .negatives = (uint32_t)o->negatives,
+                          .prior_fixed = o->prior_fixed, .prior_shape = o->prior_shape, .seed = o->split_seed, .negatives = (uint32_t)o->negatives,
                           .segments = (uint32_t)o->segments, .threads = threads};
     memcpy(e.ks, o->ks, sizeof e.ks);
     e.baselines = o->baselines;
@@ -82,6 +82,10 @@ void st_eval_cli_add(st_eval_cli *o, st_opt *opts, int *n, int tune)
          "popularity-prior weight: fitted on validation users, the model's, or W (default: fit; model for eval "
          "MODEL)",
          0},
+        {"prior-shape", 0, ST_OPT_CHOICE, &o->prior_shape, NULL,
+         "the prior's shape: fitted with the weight (linear only when the validation users prefer it beyond their "
+         "noise), else the model's; or log(1 + pop) / log(1 + max pop); or pop / max pop",
+         "auto|log|linear"},
         {"baselines", 0, ST_OPT_STRING, &o->baselines_spec, "LIST",
          "strong baselines ranked beside popularity and random: item-knn, ease, both, or none", 0},
         {"knn-neighbours", 0, ST_OPT_U64, &o->knn_neighbours, "N", "item-kNN: neighbours kept per segment", 0},
@@ -312,7 +316,13 @@ void st_eval_cli_describe(st_facts *fa, char **inputs, int ninputs, const st_eva
     if (set->cold_skipped)
         st_facts_add(fa, "skipped users", "%llu unknown users with too few segments to fold in and test",
              (unsigned long long)set->cold_skipped);
-    st_facts_add(fa, "prior weight", "%g (%s); score = U.V + w log(1+pop)/log(1+max pop)", r->prior_weight, r->prior_how);
+    st_facts_add(fa, "prior weight", "%g (%s); score = U.V + w %s", r->prior_weight, r->prior_how,
+         r->prior_linear ? "pop/max pop" : "log(1+pop)/log(1+max pop)");
+    if (r->shape_gain[0] != 0 || r->shape_se[0] != 0)
+        st_facts_add(fa, "prior shape", "%s (%s: the linear prior's gain %+.4f, standard error %.4f)",
+             r->prior_linear ? "linear" : "log", r->shape_how, r->shape_gain[0], r->shape_se[0]);
+    else
+        st_facts_add(fa, "prior shape", "%s (%s)", r->prior_linear ? "linear" : "log", r->shape_how);
     double users_s = r->run[0].seconds > 0 ? r->run[0].ranked / r->run[0].seconds : 0;
     st_facts_add(fa, "ranking", "%u users x %u segments in %.3f s (%.0f users/s)", r->run[0].ranked, m->segments,
          r->run[0].seconds, users_s);

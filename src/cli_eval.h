@@ -27,6 +27,7 @@ typedef struct {
     uint32_t ks[ST_EVAL_MAXK], nk, metric_ki;
     int metric;           /* ST_M_*, or ST_NMETRICS for AUC */
     int prior_mode;       /* 0 fit on validation users, 1 the model's, 2 fixed */
+    int prior_shape;      /* ST_PRIOR_SHAPE_* */
     double prior_fixed;
 } st_eval_cli;
 

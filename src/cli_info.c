@@ -112,7 +112,9 @@ int cli_info(int argc, char **argv)
     printf("threads        %u (0 = every CPU)\n", h->threads);
     printf("final loss     %.6f\n", h->final_loss);
     if (h->flags & ST_MODEL_CALIBRATED) printf("calibration    p = 1 / (1 + exp(-(%g score + %g)))\n", h->calib_a, h->calib_b);
-    if (h->prior_weight != 0) printf("prior weight   %g (score = U.V + w log(1 + pop) / log(1 + max pop))\n", h->prior_weight);
+    if (h->prior_weight != 0)
+        printf("prior weight   %g (score = U.V + w %s)\n", h->prior_weight,
+               h->flags & ST_MODEL_PRIOR_LINEAR ? "pop / max pop" : "log(1 + pop) / log(1 + max pop)");
     if (m.meta_len) {
         printf("metadata\n");
         const char *p = m.meta, *end = m.meta + m.meta_len;

@@ -35,6 +35,7 @@ typedef struct {
     int quiet, tty;
     int int8; /* quantize the user factors of the final model */
     const st_evaluation *fit; /* the validation fit applied to the final model, or NULL */
+    int linear;               /* without a fit: the prior's shape asked for is linear (--prior-shape) */
 } train_ctx;
 
 static int save_trained(train_ctx *c, const st_trained *t, char *err)
@@ -44,6 +45,7 @@ static int save_trained(train_ctx *c, const st_trained *t, char *err)
     m.h.half_life = c->w->half_life;
     m.h.decay_now = c->w->has_now ? c->w->now : NAN;
     if (c->fit) st_evaluation_apply(&m, c->fit);
+    else if (c->linear) m.h.flags |= ST_MODEL_PRIOR_LINEAR;
     int8_t *q = NULL;
     float *scale = NULL;
     if (c->int8) {
@@ -117,6 +119,7 @@ typedef struct {
     const char *out, *kinds, *half_life, *resume, *journal;
     char **files;
     int nfiles, quiet, threads, int8;
+    int prior_shape; /* ST_PRIOR_SHAPE_*: the validation fit's */
     uint32_t checkpoint_every;
     st_holdout_opts hold;     /* the validation holdout (share 0 = none) */
     st_jinput_use ju;
@@ -257,7 +260,7 @@ static int save_and_report(const train_job *j, const st_interactions *x, st_trai
 {
     char err[ST_ERRLEN];
     train_ctx c = {.out = j->out, .x = x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
-                   .int8 = j->int8, .fit = fit};
+                   .int8 = j->int8, .fit = fit, .linear = j->prior_shape == ST_PRIOR_SHAPE_LINEAR};
     if (save_trained(&c, t, err) != 0) return st_cli_fail("train", "%s", err);
     print_trained(j, x, t);
     return t->stopped ? 130 : ST_EXIT_OK;
@@ -302,7 +305,8 @@ static int validate(const train_job *j, const st_interactions *x, const st_holdo
     st_train_model(&h->train, t, *meta, pop, &m);
     st_eval_set set;
     st_evaluate_opts o = {.ks = {10, 20}, .nk = 2, .metric = ST_M_RECALL, .metric_ki = 1, .prior_mode = ST_PRIOR_FIT,
-                          .seed = j->hold.seed, .negatives = 100, .threads = j->threads, .quick = 1};
+                          .prior_shape = j->prior_shape, .seed = j->hold.seed, .negatives = 100,
+                          .threads = j->threads, .quick = 1};
     int code = ST_EXIT_ERROR;
     if (st_holdout_set(h, &m, &set, err) != 0) {
         st_free(pop);
@@ -344,10 +348,10 @@ static void print_validation(const train_job *j, const st_holdout *h, const st_e
     }
     double mr = r->sum[ST_EV_MODEL].m[1][ST_M_RECALL].mean, pr = r->sum[ST_EV_POPULARITY].m[1][ST_M_RECALL].mean;
     uint32_t fit = h->users - r->test_users;
-    printf("validation: %u users, %u fit the prior weight (%g) and the calibration; on the other %u, recall@20 "
-           "%.4f, popularity %.4f (%.2fx); the fit also used %u sparse copies of its users (at most %d segments "
-           "each)\n",
-           h->users, fit, r->prior_weight, r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
+    printf("validation: %u users, %u fit the prior weight (%g), its shape (%s) and the calibration; on the other "
+           "%u, recall@20 %.4f, popularity %.4f (%.2fx); the fit also used %u sparse copies of its users (at most %d "
+           "segments each)\n",
+           h->users, fit, r->prior_weight, r->prior_linear ? "linear" : "log", r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
            ST_HOLDOUT_SPARSE_MAX);
 }
 
@@ -397,7 +401,7 @@ static int train_local(train_job *j)
         if (h.users >= MIN_VALIDATION_USERS) xt = &h.train;
     }
     train_ctx c = {.out = j->out, .x = &x, .meta = meta, .popularity = popularity, .w = j->w, .quiet = j->quiet,
-                   .tty = isatty(STDERR_FILENO)};
+                   .tty = isatty(STDERR_FILENO), .linear = j->prior_shape == ST_PRIOR_SHAPE_LINEAR};
     st_train_hooks hooks = {.progress = on_progress, .checkpoint = on_checkpoint,
                             .checkpoint_every = j->checkpoint_every, .ctx = &c};
     interrupted = 0;
@@ -584,12 +588,12 @@ int cli_train(int argc, char **argv)
     st_train_cli tc;
     st_train_cli_init(&tc);
     const char *out = NULL, *resume = NULL, *journal = NULL;
-    int quiet = 0, quantize = 0;
+    int quiet = 0, quantize = 0, prior_shape = ST_PRIOR_SHAPE_AUTO;
     uint64_t checkpoint_every = 0, validation_max = 0;
     st_holdout_opts hold;
     st_holdout_opts_default(&hold);
     validation_max = hold.cap;
-    st_opt opts[ST_TRAIN_CLI_NOPTS + 10];
+    st_opt opts[ST_TRAIN_CLI_NOPTS + 12];
     int nopts = 0;
     opts[nopts++] = (st_opt){"output", 'o', ST_OPT_STRING, &out, "MODEL", "where to write the model (required)", 0};
     st_train_cli_opts(&tc, opts, &nopts);
@@ -607,6 +611,10 @@ int cli_train(int argc, char **argv)
                              "calibration are fitted (0 = none)",
                              0};
     opts[nopts++] = (st_opt){"validation-max", 0, ST_OPT_U64, &validation_max, "N", "... and at most N of them", 0};
+    opts[nopts++] = (st_opt){"prior-shape", 0, ST_OPT_CHOICE, &prior_shape, NULL,
+                             "the popularity prior: fitted with its weight (the linear one only when the validation "
+                             "users prefer it beyond their noise), log(1 + pop) / log(1 + max pop), or pop / max pop",
+                             "auto|log|linear"};
     opts[nopts++] = (st_opt){"quiet", 'q', ST_OPT_FLAG, &quiet, NULL, "print nothing but errors", 0};
     opts[nopts] = (st_opt){0};
     const st_cmd_doc doc = {
@@ -641,7 +649,7 @@ int cli_train(int argc, char **argv)
     train_job job = {.p = p, .w = &w, .ro = &ro, .out = out, .files = pos, .nfiles = npos, .kinds = tc.kinds,
                      .half_life = tc.half_life, .resume = resume, .journal = journal, .quiet = quiet,
                      .checkpoint_every = (uint32_t)checkpoint_every, .threads = tc.threads,
-                     .int8 = quantize == 1, .hold = hold};
+                     .int8 = quantize == 1, .prior_shape = prior_shape, .hold = hold};
     int ranks = st_dist_launched(), code;
     if (ranks > 1) {
         if (resume || checkpoint_every || journal) {

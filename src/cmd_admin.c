@@ -26,7 +26,7 @@ void cmd_model_info(st_ctx *c)
     for (size_t i = 0; i < m->meta_len; i++)
         nmeta += m->meta[i] == '\n' || (i + 1 == m->meta_len);
     int calibrated = (h->flags & ST_MODEL_CALIBRATED) != 0;
-    resp_map(c->out, 14 + 14 + 4 + 2 * calibrated + nmeta);
+    resp_map(c->out, 14 + 14 + 5 + 2 * calibrated + nmeta);
     st_cmd_kv_str(c->out, "path", sv->path);
     st_cmd_kv_int(c->out, "generation", (int64_t)sv->generation);
     st_cmd_kv_int(c->out, "loaded_at", (int64_t)sv->loaded_at);
@@ -58,6 +58,7 @@ void cmd_model_info(st_ctx *c)
     st_cmd_kv_int(c->out, "seed", (int64_t)h->seed);
     st_cmd_kv_num(c->out, "half_life", h->half_life);
     st_cmd_kv_num(c->out, "prior_weight", h->prior_weight);
+    st_cmd_kv_str(c->out, "prior_shape", h->flags & ST_MODEL_PRIOR_LINEAR ? "linear" : "log");
     st_cmd_kv_int(c->out, "threads", h->threads);
     if (calibrated) {
         st_cmd_kv_num(c->out, "calib_a", h->calib_a);

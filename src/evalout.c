@@ -211,6 +211,40 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_object_set_new(root, "similar", si);
 }
 
+/* The "prior" object: the weight and shape, how they came about, the shape's
+ * evidence and the weight grid when they were fitted. */
+static json_t *prior_json(const st_evaluation *r, const st_evaluate_opts *o)
+{
+    json_t *prior = json_object();
+    json_object_set_new(prior, "weight", json_real(r->prior_weight));
+    json_object_set_new(prior, "how", json_string(r->prior_how));
+    json_object_set_new(prior, "shape", json_string(r->prior_linear ? "linear" : "log"));
+    json_object_set_new(prior, "shape_how", json_string(r->shape_how ? r->shape_how : ""));
+    if (o->prior_mode == 0 && o->prior_shape == 0 && r->validation_users > 0) {
+        json_t *ev = json_array();
+        for (int i = 0; i < 2; i++) {
+            if (i == 1 && r->shape_se[1] == 0 && r->shape_gain[1] == 0) break;
+            json_t *x = json_object();
+            json_object_set_new(x, "k", json_integer(i ? o->ks[0] : o->ks[o->metric_ki]));
+            json_object_set_new(x, "linear_gain", json_real(r->shape_gain[i]));
+            json_object_set_new(x, "se", json_real(r->shape_se[i]));
+            json_array_append_new(ev, x);
+        }
+        json_object_set_new(prior, "shape_evidence", ev);
+    }
+    if (o->prior_mode == 0 && r->validation_users > 0) {
+        json_t *grid = json_array();
+        for (uint32_t g = 0; g < st_prior_grid_len; g++) {
+            json_t *p = json_object();
+            json_object_set_new(p, "weight", json_real(st_prior_grid[g]));
+            json_object_set_new(p, "validation_metric", json_real(r->prior_values[g]));
+            json_array_append_new(grid, p);
+        }
+        json_object_set_new(prior, "grid", grid);
+    }
+    return prior;
+}
+
 json_t *st_evalout_json(const st_facts *fa, const st_evaluation *r, const st_evaluate_opts *o, const st_model *m,
                            const double *loss, uint32_t iterations)
 {
@@ -264,20 +298,7 @@ json_t *st_evalout_json(const st_facts *fa, const st_evaluation *r, const st_eva
         json_object_set_new(lift, st_rank_name(st_ev_kind[i]), l);
     }
     json_object_set_new(root, "lift", lift);
-    json_t *prior = json_object();
-    json_object_set_new(prior, "weight", json_real(r->prior_weight));
-    json_object_set_new(prior, "how", json_string(r->prior_how));
-    if (o->prior_mode == 0 && r->validation_users > 0) {
-        json_t *grid = json_array();
-        for (uint32_t g = 0; g < st_prior_grid_len; g++) {
-            json_t *p = json_object();
-            json_object_set_new(p, "weight", json_real(st_prior_grid[g]));
-            json_object_set_new(p, "validation_metric", json_real(r->prior_values[g]));
-            json_array_append_new(grid, p);
-        }
-        json_object_set_new(prior, "grid", grid);
-    }
-    json_object_set_new(root, "prior", prior);
+    json_object_set_new(root, "prior", prior_json(r, o));
     if (r->have_rel) {
         json_t *c = json_object(), *bins = json_array();
         json_object_set_new(c, "a", json_real(r->a));

@@ -31,6 +31,9 @@
 #define ST_EVALUATE_SEGMENT_ROWS 50 /* rows of the per-segment recall table, at most */
 
 enum { ST_PRIOR_FIT = 0, ST_PRIOR_MODEL = 1, ST_PRIOR_FIXED = 2 };
+/* The prior's shape (score.h): chosen with the weight when it is fitted,
+ * else the model's (auto); or as asked. */
+enum { ST_PRIOR_SHAPE_AUTO = 0, ST_PRIOR_SHAPE_LOG = 1, ST_PRIOR_SHAPE_LINEAR = 2 };
 
 typedef struct {
     uint32_t ks[ST_EVAL_MAXK], nk; /* the cut-offs, ascending */
@@ -38,6 +41,7 @@ typedef struct {
     uint32_t metric_ki;            /* ... at ks[metric_ki] */
     int prior_mode;                /* ST_PRIOR_* */
     double prior_fixed;            /* the weight, for ST_PRIOR_FIXED */
+    int prior_shape;               /* ST_PRIOR_SHAPE_* */
     uint64_t seed;                 /* the random baseline and the calibration samples */
     uint32_t negatives;            /* other segments sampled per user for calibration */
     uint32_t segments;             /* rows of the per-segment recall table */
@@ -76,6 +80,10 @@ typedef struct {
     double prior_weight;
     const char *prior_how;
     double prior_values[32]; /* the validation metric at each grid weight (fit) */
+    int prior_linear;        /* the prior's shape: 1 linear, 0 log (score.h) */
+    const char *shape_how;   /* how the shape came about */
+    double shape_gain[2], shape_se[2]; /* fitted with the shape: the linear prior's mean gain and its standard
+                                        * error at the fitted cut-off and at the smallest one (0: none) */
     int calibrated;
     const char *calib_how;
     double a, b;

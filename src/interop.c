@@ -249,6 +249,7 @@ static int json_write_fn(FILE *f, void *ctx, char *err)
     json_object_set_new(o, "unobserved_weight", json_real(h->unobserved_weight > 0 ? h->unobserved_weight : 1));
     json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
     json_object_set_new(o, "prior_weight", json_real(h->prior_weight));
+    json_object_set_new(o, "prior_shape", json_string(h->flags & ST_MODEL_PRIOR_LINEAR ? "linear" : "log"));
     if (h->flags & ST_MODEL_CALIBRATED) {
         json_object_set_new(o, "calib_a", json_real(h->calib_a));
         json_object_set_new(o, "calib_b", json_real(h->calib_b));
@@ -633,6 +634,7 @@ static void header_from_json(json_t *params, uint32_t k, st_model_header *h)
     st_model_header_from_params(h, &p);
     if (params) {
         h->prior_weight = json_num(params, "prior_weight", 0);
+        if (choice(params, "prior_shape", "log", "linear", NULL, 0) == 1) h->flags |= ST_MODEL_PRIOR_LINEAR;
         if (json_object_get(params, "calib_a")) {
             h->calib_a = json_num(params, "calib_a", 0);
             h->calib_b = json_num(params, "calib_b", 0);

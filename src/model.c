@@ -182,7 +182,9 @@ int st_model_save(const char *path, const st_model *m, char *err)
     if (!s) return st_seterr(err, "%s: out of memory", path);
     s->h = m->h;
     memcpy(s->h.magic, STARLING_MAGIC, 8);
-    s->h.version = m->missing ? STARLING_FORMAT_VERSION : STARLING_FORMAT_UNIFORM;
+    s->h.version = m->h.flags & ST_MODEL_PRIOR_LINEAR ? STARLING_FORMAT_VERSION
+                   : m->missing                      ? STARLING_FORMAT_MISSING
+                                                     : STARLING_FORMAT_UNIFORM;
     s->h.missing_weight = m->missing ? ST_MISSING_POPULARITY : ST_MISSING_UNIFORM;
     if (!m->missing) s->h.missing_exponent = 0;
     s->h.users = m->users;
@@ -255,6 +257,9 @@ static int check_header(const char *path, uint64_t size, const st_model_header *
         return st_seterr(err, "%s: model format version %u, but this starling reads versions %u to %u; " RETRAIN_HINT
                               " using this version, or serve it with the starling that wrote it",
                          path, h->version, STARLING_FORMAT_OLDEST, STARLING_FORMAT_VERSION);
+    if ((h->flags & ~ST_MODEL_FLAGS) || ((h->flags & ST_MODEL_PRIOR_LINEAR) && h->version < 4))
+        return st_seterr(err, "%s: model flags 0x%x are not ones format version %u has; " RETRAIN_HINT, path,
+                         h->flags, h->version);
     if (h->nsections == 0 || h->nsections > MAX_SECTIONS ||
         sizeof *h + (uint64_t)h->nsections * sizeof(st_section) > size)
         return st_seterr(err, "%s: header is damaged (section count %u); " RETRAIN_HINT, path, h->nsections);

@@ -31,13 +31,17 @@
 #include "idmap.h"
 
 #define STARLING_MAGIC "STARLING"
-#define STARLING_FORMAT_VERSION 3u
+#define STARLING_FORMAT_VERSION 4u
 #define STARLING_FORMAT_OLDEST 1u /* version 1 is version 2 without int8 user factors */
 /* Version 3 is version 2 with popularity-weighted missing data (the SMIS
  * section): a model without it is written as version 2, which older
  * starlings read; one with it is refused by them rather than served with the
- * wrong Gram matrix. */
+ * wrong Gram matrix. Version 4 is version 3 with the linear popularity prior
+ * (ST_MODEL_PRIOR_LINEAR): a model with it is written as version 4, one
+ * without as before, so older starlings refuse only the models whose scores
+ * they would compute differently. */
 #define STARLING_FORMAT_UNIFORM 2u
+#define STARLING_FORMAT_MISSING 3u
 #define ST_SECTION_ALIGN 64
 
 /* The fixed 256-byte header, little-endian, at offset 0. */
@@ -85,6 +89,8 @@ typedef struct {
 
 #define ST_MODEL_CALIBRATED 1u /* calib_a, calib_b are fitted */
 #define ST_MODEL_INT8 2u       /* user factors are int8 with a scale per row (UQ8 , UQSC) */
+#define ST_MODEL_PRIOR_LINEAR 4u /* the prior q is popularity / max popularity, not its log (score.h) */
+#define ST_MODEL_FLAGS (ST_MODEL_CALIBRATED | ST_MODEL_INT8 | ST_MODEL_PRIOR_LINEAR)
 
 /* One entry of the section table that follows the header. */
 typedef struct {

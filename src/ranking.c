@@ -184,6 +184,18 @@ static uint32_t block_users(uint32_t n)
     return b < 4 ? 4 : b > 64 ? 64 : (uint32_t)b;
 }
 
+/* One prior of the grid pass: its q, the grid_m segments with the highest q
+ * (best first), the grid_m-th highest q (-inf when there are fewer
+ * segments), and where the metric goes (users x grid). */
+typedef struct {
+    const float *prior;
+    const uint32_t *pidx;
+    uint32_t np;
+    float qm;
+    double *values;
+    double *values2; /* NULL, or the metric at ks[0] when the pass has two cut-offs */
+} grid_prior;
+
 typedef struct {
     const st_eval_set *s;
     const st_ranker *r;
@@ -200,15 +212,14 @@ typedef struct {
     char *scratch;
     size_t per_thread;
     /* The prior-weight grid pass: each user's scores once, then the metric
-     * at ks[grid_ki] for every weight (grid_values: e x ngrid). */
+     * at ks[grid_ki] for every weight of each of ngp priors (gp[i].values:
+     * e x ngrid). */
     const double *grid;
     uint32_t ngrid, grid_ki;
     int grid_metric;
-    double *grid_values;
     uint32_t grid_m;         /* candidates per user from each side (grid_user) */
-    const uint32_t *grid_pidx; /* the grid_np segments with the highest prior, best first */
-    uint32_t grid_np;
-    float grid_qm;           /* the grid_m-th highest prior, -inf when there are fewer segments */
+    grid_prior gp[2];
+    uint32_t ngp;
 } pass_ctx;
 
 /* Fills S (b x n) with the ranker's scores of users sel[0..b). */
@@ -321,20 +332,20 @@ static void sample_user(const pass_ctx *c, uint32_t e, const float *row, uint8_t
  * rounding being monotone), so when that is below the K-th best candidate
  * the candidates' top K is the full top K; otherwise the full pass runs.
  * mark: n bytes, zero on entry and return; cand: 2M + M entries. */
-static void grid_user(const pass_ctx *c, uint32_t e, const float *row, const uint32_t *seen, uint64_t ns,
-                      const uint32_t *test, uint32_t nt, uint8_t *mark, float *sc, uint32_t *topi, float *topsc,
-                      uint32_t *cand)
+static void grid_user(const pass_ctx *c, const grid_prior *gp, uint32_t e, const float *row, const uint32_t *seen,
+                      uint64_t ns, const uint32_t *test, uint32_t nt, uint8_t *mark, float *sc, uint32_t *topi,
+                      float *topsc, uint32_t *cand)
 {
     uint32_t n = c->n, kmax = c->kmax, M = c->grid_m, nc = 0;
-    const float *prior = c->r->prior;
+    const float *prior = gp->prior;
     float *best = (float *)(cand + 2 * M);
     uint32_t na = st_topk(row, n, M, seen, ns, cand, best);
     float a_m = na == M ? best[M - 1] : -INFINITY; /* fewer: every unseen segment is a candidate */
     for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 2;
     for (uint64_t i = 0; i < ns; i++) mark[seen[i]] |= 4;
     nc = na;
-    for (uint32_t i = 0; i < c->grid_np; i++)
-        if (!mark[c->grid_pidx[i]]) cand[nc++] = c->grid_pidx[i];
+    for (uint32_t i = 0; i < gp->np; i++)
+        if (!mark[gp->pidx[i]]) cand[nc++] = gp->pidx[i];
     for (uint64_t i = 0; i < ns; i++) mark[seen[i]] = 0;
     for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 0;
     for (uint32_t i = 1; i < nc; i++) /* insertion sort: segment order */
@@ -349,7 +360,7 @@ static void grid_user(const pass_ctx *c, uint32_t e, const float *row, const uin
         float w = (float)c->grid[g];
         for (uint32_t i = 0; i < nc; i++) sc[i] = w != 0 ? row[cand[i]] + w * prior[cand[i]] : row[cand[i]];
         uint32_t got = st_topk(sc, nc, kmax, NULL, 0, topi, topsc);
-        float bound = w != 0 ? a_m + w * c->grid_qm : a_m;
+        float bound = w != 0 ? a_m + w * gp->qm : a_m;
         if (got == kmax && bound < topsc[kmax - 1]) {
             for (uint32_t i = 0; i < got; i++) topi[i] = cand[topi[i]];
         } else {
@@ -357,7 +368,8 @@ static void grid_user(const pass_ctx *c, uint32_t e, const float *row, const uin
             got = st_topk(sc, n, kmax, seen, ns, topi, topsc);
         }
         st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, m);
-        c->grid_values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
+        gp->values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
+        if (gp->values2) gp->values2[(size_t)e * c->ngrid + g] = m[c->grid_metric];
     }
     for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
 }
@@ -392,7 +404,9 @@ static void pass_task(void *vctx, uint64_t task, int thread)
         uint64_t ns = s->seen_ptr[e + 1] - s->seen_ptr[e];
         uint32_t nt = (uint32_t)(s->test_ptr[e + 1] - s->test_ptr[e]);
         if (c->grid) {
-            grid_user(c, e, row, seen, ns, test, nt, mark, aucs, topi, topsc, (uint32_t *)(mark + st_align_up(n, 4)));
+            for (uint32_t g = 0; g < c->ngp; g++)
+                grid_user(c, &c->gp[g], e, row, seen, ns, test, nt, mark, aucs, topi, topsc,
+                          (uint32_t *)(mark + st_align_up(n, 4)));
             continue;
         }
         uint32_t got = st_topk(row, n, kmax, seen, ns, topi, topsc);
@@ -625,57 +639,172 @@ uint32_t st_eval_segment_recall(const st_eval_set *s, const st_eval_run *run, co
 const double st_prior_grid[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100};
 const uint32_t st_prior_grid_len = sizeof st_prior_grid / sizeof st_prior_grid[0];
 
+/* The metric of every validation user at every grid weight of each of the
+ * nq priors q[i] (gv[i], users x grid, NaN for the others), from one scoring
+ * of each user; with gv2 (may be NULL) and k2 < ks[ki], also at cut-off k2
+ * (gv2[i]). */
+static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *const *q, uint32_t nq, uint32_t n,
+                      const uint32_t *ks, uint32_t ki, int metric, int threads, double *const *gv,
+                      double *const *gv2, uint32_t k2, char *err)
+{
+    uint32_t ng = st_prior_grid_len;
+    int two = gv2 && k2 > 0 && k2 < ks[ki];
+    for (uint32_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < (size_t)s->users * ng; j++) {
+            gv[i][j] = NAN;
+            if (gv2) gv2[i][j] = NAN;
+        }
+    /* One scoring of every validation user; the weights only add w q. */
+    st_ranker rr = *r;
+    rr.prior_weight = 0;
+    rr.prior = NULL;
+    uint8_t one = 1;
+    uint32_t k1 = ks[ki], kk[2] = {two ? k2 : k1, k1}; /* the metric's cut-off (and k2) */
+    pass_ctx c = {.s = s, .r = &rr, .n = n, .nk = two ? 2 : 1, .kmax = k1, .ks = two ? kk : kk + 1,
+                  .grid = st_prior_grid, .ngrid = ng, .grid_ki = two ? 1 : 0, .grid_metric = metric, .ngp = nq};
+    if (nq < 1 || nq > 2) return st_seterr(err, "no prior to fit a weight for");
+    for (uint32_t i = 0; i < nq; i++)
+        if (!q[i]) return st_seterr(err, "no prior to fit a weight for");
+    /* grid_user's candidates: M from each side, a few times K */
+    c.grid_m = 4 * k1 < 64 ? 64 : 4 * k1;
+    if (c.grid_m > n) c.grid_m = n;
+    uint32_t *pidx = st_malloc(((size_t)c.grid_m * nq + 1) * sizeof *pidx);
+    float *pq = st_malloc(((size_t)c.grid_m + 1) * sizeof *pq);
+    if (!pidx || !pq) {
+        st_free(pidx);
+        st_free(pq);
+        return st_seterr(err, "out of memory");
+    }
+    for (uint32_t i = 0; i < nq; i++) {
+        grid_prior *g = &c.gp[i];
+        uint32_t *pi = pidx + (size_t)i * c.grid_m;
+        g->prior = q[i];
+        g->values = gv[i];
+        g->values2 = two ? gv2[i] : NULL;
+        g->np = st_topk(q[i], n, c.grid_m, NULL, 0, pi, pq);
+        g->pidx = pi;
+        g->qm = g->np == c.grid_m && c.grid_m < n ? pq[c.grid_m - 1] : -INFINITY;
+    }
+    int rc = run_pass(&c, &one, threads, err);
+    st_free(pidx);
+    st_free(pq);
+    return rc;
+}
+
+/* The best grid weight of gv (ties: the smaller), its index; values filled. */
+static uint32_t prior_best(const st_eval_set *s, const double *gv, double *values, double *best_v)
+{
+    uint32_t ng = st_prior_grid_len, bg = 0;
+    *best_v = -INFINITY;
+    for (uint32_t g = 0; g < ng; g++) {
+        st_stat st = st_stat_of(gv + g, s->users, ng, s->validation, 1);
+        double v = isnan(st.mean) ? -INFINITY : st.mean;
+        if (values) values[g] = st.mean;
+        if (v > *best_v) {
+            *best_v = v;
+            bg = g;
+        }
+    }
+    return bg;
+}
+
+/* The best grid weight of gv on the validation users of one parity (ties:
+ * the smaller), its index. */
+static uint32_t half_best(const st_eval_set *s, const double *gv, uint32_t parity)
+{
+    uint32_t ng = st_prior_grid_len, bg = 0;
+    double best = -INFINITY;
+    for (uint32_t g = 0; g < ng; g++) {
+        double sum = 0;
+        uint64_t cnt = 0;
+        for (uint32_t e = parity; e < s->users; e += 2) {
+            double v = gv[(size_t)e * ng + g];
+            if (!s->validation[e] || isnan(v)) continue;
+            sum += v;
+            cnt++;
+        }
+        double mean = cnt ? sum / (double)cnt : -INFINITY;
+        if (mean > best) {
+            best = mean;
+            bg = g;
+        }
+    }
+    return bg;
+}
+
 int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, const uint32_t *ks, uint32_t nk,
                       uint32_t ki, int metric, int threads, double *best, double *values, char *err)
 {
     *best = 0;
     if (check_ks(ks, nk, err) != 0) return -1;
-    uint32_t ng = st_prior_grid_len;
-    double *gv = st_malloc(((size_t)s->users * ng + 1) * sizeof *gv);
+    double *gv = st_malloc(((size_t)s->users * st_prior_grid_len + 1) * sizeof *gv);
     if (!gv) return st_seterr(err, "out of memory");
-    for (size_t i = 0; i < (size_t)s->users * ng; i++) gv[i] = NAN;
-    /* One scoring of every validation user; the weights only add w q. */
-    st_ranker rr = *r;
-    rr.prior_weight = 0;
-    uint8_t one = 1;
-    uint32_t k1 = ks[ki]; /* the metric's cut-off alone */
-    pass_ctx c = {.s = s, .r = &rr, .n = n, .nk = 1, .kmax = k1, .ks = &k1, .grid = st_prior_grid, .ngrid = ng,
-                  .grid_ki = 0, .grid_metric = metric, .grid_values = gv};
-    if (!r->prior) {
-        st_free(gv);
-        return st_seterr(err, "no prior to fit a weight for");
+    const float *q = r->prior;
+    int rc = prior_grid(s, r, &q, 1, n, ks, ki, metric, threads, &gv, NULL, 0, err);
+    if (rc == 0) {
+        double v;
+        *best = st_prior_grid[prior_best(s, gv, values, &v)];
     }
-    /* grid_user's candidates: M from each side, a few times K */
-    c.grid_m = 4 * k1 < 64 ? 64 : 4 * k1;
-    if (c.grid_m > n) c.grid_m = n;
-    uint32_t *pidx = st_malloc(((size_t)c.grid_m + 1) * sizeof *pidx);
-    float *pq = st_malloc(((size_t)c.grid_m + 1) * sizeof *pq);
-    if (!pidx || !pq) {
-        st_free(pidx);
-        st_free(pq);
-        st_free(gv);
-        return st_seterr(err, "out of memory");
+    st_free(gv);
+    return rc;
+}
+
+/* The cross-fitted paired difference of gl over gv (users x grid): each half
+ * of the validation users (by index parity) compared at the weights the other
+ * half chose on ga and gb (the metric the weight is fitted to), so the
+ * comparison is not flattered by the choice of the weights. Its mean and
+ * standard error. */
+static void shape_gain(const st_eval_set *s, const double *ga, const double *gb, const double *gv, const double *gl,
+                       double *mean, double *se)
+{
+    uint32_t ng = st_prior_grid_len;
+    double sum = 0, sum2 = 0;
+    uint64_t cnt = 0;
+    for (uint32_t h = 0; h < 2; h++) {
+        uint32_t wl = half_best(s, ga, 1 - h), wn = half_best(s, gb, 1 - h);
+        for (uint32_t e = h; e < s->users; e += 2) {
+            double a = gv[(size_t)e * ng + wl], b = gl[(size_t)e * ng + wn];
+            if (!s->validation[e] || isnan(a) || isnan(b)) continue;
+            sum += b - a;
+            sum2 += (b - a) * (b - a);
+            cnt++;
+        }
     }
-    c.grid_np = st_topk(r->prior, n, c.grid_m, NULL, 0, pidx, pq);
-    c.grid_pidx = pidx;
-    c.grid_qm = c.grid_np == c.grid_m && c.grid_m < n ? pq[c.grid_m - 1] : -INFINITY;
-    int rc = run_pass(&c, &one, threads, err);
-    st_free(pidx);
-    st_free(pq);
-    if (rc != 0) {
+    *mean = cnt ? sum / (double)cnt : 0;
+    double var = cnt > 1 ? (sum2 - (double)cnt * *mean * *mean) / (double)(cnt - 1) : 0;
+    *se = cnt > 1 && var > 0 ? sqrt(var / (double)cnt) : 0;
+    if (cnt < 2) *mean = 0;
+}
+
+int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
+                            uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
+                            int *linear, double *best, double *values, double gain[2], double se[2], char *err)
+{
+    *best = 0;
+    *linear = 0;
+    gain[0] = gain[1] = se[0] = se[1] = 0;
+    if (check_ks(ks, nk, err) != 0) return -1;
+    uint32_t ng = st_prior_grid_len, k2 = ks[0] < ks[ki] ? ks[0] : 0;
+    size_t one = (size_t)s->users * ng;
+    double *gv = st_malloc((one * 4 + 1) * sizeof *gv);
+    if (!gv) return st_seterr(err, "out of memory");
+    double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, vl[64], vn[64], bl, bn;
+    const float *q[2] = {q_log, q_linear};
+    if (prior_grid(s, r, q, 2, n, ks, ki, metric, threads, g, g + 2, k2, err) != 0) {
         st_free(gv);
         return -1;
     }
-    double best_v = -INFINITY;
-    for (uint32_t g = 0; g < ng; g++) {
-        st_stat st = st_stat_of(gv + g, s->users, ng, s->validation, 1);
-        double v = isnan(st.mean) ? -INFINITY : st.mean;
-        if (values) values[g] = st.mean;
-        if (v > best_v) {
-            best_v = v;
-            *best = st_prior_grid[g];
-        }
+    uint32_t gl0 = prior_best(s, g[0], vl, &bl), gn0 = prior_best(s, g[1], vn, &bn);
+    /* The linear prior wins only when it wins beyond twice its standard error
+     * at the fitted cut-off and, when there is a smaller one, there too. */
+    shape_gain(s, g[0], g[1], g[0], g[1], &gain[0], &se[0]);
+    *linear = gain[0] > 0 && gain[0] > 2 * se[0];
+    if (k2) {
+        shape_gain(s, g[0], g[1], g[2], g[3], &gain[1], &se[1]);
+        *linear &= gain[1] > 0 && gain[1] > 2 * se[1];
     }
+    *best = st_prior_grid[*linear ? gn0 : gl0];
+    if (values) memcpy(values, *linear ? vn : vl, ng * sizeof *values);
     st_free(gv);
     return 0;
 }

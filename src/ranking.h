@@ -149,6 +149,20 @@ extern const uint32_t st_prior_grid_len;
 int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, const uint32_t *ks, uint32_t nk,
                       uint32_t ki, int metric, int threads, double *best, double *values, char *err);
 
+/* The prior's shape chosen with its weight: each of the two priors (q_log,
+ * then q_linear: score.h) gets its best weight as above, and the linear one
+ * is chosen (*linear = 1) only when its mean beats the log one's by more than
+ * twice the standard error of the users' paired differences, cross-fitted
+ * (each half of the users compared at the weights the other half chose), at
+ * ks[ki] and, when ks[0] is smaller, at ks[0] too: so noise on a small
+ * validation set, or a gain at one cut-off only, keeps the log shape. r->prior
+ * is ignored. *best and values are the chosen shape's; gain[0] the linear
+ * mean minus the log mean at ks[ki], se[0] its standard error, gain[1] and
+ * se[1] the same at ks[0] (0 without a smaller cut-off). */
+int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
+                            uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
+                            int *linear, double *best, double *values, double gain[2], double se[2], char *err);
+
 /* ---- calibration -------------------------------------------------------------- */
 
 /* Scores of a user sample: every held-out pair (label 1, weight 1) and up to

@@ -35,13 +35,28 @@ void st_score_all_segments(const st_model *m, const float *x, float *scores)
     scan_rows(m->V, m->segments, m->k, x, scores);
 }
 
-void st_score_prior(const st_model *m, float *q)
+float st_score_prior_of(double pop, double top, int linear)
+{
+    double q;
+    if (linear) q = top > 0 ? pop / top : 0;
+    else {
+        double d = log1p(top);
+        q = d > 0 ? log1p(pop) / d : 0;
+    }
+    return (float)(q < 1 ? q : 1);
+}
+
+void st_score_prior_shape(const st_model *m, int linear, float *q)
 {
     float top = 0;
     for (uint32_t s = 0; s < m->segments; s++)
         if (m->popularity[s] > top) top = m->popularity[s];
-    double d = log1p((double)top);
-    for (uint32_t s = 0; s < m->segments; s++) q[s] = d > 0 ? (float)(log1p((double)m->popularity[s]) / d) : 0.0f;
+    for (uint32_t s = 0; s < m->segments; s++) q[s] = st_score_prior_of(m->popularity[s], top, linear);
+}
+
+void st_score_prior(const st_model *m, float *q)
+{
+    st_score_prior_shape(m, (m->h.flags & ST_MODEL_PRIOR_LINEAR) != 0, q);
 }
 
 void st_score_blend(const st_model *m, const float *q, const float *x, float *scores)

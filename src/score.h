@@ -38,10 +38,18 @@ uint32_t st_topk(const float *scores, uint32_t n, uint32_t want, const uint32_t 
  * returns min(n, want). Quickselect: O(n), no allocation. */
 uint32_t st_topk_keep(uint32_t *idx, float *sc, uint32_t n, uint32_t want);
 
-/* The popularity prior of every segment (n floats into q):
- *   q[s] = log(1 + popularity[s]) / log(1 + max popularity), in [0, 1].
+/* The popularity prior of every segment (n floats into q), in [0, 1], in the
+ * model's shape (ST_MODEL_PRIOR_LINEAR in the header's flags):
+ *   log:    q[s] = log(1 + popularity[s]) / log(1 + max popularity)
+ *   linear: q[s] = popularity[s] / max popularity
  * Computed once per model (at load); a caller keeps it beside the model. */
 void st_score_prior(const st_model *m, float *q);
+/* The same in the shape asked for (linear: 1), whatever the model's. */
+void st_score_prior_shape(const st_model *m, int linear, float *q);
+/* q of a segment with pop users in the shape asked for, against the model's
+ * largest popularity top (st_score_prior's value, for a segment the model
+ * has not seen, e.g. one created online); at most 1. */
+float st_score_prior_of(double pop, double top, int linear);
 
 /* Every segment's score for the user vector x, with the model's prior blend:
  *   scores[s] = V[s] . x + prior_weight q[s]

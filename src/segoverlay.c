@@ -38,7 +38,7 @@ typedef struct {
 struct st_segov {
     const st_model *m;
     uint32_t k, min_users;
-    double pop_log;    /* log(1 + the model's largest popularity) */
+    double pop_top;    /* the model's largest popularity, for a new segment's prior */
     pthread_rwlock_t lock;   /* names, vis, Y, q, nmem */
     pthread_mutex_t mlock;   /* entries' members and values; the Gram matrix */
     st_idmap names;          /* entry by name */
@@ -66,7 +66,7 @@ st_segov *st_segov_new(const st_model *m, char *err)
     float top = 0;
     for (uint32_t s = 0; s < m->segments; s++)
         if (m->popularity[s] > top) top = m->popularity[s];
-    g->pop_log = log1p((double)top);
+    g->pop_top = top;
     st_idmap_init(&g->names);
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
@@ -547,8 +547,7 @@ static void publish(st_segov *g, uint32_t i, const float *y)
     memcpy(g->Y + (size_t)e->pos * g->k, y, g->k * sizeof *y);
     uint32_t n = e->members.count;
     g->nmem[e->pos] = n;
-    double q = g->pop_log > 0 ? log1p((double)n) / g->pop_log : 0;
-    g->q[e->pos] = (float)(q < 1 ? q : 1);
+    g->q[e->pos] = st_score_prior_of(n, g->pop_top, (g->m->h.flags & ST_MODEL_PRIOR_LINEAR) != 0);
     pthread_rwlock_unlock(&g->lock);
 }
 

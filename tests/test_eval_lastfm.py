@@ -76,7 +76,7 @@ with tempfile.TemporaryDirectory() as d:
     scores = np.fromfile(os.path.join(dump, "scores.f32"), dtype="<f4").reshape(len(users), n)
     w = m.header["prior_weight"]
     ok(abs(w - got["prior"]["weight"]) < 1e-12, f"the model stores the fitted prior weight {w}")
-    q = np.log1p(pop) / np.log1p(pop.max())
+    q = pop / pop.max() if got["prior"]["shape"] == "linear" else np.log1p(pop) / np.log1p(pop.max())
     rows = np.array([int(u[1]) for u in users])
     mine = m.U[rows].astype(np.float64) @ m.V.T.astype(np.float64) + w * q
     err = np.abs(mine - scores).max()

@@ -7,6 +7,7 @@
 #include "interactions.h"
 #include "model.h"
 #include "rng.h"
+#include "score.h"
 #include "tap.h"
 #include "train.h"
 #include "util.h"
@@ -129,6 +130,60 @@ static void test_damage(void)
     }
     copy_damaged(path, bad, 30, 1, -1);
     expect_load_error(bad, "header checksum mismatch", "flipped header byte");
+}
+
+/* The prior's shape: a model with the linear prior is written as format
+ * version 4 and loads back with it, its q is popularity / max popularity (the
+ * log one otherwise, both against a naive double computation); a header with
+ * a flag this version does not know, or the linear flag in an older version,
+ * is refused. */
+static void test_prior_shape(void)
+{
+    char err[ST_ERRLEN] = "", lin[600];
+    snprintf(lin, sizeof lin, "%s/linear.model", tap_tmpdir());
+    st_model ml = mm;
+    ml.h.flags |= ST_MODEL_PRIOR_LINEAR;
+    ok(st_model_save(lin, &ml, err) == 0, "a linear-prior model saves (%s)", err);
+    st_model l;
+    ok(st_model_load(lin, &l, err) == 0 && l.h.version == 4 && (l.h.flags & ST_MODEL_PRIOR_LINEAR),
+       "it loads back as format version 4 with the flag (%s)", err);
+    ok(m.h.version == STARLING_FORMAT_UNIFORM && !(m.h.flags & ST_MODEL_PRIOR_LINEAR),
+       "a log-prior model stays version 2, which older starlings read");
+    uint32_t n = l.segments;
+    float *q = malloc(n * sizeof *q), *q2 = malloc(n * sizeof *q2);
+    double top = 0;
+    for (uint32_t s = 0; s < n; s++) top = l.popularity[s] > top ? l.popularity[s] : top;
+    st_score_prior(&l, q);
+    st_score_prior_shape(&l, 0, q2);
+    int lin_ok = 1, log_ok = 1;
+    for (uint32_t s = 0; s < n; s++) {
+        lin_ok &= q[s] == (float)(l.popularity[s] / top);
+        log_ok &= q2[s] == (float)(log1p(l.popularity[s]) / log1p(top));
+    }
+    ok(top > 1 && lin_ok, "the linear prior is popularity / max popularity, to the bit");
+    ok(log_ok, "the log prior of the same model, asked for, is log(1 + pop) / log(1 + max pop), to the bit");
+    st_score_prior(&m, q2);
+    ok(memcmp(q, q2, n * sizeof *q) != 0, "the two shapes differ");
+    ok(st_score_prior_of(2 * top, top, 1) == 1.0f && st_score_prior_of(2 * top, top, 0) == 1.0f &&
+           st_score_prior_of(top / 2, top, 1) == (float)0.5,
+       "a segment beyond the model's largest popularity (one created online) has q at most 1");
+    free(q);
+    free(q2);
+    st_model_free(&l);
+    /* Flags the version does not have. */
+    st_model_header h;
+    FILE *f = fopen(path, "rb");
+    if (fread(&h, sizeof h, 1, f) != 1) exit(2);
+    fclose(f);
+    for (int c = 0; c < 2; c++) {
+        copy_damaged(path, bad, -1, 0, -1);
+        st_model_header hb = h;
+        hb.flags |= c == 0 ? 8u : ST_MODEL_PRIOR_LINEAR; /* unknown; linear in a version 2 file */
+        f = fopen(bad, "r+b");
+        fwrite(&hb, sizeof hb, 1, f);
+        fclose(f);
+        expect_load_error(bad, "are not ones format version 2 has", c == 0 ? "an unknown flag" : "the linear flag in version 2");
+    }
 }
 
 /* st_model_read: the same model as the mapping, in memory of its own, which
@@ -268,6 +323,7 @@ int main(void)
     ok(st_model_save(path, &mm, err) == 0, "saved (%s)", err);
     test_round_trip();
     test_damage();
+    test_prior_shape();
     test_read_owned();
     test_section_damage();
     test_random_garbage();

@@ -326,6 +326,22 @@ with tempfile.TemporaryDirectory() as d:
     check_solved(Mp, r, "popularity-weighted", list(Mp.user_ids))
     check_card_and_errors(Mp, r, "popularity-weighted")
     srv.stop()
+    # The linear popularity prior: q = pop / max pop in every score.
+    lp = os.path.join(d, "lp.model")
+    starling("train", ev, "-o", lp, "--factors", 16, "--iterations", 4, "--seed", 3, "-q", "--prior-shape", "linear")
+    Ml = starling_pkg.Model(lp)
+    pop = np.asarray(Ml.popularity, dtype=np.float64)
+    ok(Ml.header["version"] == 4 and Ml.header["flags"] & 4 and Ml.header["prior_weight"] > 0 and
+       np.array_equal(Ml.prior, (pop / pop.max()).astype(np.float32)),
+       f"linear prior: a version 4 file with the flag, weight {Ml.header['prior_weight']}, q = pop / max pop")
+    srv = Server(lp, "--min-audience", 0, "--min-seeds", 0, d=d)
+    r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True)
+    check_exact(Ml, r, "linear prior", list(Ml.user_ids))
+    check_solved(Ml, r, "linear prior", list(Ml.user_ids))
+    info = r.execute_command("MODEL", "INFO")
+    info = dict(zip(info[::2], info[1::2])) if isinstance(info, list) else info
+    ok(info.get("prior_shape") == "linear", f"MODEL INFO says the prior's shape ({info.get('prior_shape')})")
+    srv.stop()
     # The journal, on a model that weighs kinds and decays by age.
     kw = os.path.join(d, "kw.model")
     starling("train", ev, "-o", kw, "--factors", 16, "--iterations", 4, "--seed", 3, "-q",

@@ -13,6 +13,7 @@ create it at --segment-min-users distinct users; the privacy floor applies;
 bad input gets a clear error; two shards add it by SEGMENT PARTIAL, a solve
 of the summed system, and SEGMENT SET, and agree with one server.
 """
+import math
 import os
 import sys
 import tempfile
@@ -106,7 +107,34 @@ def check_solve(d, name, train_args):
     return M
 
 
+def check_prior_shapes(d):
+    """A user the model has never seen is answered from the prior q (its
+    uncalibrated score), for a segment added online too, q in the model's
+    shape: log(1 + members) / log(1 + the model's largest popularity), or
+    members / that with the linear prior."""
+    _, ev = make_model(d, name="shape-src.model", seed=5)
+    for shape in ("log", "linear"):
+        path = os.path.join(d, f"shape-{shape}.model")
+        starling("train", ev, "-o", path, "--factors", 16, "--iterations", 5, "--seed", 5, "-q",
+                 "--prior-shape", shape)
+        M = Model(path)
+        w = np.float32(M.header["prior_weight"])
+        srv = Server(path, "--journal", path + ".journal", "--min-audience", 0, "--segment-min-users", 3, d=d)
+        r = redis.Redis(host="127.0.0.1", port=srv.port, decode_responses=True, socket_timeout=30)
+        cmd(r, "SEGMENT", "ADD", "adv:p", *[M.user_ids[u] for u in range(10, 60, 5)])
+        got = cmd(r, "SCORE", "never-seen", "adv:p", M.segment_ids[7])
+        top = float(np.max(M.popularity))
+        q = min(10 / top, 1.0) if shape == "linear" else math.log1p(10) / math.log1p(top)
+        want = [float(np.float32(q)), float(M.prior[7])]
+        ok(w > 0 and bool(M.header["flags"] & 4) == (shape == "linear") and got[0] == "prior" and
+           [float(np.float32(float(x))) for x in got[1]] == want,
+           f"{shape} prior: a never-seen user's answer for an added segment of 10 members and for a model segment "
+           f"is its prior q ({got[1]} = {want})")
+        srv.stop()
+
+
 def main(d):
+    check_prior_shapes(d)
     check_solve(d, "w0.model", ["--unobserved-weight", 0.3, "--regularization", "frequency"])
     M = check_solve(d, "m.model", [])
     ids = M.user_ids

@@ -48,14 +48,18 @@ with tempfile.TemporaryDirectory() as d:
     out = starling("train", ev, "-o", p("v.model"), *common)
     starling("train", ev, "-o", p("plain.model"), *common, "--validation", 0, "-q")
     v, plain = Model(p("v.model")), Model(p("plain.model"))
-    mv = re.search(r"validation: (\d+) users, (\d+) fit the prior weight \(([0-9.e+-]+)\) and the calibration; "
-                   r"on the other (\d+), recall@20 ([0-9.]+), popularity ([0-9.]+)", out)
+    mv = re.search(r"validation: (\d+) users, (\d+) fit the prior weight \(([0-9.e+-]+)\), its shape \((?:log|linear)\) "
+                   r"and the calibration; on the other (\d+), recall@20 ([0-9.]+), popularity ([0-9.]+)", out)
     ok(mv is not None, "train says what the validation fit found")
     nval = int(mv.group(1)) if mv else 0
     ok(520 <= nval <= 680 and int(mv.group(2)) + int(mv.group(4)) == nval,
        f"20% of the eligible users are validation users ({nval}), split in fit and report halves")
     ok(v.header["flags"] & 1 and v.header["calib_a"] > 0, "the model is calibrated, increasing in the score")
     ok(v.header["prior_weight"] == float(mv.group(3)), f"the fitted prior weight {v.header['prior_weight']} is saved")
+    shape = re.search(r"its shape \((log|linear)\)", out)
+    ok(shape is not None and bool(v.header["flags"] & 4) == (shape.group(1) == "linear")
+       and meta(v).get("eval.prior_shape") == (shape.group(1) if shape else None),
+       "the prior's shape train reports is the one saved (flag and META)")
     mt = meta(v)
     ok(mt.get("eval.split", "").startswith("train's validation holdout") and "eval.recall@20" in mt and
        "eval.recall@20.popularity" in mt and abs(float(mt["eval.recall@20"]) - float(mv.group(5))) < 1e-4,

@@ -25,10 +25,10 @@ FIELDS = ("magic version nsections file_bytes users segments factors iterations 
           "header_checksum").split()
 SECTION = struct.Struct("<4sIQQQ")
 CHECKSUMMED = 248  # header bytes under the header checksum
-VERSION, OLDEST = 3, 1
+VERSION, OLDEST = 4, 1
 MAX_SECTIONS = 64
 IDMAP_MAX = 2**32 - 2
-FLAG_CALIBRATED, FLAG_INT8 = 1, 2
+FLAG_CALIBRATED, FLAG_INT8, FLAG_PRIOR_LINEAR = 1, 2, 4
 RETRAIN = "re-train with `starling train EVENTS -o MODEL`"
 
 
@@ -115,6 +115,9 @@ class ModelFile:
         if not OLDEST <= h["version"] <= VERSION:
             _fail(path, f"model format version {h['version']}, but this starling reads versions {OLDEST} to "
                   f"{VERSION}; {RETRAIN} using this version, or serve it with the starling that wrote it")
+        if h["flags"] & ~(FLAG_CALIBRATED | FLAG_INT8 | FLAG_PRIOR_LINEAR) or (
+                h["flags"] & FLAG_PRIOR_LINEAR and h["version"] < 4):
+            _fail(path, f"model flags 0x{h['flags']:x} are not ones format version {h['version']} has; {RETRAIN}")
         ns = h["nsections"]
         if ns == 0 or ns > MAX_SECTIONS or HEADER.size + ns * SECTION.size > size:
             _fail(path, f"header is damaged (section count {ns}); {RETRAIN}")
@@ -192,6 +195,7 @@ class ModelFile:
         self.m, self.n, self.k = m, n, k
         self.int8 = bool(h["flags"] & FLAG_INT8)
         self.calibrated_flag = bool(h["flags"] & FLAG_CALIBRATED)
+        self.prior_linear = bool(h["flags"] & FLAG_PRIOR_LINEAR)
         if self.int8:
             self.Uq = self._section("UQ8 ", np.int8, m * k).reshape(m, k)
             self.Uscale = self._section("UQSC", "<f4", m)

@@ -60,15 +60,20 @@ def dot(a, b):
     return dot_rows(np.asarray(a, dtype=F32)[None, :], b)[0]
 
 
-def prior(popularity):
-    """st_score_prior: q[s] = log(1 + pop[s]) / log(1 + max pop), in double,
-    stored as float32."""
+def prior(popularity, linear=False):
+    """st_score_prior: q[s] = log(1 + pop[s]) / log(1 + max pop), or with
+    linear pop[s] / max pop, in double, at most 1, stored as float32."""
     top = float(popularity.max()) if len(popularity) else 0.0
     top = max(top, 0.0)
+    p = popularity.astype(np.float64)
+    if linear:
+        if not top > 0:
+            return np.zeros(len(popularity), dtype=F32)
+        return np.minimum(p / top, 1.0).astype(F32)
     d = math.log1p(top)
     if not d > 0:
         return np.zeros(len(popularity), dtype=F32)
-    return (np.log1p(popularity.astype(np.float64)) / d).astype(F32)
+    return np.minimum(np.log1p(p) / d, 1.0).astype(F32)
 
 
 def topk(scores, want, exclude=None):

@@ -78,7 +78,7 @@ class Model(ModelFile):
     def __init__(self, path, journal=None, verify=True):
         super().__init__(path, verify)
         h = self.header
-        self.prior = K.prior(self.popularity)
+        self.prior = K.prior(self.popularity, self.prior_linear)
         self.prior_weight = F32(h["prior_weight"])
         self._add = (self.prior_weight * self.prior).astype(F32)
         self._G = self._GU = self._rank = None
@@ -445,7 +445,7 @@ class Model(ModelFile):
              "missing_weight": "popularity" if h["missing_weight"] == 1 else "uniform",
              "missing_exponent": h["missing_exponent"],
              "seed": h["seed"], "half_life": h["half_life"], "prior_weight": h["prior_weight"],
-             "threads": h["threads"]}
+             "prior_shape": "linear" if self.prior_linear else "log", "threads": h["threads"]}
         if h["flags"] & FLAG_CALIBRATED:
             c["calib_a"], c["calib_b"] = h["calib_a"], h["calib_b"]
         lines = self.meta.split("\n")
