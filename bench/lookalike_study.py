@@ -247,7 +247,7 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
         mark[users_of_s] = True
         return np.bincount(ss[mark[us]], minlength=n).astype(np.float64)
 
-    q = np.log1p(tpop) / np.log1p(tpop.max())
+    q = K.prior(tpop, mf.prior_linear).astype(np.float64)  # the model's prior, in its shape
     w = float(h["prior_weight"])
     G = K.gram(mf.V)
     r = h["eps"] if h["confidence"] == K.CONF_LOG and h["eps"] > 0 else 1.0

@@ -320,7 +320,7 @@ void st_eval_cli_describe(st_facts *fa, char **inputs, int ninputs, const st_eva
          r->prior_linear ? "pop/max pop" : "log(1+pop)/log(1+max pop)");
     if (r->shape_gain[0] != 0 || r->shape_se[0] != 0)
         st_facts_add(fa, "prior shape", "%s (%s: the linear prior's gain %+.4f, standard error %.4f)",
-             r->prior_linear ? "linear" : "log", r->shape_how, r->shape_gain[0], r->shape_se[0]);
+             r->prior_linear ? "linear" : "log", r->shape_how, r->shape_gain[2], r->shape_se[2]);
     else
         st_facts_add(fa, "prior shape", "%s (%s)", r->prior_linear ? "linear" : "log", r->shape_how);
     double users_s = r->run[0].seconds > 0 ? r->run[0].ranked / r->run[0].seconds : 0;

@@ -493,6 +493,7 @@ void st_eval_set_free(st_eval_set *s)
     st_free(s->test_ptr);
     st_free(s->test);
     st_free(s->validation);
+    st_free(s->origin);
     uint32_t k = s->k;
     memset(s, 0, sizeof *s);
     s->k = k;

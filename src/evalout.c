@@ -231,6 +231,8 @@ static json_t *prior_json(const st_evaluation *r, const st_evaluate_opts *o)
             json_array_append_new(ev, x);
         }
         json_object_set_new(prior, "shape_evidence", ev);
+        json_object_set_new(prior, "linear_gain", json_real(r->shape_gain[2]));
+        json_object_set_new(prior, "linear_gain_se", json_real(r->shape_se[2]));
     }
     if (o->prior_mode == 0 && r->validation_users > 0) {
         json_t *grid = json_array();

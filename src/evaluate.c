@@ -287,10 +287,12 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
     }
     LINE("eval.prior_weight=%g\n", r->prior_weight);
     LINE("eval.prior_shape=%s\n", r->prior_linear ? "linear" : "log");
-    for (int i = 0; i < 2; i++) /* the shape was fitted: the evidence, at each cut-off */
+    for (int i = 0; i < 2; i++) /* the shape was fitted: the evidence, at each cut-off and of their mean */
         if (r->shape_se[i] > 0 || r->shape_gain[i] != 0)
             LINE("eval.prior_linear_gain@%u=%.5f\neval.prior_linear_gain@%u.se=%.5f\n", i ? o->ks[0] : k, r->shape_gain[i],
                  i ? o->ks[0] : k, r->shape_se[i]);
+    if (r->shape_se[1] > 0 || r->shape_gain[1] != 0)
+        LINE("eval.prior_linear_gain=%.5f\neval.prior_linear_gain.se=%.5f\n", r->shape_gain[2], r->shape_se[2]);
     if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
 #undef LINE
     *len = w < cap ? w : cap - 1;
@@ -530,7 +532,10 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
     float val[ST_HOLDOUT_SPARSE_MAX];
     char name[600];
     uint32_t *t = NULL, tcap = 0;
-    int rc = 0;
+    /* Each copy's original, so statistics over users count the two as one
+     * (they share their held-out segments). */
+    uint32_t *from = st_malloc(((size_t)dense + 1) * sizeof *from), ncopies = 0;
+    int rc = from ? 0 : st_seterr(err, "out of memory");
     for (uint32_t e = 0; e < dense && rc == 0; e++) {
         if (!set->validation[e] || set->model_user[e] == ST_NOT_FOUND) continue;
         uint32_t u = set->model_user[e];
@@ -551,8 +556,20 @@ int st_holdout_set(const st_holdout *h, const st_model *m, st_eval_set *set, cha
         }
         memcpy(t, set->test + set->test_ptr[e], nt * sizeof *t);
         rc = st_eval_set_add_cold(set, &f, name, seg, val, nf, t, nt, err);
-        if (rc == 0 && set->users > before) set->validation[before] = 1;
+        if (rc == 0 && set->users > before) {
+            set->validation[before] = 1;
+            from[ncopies++] = e;
+        }
     }
+    if (rc == 0) {
+        set->origin = st_malloc(((size_t)set->users + 1) * sizeof *set->origin);
+        if (!set->origin) rc = st_seterr(err, "out of memory");
+        else {
+            for (uint32_t e = 0; e < set->users; e++) set->origin[e] = e;
+            for (uint32_t i = 0; i < ncopies; i++) set->origin[dense + i] = from[i];
+        }
+    }
+    st_free(from);
     st_free(t);
     st_foldin_ctx_free(&f);
     if (rc != 0) st_eval_set_free(set);

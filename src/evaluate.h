@@ -82,8 +82,9 @@ typedef struct {
     double prior_values[32]; /* the validation metric at each grid weight (fit) */
     int prior_linear;        /* the prior's shape: 1 linear, 0 log (score.h) */
     const char *shape_how;   /* how the shape came about */
-    double shape_gain[2], shape_se[2]; /* fitted with the shape: the linear prior's mean gain and its standard
-                                        * error at the fitted cut-off and at the smallest one (0: none) */
+    double shape_gain[3], shape_se[3]; /* fitted with the shape: the linear prior's mean gain and its standard
+                                        * error at the fitted cut-off, at the smallest one (0: none), and
+                                        * of the two's mean (what decides) */
     int calibrated;
     const char *calib_how;
     double a, b;

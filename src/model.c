@@ -257,14 +257,14 @@ static int check_header(const char *path, uint64_t size, const st_model_header *
         return st_seterr(err, "%s: model format version %u, but this starling reads versions %u to %u; " RETRAIN_HINT
                               " using this version, or serve it with the starling that wrote it",
                          path, h->version, STARLING_FORMAT_OLDEST, STARLING_FORMAT_VERSION);
-    if ((h->flags & ~ST_MODEL_FLAGS) || ((h->flags & ST_MODEL_PRIOR_LINEAR) && h->version < 4))
-        return st_seterr(err, "%s: model flags 0x%x are not ones format version %u has; " RETRAIN_HINT, path,
-                         h->flags, h->version);
     if (h->nsections == 0 || h->nsections > MAX_SECTIONS ||
         sizeof *h + (uint64_t)h->nsections * sizeof(st_section) > size)
         return st_seterr(err, "%s: header is damaged (section count %u); " RETRAIN_HINT, path, h->nsections);
     if (header_checksum(h, table, h->nsections) != h->header_checksum)
         return st_seterr(err, "%s: header checksum mismatch: the file is damaged; " RETRAIN_HINT, path);
+    if ((h->flags & ~ST_MODEL_FLAGS) || ((h->flags & ST_MODEL_PRIOR_LINEAR) && h->version < 4))
+        return st_seterr(err, "%s: model flags 0x%x are not ones format version %u has; " RETRAIN_HINT, path,
+                         h->flags, h->version);
     if (h->file_bytes != size)
         return st_seterr(err, "%s: truncated: the header says %llu bytes but the file has %llu; " RETRAIN_HINT, path,
                          (unsigned long long)h->file_bytes, (unsigned long long)size);

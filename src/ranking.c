@@ -708,8 +708,13 @@ static uint32_t prior_best(const st_eval_set *s, const double *gv, double *value
     return bg;
 }
 
-/* The best grid weight of gv on the validation users of one parity (ties:
- * the smaller), its index. */
+/* The group of user e: the user it is a copy of (st_eval_set.origin), else
+ * itself. Halves of the users are the groups' index parities, so a copy is
+ * always in its original's half. */
+static uint32_t group_of(const st_eval_set *s, uint32_t e) { return s->origin ? s->origin[e] : e; }
+
+/* The best grid weight of gv on the validation users of one half (ties: the
+ * smaller), its index. */
 static uint32_t half_best(const st_eval_set *s, const double *gv, uint32_t parity)
 {
     uint32_t ng = st_prior_grid_len, bg = 0;
@@ -717,9 +722,9 @@ static uint32_t half_best(const st_eval_set *s, const double *gv, uint32_t parit
     for (uint32_t g = 0; g < ng; g++) {
         double sum = 0;
         uint64_t cnt = 0;
-        for (uint32_t e = parity; e < s->users; e += 2) {
+        for (uint32_t e = 0; e < s->users; e++) {
             double v = gv[(size_t)e * ng + g];
-            if (!s->validation[e] || isnan(v)) continue;
+            if (!s->validation[e] || (group_of(s, e) & 1) != parity || isnan(v)) continue;
             sum += v;
             cnt++;
         }
@@ -750,62 +755,86 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
 }
 
 /* The cross-fitted paired difference of gl over gv (users x grid): each half
- * of the validation users (by index parity) compared at the weights the other
- * half chose on ga and gb (the metric the weight is fitted to), so the
- * comparison is not flattered by the choice of the weights. Its mean and
- * standard error. */
+ * of the validation users compared at the weights the other half chose on ga
+ * and gb (the metric the weight is fitted to), so the comparison is not
+ * flattered by the choice of the weights. Its mean over users and the
+ * standard error of that mean, clustered by group (a user and its copies
+ * share their held-out segments, so they are one observation of the noise);
+ * *groups: how many groups took part. gsum, gcnt: scratch of s->users. */
 static void shape_gain(const st_eval_set *s, const double *ga, const double *gb, const double *gv, const double *gl,
-                       double *mean, double *se)
+                       double *gsum, uint32_t *gcnt, double *mean, double *se, uint64_t *groups)
 {
     uint32_t ng = st_prior_grid_len;
-    double sum = 0, sum2 = 0;
-    uint64_t cnt = 0;
+    memset(gsum, 0, (size_t)s->users * sizeof *gsum);
+    memset(gcnt, 0, (size_t)s->users * sizeof *gcnt);
+    double sum = 0;
+    uint64_t n = 0, G = 0;
     for (uint32_t h = 0; h < 2; h++) {
         uint32_t wl = half_best(s, ga, 1 - h), wn = half_best(s, gb, 1 - h);
-        for (uint32_t e = h; e < s->users; e += 2) {
+        for (uint32_t e = 0; e < s->users; e++) {
+            uint32_t g = group_of(s, e);
             double a = gv[(size_t)e * ng + wl], b = gl[(size_t)e * ng + wn];
-            if (!s->validation[e] || isnan(a) || isnan(b)) continue;
+            if (!s->validation[e] || (g & 1) != h || isnan(a) || isnan(b)) continue;
+            gsum[g] += b - a;
+            G += gcnt[g]++ == 0;
             sum += b - a;
-            sum2 += (b - a) * (b - a);
-            cnt++;
+            n++;
         }
     }
-    *mean = cnt ? sum / (double)cnt : 0;
-    double var = cnt > 1 ? (sum2 - (double)cnt * *mean * *mean) / (double)(cnt - 1) : 0;
-    *se = cnt > 1 && var > 0 ? sqrt(var / (double)cnt) : 0;
-    if (cnt < 2) *mean = 0;
+    *mean = n ? sum / (double)n : 0;
+    double ss = 0;
+    for (uint32_t g = 0; g < s->users; g++)
+        if (gcnt[g]) ss += (gsum[g] - gcnt[g] * *mean) * (gsum[g] - gcnt[g] * *mean);
+    *se = G > 1 ? sqrt(ss * (double)G / (double)(G - 1)) / (double)n : 0;
+    *groups = G;
 }
 
 int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
                             uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
-                            int *linear, double *best, double *values, double gain[2], double se[2], char *err)
+                            int *linear, double *best, double *values, double gain[3], double se[3], char *err)
 {
     *best = 0;
     *linear = 0;
-    gain[0] = gain[1] = se[0] = se[1] = 0;
+    gain[0] = gain[1] = gain[2] = se[0] = se[1] = se[2] = 0;
     if (check_ks(ks, nk, err) != 0) return -1;
     uint32_t ng = st_prior_grid_len, k2 = ks[0] < ks[ki] ? ks[0] : 0;
     size_t one = (size_t)s->users * ng;
-    double *gv = st_malloc((one * 4 + 1) * sizeof *gv);
-    if (!gv) return st_seterr(err, "out of memory");
-    double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, vl[64], vn[64], bl, bn;
+    double *gv = st_malloc((one * 4 + s->users + 1) * sizeof *gv);
+    uint32_t *gcnt = st_malloc(((size_t)s->users + 1) * sizeof *gcnt);
+    if (!gv || !gcnt) {
+        st_free(gv);
+        st_free(gcnt);
+        return st_seterr(err, "out of memory");
+    }
+    double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, *gsum = gv + 4 * one, vl[64], vn[64], bl, bn;
     const float *q[2] = {q_log, q_linear};
     if (prior_grid(s, r, q, 2, n, ks, ki, metric, threads, g, g + 2, k2, err) != 0) {
         st_free(gv);
+        st_free(gcnt);
         return -1;
     }
     uint32_t gl0 = prior_best(s, g[0], vl, &bl), gn0 = prior_best(s, g[1], vn, &bn);
-    /* The linear prior wins only when it wins beyond twice its standard error
-     * at the fitted cut-off and, when there is a smaller one, there too. */
-    shape_gain(s, g[0], g[1], g[0], g[1], &gain[0], &se[0]);
-    *linear = gain[0] > 0 && gain[0] > 2 * se[0];
+    /* The linear prior wins only when the mean of its gains at the two
+     * cut-offs (the fitted one, and the smaller one when there is one) is
+     * beyond twice its standard error and it loses at neither, over enough
+     * independent users for a standard error to mean something. */
+    uint64_t groups;
+    shape_gain(s, g[0], g[1], g[0], g[1], gsum, gcnt, &gain[0], &se[0], &groups);
+    gain[2] = gain[0];
+    se[2] = se[0];
     if (k2) {
-        shape_gain(s, g[0], g[1], g[2], g[3], &gain[1], &se[1]);
-        *linear &= gain[1] > 0 && gain[1] > 2 * se[1];
+        shape_gain(s, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[1], &se[1], &groups);
+        for (size_t i = 0; i < one; i++) { /* each user's mean of the two cut-offs */
+            g[2][i] = (g[0][i] + g[2][i]) / 2;
+            g[3][i] = (g[1][i] + g[3][i]) / 2;
+        }
+        shape_gain(s, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[2], &se[2], &groups);
     }
+    *linear = groups >= ST_SHAPE_MIN_USERS && gain[2] > 2 * se[2] && gain[0] > 0 && (!k2 || gain[1] > 0);
     *best = st_prior_grid[*linear ? gn0 : gl0];
     if (values) memcpy(values, *linear ? vn : vl, ng * sizeof *values);
     st_free(gv);
+    st_free(gcnt);
     return 0;
 }
 

@@ -151,17 +151,23 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
 
 /* The prior's shape chosen with its weight: each of the two priors (q_log,
  * then q_linear: score.h) gets its best weight as above, and the linear one
- * is chosen (*linear = 1) only when its mean beats the log one's by more than
- * twice the standard error of the users' paired differences, cross-fitted
- * (each half of the users compared at the weights the other half chose), at
- * ks[ki] and, when ks[0] is smaller, at ks[0] too: so noise on a small
- * validation set, or a gain at one cut-off only, keeps the log shape. r->prior
- * is ignored. *best and values are the chosen shape's; gain[0] the linear
- * mean minus the log mean at ks[ki], se[0] its standard error, gain[1] and
- * se[1] the same at ks[0] (0 without a smaller cut-off). */
+ * is chosen (*linear = 1) only when its gain over the log one, averaged over
+ * two cut-offs (ks[ki] and ks[0] when that is smaller), is beyond twice the
+ * standard error of the users' paired differences and it loses at neither
+ * cut-off. The differences are cross-fitted (each half of the users compared
+ * at the weights the other half chose; a user's copies, st_eval_set.origin, go
+ * with it and count with it as one observation) over at least
+ * ST_SHAPE_MIN_USERS users: so noise on a small validation set, or a gain at
+ * one cut-off paid for at the other, keeps the log shape. r->prior is
+ * ignored. *best and values are the chosen shape's; gain[0] the linear mean
+ * minus the log mean at ks[ki], se[0] its standard error, gain[1] and se[1]
+ * the same at ks[0] (0 without a smaller cut-off), gain[2] and se[2] of the
+ * two cut-offs' mean (gain[0], se[0] without a smaller one). */
+#define ST_SHAPE_MIN_USERS 20
+
 int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
                             uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
-                            int *linear, double *best, double *values, double gain[2], double se[2], char *err);
+                            int *linear, double *best, double *values, double gain[3], double se[3], char *err);
 
 /* ---- calibration -------------------------------------------------------------- */
 

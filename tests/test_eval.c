@@ -7,6 +7,7 @@
 
 #include "ranking.h"
 #include "rng.h"
+#include "score.h"
 #include "tap.h"
 #include "util.h"
 
@@ -303,6 +304,125 @@ static void splits(void)
     st_event_table_free(&t);
 }
 
+/* Recall at ks (nk of them) of set user e by a full ranking of row + w q:
+ * every unseen segment, by score then index. sc, cand: n each. */
+static void full_recall(const st_eval_set *set, uint32_t e, const float *row, const float *q, float w, uint32_t n,
+                        const uint32_t *ks, uint32_t nk, float *sc, uint32_t *cand, double *recall)
+{
+    for (uint32_t j = 0; j < n; j++) sc[j] = w != 0 ? row[j] + w * q[j] : row[j];
+    uint32_t nc = 0;
+    const uint32_t *seen = set->seen + set->seen_ptr[e];
+    uint64_t ns = set->seen_ptr[e + 1] - set->seen_ptr[e];
+    for (uint32_t j = 0; j < n; j++) {
+        int is_seen = 0;
+        for (uint64_t t = 0; t < ns; t++) is_seen |= seen[t] == j;
+        if (!is_seen) cand[nc++] = j;
+    }
+    for (uint32_t a = 1; a < nc; a++)
+        for (uint32_t b = a; b > 0 && (sc[cand[b]] > sc[cand[b - 1]] ||
+                                       (sc[cand[b]] == sc[cand[b - 1]] && cand[b] < cand[b - 1])); b--) {
+            uint32_t t = cand[b];
+            cand[b] = cand[b - 1];
+            cand[b - 1] = t;
+        }
+    double mt[ST_EVAL_MAXK * ST_NMETRICS];
+    uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]);
+    st_eval_metrics_ref(cand, nc, set->test + set->test_ptr[e], nt, ks, nk, mt);
+    for (uint32_t i = 0; i < nk; i++) recall[i] = mt[i * ST_NMETRICS + ST_M_RECALL];
+}
+
+/* The best grid weight by the mean of v (users x grid) over the users whose
+ * group (origin) has the given parity (2: every user); ties the smaller. */
+static uint32_t naive_best(const st_eval_set *set, const double *v, int parity)
+{
+    uint32_t ng = st_prior_grid_len, bg = 0;
+    double best = -INFINITY;
+    for (uint32_t g = 0; g < ng; g++) {
+        double sum = 0;
+        uint32_t cnt = 0;
+        for (uint32_t e = 0; e < set->users; e++)
+            if (parity == 2 || (int)(set->origin[e] & 1) == parity) {
+                sum += v[(size_t)e * ng + g];
+                cnt++;
+            }
+        if (sum / cnt > best) {
+            best = sum / cnt;
+            bg = g;
+        }
+    }
+    return bg;
+}
+
+/* The prior's shape (st_eval_fit_prior_shape) against the definition
+ * computed the obvious way: every user's recall at 10 and 5 by a full
+ * ranking at every weight of both priors; each half of the users (by their
+ * group's parity) compared at the weights the other half chose at 10; the
+ * mean gain at 10, at 5 and of the two's mean, with standard errors
+ * clustered by group (users 60-119 are copies of users 0-59, as train's
+ * sparse copies are); linear only beyond 2 of them and a loss at neither. */
+static void prior_shape(const st_eval_set *set, const st_ranker *r, const float *rows, const float *q,
+                        const float *ql, uint32_t n)
+{
+    char err[ST_ERRLEN] = "";
+    uint32_t ng = st_prior_grid_len, U = set->users, ks[2] = {5, 10};
+    double *v = malloc((size_t)4 * U * ng * sizeof *v); /* log@10, lin@10, log@5, lin@5 */
+    float *sc = malloc(n * 4);
+    uint32_t *cand = malloc(n * 4);
+    for (uint32_t e = 0; e < U; e++)
+        for (uint32_t g = 0; g < ng; g++)
+            for (int s = 0; s < 2; s++) {
+                double rc[2];
+                full_recall(set, e, rows + (size_t)e * n, s ? ql : q, (float)st_prior_grid[g], n, ks, 2, sc, cand, rc);
+                v[(size_t)s * U * ng + (size_t)e * ng + g] = rc[1];
+                v[(size_t)(2 + s) * U * ng + (size_t)e * ng + g] = rc[0];
+            }
+    const double *l10 = v, *n10 = v + (size_t)U * ng, *l5 = v + (size_t)2 * U * ng, *n5 = v + (size_t)3 * U * ng;
+    double gain[3], se[3];
+    for (int c = 0; c < 3; c++) {
+        double sum = 0, *gs = calloc(U, sizeof *gs);
+        uint32_t *gc = calloc(U, sizeof *gc), N = 0, G = 0;
+        for (int h = 0; h < 2; h++) {
+            uint32_t wl = naive_best(set, l10, 1 - h), wn = naive_best(set, n10, 1 - h);
+            for (uint32_t e = 0; e < U; e++) {
+                if ((int)(set->origin[e] & 1) != h) continue;
+                size_t il = (size_t)e * ng + wl, in = (size_t)e * ng + wn;
+                double d10 = n10[in] - l10[il], d5 = n5[in] - l5[il];
+                double d = c == 0 ? d10 : c == 1 ? d5 : (d10 + d5) / 2;
+                gs[set->origin[e]] += d;
+                G += gc[set->origin[e]]++ == 0;
+                sum += d;
+                N++;
+            }
+        }
+        gain[c] = sum / N;
+        double ss = 0;
+        for (uint32_t g = 0; g < U; g++)
+            if (gc[g]) ss += (gs[g] - gc[g] * gain[c]) * (gs[g] - gc[g] * gain[c]);
+        se[c] = sqrt(ss * G / (G - 1)) / N;
+        free(gs);
+        free(gc);
+    }
+    int linear = gain[2] > 2 * se[2] && gain[0] > 0 && gain[1] > 0;
+    uint32_t bl = naive_best(set, l10, 2), bn = naive_best(set, n10, 2);
+    double fgain[3], fse[3], best, values[64];
+    int flin = -1;
+    ok(st_eval_fit_prior_shape(set, r, q, ql, n, ks, 2, 1, ST_M_RECALL, 2, &flin, &best, values, fgain, fse, err) == 0,
+       "the shape fit runs (%s)", err);
+    double worst = 0;
+    for (int c = 0; c < 3; c++) {
+        worst = fabs(fgain[c] - gain[c]) > worst ? fabs(fgain[c] - gain[c]) : worst;
+        worst = fabs(fse[c] - se[c]) > worst ? fabs(fse[c] - se[c]) : worst;
+    }
+    ok(worst < 1e-12 && se[2] > 0,
+       "the linear prior's gains at 10, 5 and their mean (%+.4f, %+.4f, %+.4f) and standard errors (%.4f, %.4f, %.4f) "
+       "are the definition's (largest difference %.2g)", gain[0], gain[1], gain[2], se[0], se[1], se[2], worst);
+    ok(flin == linear && best == st_prior_grid[linear ? bn : bl],
+       "the shape (%s) and its weight (%g) are the rule's", flin ? "linear" : "log", best);
+    free(v);
+    free(sc);
+    free(cand);
+}
+
 /* The prior-weight grid (st_eval_fit_prior, which ranks only a few
  * candidates per weight when that is provably the full ranking) against the
  * obvious computation: every weight, every segment, a full selection. Prior
@@ -372,32 +492,52 @@ static void prior_grid(void)
         float w = (float)st_prior_grid[gi];
         double sum = 0;
         for (uint32_t e = 0; e < set.users; e++) {
-            for (uint32_t j = 0; j < n; j++) sc[j] = w != 0 ? rows[(size_t)e * n + j] + w * q[j] : rows[(size_t)e * n + j];
-            /* a full ranking: candidates not seen, by score then index */
-            uint32_t nc = 0;
-            const uint32_t *seen = set.seen + set.seen_ptr[e];
-            uint64_t ns = set.seen_ptr[e + 1] - set.seen_ptr[e];
-            for (uint32_t j = 0; j < n; j++) {
-                int is_seen = 0;
-                for (uint64_t t = 0; t < ns; t++) is_seen |= seen[t] == j;
-                if (!is_seen) cand[nc++] = j;
-            }
-            for (uint32_t a = 1; a < nc; a++)
-                for (uint32_t b = a; b > 0 && (sc[cand[b]] > sc[cand[b - 1]] ||
-                                               (sc[cand[b]] == sc[cand[b - 1]] && cand[b] < cand[b - 1])); b--) {
-                    uint32_t t = cand[b];
-                    cand[b] = cand[b - 1];
-                    cand[b - 1] = t;
-                }
-            double mt[ST_NMETRICS];
-            uint32_t nt = (uint32_t)(set.test_ptr[e + 1] - set.test_ptr[e]);
-            st_eval_metrics_ref(cand, nc, set.test + set.test_ptr[e], nt, ks, 1, mt);
-            sum += mt[ST_M_RECALL];
+            double rc;
+            full_recall(&set, e, rows + (size_t)e * n, q, w, n, ks, 1, sc, cand, &rc);
+            sum += rc;
         }
         double d = fabs(sum / set.users - values[gi]);
         if (d > worst) worst = d;
     }
     ok(worst < 1e-12, "every grid weight's recall@10 equals a full ranking's (largest difference %.2g)", worst);
+    /* The shape, on held-out segments the prior and the factors both
+     * predict (so the best weights are moderate and the shapes differ): per
+     * user one of its 20 best by U.V, then ones drawn with probability
+     * growing as pop^3. Users 60-119 are copies of users 0-59. */
+    float *ql = malloc(n * 4);
+    for (uint32_t j = 0; j < n; j++) ql[j] = (float)(pop[j] / top);
+    st_eval_set s2;
+    st_eval_set_init(&s2, k);
+    double cum = 0, *cdf = malloc(n * sizeof *cdf);
+    for (uint32_t j = 0; j < n; j++) cdf[j] = cum += pow(pop[j] + 1, 3);
+    float *rows2 = malloc((size_t)mu * n * 4);
+    for (uint32_t u = 0; u < mu; u++) {
+        uint32_t test[6], top20[20];
+        float t20[20];
+        for (uint32_t j = 0; j < n; j++) {
+            double d = 0;
+            for (uint32_t i = 0; i < k; i++) d += (double)U[(size_t)u * k + i] * V[(size_t)j * k + i];
+            sc[j] = (float)d;
+        }
+        st_topk(sc, n, 20, NULL, 0, top20, t20);
+        test[0] = top20[st_rng_below(&g, 20)];
+        for (int t = 1; t < 6; t++) {
+            double x = st_rng_uniform(&g) * cum;
+            uint32_t j = 0;
+            while (j + 1 < n && cdf[j] <= x) j++;
+            test[t] = j;
+        }
+        st_eval_set_add_known(&s2, &m, u, test, 6, err);
+    }
+    for (uint32_t e = 0; e < s2.users; e++) s2.validation[e] = 1;
+    s2.origin = st_malloc(s2.users * sizeof *s2.origin);
+    for (uint32_t e = 0; e < s2.users; e++) s2.origin[e] = e < 60 ? e : e - 60;
+    st_eval_scores(&s2, &r0, n, NULL, 1, rows2, err);
+    prior_shape(&s2, &r, rows2, q, ql, n);
+    st_eval_set_free(&s2);
+    free(rows2);
+    free(cdf);
+    free(ql);
     free(rows);
     free(sc);
     free(cand);

@@ -279,6 +279,27 @@ def check_damage(d, path):
         e = err(lambda: starling_pkg.Model(p)) or ""
         fine &= want in e and p in e
     ok(fine, "damaged model files are refused, naming the file and the damage")
+    # Whole files (header checksum right) with flags their version does not
+    # have: an unknown bit, the linear prior's bit in a version 2 file.
+    import struct
+    import xxhash
+    same = True
+    for bit in (8, 4):
+        b = bytearray(data)
+        flags, = struct.unpack_from("<I", b, 100)
+        struct.pack_into("<I", b, 100, flags | bit)
+        ns, = struct.unpack_from("<I", b, 12)
+        x = xxhash.xxh3_64()
+        x.update(bytes(b[:248]))
+        x.update(bytes(b[256:256 + ns * 32]))
+        struct.pack_into("<Q", b, 248, x.intdigest())
+        p = os.path.join(d, f"flags{bit}.model")
+        with open(p, "wb") as f:
+            f.write(b)
+        e = err(lambda: starling_pkg.Model(p)) or ""
+        c = subprocess.run([os.environ.get("STARLING", "starling"), "info", p], capture_output=True, text=True).stderr
+        same &= f"model flags 0x{flags | bit:x} are not ones format version 2 has" in e and e in c
+    ok(same, "flags a version does not have are refused, with the error the C loader gives")
 
 
 with tempfile.TemporaryDirectory() as d:
@@ -316,7 +337,7 @@ with tempfile.TemporaryDirectory() as d:
     # Popularity-weighted missing data: every fold-in against V^T diag(rho) V.
     pw = os.path.join(d, "pw.model")
     starling("train", ev, "-o", pw, "--factors", 16, "--iterations", 4, "--seed", 3, "-q",
-             "--missing-weight", "popularity", "--missing-exponent", 0.5)
+             "--missing-weight", "popularity", "--missing-exponent", 0.5, "--prior-shape", "log")
     Mp = starling_pkg.Model(pw)
     ok(Mp.header["version"] == 3 and Mp.missing is not None and abs(float(Mp.missing.mean()) - 1) < 1e-5 and
        Mp.missing.std() > 0.1 and M.header["version"] == 2 and M.missing is None,

@@ -208,7 +208,7 @@ async function loadModel() {
     kvBlock(a, 'Serving', [
       ['file', m.path], ['generation', m.generation], ['loaded', when(m.loaded_at)],
       ['calibrated', m.calibrated ? `yes: p = σ(${score(m.calib_a)} s + ${score(m.calib_b)})` : 'no'],
-      ['prior weight', m.prior_weight],
+      ['prior', `${m.prior_weight} × ${m.prior_shape === 'linear' ? 'pop / max pop' : 'log(1 + pop) / log(1 + max pop)'}`],
     ]);
     kvBlock(b, 'Hyper-parameters', [
       ['factors', m.user_factors === 'int8' ? `${m.factors} (user factors int8, a scale per row)` : m.factors],

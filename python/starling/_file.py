@@ -115,9 +115,6 @@ class ModelFile:
         if not OLDEST <= h["version"] <= VERSION:
             _fail(path, f"model format version {h['version']}, but this starling reads versions {OLDEST} to "
                   f"{VERSION}; {RETRAIN} using this version, or serve it with the starling that wrote it")
-        if h["flags"] & ~(FLAG_CALIBRATED | FLAG_INT8 | FLAG_PRIOR_LINEAR) or (
-                h["flags"] & FLAG_PRIOR_LINEAR and h["version"] < 4):
-            _fail(path, f"model flags 0x{h['flags']:x} are not ones format version {h['version']} has; {RETRAIN}")
         ns = h["nsections"]
         if ns == 0 or ns > MAX_SECTIONS or HEADER.size + ns * SECTION.size > size:
             _fail(path, f"header is damaged (section count {ns}); {RETRAIN}")
@@ -128,6 +125,9 @@ class ModelFile:
             x.update(table)
             if x.intdigest() != h["header_checksum"]:
                 _fail(path, f"header checksum mismatch: the file is damaged; {RETRAIN}")
+        if h["flags"] & ~(FLAG_CALIBRATED | FLAG_INT8 | FLAG_PRIOR_LINEAR) or (
+                h["flags"] & FLAG_PRIOR_LINEAR and h["version"] < 4):
+            _fail(path, f"model flags 0x{h['flags']:x} are not ones format version {h['version']} has; {RETRAIN}")
         if h["file_bytes"] != size:
             _fail(path, f"truncated: the header says {h['file_bytes']} bytes but the file has {size}; {RETRAIN}")
         self.sections = {}
