@@ -220,6 +220,7 @@ typedef struct {
     uint32_t grid_m;         /* candidates per user from each side (grid_user) */
     grid_prior gp[2];
     uint32_t ngp;
+    const uint32_t *grid_rank; /* e: the row of user e in the grid's values (validation users only) */
 } pass_ctx;
 
 /* Fills S (b x n) with the ranker's scores of users sel[0..b). */
@@ -368,8 +369,9 @@ static void grid_user(const pass_ctx *c, const grid_prior *gp, uint32_t e, const
             got = st_topk(sc, n, kmax, seen, ns, topi, topsc);
         }
         st_eval_metrics(topi, got, mark, nt, c->ks, c->nk, m);
-        gp->values[(size_t)e * c->ngrid + g] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
-        if (gp->values2) gp->values2[(size_t)e * c->ngrid + g] = m[c->grid_metric];
+        size_t at = (size_t)c->grid_rank[e] * c->ngrid + g;
+        gp->values[at] = m[c->grid_ki * ST_NMETRICS + c->grid_metric];
+        if (gp->values2) gp->values2[at] = m[c->grid_metric];
     }
     for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
 }
@@ -639,18 +641,30 @@ uint32_t st_eval_segment_recall(const st_eval_set *s, const st_eval_run *run, co
 const double st_prior_grid[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100};
 const uint32_t st_prior_grid_len = sizeof st_prior_grid / sizeof st_prior_grid[0];
 
-/* The metric of every validation user at every grid weight of each of the
- * nq priors q[i] (gv[i], users x grid, NaN for the others), from one scoring
- * of each user; with gv2 (may be NULL) and k2 < ks[ki], also at cut-off k2
- * (gv2[i]). */
+/* The validation users: vidx (ascending) and each one's row in it (rank,
+ * indexed by user); how many. */
+static uint32_t validation_rows(const st_eval_set *s, uint32_t *vidx, uint32_t *rank)
+{
+    uint32_t nv = 0;
+    for (uint32_t e = 0; e < s->users; e++) {
+        rank[e] = s->validation[e] ? nv : UINT32_MAX;
+        if (s->validation[e]) vidx[nv++] = e;
+    }
+    return nv;
+}
+
+/* The metric of every validation user (row rank[e]) at every grid weight of
+ * each of the nq priors q[i] (gv[i], nv x grid, NaN where a user has none),
+ * from one scoring of each user; with gv2 (may be NULL) and k2 < ks[ki], also
+ * at cut-off k2 (gv2[i]). */
 static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *const *q, uint32_t nq, uint32_t n,
-                      const uint32_t *ks, uint32_t ki, int metric, int threads, double *const *gv,
-                      double *const *gv2, uint32_t k2, char *err)
+                      const uint32_t *ks, uint32_t ki, int metric, int threads, const uint32_t *rank, uint32_t nv,
+                      double *const *gv, double *const *gv2, uint32_t k2, char *err)
 {
     uint32_t ng = st_prior_grid_len;
     int two = gv2 && k2 > 0 && k2 < ks[ki];
     for (uint32_t i = 0; i < nq; i++)
-        for (size_t j = 0; j < (size_t)s->users * ng; j++) {
+        for (size_t j = 0; j < (size_t)nv * ng; j++) {
             gv[i][j] = NAN;
             if (gv2) gv2[i][j] = NAN;
         }
@@ -661,7 +675,8 @@ static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *con
     uint8_t one = 1;
     uint32_t k1 = ks[ki], kk[2] = {two ? k2 : k1, k1}; /* the metric's cut-off (and k2) */
     pass_ctx c = {.s = s, .r = &rr, .n = n, .nk = two ? 2 : 1, .kmax = k1, .ks = two ? kk : kk + 1,
-                  .grid = st_prior_grid, .ngrid = ng, .grid_ki = two ? 1 : 0, .grid_metric = metric, .ngp = nq};
+                  .grid = st_prior_grid, .ngrid = ng, .grid_ki = two ? 1 : 0, .grid_metric = metric, .ngp = nq,
+                  .grid_rank = rank};
     if (nq < 1 || nq > 2) return st_seterr(err, "no prior to fit a weight for");
     for (uint32_t i = 0; i < nq; i++)
         if (!q[i]) return st_seterr(err, "no prior to fit a weight for");
@@ -691,13 +706,14 @@ static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *con
     return rc;
 }
 
-/* The best grid weight of gv (ties: the smaller), its index; values filled. */
-static uint32_t prior_best(const st_eval_set *s, const double *gv, double *values, double *best_v)
+/* The best grid weight of gv (nv x grid; ties: the smaller), its index;
+ * values filled. */
+static uint32_t prior_best(const double *gv, uint32_t nv, double *values, double *best_v)
 {
     uint32_t ng = st_prior_grid_len, bg = 0;
     *best_v = -INFINITY;
     for (uint32_t g = 0; g < ng; g++) {
-        st_stat st = st_stat_of(gv + g, s->users, ng, s->validation, 1);
+        st_stat st = st_stat_of(gv + g, nv, ng, NULL, 0);
         double v = isnan(st.mean) ? -INFINITY : st.mean;
         if (values) values[g] = st.mean;
         if (v > *best_v) {
@@ -713,18 +729,19 @@ static uint32_t prior_best(const st_eval_set *s, const double *gv, double *value
  * always in its original's half. */
 static uint32_t group_of(const st_eval_set *s, uint32_t e) { return s->origin ? s->origin[e] : e; }
 
-/* The best grid weight of gv on the validation users of one half (ties: the
- * smaller), its index. */
-static uint32_t half_best(const st_eval_set *s, const double *gv, uint32_t parity)
+/* The best grid weight of gv (nv x grid, row i the validation user vidx[i])
+ * on the users of one half (ties: the smaller), its index. */
+static uint32_t half_best(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, const double *gv,
+                          uint32_t parity)
 {
     uint32_t ng = st_prior_grid_len, bg = 0;
     double best = -INFINITY;
     for (uint32_t g = 0; g < ng; g++) {
         double sum = 0;
         uint64_t cnt = 0;
-        for (uint32_t e = 0; e < s->users; e++) {
-            double v = gv[(size_t)e * ng + g];
-            if (!s->validation[e] || (group_of(s, e) & 1) != parity || isnan(v)) continue;
+        for (uint32_t i = 0; i < nv; i++) {
+            double v = gv[(size_t)i * ng + g];
+            if ((group_of(s, vidx[i]) & 1) != parity || isnan(v)) continue;
             sum += v;
             cnt++;
         }
@@ -742,27 +759,36 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
 {
     *best = 0;
     if (check_ks(ks, nk, err) != 0) return -1;
-    double *gv = st_malloc(((size_t)s->users * st_prior_grid_len + 1) * sizeof *gv);
-    if (!gv) return st_seterr(err, "out of memory");
+    uint32_t *vidx = st_malloc(((size_t)s->users * 2 + 1) * sizeof *vidx), *rank = vidx + s->users;
+    if (!vidx) return st_seterr(err, "out of memory");
+    uint32_t nv = validation_rows(s, vidx, rank);
+    double *gv = st_malloc(((size_t)nv * st_prior_grid_len + 1) * sizeof *gv);
+    if (!gv) {
+        st_free(vidx);
+        return st_seterr(err, "out of memory");
+    }
     const float *q = r->prior;
-    int rc = prior_grid(s, r, &q, 1, n, ks, ki, metric, threads, &gv, NULL, 0, err);
+    int rc = prior_grid(s, r, &q, 1, n, ks, ki, metric, threads, rank, nv, &gv, NULL, 0, err);
     if (rc == 0) {
         double v;
-        *best = st_prior_grid[prior_best(s, gv, values, &v)];
+        *best = st_prior_grid[prior_best(gv, nv, values, &v)];
     }
     st_free(gv);
+    st_free(vidx);
     return rc;
 }
 
-/* The cross-fitted paired difference of gl over gv (users x grid): each half
- * of the validation users compared at the weights the other half chose on ga
- * and gb (the metric the weight is fitted to), so the comparison is not
- * flattered by the choice of the weights. Its mean over users and the
- * standard error of that mean, clustered by group (a user and its copies
- * share their held-out segments, so they are one observation of the noise);
- * *groups: how many groups took part. gsum, gcnt: scratch of s->users. */
-static void shape_gain(const st_eval_set *s, const double *ga, const double *gb, const double *gv, const double *gl,
-                       double *gsum, uint32_t *gcnt, double *mean, double *se, uint64_t *groups)
+/* The cross-fitted paired difference of gl over gv (nv x grid, row i the
+ * validation user vidx[i]): each half of the users compared at the weights
+ * the other half chose on ga and gb (the metric the weight is fitted to), so
+ * the comparison is not flattered by the choice of the weights. Its mean over
+ * users and the standard error of that mean, clustered by group (a user and
+ * its copies share their held-out segments, so they are one observation of
+ * the noise); *groups: how many groups took part. gsum, gcnt: scratch of
+ * s->users. */
+static void shape_gain(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, const double *ga, const double *gb,
+                       const double *gv, const double *gl, double *gsum, uint32_t *gcnt, double *mean, double *se,
+                       uint64_t *groups)
 {
     uint32_t ng = st_prior_grid_len;
     memset(gsum, 0, (size_t)s->users * sizeof *gsum);
@@ -770,11 +796,11 @@ static void shape_gain(const st_eval_set *s, const double *ga, const double *gb,
     double sum = 0;
     uint64_t n = 0, G = 0;
     for (uint32_t h = 0; h < 2; h++) {
-        uint32_t wl = half_best(s, ga, 1 - h), wn = half_best(s, gb, 1 - h);
-        for (uint32_t e = 0; e < s->users; e++) {
-            uint32_t g = group_of(s, e);
-            double a = gv[(size_t)e * ng + wl], b = gl[(size_t)e * ng + wn];
-            if (!s->validation[e] || (g & 1) != h || isnan(a) || isnan(b)) continue;
+        uint32_t wl = half_best(s, vidx, nv, ga, 1 - h), wn = half_best(s, vidx, nv, gb, 1 - h);
+        for (uint32_t i = 0; i < nv; i++) {
+            uint32_t g = group_of(s, vidx[i]);
+            double a = gv[(size_t)i * ng + wl], b = gl[(size_t)i * ng + wn];
+            if ((g & 1) != h || isnan(a) || isnan(b)) continue;
             gsum[g] += b - a;
             G += gcnt[g]++ == 0;
             sum += b - a;
@@ -798,43 +824,46 @@ int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const floa
     gain[0] = gain[1] = gain[2] = se[0] = se[1] = se[2] = 0;
     if (check_ks(ks, nk, err) != 0) return -1;
     uint32_t ng = st_prior_grid_len, k2 = ks[0] < ks[ki] ? ks[0] : 0;
-    size_t one = (size_t)s->users * ng;
+    /* vidx, rank and gcnt (users each), then the four grids and gsum */
+    uint32_t *vidx = st_malloc(((size_t)s->users * 3 + 1) * sizeof *vidx), *rank = vidx + s->users;
+    uint32_t *gcnt = rank + s->users;
+    if (!vidx) return st_seterr(err, "out of memory");
+    uint32_t nv = validation_rows(s, vidx, rank);
+    size_t one = (size_t)nv * ng;
     double *gv = st_malloc((one * 4 + s->users + 1) * sizeof *gv);
-    uint32_t *gcnt = st_malloc(((size_t)s->users + 1) * sizeof *gcnt);
-    if (!gv || !gcnt) {
-        st_free(gv);
-        st_free(gcnt);
+    if (!gv) {
+        st_free(vidx);
         return st_seterr(err, "out of memory");
     }
     double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, *gsum = gv + 4 * one, vl[64], vn[64], bl, bn;
     const float *q[2] = {q_log, q_linear};
-    if (prior_grid(s, r, q, 2, n, ks, ki, metric, threads, g, g + 2, k2, err) != 0) {
+    if (prior_grid(s, r, q, 2, n, ks, ki, metric, threads, rank, nv, g, g + 2, k2, err) != 0) {
         st_free(gv);
-        st_free(gcnt);
+        st_free(vidx);
         return -1;
     }
-    uint32_t gl0 = prior_best(s, g[0], vl, &bl), gn0 = prior_best(s, g[1], vn, &bn);
+    uint32_t gl0 = prior_best(g[0], nv, vl, &bl), gn0 = prior_best(g[1], nv, vn, &bn);
     /* The linear prior wins only when the mean of its gains at the two
      * cut-offs (the fitted one, and the smaller one when there is one) is
      * beyond twice its standard error and it loses at neither, over enough
      * independent users for a standard error to mean something. */
     uint64_t groups;
-    shape_gain(s, g[0], g[1], g[0], g[1], gsum, gcnt, &gain[0], &se[0], &groups);
+    shape_gain(s, vidx, nv, g[0], g[1], g[0], g[1], gsum, gcnt, &gain[0], &se[0], &groups);
     gain[2] = gain[0];
     se[2] = se[0];
     if (k2) {
-        shape_gain(s, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[1], &se[1], &groups);
+        shape_gain(s, vidx, nv, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[1], &se[1], &groups);
         for (size_t i = 0; i < one; i++) { /* each user's mean of the two cut-offs */
             g[2][i] = (g[0][i] + g[2][i]) / 2;
             g[3][i] = (g[1][i] + g[3][i]) / 2;
         }
-        shape_gain(s, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[2], &se[2], &groups);
+        shape_gain(s, vidx, nv, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[2], &se[2], &groups);
     }
     *linear = groups >= ST_SHAPE_MIN_USERS && gain[2] > 2 * se[2] && gain[0] > 0 && (!k2 || gain[1] > 0);
     *best = st_prior_grid[*linear ? gn0 : gl0];
     if (values) memcpy(values, *linear ? vn : vl, ng * sizeof *values);
     st_free(gv);
-    st_free(gcnt);
+    st_free(vidx);
     return 0;
 }
 
