@@ -118,7 +118,8 @@ typedef struct {
     uint32_t *test;              /* held-out segments, ascending per user, disjoint from seen */
     uint8_t *validation;         /* e: 1 = validation user, 0 = test user */
     uint32_t *origin;            /* e: the user e is a copy of (st_holdout_set's sparse copies), else e;
-                                  * NULL: every user is its own */
+                                  * NULL: every user is its own. Set after the last user is added (the
+                                  * adds do not grow it) */
     uint64_t seen_cap, test_cap;
     uint64_t dropped_pairs;      /* held-out pairs not usable: segment unknown to the model, or seen */
     uint64_t cold_skipped;       /* cold users with too few segments to fold in and test */

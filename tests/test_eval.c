@@ -331,8 +331,9 @@ static void full_recall(const st_eval_set *set, uint32_t e, const float *row, co
     for (uint32_t i = 0; i < nk; i++) recall[i] = mt[i * ST_NMETRICS + ST_M_RECALL];
 }
 
-/* The best grid weight by the mean of v (users x grid) over the users whose
- * group (origin) has the given parity (2: every user); ties the smaller. */
+/* The best grid weight by the mean of v (users x grid) over the validation
+ * users whose group (origin) has the given parity (2: every one); ties the
+ * smaller. */
 static uint32_t naive_best(const st_eval_set *set, const double *v, int parity)
 {
     uint32_t ng = st_prior_grid_len, bg = 0;
@@ -341,7 +342,7 @@ static uint32_t naive_best(const st_eval_set *set, const double *v, int parity)
         double sum = 0;
         uint32_t cnt = 0;
         for (uint32_t e = 0; e < set->users; e++)
-            if (parity == 2 || (int)(set->origin[e] & 1) == parity) {
+            if (set->validation[e] && (parity == 2 || (int)(set->origin[e] & 1) == parity)) {
                 sum += v[(size_t)e * ng + g];
                 cnt++;
             }
@@ -354,17 +355,18 @@ static uint32_t naive_best(const st_eval_set *set, const double *v, int parity)
 }
 
 /* The prior's shape (st_eval_fit_prior_shape) against the definition
- * computed the obvious way: every user's recall at 10 and 5 by a full
- * ranking at every weight of both priors; each half of the users (by their
- * group's parity) compared at the weights the other half chose at 10; the
- * mean gain at 10, at 5 and of the two's mean, with standard errors
- * clustered by group (users 60-119 are copies of users 0-59, as train's
- * sparse copies are); linear only beyond 2 of them and a loss at neither. */
-static void prior_shape(const st_eval_set *set, const st_ranker *r, const float *rows, const float *q,
-                        const float *ql, uint32_t n)
+ * computed the obvious way: every validation user's recall at 10 and 5 by a
+ * full ranking at every weight of both priors; each half of them (by their
+ * group's parity, origin) compared at the weights the other half chose at 10;
+ * the mean gain at 10, at 5 and of the two's mean, with standard errors
+ * clustered by group; linear only beyond 2 of them, a loss at neither cut-off
+ * and at least 20 groups. *raw: the rule's answer without the 20-group floor.
+ * Returns the fit's answer. */
+static int prior_shape(const char *label, const st_eval_set *set, const st_ranker *r, const float *rows,
+                       const float *q, const float *ql, uint32_t n, int *raw)
 {
     char err[ST_ERRLEN] = "";
-    uint32_t ng = st_prior_grid_len, U = set->users, ks[2] = {5, 10};
+    uint32_t ng = st_prior_grid_len, U = set->users, ks[2] = {5, 10}, G = 0;
     double *v = malloc((size_t)4 * U * ng * sizeof *v); /* log@10, lin@10, log@5, lin@5 */
     float *sc = malloc(n * 4);
     uint32_t *cand = malloc(n * 4);
@@ -380,11 +382,12 @@ static void prior_shape(const st_eval_set *set, const st_ranker *r, const float 
     double gain[3], se[3];
     for (int c = 0; c < 3; c++) {
         double sum = 0, *gs = calloc(U, sizeof *gs);
-        uint32_t *gc = calloc(U, sizeof *gc), N = 0, G = 0;
+        uint32_t *gc = calloc(U, sizeof *gc), N = 0;
+        G = 0;
         for (int h = 0; h < 2; h++) {
             uint32_t wl = naive_best(set, l10, 1 - h), wn = naive_best(set, n10, 1 - h);
             for (uint32_t e = 0; e < U; e++) {
-                if ((int)(set->origin[e] & 1) != h) continue;
+                if (!set->validation[e] || (int)(set->origin[e] & 1) != h) continue;
                 size_t il = (size_t)e * ng + wl, in = (size_t)e * ng + wn;
                 double d10 = n10[in] - l10[il], d5 = n5[in] - l5[il];
                 double d = c == 0 ? d10 : c == 1 ? d5 : (d10 + d5) / 2;
@@ -402,25 +405,66 @@ static void prior_shape(const st_eval_set *set, const st_ranker *r, const float 
         free(gs);
         free(gc);
     }
-    int linear = gain[2] > 2 * se[2] && gain[0] > 0 && gain[1] > 0;
+    *raw = gain[2] > 2 * se[2] && gain[0] > 0 && gain[1] > 0;
+    int linear = *raw && G >= 20;
     uint32_t bl = naive_best(set, l10, 2), bn = naive_best(set, n10, 2);
     double fgain[3], fse[3], best, values[64];
     int flin = -1;
     ok(st_eval_fit_prior_shape(set, r, q, ql, n, ks, 2, 1, ST_M_RECALL, 2, &flin, &best, values, fgain, fse, err) == 0,
-       "the shape fit runs (%s)", err);
+       "%s: the shape fit runs (%s)", label, err);
     double worst = 0;
     for (int c = 0; c < 3; c++) {
         worst = fabs(fgain[c] - gain[c]) > worst ? fabs(fgain[c] - gain[c]) : worst;
         worst = fabs(fse[c] - se[c]) > worst ? fabs(fse[c] - se[c]) : worst;
     }
     ok(worst < 1e-12 && se[2] > 0,
-       "the linear prior's gains at 10, 5 and their mean (%+.4f, %+.4f, %+.4f) and standard errors (%.4f, %.4f, %.4f) "
-       "are the definition's (largest difference %.2g)", gain[0], gain[1], gain[2], se[0], se[1], se[2], worst);
-    ok(flin == linear && best == st_prior_grid[linear ? bn : bl],
-       "the shape (%s) and its weight (%g) are the rule's", flin ? "linear" : "log", best);
+       "%s: the linear prior's gains at 10, 5 and their mean (%+.4f, %+.4f, %+.4f) and standard errors (%.4f, %.4f, "
+       "%.4f) over %u groups are the definition's (largest difference %.2g)", label, gain[0], gain[1], gain[2], se[0],
+       se[1], se[2], G, worst);
+    ok(flin == linear && best == st_prior_grid[linear ? bn : bl], "%s: the shape (%s) and its weight (%g) are the rule's",
+       label, flin ? "linear" : "log", best);
     free(v);
     free(sc);
     free(cand);
+    return flin;
+}
+
+/* A set over model m's users (validation users all of them) whose held-out
+ * segments both the factors and the prior predict: per user one of its best
+ * `best` by U.V, then ones drawn with probability growing as (pop + 1)^p. Its
+ * model scores into rows (users x n). */
+static void shape_set(st_eval_set *s2, st_model *m, const float *pop, double p, uint32_t best, st_rng *g,
+                      const st_ranker *r0, float *rows)
+{
+    char err[ST_ERRLEN] = "";
+    uint32_t n = m->segments, k = m->k;
+    double cum = 0, *cdf = malloc(n * sizeof *cdf);
+    float *sc = malloc(n * 4);
+    for (uint32_t j = 0; j < n; j++) cdf[j] = cum += pow(pop[j] + 1, p);
+    st_eval_set_init(s2, k);
+    for (uint32_t u = 0; u < m->users; u++) {
+        uint32_t test[6], top20[20];
+        float t20[20];
+        for (uint32_t j = 0; j < n; j++) {
+            double d = 0;
+            for (uint32_t i = 0; i < k; i++) d += (double)m->U[(size_t)u * k + i] * m->V[(size_t)j * k + i];
+            sc[j] = (float)d;
+        }
+        st_topk(sc, n, 20, NULL, 0, top20, t20);
+        test[0] = top20[st_rng_below(g, best)];
+        for (int t = 1; t < 6; t++) {
+            double x = st_rng_uniform(g) * cum;
+            uint32_t j = 0;
+            while (j + 1 < n && cdf[j] <= x) j++;
+            test[t] = j;
+        }
+        st_eval_set_add_known(s2, m, u, test, 6, err);
+    }
+    for (uint32_t e = 0; e < s2->users; e++) s2->validation[e] = 1;
+    s2->origin = st_malloc(s2->users * sizeof *s2->origin);
+    st_eval_scores(s2, r0, n, NULL, 1, rows, err);
+    free(cdf);
+    free(sc);
 }
 
 /* The prior-weight grid (st_eval_fit_prior, which ranks only a few
@@ -500,43 +544,42 @@ static void prior_grid(void)
         if (d > worst) worst = d;
     }
     ok(worst < 1e-12, "every grid weight's recall@10 equals a full ranking's (largest difference %.2g)", worst);
-    /* The shape, on held-out segments the prior and the factors both
-     * predict (so the best weights are moderate and the shapes differ): per
-     * user one of its 20 best by U.V, then ones drawn with probability
-     * growing as pop^3. Users 60-119 are copies of users 0-59. */
-    float *ql = malloc(n * 4);
+    /* The shape. Copies as train makes them: users 60-119 stand for copies
+     * of users 0-59, the partner an odd step away (so halves by the user's
+     * index would differ from halves by its group). */
+    float *ql = malloc(n * 4), *rows2 = malloc((size_t)mu * n * 4);
     for (uint32_t j = 0; j < n; j++) ql[j] = (float)(pop[j] / top);
     st_eval_set s2;
-    st_eval_set_init(&s2, k);
-    double cum = 0, *cdf = malloc(n * sizeof *cdf);
-    for (uint32_t j = 0; j < n; j++) cdf[j] = cum += pow(pop[j] + 1, 3);
-    float *rows2 = malloc((size_t)mu * n * 4);
-    for (uint32_t u = 0; u < mu; u++) {
-        uint32_t test[6], top20[20];
-        float t20[20];
-        for (uint32_t j = 0; j < n; j++) {
-            double d = 0;
-            for (uint32_t i = 0; i < k; i++) d += (double)U[(size_t)u * k + i] * V[(size_t)j * k + i];
-            sc[j] = (float)d;
-        }
-        st_topk(sc, n, 20, NULL, 0, top20, t20);
-        test[0] = top20[st_rng_below(&g, 20)];
-        for (int t = 1; t < 6; t++) {
-            double x = st_rng_uniform(&g) * cum;
-            uint32_t j = 0;
-            while (j + 1 < n && cdf[j] <= x) j++;
-            test[t] = j;
-        }
-        st_eval_set_add_known(&s2, &m, u, test, 6, err);
-    }
-    for (uint32_t e = 0; e < s2.users; e++) s2.validation[e] = 1;
-    s2.origin = st_malloc(s2.users * sizeof *s2.origin);
-    for (uint32_t e = 0; e < s2.users; e++) s2.origin[e] = e < 60 ? e : e - 60;
-    st_eval_scores(&s2, &r0, n, NULL, 1, rows2, err);
-    prior_shape(&s2, &r, rows2, q, ql, n);
+    int raw;
+    shape_set(&s2, &m, pop, 3, 20, &g, &r0, rows2);
+    for (uint32_t e = 0; e < s2.users; e++) s2.origin[e] = e < 60 ? e : (e - 59) % 60;
+    prior_shape("copies", &s2, &r, rows2, q, ql, n, &raw);
+    /* A third of the users left out of the fit (test users): rows by rank. */
+    for (uint32_t e = 0; e < s2.users; e++) s2.validation[e] = e % 3 != 1;
+    prior_shape("a third test users", &s2, &r, rows2, q, ql, n, &raw);
     st_eval_set_free(&s2);
+    /* Held-out segments the linear prior predicts better: a Zipf popularity
+     * whose few head segments the users hold beside their own best ones (the
+     * linear prior lifts those few and leaves the rest to the factors; the
+     * log one lifts the middle too): the linear shape chosen. Then the same
+     * users in 15 groups: too few, the log shape. */
+    float *zpop = malloc(n * 4), *zq = malloc(n * 4), *zql = malloc(n * 4);
+    for (uint32_t j = 0; j < n; j++) zpop[j] = (float)floor(2000.0 / (j + 1));
+    for (uint32_t j = 0; j < n; j++) {
+        zq[j] = (float)(log1p(zpop[j]) / log1p(zpop[0]));
+        zql[j] = (float)(zpop[j] / zpop[0]);
+    }
+    shape_set(&s2, &m, zpop, 4, 1, &g, &r0, rows2);
+    for (uint32_t e = 0; e < s2.users; e++) s2.origin[e] = e;
+    ok(prior_shape("Zipf head", &s2, &r, rows2, zq, zql, n, &raw) == 1, "Zipf head: the linear prior wins");
+    for (uint32_t e = 0; e < s2.users; e++) s2.origin[e] = e % 15;
+    ok(prior_shape("15 groups", &s2, &r, rows2, zq, zql, n, &raw) == 0 && raw == 1,
+       "15 groups: the log prior, though the gain alone would take the linear one");
+    st_eval_set_free(&s2);
+    free(zpop);
+    free(zq);
+    free(zql);
     free(rows2);
-    free(cdf);
     free(ql);
     free(rows);
     free(sc);
