@@ -185,11 +185,11 @@ static uint32_t block_users(uint32_t n)
 }
 
 /* One prior of the grid pass: its q, the grid_m segments with the highest q
- * (best first), the grid_m-th highest q (-inf when there are fewer
- * segments), and where the metric goes (users x grid). */
+ * (in segment order), the grid_m-th highest q (-inf when there are fewer
+ * segments), and where the metric goes (validation users x grid). */
 typedef struct {
     const float *prior;
-    const uint32_t *pidx;
+    const uint32_t *psorted; /* the np segments with the highest prior, in segment order */
     uint32_t np;
     float qm;
     double *values;
@@ -327,43 +327,41 @@ static void sample_user(const pass_ctx *c, uint32_t e, const float *row, uint8_t
 /* The prior-weight grid for one user: its metric at every weight, from its
  * scores row (seen excluded). The blend is added exactly as score_block adds
  * it. Rather than a pass over all n segments per weight, the candidates are
- * the user's best M by the model and the M segments with the highest prior
- * (in segment order, so ties break as a full pass breaks them): any other
- * segment scores at most a_M + w q_M (a_M, q_M the M-th best of each, float
- * rounding being monotone), so when that is below the K-th best candidate
- * the candidates' top K is the full top K; otherwise the full pass runs.
- * mark: n bytes, zero on entry and return; cand: 2M + M entries. */
+ * the user's best M by the model (mc, na of them, in segment order; a_m the
+ * M-th best score, or -inf when there were fewer) and the M segments with
+ * the highest prior (gp->psorted, in segment order), merged in segment order
+ * so ties break as a full pass breaks them: any other segment scores at most
+ * a_m + w q_M (q_M the M-th highest prior, float rounding being monotone), so
+ * when that is below the K-th best candidate the candidates' top K is the
+ * full top K; otherwise the full pass runs. mark: n bytes, zero on entry and
+ * return; cand: 2M entries. */
 static void grid_user(const pass_ctx *c, const grid_prior *gp, uint32_t e, const float *row, const uint32_t *seen,
                       uint64_t ns, const uint32_t *test, uint32_t nt, uint8_t *mark, float *sc, uint32_t *topi,
-                      float *topsc, uint32_t *cand)
+                      float *topsc, const uint32_t *mc, uint32_t na, float a_m, uint32_t *cand)
 {
-    uint32_t n = c->n, kmax = c->kmax, M = c->grid_m, nc = 0;
+    uint32_t n = c->n, kmax = c->kmax, nc = 0, i = 0, j = 0;
     const float *prior = gp->prior;
-    float *best = (float *)(cand + 2 * M);
-    uint32_t na = st_topk(row, n, M, seen, ns, cand, best);
-    float a_m = na == M ? best[M - 1] : -INFINITY; /* fewer: every unseen segment is a candidate */
-    for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 2;
-    for (uint64_t i = 0; i < ns; i++) mark[seen[i]] |= 4;
-    nc = na;
-    for (uint32_t i = 0; i < gp->np; i++)
-        if (!mark[gp->pidx[i]]) cand[nc++] = gp->pidx[i];
-    for (uint64_t i = 0; i < ns; i++) mark[seen[i]] = 0;
-    for (uint32_t i = 0; i < na; i++) mark[cand[i]] = 0;
-    for (uint32_t i = 1; i < nc; i++) /* insertion sort: segment order */
-        for (uint32_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
-            uint32_t t = cand[j];
-            cand[j] = cand[j - 1];
-            cand[j - 1] = t;
+    for (uint64_t q = 0; q < ns; q++) mark[seen[q]] = 4;
+    while (i < na || j < gp->np) { /* merge, the prior's side without the seen */
+        uint32_t a = i < na ? mc[i] : UINT32_MAX, b = j < gp->np ? gp->psorted[j] : UINT32_MAX;
+        if (b < a && mark[b]) {
+            j++;
+            continue;
         }
+        cand[nc++] = a <= b ? a : b;
+        i += a <= b;
+        j += b <= a;
+    }
+    for (uint64_t q = 0; q < ns; q++) mark[seen[q]] = 0;
     double m[ST_EVAL_MAXK * ST_NMETRICS];
     for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 1;
     for (uint32_t g = 0; g < c->ngrid; g++) {
         float w = (float)c->grid[g];
-        for (uint32_t i = 0; i < nc; i++) sc[i] = w != 0 ? row[cand[i]] + w * prior[cand[i]] : row[cand[i]];
+        for (uint32_t q = 0; q < nc; q++) sc[q] = w != 0 ? row[cand[q]] + w * prior[cand[q]] : row[cand[q]];
         uint32_t got = st_topk(sc, nc, kmax, NULL, 0, topi, topsc);
         float bound = w != 0 ? a_m + w * gp->qm : a_m;
         if (got == kmax && bound < topsc[kmax - 1]) {
-            for (uint32_t i = 0; i < got; i++) topi[i] = cand[topi[i]];
+            for (uint32_t q = 0; q < got; q++) topi[q] = cand[topi[q]];
         } else {
             for (uint32_t q = 0; q < n; q++) sc[q] = w != 0 ? row[q] + w * prior[q] : row[q];
             got = st_topk(sc, n, kmax, seen, ns, topi, topsc);
@@ -374,6 +372,24 @@ static void grid_user(const pass_ctx *c, const grid_prior *gp, uint32_t e, const
         if (gp->values2) gp->values2[at] = m[c->grid_metric];
     }
     for (uint32_t q = 0; q < nt; q++) mark[test[q]] = 0;
+}
+
+/* The user's best grid_m segments by the model, seen excluded, in segment
+ * order (mc), for every prior's grid_user; how many; *a_m the grid_m-th best
+ * score (-inf when there were fewer: every unseen segment is a candidate).
+ * best: grid_m floats of scratch. */
+static uint32_t grid_model_cands(const pass_ctx *c, const float *row, const uint32_t *seen, uint64_t ns,
+                                 uint32_t *mc, float *best, float *a_m)
+{
+    uint32_t M = c->grid_m, na = st_topk(row, c->n, M, seen, ns, mc, best);
+    *a_m = na == M ? best[M - 1] : -INFINITY;
+    for (uint32_t i = 1; i < na; i++) /* insertion sort: segment order */
+        for (uint32_t j = i; j > 0 && mc[j - 1] > mc[j]; j--) {
+            uint32_t t = mc[j];
+            mc[j] = mc[j - 1];
+            mc[j - 1] = t;
+        }
+    return na;
 }
 
 static void pass_task(void *vctx, uint64_t task, int thread)
@@ -406,9 +422,13 @@ static void pass_task(void *vctx, uint64_t task, int thread)
         uint64_t ns = s->seen_ptr[e + 1] - s->seen_ptr[e];
         uint32_t nt = (uint32_t)(s->test_ptr[e + 1] - s->test_ptr[e]);
         if (c->grid) {
+            /* after the mark bytes: the model's candidates (M), their scores
+             * (M), the merged candidates (2M) */
+            uint32_t *mc = (uint32_t *)(mark + st_align_up(n, 4)), *cand = mc + 2 * c->grid_m;
+            float a_m;
+            uint32_t na = grid_model_cands(c, row, seen, ns, mc, (float *)(mc + c->grid_m), &a_m);
             for (uint32_t g = 0; g < c->ngp; g++)
-                grid_user(c, &c->gp[g], e, row, seen, ns, test, nt, mark, aucs, topi, topsc,
-                          (uint32_t *)(mark + st_align_up(n, 4)));
+                grid_user(c, &c->gp[g], e, row, seen, ns, test, nt, mark, aucs, topi, topsc, mc, na, a_m, cand);
             continue;
         }
         uint32_t got = st_topk(row, n, kmax, seen, ns, topi, topsc);
@@ -436,8 +456,9 @@ static int run_pass(pass_ctx *c, const uint8_t *mask, int threads, char *err)
     c->B = block_users(c->n);
     if (threads < 1) threads = st_cpu_count();
     size_t floats = (size_t)c->B * c->n + (size_t)c->B * s->k + c->kmax + c->n;
-    /* after the mark bytes: the grid's candidates (2M indices, M scores) */
-    size_t grid = c->grid ? st_align_up(c->n, 4) - c->n + (size_t)c->grid_m * 12 : 0;
+    /* after the mark bytes: the grid's candidates (M model ones, their M
+     * scores, 2M merged) */
+    size_t grid = c->grid ? st_align_up(c->n, 4) - c->n + (size_t)c->grid_m * 16 : 0;
     c->per_thread = st_align_up(floats * 4 + (size_t)c->kmax * 4 + c->n + grid, 64);
     c->scratch = st_aligned_alloc(64, (size_t)threads * c->per_thread);
     if (!c->scratch) {
@@ -697,8 +718,14 @@ static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *con
         g->values = gv[i];
         g->values2 = two ? gv2[i] : NULL;
         g->np = st_topk(q[i], n, c.grid_m, NULL, 0, pi, pq);
-        g->pidx = pi;
         g->qm = g->np == c.grid_m && c.grid_m < n ? pq[c.grid_m - 1] : -INFINITY;
+        for (uint32_t a = 1; a < g->np; a++) /* insertion sort: segment order */
+            for (uint32_t b = a; b > 0 && pi[b - 1] > pi[b]; b--) {
+                uint32_t t = pi[b];
+                pi[b] = pi[b - 1];
+                pi[b - 1] = t;
+            }
+        g->psorted = pi;
     }
     int rc = run_pass(&c, &one, threads, err);
     st_free(pidx);
