@@ -28,8 +28,8 @@
 st_evaluate_opts st_eval_cli_evaluate_opts(const st_eval_cli *o, int threads)
 {
     st_evaluate_opts e = {.nk = o->nk, .metric = o->metric, .metric_ki = o->metric_ki, .prior_mode = o->prior_mode,
-                          .prior_fixed = o->prior_fixed, .prior_shape = o->prior_shape, .seed = o->split_seed, .negatives = (uint32_t)o->negatives,
-                          .segments = (uint32_t)o->segments, .threads = threads};
+                          .prior_fixed = o->prior_fixed, .prior_shape = o->prior_shape, .seed = o->split_seed,
+                          .negatives = (uint32_t)o->negatives, .segments = (uint32_t)o->segments, .threads = threads};
     memcpy(e.ks, o->ks, sizeof e.ks);
     e.baselines = o->baselines;
     e.knn_neighbours = (uint32_t)o->knn_neighbours;
@@ -318,11 +318,11 @@ void st_eval_cli_describe(st_facts *fa, char **inputs, int ninputs, const st_eva
              (unsigned long long)set->cold_skipped);
     st_facts_add(fa, "prior weight", "%g (%s); score = U.V + w %s", r->prior_weight, r->prior_how,
          r->prior_linear ? "pop/max pop" : "log(1+pop)/log(1+max pop)");
-    if (r->shape_gain[0] != 0 || r->shape_se[0] != 0)
+    if (r->shape.k[0])
         st_facts_add(fa, "prior shape", "%s (%s: the linear prior's gain %+.4f, standard error %.4f)",
-             r->prior_linear ? "linear" : "log", r->shape_how, r->shape_gain[2], r->shape_se[2]);
+             st_prior_shape_name(r->prior_linear), r->shape_how, r->shape.gain[2], r->shape.se[2]);
     else
-        st_facts_add(fa, "prior shape", "%s (%s)", r->prior_linear ? "linear" : "log", r->shape_how);
+        st_facts_add(fa, "prior shape", "%s (%s)", st_prior_shape_name(r->prior_linear), r->shape_how);
     double users_s = r->run[0].seconds > 0 ? r->run[0].ranked / r->run[0].seconds : 0;
     st_facts_add(fa, "ranking", "%u users x %u segments in %.3f s (%.0f users/s)", r->run[0].ranked, m->segments,
          r->run[0].seconds, users_s);

@@ -61,7 +61,7 @@ int cli_info(int argc, char **argv)
         json_object_set_new(o, "missing_exponent", json_real(h->missing_exponent));
         json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
         json_object_set_new(o, "prior_weight", json_real(h->prior_weight));
-        json_object_set_new(o, "prior_shape", json_string(h->flags & ST_MODEL_PRIOR_LINEAR ? "linear" : "log"));
+        json_object_set_new(o, "prior_shape", json_string(st_prior_shape_name(h->flags & ST_MODEL_PRIOR_LINEAR)));
         char fp[32];
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h->fingerprint);
         json_object_set_new(o, "fingerprint", json_string(fp));

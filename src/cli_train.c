@@ -351,7 +351,8 @@ static void print_validation(const train_job *j, const st_holdout *h, const st_e
     printf("validation: %u users, %u fit the prior weight (%g), its shape (%s) and the calibration; on the other "
            "%u, recall@20 %.4f, popularity %.4f (%.2fx); the fit also used %u sparse copies of its users (at most %d "
            "segments each)\n",
-           h->users, fit, r->prior_weight, r->prior_linear ? "linear" : "log", r->test_users, mr, pr, pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
+           h->users, fit, r->prior_weight, st_prior_shape_name(r->prior_linear), r->test_users, mr, pr,
+           pr > 0 ? mr / pr : 0.0, r->validation_users - fit,
            ST_HOLDOUT_SPARSE_MAX);
 }
 

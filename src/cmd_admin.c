@@ -58,7 +58,7 @@ void cmd_model_info(st_ctx *c)
     st_cmd_kv_int(c->out, "seed", (int64_t)h->seed);
     st_cmd_kv_num(c->out, "half_life", h->half_life);
     st_cmd_kv_num(c->out, "prior_weight", h->prior_weight);
-    st_cmd_kv_str(c->out, "prior_shape", h->flags & ST_MODEL_PRIOR_LINEAR ? "linear" : "log");
+    st_cmd_kv_str(c->out, "prior_shape", st_prior_shape_name(h->flags & ST_MODEL_PRIOR_LINEAR));
     st_cmd_kv_int(c->out, "threads", h->threads);
     if (calibrated) {
         st_cmd_kv_num(c->out, "calib_a", h->calib_a);

@@ -218,21 +218,21 @@ static json_t *prior_json(const st_evaluation *r, const st_evaluate_opts *o)
     json_t *prior = json_object();
     json_object_set_new(prior, "weight", json_real(r->prior_weight));
     json_object_set_new(prior, "how", json_string(r->prior_how));
-    json_object_set_new(prior, "shape", json_string(r->prior_linear ? "linear" : "log"));
+    json_object_set_new(prior, "shape", json_string(st_prior_shape_name(r->prior_linear)));
     json_object_set_new(prior, "shape_how", json_string(r->shape_how ? r->shape_how : ""));
-    if (o->prior_mode == 0 && o->prior_shape == 0 && r->validation_users > 0) {
+    const st_shape_evidence *sh = &r->shape;
+    if (sh->k[0]) {
         json_t *ev = json_array();
-        for (int i = 0; i < 2; i++) {
-            if (i == 1 && r->shape_se[1] == 0 && r->shape_gain[1] == 0) break;
+        for (int i = 0; i < 2 && sh->k[i]; i++) {
             json_t *x = json_object();
-            json_object_set_new(x, "k", json_integer(i ? o->ks[0] : o->ks[o->metric_ki]));
-            json_object_set_new(x, "linear_gain", json_real(r->shape_gain[i]));
-            json_object_set_new(x, "se", json_real(r->shape_se[i]));
+            json_object_set_new(x, "k", json_integer(sh->k[i]));
+            json_object_set_new(x, "linear_gain", json_real(sh->gain[i]));
+            json_object_set_new(x, "se", json_real(sh->se[i]));
             json_array_append_new(ev, x);
         }
         json_object_set_new(prior, "shape_evidence", ev);
-        json_object_set_new(prior, "linear_gain", json_real(r->shape_gain[2]));
-        json_object_set_new(prior, "linear_gain_se", json_real(r->shape_se[2]));
+        json_object_set_new(prior, "linear_gain", json_real(sh->gain[2]));
+        json_object_set_new(prior, "linear_gain_se", json_real(sh->se[2]));
     }
     if (o->prior_mode == 0 && r->validation_users > 0) {
         json_t *grid = json_array();

@@ -136,12 +136,6 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
     int threads = o->threads;
     memset(r, 0, sizeof *r);
     uint32_t n = m->segments;
-    r->prior = st_malloc((size_t)n * sizeof *r->prior);
-    if (!r->prior) return st_seterr(err, "out of memory");
-    r->prior_linear = o->prior_shape == ST_PRIOR_SHAPE_AUTO ? (m->h.flags & ST_MODEL_PRIOR_LINEAR) != 0
-                                                            : o->prior_shape == ST_PRIOR_SHAPE_LINEAR;
-    r->shape_how = o->prior_shape == ST_PRIOR_SHAPE_AUTO ? "the model's" : "given";
-    st_score_prior_shape(m, r->prior_linear, r->prior);
     for (uint32_t e = 0; e < set->users; e++) {
         if (set->validation[e]) r->validation_users++;
         else {
@@ -150,28 +144,36 @@ int st_evaluate(const st_model *m, const st_eval_set *set, const st_evaluate_opt
         }
     }
     if (r->test_users == 0) return st_seterr(err, "no test users (every evaluated user is a validation user)");
+    int fit = o->prior_mode == ST_PRIOR_FIT && r->validation_users > 0;
+    int fit_shape = fit && o->prior_shape == ST_PRIOR_SHAPE_AUTO;
+    /* The prior: the log one while the shape is fitted (the fit takes the
+     * linear one beside it), else the model's or the one asked for. */
+    r->prior_linear = o->prior_shape == ST_PRIOR_SHAPE_AUTO ? !fit_shape && (m->h.flags & ST_MODEL_PRIOR_LINEAR) != 0
+                                                            : o->prior_shape == ST_PRIOR_SHAPE_LINEAR;
+    r->shape_how = o->prior_shape == ST_PRIOR_SHAPE_AUTO ? "the model's" : "given";
+    r->prior = st_malloc((size_t)n * sizeof *r->prior);
+    if (!r->prior) return st_seterr(err, "out of memory");
+    st_score_prior_shape(m, r->prior_linear, r->prior);
     st_ranker model = {.kind = ST_RANK_MODEL, .V = m->V, .prior = r->prior};
-    if (o->prior_mode == ST_PRIOR_FIT && r->validation_users > 0 && o->prior_shape == ST_PRIOR_SHAPE_AUTO) {
-        /* The weight and the shape together: the linear prior only when the
-         * validation users say so beyond their noise. */
+    if (fit) {
         int metric = o->metric == ST_NMETRICS ? ST_M_RECALL : o->metric;
-        float *q_lin = st_malloc((size_t)n * sizeof *q_lin);
-        if (!q_lin) return st_seterr(err, "out of memory");
-        st_score_prior_shape(m, 0, r->prior);
-        st_score_prior_shape(m, 1, q_lin);
-        int rc = st_eval_fit_prior_shape(set, &model, r->prior, q_lin, n, o->ks, o->nk, o->metric_ki, metric, threads,
-                                         &r->prior_linear, &r->prior_weight, r->prior_values, r->shape_gain,
-                                         r->shape_se, err);
-        if (rc == 0 && r->prior_linear) memcpy(r->prior, q_lin, (size_t)n * sizeof *q_lin);
-        st_free(q_lin);
-        if (rc != 0) return -1;
-        r->prior_how = "fitted on validation users";
-        r->shape_how = "fitted on validation users";
-    } else if (o->prior_mode == ST_PRIOR_FIT && r->validation_users > 0) {
-        int metric = o->metric == ST_NMETRICS ? ST_M_RECALL : o->metric;
-        if (st_eval_fit_prior(set, &model, n, o->ks, o->nk, o->metric_ki, metric, threads, &r->prior_weight,
-                              r->prior_values, err) != 0)
+        if (fit_shape) {
+            /* The weight and the shape together: the linear prior only when
+             * the validation users say so beyond their noise. */
+            float *q_lin = st_malloc((size_t)n * sizeof *q_lin);
+            if (!q_lin) return st_seterr(err, "out of memory");
+            st_score_prior_shape(m, 1, q_lin);
+            int rc = st_eval_fit_prior_shape(set, &model, r->prior, q_lin, n, o->ks, o->nk, o->metric_ki, metric,
+                                             threads, &r->prior_linear, &r->prior_weight, r->prior_values, &r->shape,
+                                             err);
+            if (rc == 0 && r->prior_linear) memcpy(r->prior, q_lin, (size_t)n * sizeof *q_lin);
+            st_free(q_lin);
+            if (rc != 0) return -1;
+            r->shape_how = "fitted on validation users";
+        } else if (st_eval_fit_prior(set, &model, n, o->ks, o->nk, o->metric_ki, metric, threads, &r->prior_weight,
+                                     r->prior_values, err) != 0) {
             return -1;
+        }
         r->prior_how = "fitted on validation users";
     } else if (o->prior_mode == ST_PRIOR_FIT) {
         r->prior_weight = 0;
@@ -286,13 +288,14 @@ char *st_evaluation_meta(const st_model *m, const st_evaluation *r, const st_eva
         LINE("eval.auc.popularity=%.4f\n", r->sum[1].auc.mean);
     }
     LINE("eval.prior_weight=%g\n", r->prior_weight);
-    LINE("eval.prior_shape=%s\n", r->prior_linear ? "linear" : "log");
-    for (int i = 0; i < 2; i++) /* the shape was fitted: the evidence, at each cut-off and of their mean */
-        if (r->shape_se[i] > 0 || r->shape_gain[i] != 0)
-            LINE("eval.prior_linear_gain@%u=%.5f\neval.prior_linear_gain@%u.se=%.5f\n", i ? o->ks[0] : k, r->shape_gain[i],
-                 i ? o->ks[0] : k, r->shape_se[i]);
-    if (r->shape_se[1] > 0 || r->shape_gain[1] != 0)
-        LINE("eval.prior_linear_gain=%.5f\neval.prior_linear_gain.se=%.5f\n", r->shape_gain[2], r->shape_se[2]);
+    LINE("eval.prior_shape=%s\n", st_prior_shape_name(r->prior_linear));
+    /* When the shape was fitted: the evidence, at each cut-off and of their mean. */
+    const st_shape_evidence *sh = &r->shape;
+    for (int i = 0; i < 2; i++)
+        if (sh->k[i])
+            LINE("eval.prior_linear_gain@%u=%.5f\neval.prior_linear_gain@%u.se=%.5f\n", sh->k[i], sh->gain[i], sh->k[i],
+                 sh->se[i]);
+    if (sh->k[1]) LINE("eval.prior_linear_gain=%.5f\neval.prior_linear_gain.se=%.5f\n", sh->gain[2], sh->se[2]);
     if (r->have_rel) LINE("eval.calibration_ece=%.4f\n", r->rel.ece);
 #undef LINE
     *len = w < cap ? w : cap - 1;

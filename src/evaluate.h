@@ -82,9 +82,7 @@ typedef struct {
     double prior_values[32]; /* the validation metric at each grid weight (fit) */
     int prior_linear;        /* the prior's shape: 1 linear, 0 log (score.h) */
     const char *shape_how;   /* how the shape came about */
-    double shape_gain[3], shape_se[3]; /* fitted with the shape: the linear prior's mean gain and its standard
-                                        * error at the fitted cut-off, at the smallest one (0: none), and
-                                        * of the two's mean (what decides) */
+    st_shape_evidence shape; /* the shape's evidence when it was fitted (shape.k[0] != 0) */
     int calibrated;
     const char *calib_how;
     double a, b;

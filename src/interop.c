@@ -249,7 +249,7 @@ static int json_write_fn(FILE *f, void *ctx, char *err)
     json_object_set_new(o, "unobserved_weight", json_real(h->unobserved_weight > 0 ? h->unobserved_weight : 1));
     json_object_set_new(o, "seed", json_integer((json_int_t)h->seed));
     json_object_set_new(o, "prior_weight", json_real(h->prior_weight));
-    json_object_set_new(o, "prior_shape", json_string(h->flags & ST_MODEL_PRIOR_LINEAR ? "linear" : "log"));
+    json_object_set_new(o, "prior_shape", json_string(st_prior_shape_name(h->flags & ST_MODEL_PRIOR_LINEAR)));
     if (h->flags & ST_MODEL_CALIBRATED) {
         json_object_set_new(o, "calib_a", json_real(h->calib_a));
         json_object_set_new(o, "calib_b", json_real(h->calib_b));

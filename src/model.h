@@ -92,6 +92,9 @@ typedef struct {
 #define ST_MODEL_PRIOR_LINEAR 4u /* the prior q is popularity / max popularity, not its log (score.h) */
 #define ST_MODEL_FLAGS (ST_MODEL_CALIBRATED | ST_MODEL_INT8 | ST_MODEL_PRIOR_LINEAR)
 
+/* The prior's shape by name, as every output says it: "linear" or "log". */
+static inline const char *st_prior_shape_name(int linear) { return linear ? "linear" : "log"; }
+
 /* One entry of the section table that follows the header. */
 typedef struct {
     char tag[4];

@@ -184,6 +184,17 @@ static uint32_t block_users(uint32_t n)
     return b < 4 ? 4 : b > 64 ? 64 : (uint32_t)b;
 }
 
+/* Ascending order of a few hundred segment indices (insertion sort). */
+static void sort_segments(uint32_t *a, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++)
+        for (uint32_t j = i; j > 0 && a[j - 1] > a[j]; j--) {
+            uint32_t t = a[j];
+            a[j] = a[j - 1];
+            a[j - 1] = t;
+        }
+}
+
 /* One prior of the grid pass: its q, the grid_m segments with the highest q
  * (in segment order), the grid_m-th highest q (-inf when there are fewer
  * segments), and where the metric goes (validation users x grid). */
@@ -383,12 +394,7 @@ static uint32_t grid_model_cands(const pass_ctx *c, const float *row, const uint
 {
     uint32_t M = c->grid_m, na = st_topk(row, c->n, M, seen, ns, mc, best);
     *a_m = na == M ? best[M - 1] : -INFINITY;
-    for (uint32_t i = 1; i < na; i++) /* insertion sort: segment order */
-        for (uint32_t j = i; j > 0 && mc[j - 1] > mc[j]; j--) {
-            uint32_t t = mc[j];
-            mc[j] = mc[j - 1];
-            mc[j - 1] = t;
-        }
+    sort_segments(mc, na);
     return na;
 }
 
@@ -719,12 +725,7 @@ static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *con
         g->values2 = two ? gv2[i] : NULL;
         g->np = st_topk(q[i], n, c.grid_m, NULL, 0, pi, pq);
         g->qm = g->np == c.grid_m && c.grid_m < n ? pq[c.grid_m - 1] : -INFINITY;
-        for (uint32_t a = 1; a < g->np; a++) /* insertion sort: segment order */
-            for (uint32_t b = a; b > 0 && pi[b - 1] > pi[b]; b--) {
-                uint32_t t = pi[b];
-                pi[b] = pi[b - 1];
-                pi[b - 1] = t;
-            }
+        sort_segments(pi, g->np);
         g->psorted = pi;
     }
     int rc = run_pass(&c, &one, threads, err);
@@ -733,33 +734,17 @@ static int prior_grid(const st_eval_set *s, const st_ranker *r, const float *con
     return rc;
 }
 
-/* The best grid weight of gv (nv x grid; ties: the smaller), its index;
- * values filled. */
-static uint32_t prior_best(const double *gv, uint32_t nv, double *values, double *best_v)
-{
-    uint32_t ng = st_prior_grid_len, bg = 0;
-    *best_v = -INFINITY;
-    for (uint32_t g = 0; g < ng; g++) {
-        st_stat st = st_stat_of(gv + g, nv, ng, NULL, 0);
-        double v = isnan(st.mean) ? -INFINITY : st.mean;
-        if (values) values[g] = st.mean;
-        if (v > *best_v) {
-            *best_v = v;
-            bg = g;
-        }
-    }
-    return bg;
-}
-
 /* The group of user e: the user it is a copy of (st_eval_set.origin), else
  * itself. Halves of the users are the groups' index parities, so a copy is
  * always in its original's half. */
 static uint32_t group_of(const st_eval_set *s, uint32_t e) { return s->origin ? s->origin[e] : e; }
 
 /* The best grid weight of gv (nv x grid, row i the validation user vidx[i])
- * on the users of one half (ties: the smaller), its index. */
-static uint32_t half_best(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, const double *gv,
-                          uint32_t parity)
+ * by the mean over the users of one half (parity of their group; 2: every
+ * user), NaN skipped, ties the smaller; its index. values (may be NULL): each
+ * weight's mean (NaN without users). */
+static uint32_t grid_best(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, const double *gv,
+                          uint32_t parity, double *values)
 {
     uint32_t ng = st_prior_grid_len, bg = 0;
     double best = -INFINITY;
@@ -768,10 +753,11 @@ static uint32_t half_best(const st_eval_set *s, const uint32_t *vidx, uint32_t n
         uint64_t cnt = 0;
         for (uint32_t i = 0; i < nv; i++) {
             double v = gv[(size_t)i * ng + g];
-            if ((group_of(s, vidx[i]) & 1) != parity || isnan(v)) continue;
+            if ((parity < 2 && (group_of(s, vidx[i]) & 1) != parity) || isnan(v)) continue;
             sum += v;
             cnt++;
         }
+        if (values) values[g] = cnt ? sum / (double)cnt : NAN;
         double mean = cnt ? sum / (double)cnt : -INFINITY;
         if (mean > best) {
             best = mean;
@@ -796,10 +782,7 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
     }
     const float *q = r->prior;
     int rc = prior_grid(s, r, &q, 1, n, ks, ki, metric, threads, rank, nv, &gv, NULL, 0, err);
-    if (rc == 0) {
-        double v;
-        *best = st_prior_grid[prior_best(gv, nv, values, &v)];
-    }
+    if (rc == 0) *best = st_prior_grid[grid_best(s, vidx, nv, gv, 2, values)];
     st_free(gv);
     st_free(vidx);
     return rc;
@@ -823,7 +806,7 @@ static void shape_gain(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, 
     double sum = 0;
     uint64_t n = 0, G = 0;
     for (uint32_t h = 0; h < 2; h++) {
-        uint32_t wl = half_best(s, vidx, nv, ga, 1 - h), wn = half_best(s, vidx, nv, gb, 1 - h);
+        uint32_t wl = grid_best(s, vidx, nv, ga, 1 - h, NULL), wn = grid_best(s, vidx, nv, gb, 1 - h, NULL);
         for (uint32_t i = 0; i < nv; i++) {
             uint32_t g = group_of(s, vidx[i]);
             double a = gv[(size_t)i * ng + wl], b = gl[(size_t)i * ng + wn];
@@ -844,13 +827,14 @@ static void shape_gain(const st_eval_set *s, const uint32_t *vidx, uint32_t nv, 
 
 int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
                             uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
-                            int *linear, double *best, double *values, double gain[3], double se[3], char *err)
+                            int *linear, double *best, double *values, st_shape_evidence *ev, char *err)
 {
     *best = 0;
     *linear = 0;
-    gain[0] = gain[1] = gain[2] = se[0] = se[1] = se[2] = 0;
+    memset(ev, 0, sizeof *ev);
     if (check_ks(ks, nk, err) != 0) return -1;
     uint32_t ng = st_prior_grid_len, k2 = ks[0] < ks[ki] ? ks[0] : 0;
+    double *gain = ev->gain, *se = ev->se;
     /* vidx, rank and gcnt (users each), then the four grids and gsum */
     uint32_t *vidx = st_malloc(((size_t)s->users * 3 + 1) * sizeof *vidx), *rank = vidx + s->users;
     uint32_t *gcnt = rank + s->users;
@@ -862,14 +846,14 @@ int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const floa
         st_free(vidx);
         return st_seterr(err, "out of memory");
     }
-    double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, *gsum = gv + 4 * one, vl[64], vn[64], bl, bn;
+    double *g[4] = {gv, gv + one, gv + 2 * one, gv + 3 * one}, *gsum = gv + 4 * one, vl[64], vn[64];
     const float *q[2] = {q_log, q_linear};
     if (prior_grid(s, r, q, 2, n, ks, ki, metric, threads, rank, nv, g, g + 2, k2, err) != 0) {
         st_free(gv);
         st_free(vidx);
         return -1;
     }
-    uint32_t gl0 = prior_best(g[0], nv, vl, &bl), gn0 = prior_best(g[1], nv, vn, &bn);
+    uint32_t gl0 = grid_best(s, vidx, nv, g[0], 2, vl), gn0 = grid_best(s, vidx, nv, g[1], 2, vn);
     /* The linear prior wins only when the mean of its gains at the two
      * cut-offs (the fitted one, and the smaller one when there is one) is
      * beyond twice its standard error and it loses at neither, over enough
@@ -887,6 +871,8 @@ int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const floa
         shape_gain(s, vidx, nv, g[0], g[1], g[2], g[3], gsum, gcnt, &gain[2], &se[2], &groups);
     }
     *linear = groups >= ST_SHAPE_MIN_USERS && gain[2] > 2 * se[2] && gain[0] > 0 && (!k2 || gain[1] > 0);
+    ev->k[0] = ks[ki];
+    ev->k[1] = k2;
     *best = st_prior_grid[*linear ? gn0 : gl0];
     if (values) memcpy(values, *linear ? vn : vl, ng * sizeof *values);
     st_free(gv);

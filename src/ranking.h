@@ -159,15 +159,21 @@ int st_eval_fit_prior(const st_eval_set *s, const st_ranker *r, uint32_t n, cons
  * with it and count with it as one observation) over at least
  * ST_SHAPE_MIN_USERS users: so noise on a small validation set, or a gain at
  * one cut-off paid for at the other, keeps the log shape. r->prior is
- * ignored. *best and values are the chosen shape's; gain[0] the linear mean
- * minus the log mean at ks[ki], se[0] its standard error, gain[1] and se[1]
- * the same at ks[0] (0 without a smaller cut-off), gain[2] and se[2] of the
- * two cut-offs' mean (gain[0], se[0] without a smaller one). */
+ * ignored. *best and values are the chosen shape's; *ev the evidence. */
 #define ST_SHAPE_MIN_USERS 20
+
+/* The evidence for the prior's shape: the linear prior's mean gain over the
+ * log one and its standard error at the cut-offs k[0] (the fitted one) and
+ * k[1] (the smaller one; 0: none), and of their mean, [2] (what decides; [0]
+ * without a second cut-off). k[0] is 0 when the shape was not fitted. */
+typedef struct {
+    uint32_t k[2];
+    double gain[3], se[3];
+} st_shape_evidence;
 
 int st_eval_fit_prior_shape(const st_eval_set *s, const st_ranker *r, const float *q_log, const float *q_linear,
                             uint32_t n, const uint32_t *ks, uint32_t nk, uint32_t ki, int metric, int threads,
-                            int *linear, double *best, double *values, double gain[3], double se[3], char *err);
+                            int *linear, double *best, double *values, st_shape_evidence *ev, char *err);
 
 /* ---- calibration -------------------------------------------------------------- */
 

@@ -46,11 +46,17 @@ float st_score_prior_of(double pop, double top, int linear)
     return (float)(q < 1 ? q : 1);
 }
 
-void st_score_prior_shape(const st_model *m, int linear, float *q)
+float st_score_prior_top(const st_model *m)
 {
     float top = 0;
     for (uint32_t s = 0; s < m->segments; s++)
         if (m->popularity[s] > top) top = m->popularity[s];
+    return top;
+}
+
+void st_score_prior_shape(const st_model *m, int linear, float *q)
+{
+    float top = st_score_prior_top(m);
     for (uint32_t s = 0; s < m->segments; s++) q[s] = st_score_prior_of(m->popularity[s], top, linear);
 }
 

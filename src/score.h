@@ -50,6 +50,8 @@ void st_score_prior_shape(const st_model *m, int linear, float *q);
  * largest popularity top (st_score_prior's value, for a segment the model
  * has not seen, e.g. one created online); at most 1. */
 float st_score_prior_of(double pop, double top, int linear);
+/* The model's largest popularity: the top of st_score_prior_of. */
+float st_score_prior_top(const st_model *m);
 
 /* Every segment's score for the user vector x, with the model's prior blend:
  *   scores[s] = V[s] . x + prior_weight q[s]

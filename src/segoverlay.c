@@ -63,10 +63,7 @@ st_segov *st_segov_new(const st_model *m, char *err)
     g->m = m;
     g->k = m->k;
     g->min_users = ST_SEGMENT_MIN_USERS;
-    float top = 0;
-    for (uint32_t s = 0; s < m->segments; s++)
-        if (m->popularity[s] > top) top = m->popularity[s];
-    g->pop_top = top;
+    g->pop_top = st_score_prior_top(m);
     st_idmap_init(&g->names);
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);

@@ -74,6 +74,27 @@ static void auc_hand(void)
     ok(isnan(st_eval_auc(s, 5, seen, 1, all, 4, mark, scratch)), "AUC without other candidates is NaN");
 }
 
+/* The naive ranking: the n segments but the excluded ones (ns of them), by
+ * score s descending, ties by index, into order; how many. */
+static uint32_t naive_ranking(const float *s, uint32_t n, const uint32_t *excl, uint64_t ns, uint32_t *order)
+{
+    uint32_t nc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int excluded = 0;
+        for (uint64_t q = 0; q < ns; q++) excluded |= excl[q] == i;
+        if (!excluded) order[nc++] = i;
+    }
+    for (uint32_t i = 1; i < nc; i++)
+        for (uint32_t j = i; j > 0 && (s[order[j]] > s[order[j - 1]] ||
+                                      (s[order[j]] == s[order[j - 1]] && order[j] < order[j - 1]));
+             j--) {
+            uint32_t t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    return nc;
+}
+
 static void random_cases(void)
 {
     st_rng r;
@@ -93,21 +114,7 @@ static void random_cases(void)
                 is_test[i] = 1;
             }
         }
-        /* The candidates' ranking: score descending, ties by index. */
-        uint32_t nc = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            int excluded = 0;
-            for (uint32_t q = 0; q < nseen; q++) excluded |= seen[q] == i;
-            if (!excluded) order[nc++] = i;
-        }
-        for (uint32_t i = 1; i < nc; i++)
-            for (uint32_t j = i; j > 0 && (s[order[j]] > s[order[j - 1]] ||
-                                          (s[order[j]] == s[order[j - 1]] && order[j] < order[j - 1]));
-                 j--) {
-                uint32_t t = order[j];
-                order[j] = order[j - 1];
-                order[j - 1] = t;
-            }
+        uint32_t nc = naive_ranking(s, n, seen, nseen, order);
         uint32_t ks[4] = {1, 3, 10, 40};
         double a[4 * ST_NMETRICS], b[4 * ST_NMETRICS];
         if (ntest == 0) continue;
@@ -310,21 +317,8 @@ static void full_recall(const st_eval_set *set, uint32_t e, const float *row, co
                         const uint32_t *ks, uint32_t nk, float *sc, uint32_t *cand, double *recall)
 {
     for (uint32_t j = 0; j < n; j++) sc[j] = w != 0 ? row[j] + w * q[j] : row[j];
-    uint32_t nc = 0;
-    const uint32_t *seen = set->seen + set->seen_ptr[e];
     uint64_t ns = set->seen_ptr[e + 1] - set->seen_ptr[e];
-    for (uint32_t j = 0; j < n; j++) {
-        int is_seen = 0;
-        for (uint64_t t = 0; t < ns; t++) is_seen |= seen[t] == j;
-        if (!is_seen) cand[nc++] = j;
-    }
-    for (uint32_t a = 1; a < nc; a++)
-        for (uint32_t b = a; b > 0 && (sc[cand[b]] > sc[cand[b - 1]] ||
-                                       (sc[cand[b]] == sc[cand[b - 1]] && cand[b] < cand[b - 1])); b--) {
-            uint32_t t = cand[b];
-            cand[b] = cand[b - 1];
-            cand[b - 1] = t;
-        }
+    uint32_t nc = naive_ranking(sc, n, set->seen + set->seen_ptr[e], ns, cand);
     double mt[ST_EVAL_MAXK * ST_NMETRICS];
     uint32_t nt = (uint32_t)(set->test_ptr[e + 1] - set->test_ptr[e]);
     st_eval_metrics_ref(cand, nc, set->test + set->test_ptr[e], nt, ks, nk, mt);
@@ -408,10 +402,13 @@ static int prior_shape(const char *label, const st_eval_set *set, const st_ranke
     *raw = gain[2] > 2 * se[2] && gain[0] > 0 && gain[1] > 0;
     int linear = *raw && G >= 20;
     uint32_t bl = naive_best(set, l10, 2), bn = naive_best(set, n10, 2);
-    double fgain[3], fse[3], best, values[64];
+    double best, values[64];
+    st_shape_evidence ev;
     int flin = -1;
-    ok(st_eval_fit_prior_shape(set, r, q, ql, n, ks, 2, 1, ST_M_RECALL, 2, &flin, &best, values, fgain, fse, err) == 0,
-       "%s: the shape fit runs (%s)", label, err);
+    ok(st_eval_fit_prior_shape(set, r, q, ql, n, ks, 2, 1, ST_M_RECALL, 2, &flin, &best, values, &ev, err) == 0 &&
+           ev.k[0] == 10 && ev.k[1] == 5,
+       "%s: the shape fit runs, its evidence at 10 and 5 (%s)", label, err);
+    const double *fgain = ev.gain, *fse = ev.se;
     double worst = 0;
     for (int c = 0; c < 3; c++) {
         worst = fabs(fgain[c] - gain[c]) > worst ? fabs(fgain[c] - gain[c]) : worst;
@@ -421,8 +418,8 @@ static int prior_shape(const char *label, const st_eval_set *set, const st_ranke
        "%s: the linear prior's gains at 10, 5 and their mean (%+.4f, %+.4f, %+.4f) and standard errors (%.4f, %.4f, "
        "%.4f) over %u groups are the definition's (largest difference %.2g)", label, gain[0], gain[1], gain[2], se[0],
        se[1], se[2], G, worst);
-    ok(flin == linear && best == st_prior_grid[linear ? bn : bl], "%s: the shape (%s) and its weight (%g) are the rule's",
-       label, flin ? "linear" : "log", best);
+    ok(flin == linear && best == st_prior_grid[linear ? bn : bl],
+       "%s: the shape (%s) and its weight (%g) are the rule's", label, flin ? "linear" : "log", best);
     free(v);
     free(sc);
     free(cand);
