@@ -25,7 +25,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from starling._file import ModelFile  # noqa: E402
 
 
-def load(model, test):
+def load(model, test, cold=False):
+    """The model and the test pairs of the users it knows, as (user, segment)
+    index arrays; with cold, the users it does not know get the indices past
+    its users (their every pair: engagement the model did not train on)."""
     mf = ModelFile(model, verify=False)
     m, n = mf.m, mf.n
     uid = {mf.user_table.name(i): i for i in range(m)}
@@ -35,9 +38,14 @@ def load(model, test):
         next(f)
         for line in f:
             u, s, _ = line.rstrip("\n").split("\t")
-            if u in uid and s in sid:
-                hu.append(uid[u])
-                hs.append(sid[s])
+            if s not in sid:
+                continue
+            if u not in uid:
+                if not cold:
+                    continue
+                uid[u] = len(uid)
+            hu.append(uid[u])
+            hs.append(sid[s])
     return mf, np.array(hu, dtype=np.int64), np.array(hs, dtype=np.int64)
 
 
@@ -224,18 +232,20 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
 
 def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0):
     """SIMILAR rankers: overlap@10 with the 10 segments most co-engaged with
-    s in held-out engagement (eval's truth: the cosine of the held-out user
-    sets, at least 2 users in common, the 200 segments with the most held-out
-    users). Other truths, to see whether any is predictable: min_common users
+    s in the engagement the model did not train on (eval's truth: the cosine
+    of those user sets, at least 2 users in common, the 200 segments with the
+    most such users; a known user's held-out pairs and an unknown user's every
+    pair, so the new-user split's test set measures it on unseen users). Other truths, to see whether any is predictable: min_common users
     in common, the cosine shrunk by shrink, segments spread evenly over the
     held-out popularity order instead of its head. mock_draws > 0 adds a
     scorer estimating the truth's distribution: that many draws of a quarter
     of the training pairs as a mock held-out set, each segment scored by how
     often it lands in the mock truth."""
     from starling import _kernels as K
-    mf, hu, hs = load(model, test)
-    d = Data(mf, hu, hs)
+    mf, hu, hs = load(model, test, cold=True)
+    d = Data(mf, hu[hu < mf.m], hs[hu < mf.m])
     h = mf.header
+    mall = max(d.m, int(hu.max()) + 1 if len(hu) else 0)  # model users, then cold ones
     n = d.n
     # held-out and training user sets, as (user, segment) pairs sorted by segment
     hp = np.bincount(hs, minlength=n).astype(np.float64)
@@ -243,7 +253,7 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
 
     def co_row(us, ss, s, users_of_s):
         """Per segment t: the users of s who also hold t, among the pairs (us, ss)."""
-        mark = np.zeros(d.m, dtype=bool)
+        mark = np.zeros(mall, dtype=bool)
         mark[users_of_s] = True
         return np.bincount(ss[mark[us]], minlength=n).astype(np.float64)
 

@@ -118,7 +118,7 @@ def run_eval(model, test, split, baselines, lookalike):
            baselines]
     if split == "sparse":
         cmd += ["--fold-in-max", "3"]
-    if lookalike and split == "known":
+    if lookalike and split in ("known", "new"):
         cmd += ["--lookalike"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -152,12 +152,13 @@ def print_table(out):
             print(" ".join(row + lifts))
         if "lookalike" in res:
             la, si = res["lookalike"]["rankers"], res["similar"]["rankers"]
-            print("%-8s %-7s %-14s LOOKALIKE recall@N=|held|: model %s, most active %s, co-occurrence %s" % (
-                name, split, tag, cell(la["model"]["recall_at_held_out"]),
-                cell(la["most active"]["recall_at_held_out"]), cell(la["co-occurrence"]["recall_at_held_out"])))
-            print("%-8s %-7s %-14s SIMILAR overlap@10: model %s, factor cosine %s, popularity %s" % (
+            if res["lookalike"]["segments"]:
+                print("%-8s %-7s %-14s LOOKALIKE recall@N=|held|: model %s, most active %s, co-occurrence %s" % (
+                    name, split, tag, cell(la["model"]["recall_at_held_out"]),
+                    cell(la["most active"]["recall_at_held_out"]), cell(la["co-occurrence"]["recall_at_held_out"])))
+            print("%-8s %-7s %-14s SIMILAR overlap@10: model %s, factor cosine %s, popularity %s (gain %s)" % (
                 name, split, tag, cell(si["model"]["overlap_at_10"]), cell(si["factor cosine"]["overlap_at_10"]),
-                cell(si["popularity"]["overlap_at_10"])))
+                cell(si["popularity"]["overlap_at_10"]), cell(si["popularity"]["model_gain"])))
     sys.stdout.flush()
 
 
@@ -169,7 +170,8 @@ def main():
     ap.add_argument("--work", default="/tmp/starling-quality")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--baselines", default="item-knn,ease", help="passed to eval --baselines")
-    ap.add_argument("--lookalike", action="store_true", help="also LOOKALIKE and SIMILAR on the known split")
+    ap.add_argument("--lookalike", action="store_true", help="also LOOKALIKE and SIMILAR on the known split, "
+                    "SIMILAR on the new one (its held-out users' every segment)")
     ap.add_argument("--settings", default="", help="NAME=TRAIN OPTIONS;NAME=...: several training settings "
                     "(default: the train options after --, named 'defaults')")
     ap.add_argument("train", nargs="*")

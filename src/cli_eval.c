@@ -96,7 +96,7 @@ void st_eval_cli_add(st_eval_cli *o, st_opt *opts, int *n, int tune)
          "EASE: skipped above N segments with training users (its N x N matrix: 20,000 is 1.6 GB)", 0},
         {"lookalike", 0, ST_OPT_FLAG, &o->lookalike, NULL,
          "also measure LOOKALIKE (seed lists of a segment expanded to its held-out users) and SIMILAR (against "
-         "held-out co-engagement)",
+         "the co-engagement the model did not train on: held-out segments, new users' every segment)",
          0},
         {"seed-share", 0, ST_OPT_DOUBLE, &o->seed_share, "F", "--lookalike: share of a segment's users in its seed list",
          0},

@@ -75,6 +75,11 @@ static void table_row(FILE *f, const st_evaluation *r, const char *label, const 
 static void print_segeval(FILE *f, const st_segeval *g)
 {
     char a[64], b[64], c[64];
+    if (g->lal_segments == 0) {
+        fprintf(f, "\nLOOKALIKE: no segment has 5 held-out users the model knows (a users split holds out users the\n"
+                   "model has never seen; a holdout split measures LOOKALIKE)\n");
+        goto similar;
+    }
     fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users\n"
                "expanded to N users: held out, recall of its %.1f held-out users among users without the segment;\n"
                "members, recall of its %.1f other training users among all users but the seeds (offline, on the\n"
@@ -93,15 +98,25 @@ static void print_segeval(FILE *f, const st_segeval *g)
         }
         fprintf(f, "  %-16s  %-19s  %-19s  %9s  %-19s  %9s\n", st_lal_name(i), a, b, l, c, lm);
     }
-    fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in held-out\n"
-               "engagement (cosine of their held-out user sets)\n",
-            g->sim_segments);
-    fprintf(f, "  %-16s  %-18s  %9s\n", "ranker", "overlap@10", "lift");
+similar:
+    if (g->sim_segments == 0) {
+        fprintf(f, "\nSIMILAR: no segment has 5 users in the engagement the model did not train on\n");
+        return;
+    }
+    fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in the\n"
+               "engagement the model did not train on (cosine of those user sets: %u known users' held-out\n"
+               "segments, %u cold users' every segment); the gain is the model's minus the ranker's, per segment\n",
+            g->sim_segments, g->sim_known_users, g->sim_cold_users);
+    fprintf(f, "  %-16s  %-18s  %9s  %-18s\n", "ranker", "overlap@10", "lift", "model's gain");
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         ci_text(a, sizeof a, g->sim_overlap[i]);
         char l[32] = "";
-        if (i != ST_SIM_MODEL) lift_text(l, sizeof l, g->sim_overlap[ST_SIM_MODEL].mean, g->sim_overlap[i].mean);
-        fprintf(f, "  %-16s  %-19s  %9s\n", st_sim_name(i), a, l);
+        b[0] = 0;
+        if (i != ST_SIM_MODEL) {
+            lift_text(l, sizeof l, g->sim_overlap[ST_SIM_MODEL].mean, g->sim_overlap[i].mean);
+            snprintf(b, sizeof b, "%+.4f ± %.4f", g->sim_gain[i].mean, g->sim_gain[i].half);
+        }
+        fprintf(f, "  %-16s  %-19s  %9s  %s\n", st_sim_name(i), a, l, b);
     }
 }
 
@@ -200,11 +215,14 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_object_set_new(root, "lookalike", la);
     json_t *si = json_object(), *sr = json_object();
     json_object_set_new(si, "segments", json_integer(g->sim_segments));
+    json_object_set_new(si, "truth_known_users", json_integer(g->sim_known_users));
+    json_object_set_new(si, "truth_cold_users", json_integer(g->sim_cold_users));
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         json_t *x = json_object();
         json_object_set_new(x, "overlap_at_10", stat_json(g->sim_overlap[i]));
         double b = g->sim_overlap[i].mean;
         if (i != ST_SIM_MODEL && b > 0) json_object_set_new(x, "model_lift", json_real(g->sim_overlap[0].mean / b));
+        if (i != ST_SIM_MODEL) json_object_set_new(x, "model_gain", stat_json(g->sim_gain[i]));
         json_object_set_new(sr, st_sim_name(i), x);
     }
     json_object_set_new(si, "rankers", sr);
@@ -366,6 +384,8 @@ void st_evalout_csv(FILE *f, const st_evaluation *r, const st_evaluate_opts *o)
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         st_stat a = g->sim_overlap[i];
         fprintf(f, "similar:%s,overlap,10,%.9g,%.9g,%u\n", st_sim_name(i), a.mean, a.half, a.count);
+        st_stat d = g->sim_gain[i];
+        if (i != ST_SIM_MODEL) fprintf(f, "similar:%s,model_gain,10,%.9g,%.9g,%u\n", st_sim_name(i), d.mean, d.half, d.count);
     }
 }
 

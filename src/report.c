@@ -283,6 +283,11 @@ static void metric_table(FILE *f, const st_report *r)
 /* LOOKALIKE and SIMILAR, two small tables. */
 static void segeval_tables(FILE *f, const st_segeval *g)
 {
+    if (g->lal_segments == 0) {
+        fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>No segment has 5 held-out users the model knows (a users "
+                   "split holds out users the model has never seen; a holdout split measures look-alikes).</p>\n");
+        goto similar;
+    }
     fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
                "segment's training users is expanded to N users who do not have the segment; the recall is that of "
                "its %.1f held-out users on average. Offline, on the owner's own data: the serving privacy floors do "
@@ -298,14 +303,25 @@ static void segeval_tables(FILE *f, const st_segeval *g)
         else fprintf(f, "<td></td>");
         fprintf(f, "<td>%.4f ± %.4f</td></tr>\n", g->lal_members[i].mean, g->lal_members[i].half);
     }
-    fprintf(f, "</table>\n<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
-               "10 segments most co-engaged with the segment in held-out engagement (cosine of their held-out user "
-               "sets).</p>\n<table><tr><th class=l>ranker</th><th>overlap@10</th><th>model's lift</th></tr>\n",
-            g->sim_segments);
+    fprintf(f, "</table>\n");
+similar:
+    if (g->sim_segments == 0) {
+        fprintf(f, "<h2>Similar segments</h2>\n<p class=note>No segment has 5 users in the engagement the model did "
+                   "not train on.</p>\n");
+        return;
+    }
+    fprintf(f, "<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
+               "10 segments most co-engaged with the segment in the engagement the model did not train on (cosine of "
+               "those user sets: %u known users' held-out segments, %u cold users' every segment). The gain is the "
+               "model's overlap minus the ranker's, per segment.</p>\n<table><tr><th class=l>ranker</th>"
+               "<th>overlap@10</th><th>model's lift</th><th>model's gain</th></tr>\n",
+            g->sim_segments, g->sim_known_users, g->sim_cold_users);
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == 0 ? " class=best" : "",
                 g->sim_overlap[i].mean, g->sim_overlap[i].half);
-        if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td></tr>\n", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
+        if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
+        else fprintf(f, "<td></td>");
+        if (i > 0) fprintf(f, "<td>%+.4f ± %.4f</td></tr>\n", g->sim_gain[i].mean, g->sim_gain[i].half);
         else fprintf(f, "<td></td></tr>\n");
     }
     fprintf(f, "</table>\n");

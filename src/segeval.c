@@ -81,8 +81,9 @@ typedef struct {
     const st_segeval_opts *o;
     members train;      /* segment -> model users with it in training */
     members held;       /* segment -> model users with it held out */
-    members held_any;   /* segment -> evaluated users (rows of set) with it held out */
-    uint32_t *held_user; /* set row -> model user (known) */
+    uint64_t *unseen_ptr; /* set row -> the segments it engaged with that the model did not train on: */
+    uint32_t *unseen;     /* a known user's held-out ones, a cold user's fold-in and held-out ones */
+    members held_any;   /* segment -> rows of set with it in unseen */
     uint32_t *active_order; /* model users by training activity, most first */
     float *norms;       /* n */
     float *G;           /* k x k: V^T V, for SIMILAR's fold-in */
@@ -94,6 +95,7 @@ typedef struct {
     double *lal_m1, *lal_m10; /* nlal x ST_LAL_RANKERS: the segment's other members */
     double *lal_nseeds, *lal_ntargets, *lal_nmembers;
     double *sim_ov;     /* nsim x ST_SIM_RANKERS */
+    double *sim_diff;   /* nsim: the model's overlap minus one ranker's */
     char *scratch;
     size_t per_thread;
     atomic_int oom;     /* a seed solve ran out of memory: the run fails */
@@ -227,12 +229,11 @@ static void lookalike_task(seg_ctx *c, uint32_t li, int thread)
  * held-out user sets, at least 2 users in common), into truth; how many. */
 static uint32_t similar_truth(const seg_ctx *c, uint32_t s, float *co, uint32_t *touched, uint32_t *truth)
 {
-    const st_eval_set *set = c->set;
     uint32_t nt = 0, n = c->m->segments;
     for (uint64_t q = c->held_any.ptr[s]; q < c->held_any.ptr[s + 1]; q++) {
         uint32_t e = c->held_any.idx[q];
-        for (uint64_t p = set->test_ptr[e]; p < set->test_ptr[e + 1]; p++) {
-            uint32_t t = set->test[p];
+        for (uint64_t p = c->unseen_ptr[e]; p < c->unseen_ptr[e + 1]; p++) {
+            uint32_t t = c->unseen[p];
             if (co[t] == 0) touched[nt++] = t;
             co[t] += 1;
         }
@@ -347,7 +348,8 @@ static void ctx_free(seg_ctx *c)
     members_free(&c->train);
     members_free(&c->held);
     members_free(&c->held_any);
-    st_free(c->held_user);
+    st_free(c->unseen_ptr);
+    st_free(c->unseen);
     st_free(c->active_order);
     st_free(c->norms);
     st_free(c->G);
@@ -364,6 +366,7 @@ static void ctx_free(seg_ctx *c)
     st_free(c->lal_nseeds);
     st_free(c->lal_ntargets);
     st_free(c->sim_ov);
+    st_free(c->sim_diff);
     st_free(c->scratch);
 }
 
@@ -388,6 +391,30 @@ static int held_by_model_user(const st_eval_set *set, uint32_t mu, uint64_t **pt
     return 0;
 }
 
+/* Each row's engagement the model did not train on, as a CSR over the rows
+ * of set: a known user's held-out segments; a cold user's fold-in segments
+ * and held-out ones (the model has seen neither). */
+static int unseen_rows(const st_eval_set *set, uint64_t **ptr, uint32_t **idx, char *err)
+{
+    uint64_t total = 0;
+    for (uint32_t e = 0; e < set->users; e++) {
+        total += set->test_ptr[e + 1] - set->test_ptr[e];
+        if (set->model_user[e] == ST_NOT_FOUND) total += set->seen_ptr[e + 1] - set->seen_ptr[e];
+    }
+    *ptr = st_malloc(((size_t)set->users + 1) * sizeof **ptr);
+    *idx = st_malloc((total + 1) * sizeof **idx);
+    if (!*ptr || !*idx) return st_seterr(err, "out of memory");
+    uint64_t at = 0;
+    for (uint32_t e = 0; e < set->users; e++) {
+        (*ptr)[e] = at;
+        if (set->model_user[e] == ST_NOT_FOUND)
+            for (uint64_t q = set->seen_ptr[e]; q < set->seen_ptr[e + 1]; q++) (*idx)[at++] = set->seen[q];
+        for (uint64_t q = set->test_ptr[e]; q < set->test_ptr[e + 1]; q++) (*idx)[at++] = set->test[q];
+    }
+    (*ptr)[set->users] = at;
+    return 0;
+}
+
 static void summarise(seg_ctx *c, st_segeval *out)
 {
     memset(out, 0, sizeof *out);
@@ -404,7 +431,17 @@ static void summarise(seg_ctx *c, st_segeval *out)
         out->lal_targets += c->lal_ntargets[i] / c->nlal;
         out->lal_members_n += c->lal_nmembers[i] / c->nlal;
     }
-    for (int r = 0; r < ST_SIM_RANKERS; r++) out->sim_overlap[r] = st_stat_of(c->sim_ov + r, c->nsim, ST_SIM_RANKERS, NULL, 0);
+    for (int r = 0; r < ST_SIM_RANKERS; r++) {
+        out->sim_overlap[r] = st_stat_of(c->sim_ov + r, c->nsim, ST_SIM_RANKERS, NULL, 0);
+        for (uint32_t i = 0; i < c->nsim; i++)
+            c->sim_diff[i] = c->sim_ov[(size_t)i * ST_SIM_RANKERS] - c->sim_ov[(size_t)i * ST_SIM_RANKERS + r];
+        out->sim_gain[r] = st_stat_of(c->sim_diff, c->nsim, 1, NULL, 0);
+    }
+    for (uint32_t e = 0; e < c->set->users; e++)
+        if (c->unseen_ptr[e + 1] > c->unseen_ptr[e]) {
+            if (c->set->model_user[e] == ST_NOT_FOUND) out->sim_cold_users++;
+            else out->sim_known_users++;
+        }
     uint32_t with_truth = 0;
     for (uint32_t i = 0; i < c->nsim; i++) with_truth += !isnan(c->sim_ov[(size_t)i * ST_SIM_RANKERS]);
     out->sim_segments = with_truth;
@@ -426,7 +463,8 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     if (transpose_rows(mu, n, m->hist_ptr, m->hist_idx, NULL, &c.train, err) != 0) goto done;
     if (held_by_model_user(set, mu, &hptr, &hidx, err) != 0) goto done;
     if (transpose_rows(mu, n, hptr, hidx, NULL, &c.held, err) != 0) goto done;
-    if (transpose_rows(set->users, n, set->test_ptr, set->test, NULL, &c.held_any, err) != 0) goto done;
+    if (unseen_rows(set, &c.unseen_ptr, &c.unseen, err) != 0) goto done;
+    if (transpose_rows(set->users, n, c.unseen_ptr, c.unseen, NULL, &c.held_any, err) != 0) goto done;
     c.active_order = st_malloc(((size_t)mu + 1) * sizeof *c.active_order);
     c.norms = st_malloc(((size_t)n + 1) * sizeof *c.norms);
     c.G = st_malloc((size_t)m->k * m->k * sizeof *c.G);
@@ -459,6 +497,7 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     c.lal_nseeds = st_malloc(((size_t)c.nlal + 1) * sizeof *c.lal_nseeds);
     c.lal_ntargets = st_malloc(((size_t)c.nlal + 1) * sizeof *c.lal_ntargets);
     c.sim_ov = st_malloc(((size_t)c.nsim * ST_SIM_RANKERS + 1) * sizeof *c.sim_ov);
+    c.sim_diff = st_malloc(((size_t)c.nsim + 1) * sizeof *c.sim_diff);
     /* Per thread: look-alikes need score (m + k), idx, top, seeds (m each),
      * n seed counts, then target and excl bytes (m each); SIMILAR needs
      * 2n + n + n floats and the fold-in's work. */
@@ -466,7 +505,8 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     size_t sim = (size_t)n * 16 + st_score_similar_scratch(m) * 4;
     c.per_thread = st_align_up(lal > sim ? lal : sim, 64);
     c.scratch = st_aligned_alloc(64, (size_t)threads * c.per_thread);
-    if (!c.lal_r1 || !c.lal_r10 || !c.lal_m1 || !c.lal_m10 || !c.lal_nmembers || !c.lal_nseeds || !c.lal_ntargets || !c.sim_ov || !c.scratch) {
+    if (!c.lal_r1 || !c.lal_r10 || !c.lal_m1 || !c.lal_m10 || !c.lal_nmembers || !c.lal_nseeds || !c.lal_ntargets || !c.sim_ov || !c.sim_diff ||
+        !c.scratch) {
         st_seterr(err, "out of memory for the segment evaluation");
         goto done;
     }

@@ -21,9 +21,12 @@
  *               holding t, divided by sqrt(their segment count).
  *
  * Similar segments. For each evaluated segment s, the truth is the 10
- * segments most co-engaged with it in the held-out events (cosine of their
- * held-out user sets, at least 2 users in common); overlap@10 is the share
- * of them among a ranker's 10. Rankers: model (SIMILAR as served:
+ * segments most co-engaged with it in the engagement the model did not train
+ * on (cosine of those user sets, at least 2 users in common): a known user's
+ * held-out segments, and a cold user's every segment, folded in or held out
+ * (SIMILAR never sees a user's fold-in). overlap@10 is the share of them
+ * among a ranker's 10, and the model's gain over each ranker is the mean of
+ * the per-segment differences, with its paired interval. Rankers: model (SIMILAR as served:
  * st_score_similar, the segments a user who engaged with s alone would be
  * ranked), the plain cosine of segment factors (SIMILAR before it), and
  * popularity (the 10 segments with the most training users).
@@ -62,6 +65,8 @@ typedef struct {
     double lal_seeds, lal_targets, lal_members_n; /* mean per segment */
     uint32_t sim_segments;
     st_stat sim_overlap[ST_SIM_RANKERS];  /* overlap@10 */
+    st_stat sim_gain[ST_SIM_RANKERS];     /* the model's overlap@10 minus the ranker's, per segment */
+    uint32_t sim_known_users, sim_cold_users; /* users whose unseen engagement makes the truth */
 } st_segeval;
 
 const char *st_lal_name(int r);
