@@ -90,12 +90,6 @@ const char *st_ann_mode_name(int mode)
     return mode == ST_ANN_ON ? "on" : mode == ST_ANN_REQUEST ? "request" : "off";
 }
 
-static int cmp_u32(const void *x, const void *y)
-{
-    uint32_t p = *(const uint32_t *)x, q = *(const uint32_t *)y;
-    return p < q ? -1 : p > q;
-}
-
 static int cmp_u64(const void *x, const void *y)
 {
     uint64_t p = *(const uint64_t *)x, q = *(const uint64_t *)y;
@@ -374,7 +368,7 @@ static uint32_t heap_drain(heap *h, uint32_t *out_idx, float *out_score)
 static int is_excluded(const st_scan_query *q, uint32_t pos)
 {
     if (!q->nexclude) return 0;
-    return bsearch(&pos, q->exclude, q->nexclude, sizeof pos, cmp_u32) != NULL;
+    return bsearch(&pos, q->exclude, q->nexclude, sizeof pos, st_cmp_u32) != NULL;
 }
 
 /* Offers a scored user: counted when at least min, kept unless excluded. */
@@ -560,9 +554,9 @@ static int check_recall(st_ann *a, const st_model *m, const uint32_t *assign, st
             rc = -1;
             break;
         }
-        qsort(best, sr.n, sizeof *best, cmp_u32);
+        qsort(best, sr.n, sizeof *best, st_cmp_u32);
         uint32_t hit = 0;
-        for (uint32_t i = 0; i < ar.n; i++) hit += bsearch(&got[i], best, sr.n, sizeof *best, cmp_u32) != NULL;
+        for (uint32_t i = 0; i < ar.n; i++) hit += bsearch(&got[i], best, sr.n, sizeof *best, st_cmp_u32) != NULL;
         recall += sr.n ? (double)hit / sr.n : 1.0;
     }
     a->st.recall_at = n;

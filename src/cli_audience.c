@@ -49,12 +49,6 @@ static int cand_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 typedef struct {
     char *text;  /* the ids point into it */
     char **ids;
@@ -316,7 +310,7 @@ static uint64_t seed_positions(audience_job *j, int f, uint32_t *ex)
         st_jmodel_user(&j->models[f], j->sl.ids[i], strlen(j->sl.ids[i]), &u);
         if (u.pos != UINT64_MAX) ex[n++] = (uint32_t)u.pos;
     }
-    qsort(ex, n, sizeof *ex, cmp_u32);
+    qsort(ex, n, sizeof *ex, st_cmp_u32);
     return n;
 }
 

@@ -319,18 +319,12 @@ typedef struct {
     float *sendbuf;
 } halo_t;
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void halo_plan(st_csr *a, const uint64_t *beg, int R, int rank, uint32_t k, halo_t *h)
 {
     memset(h, 0, sizeof *h);
     uint32_t *need = xmalloc((a->nnz + 1) * sizeof *need, "halo");
     memcpy(need, a->indices, a->nnz * sizeof *need);
-    qsort(need, a->nnz, sizeof *need, cmp_u32);
+    qsort(need, a->nnz, sizeof *need, st_cmp_u32);
     uint64_t n = 0;
     for (uint64_t i = 0; i < a->nnz; i++)
         if (n == 0 || need[n - 1] != need[i]) need[n++] = need[i];

@@ -543,12 +543,6 @@ static int set_reserve(st_eval_set *s, uint64_t nseen, uint64_t ntest, char *err
     return 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Appends test (sorted, deduplicated, without the sorted seen[0..nseen))
  * after the current user's test list; returns how many were kept. */
 static uint32_t append_test(st_eval_set *s, const uint32_t *seen, uint64_t nseen, const uint32_t *test,
@@ -556,7 +550,7 @@ static uint32_t append_test(st_eval_set *s, const uint32_t *seen, uint64_t nseen
 {
     uint32_t *out = s->test + s->test_ptr[s->users];
     memcpy(out, test, ntest * sizeof *out);
-    qsort(out, ntest, sizeof *out, cmp_u32);
+    qsort(out, ntest, sizeof *out, st_cmp_u32);
     uint32_t kept = 0;
     uint64_t e = 0;
     for (uint32_t i = 0; i < ntest; i++) {

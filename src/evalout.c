@@ -71,14 +71,20 @@ static void table_row(FILE *f, const st_evaluation *r, const char *label, const 
     fprintf(f, "\n");
 }
 
-/* LOOKALIKE and SIMILAR, as two small tables. */
-static void print_segeval(FILE *f, const st_segeval *g)
+/* A paired gain as "+0.0123 ± 0.0045" (a zero is never "-0.0000"). */
+static void gain_text(char *out, size_t n, st_stat g)
 {
-    char a[64], b[64], c[64];
+    snprintf(out, n, "%+.4f ± %.4f", fabs(g.mean) < 5e-5 ? 0.0 : g.mean, g.half);
+}
+
+/* LOOKALIKE's table, or why it has none. */
+static void print_lookalike(FILE *f, const st_segeval *g)
+{
+    char a[64], b[64], c[64], why[256];
     if (g->lal_segments == 0) {
-        fprintf(f, "\nLOOKALIKE: no segment has 5 held-out users the model knows (a users split holds out users the\n"
-                   "model has never seen; a holdout split measures LOOKALIKE)\n");
-        goto similar;
+        st_segeval_why_empty(g, 0, why, sizeof why);
+        fprintf(f, "\nLOOKALIKE: %s\n", why);
+        return;
     }
     fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users\n"
                "expanded to N users: held out, recall of its %.1f held-out users among users without the segment;\n"
@@ -98,9 +104,15 @@ static void print_segeval(FILE *f, const st_segeval *g)
         }
         fprintf(f, "  %-16s  %-19s  %-19s  %9s  %-19s  %9s\n", st_lal_name(i), a, b, l, c, lm);
     }
-similar:
+}
+
+/* SIMILAR's table, or why it has none. */
+static void print_similar(FILE *f, const st_segeval *g)
+{
+    char a[64], b[64], why[256];
     if (g->sim_segments == 0) {
-        fprintf(f, "\nSIMILAR: no segment has 5 users in the engagement the model did not train on\n");
+        st_segeval_why_empty(g, 1, why, sizeof why);
+        fprintf(f, "\nSIMILAR: %s\n", why);
         return;
     }
     fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in the\n"
@@ -114,7 +126,7 @@ similar:
         b[0] = 0;
         if (i != ST_SIM_MODEL) {
             lift_text(l, sizeof l, g->sim_overlap[ST_SIM_MODEL].mean, g->sim_overlap[i].mean);
-            snprintf(b, sizeof b, "%+.4f ± %.4f", g->sim_gain[i].mean, g->sim_gain[i].half);
+            gain_text(b, sizeof b, g->sim_gain[i]);
         }
         fprintf(f, "  %-16s  %-19s  %9s  %s\n", st_sim_name(i), a, l, b);
     }
@@ -153,7 +165,10 @@ void st_evalout_table(FILE *f, const st_facts *fa, const st_evaluation *r, const
         if (r->ranked[i]) fprintf(f, "\n");
         else if (r->why[i][0]) fprintf(f, "%s: not ranked: %s\n", st_rank_name(st_ev_kind[i]), r->why[i]);
     }
-    if (r->have_seg_eval) print_segeval(f, &r->seg_eval);
+    if (r->have_seg_eval) {
+        print_lookalike(f, &r->seg_eval);
+        print_similar(f, &r->seg_eval);
+    }
     if (r->nseg) {
         uint32_t K = o->ks[o->metric == ST_NMETRICS ? 0 : o->metric_ki];
         fprintf(f, "\nrecall@%u of the %u segments held out by the most test users (share of them whose top %u "
@@ -194,7 +209,12 @@ static json_t *stat_json(st_stat s)
 static void segeval_json(json_t *root, const st_segeval *g)
 {
     json_t *la = json_object(), *lr = json_object();
+    char why[256];
     json_object_set_new(la, "segments", json_integer(g->lal_segments));
+    if (g->lal_segments == 0) {
+        st_segeval_why_empty(g, 0, why, sizeof why);
+        json_object_set_new(la, "skipped", json_string(why));
+    }
     json_object_set_new(la, "mean_seeds", json_real(g->lal_seeds));
     json_object_set_new(la, "mean_held_out_users", json_real(g->lal_targets));
     json_object_set_new(la, "mean_other_members", json_real(g->lal_members_n));
@@ -215,6 +235,10 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_object_set_new(root, "lookalike", la);
     json_t *si = json_object(), *sr = json_object();
     json_object_set_new(si, "segments", json_integer(g->sim_segments));
+    if (g->sim_segments == 0) {
+        st_segeval_why_empty(g, 1, why, sizeof why);
+        json_object_set_new(si, "skipped", json_string(why));
+    }
     json_object_set_new(si, "truth_known_users", json_integer(g->sim_known_users));
     json_object_set_new(si, "truth_cold_users", json_integer(g->sim_cold_users));
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
@@ -374,14 +398,14 @@ void st_evalout_csv(FILE *f, const st_evaluation *r, const st_evaluate_opts *o)
     }
     if (!r->have_seg_eval) return;
     const st_segeval *g = &r->seg_eval;
-    for (int i = 0; i < ST_LAL_RANKERS; i++) {
+    for (int i = 0; i < ST_LAL_RANKERS && g->lal_segments; i++) {
         st_stat a = g->lal_recall[i], b = g->lal_recall10[i];
         fprintf(f, "lookalike:%s,recall_at_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), a.mean, a.half, a.count);
         fprintf(f, "lookalike:%s,recall_at_10x_held_out,,%.9g,%.9g,%u\n", st_lal_name(i), b.mean, b.half, b.count);
         st_stat mm = g->lal_members[i];
         fprintf(f, "lookalike:%s,members_recall,,%.9g,%.9g,%u\n", st_lal_name(i), mm.mean, mm.half, mm.count);
     }
-    for (int i = 0; i < ST_SIM_RANKERS; i++) {
+    for (int i = 0; i < ST_SIM_RANKERS && g->sim_segments; i++) {
         st_stat a = g->sim_overlap[i];
         fprintf(f, "similar:%s,overlap,10,%.9g,%.9g,%u\n", st_sim_name(i), a.mean, a.half, a.count);
         st_stat d = g->sim_gain[i];

@@ -326,12 +326,6 @@ static int cmp_keyed(const void *a, const void *b)
     return x->u < y->u ? -1 : x->u > y->u;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double user_key(const st_interactions *x, uint32_t u, uint64_t seed)
 {
     size_t len;
@@ -432,7 +426,7 @@ int st_holdout_make(const st_interactions *x, const st_holdout_opts *o, st_holdo
             drop[a->indptr[u] + cand[j].u] = 1;
             dst[j] = a->indices[a->indptr[u] + cand[j].u];
         }
-        qsort(dst, t, sizeof *dst, cmp_u32);
+        qsort(dst, t, sizeof *dst, st_cmp_u32);
     }
     st_free(cand);
     /* The training matrix: x's rows without the dropped pairs. */

@@ -280,13 +280,31 @@ static void metric_table(FILE *f, const st_report *r)
     }
 }
 
-/* LOOKALIKE and SIMILAR, two small tables. */
-static void segeval_tables(FILE *f, const st_segeval *g)
+/* The index of the highest of n stats' means (the cell marked best). */
+static int best_of(const st_stat *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i].mean > x[b].mean) b = i;
+    return b;
+}
+
+/* A section's note saying why it has no table. */
+static void empty_note(FILE *f, const char *title, const st_segeval *g, int similar)
+{
+    char why[256];
+    st_segeval_why_empty(g, similar, why, sizeof why);
+    fprintf(f, "<h2>%s</h2>\n<p class=note>No figures: ", title);
+    html_text(f, why);
+    fprintf(f, ".</p>\n");
+}
+
+/* LOOKALIKE's table, or why it has none. */
+static void lookalike_table(FILE *f, const st_segeval *g)
 {
     if (g->lal_segments == 0) {
-        fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>No segment has 5 held-out users the model knows (a users "
-                   "split holds out users the model has never seen; a holdout split measures look-alikes).</p>\n");
-        goto similar;
+        empty_note(f, "Look-alikes", g, 0);
+        return;
     }
     fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
                "segment's training users is expanded to N users who do not have the segment; the recall is that of "
@@ -295,19 +313,23 @@ static void segeval_tables(FILE *f, const st_segeval *g)
                "seeds.</p>\n<table><tr><th class=l>ranker</th><th>recall@N = held out</th>"
                "<th>recall@N = 10 x held out</th><th>model's lift</th><th>members recall</th></tr>\n",
             g->lal_segments, g->lal_seeds, g->lal_targets, g->lal_members_n);
+    int best = best_of(g->lal_recall, ST_LAL_RANKERS);
     for (int i = 0; i < ST_LAL_RANKERS; i++) {
         fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td><td>%.4f ± %.4f</td>", st_lal_name(i),
-                i == 0 ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
+                i == best ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
                 g->lal_recall10[i].half);
         if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->lal_recall[0].mean / g->lal_recall[i].mean);
         else fprintf(f, "<td></td>");
         fprintf(f, "<td>%.4f ± %.4f</td></tr>\n", g->lal_members[i].mean, g->lal_members[i].half);
     }
     fprintf(f, "</table>\n");
-similar:
+}
+
+/* SIMILAR's table, or why it has none. */
+static void similar_table(FILE *f, const st_segeval *g)
+{
     if (g->sim_segments == 0) {
-        fprintf(f, "<h2>Similar segments</h2>\n<p class=note>No segment has 5 users in the engagement the model did "
-                   "not train on.</p>\n");
+        empty_note(f, "Similar segments", g, 1);
         return;
     }
     fprintf(f, "<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
@@ -316,12 +338,15 @@ similar:
                "model's overlap minus the ranker's, per segment.</p>\n<table><tr><th class=l>ranker</th>"
                "<th>overlap@10</th><th>model's lift</th><th>model's gain</th></tr>\n",
             g->sim_segments, g->sim_known_users, g->sim_cold_users);
+    int best = best_of(g->sim_overlap, ST_SIM_RANKERS);
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
-        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == 0 ? " class=best" : "",
+        fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == best ? " class=best" : "",
                 g->sim_overlap[i].mean, g->sim_overlap[i].half);
         if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
         else fprintf(f, "<td></td>");
-        if (i > 0) fprintf(f, "<td>%+.4f ± %.4f</td></tr>\n", g->sim_gain[i].mean, g->sim_gain[i].half);
+        if (i > 0)
+            fprintf(f, "<td>%+.4f ± %.4f</td></tr>\n", fabs(g->sim_gain[i].mean) < 5e-5 ? 0.0 : g->sim_gain[i].mean,
+                    g->sim_gain[i].half);
         else fprintf(f, "<td></td></tr>\n");
     }
     fprintf(f, "</table>\n");
@@ -414,7 +439,10 @@ static int write_page(FILE *f, void *ctx, char *err)
         }
         fprintf(f, "</table>\n");
     }
-    if (r->seg_eval) segeval_tables(f, r->seg_eval);
+    if (r->seg_eval) {
+        lookalike_table(f, r->seg_eval);
+        similar_table(f, r->seg_eval);
+    }
     fprintf(f, "<h2>How to read this</h2>\n<p class=note>Every metric is defined in docs/EVALUATION.md. The model "
                "should sit well above popularity in recall@K and NDCG@K at every K; random is the floor. Interval "
                "bars that do not overlap mean a difference the test users support. In the reliability diagram, "

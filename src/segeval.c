@@ -1,9 +1,10 @@
-/* segeval: LOOKALIKE and SIMILAR measured on held-out engagement
- * (segeval.h has the definitions).
+/* segeval: LOOKALIKE and SIMILAR measured on engagement the model did not
+ * train on (segeval.h has the definitions).
  *
  * Both questions are about segments, so the unit here is a segment, not a
  * user: a segment's training users come from the model's history, its
- * held-out users from the evaluation set's held-out pairs. Segments are
+ * held-out users from the evaluation set's held-out pairs (LOOKALIKE: known
+ * users only; SIMILAR: a cold user's fold-in pairs too). Segments are
  * evaluated on threads, one task each; every random choice is a hash of
  * (segment, user, seed), so the figures do not depend on the thread count.
  */
@@ -11,6 +12,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,7 +85,7 @@ typedef struct {
     members held;       /* segment -> model users with it held out */
     uint64_t *unseen_ptr; /* set row -> the segments it engaged with that the model did not train on: */
     uint32_t *unseen;     /* a known user's held-out ones, a cold user's fold-in and held-out ones */
-    members held_any;   /* segment -> rows of set with it in unseen */
+    members unseen_by;  /* segment -> rows of set with it in unseen */
     uint32_t *active_order; /* model users by training activity, most first */
     float *norms;       /* n */
     float *G;           /* k x k: V^T V, for SIMILAR's fold-in */
@@ -225,25 +227,28 @@ static void lookalike_task(seg_ctx *c, uint32_t li, int thread)
     c->lal_nmembers[li] = nmembers;
 }
 
-/* The 10 segments most co-engaged with s in held-out engagement (cosine of
- * held-out user sets, at least 2 users in common), into truth; how many. */
+/* The 10 segments most co-engaged with s in the engagement the model did not
+ * train on (cosine of those user sets, at least 2 users in common; equal
+ * cosines by segment index), into truth; how many. */
 static uint32_t similar_truth(const seg_ctx *c, uint32_t s, float *co, uint32_t *touched, uint32_t *truth)
 {
     uint32_t nt = 0, n = c->m->segments;
-    for (uint64_t q = c->held_any.ptr[s]; q < c->held_any.ptr[s + 1]; q++) {
-        uint32_t e = c->held_any.idx[q];
+    for (uint64_t q = c->unseen_by.ptr[s]; q < c->unseen_by.ptr[s + 1]; q++) {
+        uint32_t e = c->unseen_by.idx[q];
         for (uint64_t p = c->unseen_ptr[e]; p < c->unseen_ptr[e + 1]; p++) {
             uint32_t t = c->unseen[p];
             if (co[t] == 0) touched[nt++] = t;
             co[t] += 1;
         }
     }
-    double ns = (double)(c->held_any.ptr[s + 1] - c->held_any.ptr[s]);
-    /* Score the touched segments into a compact list, then take the top 10. */
+    double ns = (double)(c->unseen_by.ptr[s + 1] - c->unseen_by.ptr[s]);
+    /* Score the touched segments into a compact list in segment order (so
+     * st_topk's lower index first is the lower segment), then the top 10. */
+    qsort(touched, nt, sizeof *touched, st_cmp_u32);
     uint32_t keep = 0;
     for (uint32_t i = 0; i < nt; i++) {
         uint32_t t = touched[i];
-        double nt2 = (double)(c->held_any.ptr[t + 1] - c->held_any.ptr[t]);
+        double nt2 = (double)(c->unseen_by.ptr[t + 1] - c->unseen_by.ptr[t]);
         float v = co[t] >= 2 && t != s ? (float)(co[t] / sqrt(ns * nt2)) : NAN;
         co[t] = 0;
         if (!isnan(v)) {
@@ -316,7 +321,8 @@ static int cmp_keyed_desc(const void *a, const void *b)
     return x->s < y->s ? -1 : x->s > y->s;
 }
 
-/* The segments meeting the bounds, the most held-out users first, at most max. */
+/* The segments meeting the bounds (held: LOOKALIKE's held-out users or
+ * SIMILAR's unseen_by), the most such users first, at most max. */
 static uint32_t choose_segments(const seg_ctx *c, const members *held, int need_train, uint32_t *out)
 {
     uint32_t n = c->m->segments, cnt = 0;
@@ -347,7 +353,7 @@ static void ctx_free(seg_ctx *c)
 {
     members_free(&c->train);
     members_free(&c->held);
-    members_free(&c->held_any);
+    members_free(&c->unseen_by);
     st_free(c->unseen_ptr);
     st_free(c->unseen);
     st_free(c->active_order);
@@ -415,9 +421,26 @@ static int unseen_rows(const st_eval_set *set, uint64_t **ptr, uint32_t **idx, c
     return 0;
 }
 
+void st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len)
+{
+    if (similar)
+        snprintf(out, len,
+                 "no segment has %u users in the engagement the model did not train on and a segment with 2 of "
+                 "them in common",
+                 g->min_targets);
+    else
+        snprintf(out, len, "no segment has %u held-out users the model knows and %u training users%s", g->min_targets,
+                 g->min_users,
+                 g->sim_known_users ? ""
+                                    : " (no known user has a held-out segment here: a users split holds out users "
+                                      "the model never saw; a holdout split measures LOOKALIKE)");
+}
+
 static void summarise(seg_ctx *c, st_segeval *out)
 {
     memset(out, 0, sizeof *out);
+    out->min_users = c->o->min_users;
+    out->min_targets = c->o->min_targets;
     out->lal_segments = c->nlal;
     out->sim_segments = c->nsim;
     for (int r = 0; r < ST_LAL_RANKERS; r++) {
@@ -464,7 +487,7 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     if (held_by_model_user(set, mu, &hptr, &hidx, err) != 0) goto done;
     if (transpose_rows(mu, n, hptr, hidx, NULL, &c.held, err) != 0) goto done;
     if (unseen_rows(set, &c.unseen_ptr, &c.unseen, err) != 0) goto done;
-    if (transpose_rows(set->users, n, c.unseen_ptr, c.unseen, NULL, &c.held_any, err) != 0) goto done;
+    if (transpose_rows(set->users, n, c.unseen_ptr, c.unseen, NULL, &c.unseen_by, err) != 0) goto done;
     c.active_order = st_malloc(((size_t)mu + 1) * sizeof *c.active_order);
     c.norms = st_malloc(((size_t)n + 1) * sizeof *c.norms);
     c.G = st_malloc((size_t)m->k * m->k * sizeof *c.G);
@@ -488,7 +511,7 @@ int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_o
     st_score_prior(m, c.q);
     for (uint32_t s = 0; s < n; s++) c.pop[s] = (float)(c.train.ptr[s + 1] - c.train.ptr[s]);
     c.nlal = choose_segments(&c, &c.held, 1, c.lal_seg);
-    c.nsim = choose_segments(&c, &c.held_any, 0, c.sim_seg);
+    c.nsim = choose_segments(&c, &c.unseen_by, 0, c.sim_seg);
     c.lal_r1 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_r1);
     c.lal_r10 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_r10);
     c.lal_m1 = st_malloc(((size_t)c.nlal * ST_LAL_RANKERS + 1) * sizeof *c.lal_m1);

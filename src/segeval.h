@@ -67,13 +67,19 @@ typedef struct {
     st_stat sim_overlap[ST_SIM_RANKERS];  /* overlap@10 */
     st_stat sim_gain[ST_SIM_RANKERS];     /* the model's overlap@10 minus the ranker's, per segment */
     uint32_t sim_known_users, sim_cold_users; /* users whose unseen engagement makes the truth */
+    uint32_t min_users, min_targets;      /* the bounds a segment met (st_segeval_opts) */
 } st_segeval;
 
 const char *st_lal_name(int r);
 const char *st_sim_name(int r);
 
-/* Evaluates on the known and cold users of set (their held-out segments are
- * the held-out engagement) against m. */
+/* Why LOOKALIKE (similar 0) or SIMILAR (similar 1) measured no segment, as a
+ * sentence into out: the bounds no segment met, and for LOOKALIKE without a
+ * known user's held-out segment, that a holdout split measures it. */
+void st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len);
+
+/* Evaluates on the known and cold users of set against m (segeval.h's top
+ * says what each one contributes). */
 int st_segeval_run(const st_model *m, const st_eval_set *set, const st_segeval_opts *o, st_segeval *out, char *err);
 
 #endif

@@ -423,3 +423,9 @@ void st_parallel_run(int threads, uint64_t ntasks, st_task_fn fn, void *ctx)
     par_worker(&args[0]);
     for (int i = 1; i <= started; i++) pthread_join(tids[i], NULL);
 }
+
+int st_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}

@@ -106,6 +106,9 @@ int st_cpu_count(void);
 typedef void (*st_task_fn)(void *ctx, uint64_t task, int thread);
 void st_parallel_run(int threads, uint64_t ntasks, st_task_fn fn, void *ctx);
 
+/* qsort/bsearch order of uint32_t values, ascending. */
+int st_cmp_u32(const void *a, const void *b);
+
 /* Round n up to a multiple of a (a a power of two). */
 static inline uint64_t st_align_up(uint64_t n, uint64_t a) { return (n + a - 1) & ~(a - 1); }
 

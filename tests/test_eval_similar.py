@@ -152,4 +152,31 @@ with tempfile.TemporaryDirectory() as d:
             ok(abs(g["mean"] - gm) < 1e-12 and abs(g["ci95"] - gh) < 1e-12,
                f"the model's paired gain over {name}: {g['mean']:+.6f} +- {g['ci95']:.6f} "
                f"(numpy {gm:+.6f} +- {gh:.6f})")
+    # The figures do not depend on the order of the test file's rows (equal
+    # cosines in the truth go to the lower segment, whichever came first).
+    shuffled = test[:]
+    random.Random(5).shuffle(shuffled)
+    write(os.path.join(d, "shuffled.tsv"), shuffled)
+    j2 = json.loads(run("eval", model, os.path.join(d, "shuffled.tsv"), "-k", 10, "--lookalike", "--baselines",
+                        "none", "--validation", 0, "--json", "-q"))["similar"]
+    ok(j2 == j, "the same test rows in another order give the same SIMILAR figures")
+
+    # No figures, and the reason: new users only (LOOKALIKE needs held-out
+    # users the model knows), and one held-out segment per known user (no
+    # segment is co-engaged with another: SIMILAR has no truth).
+    write(os.path.join(d, "cold.tsv"), [(u, s) for u in cold_rows for s in cold_rows[u]])
+    jc = json.loads(run("eval", model, os.path.join(d, "cold.tsv"), "-k", 10, "--lookalike", "--baselines", "none",
+                        "--validation", 0, "--json", "-q"))
+    ok(jc["lookalike"]["segments"] == 0 and "a holdout split measures LOOKALIKE" in jc["lookalike"].get("skipped", "")
+       and jc["similar"]["segments"] > 0, f"new users only: LOOKALIKE skipped ({jc['lookalike'].get('skipped')}), "
+       f"SIMILAR over {jc['similar']['segments']} segments")
+    write(os.path.join(d, "one.tsv"), [(u, segs[0]) for u, segs in known_held.items()])
+    one = ["eval", model, os.path.join(d, "one.tsv"), "-k", 10, "--lookalike", "--baselines", "none",
+           "--validation", 0, "-q"]
+    jo = json.loads(run(*one, "--json"))
+    ok(jo["lookalike"]["segments"] > 0 and jo["similar"]["segments"] == 0
+       and "2 of them in common" in jo["similar"].get("skipped", "")
+       and "SIMILAR: no segment has 5 users" in run(*one) and "similar:" not in run(*one, "--csv"),
+       f"one held-out segment per user: LOOKALIKE over {jo['lookalike']['segments']} segments, SIMILAR says why it "
+       f"has none ({jo['similar'].get('skipped')}), and the CSV has no similar rows")
 done()
