@@ -56,11 +56,15 @@ def seeds_of(mem, rng):
 
 
 def report(res, base, what):
-    """One line per ranker: mean, 95% interval, lift over the base ranker."""
+    """One line per ranker: mean, 95% interval, lift over the base ranker and
+    the paired gain over it (per task, with its 95% interval)."""
     b = np.mean(res[base])
     for name, v in res.items():
         v = np.array(v)
-        print("%-40s %.4f +- %.4f  %.2fx %s" % (name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)), v.mean() / b, what))
+        g = v - np.array(res[base])
+        print("%-40s %.4f +- %.4f  %.2fx %s, gain %+.4f +- %.4f" % (
+            name, v.mean(), 1.96 * v.std() / np.sqrt(len(v)), v.mean() / b, what, g.mean(),
+            1.96 * g.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else 0.0))
 
 
 def topn_recall(score, cand, target, n):
@@ -230,7 +234,7 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
     report(res, "most active", "most active")
 
 
-def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0):
+def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0, either_held=False):
     """SIMILAR rankers: overlap@10 with the 10 segments most co-engaged with
     s in the engagement the model did not train on (eval's truth: the cosine
     of those user sets, at least 2 users in common, the 200 segments with the
@@ -240,7 +244,10 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
     held-out popularity order instead of its head. mock_draws > 0 adds a
     scorer estimating the truth's distribution: that many draws of a quarter
     of the training pairs as a mock held-out set, each segment scored by how
-    often it lands in the mock truth."""
+    often it lands in the mock truth. either_held (a known split): the
+    truth counts every pair of a user's segments of which at least one was
+    held out (a pair the model never saw together), the cosine over the
+    users holding each segment anywhere."""
     from starling import _kernels as K
     mf, hu, hs = load(model, test, cold=True)
     d = Data(mf, hu[hu < mf.m], hs[hu < mf.m])
@@ -280,6 +287,22 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
         t = np.flatnonzero(c > -1)
         return t[np.lexsort((t, -c[t]))][:10], co
 
+    all_u = np.concatenate([d.huser, hu])
+    all_s = np.concatenate([d.hidx, hs])
+    all_held = np.concatenate([np.zeros(len(d.huser), dtype=bool), np.ones(len(hu), dtype=bool)])
+    all_pop = np.bincount(all_s, minlength=n).astype(np.float64)
+
+    def either_truth(s):
+        s_held = np.full(mall, -1, dtype=np.int8)  # per user: s held out (1), in training (0), absent (-1)
+        s_held[all_u[all_s == s]] = all_held[all_s == s]
+        both = s_held[all_u] >= 0
+        co = np.bincount(all_s[both & ((s_held[all_u] == 1) | all_held)], minlength=n).astype(np.float64)
+        c = co / (np.sqrt(all_pop[s] * all_pop) + shrink + 1e-12)
+        c[co < min_common] = -1
+        c[s] = -1
+        t = np.flatnonzero(c > -1)
+        return t[np.lexsort((t, -c[t]))][:10], co
+
     mock = {}
     if mock_draws:
         rng = np.random.default_rng(7)
@@ -293,7 +316,7 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
     res = {}
     tsize, tco = [], []  # what the truth is made of: its members' held-out users, users in common
     for s in order:
-        truth, cos_ = truth_of(hu, hs, s, hp)
+        truth, cos_ = either_truth(s) if either_held else truth_of(hu, hs, s, hp)
         if len(truth) == 0:
             continue
         tsize += list(hp[truth])
@@ -399,6 +422,8 @@ def main():
     ap.add_argument("--shrink", type=float, default=0.0, help="similar mode: the truth's cosine shrunk by this")
     ap.add_argument("--spread", action="store_true", help="similar mode: segments spread over popularity")
     ap.add_argument("--mock-draws", type=int, default=0, help="similar mode: draws of a mock held-out set")
+    ap.add_argument("--either-held", action="store_true", help="similar mode, a known split: the truth counts "
+                    "every pair of a user's segments with at least one held out")
     ap.add_argument("--truth", help="oracle mode: the planted affinities, `starling synth --truth FILE`")
     ap.add_argument("--protocol", default="held", choices=("held", "members"),
                     help="lookalike mode: the held-out users (default) or the segment's other training users")
@@ -407,7 +432,7 @@ def main():
         return ease_study(a.model, a.test, segments=a.segments, seed=a.seed)
     if a.mode == "similar":
         return similar_study(a.model, a.test, segments=a.segments, min_common=a.min_common, shrink=a.shrink,
-                             spread=a.spread, mock_draws=a.mock_draws)
+                             spread=a.spread, mock_draws=a.mock_draws, either_held=a.either_held)
     if a.mode == "oracle":
         return oracle_study(a.model, a.test, a.truth, segments=a.segments)
     mf, hu, hs = load(a.model, a.test)
