@@ -234,7 +234,8 @@ def ease_study(model, test, lam=200.0, segments=200, seed=42):
     report(res, "most active", "most active")
 
 
-def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0, either_held=False):
+def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=False, mock_draws=0, either_held=False,
+                  prior_scales=()):
     """SIMILAR rankers: overlap@10 with the 10 segments most co-engaged with
     s in the engagement the model did not train on (eval's truth: the cosine
     of those user sets, at least 2 users in common, the 200 segments with the
@@ -247,7 +248,8 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
     often it lands in the mock truth. either_held (a known split): the
     truth counts every pair of a user's segments of which at least one was
     held out (a pair the model never saw together), the cosine over the
-    users holding each segment anywhere."""
+    users holding each segment anywhere. prior_scales: the fold-in scored
+    with the prior weight times each of these as well."""
     from starling import _kernels as K
     mf, hu, hs = load(model, test, cold=True)
     d = Data(mf, hu[hu < mf.m], hs[hu < mf.m])
@@ -335,6 +337,8 @@ def similar_study(model, test, segments=200, min_common=2, shrink=0.0, spread=Fa
               "fold-in + pop rank blend": np.argsort(np.argsort(fold)) + np.argsort(np.argsort(tpop))}
         if mock_draws:
             sc["mock truth frequency"] = mock[s]
+        for f in prior_scales:
+            sc["fold-in, prior weight x %g" % f] = d.V @ x + f * w * q
         for name, v in sc.items():
             v = v.astype(np.float64).copy()
             v[s] = -np.inf
@@ -422,6 +426,8 @@ def main():
     ap.add_argument("--shrink", type=float, default=0.0, help="similar mode: the truth's cosine shrunk by this")
     ap.add_argument("--spread", action="store_true", help="similar mode: segments spread over popularity")
     ap.add_argument("--mock-draws", type=int, default=0, help="similar mode: draws of a mock held-out set")
+    ap.add_argument("--prior-scales", default="", help="similar mode: also the fold-in with the prior weight "
+                    "times each of these (comma-separated)")
     ap.add_argument("--either-held", action="store_true", help="similar mode, a known split: the truth counts "
                     "every pair of a user's segments with at least one held out")
     ap.add_argument("--truth", help="oracle mode: the planted affinities, `starling synth --truth FILE`")
@@ -432,7 +438,8 @@ def main():
         return ease_study(a.model, a.test, segments=a.segments, seed=a.seed)
     if a.mode == "similar":
         return similar_study(a.model, a.test, segments=a.segments, min_common=a.min_common, shrink=a.shrink,
-                             spread=a.spread, mock_draws=a.mock_draws, either_held=a.either_held)
+                             spread=a.spread, mock_draws=a.mock_draws, either_held=a.either_held,
+                             prior_scales=[float(x) for x in a.prior_scales.split(",") if x])
     if a.mode == "oracle":
         return oracle_study(a.model, a.test, a.truth, segments=a.segments)
     mf, hu, hs = load(a.model, a.test)
