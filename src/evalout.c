@@ -77,15 +77,20 @@ static void gain_text(char *out, size_t n, st_stat g)
     snprintf(out, n, "%+.4f ± %.4f", fabs(g.mean) < 5e-5 ? 0.0 : g.mean, g.half);
 }
 
+/* Why LOOKALIKE (similar 0) or SIMILAR has no table, when it has none: 1. */
+static int print_why_empty(FILE *f, const st_segeval *g, int similar)
+{
+    char why[256];
+    if (!st_segeval_why_empty(g, similar, why, sizeof why)) return 0;
+    fprintf(f, "\n%s: %s\n", similar ? "SIMILAR" : "LOOKALIKE", why);
+    return 1;
+}
+
 /* LOOKALIKE's table, or why it has none. */
 static void print_lookalike(FILE *f, const st_segeval *g)
 {
-    char a[64], b[64], c[64], why[256];
-    if (g->lal_segments == 0) {
-        st_segeval_why_empty(g, 0, why, sizeof why);
-        fprintf(f, "\nLOOKALIKE: %s\n", why);
-        return;
-    }
+    char a[64], b[64], c[64];
+    if (print_why_empty(f, g, 0)) return;
     fprintf(f, "\nLOOKALIKE over %u segments: a seed list of %.1f users (on average) from each segment's training users\n"
                "expanded to N users: held out, recall of its %.1f held-out users among users without the segment;\n"
                "members, recall of its %.1f other training users among all users but the seeds (offline, on the\n"
@@ -109,12 +114,8 @@ static void print_lookalike(FILE *f, const st_segeval *g)
 /* SIMILAR's table, or why it has none. */
 static void print_similar(FILE *f, const st_segeval *g)
 {
-    char a[64], b[64], why[256];
-    if (g->sim_segments == 0) {
-        st_segeval_why_empty(g, 1, why, sizeof why);
-        fprintf(f, "\nSIMILAR: %s\n", why);
-        return;
-    }
+    char a[64], b[64];
+    if (print_why_empty(f, g, 1)) return;
     fprintf(f, "\nSIMILAR over %u segments: overlap@10 with the 10 segments most co-engaged with each in the\n"
                "engagement the model did not train on (cosine of those user sets: %u known users' held-out\n"
                "segments, %u cold users' every segment); the gain is the model's minus the ranker's, per segment\n",
@@ -211,10 +212,7 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_t *la = json_object(), *lr = json_object();
     char why[256];
     json_object_set_new(la, "segments", json_integer(g->lal_segments));
-    if (g->lal_segments == 0) {
-        st_segeval_why_empty(g, 0, why, sizeof why);
-        json_object_set_new(la, "skipped", json_string(why));
-    }
+    if (st_segeval_why_empty(g, 0, why, sizeof why)) json_object_set_new(la, "skipped", json_string(why));
     json_object_set_new(la, "mean_seeds", json_real(g->lal_seeds));
     json_object_set_new(la, "mean_held_out_users", json_real(g->lal_targets));
     json_object_set_new(la, "mean_other_members", json_real(g->lal_members_n));
@@ -235,10 +233,7 @@ static void segeval_json(json_t *root, const st_segeval *g)
     json_object_set_new(root, "lookalike", la);
     json_t *si = json_object(), *sr = json_object();
     json_object_set_new(si, "segments", json_integer(g->sim_segments));
-    if (g->sim_segments == 0) {
-        st_segeval_why_empty(g, 1, why, sizeof why);
-        json_object_set_new(si, "skipped", json_string(why));
-    }
+    if (st_segeval_why_empty(g, 1, why, sizeof why)) json_object_set_new(si, "skipped", json_string(why));
     json_object_set_new(si, "truth_known_users", json_integer(g->sim_known_users));
     json_object_set_new(si, "truth_cold_users", json_integer(g->sim_cold_users));
     for (int i = 0; i < ST_SIM_RANKERS; i++) {

@@ -289,23 +289,30 @@ static int best_of(const st_stat *x, int n)
     return b;
 }
 
-/* A section's note saying why it has no table. */
-static void empty_note(FILE *f, const char *title, const st_segeval *g, int similar)
+/* The model's (x[0]) lift over ranker i as a cell; empty for the model
+ * itself or a ranker at 0. */
+static void lift_cell(FILE *f, const st_stat *x, int i)
+{
+    if (i > 0 && x[i].mean > 0) fprintf(f, "<td>%.2fx</td>", x[0].mean / x[i].mean);
+    else fprintf(f, "<td></td>");
+}
+
+/* When LOOKALIKE (similar 0) or SIMILAR has no table, a section's note
+ * saying why, and 1. */
+static int empty_note(FILE *f, const char *title, const st_segeval *g, int similar)
 {
     char why[256];
-    st_segeval_why_empty(g, similar, why, sizeof why);
+    if (!st_segeval_why_empty(g, similar, why, sizeof why)) return 0;
     fprintf(f, "<h2>%s</h2>\n<p class=note>No figures: ", title);
     html_text(f, why);
     fprintf(f, ".</p>\n");
+    return 1;
 }
 
 /* LOOKALIKE's table, or why it has none. */
 static void lookalike_table(FILE *f, const st_segeval *g)
 {
-    if (g->lal_segments == 0) {
-        empty_note(f, "Look-alikes", g, 0);
-        return;
-    }
+    if (empty_note(f, "Look-alikes", g, 0)) return;
     fprintf(f, "<h2>Look-alikes</h2>\n<p class=note>%u segments: a seed list of %.1f users on average from each "
                "segment's training users is expanded to N users who do not have the segment; the recall is that of "
                "its %.1f held-out users on average. Offline, on the owner's own data: the serving privacy floors do "
@@ -318,8 +325,7 @@ static void lookalike_table(FILE *f, const st_segeval *g)
         fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td><td>%.4f ± %.4f</td>", st_lal_name(i),
                 i == best ? " class=best" : "", g->lal_recall[i].mean, g->lal_recall[i].half, g->lal_recall10[i].mean,
                 g->lal_recall10[i].half);
-        if (i > 0 && g->lal_recall[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->lal_recall[0].mean / g->lal_recall[i].mean);
-        else fprintf(f, "<td></td>");
+        lift_cell(f, g->lal_recall, i);
         fprintf(f, "<td>%.4f ± %.4f</td></tr>\n", g->lal_members[i].mean, g->lal_members[i].half);
     }
     fprintf(f, "</table>\n");
@@ -328,10 +334,7 @@ static void lookalike_table(FILE *f, const st_segeval *g)
 /* SIMILAR's table, or why it has none. */
 static void similar_table(FILE *f, const st_segeval *g)
 {
-    if (g->sim_segments == 0) {
-        empty_note(f, "Similar segments", g, 1);
-        return;
-    }
+    if (empty_note(f, "Similar segments", g, 1)) return;
     fprintf(f, "<h2>Similar segments</h2>\n<p class=note>%u segments: overlap of each ranker's 10 with the "
                "10 segments most co-engaged with the segment in the engagement the model did not train on (cosine of "
                "those user sets: %u known users' held-out segments, %u cold users' every segment). The gain is the "
@@ -342,8 +345,7 @@ static void similar_table(FILE *f, const st_segeval *g)
     for (int i = 0; i < ST_SIM_RANKERS; i++) {
         fprintf(f, "<tr><td class=l>%s</td><td%s>%.4f ± %.4f</td>", st_sim_name(i), i == best ? " class=best" : "",
                 g->sim_overlap[i].mean, g->sim_overlap[i].half);
-        if (i > 0 && g->sim_overlap[i].mean > 0) fprintf(f, "<td>%.2fx</td>", g->sim_overlap[0].mean / g->sim_overlap[i].mean);
-        else fprintf(f, "<td></td>");
+        lift_cell(f, g->sim_overlap, i);
         if (i > 0)
             fprintf(f, "<td>%+.4f ± %.4f</td></tr>\n", fabs(g->sim_gain[i].mean) < 5e-5 ? 0.0 : g->sim_gain[i].mean,
                     g->sim_gain[i].half);

@@ -421,8 +421,9 @@ static int unseen_rows(const st_eval_set *set, uint64_t **ptr, uint32_t **idx, c
     return 0;
 }
 
-void st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len)
+int st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len)
 {
+    if ((similar ? g->sim_segments : g->lal_segments) > 0) return 0;
     if (similar)
         snprintf(out, len,
                  "no segment has %u users in the engagement the model did not train on and a segment with 2 of "
@@ -434,6 +435,7 @@ void st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t le
                  g->sim_known_users ? ""
                                     : " (no known user has a held-out segment here: a users split holds out users "
                                       "the model never saw; a holdout split measures LOOKALIKE)");
+    return 1;
 }
 
 static void summarise(seg_ctx *c, st_segeval *out)

@@ -73,10 +73,11 @@ typedef struct {
 const char *st_lal_name(int r);
 const char *st_sim_name(int r);
 
-/* Why LOOKALIKE (similar 0) or SIMILAR (similar 1) measured no segment, as a
- * sentence into out: the bounds no segment met, and for LOOKALIKE without a
- * known user's held-out segment, that a holdout split measures it. */
-void st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len);
+/* Whether LOOKALIKE (similar 0) or SIMILAR (similar 1) measured no segment
+ * (1), and then why, as a sentence into out: the bounds no segment met, and
+ * for LOOKALIKE without a known user's held-out segment, that a holdout split
+ * measures it. 0 (out untouched) when it has figures. */
+int st_segeval_why_empty(const st_segeval *g, int similar, char *out, size_t len);
 
 /* Evaluates on the known and cold users of set against m (segeval.h's top
  * says what each one contributes). */
